@@ -1,0 +1,70 @@
+/**
+ * The interface every driver implements, and the batch it runs.
+ *
+ * A batch is data only: the batch builder (src/engine/batch-builder.ts) makes
+ * it from the scheduled sequences; a driver runs the model over it, writes the
+ * new tokens' keys and values into its KV pool, and returns the logits of the
+ * rows to sample.
+ *
+ * Attention layout. Each batch row (sequence) b has up to Q query tokens and L
+ * key positions. The keys of a step are gathered in two stages: first the U
+ * pool slots the step reads (`kvGather`), then each row's keys by index into
+ * [those U rows, then the T new tokens] (`keyIndex`). Rows list their real keys
+ * first and padding last, and L is a multiple of `KEY_ALIGN`, so a sequence's
+ * numbers do not depend on what else is in the batch (see batch-builder.ts).
+ */
+export interface Batch {
+  /** New tokens in this step (T). */
+  numTokens: number;
+  /** Batch rows (B), one per scheduled sequence. */
+  numRows: number;
+  /** Query slots per row (Q), padded. */
+  queryLen: number;
+  /** Key slots per row (L), padded. */
+  keyLen: number;
+  /** [T] token ids. */
+  tokenIds: Int32Array;
+  /** [T] positions, for RoPE. */
+  positions: Int32Array;
+  /** [T] pool slot that receives each new token's key and value. */
+  writeSlots: Int32Array;
+  /** [U] pool slots read this step (U ≥ 1). */
+  kvGather: Int32Array;
+  /** [B, L] index into concat(kvGather rows, new tokens). */
+  keyIndex: Int32Array;
+  /** [B, Q] index into the T new tokens (padding points at 0). */
+  queryIndex: Int32Array;
+  /** [T] index of each new token into the flattened [B, Q] query grid. */
+  tokenIndex: Int32Array;
+  /** [B, Q, L] additive attention mask: 0 to attend, -Infinity to mask. */
+  mask: Float32Array;
+  /** [S] new-token rows whose logits are returned. */
+  sampleIndex: Int32Array;
+}
+
+export interface DriverInfo {
+  name: string;
+  vocabSize: number;
+  /** Total KV slots (pages × page size). */
+  numSlots: number;
+  pageSize: number;
+  numPages: number;
+  /** Bytes of KV cache per slot (all layers, keys and values). */
+  bytesPerSlot: number;
+}
+
+export interface StepResult {
+  /** [S, V] logits of the sampled rows, in `sampleIndex` order. */
+  logits: Float32Array;
+}
+
+export interface Driver {
+  readonly info: DriverInfo;
+  run(batch: Batch): Promise<StepResult>;
+  /** Copies the KV rows of `from` slots into `to` slots (fork of a partial page). */
+  copySlots(from: Int32Array, to: Int32Array): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Key rows are padded to a multiple of this; see batch-builder.ts. */
+export const KEY_ALIGN = 64;

@@ -1,0 +1,108 @@
+/**
+ * The portable driver: the model's ONNX graph on ONNX Runtime's CPU provider,
+ * in a worker thread, over a KV pool in shared memory.
+ */
+import { Worker } from 'node:worker_threads';
+import type { LoadedModel } from '../../src/model/load.ts';
+import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
+import { buildGraph } from './graph.ts';
+import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
+
+export interface PortableDriverOptions {
+  numPages: number;
+  pageSize: number;
+  /** ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice). */
+  threads?: number;
+}
+
+export class PortableDriver implements Driver {
+  readonly info: DriverInfo;
+  /** Milliseconds ONNX Runtime spent in the last run (measured in the worker). */
+  lastRunMs = 0;
+  private nextId = 0;
+  private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
+  private failure: Error | null = null;
+  private readonly worker: Worker;
+
+  private constructor(worker: Worker, info: DriverInfo) {
+    this.worker = worker;
+    this.info = info;
+    worker.on('message', (msg: WorkerReply) => {
+      if (msg.type === 'ready') return;
+      const p = this.pending.get(msg.id);
+      if (!p) return;
+      this.pending.delete(msg.id);
+      if (msg.type === 'error') p.reject(new Error(`driver: ${msg.message}`));
+      else p.resolve(msg);
+    });
+    worker.on('error', (err) => this.fail(err));
+    worker.on('exit', (code) => this.fail(new Error(`driver worker exited with code ${code}`)));
+  }
+
+  static async create(model: LoadedModel, options: PortableDriverOptions): Promise<PortableDriver> {
+    const c = model.config;
+    const numSlots = options.numPages * options.pageSize;
+    const kvPlanes = c.numLayers * 2 * c.numKvHeads;
+    const poolRows = kvPlanes * numSlots;
+    const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
+    const graph = buildGraph({ config: c, weights: model.weights, numSlots });
+    const init: WorkerInit = { graph, pool, poolRows, headDim: c.headDim, kvPlanes, numSlots, threads: options.threads ?? 0 };
+    const worker = new Worker(new URL('./worker.ts', import.meta.url), {
+      workerData: init,
+      transferList: [graph.buffer as ArrayBuffer],
+    });
+    await new Promise<void>((resolve, reject) => {
+      const onMessage = (msg: WorkerReply) => {
+        if (msg.type === 'ready') {
+          worker.off('error', onError);
+          worker.off('message', onMessage);
+          resolve();
+        }
+      };
+      const onError = (err: Error) => reject(new Error(`driver worker failed to start: ${err.message}`));
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+    });
+    return new PortableDriver(worker, {
+      name: 'portable',
+      vocabSize: c.vocabSize,
+      numSlots,
+      pageSize: options.pageSize,
+      numPages: options.numPages,
+      bytesPerSlot: kvPlanes * c.headDim * 4,
+    });
+  }
+
+  async run(batch: Batch): Promise<StepResult> {
+    const reply = await this.request({ type: 'run', id: this.nextId++, batch });
+    if (reply.type !== 'done' || !reply.logits) throw new Error('driver: run returned no logits');
+    this.lastRunMs = reply.runMs ?? 0;
+    return { logits: reply.logits };
+  }
+
+  async copySlots(from: Int32Array, to: Int32Array): Promise<void> {
+    await this.request({ type: 'copy', id: this.nextId++, from, to });
+  }
+
+  async close(): Promise<void> {
+    if (this.failure) return;
+    await this.request({ type: 'close', id: this.nextId++ }).catch(() => undefined);
+    this.failure = new Error('driver closed');
+    await this.worker.terminate();
+  }
+
+  private request(msg: WorkerRequest): Promise<WorkerReply> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise((resolve, reject) => {
+      this.pending.set(msg.id, { resolve, reject });
+      this.worker.postMessage(msg);
+    });
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
+  }
+}

@@ -1,0 +1,191 @@
+/**
+ * Builds the ONNX graph of a Llama-family model over a paged KV cache.
+ *
+ * Inputs (see drivers/driver.ts for the meaning of each):
+ *   token_ids [T] i32, positions [T] i32, kv_pool [NL*2*KVH*NS, HD] f32,
+ *   kv_gather [U] i32, key_index [B, L] i32, query_index [B, Q] i32,
+ *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32
+ * Outputs:
+ *   logits [S, V] f32, new_kv [NL*2*KVH, T, HD] f32
+ *
+ * The pool is one flat tensor: row ((layer*2 + kind)*KVH + head)*NS + slot
+ * holds HD floats. Attention works head-major, [KVH, B, ...], so the gathered
+ * keys and values need no transpose: scores are computed as K·Qᵀ ([L, Q·G],
+ * small for decode) and transposed.
+ */
+import type { ModelConfig } from '../../src/model/config.ts';
+import { ropeInverseFrequencies } from '../../src/model/config.ts';
+import type { ModelWeights } from '../../src/model/weights.ts';
+import type { Tensor } from '../../src/model/safetensors.ts';
+import { DType, GraphBuilder } from './onnx-builder.ts';
+
+export interface GraphSpec {
+  config: ModelConfig;
+  weights: ModelWeights;
+  numSlots: number;
+}
+
+export const INPUTS = [
+  'token_ids',
+  'positions',
+  'kv_pool',
+  'kv_gather',
+  'key_index',
+  'query_index',
+  'token_index',
+  'attn_mask',
+  'sample_index',
+] as const;
+
+export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array {
+  const g = new GraphBuilder();
+  const c = config;
+  const H = c.hiddenSize;
+  const HD = c.headDim;
+  const NH = c.numHeads;
+  const KVH = c.numKvHeads;
+  const G = NH / KVH;
+  const qDim = NH * HD;
+  const kvDimSize = KVH * HD;
+  const NL = c.numLayers;
+  const scale = 1 / Math.sqrt(HD);
+
+  const tokenIds = g.input('token_ids', DType.INT32, ['T']);
+  const positions = g.input('positions', DType.INT32, ['T']);
+  const pool = g.input('kv_pool', DType.FLOAT, [NL * 2 * KVH * numSlots, HD]);
+  const kvGather = g.input('kv_gather', DType.INT32, ['U']);
+  const keyIndex = g.input('key_index', DType.INT32, ['B', 'L']);
+  const queryIndex = g.input('query_index', DType.INT32, ['B', 'Q']);
+  const tokenIndex = g.input('token_index', DType.INT32, ['T']);
+  const mask = g.input('attn_mask', DType.FLOAT, ['B', 'Q', 'L']);
+  const sampleIndex = g.input('sample_index', DType.INT32, ['S']);
+
+  const shape = (...dims: number[]) => g.constInt64(dims);
+  const rmsNorm = (x: string, w: Tensor, name: string, eps = c.rmsNormEps, weightScale = 1): string => {
+    const sq = g.op('Mul', [x, x]);
+    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
+    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.constFloat(eps)])])]);
+    const wData = weightScale === 1 ? w.data : w.data.map((v) => v * weightScale);
+    return g.op('Mul', [g.op('Mul', [x, inv]), g.floats(name, wData, [w.shape[0]!])]);
+  };
+
+  // RoPE tables for this step's positions: [T, 1, HD/2].
+  const invFreq = Float32Array.from(ropeInverseFrequencies(c));
+  const angles = g.op('Mul', [
+    g.op('Unsqueeze', [g.op('Cast', [positions], { to: DType.FLOAT }), shape(1)]),
+    g.floats('rope_inv_freq', invFreq, [1, HD / 2]),
+  ]);
+  const cos = g.op('Unsqueeze', [g.op('Cos', [angles]), shape(1)]);
+  const sin = g.op('Unsqueeze', [g.op('Sin', [angles]), shape(1)]);
+  const halves = g.constInt64([HD / 2, HD / 2]);
+  const rope = (x: string): string => {
+    const [x1, x2] = g.opN('Split', [x, halves], 2, { axis: -1 }) as [string, string];
+    const a = g.op('Sub', [g.op('Mul', [x1, cos]), g.op('Mul', [x2, sin])]);
+    const b = g.op('Add', [g.op('Mul', [x2, cos]), g.op('Mul', [x1, sin])]);
+    return g.op('Concat', [a, b], { axis: -1 });
+  };
+
+  let x = g.op('Gather', [g.floats('embed_tokens', weights.embed.data, weights.embed.shape), tokenIds], { axis: 0 });
+  const newKv: string[] = [];
+  // Offsets that turn a slot number into a pool row, per head: [KVH, 1].
+  const headOffsets = (layer: number, kind: number) =>
+    g.int64s(`pool_offset_${layer}_${kind}`, Array.from({ length: KVH }, (_, h) => ((layer * 2 + kind) * KVH + h) * numSlots), [KVH, 1]);
+  const gatherRow = g.op('Unsqueeze', [g.op('Cast', [kvGather], { to: DType.INT64 }), shape(0)]); // [1, U]
+  // Run-time shapes [KVH, B, Q, G, L] and [KVH, B, Q·G, L] (B and L come from key_index).
+  const dimsBL = g.op('Shape', [keyIndex]);
+  const dimB = g.op('Slice', [dimsBL, shape(0), shape(1)]);
+  const dimL = g.op('Slice', [dimsBL, shape(1), shape(2)]);
+  const scores5Shape = g.op('Concat', [shape(KVH), dimB, shape(-1, G), dimL], { axis: 0 });
+  const scores4Shape = g.op('Concat', [shape(KVH), dimB, shape(-1), dimL], { axis: 0 });
+  const mask5 = g.op('Unsqueeze', [mask, shape(0, 3)]); // [1, B, Q, 1, L]
+
+  for (let l = 0; l < NL; l++) {
+    const w = weights.layers[l]!;
+    const p = `layers.${l}.`;
+    const h = rmsNorm(x, w.inputNorm, `${p}input_norm`);
+    // q is pre-scaled by 1/sqrt(HD) (in its weights, or in its norm for Qwen3).
+    const qScale = w.qNorm ? 1 : scale;
+    const wqkv = concatTransposed([w.q, w.k, w.v], [qScale, 1, 1]);
+    let qkv = g.op('MatMul', [h, g.floats(`${p}qkv`, wqkv, [H, qDim + 2 * kvDimSize])]);
+    if (w.qBias && w.kBias && w.vBias) {
+      const bias = new Float32Array(qDim + 2 * kvDimSize);
+      bias.set(w.qBias.data.map((v) => v * qScale), 0);
+      bias.set(w.kBias.data, qDim);
+      bias.set(w.vBias.data, qDim + kvDimSize);
+      qkv = g.op('Add', [qkv, g.floats(`${p}qkv_bias`, bias, [bias.length])]);
+    }
+    const [q0, k0, v0] = g.opN('Split', [qkv, g.constInt64([qDim, kvDimSize, kvDimSize])], 3, { axis: 1 }) as [string, string, string];
+    let q = g.op('Reshape', [q0, shape(-1, NH, HD)]);
+    let k = g.op('Reshape', [k0, shape(-1, KVH, HD)]);
+    const v = g.op('Reshape', [v0, shape(-1, KVH, HD)]);
+    if (w.qNorm && w.kNorm) {
+      q = rmsNorm(q, w.qNorm, `${p}q_norm`, c.rmsNormEps, scale);
+      k = rmsNorm(k, w.kNorm, `${p}k_norm`);
+    }
+    q = rope(q);
+    k = rope(k);
+    // New keys and values, head-major: [KVH, T, HD].
+    const kNew = g.op('Transpose', [k], { perm: [1, 0, 2] });
+    const vNew = g.op('Transpose', [v], { perm: [1, 0, 2] });
+    newKv.push(kNew, vNew);
+    // Keys of every row: [KVH, B, L, HD].
+    const rowsOf = (kind: number, fresh: string) => {
+      const poolRows = g.op('Add', [gatherRow, headOffsets(l, kind)]); // [KVH, U]
+      const past = g.op('Gather', [pool, poolRows], { axis: 0 }); // [KVH, U, HD]
+      const all = g.op('Concat', [past, fresh], { axis: 1 }); // [KVH, U+T, HD]
+      return g.op('Gather', [all, keyIndex], { axis: 1 }); // [KVH, B, L, HD]
+    };
+    const keys = rowsOf(0, kNew);
+    const values = rowsOf(1, vNew);
+    // Queries: [T, NH, HD] → [B, Q, KVH, G, HD] → [KVH, B, HD, Q·G].
+    const qRows = g.op('Gather', [g.op('Reshape', [q, shape(-1, KVH, G, HD)]), queryIndex], { axis: 0 });
+    const qT = g.op('Reshape', [g.op('Transpose', [qRows], { perm: [2, 0, 4, 1, 3] }), shape(KVH, 0, HD, -1)]);
+    const scoresT = g.op('MatMul', [keys, qT]); // [KVH, B, L, Q·G]
+    const scores = g.op('Transpose', [scoresT], { perm: [0, 1, 3, 2] }); // [KVH, B, Q·G, L]
+    const masked = g.op('Add', [g.op('Reshape', [scores, scores5Shape]), mask5]); // [KVH, B, Q, G, L]
+    const probs = g.op('Reshape', [g.op('Softmax', [masked], { axis: -1 }), scores4Shape]); // [KVH, B, Q·G, L]
+    const attn = g.op('MatMul', [probs, values]); // [KVH, B, Q·G, HD]
+    // Back to tokens: [KVH, B, Q, G, HD] → [B, Q, KVH, G, HD] → [B·Q, NH·HD] → [T, NH·HD].
+    const attn5 = g.op('Reshape', [attn, shape(KVH, 0, -1, G, HD)]);
+    const perRow = g.op('Reshape', [g.op('Transpose', [attn5], { perm: [1, 2, 0, 3, 4] }), shape(-1, qDim)]);
+    const perToken = g.op('Gather', [perRow, tokenIndex], { axis: 0 });
+    x = g.op('Add', [x, g.op('MatMul', [perToken, g.floats(`${p}o`, transpose(w.o), [qDim, H])])]);
+
+    const h2 = rmsNorm(x, w.postNorm, `${p}post_norm`);
+    const I = c.intermediateSize;
+    const gu = g.op('MatMul', [h2, g.floats(`${p}gate_up`, concatTransposed([w.gate, w.up], [1, 1]), [H, 2 * I])]);
+    const [gate, up] = g.opN('Split', [gu, g.constInt64([I, I])], 2, { axis: 1 }) as [string, string];
+    const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
+    x = g.op('Add', [x, g.op('MatMul', [act, g.floats(`${p}down`, transpose(w.down), [I, H])])]);
+  }
+
+  const last = g.op('Gather', [x, sampleIndex], { axis: 0 });
+  const normed = rmsNorm(last, weights.norm, 'final_norm');
+  const logits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
+  g.output(logits, 'logits', DType.FLOAT, ['S', c.vocabSize]);
+  g.output(g.op('Concat', newKv, { axis: 0 }), 'new_kv', DType.FLOAT, [NL * 2 * KVH, 'T', HD]);
+  return g.encode();
+}
+
+/** [out, in] → [in, out]. */
+function transpose(t: Tensor): Float32Array {
+  const [rows, cols] = t.shape as [number, number];
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c]!;
+  return out;
+}
+
+/** Several [out_i, in] matrices → one [in, Σ out_i], each scaled. */
+function concatTransposed(ts: Tensor[], scales: number[]): Float32Array {
+  const inDim = ts[0]!.shape[1]!;
+  const total = ts.reduce((a, t) => a + t.shape[0]!, 0);
+  const out = new Float32Array(inDim * total);
+  let col = 0;
+  ts.forEach((t, i) => {
+    const rows = t.shape[0]!;
+    const s = scales[i]!;
+    for (let r = 0; r < rows; r++) for (let c = 0; c < inDim; c++) out[c * total + col + r] = t.data[r * inDim + c]! * s;
+    col += rows;
+  });
+  return out;
+}

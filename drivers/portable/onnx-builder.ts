@@ -1,0 +1,137 @@
+/**
+ * A small typed helper for writing ONNX graphs by hand: value names are
+ * strings, every node gets a fresh output name, initializers carry raw bytes.
+ */
+import onnxProto from 'onnx-proto';
+
+const { onnx } = onnxProto;
+
+export const DType = { FLOAT: 1, INT32: 6, INT64: 7 } as const;
+export type DTypeCode = (typeof DType)[keyof typeof DType];
+
+export type Dim = number | string;
+export type AttrValue = number | number[] | string | { float: number };
+
+export interface GraphIO {
+  name: string;
+  type: DTypeCode;
+  shape: Dim[];
+}
+
+export class GraphBuilder {
+  private readonly nodes: onnxProto.onnx.INodeProto[] = [];
+  private readonly initializers: onnxProto.onnx.ITensorProto[] = [];
+  private readonly inputs: GraphIO[] = [];
+  private readonly outputs: GraphIO[] = [];
+  private counter = 0;
+  private readonly scalarCache = new Map<string, string>();
+
+  input(name: string, type: DTypeCode, shape: Dim[]): string {
+    this.inputs.push({ name, type, shape });
+    return name;
+  }
+
+  output(value: string, name: string, type: DTypeCode, shape: Dim[]): void {
+    this.op('Identity', [value], {}, name);
+    this.outputs.push({ name, type, shape });
+  }
+
+  /** A float32 initializer; the bytes are referenced, not copied, until `encode()`. */
+  floats(name: string, data: Float32Array, dims: number[]): string {
+    if (data.length !== dims.reduce((a, b) => a * b, 1)) {
+      throw new Error(`initializer ${name}: ${data.length} values for shape [${dims}]`);
+    }
+    this.initializers.push({
+      name,
+      dims,
+      dataType: DType.FLOAT,
+      rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
+    });
+    return name;
+  }
+
+  int64s(name: string, data: number[], dims: number[] = [data.length]): string {
+    this.initializers.push({
+      name,
+      dims,
+      dataType: DType.INT64,
+      rawData: new Uint8Array(BigInt64Array.from(data.map(BigInt)).buffer),
+    });
+    return name;
+  }
+
+  /** A shared int64 constant (for shapes, axes, offsets). */
+  constInt64(values: number[]): string {
+    const key = `i64:${values.join(',')}`;
+    let name = this.scalarCache.get(key);
+    if (!name) {
+      name = this.int64s(`const_${this.scalarCache.size}`, values);
+      this.scalarCache.set(key, name);
+    }
+    return name;
+  }
+
+  constFloat(value: number): string {
+    const key = `f32:${value}`;
+    let name = this.scalarCache.get(key);
+    if (!name) {
+      name = this.floats(`const_${this.scalarCache.size}`, Float32Array.of(value), []);
+      this.scalarCache.set(key, name);
+    }
+    return name;
+  }
+
+  /** Adds a node; returns the name of its first output. */
+  op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}, output?: string): string {
+    return this.opN(type, inputs, 1, attrs, output ? [output] : undefined)[0]!;
+  }
+
+  opN(type: string, inputs: string[], numOutputs: number, attrs: Record<string, AttrValue> = {}, outputs?: string[]): string[] {
+    const id = this.counter++;
+    const outs = outputs ?? Array.from({ length: numOutputs }, (_, i) => `${type.toLowerCase()}_${id}_${i}`);
+    this.nodes.push({
+      opType: type,
+      name: `${type}_${id}`,
+      input: inputs,
+      output: outs,
+      attribute: Object.entries(attrs).map(([name, value]) => attribute(name, value)),
+    });
+    return outs;
+  }
+
+  encode(opset = 17): Uint8Array {
+    const model = onnx.ModelProto.create({
+      irVersion: 8,
+      producerName: 'pie-gateway',
+      opsetImport: [{ domain: '', version: opset }],
+      graph: {
+        name: 'main',
+        node: this.nodes,
+        initializer: this.initializers,
+        input: this.inputs.map(valueInfo),
+        output: this.outputs.map(valueInfo),
+      },
+    });
+    return onnx.ModelProto.encode(model).finish();
+  }
+}
+
+function attribute(name: string, value: AttrValue): onnxProto.onnx.IAttributeProto {
+  const T = onnx.AttributeProto.AttributeType;
+  if (typeof value === 'number') return { name, type: T.INT, i: value };
+  if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
+  if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
+  return { name, type: T.FLOAT, f: value.float };
+}
+
+function valueInfo(io: GraphIO): onnxProto.onnx.IValueInfoProto {
+  return {
+    name: io.name,
+    type: {
+      tensorType: {
+        elemType: io.type,
+        shape: { dim: io.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
+      },
+    },
+  };
+}

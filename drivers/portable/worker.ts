@@ -1,0 +1,104 @@
+/**
+ * The ONNX Runtime thread. `session.run` blocks the thread it runs on, so it
+ * lives here, away from the engine's event loop. The KV pool is a
+ * SharedArrayBuffer that the engine thread allocated; this thread passes it
+ * to every run without copying and writes each step's new keys and values
+ * into it before replying.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import * as ort from 'onnxruntime-node';
+import type { Batch } from '../driver.ts';
+
+export interface WorkerInit {
+  graph: Uint8Array;
+  pool: SharedArrayBuffer;
+  poolRows: number;
+  headDim: number;
+  /** Rows of new_kv per step: layers × 2 × kv heads. */
+  kvPlanes: number;
+  numSlots: number;
+  threads: number;
+}
+
+export type WorkerRequest =
+  | { type: 'run'; id: number; batch: Batch }
+  | { type: 'copy'; id: number; from: Int32Array; to: Int32Array }
+  | { type: 'close'; id: number };
+
+export type WorkerReply =
+  | { type: 'ready' }
+  | { type: 'done'; id: number; logits?: Float32Array; runMs?: number }
+  | { type: 'error'; id: number; message: string };
+
+const init = workerData as WorkerInit;
+const port = parentPort!;
+const pool = new Float32Array(init.pool);
+const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
+
+const session = await ort.InferenceSession.create(init.graph, {
+  intraOpNumThreads: init.threads,
+  interOpNumThreads: 1,
+  executionMode: 'sequential',
+  graphOptimizationLevel: 'all',
+});
+port.postMessage({ type: 'ready' } satisfies WorkerReply);
+
+port.on('message', async (msg: WorkerRequest) => {
+  try {
+    if (msg.type === 'run') {
+      const t0 = performance.now();
+      const logits = await runBatch(msg.batch);
+      const reply: WorkerReply = { type: 'done', id: msg.id, logits, runMs: performance.now() - t0 };
+      port.postMessage(reply, [logits.buffer as ArrayBuffer]);
+    } else if (msg.type === 'copy') {
+      copySlots(msg.from, msg.to);
+      port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
+    } else {
+      await session.release();
+      port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
+      port.close();
+    }
+  } catch (err) {
+    port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies WorkerReply);
+  }
+});
+
+async function runBatch(b: Batch): Promise<Float32Array> {
+  const i32 = (data: Int32Array, dims: number[]) => new ort.Tensor('int32', data, dims);
+  const feeds = {
+    token_ids: i32(b.tokenIds, [b.numTokens]),
+    positions: i32(b.positions, [b.numTokens]),
+    kv_pool: poolTensor,
+    kv_gather: i32(b.kvGather, [b.kvGather.length]),
+    key_index: i32(b.keyIndex, [b.numRows, b.keyLen]),
+    query_index: i32(b.queryIndex, [b.numRows, b.queryLen]),
+    token_index: i32(b.tokenIndex, [b.numTokens]),
+    attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
+    sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
+  };
+  const out = await session.run(feeds);
+  writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
+  return out.logits!.data as Float32Array;
+}
+
+/** new_kv is [planes, T, HD]; plane p's row for token t goes to pool row p·NS + slot(t). */
+function writeNewKv(newKv: Float32Array, slots: Int32Array, numTokens: number): void {
+  const HD = init.headDim;
+  for (let p = 0; p < init.kvPlanes; p++) {
+    const base = p * init.numSlots;
+    for (let t = 0; t < numTokens; t++) {
+      const src = (p * numTokens + t) * HD;
+      pool.set(newKv.subarray(src, src + HD), (base + slots[t]!) * HD);
+    }
+  }
+}
+
+function copySlots(from: Int32Array, to: Int32Array): void {
+  const HD = init.headDim;
+  for (let p = 0; p < init.kvPlanes; p++) {
+    const base = p * init.numSlots;
+    for (let i = 0; i < from.length; i++) {
+      pool.copyWithin((base + to[i]!) * HD, (base + from[i]!) * HD, (base + from[i]! + 1) * HD);
+    }
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * The model's shape, read from a Hugging Face `config.json` and checked.
+ * Every consumer (graph builder, reference forward, engine) reads this, never
+ * the raw JSON.
+ */
+import { ModelLoadError } from './errors.ts';
+
+export const SUPPORTED_ARCHITECTURES = {
+  LlamaForCausalLM: 'llama',
+  MistralForCausalLM: 'mistral',
+  Qwen2ForCausalLM: 'qwen2',
+  Qwen3ForCausalLM: 'qwen3',
+} as const;
+
+export type ArchitectureName = keyof typeof SUPPORTED_ARCHITECTURES;
+export type Family = (typeof SUPPORTED_ARCHITECTURES)[ArchitectureName];
+
+export type RopeScaling =
+  | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
+  | { type: 'linear'; factor: number };
+
+export interface ModelConfig {
+  architecture: ArchitectureName;
+  family: Family;
+  hiddenSize: number;
+  intermediateSize: number;
+  numLayers: number;
+  numHeads: number;
+  numKvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  ropeScaling: RopeScaling | null;
+  maxPositionEmbeddings: number;
+  tieWordEmbeddings: boolean;
+  /** Biases on the q, k and v projections (Qwen2). */
+  attentionBias: boolean;
+  /** RMSNorm over each head of q and k before RoPE (Qwen3). */
+  qkNorm: boolean;
+  /** Keys further back than this many positions are masked (Mistral); null for none. */
+  slidingWindow: number | null;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+type Json = Record<string, unknown>;
+
+export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig {
+  const archs = raw.architectures;
+  const arch = Array.isArray(archs) ? String(archs[0]) : undefined;
+  if (!arch) throw new ModelLoadError(`${source}: no "architectures" entry`);
+  if (!(arch in SUPPORTED_ARCHITECTURES)) {
+    throw new ModelLoadError(
+      `${source}: unsupported architecture ${arch}; supported: ${Object.keys(SUPPORTED_ARCHITECTURES).join(', ')}`,
+    );
+  }
+  const architecture = arch as ArchitectureName;
+  const family = SUPPORTED_ARCHITECTURES[architecture];
+  const int = (key: string, fallback?: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
+      throw new ModelLoadError(`${source}: "${key}" must be a positive integer, got ${JSON.stringify(v)}`);
+    }
+    return v;
+  };
+  const num = (key: string, fallback: number): number => {
+    const v = raw[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isFinite(v)) throw new ModelLoadError(`${source}: "${key}" must be a number`);
+    return v;
+  };
+  const hiddenSize = int('hidden_size');
+  const numHeads = int('num_attention_heads');
+  const numKvHeads = int('num_key_value_heads', numHeads);
+  const headDim = raw.head_dim == null ? hiddenSize / numHeads : int('head_dim');
+  if (!Number.isInteger(headDim)) throw new ModelLoadError(`${source}: hidden_size ${hiddenSize} is not divisible by num_attention_heads ${numHeads}`);
+  if (headDim % 2 !== 0) throw new ModelLoadError(`${source}: head dimension ${headDim} must be even for RoPE`);
+  if (numHeads % numKvHeads !== 0) {
+    throw new ModelLoadError(`${source}: num_attention_heads ${numHeads} is not a multiple of num_key_value_heads ${numKvHeads}`);
+  }
+  const act = raw.hidden_act ?? 'silu';
+  if (act !== 'silu') throw new ModelLoadError(`${source}: hidden_act "${String(act)}" is not supported (only silu)`);
+  const eos = raw.eos_token_id;
+  const eosTokenIds = eos == null ? [] : Array.isArray(eos) ? eos.map(Number) : [Number(eos)];
+  const useSliding = family === 'mistral' || (family !== 'llama' && raw.use_sliding_window === true);
+  const window = typeof raw.sliding_window === 'number' && useSliding ? raw.sliding_window : null;
+  return {
+    architecture,
+    family,
+    hiddenSize,
+    intermediateSize: int('intermediate_size'),
+    numLayers: int('num_hidden_layers'),
+    numHeads,
+    numKvHeads,
+    headDim,
+    vocabSize: int('vocab_size'),
+    rmsNormEps: num('rms_norm_eps', 1e-6),
+    ropeTheta: num('rope_theta', 10000),
+    ropeScaling: parseRopeScaling(raw.rope_scaling, source),
+    maxPositionEmbeddings: int('max_position_embeddings', 2048),
+    tieWordEmbeddings: raw.tie_word_embeddings === true,
+    attentionBias: family === 'qwen2' || raw.attention_bias === true,
+    qkNorm: family === 'qwen3',
+    slidingWindow: window,
+    bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : null,
+    eosTokenIds,
+  };
+}
+
+function parseRopeScaling(raw: unknown, source: string): RopeScaling | null {
+  if (raw == null) return null;
+  if (typeof raw !== 'object') throw new ModelLoadError(`${source}: rope_scaling must be an object`);
+  const r = raw as Json;
+  const type = r.rope_type ?? r.type;
+  if (type === 'default') return null;
+  if (type === 'llama3') {
+    return {
+      type: 'llama3',
+      factor: Number(r.factor),
+      lowFreqFactor: Number(r.low_freq_factor ?? 1),
+      highFreqFactor: Number(r.high_freq_factor ?? 4),
+      originalMaxPositionEmbeddings: Number(r.original_max_position_embeddings ?? 8192),
+    };
+  }
+  if (type === 'linear') return { type: 'linear', factor: Number(r.factor) };
+  throw new ModelLoadError(`${source}: rope_scaling type "${String(type)}" is not supported (llama3, linear)`);
+}
+
+/** RoPE inverse frequencies (length headDim/2), with the configured scaling applied. */
+export function ropeInverseFrequencies(config: ModelConfig): Float64Array {
+  const half = config.headDim / 2;
+  const inv = new Float64Array(half);
+  for (let i = 0; i < half; i++) inv[i] = 1 / Math.pow(config.ropeTheta, (2 * i) / config.headDim);
+  const s = config.ropeScaling;
+  if (s?.type === 'linear') {
+    for (let i = 0; i < half; i++) inv[i]! /= s.factor;
+  } else if (s?.type === 'llama3') {
+    const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
+    const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;
+    for (let i = 0; i < half; i++) {
+      const freq = inv[i]!;
+      const wavelen = (2 * Math.PI) / freq;
+      if (wavelen < highWavelen) continue;
+      if (wavelen > lowWavelen) {
+        inv[i] = freq / s.factor;
+      } else {
+        const smooth = (s.originalMaxPositionEmbeddings / wavelen - s.lowFreqFactor) / (s.highFreqFactor - s.lowFreqFactor);
+        inv[i] = (1 - smooth) * (freq / s.factor) + smooth * freq;
+      }
+    }
+  }
+  return inv;
+}
+
+/** Width of one token's key (or value) row: kv heads × head dim. */
+export function kvDim(config: ModelConfig): number {
+  return config.numKvHeads * config.headDim;
+}

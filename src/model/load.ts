@@ -1,0 +1,92 @@
+/**
+ * Loads a Hugging Face model directory: config, weights, tokenizer, chat
+ * template and generation defaults. Every failure names the file and problem.
+ */
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
+import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, pickChatTemplate } from './chat-template.ts';
+import { parseModelConfig, type ModelConfig } from './config.ts';
+import { ModelLoadError } from './errors.ts';
+import { Tokenizer, type TokenizerConfig } from './tokenizer.ts';
+import { bindWeights, readModelTensors, type ModelWeights } from './weights.ts';
+
+export interface GenerationDefaults {
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  repetitionPenalty?: number;
+}
+
+export interface LoadedModel {
+  name: string;
+  dir: string;
+  config: ModelConfig;
+  weights: ModelWeights;
+  tokenizer: Tokenizer;
+  chatTemplate: ChatTemplate;
+  /** Token ids that end a generation: generation_config, then config, then the tokenizer's EOS. */
+  eosTokenIds: number[];
+  bosTokenId: number | null;
+  generationDefaults: GenerationDefaults;
+}
+
+function readJson(path: string, required: boolean): Record<string, unknown> | null {
+  if (!existsSync(path)) {
+    if (required) throw new ModelLoadError(`missing file ${path}`);
+    return null;
+  }
+  try {
+    const value = JSON.parse(readFileSync(path, 'utf8'));
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new Error('not a JSON object');
+    return value;
+  } catch (err) {
+    throw new ModelLoadError(`${path}: not valid JSON (${(err as Error).message})`);
+  }
+}
+
+/** Reads only the config (cheap): used to validate a directory before loading weights. */
+export function loadModelConfig(dir: string): ModelConfig {
+  return parseModelConfig(readJson(join(dir, 'config.json'), true)!, join(dir, 'config.json'));
+}
+
+export function loadModel(dirArg: string, options: { name?: string; fallbackChatTemplate?: string } = {}): LoadedModel {
+  const dir = resolve(dirArg);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ModelLoadError(`model directory ${dir} does not exist`);
+  const config = loadModelConfig(dir);
+  const tokJson = readJson(join(dir, 'tokenizer.json'), true)!;
+  const tokConfig = (readJson(join(dir, 'tokenizer_config.json'), false) ?? {}) as TokenizerConfig;
+  const gen = readJson(join(dir, 'generation_config.json'), false) ?? {};
+  const weights = bindWeights(config, readModelTensors(dir), dir);
+  let tokenizer: Tokenizer;
+  try {
+    tokenizer = new Tokenizer(tokJson, tokConfig);
+  } catch (err) {
+    throw new ModelLoadError(`${join(dir, 'tokenizer.json')}: cannot build the tokenizer (${(err as Error).message})`);
+  }
+  const specials = { bos_token: tokenizer.bosToken ?? '', eos_token: tokenizer.eosToken ?? '' };
+  const own = pickChatTemplate(tokConfig.chat_template);
+  const chatTemplate = own
+    ? new ChatTemplate(own, specials)
+    : new ChatTemplate(options.fallbackChatTemplate ?? FALLBACK_CHAT_TEMPLATE, specials, true);
+  const ids = (v: unknown): number[] => (v == null ? [] : Array.isArray(v) ? v.map(Number) : [Number(v)]);
+  let eos = ids(gen.eos_token_id);
+  if (eos.length === 0) eos = config.eosTokenIds;
+  if (eos.length === 0 && tokenizer.eosTokenId != null) eos = [tokenizer.eosTokenId];
+  const num = (v: unknown) => (typeof v === 'number' ? v : undefined);
+  return {
+    name: options.name ?? basename(dir),
+    dir,
+    config,
+    weights,
+    tokenizer,
+    chatTemplate,
+    eosTokenIds: eos,
+    bosTokenId: tokenizer.bosTokenId ?? config.bosTokenId,
+    generationDefaults: {
+      temperature: gen.do_sample === false ? 0 : num(gen.temperature),
+      topP: num(gen.top_p),
+      topK: num(gen.top_k),
+      repetitionPenalty: num(gen.repetition_penalty),
+    },
+  };
+}

@@ -1,0 +1,64 @@
+/**
+ * The model's tokenizer: `tokenizer.json` through @huggingface/tokenizers, with
+ * the special tokens and the incremental decoder the engine needs.
+ */
+import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
+
+export interface TokenizerConfig {
+  bos_token?: string | { content: string } | null;
+  eos_token?: string | { content: string } | null;
+  add_bos_token?: boolean;
+  chat_template?: string | Array<{ name: string; template: string }>;
+  [key: string]: unknown;
+}
+
+export class Tokenizer {
+  readonly vocabSize: number;
+  readonly bosToken: string | null;
+  readonly eosToken: string | null;
+  readonly bosTokenId: number | null;
+  readonly eosTokenId: number | null;
+  readonly specialIds: ReadonlySet<number>;
+  private readonly hf: HfTokenizer;
+  /** Whether the tokenizer's post-processor adds BOS by itself. */
+  private readonly postProcessorAddsBos: boolean;
+  private readonly addBos: boolean;
+
+  constructor(json: Record<string, unknown>, config: TokenizerConfig) {
+    this.hf = new HfTokenizer(json, config);
+    this.vocabSize = this.hf.get_vocab(true).size;
+    this.bosToken = tokenText(config.bos_token);
+    this.eosToken = tokenText(config.eos_token);
+    this.bosTokenId = this.bosToken == null ? null : (this.hf.token_to_id(this.bosToken) ?? null);
+    this.eosTokenId = this.eosToken == null ? null : (this.hf.token_to_id(this.eosToken) ?? null);
+    this.specialIds = new Set([...this.hf.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+    const probe = this.hf.encode('a', { add_special_tokens: true }).ids;
+    this.postProcessorAddsBos = this.bosTokenId != null && probe[0] === this.bosTokenId;
+    this.addBos = config.add_bos_token ?? this.postProcessorAddsBos;
+  }
+
+  /** Encodes text; `addBos` prepends BOS when the model uses one (the default follows tokenizer_config). */
+  encode(text: string, options: { addBos?: boolean } = {}): number[] {
+    const ids = this.hf.encode(text, { add_special_tokens: false }).ids;
+    const wantBos = options.addBos ?? this.addBos;
+    return wantBos && this.bosTokenId != null ? [this.bosTokenId, ...ids] : ids;
+  }
+
+  decode(ids: readonly number[], options: { skipSpecial?: boolean } = {}): string {
+    if (ids.length === 0) return '';
+    return this.hf.decode(ids as number[], { skip_special_tokens: options.skipSpecial ?? true, clean_up_tokenization_spaces: false });
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.hf.token_to_id(token);
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.hf.id_to_token(id);
+  }
+}
+
+function tokenText(t: TokenizerConfig['bos_token']): string | null {
+  if (t == null) return null;
+  return typeof t === 'string' ? t : t.content;
+}

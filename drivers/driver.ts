@@ -40,6 +40,8 @@ export interface Batch {
   mask: Float32Array;
   /** [S] new-token rows whose logits are returned. */
   sampleIndex: Int32Array;
+  /** KV slots to copy (all layers) before the step runs: copy-on-write of shared pages. */
+  copies?: { from: Int32Array; to: Int32Array };
 }
 
 export interface DriverInfo {
@@ -60,9 +62,8 @@ export interface StepResult {
 
 export interface Driver {
   readonly info: DriverInfo;
+  /** Applies `batch.copies`, runs the model, writes the new keys and values into the pool. */
   run(batch: Batch): Promise<StepResult>;
-  /** Copies the KV rows of `from` slots into `to` slots (fork of a partial page). */
-  copySlots(from: Int32Array, to: Int32Array): Promise<void>;
   close(): Promise<void>;
 }
 

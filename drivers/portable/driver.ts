@@ -80,10 +80,6 @@ export class PortableDriver implements Driver {
     return { logits: reply.logits };
   }
 
-  async copySlots(from: Int32Array, to: Int32Array): Promise<void> {
-    await this.request({ type: 'copy', id: this.nextId++, from, to });
-  }
-
   async close(): Promise<void> {
     if (this.failure) return;
     await this.request({ type: 'close', id: this.nextId++ }).catch(() => undefined);

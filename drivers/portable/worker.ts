@@ -22,7 +22,6 @@ export interface WorkerInit {
 
 export type WorkerRequest =
   | { type: 'run'; id: number; batch: Batch }
-  | { type: 'copy'; id: number; from: Int32Array; to: Int32Array }
   | { type: 'close'; id: number };
 
 export type WorkerReply =
@@ -50,9 +49,6 @@ port.on('message', async (msg: WorkerRequest) => {
       const logits = await runBatch(msg.batch);
       const reply: WorkerReply = { type: 'done', id: msg.id, logits, runMs: performance.now() - t0 };
       port.postMessage(reply, [logits.buffer as ArrayBuffer]);
-    } else if (msg.type === 'copy') {
-      copySlots(msg.from, msg.to);
-      port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
     } else {
       await session.release();
       port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
@@ -64,6 +60,7 @@ port.on('message', async (msg: WorkerRequest) => {
 });
 
 async function runBatch(b: Batch): Promise<Float32Array> {
+  if (b.copies) copySlots(b.copies.from, b.copies.to);
   const i32 = (data: Int32Array, dims: number[]) => new ort.Tensor('int32', data, dims);
   const feeds = {
     token_ids: i32(b.tokenIds, [b.numTokens]),

@@ -16,7 +16,7 @@ export function referenceForward(config: ModelConfig, weights: ModelWeights, tok
   const G = c.numHeads / c.numKvHeads;
   const n = tokens.length;
   const invFreq = Float32Array.from(ropeInverseFrequencies(c));
-  let x = tokens.map((t) => weights.embed.data.slice(t * H, (t + 1) * H));
+  let x: Float32Array[] = tokens.map((t) => weights.embed.data.slice(t * H, (t + 1) * H));
   for (const w of weights.layers) {
     const h = x.map((row) => rmsNorm(row, w.inputNorm.data, c.rmsNormEps));
     const q = h.map((row) => addBias(linear(row, w.q), w.qBias));

@@ -1,0 +1,36 @@
+/**
+ * A context: a token sequence and the pages that hold its keys and values.
+ *
+ *   tokens      [0 ........................................ length)
+ *   computed    [0 ............ numComputed)                         KV in the pool
+ *   pending                     [numComputed .............. length)  appended, not yet run
+ *   pageTable   one page per pageSize positions, covering at least the computed part
+ *   pageKeys    prefix-cache key of each full computed page (the chain's links)
+ *
+ * The engine owns every context and is the only writer; the fields are
+ * readable for tests and metrics.
+ */
+export class Context {
+  readonly id: number;
+  readonly tenant: string;
+  readonly tokens: number[] = [];
+  readonly pageTable: number[] = [];
+  readonly pageKeys: number[] = [];
+  numComputed = 0;
+  released = false;
+  /** The request currently running on this context, if any. */
+  busy = false;
+
+  constructor(id: number, tenant: string) {
+    this.id = id;
+    this.tenant = tenant;
+  }
+
+  get length(): number {
+    return this.tokens.length;
+  }
+
+  get numPending(): number {
+    return this.tokens.length - this.numComputed;
+  }
+}

@@ -1,0 +1,330 @@
+/**
+ * The engine: the single owner of contexts, pages and the schedule, and the
+ * step loop that drives the driver.
+ *
+ *   loop while there is work:
+ *     schedule (pages committed, copies for copy-on-write collected)
+ *     → build one batch → driver.run → advance contexts (full pages become findable)
+ *     → hand each finished pending run its logits (forward: resolve; generation: sample, append, stream)
+ *
+ * Everything here runs on one thread; the driver's work happens in its own.
+ */
+import type { Driver } from '../../drivers/driver.ts';
+import type { LoadedModel } from '../model/load.ts';
+import { buildBatch } from './batch-builder.ts';
+import { Context } from './context.ts';
+import * as errors from './errors.ts';
+import { Generation, type GenerateOptions } from './generation.ts';
+import { KvCache } from './kv-cache.ts';
+import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
+import { Scheduler, type Scheduled, type Work } from './scheduler.ts';
+import { Snapshots } from './snapshots.ts';
+
+export interface EngineOptions {
+  /** Tokens per step across all sequences; long prompts are prefilled in chunks of what is left. Default 512. */
+  maxTokensPerStep?: number;
+  /** Sequences per step. Default 256. */
+  maxRowsPerStep?: number;
+  /** Reuse KV pages of identical prefixes. Default true. */
+  prefixCaching?: boolean;
+}
+
+export interface StepStats {
+  rows: number;
+  tokens: number;
+  sampled: number;
+  /** Wall time of driver.run as seen by the engine. */
+  driverMs: number;
+  /** Scheduling and batch building. */
+  scheduleMs: number;
+  /** Handing out logits: sampling, detokenizing, streaming. */
+  sampleMs: number;
+}
+
+export interface ForwardOptions {
+  /** Return the logits of the last n pending tokens (default 1, 0 for none). */
+  numLogits?: number;
+  /** Sample from the last row on the host (the logits are then not returned). */
+  sampling?: SamplingParams | Sampler;
+  history?: TokenHistory;
+  mask?: TokenMask;
+  /** Custom attention for the pending tokens. */
+  attend?: (pos: number, keyPos: number) => boolean;
+}
+
+export interface ForwardResult {
+  logits: Float32Array[];
+  sample?: SampleResult;
+}
+
+class ForwardWork implements Work {
+  admittedAt = -1;
+  numCachedTokens = 0;
+  readonly ctx: Context;
+  readonly numSample: number;
+  readonly window: number | null;
+  readonly attend: ((pos: number, keyPos: number) => boolean) | undefined;
+  readonly rows: Float32Array[] = [];
+  resolve!: (rows: Float32Array[]) => void;
+  reject!: (err: Error) => void;
+  readonly done: Promise<Float32Array[]>;
+
+  constructor(ctx: Context, numSample: number, window: number | null, attend?: (pos: number, keyPos: number) => boolean) {
+    this.ctx = ctx;
+    this.numSample = numSample;
+    this.window = window;
+    this.attend = attend;
+    this.done = new Promise((res, rej) => {
+      this.resolve = res;
+      this.reject = rej;
+    });
+  }
+}
+
+export class Engine {
+  readonly model: LoadedModel;
+  readonly driver: Driver;
+  readonly kv: KvCache;
+  readonly scheduler: Scheduler;
+  readonly snapshots: Snapshots;
+  numSteps = 0;
+  numPromptTokensComputed = 0;
+  numDecodeTokensComputed = 0;
+  /** Called after every step (metrics, benchmarks). */
+  onStep: ((s: StepStats) => void) | null = null;
+  private nextContextId = 1;
+  private readonly contexts = new Map<number, Context>();
+  private readonly active = new Map<Context, Work>();
+  private looping = false;
+  private closed = false;
+
+  constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
+    this.model = model;
+    this.driver = driver;
+    this.kv = new KvCache(driver.info.numPages, driver.info.pageSize, options.prefixCaching ?? true);
+    this.scheduler = new Scheduler(this.kv, {
+      maxTokensPerStep: options.maxTokensPerStep ?? 512,
+      maxRowsPerStep: options.maxRowsPerStep ?? 256,
+    });
+    this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false));
+  }
+
+  // ---- contexts ----
+
+  createContext(tenant = 'default'): Context {
+    return this.newContext(tenant, true);
+  }
+
+  /** Contexts alive (not released), snapshots excluded. */
+  get numContexts(): number {
+    return this.contexts.size;
+  }
+
+  append(ctx: Context, tokens: readonly number[]): void {
+    this.checkIdle(ctx);
+    const V = this.model.config.vocabSize;
+    for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw errors.invalidToken(t, V);
+    const max = this.model.config.maxPositionEmbeddings;
+    if (ctx.length + tokens.length > max) throw errors.contextTooLong(ctx.length + tokens.length, max);
+    ctx.tokens.push(...tokens);
+  }
+
+  /** A new context with the same tokens; full pages are shared, the partial last page is copied on first write. */
+  fork(ctx: Context): Context {
+    this.checkAlive(ctx);
+    const child = this.newContext(ctx.tenant, true);
+    this.kv.share(ctx, child);
+    return child;
+  }
+
+  truncate(ctx: Context, length: number): void {
+    this.checkIdle(ctx);
+    this.kv.truncate(ctx, Math.max(0, length));
+  }
+
+  /** Releases the context's pages; cancels anything running on it. */
+  release(ctx: Context): void {
+    if (ctx.released) return;
+    const work = this.active.get(ctx);
+    if (work) this.cancelWork(work, errors.contextReleased(ctx.id));
+    ctx.released = true;
+    this.kv.drop(ctx);
+    this.contexts.delete(ctx.id);
+  }
+
+  // ---- snapshots (named, per tenant, outliving the request that made them) ----
+
+  saveSnapshot(ctx: Context, name: string): void {
+    this.checkAlive(ctx);
+    this.snapshots.save(ctx, name);
+  }
+
+  openSnapshot(name: string, tenant = 'default'): Context {
+    const snap = this.snapshots.get(name, tenant);
+    if (!snap) throw errors.snapshotNotFound(name);
+    return this.fork(snap);
+  }
+
+  deleteSnapshot(name: string, tenant = 'default'): boolean {
+    return this.snapshots.delete(name, tenant);
+  }
+
+  // ---- inference ----
+
+  /** Computes the pending tokens; returns the last logits rows, or a host-side sample of the last row. */
+  async forward(ctx: Context, options: ForwardOptions = {}): Promise<ForwardResult> {
+    this.checkIdle(ctx);
+    if (ctx.numPending === 0) throw new errors.EngineError('nothing_pending', `context ${ctx.id} has no pending tokens to run`);
+    const numLogits = options.sampling ? 1 : Math.min(options.numLogits ?? 1, ctx.numPending);
+    const work = new ForwardWork(ctx, numLogits, this.model.config.slidingWindow, options.attend);
+    this.submit(work);
+    const rows = await work.done;
+    if (!options.sampling) return { logits: rows };
+    const sampler = options.sampling instanceof Sampler ? options.sampling : new Sampler(options.sampling);
+    return { logits: [], sample: sampler.sample(rows[0]!, options.history, options.mask) };
+  }
+
+  /** Starts a host-run generation on `ctx` (its pending tokens are the prompt). */
+  generate(ctx: Context, options: GenerateOptions = {}): Generation {
+    this.checkIdle(ctx);
+    if (ctx.numPending === 0) throw new errors.EngineError('nothing_pending', `context ${ctx.id} has no pending tokens to start from`);
+    const room = this.model.config.maxPositionEmbeddings - ctx.length;
+    const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
+    const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
+      this.finishWork(g),
+    );
+    if (maxTokens === 0) {
+      gen.finish('length');
+      return gen;
+    }
+    options.signal?.addEventListener('abort', () => gen.cancel(), { once: true });
+    if (options.signal?.aborted) {
+      gen.cancel();
+      return gen;
+    }
+    this.submit(gen);
+    return gen;
+  }
+
+  /** Stops the loop, fails everything in flight and closes the driver. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const work of [...this.active.values()]) this.cancelWork(work, errors.engineClosed());
+    await this.driver.close();
+  }
+
+  // ---- the step loop ----
+
+  private submit(work: Work): void {
+    if (this.closed) throw errors.engineClosed();
+    const needed = Math.ceil(work.ctx.length / this.kv.pageSize);
+    if (needed > this.kv.pool.numPages) throw errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse);
+    this.active.set(work.ctx, work);
+    work.ctx.busy = true;
+    this.scheduler.submit(work);
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    if (this.looping) return;
+    this.looping = true;
+    try {
+      while (this.scheduler.hasWork && !this.closed) await this.step();
+    } finally {
+      this.looping = false;
+    }
+  }
+
+  private async step(): Promise<void> {
+    const t0 = performance.now();
+    const copies = { from: [] as number[], to: [] as number[] };
+    const planned = this.scheduler.schedule(copies);
+    if (planned.length === 0) {
+      this.failStuck();
+      return;
+    }
+    const rows = planned.map((s) => ({
+      pageTable: s.work.ctx.pageTable,
+      pastLen: s.plan.start,
+      tokens: s.work.ctx.tokens.slice(s.plan.start, s.plan.upTo),
+      numSample: s.numSample,
+      window: s.work.window ?? null,
+      ...(s.work.attend ? { attend: s.work.attend } : {}),
+    }));
+    const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages);
+    if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
+    for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
+    const t1 = performance.now();
+    let logits: Float32Array;
+    try {
+      logits = (await this.driver.run(batch)).logits;
+    } catch (err) {
+      for (const s of planned) this.cancelWork(s.work, err as Error);
+      return;
+    }
+    const t2 = performance.now();
+    this.numSteps++;
+    this.deliver(planned, logits);
+    const t3 = performance.now();
+    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0, sampleMs: t3 - t2 });
+  }
+
+  private deliver(planned: Scheduled[], logits: Float32Array): void {
+    const V = this.driver.info.vocabSize;
+    let row = 0;
+    for (const s of planned) {
+      const { work } = s;
+      const ctx = work.ctx;
+      if (s.numTokens === 1 && s.plan.start > 0 && work instanceof Generation) this.numDecodeTokensComputed++;
+      else this.numPromptTokensComputed += s.numTokens;
+      const rows: Float32Array[] = [];
+      for (let i = 0; i < s.numSample; i++, row++) rows.push(logits.subarray(row * V, (row + 1) * V));
+      if (ctx.released || this.active.get(ctx) !== work) continue;
+      this.kv.advance(ctx, s.plan.upTo);
+      if (work instanceof ForwardWork) {
+        work.rows.push(...rows);
+        if (ctx.numPending === 0) {
+          this.finishWork(work);
+          work.resolve(work.rows.map((r) => r.slice()));
+        }
+      } else if (work instanceof Generation && ctx.numPending === 0) {
+        work.deliver(rows);
+      }
+    }
+  }
+
+  private failStuck(): void {
+    const head = this.scheduler.waiting[0];
+    if (!head) return;
+    const needed = Math.ceil(head.ctx.length / this.kv.pageSize);
+    this.cancelWork(head, errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse));
+  }
+
+  private cancelWork(work: Work, err: Error): void {
+    this.finishWork(work);
+    if (work instanceof ForwardWork) work.reject(err);
+    else if (work instanceof Generation) work.finish(err.name === 'EngineError' && (err as errors.EngineError).code === 'context_released' ? 'cancelled' : 'error', null, err);
+  }
+
+  private finishWork(work: Work): void {
+    this.scheduler.remove(work);
+    if (this.active.get(work.ctx) === work) this.active.delete(work.ctx);
+    work.ctx.busy = false;
+  }
+
+  private newContext(tenant: string, tracked: boolean): Context {
+    const ctx = new Context(this.nextContextId++, tenant);
+    if (tracked) this.contexts.set(ctx.id, ctx);
+    return ctx;
+  }
+
+  private checkAlive(ctx: Context): void {
+    if (ctx.released) throw errors.contextReleased(ctx.id);
+  }
+
+  private checkIdle(ctx: Context): void {
+    this.checkAlive(ctx);
+    if (ctx.busy) throw errors.contextBusy(ctx.id);
+  }
+}

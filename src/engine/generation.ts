@@ -1,0 +1,167 @@
+/**
+ * A host-run generate loop. After each forward step the engine hands it the
+ * logits of its last token; it samples, appends the token to its context,
+ * detokenizes, checks stop conditions and streams the text — all inside the
+ * step, so a generation costs no round trip per token to whoever started it.
+ */
+import type { Context } from './context.ts';
+import { IncrementalDecoder } from './detokenizer.ts';
+import { Sampler, TokenHistory, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
+import type { Work } from './scheduler.ts';
+import { StopMatcher } from './stop-matcher.ts';
+import type { Tokenizer } from '../model/tokenizer.ts';
+
+export type FinishReason = 'stop' | 'length' | 'cancelled' | 'error';
+
+export interface GenerateOptions {
+  sampling?: SamplingParams;
+  /** Most tokens to generate (default: until the context is full). */
+  maxTokens?: number;
+  /** Token ids that end the generation (default: the model's EOS ids). */
+  stopTokenIds?: readonly number[];
+  /** Do not stop at EOS (benchmarks). */
+  ignoreEos?: boolean;
+  /** Strings that end the generation; they are not part of the text. */
+  stop?: readonly string[];
+  /** Allowed tokens for the next position, given the tokens generated so far (grammars). */
+  constraint?: (generated: readonly number[]) => TokenMask | undefined;
+  /** Cancels the generation. */
+  signal?: AbortSignal;
+}
+
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top?: TopLogprob[];
+}
+
+export interface GenerationChunk {
+  /** Text completed by these tokens (may be '' while a character or stop string is pending). */
+  text: string;
+  tokens: number[];
+  logprobs?: TokenLogprob[];
+}
+
+export interface GenerationResult {
+  text: string;
+  tokens: number[];
+  finishReason: FinishReason;
+  /** The stop string or stop token id that ended it, if any. */
+  stopReason: string | number | null;
+  promptTokens: number;
+  completionTokens: number;
+  /** Prompt tokens served from the prefix cache. */
+  cachedTokens: number;
+  logprobs?: TokenLogprob[];
+  error?: Error;
+}
+
+export class Generation implements Work, AsyncIterable<GenerationChunk> {
+  readonly ctx: Context;
+  readonly numSample = 1;
+  readonly window: number | null;
+  admittedAt = -1;
+  numCachedTokens = 0;
+  readonly result: Promise<GenerationResult>;
+  finished = false;
+  private readonly options: GenerateOptions;
+  private readonly sampler: Sampler;
+  private readonly history = new TokenHistory();
+  private readonly decoder: IncrementalDecoder;
+  private readonly stopMatcher: StopMatcher;
+  private readonly stopIds: ReadonlySet<number>;
+  private readonly maxTokens: number;
+  private readonly promptTokens: number;
+  private readonly generated: number[] = [];
+  private readonly logprobs: TokenLogprob[] | undefined;
+  private text = '';
+  private resolve!: (r: GenerationResult) => void;
+  private readonly queue: GenerationChunk[] = [];
+  private wakeReader: (() => void) | null = null;
+  private readonly onFinish: (g: Generation) => void;
+
+  constructor(ctx: Context, tokenizer: Tokenizer, defaultStopIds: readonly number[], maxTokens: number, window: number | null, options: GenerateOptions, onFinish: (g: Generation) => void) {
+    this.ctx = ctx;
+    this.options = options;
+    this.window = window;
+    this.onFinish = onFinish;
+    this.sampler = new Sampler(options.sampling);
+    this.history.addPrompt(ctx.tokens);
+    this.decoder = new IncrementalDecoder(tokenizer, ctx.tokens);
+    this.stopMatcher = new StopMatcher(options.stop ?? []);
+    this.stopIds = new Set(options.ignoreEos ? [] : (options.stopTokenIds ?? defaultStopIds));
+    this.maxTokens = maxTokens;
+    this.promptTokens = ctx.length;
+    this.logprobs = options.sampling?.logprobs !== undefined ? [] : undefined;
+    this.result = new Promise((r) => (this.resolve = r));
+  }
+
+  /** Called by the engine with the logits of the last token; returns whether generation goes on. */
+  deliver(rows: Float32Array[]): boolean {
+    if (this.finished) return false;
+    const mask = this.options.constraint?.(this.generated);
+    const s = this.sampler.sample(rows[0]!, this.history, mask);
+    this.ctx.tokens.push(s.token);
+    this.generated.push(s.token);
+    this.history.addOutput(s.token);
+    const lp = s.logprob !== undefined ? { token: s.token, logprob: s.logprob, ...(s.top ? { top: s.top } : {}) } : undefined;
+    if (lp) this.logprobs!.push(lp);
+    if (this.stopIds.has(s.token)) {
+      this.emit(this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
+      this.finish('stop', s.token);
+      return false;
+    }
+    const delta = this.stopMatcher.push(this.decoder.push(s.token));
+    if (this.stopMatcher.stopped) {
+      this.emit(delta, [s.token], lp);
+      this.finish('stop', this.stopMatcher.matched);
+      return false;
+    }
+    if (this.generated.length >= this.maxTokens) {
+      this.emit(delta + this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
+      this.finish('length', null);
+      return false;
+    }
+    this.emit(delta, [s.token], lp);
+    return true;
+  }
+
+  /** Ends the generation early (cancel, error, engine shutdown). */
+  finish(reason: FinishReason, stopReason: string | number | null = null, error?: Error): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.onFinish(this);
+    this.resolve({
+      text: this.text,
+      tokens: [...this.generated],
+      finishReason: reason,
+      stopReason,
+      promptTokens: this.promptTokens,
+      completionTokens: this.generated.length,
+      cachedTokens: this.numCachedTokens,
+      ...(this.logprobs ? { logprobs: this.logprobs } : {}),
+      ...(error ? { error } : {}),
+    });
+    this.wakeReader?.();
+  }
+
+  cancel(): void {
+    this.finish('cancelled');
+  }
+
+  /** Text deltas as they are produced; consumed once. */
+  async *[Symbol.asyncIterator](): AsyncIterator<GenerationChunk> {
+    for (;;) {
+      while (this.queue.length > 0) yield this.queue.shift()!;
+      if (this.finished) return;
+      await new Promise<void>((r) => (this.wakeReader = r));
+      this.wakeReader = null;
+    }
+  }
+
+  private emit(text: string, tokens: number[], lp: TokenLogprob | undefined): void {
+    this.text += text;
+    this.queue.push({ text, tokens, ...(lp ? { logprobs: [lp] } : {}) });
+    this.wakeReader?.();
+  }
+}

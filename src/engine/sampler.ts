@@ -1,0 +1,252 @@
+/**
+ * Host-side sampling over one row of logits.
+ *
+ *   processors (in place, sparse where they can be):
+ *     logit bias → repetition penalty → presence / frequency penalties → mask
+ *   selection:
+ *     greedy (temperature 0)  |  temperature → min-p → top-k → top-p → draw
+ *
+ * Log-probabilities are those of the processed logits (after bias, penalties
+ * and mask, before temperature and truncation), so a constrained token's
+ * log-probability is taken among the tokens the constraint allows.
+ *
+ * Tokens whose weight is below e^-30 of the best are never drawn: the whole
+ * tail of a 32k vocabulary then weighs less than 1e-8, below float32
+ * resolution, and skipping it saves an exponential per token.
+ */
+import { Rng } from '../util/rng.ts';
+
+export interface SamplingParams {
+  /** 0 means greedy. Default 1. */
+  temperature?: number;
+  /** Keep only the k most likely tokens (0: off). */
+  topK?: number;
+  /** Keep the smallest set whose probability reaches p (1: off). */
+  topP?: number;
+  /** Drop tokens less likely than min-p × the most likely one (0: off). */
+  minP?: number;
+  /** Hugging Face style, over prompt and output (1: off). */
+  repetitionPenalty?: number;
+  /** OpenAI style, over output tokens (0: off). */
+  presencePenalty?: number;
+  frequencyPenalty?: number;
+  /** Added to the logit of each listed token. */
+  logitBias?: ReadonlyMap<number, number> | Readonly<Record<number, number>>;
+  /** Seed of this request's generator; the same seed gives the same tokens. */
+  seed?: number;
+  /** Return the chosen token's log-probability and this many top alternatives. */
+  logprobs?: number;
+}
+
+export interface TopLogprob {
+  token: number;
+  logprob: number;
+}
+
+export interface SampleResult {
+  token: number;
+  logprob?: number;
+  top?: TopLogprob[];
+}
+
+/** Allowed tokens as a bitset: bit t of word t >>> 5. */
+export type TokenMask = Uint32Array;
+
+/** Token counts a request has seen, for the penalties. */
+export class TokenHistory {
+  /** Counts over prompt and output (repetition penalty). */
+  readonly all = new Map<number, number>();
+  /** Counts over output only (presence and frequency penalties). */
+  readonly output = new Map<number, number>();
+
+  addPrompt(tokens: Iterable<number>): void {
+    for (const t of tokens) this.all.set(t, (this.all.get(t) ?? 0) + 1);
+  }
+
+  addOutput(token: number): void {
+    this.all.set(token, (this.all.get(token) ?? 0) + 1);
+    this.output.set(token, (this.output.get(token) ?? 0) + 1);
+  }
+}
+
+const TAIL = 30;
+let scratchIdx = new Int32Array(0);
+let scratchW = new Float64Array(0);
+
+export class Sampler {
+  readonly params: Readonly<SamplingParams>;
+  private readonly rng: Rng;
+  private readonly bias: [number, number][];
+
+  constructor(params: SamplingParams = {}) {
+    this.params = params;
+    this.rng = new Rng(params.seed ?? (Math.random() * 2 ** 32) >>> 0);
+    const b = params.logitBias;
+    this.bias = !b ? [] : b instanceof Map ? [...b] : Object.entries(b).map(([k, v]) => [Number(k), v]);
+  }
+
+  get isGreedy(): boolean {
+    return (this.params.temperature ?? 1) === 0;
+  }
+
+  /** Samples one token from `logits` (modified in place). */
+  sample(logits: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
+    this.process(logits, history, mask);
+    const token = this.isGreedy ? argmax(logits) : this.draw(logits);
+    if (this.params.logprobs === undefined) return { token };
+    const lse = logSumExp(logits);
+    const result: SampleResult = { token, logprob: logits[token]! - lse };
+    if (this.params.logprobs > 0) result.top = topK(logits, this.params.logprobs).map((t) => ({ token: t, logprob: logits[t]! - lse }));
+    return result;
+  }
+
+  private process(logits: Float32Array, history?: TokenHistory, mask?: TokenMask): void {
+    for (const [t, v] of this.bias) if (t >= 0 && t < logits.length) logits[t]! += v;
+    const p = this.params;
+    if (history) {
+      const rep = p.repetitionPenalty ?? 1;
+      if (rep !== 1) {
+        for (const t of history.all.keys()) {
+          const l = logits[t]!;
+          logits[t] = l > 0 ? l / rep : l * rep;
+        }
+      }
+      const pres = p.presencePenalty ?? 0;
+      const freq = p.frequencyPenalty ?? 0;
+      if (pres !== 0 || freq !== 0) {
+        for (const [t, n] of history.output) logits[t]! -= pres + freq * n;
+      }
+    }
+    if (mask) applyMask(logits, mask);
+  }
+
+  private draw(logits: Float32Array): number {
+    const p = this.params;
+    const temp = p.temperature ?? 1;
+    const V = logits.length;
+    if (scratchIdx.length < V) {
+      scratchIdx = new Int32Array(V);
+      scratchW = new Float64Array(V);
+    }
+    const max = logits[argmax(logits)]!;
+    if (max === -Infinity) throw new Error('sampler: every token is masked');
+    // Candidates within the tail cut, with weights relative to the best (best = 1).
+    const cut = max - TAIL * temp;
+    let n = 0;
+    for (let i = 0; i < V; i++) {
+      const l = logits[i]!;
+      if (l > cut) {
+        scratchIdx[n] = i;
+        scratchW[n++] = Math.exp((l - max) / temp);
+      }
+    }
+    const minP = p.minP ?? 0;
+    if (minP > 0) n = keepWhere(n, (w) => w >= minP);
+    const k = p.topK ?? 0;
+    if (k > 0 && k < n) n = keepTopK(n, k);
+    const topP = p.topP ?? 1;
+    if (topP < 1) n = keepTopP(n, topP);
+    let total = 0;
+    for (let i = 0; i < n; i++) total += scratchW[i]!;
+    let u = this.rng.next() * total;
+    for (let i = 0; i < n; i++) {
+      u -= scratchW[i]!;
+      if (u < 0) return scratchIdx[i]!;
+    }
+    return scratchIdx[n - 1]!;
+  }
+}
+
+export function argmax(x: Float32Array): number {
+  let best = 0;
+  let bestV = x[0]!;
+  for (let i = 1; i < x.length; i++) {
+    const v = x[i]!;
+    if (v > bestV) {
+      bestV = v;
+      best = i;
+    }
+  }
+  return best;
+}
+
+export function logSumExp(x: Float32Array): number {
+  const max = x[argmax(x)]!;
+  if (max === -Infinity) return -Infinity;
+  let sum = 0;
+  for (let i = 0; i < x.length; i++) {
+    const v = x[i]!;
+    if (v > max - 40) sum += Math.exp(v - max);
+  }
+  return max + Math.log(sum);
+}
+
+/** Indices of the k largest values, largest first (ties: lower index first). */
+export function topK(x: Float32Array, k: number): number[] {
+  const heap: number[] = [];
+  const less = (a: number, b: number) => x[a]! < x[b]! || (x[a] === x[b] && a > b);
+  for (let i = 0; i < x.length; i++) {
+    if (heap.length < k) {
+      heap.push(i);
+      if (heap.length === k) heap.sort((a, b) => (less(a, b) ? -1 : 1));
+    } else if (less(heap[0]!, i)) {
+      // Insert into the sorted (ascending) array, dropping the smallest.
+      let j = 1;
+      while (j < k && less(heap[j]!, i)) {
+        heap[j - 1] = heap[j]!;
+        j++;
+      }
+      heap[j - 1] = i;
+    }
+  }
+  if (heap.length < k) heap.sort((a, b) => (less(a, b) ? -1 : 1));
+  return heap.reverse();
+}
+
+function applyMask(logits: Float32Array, mask: TokenMask): void {
+  const V = logits.length;
+  for (let w = 0; w * 32 < V; w++) {
+    const bits = mask[w] ?? 0;
+    if (bits === 0xffffffff || (bits | 0) === -1) continue;
+    const end = Math.min(V, w * 32 + 32);
+    for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) logits[t] = -Infinity;
+  }
+}
+
+function keepWhere(n: number, keep: (w: number) => boolean): number {
+  let m = 0;
+  for (let i = 0; i < n; i++) {
+    if (keep(scratchW[i]!)) {
+      scratchIdx[m] = scratchIdx[i]!;
+      scratchW[m++] = scratchW[i]!;
+    }
+  }
+  return m;
+}
+
+/** Keeps the k heaviest candidates (ties at the boundary: lowest token ids). */
+function keepTopK(n: number, k: number): number {
+  const sorted = scratchW.slice(0, n).sort();
+  const threshold = sorted[n - k]!;
+  let above = 0;
+  for (let i = 0; i < n; i++) if (scratchW[i]! > threshold) above++;
+  let tiesLeft = k - above;
+  return keepWhere(n, (w) => w > threshold || (w === threshold && tiesLeft-- > 0));
+}
+
+/** Keeps the heaviest candidates whose total reaches p of the whole. */
+function keepTopP(n: number, p: number): number {
+  const sorted = scratchW.slice(0, n).sort().reverse();
+  let total = 0;
+  for (let i = 0; i < n; i++) total += sorted[i]!;
+  let acc = 0;
+  let threshold = sorted[n - 1]!;
+  for (let i = 0; i < n; i++) {
+    acc += sorted[i]!;
+    if (acc >= p * total) {
+      threshold = sorted[i]!;
+      break;
+    }
+  }
+  return keepWhere(n, (w) => w >= threshold);
+}

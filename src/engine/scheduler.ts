@@ -1,0 +1,134 @@
+/**
+ * The scheduler: continuous batching under a per-step token budget.
+ *
+ *   waiting ──admit (pages fit)──► running ──pending run done──► (work decides:
+ *      ▲                             │                            more tokens → stays running,
+ *      └──────── preempt ────────────┘                            finished → leaves)
+ *            (pages released, recomputed on readmission)
+ *
+ * Each step, in this order, while the token budget and row limit allow:
+ *   1. running decodes (one pending token each), oldest first;
+ *   2. running prefills, a chunk each from what budget is left;
+ *   3. waiting work, first come first served, admitted while pages fit.
+ * A running work that cannot get a page preempts the youngest running work not
+ * yet scheduled this step (possibly itself). Waiting work is never skipped
+ * over, so a large request cannot starve.
+ *
+ * `schedule` returns data; the engine builds the batch and runs it.
+ */
+import type { Context } from './context.ts';
+import type { KvCache, PagePlan, SlotCopies } from './kv-cache.ts';
+
+export interface Work {
+  readonly ctx: Context;
+  /** Logits are wanted for the last `numSample` pending tokens. */
+  readonly numSample: number;
+  /** Sliding-window attention, if the model uses it. */
+  readonly window?: number | null;
+  /** Custom attention rule (see BatchRow.attend). */
+  readonly attend?: (pos: number, keyPos: number) => boolean;
+  /** Admission order; -1 while waiting. */
+  admittedAt: number;
+  /** Prompt tokens served from the prefix cache so far. */
+  numCachedTokens: number;
+}
+
+export interface Scheduled {
+  work: Work;
+  plan: PagePlan;
+  /** Tokens run this step: positions [plan.start, plan.upTo). */
+  numTokens: number;
+  /** Logits rows returned: the last `numSample` of the tokens run. */
+  numSample: number;
+}
+
+export interface SchedulerOptions {
+  maxTokensPerStep: number;
+  maxRowsPerStep: number;
+}
+
+export class Scheduler {
+  readonly waiting: Work[] = [];
+  readonly running: Work[] = [];
+  numPreemptions = 0;
+  private readonly kv: KvCache;
+  private readonly options: SchedulerOptions;
+  private admissions = 0;
+
+  constructor(kv: KvCache, options: SchedulerOptions) {
+    this.kv = kv;
+    this.options = options;
+  }
+
+  get hasWork(): boolean {
+    return this.waiting.length > 0 || this.running.length > 0;
+  }
+
+  submit(work: Work): void {
+    work.admittedAt = -1;
+    this.waiting.push(work);
+  }
+
+  /** Removes a work that finished or was cancelled. */
+  remove(work: Work): void {
+    for (const list of [this.running, this.waiting]) {
+      const i = list.indexOf(work);
+      if (i >= 0) list.splice(i, 1);
+    }
+  }
+
+  schedule(copies: SlotCopies): Scheduled[] {
+    const out: Scheduled[] = [];
+    const chosen = new Set<Work>();
+    let budget = this.options.maxTokensPerStep;
+    const rowsLeft = () => this.options.maxRowsPerStep - out.length;
+
+    const tryRunning = (work: Work): void => {
+      if (budget <= 0 || rowsLeft() <= 0 || !this.running.includes(work)) return;
+      for (;;) {
+        const plan = this.kv.plan(work.ctx, budget, false);
+        if (this.kv.canCommit(plan)) {
+          budget -= this.take(work, plan, copies, out);
+          chosen.add(work);
+          return;
+        }
+        const victim = [...this.running].reverse().find((w) => !chosen.has(w)) ?? work;
+        this.preempt(victim);
+        if (victim === work) return;
+      }
+    };
+
+    for (const w of [...this.running]) if (w.ctx.numPending === 1) tryRunning(w);
+    for (const w of [...this.running]) if (w.ctx.numPending > 1) tryRunning(w);
+
+    while (this.waiting.length > 0 && budget > 0 && rowsLeft() > 0) {
+      const work = this.waiting[0]!;
+      const plan = this.kv.plan(work.ctx, budget, work.numSample <= 1);
+      if (!this.kv.canCommit(plan)) break;
+      this.waiting.shift();
+      work.admittedAt = this.admissions++;
+      this.running.push(work);
+      budget -= this.take(work, plan, copies, out);
+      chosen.add(work);
+    }
+    return out;
+  }
+
+  private take(work: Work, plan: PagePlan, copies: SlotCopies, out: Scheduled[]): number {
+    this.kv.commit(plan, copies);
+    const numTokens = plan.upTo - plan.start;
+    // Rows at positions >= length - numSample are sampled, whichever chunk they fall in.
+    const firstSampled = work.ctx.length - work.numSample;
+    const numSample = Math.max(0, plan.upTo - Math.max(plan.start, firstSampled));
+    out.push({ work, plan, numTokens, numSample });
+    return numTokens;
+  }
+
+  private preempt(work: Work): void {
+    this.numPreemptions++;
+    this.kv.drop(work.ctx);
+    this.remove(work);
+    work.admittedAt = -1;
+    this.waiting.unshift(work);
+  }
+}

@@ -174,7 +174,7 @@ export class Engine {
   /** Computes the pending tokens; returns the last logits rows, or a host-side sample of the last row. */
   async forward(ctx: Context, options: ForwardOptions = {}): Promise<ForwardResult> {
     this.checkIdle(ctx);
-    if (ctx.numPending === 0) throw new errors.EngineError('nothing_pending', `context ${ctx.id} has no pending tokens to run`);
+    this.needLogits(ctx);
     const numLogits = options.sampling ? 1 : Math.min(options.numLogits ?? 1, ctx.numPending);
     const work = new ForwardWork(ctx, numLogits, this.model.config.slidingWindow, options.attend);
     this.submit(work);
@@ -187,7 +187,7 @@ export class Engine {
   /** Starts a host-run generation on `ctx` (its pending tokens are the prompt). */
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
-    if (ctx.numPending === 0) throw new errors.EngineError('nothing_pending', `context ${ctx.id} has no pending tokens to start from`);
+    this.needLogits(ctx);
     const room = this.model.config.maxPositionEmbeddings - ctx.length;
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
     const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
@@ -321,6 +321,12 @@ export class Engine {
 
   private checkAlive(ctx: Context): void {
     if (ctx.released) throw errors.contextReleased(ctx.id);
+  }
+
+  /** A step needs at least one pending token to produce logits; recompute the last one if all are done. */
+  private needLogits(ctx: Context): void {
+    if (ctx.length === 0) throw new errors.EngineError('empty_context', `context ${ctx.id} is empty: append tokens first`);
+    if (ctx.numPending === 0) this.kv.rewindOne(ctx);
   }
 
   private checkIdle(ctx: Context): void {

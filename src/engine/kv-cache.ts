@@ -88,12 +88,11 @@ export class KvCache {
       ctx.pageKeys.push(this.prefixCache.key(parent, ctx.tokens, ctx.numComputed));
       ctx.numComputed += ps;
     }
-    if (plan.copyLast) {
-      const index = Math.floor(ctx.numComputed / ps);
+    const index = Math.floor(ctx.numComputed / ps);
+    if (index < ctx.pageTable.length) {
+      // The step writes into an existing page: make it private and unkeyed first.
       const old = ctx.pageTable[index]!;
-      if (this.pool.refCount(old) === 1) {
-        this.prefixCache.forget(old);
-      } else {
+      if (plan.copyLast && this.pool.refCount(old) > 1) {
         const [fresh] = this.pool.allocate(1) as [number];
         for (let i = 0; i < ctx.numComputed % ps; i++) {
           copies.from.push(old * ps + i);
@@ -101,11 +100,9 @@ export class KvCache {
         }
         ctx.pageTable[index] = fresh;
         this.pool.release(old);
+      } else {
+        this.prefixCache.forget(old);
       }
-    } else {
-      // A lone keyed page about to be written loses its key (needsCopy said no copy).
-      const index = Math.floor(ctx.numComputed / ps);
-      if (ctx.numComputed % ps !== 0 && index < ctx.pageTable.length) this.prefixCache.forget(ctx.pageTable[index]!);
     }
     if (plan.numNew > 0) ctx.pageTable.push(...this.pool.allocate(plan.numNew));
   }
@@ -149,11 +146,16 @@ export class KvCache {
     ctx.numComputed = 0;
   }
 
+  /** Marks the last computed token as pending again, so a step recomputes it and yields its logits. */
+  rewindOne(ctx: Context): void {
+    if (ctx.numComputed === 0) return;
+    ctx.numComputed--;
+    ctx.pageKeys.length = Math.min(ctx.pageKeys.length, Math.floor(ctx.numComputed / this.pageSize));
+  }
+
   /** Whether writing at ctx.numComputed needs a private copy of a shared page. */
   private needsCopy(ctx: Context): boolean {
-    const ps = this.pageSize;
-    if (ctx.numComputed % ps === 0) return false;
-    const page = ctx.pageTable[Math.floor(ctx.numComputed / ps)];
+    const page = ctx.pageTable[Math.floor(ctx.numComputed / this.pageSize)];
     return page !== undefined && this.pool.refCount(page) > 1;
   }
 }

@@ -1,0 +1,207 @@
+import { describe, expect, it } from 'vitest';
+import { hashBehaviour } from '../../drivers/mock/driver.ts';
+import { greedy, mockEngine } from '../../test/helpers.ts';
+import { EngineError } from './errors.ts';
+
+const VOCAB = 512;
+/** What the mock model answers, computed without the engine. */
+function expected(prompt: number[], n: number): number[] {
+  const next = hashBehaviour(VOCAB);
+  const seq = [...prompt];
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t = next(seq);
+    seq.push(t);
+    out.push(t);
+  }
+  return out;
+}
+
+const prompt = (n: number, seed: number) => Array.from({ length: n }, (_, i) => (i * 37 + seed * 11) % VOCAB);
+
+describe('Engine on the mock driver', () => {
+  it('generates what the model says, token by token', async () => {
+    const { engine } = await mockEngine();
+    const r = await greedy(engine, prompt(10, 1), 20);
+    expect(r.tokens).toEqual(expected(prompt(10, 1), 20));
+    expect(r.finishReason).toBe('length');
+    expect(r.promptTokens).toBe(10);
+    expect(r.completionTokens).toBe(20);
+  });
+
+  it('gives each of 16 concurrent generations exactly what it gets alone', async () => {
+    const { engine, driver } = await mockEngine({ numPages: 256 });
+    driver.recordBatches = true;
+    const prompts = Array.from({ length: 16 }, (_, i) => prompt(3 + i * 5, i));
+    const results = await Promise.all(prompts.map((p, i) => greedy(engine, p, 10 + i)));
+    results.forEach((r, i) => expect(r.tokens).toEqual(expected(prompts[i]!, 10 + i)));
+    expect(Math.max(...driver.batches.map((b) => b.numRows))).toBe(16);
+  });
+
+  it('prefills a long prompt in chunks without stalling running decodes', async () => {
+    const { engine, driver } = await mockEngine({ numPages: 128, maxTokensPerStep: 8, stepDelayMs: 1 });
+    const running = [greedy(engine, prompt(3, 1), 30), greedy(engine, prompt(4, 2), 30)];
+    while (engine.numSteps < 3) await new Promise((r) => setTimeout(r, 1));
+    driver.recordBatches = true;
+    const long = greedy(engine, prompt(100, 3), 5);
+    const [a, b, c] = await Promise.all([...running, long]);
+    expect(a!.tokens).toEqual(expected(prompt(3, 1), 30));
+    expect(b!.tokens).toEqual(expected(prompt(4, 2), 30));
+    expect(c!.tokens).toEqual(expected(prompt(100, 3), 5));
+    // While the long prompt was being prefilled, both decodes ran in every step.
+    const prefillSteps = driver.batches.filter((bt) => bt.numTokens > bt.numRows);
+    expect(prefillSteps.length).toBeGreaterThan(10);
+    for (const bt of prefillSteps.slice(0, 10)) {
+      expect(bt.numRows).toBe(3);
+      expect(bt.numTokens).toBeLessThanOrEqual(8);
+    }
+  });
+
+  it('preempts and recomputes when pages run out, losing nothing', async () => {
+    const { engine } = await mockEngine({ numPages: 12, pageSize: 4 });
+    const prompts = Array.from({ length: 4 }, (_, i) => prompt(6, i));
+    const results = await Promise.all(prompts.map((p) => greedy(engine, p, 12)));
+    results.forEach((r, i) => expect(r.tokens).toEqual(expected(prompts[i]!, 12)));
+    expect(engine.scheduler.numPreemptions).toBeGreaterThan(0);
+  });
+
+  it('fails a request larger than the whole pool with a clear error', async () => {
+    const { engine } = await mockEngine({ numPages: 4, pageSize: 4 });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(30, 1));
+    expect(() => engine.generate(ctx, { maxTokens: 1 })).toThrow(/needs 8 pages, the pool has 4/);
+    engine.release(ctx);
+  });
+
+  it('fails, instead of hanging, when idle contexts hold the pages a request needs', async () => {
+    const { engine } = await mockEngine({ numPages: 4, pageSize: 4 });
+    const holder = engine.createContext();
+    engine.append(holder, prompt(12, 1));
+    await engine.forward(holder);
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(8, 2));
+    const r = await engine.generate(ctx, { maxTokens: 4 }).result;
+    expect(r.finishReason).toBe('error');
+    expect((r.error as EngineError).code).toBe('kv_cache_exhausted');
+    engine.release(holder);
+    engine.release(ctx);
+  });
+
+  it('forks a context: shared prefix, independent continuations', async () => {
+    const { engine, driver } = await mockEngine();
+    driver.recordBatches = true;
+    const parent = engine.createContext();
+    engine.append(parent, prompt(6, 4));
+    await engine.forward(parent);
+    const kids = [engine.fork(parent), engine.fork(parent)];
+    engine.append(kids[0]!, [5]);
+    engine.append(kids[1]!, [9]);
+    const gens = await Promise.all(kids.map((k) => engine.generate(k, { sampling: { temperature: 0 }, maxTokens: 6 }).result));
+    expect(gens[0]!.tokens).toEqual(expected([...prompt(6, 4), 5], 6));
+    expect(gens[1]!.tokens).toEqual(expected([...prompt(6, 4), 9], 6));
+    expect(kids[0]!.pageTable[0]).toBe(parent.pageTable[0]);
+    expect(driver.batches.some((b) => b.copies && b.copies.from.length > 0)).toBe(true);
+    for (const c of [parent, ...kids]) engine.release(c);
+  });
+
+  it('truncates a context and continues as if the dropped tokens never were', async () => {
+    const { engine } = await mockEngine();
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(9, 5));
+    await engine.generate(ctx, { maxTokens: 7 }).result;
+    engine.truncate(ctx, 9);
+    const again = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 7 }).result;
+    expect(again.tokens).toEqual(expected(prompt(9, 5), 7));
+    engine.release(ctx);
+  });
+
+  it('keeps named snapshots beyond their context, per tenant, until deleted', async () => {
+    const { engine } = await mockEngine();
+    const ctx = engine.createContext('acme');
+    engine.append(ctx, prompt(10, 6));
+    await engine.forward(ctx);
+    engine.saveSnapshot(ctx, 'system');
+    engine.release(ctx);
+    expect(engine.kv.pool.numInUse).toBeGreaterThan(0);
+    expect(() => engine.openSnapshot('system', 'other')).toThrow(/no snapshot named "system"/);
+    const opened = engine.openSnapshot('system', 'acme');
+    expect(opened.numComputed).toBe(10);
+    engine.append(opened, [3]);
+    const r = await engine.generate(opened, { sampling: { temperature: 0 }, maxTokens: 4 }).result;
+    expect(r.tokens).toEqual(expected([...prompt(10, 6), 3], 4));
+    engine.release(opened);
+    expect(engine.deleteSnapshot('system', 'acme')).toBe(true);
+    expect(engine.deleteSnapshot('system', 'acme')).toBe(false);
+  });
+
+  it('returns the logits of the last n pending tokens from forward()', async () => {
+    const { engine } = await mockEngine({ maxTokensPerStep: 4 });
+    const ctx = engine.createContext();
+    const p = prompt(10, 7);
+    engine.append(ctx, p);
+    const { logits } = await engine.forward(ctx, { numLogits: 6 });
+    expect(logits).toHaveLength(6);
+    const next = hashBehaviour(VOCAB);
+    logits.forEach((row, i) => {
+      let best = 0;
+      for (let v = 1; v < row.length; v++) if (row[v]! > row[best]!) best = v;
+      expect(best).toBe(next(p.slice(0, 5 + i)));
+    });
+    engine.append(ctx, [1]);
+    const s = await engine.forward(ctx, { sampling: { temperature: 0, logprobs: 2 } });
+    expect(s.sample!.token).toBe(next([...p, 1]));
+    expect(s.sample!.top).toHaveLength(2);
+    engine.release(ctx);
+  });
+
+  it('cancels a generation through its AbortSignal and on release', async () => {
+    const { engine } = await mockEngine({ stepDelayMs: 2 });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(5, 8));
+    const ac = new AbortController();
+    const gen = engine.generate(ctx, { maxTokens: 1000, ignoreEos: true, signal: ac.signal });
+    setTimeout(() => ac.abort(), 20);
+    const r = await gen.result;
+    expect(r.finishReason).toBe('cancelled');
+    expect(r.completionTokens).toBeLessThan(1000);
+    const ctx2 = engine.createContext();
+    engine.append(ctx2, prompt(5, 9));
+    const gen2 = engine.generate(ctx2, { maxTokens: 1000, ignoreEos: true });
+    setTimeout(() => engine.release(ctx2), 10);
+    expect((await gen2.result).finishReason).toBe('cancelled');
+    engine.release(ctx);
+  });
+
+  it('rejects bad input with errors that name it', async () => {
+    const { engine } = await mockEngine();
+    const ctx = engine.createContext();
+    expect(() => engine.append(ctx, [VOCAB])).toThrow(/token id 512 is outside the vocabulary/);
+    expect(() => engine.append(ctx, [1.5])).toThrow(/outside the vocabulary/);
+    expect(() => engine.append(ctx, new Array(5000).fill(1))).toThrow(/at most 2048/);
+    await expect(engine.forward(ctx)).rejects.toThrow(/is empty/);
+    engine.append(ctx, [1, 2]);
+    const gen = engine.generate(ctx, { maxTokens: 3 });
+    expect(() => engine.append(ctx, [3])).toThrow(/already running/);
+    await gen.result;
+    engine.release(ctx);
+    expect(() => engine.append(ctx, [3])).toThrow(/has been released/);
+  });
+
+  it('streams chunks whose text adds up to the result', async () => {
+    const { engine } = await mockEngine();
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(4, 10));
+    const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 12, ignoreEos: true });
+    let text = '';
+    const tokens: number[] = [];
+    for await (const c of gen) {
+      text += c.text;
+      tokens.push(...c.tokens);
+    }
+    const r = await gen.result;
+    expect(text).toBe(r.text);
+    expect(tokens).toEqual(r.tokens);
+    expect(r.text).toBe(engine.model.tokenizer.decode(r.tokens));
+    engine.release(ctx);
+  });
+});

@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { argmax, logSumExp, Sampler, TokenHistory, topK } from './sampler.ts';
+
+const row = (...v: number[]) => Float32Array.from(v);
+
+function counts(params: ConstructorParameters<typeof Sampler>[0], logits: number[], n = 2000): Map<number, number> {
+  const s = new Sampler({ seed: 7, ...params });
+  const out = new Map<number, number>();
+  for (let i = 0; i < n; i++) {
+    const t = s.sample(Float32Array.from(logits)).token;
+    out.set(t, (out.get(t) ?? 0) + 1);
+  }
+  return out;
+}
+
+describe('Sampler', () => {
+  it('picks the largest logit when greedy', () => {
+    expect(new Sampler({ temperature: 0 }).sample(row(0.1, 3, -1, 2.9)).token).toBe(1);
+  });
+
+  it('repeats exactly with the same seed and differs with another', () => {
+    const logits = Array.from({ length: 500 }, (_, i) => Math.sin(i) * 2);
+    const draw = (seed: number) => {
+      const s = new Sampler({ temperature: 1, seed });
+      return Array.from({ length: 50 }, () => s.sample(Float32Array.from(logits)).token);
+    };
+    expect(draw(42)).toEqual(draw(42));
+    expect(draw(42)).not.toEqual(draw(43));
+  });
+
+  it('samples in proportion to the softmax at temperature 1', () => {
+    const c = counts({ temperature: 1 }, [Math.log(1), Math.log(3)], 4000);
+    const share = (c.get(1) ?? 0) / 4000;
+    expect(share).toBeGreaterThan(0.7);
+    expect(share).toBeLessThan(0.8);
+  });
+
+  it('keeps only the k most likely tokens with top-k', () => {
+    const c = counts({ temperature: 1, topK: 2 }, [1, 2, 3, 0]);
+    expect([...c.keys()].sort()).toEqual([1, 2]);
+  });
+
+  it('keeps the smallest set reaching p with top-p', () => {
+    // probabilities ~ 0.64, 0.24, 0.09, 0.03
+    const c = counts({ temperature: 1, topP: 0.8 }, [3, 2, 1, 0]);
+    expect([...c.keys()].sort()).toEqual([0, 1]);
+  });
+
+  it('drops tokens below min-p of the best', () => {
+    const c = counts({ temperature: 1, minP: 0.3 }, [3, 2, 1, 0]);
+    expect([...c.keys()].sort()).toEqual([0, 1]);
+  });
+
+  it('applies logit bias, and a mask that forbids tokens', () => {
+    expect(new Sampler({ temperature: 0, logitBias: { 0: 10 } }).sample(row(0, 5, 1)).token).toBe(0);
+    const mask = Uint32Array.of(0b101);
+    expect(new Sampler({ temperature: 0 }).sample(row(0, 5, 1), undefined, mask).token).toBe(2);
+    const c = counts({ temperature: 1 }, [0, 5, 1]);
+    expect(c.has(1)).toBe(true);
+  });
+
+  it('applies presence and frequency penalties to output tokens and repetition penalty to all seen tokens', () => {
+    const h = new TokenHistory();
+    h.addPrompt([2]);
+    h.addOutput(1);
+    h.addOutput(1);
+    const l = row(0, 5, 4);
+    new Sampler({ temperature: 0, presencePenalty: 1, frequencyPenalty: 1 }).sample(l, h);
+    expect(Array.from(l)).toEqual([0, 2, 4]);
+    const l2 = row(0, 5, 4);
+    new Sampler({ temperature: 0, repetitionPenalty: 2 }).sample(l2, h);
+    expect(Array.from(l2)).toEqual([0, 2.5, 2]);
+  });
+
+  it('returns log-probabilities of the chosen token and the top alternatives', () => {
+    const r = new Sampler({ temperature: 0, logprobs: 2 }).sample(row(Math.log(0.5), Math.log(0.3), Math.log(0.2)));
+    expect(r.token).toBe(0);
+    expect(r.logprob).toBeCloseTo(Math.log(0.5), 5);
+    expect(r.top!.map((t) => t.token)).toEqual([0, 1]);
+    expect(r.top![1]!.logprob).toBeCloseTo(Math.log(0.3), 5);
+  });
+
+  it('reports a fully masked row instead of sampling garbage', () => {
+    expect(() => new Sampler({ temperature: 1 }).sample(row(1, 2), undefined, Uint32Array.of(0))).toThrow(/every token is masked/);
+  });
+});
+
+describe('sampling helpers', () => {
+  it('argmax prefers the first of equal maxima', () => {
+    expect(argmax(row(1, 3, 3))).toBe(1);
+  });
+
+  it('topK orders by value, ties by lower index', () => {
+    expect(topK(row(1, 5, 3, 5, 0), 3)).toEqual([1, 3, 2]);
+    expect(topK(row(2, 1), 5)).toEqual([0, 1]);
+  });
+
+  it('logSumExp is stable for large logits', () => {
+    expect(logSumExp(row(1000, 1000))).toBeCloseTo(1000 + Math.log(2), 4);
+  });
+});

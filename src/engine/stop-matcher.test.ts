@@ -1,0 +1,32 @@
+import { describe, expect, it } from 'vitest';
+import { StopMatcher } from './stop-matcher.ts';
+
+describe('StopMatcher', () => {
+  it('finds a stop string split across deltas and never emits it', () => {
+    const m = new StopMatcher(['<END>']);
+    expect(m.push('hello <E')).toBe('hello ');
+    expect(m.push('N')).toBe('');
+    expect(m.push('D> more')).toBe('');
+    expect(m.stopped).toBe(true);
+    expect(m.matched).toBe('<END>');
+  });
+
+  it('releases held-back text once it cannot start a stop string', () => {
+    const m = new StopMatcher(['stop']);
+    expect(m.push('a st')).toBe('a ');
+    expect(m.push('ar')).toBe('star');
+    expect(m.flush()).toBe('');
+  });
+
+  it('stops at the earliest of several stop strings', () => {
+    const m = new StopMatcher(['bb', 'a']);
+    expect(m.push('xxbbya')).toBe('xx');
+    expect(m.matched).toBe('bb');
+  });
+
+  it('gives back held text at the end of the stream', () => {
+    const m = new StopMatcher(['\n\n']);
+    expect(m.push('line\n')).toBe('line');
+    expect(m.flush()).toBe('\n');
+  });
+});

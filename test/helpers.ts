@@ -1,0 +1,94 @@
+/**
+ * Shared test fixtures: model directories made once per machine in the temp
+ * folder, the shared models when present, engines on the mock driver, and
+ * the page-leak check.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, expect } from 'vitest';
+import { MockDriver, type MockBehaviour } from '../drivers/mock/driver.ts';
+import { startEngine, type Engine, type StartOptions } from '../src/engine/index.ts';
+import { importLlama2c } from '../src/model/llama2c.ts';
+import { createRandomModel, PRESETS, type RandomModelSpec } from '../src/model/random.ts';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const SHARED_MODELS = resolve(REPO_ROOT, '../shared/models');
+export const STORIES_DIR = join(SHARED_MODELS, 'stories260K');
+export const LLAMA_TOKENIZER_DIR = join(SHARED_MODELS, 'tiny-random-llama-onnx');
+export const haveStories = existsSync(join(STORIES_DIR, 'stories260K.bin'));
+export const haveLlamaTokenizer = existsSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer.json'));
+export const SKIP_STORIES = haveStories ? '' : `skipped: ${STORIES_DIR} is absent (the shared models folder is not on this machine)`;
+export const SKIP_TOKENIZER = haveLlamaTokenizer ? '' : `skipped: ${LLAMA_TOKENIZER_DIR} is absent (the shared models folder is not on this machine)`;
+if (SKIP_STORIES) console.warn(SKIP_STORIES);
+
+const CACHE = join(tmpdir(), 'pie-gateway-test-models');
+
+/** Makes a directory once (atomically: built aside, then renamed into place). */
+function once(name: string, make: (dir: string) => void): string {
+  const dir = join(CACHE, name);
+  if (existsSync(dir)) return dir;
+  mkdirSync(CACHE, { recursive: true });
+  const tmp = `${dir}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  make(tmp);
+  try {
+    renameSync(tmp, dir);
+  } catch {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  return dir;
+}
+
+export function randomModelDir(spec: RandomModelSpec = PRESETS.tiny, seed = 1): string {
+  const hash = createHash('sha256').update(JSON.stringify({ spec, seed, v: 1 })).digest('hex').slice(0, 12);
+  return once(`random-${hash}`, (dir) => createRandomModel(dir, spec, seed));
+}
+
+export function storiesModelDir(): string {
+  return once('stories260K-v1', (dir) => importLlama2c(join(STORIES_DIR, 'stories260K.bin'), join(STORIES_DIR, 'tok512.bin'), dir));
+}
+
+const engines: Engine[] = [];
+
+/** Every engine made through here is checked after each test: all pages back in the pool, then closed. */
+afterEach(async () => {
+  for (const e of engines.splice(0)) {
+    try {
+      expect(e.kv.pool.numInUse, 'pages still in use after the test (a leak)').toBe(0);
+      expect(e.numContexts, 'contexts not released after the test').toBe(0);
+    } finally {
+      await e.close();
+    }
+  }
+});
+
+export async function testEngine(dir: string, options: StartOptions = {}): Promise<Engine> {
+  const e = await startEngine(dir, { threads: 1, ...options });
+  engines.push(e);
+  return e;
+}
+
+export async function mockEngine(options: StartOptions & { behaviour?: MockBehaviour; stepDelayMs?: number } = {}): Promise<{ engine: Engine; driver: MockDriver }> {
+  let driver!: MockDriver;
+  const engine = await testEngine(randomModelDir(), {
+    numPages: 64,
+    pageSize: 4,
+    ...options,
+    driver: async (model, numPages, pageSize) =>
+      (driver = new MockDriver({ vocabSize: model.config.vocabSize, numPages, pageSize, behaviour: options.behaviour, stepDelayMs: options.stepDelayMs })),
+  });
+  return { engine, driver };
+}
+
+/** Runs a greedy generation from `prompt` tokens on a fresh context and releases it. */
+export async function greedy(engine: Engine, prompt: number[], maxTokens: number, extra: Parameters<Engine['generate']>[1] = {}) {
+  const ctx = engine.createContext();
+  try {
+    engine.append(ctx, prompt);
+    return await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens, ignoreEos: true, ...extra }).result;
+  } finally {
+    engine.release(ctx);
+  }
+}

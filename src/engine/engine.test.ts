@@ -187,6 +187,18 @@ describe('Engine on the mock driver', () => {
     expect(() => engine.append(ctx, [3])).toThrow(/has been released/);
   });
 
+  it('stops at the model\'s EOS token without putting it in the text', async () => {
+    const { engine } = await mockEngine({ behaviour: (visible) => (visible.length >= 8 ? 2 : 300 + visible.length) });
+    const ctx = engine.createContext();
+    engine.append(ctx, [1, 5, 6]);
+    const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 50 }).result;
+    expect(r.tokens).toEqual([303, 304, 305, 306, 307, 2]);
+    expect(r.finishReason).toBe('stop');
+    expect(r.stopReason).toBe(2);
+    expect(r.text).toBe(engine.model.tokenizer.decode([303, 304, 305, 306, 307]));
+    engine.release(ctx);
+  });
+
   it('streams chunks whose text adds up to the result', async () => {
     const { engine } = await mockEngine();
     const ctx = engine.createContext();

@@ -1,0 +1,139 @@
+/**
+ * The `pie` command line.
+ *
+ *   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
+ *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
+ *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
+ */
+import { parseArgs } from 'node:util';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, loadConfig } from '../config.ts';
+import { startEngine } from '../engine/index.ts';
+import { ensureDefaultModel } from '../model/default-model.ts';
+import { ModelLoadError } from '../model/errors.ts';
+import { importLlama2c } from '../model/llama2c.ts';
+import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
+
+const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/default.toml', import.meta.url));
+
+const USAGE = `usage:
+  pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
+               [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
+  pie model create-random OUT_DIR --preset tiny|bench [--seed N]`;
+
+class UsageError extends Error {}
+
+function number(value: string | undefined, flag: string, integer: boolean): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isFinite(n) || (integer && !Number.isInteger(n))) throw new UsageError(`${flag} must be ${integer ? 'an integer' : 'a number'}, got "${value}"`);
+  return n;
+}
+
+async function generate(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      model: { type: 'string' },
+      config: { type: 'string' },
+      prompt: { type: 'string' },
+      'max-tokens': { type: 'string' },
+      temperature: { type: 'string' },
+      'top-p': { type: 'string' },
+      'top-k': { type: 'string' },
+      seed: { type: 'string' },
+    },
+  });
+  const config = loadConfig(values.config ?? DEFAULT_CONFIG);
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const dir = values.model ? resolve(values.model) : ensureDefaultModel(config, log);
+  const e = config.engine;
+  const engine = await startEngine(dir, {
+    pageSize: e.pageSize,
+    kvMemoryBytes: e.kvMemoryMb * 1024 * 1024,
+    maxTokensPerStep: e.maxTokensPerStep,
+    maxRowsPerStep: e.maxRowsPerStep,
+    prefixCaching: e.prefixCaching,
+    threads: e.threads || undefined,
+    fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
+  });
+  try {
+    const tok = engine.model.tokenizer;
+    const prompt = values.prompt === undefined ? [engine.model.bosTokenId ?? 0] : tok.encode(values.prompt);
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt);
+    const t0 = performance.now();
+    let firstAt = 0;
+    const gen = engine.generate(ctx, {
+      maxTokens: number(values['max-tokens'], '--max-tokens', true) ?? 256,
+      sampling: {
+        temperature: number(values.temperature, '--temperature', false) ?? 0,
+        topP: number(values['top-p'], '--top-p', false),
+        topK: number(values['top-k'], '--top-k', true),
+        seed: number(values.seed, '--seed', true),
+      },
+    });
+    if (values.prompt !== undefined) process.stdout.write(values.prompt);
+    for await (const chunk of gen) {
+      if (!firstAt) firstAt = performance.now();
+      process.stdout.write(chunk.text);
+    }
+    const r = await gen.result;
+    engine.release(ctx);
+    if (r.error) throw r.error;
+    const secs = (performance.now() - t0) / 1000;
+    const decodeSecs = (performance.now() - firstAt) / 1000;
+    process.stdout.write('\n');
+    log(
+      `${r.completionTokens} tokens in ${secs.toFixed(2)} s: ${(r.completionTokens / secs).toFixed(1)} tokens/s ` +
+        `(${r.completionTokens > 1 ? ((r.completionTokens - 1) / decodeSecs).toFixed(1) : '-'} tokens/s after the first; ` +
+        `prompt ${r.promptTokens} tokens; finished: ${r.finishReason}) on ${engine.model.name}`,
+    );
+  } finally {
+    await engine.close();
+  }
+}
+
+function model(argv: string[]): void {
+  const [sub, ...rest] = argv;
+  if (sub === 'import-llama2c') {
+    const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
+    if (positionals.length !== 3) throw new UsageError('model import-llama2c takes CHECKPOINT TOKENIZER OUT_DIR');
+    const [ckpt, tok, out] = positionals as [string, string, string];
+    const h = importLlama2c(ckpt, tok, out);
+    console.log(`wrote ${out}: Llama, ${h.numLayers} layers, hidden ${h.dim}, ${h.numHeads} heads (${h.numKvHeads} kv), vocabulary ${h.vocabSize}`);
+  } else if (sub === 'create-random') {
+    const { positionals, values } = parseArgs({ args: rest, allowPositionals: true, options: { preset: { type: 'string' }, seed: { type: 'string' } } });
+    if (positionals.length !== 1) throw new UsageError('model create-random takes OUT_DIR');
+    const preset = values.preset ?? 'tiny';
+    if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got "${preset}"`);
+    createRandomModel(positionals[0]!, PRESETS[preset as PresetName], number(values.seed, '--seed', true) ?? 0);
+    console.log(`wrote ${positionals[0]}: random "${preset}" model`);
+  } else {
+    throw new UsageError(`unknown model command "${sub ?? ''}"`);
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'generate') await generate(rest);
+    else if (command === 'model') model(rest);
+    else if (command === 'help' || command === '--help' || command === undefined) console.log(USAGE);
+    else throw new UsageError(`unknown command "${command}"`);
+    return 0;
+  } catch (err) {
+    if (err instanceof UsageError || (err as { code?: string }).code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') {
+      console.error(`pie: ${(err as Error).message}\n${USAGE}`);
+      return 2;
+    }
+    if (err instanceof ConfigError || err instanceof ModelLoadError || (err as Error).name === 'EngineError') {
+      console.error(`pie: ${(err as Error).message}`);
+      return 1;
+    }
+    throw err;
+  }
+}

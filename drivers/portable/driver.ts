@@ -17,8 +17,9 @@ export interface PortableDriverOptions {
 
 export class PortableDriver implements Driver {
   readonly info: DriverInfo;
-  /** Milliseconds ONNX Runtime spent in the last run (measured in the worker). */
+  /** Milliseconds ONNX Runtime spent in the last run, and the KV copies and writes around it (measured in the worker). */
   lastRunMs = 0;
+  lastWriteMs = 0;
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
@@ -77,6 +78,7 @@ export class PortableDriver implements Driver {
     const reply = await this.request({ type: 'run', id: this.nextId++, batch });
     if (reply.type !== 'done' || !reply.logits) throw new Error('driver: run returned no logits');
     this.lastRunMs = reply.runMs ?? 0;
+    this.lastWriteMs = reply.writeMs ?? 0;
     return { logits: reply.logits };
   }
 

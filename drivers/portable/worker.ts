@@ -26,7 +26,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'ready' }
-  | { type: 'done'; id: number; logits?: Float32Array; runMs?: number }
+  | { type: 'done'; id: number; logits?: Float32Array; runMs?: number; writeMs?: number }
   | { type: 'error'; id: number; message: string };
 
 const init = workerData as WorkerInit;
@@ -45,9 +45,8 @@ port.postMessage({ type: 'ready' } satisfies WorkerReply);
 port.on('message', async (msg: WorkerRequest) => {
   try {
     if (msg.type === 'run') {
-      const t0 = performance.now();
-      const logits = await runBatch(msg.batch);
-      const reply: WorkerReply = { type: 'done', id: msg.id, logits, runMs: performance.now() - t0 };
+      const { logits, runMs, writeMs } = await runBatch(msg.batch);
+      const reply: WorkerReply = { type: 'done', id: msg.id, logits, runMs, writeMs };
       port.postMessage(reply, [logits.buffer as ArrayBuffer]);
     } else {
       await session.release();
@@ -59,7 +58,8 @@ port.on('message', async (msg: WorkerRequest) => {
   }
 });
 
-async function runBatch(b: Batch): Promise<Float32Array> {
+async function runBatch(b: Batch): Promise<{ logits: Float32Array; runMs: number; writeMs: number }> {
+  const t0 = performance.now();
   if (b.copies) copySlots(b.copies.from, b.copies.to);
   const i32 = (data: Int32Array, dims: number[]) => new ort.Tensor('int32', data, dims);
   const feeds = {
@@ -73,9 +73,11 @@ async function runBatch(b: Batch): Promise<Float32Array> {
     attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
     sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
   };
+  const t1 = performance.now();
   const out = await session.run(feeds);
+  const t2 = performance.now();
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
-  return out.logits!.data as Float32Array;
+  return { logits: out.logits!.data as Float32Array, runMs: t2 - t1, writeMs: t1 - t0 + performance.now() - t2 };
 }
 
 /** new_kv is [planes, T, HD]; plane p's row for token t goes to pool row p·NS + slot(t). */

@@ -64,32 +64,33 @@ function prompts(B: number, vocab: number): number[][] {
 }
 
 /** The batches the engine runs for B prompts: prefill chunks under the budget, then decode steps. */
-function plannedBatches(B: number, numPages: number, vocab: number): { prefill: Batch[]; decode: Batch[] } {
+function plannedBatches(model: LoadedModel, B: number, numPages: number): { prefill: Batch[]; decode: Batch[] } {
   const pagesPer = Math.ceil((PROMPT + DECODE) / PAGE_SIZE);
   const tables = Array.from({ length: B }, (_, b) => Array.from({ length: pagesPer }, (_, i) => b * pagesPer + i));
+  const vocab = model.config.vocabSize;
   const ps = prompts(B, vocab);
   const prefill: Batch[] = [];
   let pending: BatchRow[] = [];
   let tokens = 0;
   for (let b = 0; b < B; b++) {
     if (tokens + PROMPT > BUDGET && pending.length) {
-      prefill.push(buildBatch(pending, PAGE_SIZE, numPages));
+      prefill.push(buildBatch(pending, PAGE_SIZE, numPages, model.config));
       pending = [];
       tokens = 0;
     }
     pending.push({ pageTable: tables[b]!, pastLen: 0, tokens: ps[b]!, numSample: 1 });
     tokens += PROMPT;
   }
-  if (pending.length) prefill.push(buildBatch(pending, PAGE_SIZE, numPages));
+  if (pending.length) prefill.push(buildBatch(pending, PAGE_SIZE, numPages, model.config));
   const decode: Batch[] = [];
   for (let step = 0; step < DECODE - 1; step++) {
-    decode.push(buildBatch(tables.map((pageTable, b) => ({ pageTable, pastLen: PROMPT + step, tokens: [(b + step) % vocab], numSample: 1 })), PAGE_SIZE, numPages));
+    decode.push(buildBatch(tables.map((pageTable, b) => ({ pageTable, pastLen: PROMPT + step, tokens: [(b + step) % vocab], numSample: 1 })), PAGE_SIZE, numPages, model.config));
   }
   return { prefill, decode };
 }
 
 async function bare(model: LoadedModel, session: ort.InferenceSession, pool: ort.Tensor, B: number, numPages: number) {
-  const { prefill, decode } = plannedBatches(B, numPages, model.config.vocabSize);
+  const { prefill, decode } = plannedBatches(model, B, numPages);
   const feeds = (b: Batch) => {
     const i32 = (d: Int32Array, dims: number[]) => new ort.Tensor('int32', d, dims);
     return {

@@ -47,7 +47,7 @@ export class PortableDriver implements Driver {
     const poolRows = kvPlanes * numSlots;
     const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
     const graph = buildGraph({ config: c, weights: model.weights, numSlots });
-    const init: WorkerInit = { graph, pool, poolRows, headDim: c.headDim, kvPlanes, numSlots, threads: options.threads ?? 0 };
+    const init: WorkerInit = { graph, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
     const worker = new Worker(new URL('./worker.ts', import.meta.url), {
       workerData: init,
       transferList: [graph.buffer as ArrayBuffer],

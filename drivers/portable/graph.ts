@@ -6,10 +6,12 @@
  *   kv_gather [U] i32, key_index [B, L] i32, query_index [B, Q] i32,
  *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32
  * Outputs:
- *   logits [S, V] f32, new_kv [NL*2*KVH, T, HD] f32
+ *   logits [S, V] f32, new_kv [T, NL*2*KVH, HD] f32
  *
- * The pool is one flat tensor: row ((layer*2 + kind)*KVH + head)*NS + slot
- * holds HD floats. Attention works head-major, [KVH, B, ...], so the gathered
+ * The pool is one flat tensor, slot-major: row slot*P + (layer*2 + kind)*KVH + head
+ * (P = NL*2*KVH planes) holds HD floats, so one token's keys and values for all
+ * layers are one contiguous block that the host writes (or copies) in one go.
+ * Attention works head-major, [KVH, B, ...], so the gathered
  * keys and values need no transpose: scores are computed as K·Qᵀ ([L, Q·G],
  * small for decode) and transposed.
  */
@@ -52,7 +54,8 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
 
   const tokenIds = g.input('token_ids', DType.INT32, ['T']);
   const positions = g.input('positions', DType.INT32, ['T']);
-  const pool = g.input('kv_pool', DType.FLOAT, [NL * 2 * KVH * numSlots, HD]);
+  const planes = NL * 2 * KVH;
+  const pool = g.input('kv_pool', DType.FLOAT, [numSlots * planes, HD]);
   const kvGather = g.input('kv_gather', DType.INT32, ['U']);
   const keyIndex = g.input('key_index', DType.INT32, ['B', 'L']);
   const queryIndex = g.input('query_index', DType.INT32, ['B', 'Q']);
@@ -87,10 +90,10 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
 
   let x = g.op('Gather', [g.floats('embed_tokens', weights.embed.data, weights.embed.shape), tokenIds], { axis: 0 });
   const newKv: string[] = [];
-  // Offsets that turn a slot number into a pool row, per head: [KVH, 1].
+  // Pool rows of the gathered slots: slot*P + plane, per head: [KVH, U].
   const headOffsets = (layer: number, kind: number) =>
-    g.int64s(`pool_offset_${layer}_${kind}`, Array.from({ length: KVH }, (_, h) => ((layer * 2 + kind) * KVH + h) * numSlots), [KVH, 1]);
-  const gatherRow = g.op('Unsqueeze', [g.op('Cast', [kvGather], { to: DType.INT64 }), shape(0)]); // [1, U]
+    g.int64s(`pool_offset_${layer}_${kind}`, Array.from({ length: KVH }, (_, h) => (layer * 2 + kind) * KVH + h), [KVH, 1]);
+  const gatherRow = g.op('Mul', [g.op('Unsqueeze', [g.op('Cast', [kvGather], { to: DType.INT64 }), shape(0)]), g.constInt64([planes])]); // [1, U]
   // Run-time shapes [KVH, B, Q, G, L] and [KVH, B, Q·G, L] (B and L come from key_index).
   const dimsBL = g.op('Shape', [keyIndex]);
   const dimB = g.op('Slice', [dimsBL, shape(0), shape(1)]);
@@ -124,10 +127,10 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
     }
     q = rope(q);
     k = rope(k);
+    newKv.push(k, v);
     // New keys and values, head-major: [KVH, T, HD].
     const kNew = g.op('Transpose', [k], { perm: [1, 0, 2] });
     const vNew = g.op('Transpose', [v], { perm: [1, 0, 2] });
-    newKv.push(kNew, vNew);
     // Keys of every row: [KVH, B, L, HD].
     const rowsOf = (kind: number, fresh: string) => {
       const poolRows = g.op('Add', [gatherRow, headOffsets(l, kind)]); // [KVH, U]
@@ -163,7 +166,7 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
   const normed = rmsNorm(last, weights.norm, 'final_norm');
   const logits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
   g.output(logits, 'logits', DType.FLOAT, ['S', c.vocabSize]);
-  g.output(g.op('Concat', newKv, { axis: 0 }), 'new_kv', DType.FLOAT, [NL * 2 * KVH, 'T', HD]);
+  g.output(g.op('Concat', newKv, { axis: 1 }), 'new_kv', DType.FLOAT, ['T', planes, HD]);
   return g.encode();
 }
 

@@ -14,9 +14,8 @@ export interface WorkerInit {
   pool: SharedArrayBuffer;
   poolRows: number;
   headDim: number;
-  /** Rows of new_kv per step: layers × 2 × kv heads. */
+  /** Rows of new_kv per token: layers × 2 × kv heads. */
   kvPlanes: number;
-  numSlots: number;
   threads: number;
 }
 
@@ -80,24 +79,13 @@ async function runBatch(b: Batch): Promise<{ logits: Float32Array; runMs: number
   return { logits: out.logits!.data as Float32Array, runMs: t2 - t1, writeMs: t1 - t0 + performance.now() - t2 };
 }
 
-/** new_kv is [planes, T, HD]; plane p's row for token t goes to pool row p·NS + slot(t). */
+/** new_kv is [T, planes, HD]: token t's block goes to the pool at slot(t). */
 function writeNewKv(newKv: Float32Array, slots: Int32Array, numTokens: number): void {
-  const HD = init.headDim;
-  for (let p = 0; p < init.kvPlanes; p++) {
-    const base = p * init.numSlots;
-    for (let t = 0; t < numTokens; t++) {
-      const src = (p * numTokens + t) * HD;
-      pool.set(newKv.subarray(src, src + HD), (base + slots[t]!) * HD);
-    }
-  }
+  const block = init.kvPlanes * init.headDim;
+  for (let t = 0; t < numTokens; t++) pool.set(newKv.subarray(t * block, (t + 1) * block), slots[t]! * block);
 }
 
 function copySlots(from: Int32Array, to: Int32Array): void {
-  const HD = init.headDim;
-  for (let p = 0; p < init.kvPlanes; p++) {
-    const base = p * init.numSlots;
-    for (let i = 0; i < from.length; i++) {
-      pool.copyWithin((base + to[i]!) * HD, (base + from[i]!) * HD, (base + from[i]! + 1) * HD);
-    }
-  }
+  const block = init.kvPlanes * init.headDim;
+  for (let i = 0; i < from.length; i++) pool.copyWithin(to[i]! * block, from[i]! * block, (from[i]! + 1) * block);
 }

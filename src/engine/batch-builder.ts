@@ -9,6 +9,14 @@
  * in position order, then its new tokens) with all padding at the end, and the
  * key length is a multiple of KEY_ALIGN: padding then only ever adds whole
  * blocks of exact zeros to a softmax or a weighted sum.
+ *
+ * Virtual rows. Attention pads every row to the longest query run Q, so a
+ * step mixing 32 decodes with a 480-token prefill chunk would compute 32×480
+ * query rows where 32 are real. Long runs are therefore cut into virtual rows
+ * of at most q queries, each with its own key list (the past and the run up to
+ * its end); q is chosen per step to minimise an estimate of attention work:
+ * rows × (gathered keys per row + scored queries per row). Cutting never
+ * changes a query's keys or their order, so it is invisible in the results.
  */
 import { KEY_ALIGN, type Batch } from '../../drivers/driver.ts';
 
@@ -33,20 +41,42 @@ export interface BatchRow {
 /** Scratch reused across steps: page → first row of that page in kv_gather. */
 let pageSlotOf = new Int32Array(0);
 
-export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number): Batch {
+export interface AttentionShape {
+  numHeads: number;
+  numKvHeads: number;
+}
+
+/** The longest query run per (virtual) row that minimises the attention work estimate. */
+export function chooseQueryRun(lengths: readonly number[], shape: AttentionShape): number {
+  const longest = Math.max(1, ...lengths);
+  let best = longest;
+  let bestCost = Infinity;
+  for (let q = longest; ; q = q > 1 ? Math.min(q - 1, 2 ** Math.floor(Math.log2(q - 1))) : 0) {
+    if (q < 1) break;
+    let rows = 0;
+    for (const n of lengths) rows += Math.ceil(n / q);
+    const cost = rows * (2 * shape.numKvHeads + 2 * q * shape.numHeads);
+    if (cost < bestCost) {
+      bestCost = cost;
+      best = q;
+    }
+  }
+  return best;
+}
+
+export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape = { numHeads: 1, numKvHeads: 1 }): Batch {
   if (pageSlotOf.length < numPages) pageSlotOf = new Int32Array(numPages).fill(-1);
-  const B = rows.length;
   let T = 0;
-  let Q = 0;
   let maxKeys = 0;
   let S = 0;
   for (const r of rows) {
-    const n = r.tokens.length;
-    T += n;
-    Q = Math.max(Q, n);
-    maxKeys = Math.max(maxKeys, r.pastLen + n);
+    T += r.tokens.length;
+    maxKeys = Math.max(maxKeys, r.pastLen + r.tokens.length);
     S += r.numSample;
   }
+  const Q = chooseQueryRun(rows.map((r) => r.tokens.length), shape);
+  let B = 0;
+  for (const r of rows) B += Math.ceil(r.tokens.length / Q);
   const L = Math.max(KEY_ALIGN, Math.ceil(maxKeys / KEY_ALIGN) * KEY_ALIGN);
 
   // Stage 1: the distinct pages the step reads, each contributing all its slots.
@@ -77,35 +107,43 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
 
   let t0 = 0;
   let s = 0;
-  rows.forEach((r, b) => {
+  let b = 0;
+  for (const r of rows) {
     const n = r.tokens.length;
     const past = r.pastLen;
-    // Stage 2: this row's keys: past (from the gathered pages), then its new tokens.
-    const keys = keyIndex.subarray(b * L, (b + 1) * L);
-    for (let p = 0; p < past; p++) keys[p] = pageSlotOf[r.pageTable[Math.floor(p / pageSize)]!]! + (p % pageSize);
-    for (let j = 0; j < n; j++) keys[past + j] = U + t0 + j;
     for (let j = 0; j < n; j++) {
-      const t = t0 + j;
       const pos = past + j;
-      tokenIds[t] = r.tokens[j]!;
-      positions[t] = pos;
-      writeSlots[t] = r.pageTable[Math.floor(pos / pageSize)]! * pageSize + (pos % pageSize);
-      queryIndex[b * Q + j] = t;
-      tokenIndex[t] = b * Q + j;
-      const m = mask.subarray((b * Q + j) * L, (b * Q + j + 1) * L);
-      const first = r.window ? Math.max(0, pos - r.window + 1) : 0;
-      if (r.attend) {
-        for (let k = first; k <= pos; k++) if (k === pos || r.attend(pos, k)) m[k] = 0;
-      } else {
-        m.fill(0, first, pos + 1);
-      }
+      tokenIds[t0 + j] = r.tokens[j]!;
+      positions[t0 + j] = pos;
+      writeSlots[t0 + j] = r.pageTable[Math.floor(pos / pageSize)]! * pageSize + (pos % pageSize);
     }
-    // Padding query slots attend to everything (their output is discarded);
-    // a row of only -Infinity would make the softmax produce NaN.
-    for (let j = n; j < Q; j++) mask.fill(0, (b * Q + j) * L, (b * Q + j + 1) * L);
+    // One virtual row per run of at most Q new tokens [from, to).
+    for (let from = 0; from < n; from += Q, b++) {
+      const to = Math.min(n, from + Q);
+      // Stage 2: the row's keys: past (from the gathered pages), then new tokens up to `to`.
+      const keys = keyIndex.subarray(b * L, (b + 1) * L);
+      for (let p = 0; p < past; p++) keys[p] = pageSlotOf[r.pageTable[Math.floor(p / pageSize)]!]! + (p % pageSize);
+      for (let j = 0; j < to; j++) keys[past + j] = U + t0 + j;
+      for (let j = from; j < to; j++) {
+        const q = j - from;
+        const pos = past + j;
+        queryIndex[b * Q + q] = t0 + j;
+        tokenIndex[t0 + j] = b * Q + q;
+        const m = mask.subarray((b * Q + q) * L, (b * Q + q + 1) * L);
+        const first = r.window ? Math.max(0, pos - r.window + 1) : 0;
+        if (r.attend) {
+          for (let k = first; k <= pos; k++) if (k === pos || r.attend(pos, k)) m[k] = 0;
+        } else {
+          m.fill(0, first, pos + 1);
+        }
+      }
+      // Padding query slots attend to everything (their output is discarded);
+      // a row of only -Infinity would make the softmax produce NaN.
+      for (let q = to - from; q < Q; q++) mask.fill(0, (b * Q + q) * L, (b * Q + q + 1) * L);
+    }
     for (let j = n - r.numSample; j < n; j++) sampleIndex[s++] = t0 + j;
     t0 += n;
-  });
+  }
   for (const page of touched) pageSlotOf[page] = -1;
 
   return {

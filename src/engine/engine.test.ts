@@ -35,7 +35,7 @@ describe('Engine on the mock driver', () => {
     const prompts = Array.from({ length: 16 }, (_, i) => prompt(3 + i * 5, i));
     const results = await Promise.all(prompts.map((p, i) => greedy(engine, p, 10 + i)));
     results.forEach((r, i) => expect(r.tokens).toEqual(expected(prompts[i]!, 10 + i)));
-    expect(Math.max(...driver.batches.map((b) => b.numRows))).toBe(16);
+    expect(Math.max(...driver.batches.map((b) => b.sampleIndex.length))).toBe(16);
   });
 
   it('prefills a long prompt in chunks without stalling running decodes', async () => {
@@ -49,10 +49,10 @@ describe('Engine on the mock driver', () => {
     expect(b!.tokens).toEqual(expected(prompt(4, 2), 30));
     expect(c!.tokens).toEqual(expected(prompt(100, 3), 5));
     // While the long prompt was being prefilled, both decodes ran in every step.
-    const prefillSteps = driver.batches.filter((bt) => bt.numTokens > bt.numRows);
+    const prefillSteps = driver.batches.filter((bt) => bt.numTokens > bt.sampleIndex.length);
     expect(prefillSteps.length).toBeGreaterThan(10);
     for (const bt of prefillSteps.slice(0, 10)) {
-      expect(bt.numRows).toBe(3);
+      expect(bt.sampleIndex.length).toBe(2);
       expect(bt.numTokens).toBeLessThanOrEqual(8);
     }
   });

@@ -252,7 +252,7 @@ export class Engine {
       window: s.work.window ?? null,
       ...(s.work.attend ? { attend: s.work.attend } : {}),
     }));
-    const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages);
+    const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
     if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();

@@ -42,6 +42,8 @@ export interface Batch {
   sampleIndex: Int32Array;
   /** KV slots to copy (all layers) before the step runs: copy-on-write of shared pages. */
   copies?: { from: Int32Array; to: Int32Array };
+  /** Whether the step needs full logits; when false, only each row's greedy token and its log-probability. */
+  needLogits: boolean;
 }
 
 export interface DriverInfo {
@@ -56,8 +58,29 @@ export interface DriverInfo {
 }
 
 export interface StepResult {
-  /** [S, V] logits of the sampled rows, in `sampleIndex` order. */
-  logits: Float32Array;
+  /** [S, V] logits of the sampled rows, in `sampleIndex` order (null unless `needLogits`). */
+  logits: Float32Array | null;
+  /** [S] the most likely token of each sampled row (lowest id on ties). */
+  best: Int32Array;
+  /** [S] its log-probability. */
+  bestLogprob: Float32Array;
+}
+
+/** The greedy token and its log-probability of each row of [S, V] logits (drivers without them in their graph). */
+export function bestOfRows(logits: Float32Array, vocab: number): { best: Int32Array; bestLogprob: Float32Array } {
+  const S = logits.length / vocab;
+  const best = new Int32Array(S);
+  const bestLogprob = new Float32Array(S);
+  for (let r = 0; r < S; r++) {
+    const row = logits.subarray(r * vocab, (r + 1) * vocab);
+    let b = 0;
+    for (let v = 1; v < vocab; v++) if (row[v]! > row[b]!) b = v;
+    let sum = 0;
+    for (let v = 0; v < vocab; v++) sum += Math.exp(row[v]! - row[b]!);
+    best[r] = b;
+    bestLogprob[r] = -Math.log(sum);
+  }
+  return { best, bestLogprob };
 }
 
 export interface Driver {

@@ -58,3 +58,18 @@ describe.each(models)('batch invariance on the %s', (_, dir) => {
     forked.forEach((r, i) => expect(r.tokens).toEqual(fresh[i]));
   });
 });
+
+describe('the greedy fast path (no logits fetched)', () => {
+  it('picks the same tokens, with the same log-probabilities, as sampling on the host from full logits', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const p = prompts(engine.model.config.vocabSize)[3]!;
+    const fast = await greedy(engine, p, 24, { sampling: { temperature: 0, logprobs: 0 } });
+    const host = await greedy(engine, p, 24, { sampling: { temperature: 0, logprobs: 3 } });
+    expect(fast.tokens).toEqual(host.tokens);
+    fast.logprobs!.forEach((lp, i) => {
+      expect(lp.top).toBeUndefined();
+      expect(lp.logprob).toBeCloseTo(host.logprobs![i]!.logprob, 4);
+      expect(host.logprobs![i]!.top![0]!.token).toBe(lp.token);
+    });
+  });
+});

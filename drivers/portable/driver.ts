@@ -76,10 +76,10 @@ export class PortableDriver implements Driver {
 
   async run(batch: Batch): Promise<StepResult> {
     const reply = await this.request({ type: 'run', id: this.nextId++, batch });
-    if (reply.type !== 'done' || !reply.logits) throw new Error('driver: run returned no logits');
+    if (reply.type !== 'done' || !reply.result) throw new Error('driver: run returned no result');
     this.lastRunMs = reply.runMs ?? 0;
     this.lastWriteMs = reply.writeMs ?? 0;
-    return { logits: reply.logits };
+    return reply.result;
   }
 
   async close(): Promise<void> {

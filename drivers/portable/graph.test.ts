@@ -53,7 +53,7 @@ async function maxDiff(dir: string): Promise<number> {
     const V = model.config.vocabSize;
     let worst = 0;
     TOKENS.forEach((_, t) => {
-      const got = t < 13 ? first.logits.subarray(t * V, (t + 1) * V) : second.logits.subarray((t - 13) * V, (t - 12) * V);
+      const got = t < 13 ? first.logits!.subarray(t * V, (t + 1) * V) : second.logits!.subarray((t - 13) * V, (t - 12) * V);
       for (let v = 0; v < V; v++) worst = Math.max(worst, Math.abs(got[v]! - ref[t]![v]!));
     });
     return worst;

@@ -166,6 +166,11 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
   const normed = rmsNorm(last, weights.norm, 'final_norm');
   const logits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
   g.output(logits, 'logits', DType.FLOAT, ['S', c.vocabSize]);
+  // Per sampled row: the greedy token and its log-probability, so that a step
+  // where every row is plain greedy need not fetch the logits at all.
+  g.output(g.op('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }), 'best', DType.INT64, ['S']);
+  const maxLogit = g.op('ReduceMax', [logits], { axes: [1], keepdims: 0 });
+  g.output(g.op('Sub', [maxLogit, g.op('ReduceLogSumExp', [logits], { axes: [1], keepdims: 0 })]), 'best_logprob', DType.FLOAT, ['S']);
   g.output(g.op('Concat', newKv, { axis: 1 }), 'new_kv', DType.FLOAT, ['T', planes, HD]);
   return g.encode();
 }

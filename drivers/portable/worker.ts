@@ -7,7 +7,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import type { Batch } from '../driver.ts';
+import type { Batch, StepResult } from '../driver.ts';
 
 export interface WorkerInit {
   graph: Uint8Array;
@@ -25,7 +25,7 @@ export type WorkerRequest =
 
 export type WorkerReply =
   | { type: 'ready' }
-  | { type: 'done'; id: number; logits?: Float32Array; runMs?: number; writeMs?: number }
+  | { type: 'done'; id: number; result?: StepResult; runMs?: number; writeMs?: number }
   | { type: 'error'; id: number; message: string };
 
 const init = workerData as WorkerInit;
@@ -44,9 +44,10 @@ port.postMessage({ type: 'ready' } satisfies WorkerReply);
 port.on('message', async (msg: WorkerRequest) => {
   try {
     if (msg.type === 'run') {
-      const { logits, runMs, writeMs } = await runBatch(msg.batch);
-      const reply: WorkerReply = { type: 'done', id: msg.id, logits, runMs, writeMs };
-      port.postMessage(reply, [logits.buffer as ArrayBuffer]);
+      const { result, runMs, writeMs } = await runBatch(msg.batch);
+      const reply: WorkerReply = { type: 'done', id: msg.id, result, runMs, writeMs };
+      const transfer = [result.best.buffer, result.bestLogprob.buffer, ...(result.logits ? [result.logits.buffer] : [])] as ArrayBuffer[];
+      port.postMessage(reply, transfer);
     } else {
       await session.release();
       port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
@@ -57,7 +58,10 @@ port.on('message', async (msg: WorkerRequest) => {
   }
 });
 
-async function runBatch(b: Batch): Promise<{ logits: Float32Array; runMs: number; writeMs: number }> {
+const FETCH_LOGITS = ['logits', 'best', 'best_logprob', 'new_kv'];
+const FETCH_BEST = ['best', 'best_logprob', 'new_kv'];
+
+async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; writeMs: number }> {
   const t0 = performance.now();
   if (b.copies) copySlots(b.copies.from, b.copies.to);
   const i32 = (data: Int32Array, dims: number[]) => new ort.Tensor('int32', data, dims);
@@ -73,10 +77,15 @@ async function runBatch(b: Batch): Promise<{ logits: Float32Array; runMs: number
     sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
   };
   const t1 = performance.now();
-  const out = await session.run(feeds);
+  const out = await session.run(feeds, b.needLogits ? FETCH_LOGITS : FETCH_BEST);
   const t2 = performance.now();
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
-  return { logits: out.logits!.data as Float32Array, runMs: t2 - t1, writeMs: t1 - t0 + performance.now() - t2 };
+  const result: StepResult = {
+    logits: b.needLogits ? (out.logits!.data as Float32Array) : null,
+    best: Int32Array.from(out.best!.data as BigInt64Array, Number),
+    bestLogprob: out.best_logprob!.data as Float32Array,
+  };
+  return { result, runMs: t2 - t1, writeMs: t1 - t0 + performance.now() - t2 };
 }
 
 /** new_kv is [T, planes, HD]: token t's block goes to the pool at slot(t). */

@@ -160,5 +160,6 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     tokenIndex,
     mask,
     sampleIndex,
+    needLogits: true,
   };
 }

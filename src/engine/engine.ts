@@ -17,7 +17,8 @@ import * as errors from './errors.ts';
 import { Generation, type GenerateOptions } from './generation.ts';
 import { KvCache } from './kv-cache.ts';
 import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
-import { Scheduler, type Scheduled, type Work } from './scheduler.ts';
+import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
+import type { StepResult } from '../../drivers/driver.ts';
 import { Snapshots } from './snapshots.ts';
 
 export interface EngineOptions {
@@ -60,6 +61,7 @@ export interface ForwardResult {
 class ForwardWork implements Work {
   admittedAt = -1;
   numCachedTokens = 0;
+  readonly needsLogits = true;
   readonly ctx: Context;
   readonly numSample: number;
   readonly window: number | null;
@@ -254,42 +256,46 @@ export class Engine {
     }));
     const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
     if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
+    batch.needLogits = planned.some((s) => s.numSample > 0 && s.work.needsLogits);
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
-    let logits: Float32Array;
+    let result: StepResult;
     try {
-      logits = (await this.driver.run(batch)).logits;
+      result = await this.driver.run(batch);
     } catch (err) {
       for (const s of planned) this.cancelWork(s.work, err as Error);
       return;
     }
     const t2 = performance.now();
     this.numSteps++;
-    this.deliver(planned, logits);
+    this.deliver(planned, result);
     const t3 = performance.now();
     this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0, sampleMs: t3 - t2 });
   }
 
-  private deliver(planned: Scheduled[], logits: Float32Array): void {
+  private deliver(planned: Scheduled[], result: StepResult): void {
     const V = this.driver.info.vocabSize;
+    const { logits, best, bestLogprob } = result;
     let row = 0;
     for (const s of planned) {
       const { work } = s;
       const ctx = work.ctx;
       if (s.numTokens === 1 && s.plan.start > 0 && work instanceof Generation) this.numDecodeTokensComputed++;
       else this.numPromptTokensComputed += s.numTokens;
-      const rows: Float32Array[] = [];
-      for (let i = 0; i < s.numSample; i++, row++) rows.push(logits.subarray(row * V, (row + 1) * V));
+      const rows: SampledRow[] = [];
+      for (let i = 0; i < s.numSample; i++, row++) {
+        rows.push({ logits: logits ? logits.subarray(row * V, (row + 1) * V) : null, best: best[row]!, bestLogprob: bestLogprob[row]! });
+      }
       if (ctx.released || this.active.get(ctx) !== work) continue;
       this.kv.advance(ctx, s.plan.upTo);
       if (work instanceof ForwardWork) {
-        work.rows.push(...rows);
+        work.rows.push(...rows.map((r) => r.logits!));
         if (ctx.numPending === 0) {
           this.finishWork(work);
           work.resolve(work.rows.map((r) => r.slice()));
         }
       } else if (work instanceof Generation && ctx.numPending === 0) {
-        work.deliver(rows);
+        work.deliver(rows[0]!);
       }
     }
   }

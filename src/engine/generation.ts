@@ -6,8 +6,8 @@
  */
 import type { Context } from './context.ts';
 import { IncrementalDecoder } from './detokenizer.ts';
-import { Sampler, TokenHistory, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
-import type { Work } from './scheduler.ts';
+import { Sampler, TokenHistory, type SampleResult, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
+import type { SampledRow, Work } from './scheduler.ts';
 import { StopMatcher } from './stop-matcher.ts';
 import type { Tokenizer } from '../model/tokenizer.ts';
 
@@ -62,6 +62,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   readonly window: number | null;
   admittedAt = -1;
   numCachedTokens = 0;
+  readonly needsLogits: boolean;
   readonly result: Promise<GenerationResult>;
   finished = false;
   private readonly options: GenerateOptions;
@@ -93,14 +94,16 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.maxTokens = maxTokens;
     this.promptTokens = ctx.length;
     this.logprobs = options.sampling?.logprobs !== undefined ? [] : undefined;
+    this.needsLogits = !this.sampler.isPlainGreedy || options.constraint !== undefined;
     this.result = new Promise((r) => (this.resolve = r));
   }
 
-  /** Called by the engine with the logits of the last token; returns whether generation goes on. */
-  deliver(rows: Float32Array[]): boolean {
+  /** Called by the engine with the last token's row; returns whether generation goes on. */
+  deliver(row: SampledRow): boolean {
     if (this.finished) return false;
-    const mask = this.options.constraint?.(this.generated);
-    const s = this.sampler.sample(rows[0]!, this.history, mask);
+    const s: SampleResult = row.logits
+      ? this.sampler.sample(row.logits, this.history, this.options.constraint?.(this.generated))
+      : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
     this.ctx.tokens.push(s.token);
     this.generated.push(s.token);
     this.history.addOutput(s.token);

@@ -89,6 +89,19 @@ export class Sampler {
     return (this.params.temperature ?? 1) === 0;
   }
 
+  /** Greedy with nothing that changes the logits and no alternatives wanted: the driver's own argmax will do. */
+  get isPlainGreedy(): boolean {
+    const p = this.params;
+    return (
+      this.isGreedy &&
+      this.bias.length === 0 &&
+      (p.repetitionPenalty ?? 1) === 1 &&
+      (p.presencePenalty ?? 0) === 0 &&
+      (p.frequencyPenalty ?? 0) === 0 &&
+      (p.logprobs ?? 0) === 0
+    );
+  }
+
   /** Samples one token from `logits` (modified in place). */
   sample(logits: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
     this.process(logits, history, mask);

@@ -31,6 +31,16 @@ export interface Work {
   admittedAt: number;
   /** Prompt tokens served from the prefix cache so far. */
   numCachedTokens: number;
+  /** Whether the work needs full logits rows, or only each row's greedy token. */
+  readonly needsLogits: boolean;
+}
+
+/** What a work receives for each of its sampled rows. */
+export interface SampledRow {
+  /** Null when the step fetched no logits (every sampled row plain greedy). */
+  logits: Float32Array | null;
+  best: number;
+  bestLogprob: number;
 }
 
 export interface Scheduled {

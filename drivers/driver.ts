@@ -42,8 +42,11 @@ export interface Batch {
   sampleIndex: Int32Array;
   /** KV slots to copy (all layers) before the step runs: copy-on-write of shared pages. */
   copies?: { from: Int32Array; to: Int32Array };
-  /** Whether the step needs full logits; when false, only each row's greedy token and its log-probability. */
+  /** [S] 1 / temperature of each sampled row, for `probs` (1 where unused). */
+  invTemperature: Float32Array;
+  /** Full rows the step needs besides each row's greedy token: logits, sampling probabilities, both or neither. */
   needLogits: boolean;
+  needProbs: boolean;
 }
 
 export interface DriverInfo {
@@ -60,10 +63,27 @@ export interface DriverInfo {
 export interface StepResult {
   /** [S, V] logits of the sampled rows, in `sampleIndex` order (null unless `needLogits`). */
   logits: Float32Array | null;
+  /** [S, V] softmax(logits × invTemperature) (null unless `needProbs`). */
+  probs: Float32Array | null;
   /** [S] the most likely token of each sampled row (lowest id on ties). */
   best: Int32Array;
   /** [S] its log-probability. */
   bestLogprob: Float32Array;
+}
+
+/** Sampling probabilities of each row of [S, V] logits (drivers without them in their graph). */
+export function probsOfRows(logits: Float32Array, vocab: number, invTemperature: Float32Array): Float32Array {
+  const out = new Float32Array(logits.length);
+  for (let r = 0; r < logits.length / vocab; r++) {
+    const row = logits.subarray(r * vocab, (r + 1) * vocab);
+    const k = invTemperature[r]!;
+    let max = -Infinity;
+    for (const v of row) max = Math.max(max, v * k);
+    let sum = 0;
+    for (let v = 0; v < vocab; v++) sum += out[r * vocab + v] = Math.exp(row[v]! * k - max);
+    for (let v = 0; v < vocab; v++) out[r * vocab + v]! /= sum;
+  }
+  return out;
 }
 
 /** The greedy token and its log-probability of each row of [S, V] logits (drivers without them in their graph). */

@@ -6,7 +6,10 @@ import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
 import { buildGraph } from './graph.ts';
+export { sessionOptions } from './session-options.ts';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
+
+const WORKER_URL = new URL('./worker.ts', import.meta.url);
 
 export interface PortableDriverOptions {
   numPages: number;
@@ -24,10 +27,13 @@ export class PortableDriver implements Driver {
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
   private readonly worker: Worker;
+  /** The KV pool, shared with the worker (benchmarks replay batches over it). */
+  readonly pool: SharedArrayBuffer;
 
-  private constructor(worker: Worker, info: DriverInfo) {
+  private constructor(worker: Worker, info: DriverInfo, pool: SharedArrayBuffer) {
     this.worker = worker;
     this.info = info;
+    this.pool = pool;
     worker.on('message', (msg: WorkerReply) => {
       if (msg.type === 'ready') return;
       const p = this.pending.get(msg.id);
@@ -48,7 +54,7 @@ export class PortableDriver implements Driver {
     const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
     const graph = buildGraph({ config: c, weights: model.weights, numSlots });
     const init: WorkerInit = { graph, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
-    const worker = new Worker(new URL('./worker.ts', import.meta.url), {
+    const worker = new Worker(WORKER_URL, {
       workerData: init,
       transferList: [graph.buffer as ArrayBuffer],
     });
@@ -71,7 +77,7 @@ export class PortableDriver implements Driver {
       pageSize: options.pageSize,
       numPages: options.numPages,
       bytesPerSlot: kvPlanes * c.headDim * 4,
-    });
+    }, pool);
   }
 
   async run(batch: Batch): Promise<StepResult> {

@@ -4,9 +4,11 @@
  * Inputs (see drivers/driver.ts for the meaning of each):
  *   token_ids [T] i32, positions [T] i32, kv_pool [NL*2*KVH*NS, HD] f32,
  *   kv_gather [U] i32, key_index [B, L] i32, query_index [B, Q] i32,
- *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32
- * Outputs:
- *   logits [S, V] f32, new_kv [T, NL*2*KVH, HD] f32
+ *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32,
+ *   inv_temperature [S] f32
+ * Outputs (a step fetches only those it needs):
+ *   logits [S, V] f32, probs [S, V] f32 (softmax of logits × inv_temperature),
+ *   best [S] i64 (argmax), best_logprob [S] f32, new_kv [T, NL*2*KVH, HD] f32
  *
  * The pool is one flat tensor, slot-major: row slot*P + (layer*2 + kind)*KVH + head
  * (P = NL*2*KVH planes) holds HD floats, so one token's keys and values for all
@@ -37,6 +39,7 @@ export const INPUTS = [
   'token_index',
   'attn_mask',
   'sample_index',
+  'inv_temperature',
 ] as const;
 
 export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array {
@@ -62,6 +65,7 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
   const tokenIndex = g.input('token_index', DType.INT32, ['T']);
   const mask = g.input('attn_mask', DType.FLOAT, ['B', 'Q', 'L']);
   const sampleIndex = g.input('sample_index', DType.INT32, ['S']);
+  const invTemperature = g.input('inv_temperature', DType.FLOAT, ['S']);
 
   const shape = (...dims: number[]) => g.constInt64(dims);
   const rmsNorm = (x: string, w: Tensor, name: string, eps = c.rmsNormEps, weightScale = 1): string => {
@@ -171,6 +175,10 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
   g.output(g.op('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }), 'best', DType.INT64, ['S']);
   const maxLogit = g.op('ReduceMax', [logits], { axes: [1], keepdims: 0 });
   g.output(g.op('Sub', [maxLogit, g.op('ReduceLogSumExp', [logits], { axes: [1], keepdims: 0 })]), 'best_logprob', DType.FLOAT, ['S']);
+  // Sampling distributions at each row's temperature: the exponentials run
+  // vectorised in ONNX Runtime instead of one by one on the host.
+  const scaled = g.op('Mul', [logits, g.op('Unsqueeze', [invTemperature, shape(1)])]);
+  g.output(g.op('Softmax', [scaled], { axis: 1 }), 'probs', DType.FLOAT, ['S', c.vocabSize]);
   g.output(g.op('Concat', newKv, { axis: 1 }), 'new_kv', DType.FLOAT, ['T', planes, HD]);
   return g.encode();
 }

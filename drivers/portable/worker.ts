@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
+import { sessionOptions } from './session-options.ts';
 
 export interface WorkerInit {
   graph: Uint8Array;
@@ -33,12 +34,7 @@ const port = parentPort!;
 const pool = new Float32Array(init.pool);
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
-const session = await ort.InferenceSession.create(init.graph, {
-  intraOpNumThreads: init.threads,
-  interOpNumThreads: 1,
-  executionMode: 'sequential',
-  graphOptimizationLevel: 'all',
-});
+const session = await ort.InferenceSession.create(init.graph, sessionOptions(init.threads));
 port.postMessage({ type: 'ready' } satisfies WorkerReply);
 
 port.on('message', async (msg: WorkerRequest) => {
@@ -46,7 +42,7 @@ port.on('message', async (msg: WorkerRequest) => {
     if (msg.type === 'run') {
       const { result, runMs, writeMs } = await runBatch(msg.batch);
       const reply: WorkerReply = { type: 'done', id: msg.id, result, runMs, writeMs };
-      const transfer = [result.best.buffer, result.bestLogprob.buffer, ...(result.logits ? [result.logits.buffer] : [])] as ArrayBuffer[];
+      const transfer = [result.best, result.bestLogprob, result.logits, result.probs].filter((a) => a !== null).map((a) => a.buffer as ArrayBuffer);
       port.postMessage(reply, transfer);
     } else {
       await session.release();
@@ -58,8 +54,9 @@ port.on('message', async (msg: WorkerRequest) => {
   }
 });
 
-const FETCH_LOGITS = ['logits', 'best', 'best_logprob', 'new_kv'];
-const FETCH_BEST = ['best', 'best_logprob', 'new_kv'];
+function fetches(b: Batch): string[] {
+  return ['best', 'best_logprob', 'new_kv', ...(b.needLogits ? ['logits'] : []), ...(b.needProbs ? ['probs'] : [])];
+}
 
 async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; writeMs: number }> {
   const t0 = performance.now();
@@ -75,13 +72,15 @@ async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; 
     token_index: i32(b.tokenIndex, [b.numTokens]),
     attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
     sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
+    inv_temperature: new ort.Tensor('float32', b.invTemperature, [b.invTemperature.length]),
   };
   const t1 = performance.now();
-  const out = await session.run(feeds, b.needLogits ? FETCH_LOGITS : FETCH_BEST);
+  const out = await session.run(feeds, fetches(b));
   const t2 = performance.now();
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
   const result: StepResult = {
     logits: b.needLogits ? (out.logits!.data as Float32Array) : null,
+    probs: b.needProbs ? (out.probs!.data as Float32Array) : null,
     best: Int32Array.from(out.best!.data as BigInt64Array, Number),
     bestLogprob: out.best_logprob!.data as Float32Array,
   };

@@ -160,6 +160,8 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     tokenIndex,
     mask,
     sampleIndex,
+    invTemperature: new Float32Array(S).fill(1),
     needLogits: true,
+    needProbs: false,
   };
 }

@@ -61,7 +61,8 @@ export interface ForwardResult {
 class ForwardWork implements Work {
   admittedAt = -1;
   numCachedTokens = 0;
-  readonly needsLogits = true;
+  readonly needs = 'logits';
+  readonly invTemperature = 1;
   readonly ctx: Context;
   readonly numSample: number;
   readonly window: number | null;
@@ -256,7 +257,15 @@ export class Engine {
     }));
     const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
     if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
-    batch.needLogits = planned.some((s) => s.numSample > 0 && s.work.needsLogits);
+    batch.needLogits = batch.needProbs = false;
+    let row = 0;
+    for (const s of planned) {
+      if (s.numSample === 0) continue;
+      batch.needLogits ||= s.work.needs === 'logits';
+      batch.needProbs ||= s.work.needs === 'probs';
+      batch.invTemperature.fill(s.work.invTemperature, row, row + s.numSample);
+      row += s.numSample;
+    }
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
     let result: StepResult;
@@ -275,7 +284,7 @@ export class Engine {
 
   private deliver(planned: Scheduled[], result: StepResult): void {
     const V = this.driver.info.vocabSize;
-    const { logits, best, bestLogprob } = result;
+    const { logits, probs, best, bestLogprob } = result;
     let row = 0;
     for (const s of planned) {
       const { work } = s;
@@ -284,7 +293,8 @@ export class Engine {
       else this.numPromptTokensComputed += s.numTokens;
       const rows: SampledRow[] = [];
       for (let i = 0; i < s.numSample; i++, row++) {
-        rows.push({ logits: logits ? logits.subarray(row * V, (row + 1) * V) : null, best: best[row]!, bestLogprob: bestLogprob[row]! });
+        const slice = (a: Float32Array | null) => (a ? a.subarray(row * V, (row + 1) * V) : null);
+        rows.push({ logits: work.needs === 'logits' ? slice(logits) : null, probs: work.needs === 'probs' ? slice(probs) : null, best: best[row]!, bestLogprob: bestLogprob[row]! });
       }
       if (ctx.released || this.active.get(ctx) !== work) continue;
       this.kv.advance(ctx, s.plan.upTo);

@@ -62,7 +62,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   readonly window: number | null;
   admittedAt = -1;
   numCachedTokens = 0;
-  readonly needsLogits: boolean;
+  readonly needs: 'best' | 'logits' | 'probs';
+  readonly invTemperature: number;
   readonly result: Promise<GenerationResult>;
   finished = false;
   private readonly options: GenerateOptions;
@@ -94,16 +95,20 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.maxTokens = maxTokens;
     this.promptTokens = ctx.length;
     this.logprobs = options.sampling?.logprobs !== undefined ? [] : undefined;
-    this.needsLogits = !this.sampler.isPlainGreedy || options.constraint !== undefined;
+    this.needs = this.sampler.isPlainGreedy && !options.constraint ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
+    this.invTemperature = this.sampler.invTemperature;
     this.result = new Promise((r) => (this.resolve = r));
   }
 
   /** Called by the engine with the last token's row; returns whether generation goes on. */
   deliver(row: SampledRow): boolean {
     if (this.finished) return false;
-    const s: SampleResult = row.logits
-      ? this.sampler.sample(row.logits, this.history, this.options.constraint?.(this.generated))
-      : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
+    const mask = () => this.options.constraint?.(this.generated);
+    const s: SampleResult = row.probs
+      ? this.sampler.sampleProbs(row.probs, this.history, mask())
+      : row.logits
+        ? this.sampler.sample(row.logits, this.history, mask())
+        : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
     this.ctx.tokens.push(s.token);
     this.generated.push(s.token);
     this.history.addOutput(s.token);

@@ -1,16 +1,97 @@
-import { describe, expect, it } from 'vitest';
+import { beforeEach, describe, expect, it } from 'vitest';
 import { argmax, logSumExp, Sampler, TokenHistory, topK } from './sampler.ts';
 
 const row = (...v: number[]) => Float32Array.from(v);
 
-function counts(params: ConstructorParameters<typeof Sampler>[0], logits: number[], n = 2000): Map<number, number> {
+type Path = 'logits' | 'probs';
+let path: Path = 'logits';
+
+/** The driver's probabilities: softmax(logits / T). */
+function softmax(logits: number[], temperature: number): Float32Array {
+  const m = Math.max(...logits);
+  const e = logits.map((l) => Math.exp((l - m) / temperature));
+  const z = e.reduce((a, b) => a + b, 0);
+  return Float32Array.from(e.map((x) => x / z));
+}
+
+function sampleOnce(s: Sampler, logits: number[], history?: TokenHistory, mask?: Uint32Array): number {
+  return path === 'logits'
+    ? s.sample(Float32Array.from(logits), history, mask).token
+    : s.sampleProbs(softmax(logits, s.params.temperature ?? 1), history, mask).token;
+}
+
+function counts(params: ConstructorParameters<typeof Sampler>[0], logits: number[], n = 2000, history?: TokenHistory): Map<number, number> {
   const s = new Sampler({ seed: 7, ...params });
   const out = new Map<number, number>();
   for (let i = 0; i < n; i++) {
-    const t = s.sample(Float32Array.from(logits)).token;
+    const t = sampleOnce(s, logits, history);
     out.set(t, (out.get(t) ?? 0) + 1);
   }
   return out;
+}
+
+for (const p of ['logits', 'probs'] as const) {
+  describe(`stochastic sampling from ${p}`, () => {
+    beforeEach(() => {
+      path = p;
+    });
+
+    it('repeats exactly with the same seed and differs with another', () => {
+      const logits = Array.from({ length: 500 }, (_, i) => Math.sin(i) * 2);
+      const draw = (seed: number) => {
+        const s = new Sampler({ temperature: 1, seed });
+        return Array.from({ length: 50 }, () => sampleOnce(s, logits));
+      };
+      expect(draw(42)).toEqual(draw(42));
+      expect(draw(42)).not.toEqual(draw(43));
+    });
+
+    it('samples in proportion to the softmax at the temperature', () => {
+      const c = counts({ temperature: 1 }, [Math.log(1), Math.log(3)], 4000);
+      const share = (c.get(1) ?? 0) / 4000;
+      expect(share).toBeGreaterThan(0.7);
+      expect(share).toBeLessThan(0.8);
+      const cold = counts({ temperature: 0.5 }, [Math.log(1), Math.log(3)], 4000);
+      expect((cold.get(1) ?? 0) / 4000).toBeGreaterThan(0.85);
+    });
+
+    it('keeps only the k most likely tokens with top-k, ties to the lower id', () => {
+      expect([...counts({ temperature: 1, topK: 2 }, [1, 2, 3, 0]).keys()].sort()).toEqual([1, 2]);
+      expect([...counts({ temperature: 1, topK: 2 }, [1, 3, 3, 3]).keys()].sort()).toEqual([1, 2]);
+    });
+
+    it('keeps the smallest set reaching p with top-p, also after top-k', () => {
+      // probabilities ~ 0.64, 0.24, 0.09, 0.03
+      expect([...counts({ temperature: 1, topP: 0.8 }, [3, 2, 1, 0]).keys()].sort()).toEqual([0, 1]);
+      expect([...counts({ temperature: 1, topP: 0.5 }, [3, 2, 1, 0]).keys()].sort()).toEqual([0]);
+      // top-3 renormalised: ~0.66, 0.25, 0.09
+      expect([...counts({ temperature: 1, topK: 3, topP: 0.9 }, [3, 2, 1, 0]).keys()].sort()).toEqual([0, 1]);
+      expect([...counts({ temperature: 1, topK: 3, topP: 0.95 }, [3, 2, 1, 0]).keys()].sort()).toEqual([0, 1, 2]);
+    });
+
+    it('drops tokens below min-p of the best', () => {
+      expect([...counts({ temperature: 1, minP: 0.3 }, [3, 2, 1, 0]).keys()].sort()).toEqual([0, 1]);
+    });
+
+    it('applies bias, penalties and a mask', () => {
+      expect([...counts({ temperature: 0.1, logitBias: { 0: 10 } }, [0, 5, 1]).keys()]).toEqual([0]);
+      const h = new TokenHistory();
+      h.addOutput(1);
+      expect([...counts({ temperature: 0.1, presencePenalty: 3, frequencyPenalty: 2 }, [0, 5, 1], 500, h).keys()]).toEqual([2]);
+      const s = new Sampler({ temperature: 1, seed: 1 });
+      for (let i = 0; i < 200; i++) expect(sampleOnce(s, [0, 5, 1], undefined, Uint32Array.of(0b101))).not.toBe(1);
+    });
+
+    it('handles a 32k vocabulary with a long flat tail', () => {
+      // The peak holds ~80% of the mass, the 32k-token tail the rest.
+      const logits = Array.from({ length: 32000 }, (_, i) => (i === 77 ? 12 : Math.sin(i)));
+      expect([...counts({ temperature: 1, topP: 0.5 }, logits, 200).keys()]).toEqual([77]);
+      const c = counts({ temperature: 1 }, logits, 400);
+      expect(c.get(77)! / 400).toBeGreaterThan(0.7);
+      expect(c.get(77)! / 400).toBeLessThan(0.9);
+      expect(c.size).toBeGreaterThan(30);
+    });
+  });
 }
 
 describe('Sampler', () => {
@@ -18,45 +99,10 @@ describe('Sampler', () => {
     expect(new Sampler({ temperature: 0 }).sample(row(0.1, 3, -1, 2.9)).token).toBe(1);
   });
 
-  it('repeats exactly with the same seed and differs with another', () => {
-    const logits = Array.from({ length: 500 }, (_, i) => Math.sin(i) * 2);
-    const draw = (seed: number) => {
-      const s = new Sampler({ temperature: 1, seed });
-      return Array.from({ length: 50 }, () => s.sample(Float32Array.from(logits)).token);
-    };
-    expect(draw(42)).toEqual(draw(42));
-    expect(draw(42)).not.toEqual(draw(43));
-  });
-
-  it('samples in proportion to the softmax at temperature 1', () => {
-    const c = counts({ temperature: 1 }, [Math.log(1), Math.log(3)], 4000);
-    const share = (c.get(1) ?? 0) / 4000;
-    expect(share).toBeGreaterThan(0.7);
-    expect(share).toBeLessThan(0.8);
-  });
-
-  it('keeps only the k most likely tokens with top-k', () => {
-    const c = counts({ temperature: 1, topK: 2 }, [1, 2, 3, 0]);
-    expect([...c.keys()].sort()).toEqual([1, 2]);
-  });
-
-  it('keeps the smallest set reaching p with top-p', () => {
-    // probabilities ~ 0.64, 0.24, 0.09, 0.03
-    const c = counts({ temperature: 1, topP: 0.8 }, [3, 2, 1, 0]);
-    expect([...c.keys()].sort()).toEqual([0, 1]);
-  });
-
-  it('drops tokens below min-p of the best', () => {
-    const c = counts({ temperature: 1, minP: 0.3 }, [3, 2, 1, 0]);
-    expect([...c.keys()].sort()).toEqual([0, 1]);
-  });
-
   it('applies logit bias, and a mask that forbids tokens', () => {
     expect(new Sampler({ temperature: 0, logitBias: { 0: 10 } }).sample(row(0, 5, 1)).token).toBe(0);
     const mask = Uint32Array.of(0b101);
     expect(new Sampler({ temperature: 0 }).sample(row(0, 5, 1), undefined, mask).token).toBe(2);
-    const c = counts({ temperature: 1 }, [0, 5, 1]);
-    expect(c.has(1)).toBe(true);
   });
 
   it('applies presence and frequency penalties to output tokens and repetition penalty to all seen tokens', () => {

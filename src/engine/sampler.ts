@@ -6,6 +6,13 @@
  *   selection:
  *     greedy (temperature 0)  |  temperature → min-p → top-k → top-p → draw
  *
+ * The same selection also runs over a probability row that the driver has
+ * already softmaxed at the request's temperature (`sampleProbs`): processors
+ * then act as factors (a logit shift d at temperature T multiplies the
+ * probability by e^(d/T)) and a mask zeroes. Used when no repetition penalty
+ * and no log-probabilities are asked for: it spares the host 32k exponentials
+ * per row.
+ *
  * Log-probabilities are those of the processed logits (after bias, penalties
  * and mask, before temperature and truncation), so a constrained token's
  * log-probability is taken among the tokens the constraint allows.
@@ -15,6 +22,7 @@
  * resolution, and skipping it saves an exponential per token.
  */
 import { Rng } from '../util/rng.ts';
+import { drawFromProbs } from './select-probs.ts';
 
 export interface SamplingParams {
   /** 0 means greedy. Default 1. */
@@ -102,6 +110,30 @@ export class Sampler {
     );
   }
 
+  /** Whether this sampler can work from the driver's probabilities (see `sampleProbs`). */
+  get usesProbs(): boolean {
+    return !this.isGreedy && (this.params.repetitionPenalty ?? 1) === 1 && this.params.logprobs === undefined;
+  }
+
+  /** 1 / temperature, for the driver's softmax. */
+  get invTemperature(): number {
+    return this.isGreedy ? 1 : 1 / (this.params.temperature ?? 1);
+  }
+
+  /** Samples from a row of probabilities at this sampler's temperature (modified in place). */
+  sampleProbs(probs: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
+    const p = this.params;
+    const invT = this.invTemperature;
+    for (const [t, v] of this.bias) if (t >= 0 && t < probs.length) probs[t]! *= Math.exp(v * invT);
+    const pres = p.presencePenalty ?? 0;
+    const freq = p.frequencyPenalty ?? 0;
+    if (history && (pres !== 0 || freq !== 0)) {
+      for (const [t, n] of history.output) probs[t]! *= Math.exp(-(pres + freq * n) * invT);
+    }
+    if (mask) applyMask(probs, mask, 0);
+    return { token: drawFromProbs(probs, { topK: p.topK ?? 0, topP: p.topP ?? 1, minP: p.minP ?? 0 }, this.rng) };
+  }
+
   /** Samples one token from `logits` (modified in place). */
   sample(logits: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
     this.process(logits, history, mask);
@@ -130,7 +162,7 @@ export class Sampler {
         for (const [t, n] of history.output) logits[t]! -= pres + freq * n;
       }
     }
-    if (mask) applyMask(logits, mask);
+    if (mask) applyMask(logits, mask, -Infinity);
   }
 
   private draw(logits: Float32Array): number {
@@ -216,13 +248,13 @@ export function topK(x: Float32Array, k: number): number[] {
   return heap.reverse();
 }
 
-function applyMask(logits: Float32Array, mask: TokenMask): void {
-  const V = logits.length;
+function applyMask(row: Float32Array, mask: TokenMask, value: number): void {
+  const V = row.length;
   for (let w = 0; w * 32 < V; w++) {
     const bits = mask[w] ?? 0;
     if (bits === 0xffffffff || (bits | 0) === -1) continue;
     const end = Math.min(V, w * 32 + 32);
-    for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) logits[t] = -Infinity;
+    for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) row[t] = value;
   }
 }
 

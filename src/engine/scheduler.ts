@@ -31,14 +31,18 @@ export interface Work {
   admittedAt: number;
   /** Prompt tokens served from the prefix cache so far. */
   numCachedTokens: number;
-  /** Whether the work needs full logits rows, or only each row's greedy token. */
-  readonly needsLogits: boolean;
+  /** What the work needs of each sampled row besides its greedy token: full logits, sampling probabilities, or nothing. */
+  readonly needs: 'best' | 'logits' | 'probs';
+  /** 1 / temperature for the driver's probabilities. */
+  readonly invTemperature: number;
 }
 
 /** What a work receives for each of its sampled rows. */
 export interface SampledRow {
-  /** Null when the step fetched no logits (every sampled row plain greedy). */
+  /** Null unless the work needs logits. */
   logits: Float32Array | null;
+  /** Null unless the work needs probabilities. */
+  probs: Float32Array | null;
   best: number;
   bestLogprob: number;
 }

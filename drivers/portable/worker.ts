@@ -32,6 +32,9 @@ export type WorkerReply =
 const init = workerData as WorkerInit;
 const port = parentPort!;
 const pool = new Float32Array(init.pool);
+// Touch every page of the pool now, so that first writes during serving do
+// not pay the operating system's page faults (the budget is committed up front).
+pool.fill(0);
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
 const session = await ort.InferenceSession.create(init.graph, sessionOptions(init.threads));

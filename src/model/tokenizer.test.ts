@@ -5,6 +5,7 @@ import { haveLlamaTokenizer, haveStories, LLAMA_TOKENIZER_DIR, SKIP_STORIES, SKI
 import { IncrementalDecoder } from '../engine/detokenizer.ts';
 import { loadModel } from './load.ts';
 import { Tokenizer } from './tokenizer.ts';
+import { Rng } from '../util/rng.ts';
 
 const llama = () =>
   new Tokenizer(
@@ -45,6 +46,20 @@ describe.skipIf(!haveLlamaTokenizer)(`the 32k Llama tokenizer ${SKIP_TOKENIZER}`
       }
       out += dec.flush();
       expect(out).toBe(s);
+    }
+  });
+
+  it('decodes a random token stream incrementally to exactly the full decode', () => {
+    const tok = llama();
+    const rng = new Rng(5);
+    for (let trial = 0; trial < 5; trial++) {
+      // Mostly ordinary tokens, with runs of byte-fallback tokens (ids 3..258) mixed in.
+      const ids = Array.from({ length: 400 }, () => (rng.next() < 0.2 ? 3 + Math.floor(rng.next() * 256) : 259 + Math.floor(rng.next() * 31000)));
+      const dec = new IncrementalDecoder(tok);
+      let out = '';
+      for (const id of ids) out += dec.push(id);
+      out += dec.flush();
+      expect(out).toBe(tok.decode(ids));
     }
   });
 

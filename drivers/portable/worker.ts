@@ -45,7 +45,8 @@ port.on('message', async (msg: WorkerRequest) => {
     if (msg.type === 'run') {
       const { result, runMs, writeMs } = await runBatch(msg.batch);
       const reply: WorkerReply = { type: 'done', id: msg.id, result, runMs, writeMs };
-      const transfer = [result.best, result.bestLogprob, result.logits, result.probs].filter((a) => a !== null).map((a) => a.buffer as ArrayBuffer);
+      // Only the large rows are transferred; small arrays are cheaper to copy.
+      const transfer = [result.logits, result.probs].filter((a) => a !== null).map((a) => a.buffer as ArrayBuffer);
       port.postMessage(reply, transfer);
     } else {
       await session.release();

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { haveLlamaTokenizer, haveStories, LLAMA_TOKENIZER_DIR, SKIP_STORIES, SKIP_TOKENIZER, storiesModelDir } from '../../test/helpers.ts';
 import { IncrementalDecoder } from '../engine/detokenizer.ts';
 import { loadModel } from './load.ts';
+import { ChatTemplate, pickChatTemplate } from './chat-template.ts';
 import { Tokenizer } from './tokenizer.ts';
 import { Rng } from '../util/rng.ts';
 
@@ -78,6 +79,26 @@ describe.skipIf(!haveLlamaTokenizer)(`the 32k Llama tokenizer ${SKIP_TOKENIZER}`
     const dec = new IncrementalDecoder(tok, ids.slice(0, 2));
     const text = ids.slice(2).map((id) => dec.push(id)).join('');
     expect(text).toBe(' a time');
+  });
+});
+
+describe.skipIf(!haveLlamaTokenizer)(`the Llama-2 chat template ${SKIP_TOKENIZER}`, () => {
+  it('renders a conversation exactly as the model expects it', () => {
+    const config = JSON.parse(readFileSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
+    const template = new ChatTemplate(pickChatTemplate(config.chat_template)!, { bos_token: '<s>', eos_token: '</s>' });
+    const text = template.render([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Hi' },
+      { role: 'assistant', content: 'Hello.' },
+      { role: 'user', content: 'Bye' },
+    ]);
+    expect(text).toBe('<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello. </s><s>[INST] Bye [/INST]');
+  });
+
+  it('reports the template\'s own errors', () => {
+    const config = JSON.parse(readFileSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8'));
+    const template = new ChatTemplate(config.chat_template, { bos_token: '<s>', eos_token: '</s>' });
+    expect(() => template.render([{ role: 'assistant', content: 'x' }])).toThrow(/Conversation roles must alternate/);
   });
 });
 

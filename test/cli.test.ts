@@ -1,0 +1,64 @@
+/** The pie command, run as a user runs it. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { haveStories, randomModelDir, REPO_ROOT, SKIP_STORIES, STORIES_DIR } from './helpers.ts';
+
+const work = mkdtempSync(join(tmpdir(), 'pie-cli-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function pie(...args: string[]) {
+  const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, encoding: 'utf8', timeout: 60_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+describe('pie', () => {
+  it('generates text and reports tokens per second', () => {
+    const r = pie('generate', '--model', randomModelDir(), '--prompt', 'abc', '--max-tokens', '7', '--temperature', '0.7', '--seed', '3');
+    expect(r.code).toBe(0);
+    expect(r.stdout.startsWith('abc')).toBe(true);
+    expect(r.stderr).toMatch(/^7 tokens in [\d.]+ s: [\d.]+ tokens\/s .*prompt 4 tokens; finished: length\) on /m);
+    const again = pie('generate', '--model', randomModelDir(), '--prompt', 'abc', '--max-tokens', '7', '--temperature', '0.7', '--seed', '3');
+    expect(again.stdout).toBe(r.stdout);
+  });
+
+  it('creates a random model, and creates the configured default model when it is missing', () => {
+    const out = join(work, 'rand');
+    expect(pie('model', 'create-random', out, '--preset', 'tiny', '--seed', '2').code).toBe(0);
+    expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
+    const config = join(work, 'config', 'c.toml');
+    rmSync(join(work, 'config'), { recursive: true, force: true });
+    spawnSync('mkdir', ['-p', join(work, 'config')]);
+    writeFileSync(config, '[model]\npath = "fresh"\n[engine]\nkv_memory_mb = 16\n');
+    const r = pie('generate', '--config', config, '--max-tokens', '3');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/No model at .*fresh: created a "tiny" random-weight model there/);
+    expect(r.stderr).toMatch(/npx pie model import-llama2c/);
+    expect(existsSync(join(work, 'fresh', 'config.json'))).toBe(true);
+  });
+
+  it('explains bad usage, bad config and bad models, with distinct exit codes', () => {
+    const usage = pie('generate', '--max-tokens', 'many');
+    expect(usage.code).toBe(2);
+    expect(usage.stderr).toMatch(/--max-tokens must be an integer, got "many"/);
+    expect(pie('frobnicate').stderr).toMatch(/unknown command "frobnicate"/);
+    const cfg = join(work, 'bad.toml');
+    writeFileSync(cfg, '[engine]\nthreads = -1\n');
+    const bad = pie('generate', '--config', cfg);
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toMatch(/engine\.threads must be a non-negative integer/);
+    const missing = pie('generate', '--model', join(work, 'nope'));
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toMatch(/model directory .*nope does not exist/);
+  });
+
+  it.skipIf(!haveStories)(`imports stories260K and reproduces its greedy text ${SKIP_STORIES}`, () => {
+    const out = join(work, 'stories');
+    const imp = pie('model', 'import-llama2c', join(STORIES_DIR, 'stories260K.bin'), join(STORIES_DIR, 'tok512.bin'), out);
+    expect(imp.code).toBe(0);
+    const r = pie('generate', '--model', out, '--max-tokens', '40');
+    expect(r.stdout).toMatch(/^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
+  });
+});

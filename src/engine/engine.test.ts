@@ -199,6 +199,30 @@ describe('Engine on the mock driver', () => {
     engine.release(ctx);
   });
 
+  it('fails only the generation whose constraint throws, and counts what it did', async () => {
+    const { engine } = await mockEngine();
+    const bad = engine.createContext();
+    const good = engine.createContext();
+    engine.append(bad, prompt(5, 11));
+    engine.append(good, prompt(5, 12));
+    const [b, g] = await Promise.all([
+      engine.generate(bad, { maxTokens: 5, constraint: (out) => { if (out.length === 2) throw new Error('grammar broke'); return undefined; } }).result,
+      engine.generate(good, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result,
+    ]);
+    expect(b.finishReason).toBe('error');
+    expect(b.error!.message).toBe('grammar broke');
+    expect(b.completionTokens).toBe(2);
+    expect(g.tokens).toEqual(expected(prompt(5, 12), 5));
+    const stats = engine.stats();
+    expect(stats.contexts).toBe(2);
+    expect(stats.running + stats.waiting).toBe(0);
+    expect(stats.pages.inUse).toBeGreaterThan(0);
+    expect(stats.pages.free + stats.pages.cached + stats.pages.inUse).toBe(stats.pages.total);
+    engine.release(bad);
+    engine.release(good);
+    expect(engine.stats().pages.inUse).toBe(0);
+  });
+
   it('streams chunks whose text adds up to the result', async () => {
     const { engine } = await mockEngine();
     const ctx = engine.createContext();

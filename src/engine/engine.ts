@@ -42,6 +42,19 @@ export interface StepStats {
   sampleMs: number;
 }
 
+export interface EngineStats {
+  pages: { total: number; free: number; cached: number; inUse: number; pageSize: number };
+  prefixCache: { hits: number; misses: number; entries: number };
+  running: number;
+  waiting: number;
+  contexts: number;
+  snapshots: number;
+  steps: number;
+  preemptions: number;
+  promptTokensComputed: number;
+  decodeTokensComputed: number;
+}
+
 export interface ForwardOptions {
   /** Return the logits of the last n pending tokens (default 1, 0 for none). */
   numLogits?: number;
@@ -234,6 +247,9 @@ export class Engine {
     this.looping = true;
     try {
       while (this.scheduler.hasWork && !this.closed) await this.step();
+    } catch (err) {
+      // A bug in the engine itself: fail what is in flight rather than the process.
+      for (const work of [...this.active.values()]) this.cancelWork(work, err as Error);
     } finally {
       this.looping = false;
     }
@@ -305,9 +321,32 @@ export class Engine {
           work.resolve(work.rows.map((r) => r.slice()));
         }
       } else if (work instanceof Generation && ctx.numPending === 0) {
-        work.deliver(rows[0]!);
+        try {
+          work.deliver(rows[0]!);
+        } catch (err) {
+          // A constraint that throws, or a fully masked row: this generation fails, the others go on.
+          this.cancelWork(work, err as Error);
+        }
       }
     }
+  }
+
+  /** A snapshot of the engine's counters, for metrics and tests. */
+  stats(): EngineStats {
+    const pool = this.kv.pool;
+    const cache = this.kv.prefixCache;
+    return {
+      pages: { total: pool.numPages, free: pool.numFree, cached: pool.numCached, inUse: pool.numInUse, pageSize: pool.pageSize },
+      prefixCache: { hits: cache.numHits, misses: cache.numMisses, entries: cache.numEntries },
+      running: this.scheduler.running.length,
+      waiting: this.scheduler.waiting.length,
+      contexts: this.contexts.size,
+      snapshots: this.snapshots.size,
+      steps: this.numSteps,
+      preemptions: this.scheduler.numPreemptions,
+      promptTokensComputed: this.numPromptTokensComputed,
+      decodeTokensComputed: this.numDecodeTokensComputed,
+    };
   }
 
   private failStuck(): void {

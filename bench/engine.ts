@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import * as ort from 'onnxruntime-node';
 import type { Batch } from '../drivers/driver.ts';
 import { PortableDriver, sessionOptions } from '../drivers/portable/driver.ts';
+import { batchFeeds, batchFetches } from '../drivers/portable/feeds.ts';
 import { buildGraph } from '../drivers/portable/graph.ts';
 import { Engine, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
@@ -119,23 +120,10 @@ function summarizeDecode(steps: Recorded[], B: number) {
 
 /** Replays batches with session.run alone; returns the total milliseconds. */
 async function replay(session: ort.InferenceSession, pool: ort.Tensor, batches: Batch[]): Promise<number> {
-  const i32 = (d: Int32Array, dims: number[]) => new ort.Tensor('int32', d, dims);
-  const feeds = batches.map((b) => ({
-    token_ids: i32(b.tokenIds, [b.numTokens]),
-    positions: i32(b.positions, [b.numTokens]),
-    kv_pool: pool,
-    kv_gather: i32(b.kvGather, [b.kvGather.length]),
-    key_index: i32(b.keyIndex, [b.numRows, b.keyLen]),
-    query_index: i32(b.queryIndex, [b.numRows, b.queryLen]),
-    token_index: i32(b.tokenIndex, [b.numTokens]),
-    attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
-    sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
-    inv_temperature: new ort.Tensor('float32', b.invTemperature, [b.invTemperature.length]),
-  }));
+  const feeds = batches.map((b) => batchFeeds(b, pool));
   const t = performance.now();
   for (let i = 0; i < feeds.length; i++) {
-    const b = batches[i]!;
-    await session.run(feeds[i]!, ['best', 'best_logprob', 'new_kv', ...(b.needLogits ? ['logits'] : []), ...(b.needProbs ? ['probs'] : [])]);
+    await session.run(feeds[i]!, batchFetches(batches[i]!));
   }
   return performance.now() - t;
 }

@@ -8,6 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
+import { batchFeeds, batchFetches } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
 export interface WorkerInit {
@@ -58,28 +59,12 @@ port.on('message', async (msg: WorkerRequest) => {
   }
 });
 
-function fetches(b: Batch): string[] {
-  return ['best', 'best_logprob', 'new_kv', ...(b.needLogits ? ['logits'] : []), ...(b.needProbs ? ['probs'] : [])];
-}
-
 async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; writeMs: number }> {
   const t0 = performance.now();
   if (b.copies) copySlots(b.copies.from, b.copies.to);
-  const i32 = (data: Int32Array, dims: number[]) => new ort.Tensor('int32', data, dims);
-  const feeds = {
-    token_ids: i32(b.tokenIds, [b.numTokens]),
-    positions: i32(b.positions, [b.numTokens]),
-    kv_pool: poolTensor,
-    kv_gather: i32(b.kvGather, [b.kvGather.length]),
-    key_index: i32(b.keyIndex, [b.numRows, b.keyLen]),
-    query_index: i32(b.queryIndex, [b.numRows, b.queryLen]),
-    token_index: i32(b.tokenIndex, [b.numTokens]),
-    attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
-    sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
-    inv_temperature: new ort.Tensor('float32', b.invTemperature, [b.invTemperature.length]),
-  };
+  const feeds = batchFeeds(b, poolTensor);
   const t1 = performance.now();
-  const out = await session.run(feeds, fetches(b));
+  const out = await session.run(feeds, batchFetches(b));
   const t2 = performance.now();
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
   const result: StepResult = {

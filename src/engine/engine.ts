@@ -9,16 +9,16 @@
  *
  * Everything here runs on one thread; the driver's work happens in its own.
  */
-import type { Driver } from '../../drivers/driver.ts';
+import type { Driver, StepResult } from '../../drivers/driver.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { buildBatch } from './batch-builder.ts';
 import { Context } from './context.ts';
 import * as errors from './errors.ts';
+import { ForwardWork } from './forward-work.ts';
 import { Generation, type GenerateOptions } from './generation.ts';
 import { KvCache } from './kv-cache.ts';
 import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
 import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
-import type { StepResult } from '../../drivers/driver.ts';
 import { Snapshots } from './snapshots.ts';
 
 export interface EngineOptions {
@@ -69,32 +69,6 @@ export interface ForwardOptions {
 export interface ForwardResult {
   logits: Float32Array[];
   sample?: SampleResult;
-}
-
-class ForwardWork implements Work {
-  admittedAt = -1;
-  numCachedTokens = 0;
-  readonly needs = 'logits';
-  readonly invTemperature = 1;
-  readonly ctx: Context;
-  readonly numSample: number;
-  readonly window: number | null;
-  readonly attend: ((pos: number, keyPos: number) => boolean) | undefined;
-  readonly rows: Float32Array[] = [];
-  resolve!: (rows: Float32Array[]) => void;
-  reject!: (err: Error) => void;
-  readonly done: Promise<Float32Array[]>;
-
-  constructor(ctx: Context, numSample: number, window: number | null, attend?: (pos: number, keyPos: number) => boolean) {
-    this.ctx = ctx;
-    this.numSample = numSample;
-    this.window = window;
-    this.attend = attend;
-    this.done = new Promise((res, rej) => {
-      this.resolve = res;
-      this.reject = rej;
-    });
-  }
 }
 
 export class Engine {
@@ -190,7 +164,7 @@ export class Engine {
   /** Computes the pending tokens; returns the last logits rows, or a host-side sample of the last row. */
   async forward(ctx: Context, options: ForwardOptions = {}): Promise<ForwardResult> {
     this.checkIdle(ctx);
-    this.needLogits(ctx);
+    this.ensurePending(ctx);
     const numLogits = options.sampling ? 1 : Math.min(options.numLogits ?? 1, ctx.numPending);
     const work = new ForwardWork(ctx, numLogits, this.model.config.slidingWindow, options.attend);
     this.submit(work);
@@ -203,7 +177,7 @@ export class Engine {
   /** Starts a host-run generation on `ctx` (its pending tokens are the prompt). */
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
-    this.needLogits(ctx);
+    this.ensurePending(ctx);
     const room = this.model.config.maxPositionEmbeddings - ctx.length;
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
     const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
@@ -213,10 +187,15 @@ export class Engine {
       gen.finish('length');
       return gen;
     }
-    options.signal?.addEventListener('abort', () => gen.cancel(), { once: true });
-    if (options.signal?.aborted) {
-      gen.cancel();
-      return gen;
+    const signal = options.signal;
+    if (signal) {
+      if (signal.aborted) {
+        gen.cancel();
+        return gen;
+      }
+      const onAbort = () => gen.cancel();
+      signal.addEventListener('abort', onAbort, { once: true });
+      void gen.result.then(() => signal.removeEventListener('abort', onAbort));
     }
     this.submit(gen);
     return gen;
@@ -379,7 +358,7 @@ export class Engine {
   }
 
   /** A step needs at least one pending token to produce logits; recompute the last one if all are done. */
-  private needLogits(ctx: Context): void {
+  private ensurePending(ctx: Context): void {
     if (ctx.length === 0) throw new errors.EngineError('empty_context', `context ${ctx.id} is empty: append tokens first`);
     if (ctx.numPending === 0) this.kv.rewindOne(ctx);
   }

@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
+import { createChannel, decodeError, decodeReply, encodeBatch, ERR, REP, REQ, type ChannelBuffers } from './channel.ts';
 import { buildGraph } from './graph.ts';
 export { sessionOptions } from './session-options.ts';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
@@ -27,13 +28,24 @@ export class PortableDriver implements Driver {
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
   private readonly worker: Worker;
+  private readonly channel: ChannelBuffers;
+  private readonly ctl: Int32Array;
+  /** Rejects when the worker fails, to wake a run waiting on the shared-memory lane. */
+  private readonly failed: Promise<never>;
+  private rejectFailed!: (err: Error) => void;
+  /** Runs go one at a time (the lane has one request area). */
+  private last: Promise<unknown> = Promise.resolve();
   /** The KV pool, shared with the worker (benchmarks replay batches over it). */
   readonly pool: SharedArrayBuffer;
 
-  private constructor(worker: Worker, info: DriverInfo, pool: SharedArrayBuffer) {
+  private constructor(worker: Worker, info: DriverInfo, pool: SharedArrayBuffer, channel: ChannelBuffers) {
     this.worker = worker;
     this.info = info;
     this.pool = pool;
+    this.channel = channel;
+    this.ctl = new Int32Array(channel.ctl);
+    this.failed = new Promise<never>((_, reject) => (this.rejectFailed = reject));
+    this.failed.catch(() => undefined);
     worker.on('message', (msg: WorkerReply) => {
       if (msg.type === 'ready') return;
       const p = this.pending.get(msg.id);
@@ -53,7 +65,8 @@ export class PortableDriver implements Driver {
     const poolRows = kvPlanes * numSlots;
     const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
     const graph = buildGraph({ config: c, weights: model.weights, numSlots });
-    const init: WorkerInit = { graph, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
+    const channel = createChannel(16 * 1024 * 1024, 4096);
+    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
     const worker = new Worker(WORKER_URL, {
       workerData: init,
       transferList: [graph.buffer as ArrayBuffer],
@@ -77,10 +90,32 @@ export class PortableDriver implements Driver {
       pageSize: options.pageSize,
       numPages: options.numPages,
       bytesPerSlot: kvPlanes * c.headDim * 4,
-    }, pool);
+    }, pool, channel);
   }
 
-  async run(batch: Batch): Promise<StepResult> {
+  run(batch: Batch): Promise<StepResult> {
+    const run = this.last.then(() => this.runNow(batch));
+    this.last = run.catch(() => undefined);
+    return run;
+  }
+
+  private async runNow(batch: Batch): Promise<StepResult> {
+    if (this.failure) throw this.failure;
+    if (encodeBatch(batch, this.channel)) {
+      const seq = Atomics.load(this.ctl, REQ) + 1;
+      Atomics.store(this.ctl, REQ, seq);
+      Atomics.notify(this.ctl, REQ);
+      while (Atomics.load(this.ctl, REP) !== seq) {
+        const wait = Atomics.waitAsync(this.ctl, REP, seq - 1);
+        if (wait.async) await Promise.race([wait.value, this.failed]);
+      }
+      const err = Atomics.load(this.ctl, ERR);
+      if (err) throw new Error(`driver: ${decodeError(this.channel.reply, err)}`);
+      const { result, runMs, writeMs } = decodeReply(this.channel.reply, batch.sampleIndex.length);
+      this.lastRunMs = runMs;
+      this.lastWriteMs = writeMs;
+      return result;
+    }
     const reply = await this.request({ type: 'run', id: this.nextId++, batch });
     if (reply.type !== 'done' || !reply.result) throw new Error('driver: run returned no result');
     this.lastRunMs = reply.runMs ?? 0;
@@ -106,6 +141,7 @@ export class PortableDriver implements Driver {
   private fail(err: Error): void {
     if (this.failure) return;
     this.failure = err;
+    this.rejectFailed(err);
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
   }

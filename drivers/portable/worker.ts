@@ -8,11 +8,13 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
+import { decodeBatch, encodeError, encodeReply, ERR, REP, REQ, type ChannelBuffers } from './channel.ts';
 import { batchFeeds, batchFetches } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
 export interface WorkerInit {
   graph: Uint8Array;
+  channel: ChannelBuffers;
   pool: SharedArrayBuffer;
   poolRows: number;
   headDim: number;
@@ -40,6 +42,27 @@ const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]
 
 const session = await ort.InferenceSession.create(init.graph, sessionOptions(init.threads));
 port.postMessage({ type: 'ready' } satisfies WorkerReply);
+void serveChannel();
+
+/** The shared-memory lane (channel.ts): wait for a request number, run it, reply in place. */
+async function serveChannel(): Promise<void> {
+  const ctl = new Int32Array(init.channel.ctl);
+  let seen = 0;
+  for (;;) {
+    const wait = Atomics.waitAsync(ctl, REQ, seen);
+    if (wait.async) await wait.value;
+    seen = Atomics.load(ctl, REQ);
+    try {
+      const { result, runMs, writeMs } = await runBatch(decodeBatch(init.channel.request));
+      encodeReply(init.channel.reply, result, runMs, writeMs);
+      Atomics.store(ctl, ERR, 0);
+    } catch (err) {
+      Atomics.store(ctl, ERR, Math.max(1, encodeError(init.channel.reply, (err as Error).message)));
+    }
+    Atomics.store(ctl, REP, seen);
+    Atomics.notify(ctl, REP);
+  }
+}
 
 port.on('message', async (msg: WorkerRequest) => {
   try {

@@ -5,9 +5,14 @@
  * Atomics, instead of a structured-clone postMessage each way.
  * Measured here: a round trip costs ~25 µs this way and ~170 µs by message.
  *
- *   ctl[REQ]  request sequence number (engine → worker)
- *   ctl[REP]  reply sequence number   (worker → engine)
- *   ctl[ERR]  0, or the byte length of a UTF-8 error message in the reply area
+ *   ctl[REQ]   request sequence number (engine → worker)
+ *   ctl[KIND]  IN_SHARED_MEMORY, or BY_MESSAGE: the request comes as a message
+ *   ctl[REP]   reply sequence number   (worker → engine)
+ *   ctl[ERR]   0, or the byte length of a UTF-8 error message in the reply area
+ *   ctl[SENT]  messages the engine has posted (the worker handles them all before going on)
+ *
+ * The worker blocks in Atomics.wait between requests (its fastest wake-up),
+ * so every request bumps ctl[REQ], including those sent as messages.
  *
  * Request area: a header of int32 sizes, then the int32 arrays, then the
  * float32 arrays, each as a view the worker hands to ONNX Runtime without
@@ -19,6 +24,10 @@ import type { Batch, StepResult } from '../driver.ts';
 export const REQ = 0;
 export const REP = 1;
 export const ERR = 2;
+export const KIND = 3;
+export const SENT = 4;
+export const IN_SHARED_MEMORY = 1;
+export const BY_MESSAGE = 2;
 const HEADER = 8;
 
 export interface ChannelBuffers {
@@ -29,7 +38,7 @@ export interface ChannelBuffers {
 
 export function createChannel(requestBytes: number, maxRows: number): ChannelBuffers {
   return {
-    ctl: new SharedArrayBuffer(16),
+    ctl: new SharedArrayBuffer(32),
     request: new SharedArrayBuffer(requestBytes),
     reply: new SharedArrayBuffer(8 * maxRows + 16 + 4096),
   };

@@ -5,7 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
-import { createChannel, decodeError, decodeReply, encodeBatch, ERR, REP, REQ, type ChannelBuffers } from './channel.ts';
+import { BY_MESSAGE, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
 import { buildGraph } from './graph.ts';
 export { sessionOptions } from './session-options.ts';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
@@ -102,9 +102,7 @@ export class PortableDriver implements Driver {
   private async runNow(batch: Batch): Promise<StepResult> {
     if (this.failure) throw this.failure;
     if (encodeBatch(batch, this.channel)) {
-      const seq = Atomics.load(this.ctl, REQ) + 1;
-      Atomics.store(this.ctl, REQ, seq);
-      Atomics.notify(this.ctl, REQ);
+      const seq = this.wake(IN_SHARED_MEMORY);
       while (Atomics.load(this.ctl, REP) !== seq) {
         const wait = Atomics.waitAsync(this.ctl, REP, seq - 1);
         if (wait.async) await Promise.race([wait.value, this.failed]);
@@ -134,8 +132,18 @@ export class PortableDriver implements Driver {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.pending.set(msg.id, { resolve, reject });
+      Atomics.add(this.ctl, SENT, 1);
       this.worker.postMessage(msg);
+      this.wake(BY_MESSAGE);
     });
+  }
+
+  /** Bumps the request number (the worker blocks on it between requests); returns it. */
+  private wake(kind: number): number {
+    Atomics.store(this.ctl, KIND, kind);
+    const seq = Atomics.add(this.ctl, REQ, 1) + 1;
+    Atomics.notify(this.ctl, REQ);
+    return seq;
   }
 
   private fail(err: Error): void {

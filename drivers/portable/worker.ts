@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
-import { decodeBatch, encodeError, encodeReply, ERR, REP, REQ, type ChannelBuffers } from './channel.ts';
+import { decodeBatch, encodeError, encodeReply, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
 import { batchFeeds, batchFetches } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
@@ -41,30 +41,42 @@ pool.fill(0);
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
 const session = await ort.InferenceSession.create(init.graph, sessionOptions(init.threads));
+port.on('message', (msg: WorkerRequest) => void handleMessage(msg));
 port.postMessage({ type: 'ready' } satisfies WorkerReply);
-void serveChannel();
 
-/** The shared-memory lane (channel.ts): wait for a request number, run it, reply in place. */
-async function serveChannel(): Promise<void> {
-  const ctl = new Int32Array(init.channel.ctl);
-  let seen = 0;
-  for (;;) {
-    const wait = Atomics.waitAsync(ctl, REQ, seen);
-    if (wait.async) await wait.value;
-    seen = Atomics.load(ctl, REQ);
-    try {
-      const { result, runMs, writeMs } = await runBatch(decodeBatch(init.channel.request));
-      encodeReply(init.channel.reply, result, runMs, writeMs);
-      Atomics.store(ctl, ERR, 0);
-    } catch (err) {
-      Atomics.store(ctl, ERR, Math.max(1, encodeError(init.channel.reply, (err as Error).message)));
-    }
-    Atomics.store(ctl, REP, seen);
-    Atomics.notify(ctl, REP);
+/**
+ * The worker's loop: block (synchronously, the fastest wake-up) until the
+ * engine bumps the request number; let the event loop handle any messages the
+ * engine sent; then run the batch it left in shared memory, if that is what
+ * the bump was for.
+ */
+const ctl = new Int32Array(init.channel.ctl);
+let handled = 0;
+let closed = false;
+let seen = 0;
+for (;;) {
+  Atomics.wait(ctl, REQ, seen);
+  seen = Atomics.load(ctl, REQ);
+  // Let the event loop deliver every message the engine has sent so far.
+  while (handled < Atomics.load(ctl, SENT)) await new Promise((resolve) => setImmediate(resolve));
+  if (closed) break;
+  if (Atomics.load(ctl, KIND) !== IN_SHARED_MEMORY) continue;
+  try {
+    const { result, runMs, writeMs } = await runBatch(decodeBatch(init.channel.request));
+    encodeReply(init.channel.reply, result, runMs, writeMs);
+    Atomics.store(ctl, ERR, 0);
+  } catch (err) {
+    Atomics.store(ctl, ERR, Math.max(1, encodeError(init.channel.reply, (err as Error).message)));
   }
+  Atomics.store(ctl, REP, seen);
+  Atomics.notify(ctl, REP);
 }
 
-port.on('message', async (msg: WorkerRequest) => {
+function handleMessage(msg: WorkerRequest): Promise<void> {
+  return handle(msg).finally(() => handled++);
+}
+
+async function handle(msg: WorkerRequest): Promise<void> {
   try {
     if (msg.type === 'run') {
       const { result, runMs, writeMs } = await runBatch(msg.batch);
@@ -73,6 +85,7 @@ port.on('message', async (msg: WorkerRequest) => {
       const transfer = [result.logits, result.probs].filter((a) => a !== null).map((a) => a.buffer as ArrayBuffer);
       port.postMessage(reply, transfer);
     } else {
+      closed = true;
       await session.release();
       port.postMessage({ type: 'done', id: msg.id } satisfies WorkerReply);
       port.close();
@@ -80,7 +93,7 @@ port.on('message', async (msg: WorkerRequest) => {
   } catch (err) {
     port.postMessage({ type: 'error', id: msg.id, message: (err as Error).message } satisfies WorkerReply);
   }
-});
+}
 
 async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; writeMs: number }> {
   const t0 = performance.now();

@@ -29,19 +29,6 @@ export interface GraphSpec {
   numSlots: number;
 }
 
-export const INPUTS = [
-  'token_ids',
-  'positions',
-  'kv_pool',
-  'kv_gather',
-  'key_index',
-  'query_index',
-  'token_index',
-  'attn_mask',
-  'sample_index',
-  'inv_temperature',
-] as const;
-
 export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array {
   const g = new GraphBuilder();
   const c = config;

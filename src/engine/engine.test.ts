@@ -122,6 +122,8 @@ describe('Engine on the mock driver', () => {
     await engine.forward(ctx);
     engine.saveSnapshot(ctx, 'system');
     engine.release(ctx);
+    expect(engine.listSnapshots('acme')).toEqual(['system']);
+    expect(engine.listSnapshots('other')).toEqual([]);
     expect(engine.kv.pool.numInUse).toBeGreaterThan(0);
     expect(() => engine.openSnapshot('system', 'other')).toThrow(/no snapshot named "system"/);
     const opened = engine.openSnapshot('system', 'acme');

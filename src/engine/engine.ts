@@ -159,6 +159,10 @@ export class Engine {
     return this.snapshots.delete(name, tenant);
   }
 
+  listSnapshots(tenant = 'default'): string[] {
+    return this.snapshots.names(tenant);
+  }
+
   // ---- inference ----
 
   /** Computes the pending tokens; returns the last logits rows, or a host-side sample of the last row. */

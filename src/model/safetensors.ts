@@ -62,21 +62,6 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
   }
 }
 
-/** Lists tensor names in a safetensors file without reading the data. */
-export function safetensorsNames(path: string): string[] {
-  const fd = openSync(path, 'r');
-  try {
-    const lenBuf = Buffer.alloc(8);
-    readSync(fd, lenBuf, 0, 8, 0);
-    const headerLen = Number(lenBuf.readBigUInt64LE(0));
-    const headerBuf = Buffer.alloc(headerLen);
-    readSync(fd, headerBuf, 0, headerLen, 8);
-    return Object.keys(JSON.parse(headerBuf.toString('utf8'))).filter((n) => n !== '__metadata__');
-  } finally {
-    closeSync(fd);
-  }
-}
-
 function toFloat32(raw: Buffer, dtype: string, count: number): Float32Array {
   if (dtype === 'F32') {
     const out = new Float32Array(count);

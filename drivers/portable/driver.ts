@@ -2,11 +2,14 @@
  * The portable driver: the model's ONNX graph on ONNX Runtime's CPU provider,
  * in a worker thread, over a KV pool in shared memory.
  */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
 import { BY_MESSAGE, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
-import { buildGraph } from './graph.ts';
+import { graphBuilder } from './graph.ts';
 export { sessionOptions } from './session-options.ts';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
 
@@ -17,7 +20,15 @@ export interface PortableDriverOptions {
   pageSize: number;
   /** ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice). */
   threads?: number;
+  /**
+   * Hand the graph to ONNX Runtime as files with the weights in external data
+   * (default: only when they exceed what one protocol buffer may hold).
+   */
+  externalData?: boolean;
 }
+
+/** Weights above this go to external data: a protocol buffer must stay under 2 GB. */
+const MAX_INLINE_WEIGHT_BYTES = 1.5 * 1024 ** 3;
 
 export class PortableDriver implements Driver {
   readonly info: DriverInfo;
@@ -64,12 +75,21 @@ export class PortableDriver implements Driver {
     const kvPlanes = c.numLayers * 2 * c.numKvHeads;
     const poolRows = kvPlanes * numSlots;
     const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
-    const graph = buildGraph({ config: c, weights: model.weights, numSlots });
+    const builder = graphBuilder({ config: c, weights: model.weights, numSlots });
+    let graph: Uint8Array | string;
+    let graphDir: string | null = null;
+    if (options.externalData ?? builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) {
+      graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
+      graph = join(graphDir, 'model.onnx');
+      builder.save(graph);
+    } else {
+      graph = builder.encode();
+    }
     const channel = createChannel(16 * 1024 * 1024, 4096);
     const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
     const worker = new Worker(WORKER_URL, {
       workerData: init,
-      transferList: [graph.buffer as ArrayBuffer],
+      transferList: typeof graph === 'string' ? [] : [graph.buffer as ArrayBuffer],
     });
     await new Promise<void>((resolve, reject) => {
       const onMessage = (msg: WorkerReply) => {
@@ -82,6 +102,9 @@ export class PortableDriver implements Driver {
       const onError = (err: Error) => reject(new Error(`driver worker failed to start: ${err.message}`));
       worker.on('message', onMessage);
       worker.once('error', onError);
+    }).finally(() => {
+      // ONNX Runtime has read (or mapped) the files by now.
+      if (graphDir) rmSync(graphDir, { recursive: true, force: true });
     });
     return new PortableDriver(worker, {
       name: 'portable',

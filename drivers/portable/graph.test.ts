@@ -40,11 +40,11 @@ const configs: [string, RandomModelSpec][] = [
 
 const TOKENS = Array.from({ length: 21 }, (_, i) => (i * 53 + 7) % 320);
 
-async function maxDiff(dir: string): Promise<number> {
+async function maxDiff(dir: string, externalData = false): Promise<number> {
   const model = loadModel(dir);
   const ref = referenceForward(model.config, model.weights, TOKENS);
   const pageSize = 4;
-  const driver = await PortableDriver.create(model, { numPages: 16, pageSize, threads: 1 });
+  const driver = await PortableDriver.create(model, { numPages: 16, pageSize, threads: 1, externalData });
   try {
     const pageTable = [5, 2, 9, 0, 11, 7];
     const window = model.config.slidingWindow;
@@ -68,6 +68,10 @@ describe('portable driver logits match the reference forward pass (max abs diff 
       expect(await maxDiff(randomModelDir(spec, 3))).toBeLessThanOrEqual(1e-4);
     });
   }
+
+  it('weights handed to ONNX Runtime as external data (the path for models over 2 GB)', async () => {
+    expect(await maxDiff(randomModelDir({ ...base, hiddenSize: 128, intermediateSize: 256, numHeads: 8 }, 5), true)).toBeLessThanOrEqual(1e-4);
+  });
 
   it('sharded safetensors with an index', async () => {
     const src = randomModelDir(base, 4);

@@ -29,7 +29,12 @@ export interface GraphSpec {
   numSlots: number;
 }
 
-export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array {
+/** The graph as one buffer (models under 2 GB). */
+export function buildGraph(spec: GraphSpec): Uint8Array {
+  return graphBuilder(spec).encode();
+}
+
+export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBuilder {
   const g = new GraphBuilder();
   const c = config;
   const H = c.hiddenSize;
@@ -167,7 +172,7 @@ export function buildGraph({ config, weights, numSlots }: GraphSpec): Uint8Array
   const scaled = g.op('Mul', [logits, g.op('Unsqueeze', [invTemperature, shape(1)])]);
   g.output(g.op('Softmax', [scaled], { axis: 1 }), 'probs', DType.FLOAT, ['S', c.vocabSize]);
   g.output(g.op('Concat', newKv, { axis: 1 }), 'new_kv', DType.FLOAT, ['T', planes, HD]);
-  return g.encode();
+  return g;
 }
 
 /** [out, in] → [in, out]. */

@@ -1,12 +1,21 @@
 /**
  * A small typed helper for writing ONNX graphs by hand: value names are
  * strings, every node gets a fresh output name, initializers carry raw bytes.
+ *
+ * An ONNX file is a protocol buffer, which cannot exceed 2 GB. For larger
+ * models the weights go to a side file ("external data"), which `save()`
+ * writes beside the model; `encode()` keeps everything in one buffer.
  */
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { basename } from 'node:path';
 import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
 export const DType = { FLOAT: 1, INT32: 6, INT64: 7 } as const;
+
+/** Float initializers at least this large may go to external data. */
+const EXTERNAL_MIN_BYTES = 64 * 1024;
 export type DTypeCode = (typeof DType)[keyof typeof DType];
 
 export type Dim = number | string;
@@ -25,6 +34,8 @@ export class GraphBuilder {
   private readonly outputs: GraphIO[] = [];
   private counter = 0;
   private readonly scalarCache = new Map<string, string>();
+  /** Float initializers big enough to go to external data, in order. */
+  private readonly large: { proto: onnxProto.onnx.ITensorProto; bytes: Uint8Array }[] = [];
 
   input(name: string, type: DTypeCode, shape: Dim[]): string {
     this.inputs.push({ name, type, shape });
@@ -41,13 +52,17 @@ export class GraphBuilder {
     if (data.length !== dims.reduce((a, b) => a * b, 1)) {
       throw new Error(`initializer ${name}: ${data.length} values for shape [${dims}]`);
     }
-    this.initializers.push({
-      name,
-      dims,
-      dataType: DType.FLOAT,
-      rawData: new Uint8Array(data.buffer, data.byteOffset, data.byteLength),
-    });
+    const proto: onnxProto.onnx.ITensorProto = { name, dims, dataType: DType.FLOAT };
+    const bytes = new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (bytes.length >= EXTERNAL_MIN_BYTES) this.large.push({ proto, bytes });
+    else proto.rawData = bytes;
+    this.initializers.push(proto);
     return name;
+  }
+
+  /** Bytes of the float weights that `save()` would put in external data. */
+  get externalBytes(): number {
+    return this.large.reduce((a, l) => a + l.bytes.length, 0);
   }
 
   int64s(name: string, data: number[], dims: number[] = [data.length]): string {
@@ -99,7 +114,43 @@ export class GraphBuilder {
     return outs;
   }
 
+  /** The whole model, weights included, as one protocol buffer (under 2 GB only). */
   encode(opset = 17): Uint8Array {
+    for (const { proto, bytes } of this.large) proto.rawData = bytes;
+    return this.modelBytes(opset);
+  }
+
+  /** Writes `modelPath` and its weights to `modelPath + '.data'` (ONNX external data), for models of any size. */
+  save(modelPath: string, opset = 17): void {
+    const dataPath = `${modelPath}.data`;
+    const fd = openSync(dataPath, 'w');
+    try {
+      let offset = 0;
+      for (const { proto, bytes } of this.large) {
+        const aligned = Math.ceil(offset / 4096) * 4096;
+        if (aligned > offset) writeSync(fd, new Uint8Array(aligned - offset));
+        writeSync(fd, bytes);
+        proto.rawData = null;
+        proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
+        proto.externalData = [
+          { key: 'location', value: basename(dataPath) },
+          { key: 'offset', value: String(aligned) },
+          { key: 'length', value: String(bytes.length) },
+        ];
+        offset = aligned + bytes.length;
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const fdModel = openSync(modelPath, 'w');
+    try {
+      writeSync(fdModel, this.modelBytes(opset));
+    } finally {
+      closeSync(fdModel);
+    }
+  }
+
+  private modelBytes(opset: number): Uint8Array {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'pie-gateway',

@@ -13,7 +13,8 @@ import { batchFeeds, batchFetches } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
 export interface WorkerInit {
-  graph: Uint8Array;
+  /** The model as bytes, or the path of a model file with external data. */
+  graph: Uint8Array | string | null;
   channel: ChannelBuffers;
   pool: SharedArrayBuffer;
   poolRows: number;
@@ -40,7 +41,9 @@ const pool = new Float32Array(init.pool);
 pool.fill(0);
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
-const session = await ort.InferenceSession.create(init.graph, sessionOptions(init.threads));
+const graph = init.graph!;
+const session = typeof graph === 'string' ? await ort.InferenceSession.create(graph, sessionOptions(init.threads)) : await ort.InferenceSession.create(graph, sessionOptions(init.threads));
+init.graph = null; // ONNX Runtime holds its own copy of the weights now
 port.on('message', (msg: WorkerRequest) => void handleMessage(msg));
 port.postMessage({ type: 'ready' } satisfies WorkerReply);
 

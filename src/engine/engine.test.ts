@@ -40,13 +40,13 @@ describe('Engine on the mock driver', () => {
 
   it('prefills a long prompt in chunks without stalling running decodes', async () => {
     const { engine, driver } = await mockEngine({ numPages: 128, maxTokensPerStep: 8, stepDelayMs: 1 });
-    const running = [greedy(engine, prompt(3, 1), 30), greedy(engine, prompt(4, 2), 30)];
+    const running = [greedy(engine, prompt(3, 1), 60), greedy(engine, prompt(4, 2), 60)];
     while (engine.numSteps < 3) await new Promise((r) => setTimeout(r, 1));
     driver.recordBatches = true;
     const long = greedy(engine, prompt(100, 3), 5);
     const [a, b, c] = await Promise.all([...running, long]);
-    expect(a!.tokens).toEqual(expected(prompt(3, 1), 30));
-    expect(b!.tokens).toEqual(expected(prompt(4, 2), 30));
+    expect(a!.tokens).toEqual(expected(prompt(3, 1), 60));
+    expect(b!.tokens).toEqual(expected(prompt(4, 2), 60));
     expect(c!.tokens).toEqual(expected(prompt(100, 3), 5));
     // While the long prompt was being prefilled, both decodes ran in every step.
     const prefillSteps = driver.batches.filter((bt) => bt.numTokens > bt.sampleIndex.length);

@@ -174,6 +174,18 @@ describe('Engine on the mock driver', () => {
     engine.release(ctx);
   });
 
+  it('takes a prompt of 150,000 tokens (no call-stack limits on long contexts)', async () => {
+    const { engine } = await mockEngine({ numPages: 40_000, pageSize: 4 });
+    const long = Array.from({ length: 150_000 }, (_, i) => i % VOCAB);
+    engine.model.config.maxPositionEmbeddings = 200_000;
+    const ctx = engine.createContext();
+    engine.append(ctx, long);
+    const fork = engine.fork(ctx);
+    expect(fork.length).toBe(150_000);
+    engine.release(fork);
+    engine.release(ctx);
+  });
+
   it('rejects bad input with errors that name it', async () => {
     const { engine } = await mockEngine();
     const ctx = engine.createContext();

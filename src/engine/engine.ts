@@ -116,7 +116,7 @@ export class Engine {
     for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw errors.invalidToken(t, V);
     const max = this.model.config.maxPositionEmbeddings;
     if (ctx.length + tokens.length > max) throw errors.contextTooLong(ctx.length + tokens.length, max);
-    ctx.tokens.push(...tokens);
+    for (const t of tokens) ctx.tokens.push(t); // no spread: a long prompt would overflow the call stack
   }
 
   /** A new context with the same tokens; full pages are shared, the partial last page is copied on first write. */

@@ -104,7 +104,7 @@ export class KvCache {
         this.prefixCache.forget(old);
       }
     }
-    if (plan.numNew > 0) ctx.pageTable.push(...this.pool.allocate(plan.numNew));
+    if (plan.numNew > 0) for (const p of this.pool.allocate(plan.numNew)) ctx.pageTable.push(p);
   }
 
   /** After a step: `ctx` has computed up to `upTo`; full pages become findable. */
@@ -122,9 +122,10 @@ export class KvCache {
   /** Shares every page of `src` with `dst` (a fork or a snapshot). */
   share(src: Context, dst: Context): void {
     for (const p of src.pageTable) this.pool.retain(p);
-    dst.tokens.push(...src.tokens);
-    dst.pageTable.push(...src.pageTable);
-    dst.pageKeys.push(...src.pageKeys);
+    // Loops, not spreads: a long context would overflow the call stack.
+    for (const t of src.tokens) dst.tokens.push(t);
+    for (const p of src.pageTable) dst.pageTable.push(p);
+    for (const k of src.pageKeys) dst.pageKeys.push(k);
     dst.numComputed = src.numComputed;
   }
 

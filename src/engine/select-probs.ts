@@ -13,6 +13,8 @@ const BUCKET_SHIFT = 20;
 const NUM_BUCKETS = 1 << (31 - BUCKET_SHIFT);
 const counts = new Int32Array(NUM_BUCKETS);
 const sums = new Float64Array(NUM_BUCKETS);
+const subCounts = new Int32Array(256);
+const subSums = new Float64Array(256);
 let kept = new Int32Array(0);
 
 export interface Truncation {
@@ -21,8 +23,12 @@ export interface Truncation {
   minP: number;
 }
 
-/** Draws a token from `probs` (non-negative, any total) after min-p, top-k and top-p. */
-export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): number {
+/**
+ * Applies min-p (zeroing what falls below it), then top-k, then top-p; returns
+ * the kept tokens and their mass (tokens null when no top-k or top-p applies:
+ * then every token with a non-zero probability is a candidate).
+ */
+export function truncate(probs: Float32Array, t: Truncation): { tokens: Int32Array | null; mass: number } {
   const V = probs.length;
   if (kept.length < V) kept = new Int32Array(V);
   const bits = new Uint32Array(probs.buffer, probs.byteOffset, V);
@@ -43,7 +49,7 @@ export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): num
     }
   }
   const k = t.topK > 0 && t.topK < V ? t.topK : 0;
-  if (k === 0 && t.topP >= 1) return drawAll(probs, total, rng);
+  if (k === 0 && t.topP >= 1) return { tokens: null, mass: total };
 
   counts.fill(0);
   sums.fill(0);
@@ -52,8 +58,9 @@ export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): num
     counts[b]!++;
     sums[b]! += probs[i]!;
   }
-  // Walk buckets from the top until the kept count reaches k, or the kept mass p·total.
-  const massGoal = t.topP < 1 ? t.topP * total : Infinity;
+  // Walk buckets from the top until the kept count reaches k or, without top-k,
+  // the kept mass reaches p·total (with top-k, top-p applies to the k kept, below).
+  const massGoal = k === 0 && t.topP < 1 ? t.topP * total : Infinity;
   let n = 0;
   let mass = 0;
   let cut = 0;
@@ -65,7 +72,9 @@ export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): num
     n += counts[b]!;
     mass += sums[b]!;
   }
-  // Tokens above the cut bucket are kept; those in it are sorted and taken in order.
+  // Tokens above the cut bucket are kept. Those in it are split again by the
+  // next 8 bits; sub-buckets above the crossing one are kept whole and only
+  // the crossing one is sorted, so a flat distribution costs no big sort.
   n = 0;
   const boundary: number[] = [];
   for (let i = 0; i < V; i++) {
@@ -73,10 +82,34 @@ export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): num
     if (b > cut) kept[n++] = i;
     else if (b === cut && probs[i]! > 0) boundary.push(i);
   }
-  boundary.sort((a, b) => probs[b]! - probs[a]! || a - b);
   let keptMass = 0;
   for (let i = 0; i < n; i++) keptMass += probs[kept[i]!]!;
+  const sub = (i: number) => (bits[i]! >>> (BUCKET_SHIFT - 8)) & 255;
+  subCounts.fill(0);
+  subSums.fill(0);
   for (const i of boundary) {
+    subCounts[sub(i)]!++;
+    subSums[sub(i)]! += probs[i]!;
+  }
+  let subCut = -1;
+  let above = n;
+  let aboveMass = keptMass;
+  for (let sb = 255; sb >= 0; sb--) {
+    if ((k > 0 && above + subCounts[sb]! >= k) || aboveMass + subSums[sb]! >= massGoal) {
+      subCut = sb;
+      break;
+    }
+    above += subCounts[sb]!;
+    aboveMass += subSums[sb]!;
+  }
+  const crossing: number[] = [];
+  for (const i of boundary) {
+    if (sub(i) > subCut) kept[n++] = i;
+    else if (sub(i) === subCut) crossing.push(i);
+  }
+  keptMass = aboveMass;
+  crossing.sort((a, b) => probs[b]! - probs[a]! || a - b);
+  for (const i of crossing) {
     if ((k > 0 && n >= k) || keptMass >= massGoal) break;
     kept[n++] = i;
     keptMass += probs[i]!;
@@ -94,16 +127,23 @@ export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): num
     }
     keptMass = acc;
   }
-  let u = rng.next() * keptMass;
-  for (let i = 0; i < n; i++) {
-    u -= probs[kept[i]!]!;
-    if (u < 0) return kept[i]!;
-  }
-  return kept[n - 1]!;
+  return { tokens: kept.subarray(0, n), mass: keptMass };
 }
 
-function drawAll(probs: Float32Array, total: number, rng: Rng): number {
-  let u = rng.next() * total;
+/** Draws a token from `probs` (non-negative, any total) after min-p, top-k and top-p. */
+export function drawFromProbs(probs: Float32Array, t: Truncation, rng: Rng): number {
+  const { tokens, mass } = truncate(probs, t);
+  let u = rng.next() * mass;
+  if (!tokens) return drawAll(probs, u);
+  for (const i of tokens) {
+    u -= probs[i]!;
+    if (u < 0) return i;
+  }
+  return tokens[tokens.length - 1]!;
+}
+
+/** Walks every token, subtracting until `u` (drawn against the total) runs out. */
+function drawAll(probs: Float32Array, u: number): number {
   let last = 0;
   for (let i = 0; i < probs.length; i++) {
     const p = probs[i]!;

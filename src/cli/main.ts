@@ -67,12 +67,15 @@ async function generate(argv: string[]): Promise<void> {
     engine.append(ctx, prompt);
     const t0 = performance.now();
     let firstAt = 0;
+    // Flags first, then the model's generation_config.json, then greedy.
+    const defaults = engine.model.generationDefaults;
     const gen = engine.generate(ctx, {
       maxTokens: number(values['max-tokens'], '--max-tokens', true) ?? 256,
       sampling: {
-        temperature: number(values.temperature, '--temperature', false) ?? 0,
-        topP: number(values['top-p'], '--top-p', false),
-        topK: number(values['top-k'], '--top-k', true),
+        temperature: number(values.temperature, '--temperature', false) ?? defaults.temperature ?? 0,
+        topP: number(values['top-p'], '--top-p', false) ?? defaults.topP,
+        topK: number(values['top-k'], '--top-k', true) ?? defaults.topK,
+        repetitionPenalty: defaults.repetitionPenalty,
         seed: number(values.seed, '--seed', true),
       },
     });

@@ -33,6 +33,15 @@ describe('loading a model directory', () => {
     expect(m.chatTemplate.render([{ role: 'user', content: 'hi' }])).toBe('User: hi\nAssistant:');
   });
 
+  it('takes sampling defaults from generation_config.json only when it samples', () => {
+    const sampling = broken((d) => writeFileSync(join(d, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, 7], do_sample: true, temperature: 0.6, top_p: 0.9 })));
+    const m = loadModel(sampling);
+    expect(m.eosTokenIds).toEqual([2, 7]);
+    expect(m.generationDefaults).toMatchObject({ temperature: 0.6, topP: 0.9 });
+    const greedy = broken((d) => writeFileSync(join(d, 'generation_config.json'), JSON.stringify({ temperature: 0.6, top_p: 0.9 })));
+    expect(loadModel(greedy).generationDefaults.temperature).toBeUndefined();
+  });
+
   it('names a directory that does not exist', () => {
     expect(() => loadModel('/nonexistent/model')).toThrow(/model directory \/nonexistent\/model does not exist/);
   });

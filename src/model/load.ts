@@ -10,6 +10,7 @@ import { ModelLoadError } from './errors.ts';
 import { Tokenizer, type TokenizerConfig } from './tokenizer.ts';
 import { bindWeights, readModelTensors, type ModelWeights } from './weights.ts';
 
+/** Sampling defaults from generation_config.json; absent ones mean greedy decoding. */
 export interface GenerationDefaults {
   temperature?: number;
   topP?: number;
@@ -82,10 +83,9 @@ export function loadModel(dirArg: string, options: { name?: string; fallbackChat
     chatTemplate,
     eosTokenIds: eos,
     bosTokenId: tokenizer.bosTokenId ?? config.bosTokenId,
+    // As in Hugging Face: temperature, top-p and top-k apply only with do_sample.
     generationDefaults: {
-      temperature: gen.do_sample === false ? 0 : num(gen.temperature),
-      topP: num(gen.top_p),
-      topK: num(gen.top_k),
+      ...(gen.do_sample === true ? { temperature: num(gen.temperature) ?? 1, topP: num(gen.top_p), topK: num(gen.top_k) } : {}),
       repetitionPenalty: num(gen.repetition_penalty),
     },
   };

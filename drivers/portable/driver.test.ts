@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { randomModelDir, testEngine } from '../../test/helpers.ts';
+import { buildBatch } from '../../src/engine/batch-builder.ts';
 import type { PortableDriver } from './driver.ts';
 
 describe('the portable driver', () => {
@@ -29,5 +30,23 @@ describe('the portable driver', () => {
     engine.append(again, [1]);
     await expect(engine.forward(again)).rejects.toThrow(/driver worker exited/);
     engine.release(again);
+  });
+});
+
+describe('closing the portable driver', () => {
+  it('lets a step in flight finish, then refuses new work', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const ctx = engine.createContext();
+    engine.append(ctx, [1, 2, 3]);
+    const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 100_000, ignoreEos: true });
+    while (engine.numSteps < 2) await new Promise((r) => setTimeout(r, 1));
+    const driver = engine.driver as PortableDriver;
+    const oneToken = () => ({ ...buildBatch([{ pageTable: [63], pastLen: 0, tokens: [1], numSample: 1 }], 16, 64), needLogits: false });
+    const inFlight = driver.run(oneToken());
+    await engine.close();
+    expect((await gen.result).finishReason).toBe('error');
+    await expect(inFlight).resolves.toBeDefined();
+    await expect(driver.run(oneToken())).rejects.toThrow(/driver closed/);
+    engine.release(ctx);
   });
 });

@@ -146,8 +146,9 @@ export class PortableDriver implements Driver {
 
   async close(): Promise<void> {
     if (this.failure) return;
+    await this.last; // a run in flight finishes first: the worker answers one request at a time
     await this.request({ type: 'close', id: this.nextId++ }).catch(() => undefined);
-    this.failure = new Error('driver closed');
+    this.fail(new Error('driver closed'));
     await this.worker.terminate();
   }
 

@@ -18,8 +18,9 @@ export interface PagePlan {
   start: number;
   /** Positions this step will have computed: the page table must cover [0, upTo). */
   upTo: number;
-  /** Cached pages that extend the computed prefix (appended to the page table on commit). */
+  /** Cached pages that extend the computed prefix (appended to the page table on commit), and their keys. */
   hits: number[];
+  hitKeys: number[];
   /** New pages to allocate. */
   numNew: number;
   /** Whether the page holding position numComputed must be copied first. */
@@ -53,6 +54,7 @@ export class KvCache {
   plan(ctx: Context, numTokens: number, usePrefix: boolean): PagePlan {
     const ps = this.pageSize;
     const hits: number[] = [];
+    const hitKeys: number[] = [];
     let computed = ctx.numComputed;
     if (usePrefix && this.prefixCache.enabled && computed % ps === 0 && ctx.pageTable.length === computed / ps) {
       const limit = Math.floor((ctx.length - 1) / ps) * ps;
@@ -62,6 +64,7 @@ export class KvCache {
         const page = this.prefixCache.lookup(parent, key, ctx.tokens, computed);
         if (page < 0) break;
         hits.push(page);
+        hitKeys.push(key);
         parent = key;
         computed += ps;
       }
@@ -71,7 +74,7 @@ export class KvCache {
     const numNew = Math.max(0, pagesNeeded - ctx.pageTable.length - hits.length);
     const copyLast = hits.length === 0 && this.needsCopy(ctx);
     const revived = hits.filter((p) => this.pool.refCount(p) === 0).length;
-    return { ctx, start: computed, upTo, hits, numNew, copyLast, cost: numNew + revived + (copyLast ? 1 : 0) };
+    return { ctx, start: computed, upTo, hits, hitKeys, numNew, copyLast, cost: numNew + revived + (copyLast ? 1 : 0) };
   }
 
   canCommit(plan: PagePlan): boolean {
@@ -81,13 +84,12 @@ export class KvCache {
   commit(plan: PagePlan, copies: SlotCopies): void {
     const { ctx } = plan;
     const ps = this.pageSize;
-    for (const page of plan.hits) {
-      const parent = ctx.pageKeys.length > 0 ? ctx.pageKeys[ctx.pageKeys.length - 1]! : ROOT_KEY;
+    plan.hits.forEach((page, i) => {
       this.pool.retain(page);
       ctx.pageTable.push(page);
-      ctx.pageKeys.push(this.prefixCache.key(parent, ctx.tokens, ctx.numComputed));
+      ctx.pageKeys.push(plan.hitKeys[i]!);
       ctx.numComputed += ps;
-    }
+    });
     const index = Math.floor(ctx.numComputed / ps);
     if (index < ctx.pageTable.length) {
       // The step writes into an existing page: make it private and unkeyed first.
@@ -111,6 +113,7 @@ export class KvCache {
   advance(ctx: Context, upTo: number): void {
     const ps = this.pageSize;
     ctx.numComputed = upTo;
+    if (!this.prefixCache.enabled) return;
     for (let i = ctx.pageKeys.length; (i + 1) * ps <= upTo; i++) {
       const parent = i > 0 ? ctx.pageKeys[i - 1]! : ROOT_KEY;
       const key = this.prefixCache.key(parent, ctx.tokens, i * ps);

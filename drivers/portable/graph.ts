@@ -61,11 +61,11 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
 
   const shape = (...dims: number[]) => g.constInt64(dims);
   const rmsNorm = (x: string, w: Tensor, name: string, eps = c.rmsNormEps, weightScale = 1): string => {
-    const sq = g.op('Mul', [x, x]);
-    const mean = g.op('ReduceMean', [sq], { axes: [-1], keepdims: 1 });
-    const inv = g.op('Reciprocal', [g.op('Sqrt', [g.op('Add', [mean, g.constFloat(eps)])])]);
+    // Written as x / sqrt(mean(x^2) + eps) * w: the pattern ONNX Runtime fuses into one kernel.
+    const mean = g.op('ReduceMean', [g.op('Pow', [x, g.constFloat(2)])], { axes: [-1], keepdims: 1 });
+    const normed = g.op('Div', [x, g.op('Sqrt', [g.op('Add', [mean, g.constFloat(eps)])])]);
     const wData = weightScale === 1 ? w.data : w.data.map((v) => v * weightScale);
-    return g.op('Mul', [g.op('Mul', [x, inv]), g.floats(name, wData, [w.shape[0]!])]);
+    return g.op('Mul', [normed, g.floats(name, wData, [w.shape[0]!])]);
   };
 
   // RoPE tables for this step's positions: [T, 1, HD/2].

@@ -68,21 +68,27 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
     return g.op('Mul', [normed, g.floats(name, wData, [w.shape[0]!])]);
   };
 
-  // RoPE tables for this step's positions: [T, 1, HD/2].
-  const invFreq = Float32Array.from(ropeInverseFrequencies(c));
+  // RoPE tables for this step's positions, both halves: [T, 1, HD]. Rotating
+  // halves is x·cos + rotate_half(x)·sin, and rotate_half(x) = x·R for a
+  // constant signed permutation R: one MatMul (exact: one term per output)
+  // instead of a split, four products and a concat.
+  const half = Float32Array.from(ropeInverseFrequencies(c));
+  const invFreq = new Float32Array(HD);
+  invFreq.set(half, 0);
+  invFreq.set(half, HD / 2);
   const angles = g.op('Mul', [
     g.op('Unsqueeze', [g.op('Cast', [positions], { to: DType.FLOAT }), shape(1)]),
-    g.floats('rope_inv_freq', invFreq, [1, HD / 2]),
+    g.floats('rope_inv_freq', invFreq, [1, HD]),
   ]);
   const cos = g.op('Unsqueeze', [g.op('Cos', [angles]), shape(1)]);
   const sin = g.op('Unsqueeze', [g.op('Sin', [angles]), shape(1)]);
-  const halves = g.constInt64([HD / 2, HD / 2]);
-  const rope = (x: string): string => {
-    const [x1, x2] = g.opN('Split', [x, halves], 2, { axis: -1 }) as [string, string];
-    const a = g.op('Sub', [g.op('Mul', [x1, cos]), g.op('Mul', [x2, sin])]);
-    const b = g.op('Add', [g.op('Mul', [x2, cos]), g.op('Mul', [x1, sin])]);
-    return g.op('Concat', [a, b], { axis: -1 });
-  };
+  const rotation = new Float32Array(HD * HD);
+  for (let j = 0; j < HD / 2; j++) {
+    rotation[(j + HD / 2) * HD + j] = -1; // out[j] = -x[j + HD/2]
+    rotation[j * HD + j + HD / 2] = 1; // out[j + HD/2] = x[j]
+  }
+  const rotateHalf = g.floats('rope_rotate_half', rotation, [HD, HD]);
+  const rope = (x: string): string => g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [g.op('MatMul', [x, rotateHalf]), sin])]);
 
   let x = g.op('Gather', [g.floats('embed_tokens', weights.embed.data, weights.embed.shape), tokenIds], { axis: 0 });
   const newKv: string[] = [];

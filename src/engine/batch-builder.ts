@@ -80,21 +80,22 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
   const L = Math.max(KEY_ALIGN, Math.ceil(maxKeys / KEY_ALIGN) * KEY_ALIGN);
 
   // Stage 1: the distinct pages the step reads, each contributing all its slots.
-  const gather: number[] = [];
   const touched: number[] = [];
   for (const r of rows) {
     const pages = Math.ceil(r.pastLen / pageSize);
     for (let i = 0; i < pages; i++) {
       const page = r.pageTable[i]!;
       if (pageSlotOf[page] === -1) {
-        pageSlotOf[page] = gather.length;
+        pageSlotOf[page] = touched.length * pageSize;
         touched.push(page);
-        for (let s = 0; s < pageSize; s++) gather.push(page * pageSize + s);
       }
     }
   }
-  if (gather.length === 0) gather.push(0);
-  const U = gather.length;
+  const U = Math.max(1, touched.length * pageSize);
+  const kvGather = new Int32Array(U);
+  touched.forEach((page, i) => {
+    for (let s = 0; s < pageSize; s++) kvGather[i * pageSize + s] = page * pageSize + s;
+  });
 
   const tokenIds = new Int32Array(T);
   const positions = new Int32Array(T);
@@ -122,7 +123,10 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
       const to = Math.min(n, from + Q);
       // Stage 2: the row's keys: past (from the gathered pages), then new tokens up to `to`.
       const keys = keyIndex.subarray(b * L, (b + 1) * L);
-      for (let p = 0; p < past; p++) keys[p] = pageSlotOf[r.pageTable[Math.floor(p / pageSize)]!]! + (p % pageSize);
+      for (let i = 0, p = 0; p < past; i++) {
+        const base = pageSlotOf[r.pageTable[i]!]!;
+        for (let s = 0; s < pageSize && p < past; s++, p++) keys[p] = base + s;
+      }
       for (let j = 0; j < to; j++) keys[past + j] = U + t0 + j;
       for (let j = from; j < to; j++) {
         const q = j - from;
@@ -154,7 +158,7 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     tokenIds,
     positions,
     writeSlots,
-    kvGather: Int32Array.from(gather),
+    kvGather,
     keyIndex,
     queryIndex,
     tokenIndex,

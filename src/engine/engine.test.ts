@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { hashBehaviour } from '../../drivers/mock/driver.ts';
 import { greedy, mockEngine } from '../../test/helpers.ts';
 import { EngineError } from './errors.ts';
+import type { SamplingParams } from './sampler.ts';
 
 const VOCAB = 512;
 /** What the mock model answers, computed without the engine. */
@@ -220,7 +221,7 @@ describe('Engine on the mock driver', () => {
     engine.append(bad, prompt(5, 11));
     engine.append(good, prompt(5, 12));
     const [b, g] = await Promise.all([
-      engine.generate(bad, { maxTokens: 5, constraint: (out) => { if (out.length === 2) throw new Error('grammar broke'); return undefined; } }).result,
+      engine.generate(bad, { maxTokens: 5, ignoreEos: true, sampling: { seed: 1 }, constraint: (out) => { if (out.length === 2) throw new Error('grammar broke'); return undefined; } }).result,
       engine.generate(good, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result,
     ]);
     expect(b.finishReason).toBe('error');
@@ -235,6 +236,23 @@ describe('Engine on the mock driver', () => {
     engine.release(bad);
     engine.release(good);
     expect(engine.stats().pages.inUse).toBe(0);
+  });
+
+  it('applies penalties over what the generation has produced', async () => {
+    const { engine } = await mockEngine({ behaviour: () => 300 });
+    const run = async (sampling: SamplingParams) => {
+      const ctx = engine.createContext();
+      engine.append(ctx, [1, 2]);
+      const r = await engine.generate(ctx, { sampling, maxTokens: 4, ignoreEos: true }).result;
+      engine.release(ctx);
+      return r.tokens;
+    };
+    expect(await run({ temperature: 0 })).toEqual([300, 300, 300, 300]);
+    // The mock's logits fall by 0.5 per id after 300. A frequency penalty of 0.8 per use:
+    // 300 (0) → 301 (-0.5 beats -0.8) → 300 (-0.8 beats -1 and -1.3) → 302 (-1 beats -1.3 and -1.6).
+    expect(await run({ temperature: 0, frequencyPenalty: 0.8 })).toEqual([300, 301, 300, 302]);
+    // The same through the driver's probabilities, at a temperature low enough to be all but greedy.
+    expect(await run({ temperature: 0.01, frequencyPenalty: 0.8, seed: 1 })).toEqual([300, 301, 300, 302]);
   });
 
   it('streams chunks whose text adds up to the result', async () => {

@@ -68,7 +68,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   finished = false;
   private readonly options: GenerateOptions;
   private readonly sampler: Sampler;
-  private readonly history = new TokenHistory();
+  /** Counts for the penalties; none when no penalty is set. */
+  private readonly history: TokenHistory | undefined;
   private readonly decoder: IncrementalDecoder;
   private readonly stopMatcher: StopMatcher;
   private readonly stopIds: ReadonlySet<number>;
@@ -88,7 +89,10 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.window = window;
     this.onFinish = onFinish;
     this.sampler = new Sampler(options.sampling);
-    this.history.addPrompt(ctx.tokens);
+    if (this.sampler.usesHistory) {
+      this.history = new TokenHistory();
+      this.history.addPrompt(ctx.tokens);
+    }
     this.decoder = new IncrementalDecoder(tokenizer, ctx.tokens);
     this.stopMatcher = new StopMatcher(options.stop ?? []);
     this.stopIds = new Set(options.ignoreEos ? [] : (options.stopTokenIds ?? defaultStopIds));
@@ -111,7 +115,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
         : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
     this.ctx.tokens.push(s.token);
     this.generated.push(s.token);
-    this.history.addOutput(s.token);
+    this.history?.addOutput(s.token);
     const lp = s.logprob !== undefined ? { token: s.token, logprob: s.logprob, ...(s.top ? { top: s.top } : {}) } : undefined;
     if (lp) this.logprobs!.push(lp);
     if (this.stopIds.has(s.token)) {

@@ -110,6 +110,12 @@ export class Sampler {
     );
   }
 
+  /** Whether the penalties need the token history at all. */
+  get usesHistory(): boolean {
+    const p = this.params;
+    return (p.repetitionPenalty ?? 1) !== 1 || (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0;
+  }
+
   /** Whether this sampler can work from the driver's probabilities (see `sampleProbs`). */
   get usesProbs(): boolean {
     return !this.isGreedy && (this.params.repetitionPenalty ?? 1) === 1 && this.params.logprobs === undefined;

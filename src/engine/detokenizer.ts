@@ -16,13 +16,17 @@
  */
 import type { Tokenizer } from '../model/tokenizer.ts';
 
-const pieceCaches = new WeakMap<Tokenizer, { anchors: number[][]; texts: Map<number, string | null> }>();
+const pieceCaches = new WeakMap<Tokenizer, { anchors: { ids: number[]; text: string }[]; texts: Map<number, string | null> }>();
 
 /** The text `id` adds in the middle of a stream, or null when that depends on its neighbours. */
 function pieceText(tokenizer: Tokenizer, id: number): string | null {
   let cache = pieceCaches.get(tokenizer);
   if (!cache) {
-    cache = { anchors: [tokenizer.encode('a b', { addBos: false }), tokenizer.encode('x.', { addBos: false })], texts: new Map() };
+    const anchor = (text: string) => {
+      const ids = tokenizer.encode(text, { addBos: false });
+      return { ids, text: tokenizer.decode(ids) };
+    };
+    cache = { anchors: [anchor('a b'), anchor('x.')], texts: new Map() };
     pieceCaches.set(tokenizer, cache);
   }
   let text = cache.texts.get(id);
@@ -30,9 +34,8 @@ function pieceText(tokenizer: Tokenizer, id: number): string | null {
     text = null;
     if (!tokenizer.specialIds.has(id)) {
       const pieces = cache.anchors.map((anchor) => {
-        const base = tokenizer.decode(anchor);
-        const full = tokenizer.decode([...anchor, id]);
-        return full.startsWith(base) ? full.slice(base.length) : null;
+        const full = tokenizer.decode([...anchor.ids, id]);
+        return full.startsWith(anchor.text) ? full.slice(anchor.text.length) : null;
       });
       const [a, b] = pieces;
       if (a && a === b && !a.includes('\uFFFD')) text = a;

@@ -93,6 +93,12 @@ describe.skipIf(!haveLlamaTokenizer)(`the Llama-2 chat template ${SKIP_TOKENIZER
       { role: 'user', content: 'Bye' },
     ]);
     expect(text).toBe('<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello. </s><s>[INST] Bye [/INST]');
+    // Encoded with the template's own BOS and EOS as special tokens, and no second BOS.
+    const ids = llama().encodeChat(text);
+    expect(ids.filter((id) => id === 1)).toHaveLength(2);
+    expect(ids[0]).toBe(1);
+    expect(ids[1]).not.toBe(1);
+    expect(ids.filter((id) => id === 2)).toHaveLength(1);
   });
 
   it('reports the template\'s own errors', () => {
@@ -103,6 +109,13 @@ describe.skipIf(!haveLlamaTokenizer)(`the Llama-2 chat template ${SKIP_TOKENIZER
 });
 
 describe.skipIf(!haveStories)(`the imported stories260K tokenizer ${SKIP_STORIES}`, () => {
+  it('adds BOS to a chat prompt rendered by a template that does not write it', () => {
+    const model = loadModel(storiesModelDir());
+    const ids = model.tokenizer.encodeChat(model.chatTemplate.render([{ role: 'user', content: 'Hi' }]));
+    expect(ids[0]).toBe(1);
+    expect(model.tokenizer.decode(ids)).toBe('User: Hi\nAssistant:');
+  });
+
   it('encodes the reference vectors exactly', () => {
     const tok = loadModel(storiesModelDir()).tokenizer;
     expect(tok.encode('Once upon a time')).toEqual([1, 403, 407, 261, 378]);

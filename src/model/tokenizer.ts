@@ -44,6 +44,16 @@ export class Tokenizer {
     return wantBos && this.bosTokenId != null ? [this.bosTokenId, ...ids] : ids;
   }
 
+  /**
+   * Encodes a rendered chat prompt. Templates that write the BOS token
+   * themselves get no second one; others get BOS as plain text would.
+   */
+  encodeChat(rendered: string): number[] {
+    const ids = this.hf.encode(rendered, { add_special_tokens: false }).ids;
+    if (!this.addBos || this.bosTokenId == null || ids[0] === this.bosTokenId) return ids;
+    return [this.bosTokenId, ...ids];
+  }
+
   decode(ids: readonly number[], options: { skipSpecial?: boolean } = {}): string {
     if (ids.length === 0) return '';
     return this.hf.decode(ids as number[], { skip_special_tokens: options.skipSpecial ?? true, clean_up_tokenization_spaces: false });

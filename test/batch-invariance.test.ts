@@ -73,3 +73,14 @@ describe('the greedy fast path (no logits fetched)', () => {
     });
   });
 });
+
+describe('preemption on the real driver', () => {
+  it('recomputes preempted sequences to exactly the tokens they get alone', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 14, pageSize: 8, prefixCaching: false });
+    const ps = prompts(engine.model.config.vocabSize).slice(0, 6).map((p) => p.slice(0, 20));
+    const solo = await alone(engine, ps, () => 24);
+    const together = await Promise.all(ps.map((p) => greedy(engine, p, 24)));
+    together.forEach((r, i) => expect(r.tokens, `prompt ${i}`).toEqual(solo[i]));
+    expect(engine.scheduler.numPreemptions).toBeGreaterThan(0);
+  });
+});

@@ -7,19 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { referenceForward } from '../drivers/reference/forward.ts';
 import { argmax } from '../src/engine/sampler.ts';
 import type { RandomModelSpec } from '../src/model/random.ts';
-import { greedy, randomModelDir, testEngine } from './helpers.ts';
+import { greedy, randomModelDir, SMALL_SPEC, testEngine } from './helpers.ts';
 
-const base: RandomModelSpec = {
-  architecture: 'LlamaForCausalLM',
-  hiddenSize: 32,
-  intermediateSize: 48,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  vocabSize: 300,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: false,
-};
+const base: RandomModelSpec = { ...SMALL_SPEC, vocabSize: 300 };
 
 const specs: [string, RandomModelSpec][] = [
   ['Mistral with a sliding window of 5', { ...base, architecture: 'MistralForCausalLM', slidingWindow: 5 }],

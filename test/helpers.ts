@@ -41,6 +41,19 @@ function once(name: string, make: (dir: string) => void): string {
   return dir;
 }
 
+/** A very small Llama (GQA, untied head) that architecture variants start from. */
+export const SMALL_SPEC: RandomModelSpec = {
+  architecture: 'LlamaForCausalLM',
+  hiddenSize: 32,
+  intermediateSize: 48,
+  numLayers: 2,
+  numHeads: 4,
+  numKvHeads: 2,
+  vocabSize: 320,
+  maxPositionEmbeddings: 256,
+  tieWordEmbeddings: false,
+};
+
 export function randomModelDir(spec: RandomModelSpec = PRESETS.tiny, seed = 1): string {
   const hash = createHash('sha256').update(JSON.stringify({ spec, seed, v: 1 })).digest('hex').slice(0, 12);
   return once(`random-${hash}`, (dir) => createRandomModel(dir, spec, seed));

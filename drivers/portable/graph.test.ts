@@ -6,7 +6,7 @@
 import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { randomModelDir } from '../../test/helpers.ts';
+import { randomModelDir, SMALL_SPEC } from '../../test/helpers.ts';
 import { buildBatch } from '../../src/engine/batch-builder.ts';
 import { loadModel } from '../../src/model/load.ts';
 import type { RandomModelSpec } from '../../src/model/random.ts';
@@ -14,17 +14,7 @@ import { readSafetensors, writeSafetensors } from '../../src/model/safetensors.t
 import { referenceForward } from '../reference/forward.ts';
 import { PortableDriver } from './driver.ts';
 
-const base: RandomModelSpec = {
-  architecture: 'LlamaForCausalLM',
-  hiddenSize: 32,
-  intermediateSize: 48,
-  numLayers: 2,
-  numHeads: 4,
-  numKvHeads: 2,
-  vocabSize: 320,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: false,
-};
+const base = SMALL_SPEC;
 
 const configs: [string, RandomModelSpec][] = [
   ['Llama with grouped-query attention and an untied head', base],

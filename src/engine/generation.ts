@@ -27,6 +27,8 @@ export interface GenerateOptions {
   constraint?: (generated: readonly number[]) => TokenMask | undefined;
   /** Cancels the generation. */
   signal?: AbortSignal;
+  /** Receives each chunk as it is produced, inside the engine's step (then the generation is not iterable). */
+  onChunk?: (chunk: GenerationChunk) => void;
 }
 
 export interface TokenLogprob {
@@ -173,7 +175,9 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
 
   private emit(text: string, tokens: number[], lp: TokenLogprob | undefined): void {
     this.text += text;
-    this.queue.push({ text, tokens, ...(lp ? { logprobs: [lp] } : {}) });
+    const chunk = { text, tokens, ...(lp ? { logprobs: [lp] } : {}) };
+    if (this.options.onChunk) return this.options.onChunk(chunk);
+    this.queue.push(chunk);
     this.wakeReader?.();
   }
 }

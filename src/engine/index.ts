@@ -14,7 +14,7 @@ export type { EngineOptions, EngineStats, ForwardOptions, ForwardResult, StepSta
 export type { Context } from './context.ts';
 export { Generation } from './generation.ts';
 export type { FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob } from './generation.ts';
-export { Sampler, TokenHistory } from './sampler.ts';
+export { logSumExp, Sampler, TokenHistory, topK } from './sampler.ts';
 export type { SampleResult, SamplingParams, TokenMask, TopLogprob } from './sampler.ts';
 export { IncrementalDecoder } from './detokenizer.ts';
 export { StopMatcher } from './stop-matcher.ts';

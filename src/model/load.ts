@@ -18,17 +18,21 @@ export interface GenerationDefaults {
   repetitionPenalty?: number;
 }
 
-export interface LoadedModel {
+/** A model without its weights: what tokenizing, chat rendering and inferlet hosts need. */
+export interface ModelText {
   name: string;
   dir: string;
   config: ModelConfig;
-  weights: ModelWeights;
   tokenizer: Tokenizer;
   chatTemplate: ChatTemplate;
   /** Token ids that end a generation: generation_config, then config, then the tokenizer's EOS. */
   eosTokenIds: number[];
   bosTokenId: number | null;
   generationDefaults: GenerationDefaults;
+}
+
+export interface LoadedModel extends ModelText {
+  weights: ModelWeights;
 }
 
 function readJson(path: string, required: boolean): Record<string, unknown> | null {
@@ -50,14 +54,24 @@ export function loadModelConfig(dir: string): ModelConfig {
   return parseModelConfig(readJson(join(dir, 'config.json'), true)!, join(dir, 'config.json'));
 }
 
-export function loadModel(dirArg: string, options: { name?: string; fallbackChatTemplate?: string } = {}): LoadedModel {
+export interface LoadOptions {
+  name?: string;
+  fallbackChatTemplate?: string;
+}
+
+export function loadModel(dirArg: string, options: LoadOptions = {}): LoadedModel {
+  const text = loadModelText(dirArg, options);
+  return { ...text, weights: bindWeights(text.config, readModelTensors(text.dir), text.dir) };
+}
+
+/** Everything but the weights: config, tokenizer, chat template, stop tokens. */
+export function loadModelText(dirArg: string, options: LoadOptions = {}): ModelText {
   const dir = resolve(dirArg);
   if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ModelLoadError(`model directory ${dir} does not exist`);
   const config = loadModelConfig(dir);
   const tokJson = readJson(join(dir, 'tokenizer.json'), true)!;
   const tokConfig = (readJson(join(dir, 'tokenizer_config.json'), false) ?? {}) as TokenizerConfig;
   const gen = readJson(join(dir, 'generation_config.json'), false) ?? {};
-  const weights = bindWeights(config, readModelTensors(dir), dir);
   let tokenizer: Tokenizer;
   try {
     tokenizer = new Tokenizer(tokJson, tokConfig);
@@ -78,7 +92,6 @@ export function loadModel(dirArg: string, options: { name?: string; fallbackChat
     name: options.name ?? basename(dir),
     dir,
     config,
-    weights,
     tokenizer,
     chatTemplate,
     eosTokenIds: eos,

@@ -1,0 +1,204 @@
+/**
+ * pie:inferlet/inference: the step-level forward pass and the host-run
+ * generate loop. A generation streams to the caller from here, inside the
+ * engine's step; the guest only pulls chunks if it asks for them.
+ */
+import { TokenHistory, type GenerationResult } from '../../engine/index.ts';
+import { AbiError } from '../abi.ts';
+import type { GuestEnv } from '../guest-env.ts';
+import type { HeldGeneration, Invocation } from '../invocation.ts';
+import { reservePages, reserveTokens, worstCasePages } from '../limits.ts';
+import type { GuestContext } from './context.ts';
+import { heldContext } from './context.ts';
+import { toAbiError } from './errors.ts';
+import type { Handlers } from './host-side.ts';
+import { computeOutput, runsToFlags, toSamplingParams, type WitOutputRequest, type WitSampling } from './sampling.ts';
+
+interface WitForwardArgs {
+  tokens: Uint32Array;
+  attention?: Uint32Array[];
+  outputs: WitOutputRequest[];
+}
+
+interface WitGenerateArgs {
+  sampling: WitSampling;
+  maxTokens?: number;
+  stop: string[];
+  stopTokenIds?: Uint32Array;
+  logprobs?: number;
+  streamAs?: string;
+}
+
+export function guestInference(env: GuestEnv) {
+  class Generation {
+    readonly handle: number;
+    /** Chunks fetched from the host, handed out one per `next`. */
+    private readonly buffered: unknown[] = [];
+    private ended = false;
+    constructor(handle: number) {
+      this.handle = handle;
+    }
+    async next() {
+      if (this.buffered.length === 0 && !this.ended) {
+        const chunks = (await env.call('generation.next', [this.handle])) as unknown[] | null;
+        if (chunks === null) this.ended = true;
+        else this.buffered.push(...chunks);
+      }
+      return this.buffered.shift();
+    }
+    finish() {
+      return env.call('generation.finish', [this.handle]);
+    }
+    cancel() {
+      env.send('generation.cancel', [this.handle]);
+    }
+    [Symbol.dispose]() {
+      env.send('generation.drop', [this.handle]);
+    }
+  }
+  return {
+    Generation,
+    forward: (ctx: GuestContext, args: WitForwardArgs) => env.call('inference.forward', [ctx.handle, args]),
+    generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: unknown) => {
+      if (constraint != null) throw new AbiError('unsupported', 'grammar constraints are not available yet');
+      const h = env.handle();
+      await env.call('inference.generate', [ctx.handle, h, args]);
+      return new Generation(h);
+    },
+  };
+}
+
+const wit = (c: { text: string; tokens: number[]; logprobs?: { token: number; logprob: number }[] }) => ({
+  text: c.text,
+  tokens: Uint32Array.from(c.tokens),
+  logprobs: (c.logprobs ?? []).map((l) => ({ token: l.token, logprob: l.logprob })),
+});
+
+function heldGeneration(inv: Invocation, h: number): HeldGeneration {
+  const g = inv.generations.get(h);
+  if (!g) throw new AbiError('invalid-argument', `generation ${h} does not exist`);
+  return g;
+}
+
+function toWitResult(r: GenerationResult) {
+  if (r.finishReason === 'error') throw toAbiError(r.error) ?? new AbiError('internal', 'generation failed');
+  return {
+    text: r.text,
+    tokens: Uint32Array.from(r.tokens),
+    finishReason: r.finishReason,
+    stopString: typeof r.stopReason === 'string' ? r.stopReason : undefined,
+    stopToken: typeof r.stopReason === 'number' ? r.stopReason : undefined,
+    promptTokens: r.promptTokens,
+    completionTokens: r.completionTokens,
+    cachedTokens: r.cachedTokens,
+    logprobs: (r.logprobs ?? []).map((l) => ({ token: l.token, logprob: l.logprob })),
+  };
+}
+
+export const inferenceHandlers: Handlers = {
+  'inference.forward': async (inv, [h, args]: [number, WitForwardArgs]) => {
+    const { engine, ctx } = heldContext(inv, h);
+    try {
+      engine.append(ctx, Array.from(args.tokens));
+    } catch (err) {
+      throw toAbiError(err);
+    }
+    const pending = Math.max(1, ctx.numPending);
+    for (const o of args.outputs) if (o.row >= pending) throw new AbiError('invalid-argument', `output row ${o.row} is past the ${pending} pending tokens`);
+    if (args.attention && args.attention.length !== pending) {
+      throw new AbiError('invalid-argument', `attention has ${args.attention.length} rows for ${pending} pending tokens`);
+    }
+    const numSampled = args.outputs.filter((o) => o.kind.tag === 'sample').length;
+    if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
+      throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
+    }
+    const pages = worstCasePages(ctx, 0, engine.kv.pageSize);
+    reservePages(inv, pages);
+    inv.reservedTokens += numSampled;
+    try {
+      const base = ctx.length - pending;
+      const rows = args.attention?.map((runs, i) => runsToFlags(runs, base + i + 1));
+      const attend = rows ? (pos: number, key: number) => rows[pos - base]![key] === 1 : undefined;
+      const firstRow = args.outputs.length ? Math.min(...args.outputs.map((o) => o.row)) : pending;
+      const { logits } = await engine.forward(ctx, { numLogits: pending - firstRow, ...(attend ? { attend } : {}) });
+      let history: TokenHistory | undefined;
+      const getHistory = () => {
+        if (!history) (history = new TokenHistory()).addPrompt(ctx.tokens);
+        return history;
+      };
+      const outputs = args.outputs.map((o) => computeOutput(logits[o.row - firstRow]!, o, getHistory));
+      inv.numTokens += numSampled;
+      return outputs;
+    } catch (err) {
+      throw toAbiError(err);
+    } finally {
+      inv.reservedPages -= pages;
+      inv.reservedTokens -= numSampled;
+    }
+  },
+
+  'inference.generate': (inv, [h, gh, args]: [number, number, WitGenerateArgs]) => {
+    const { engine, ctx } = heldContext(inv, h);
+    const V = engine.model.config.vocabSize;
+    if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
+    const sampling = toSamplingParams(args.sampling, V, args.logprobs);
+    const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
+    const tokens = reserveTokens(inv, Math.min(args.maxTokens ?? room, room));
+    const pages = worstCasePages(ctx, tokens, engine.kv.pageSize);
+    try {
+      reservePages(inv, pages);
+    } catch (err) {
+      inv.reservedTokens -= tokens;
+      throw err;
+    }
+    const held: HeldGeneration = { gen: null as never, engine, ctxHandle: h, chunks: [], waiter: null, reservedTokens: tokens, reservedPages: pages };
+    const streamAs = args.streamAs;
+    try {
+      held.gen = engine.generate(ctx, {
+        sampling,
+        maxTokens: tokens,
+        stop: args.stop,
+        ...(args.stopTokenIds ? { stopTokenIds: Array.from(args.stopTokenIds) } : {}),
+        onChunk: (c) => {
+          if (streamAs !== undefined && c.text !== '') inv.emit(streamAs, c.text);
+          held.chunks.push(c);
+          if (held.waiter) {
+            held.waiter(held.chunks.splice(0));
+            held.waiter = null;
+          }
+        },
+      });
+    } catch (err) {
+      inv.reservedTokens -= tokens;
+      inv.reservedPages -= pages;
+      throw toAbiError(err);
+    }
+    inv.generations.set(gh, held);
+    void held.gen.result.then((r) => {
+      inv.reservedTokens -= tokens;
+      inv.reservedPages -= pages;
+      held.reservedTokens = held.reservedPages = 0;
+      inv.numTokens += r.completionTokens;
+      held.waiter?.(null);
+      held.waiter = null;
+    });
+  },
+
+  'generation.next': (inv, [gh]) => {
+    const held = heldGeneration(inv, gh);
+    if (held.chunks.length > 0) return held.chunks.splice(0).map(wit);
+    if (held.gen.finished) return null;
+    return new Promise((resolve) => (held.waiter = (chunks) => resolve(chunks && chunks.map(wit))));
+  },
+
+  'generation.finish': async (inv, [gh]) => toWitResult(await heldGeneration(inv, gh).gen.result),
+
+  'generation.cancel': (inv, [gh]) => inv.generations.get(gh)?.gen.cancel(),
+
+  'generation.drop': (inv, [gh]) => {
+    const held = inv.generations.get(gh);
+    if (!held) return;
+    held.gen.cancel();
+    inv.generations.delete(gh);
+  },
+};

@@ -1,0 +1,59 @@
+/** pie:inferlet/messaging over the host's MessageHub, scoped to the invocation's tenant. */
+import { AbiError } from '../abi.ts';
+import type { GuestEnv } from '../guest-env.ts';
+import type { Handlers } from './host-side.ts';
+
+const MAX_MESSAGE = 1 << 20;
+
+export function guestMessaging(env: GuestEnv) {
+  class Subscription {
+    readonly handle: number;
+    constructor(topic: string) {
+      this.handle = env.handle();
+      env.send('messaging.subscribe', [this.handle, topic]);
+    }
+    async next(timeoutMs?: number) {
+      return (await env.call('messaging.next', [this.handle, timeoutMs])) ?? undefined;
+    }
+    [Symbol.dispose]() {
+      env.send('messaging.unsubscribe', [this.handle]);
+    }
+  }
+  return {
+    Subscription,
+    push: (queue: string, message: string) => env.send('messaging.push', [queue, message]),
+    pull: async (queue: string, timeoutMs?: number) => (await env.call('messaging.pull', [queue, timeoutMs])) ?? undefined,
+    broadcast: (topic: string, message: string) => env.send('messaging.broadcast', [topic, message]),
+  };
+}
+
+function checkSize(message: string): void {
+  // One-way calls cannot return an error: an oversized message fails the invocation.
+  if (message.length > MAX_MESSAGE) throw new Error(`a message is at most ${MAX_MESSAGE} characters, got ${message.length}`);
+}
+
+export const messagingHandlers: Handlers = {
+  'messaging.push': (inv, [queue, message], host) => {
+    checkSize(message);
+    host.hub.push(inv.tenant, queue, message);
+  },
+  'messaging.pull': (inv, [queue, timeoutMs], host) => host.hub.pull(inv.tenant, queue, timeoutMs, inv.signal),
+  'messaging.broadcast': (inv, [topic, message], host) => {
+    checkSize(message);
+    host.hub.broadcast(inv.tenant, topic, message);
+  },
+  'messaging.subscribe': (inv, [h, topic], host) => {
+    inv.subscriptions.set(h, { topic, box: host.hub.subscribe(inv.tenant, topic) });
+  },
+  'messaging.next': (inv, [h, timeoutMs]) => {
+    const sub = inv.subscriptions.get(h);
+    if (!sub) throw new AbiError('invalid-argument', `subscription ${h} does not exist`);
+    return sub.box.take(timeoutMs, inv.signal);
+  },
+  'messaging.unsubscribe': (inv, [h], host) => {
+    const sub = inv.subscriptions.get(h);
+    if (!sub) return;
+    inv.subscriptions.delete(h);
+    host.hub.unsubscribe(inv.tenant, sub.topic, sub.box);
+  },
+};

@@ -1,0 +1,105 @@
+/**
+ * Components on disk: a component's bytes are hashed, transpiled once with jco
+ * (JSPI mode: the guest's synchronous calls to suspending imports await the
+ * host's promises) and the output kept under the cache folder by hash, so a
+ * later load of the same bytes, in this process or the next, skips jco.
+ * Imports are checked first: anything outside the ABI refuses the component.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { ASYNC_IMPORTS, checkImport } from './abi.ts';
+
+export interface StoredComponent {
+  /** sha256 of the component's bytes (hex). */
+  hash: string;
+  /** Folder with the transpiled module (`component.js`) and its core wasm files. */
+  dir: string;
+  /** The component's imports, as jco names them. */
+  imports: string[];
+  sizeBytes: number;
+}
+
+export class ComponentLoadError extends Error {
+  override name = 'ComponentLoadError';
+}
+
+const ENTRY = 'component';
+/** Bump when the transpile options change, so stale cache entries are not reused. */
+const CACHE_FORMAT = 1;
+
+export class ComponentStore {
+  readonly cacheDir: string;
+  private readonly loaded = new Map<string, Promise<StoredComponent>>();
+
+  constructor(cacheDir: string) {
+    this.cacheDir = cacheDir;
+  }
+
+  /** Loads a component from bytes or a file path; cached on disk and in memory by content hash. */
+  load(source: Uint8Array | string): Promise<StoredComponent> {
+    let bytes: Uint8Array;
+    try {
+      bytes = typeof source === 'string' ? readFileSync(source) : source;
+    } catch (err) {
+      return Promise.reject(new ComponentLoadError(`cannot read ${String(source)}: ${(err as Error).message}`));
+    }
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    let entry = this.loaded.get(hash);
+    if (!entry) {
+      entry = this.prepare(hash, bytes);
+      this.loaded.set(hash, entry);
+      entry.catch(() => this.loaded.delete(hash));
+    }
+    return entry;
+  }
+
+  private async prepare(hash: string, bytes: Uint8Array): Promise<StoredComponent> {
+    const dir = join(this.cacheDir, `v${CACHE_FORMAT}-${hash}`);
+    const manifestPath = join(dir, 'manifest.json');
+    if (existsSync(manifestPath)) {
+      const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { imports: string[] };
+      return { hash, dir, imports: manifest.imports, sizeBytes: bytes.length };
+    }
+    const { transpile } = await import('@bytecodealliance/jco');
+    let out: Awaited<ReturnType<typeof transpile>>;
+    try {
+      out = await transpile(bytes, {
+        name: ENTRY,
+        instantiation: 'async',
+        asyncMode: 'jspi',
+        asyncImports: ASYNC_IMPORTS,
+        asyncExports: ['run'],
+        noTypescript: true,
+        quiet: true,
+      });
+    } catch (err) {
+      throw new ComponentLoadError(`not a valid WebAssembly component: ${(err as Error).message ?? err}`);
+    }
+    const refused = out.imports.map(checkImport).filter((v) => !v.ok);
+    if (refused.length > 0) throw new ComponentLoadError(`component refused: ${refused.map((v) => (v.ok ? '' : v.reason)).join('; ')}`);
+    if (!out.exports.some(([name, kind]) => name === 'run' && kind === 'function')) {
+      throw new ComponentLoadError('component refused: it does not export `run` (world pie:inferlet/inferlet)');
+    }
+    // Write beside, then rename: a concurrent process never sees half a folder.
+    const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+    for (const [name, data] of Object.entries(out.files)) {
+      const path = join(tmp, name);
+      mkdirSync(dirname(path), { recursive: true });
+      writeFileSync(path, data);
+    }
+    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ imports: out.imports, exports: out.exports }));
+    mkdirSync(this.cacheDir, { recursive: true });
+    try {
+      renameSync(tmp, dir);
+    } catch {
+      rmSync(tmp, { recursive: true, force: true }); // another process won the race; its copy is identical
+    }
+    return { hash, dir, imports: out.imports, sizeBytes: bytes.length };
+  }
+}
+
+/** The transpiled module's entry file inside a stored component's folder. */
+export function entryFile(component: StoredComponent): string {
+  return join(component.dir, `${ENTRY}.js`);
+}

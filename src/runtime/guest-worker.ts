@@ -1,0 +1,268 @@
+/**
+ * A guest worker: hosts many inferlet instances on one thread. Each guest's
+ * code is synchronous; when it calls a suspending import, JSPI parks its
+ * stack and the thread runs the others, so their calls leave together in one
+ * message per event-loop turn and meet in the same engine step.
+ *
+ *   start ─► take a warm instance (or instantiate) ─► bind it to the invocation ─► run()
+ *   guest import ─► local answer (tokenizer, chat, output flags)
+ *                └► call: queued, posted in this turn's batch ─► reply resumes the guest
+ *   cancel ─► fail the instance's waiting calls (the guest traps out of them)
+ *
+ * A beat counter in shared memory, bumped by this thread's event loop, lets
+ * the host see a guest that never yields (see InferletHost's watchdog).
+ */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { parentPort, workerData } from 'node:worker_threads';
+import { loadModelText, type ModelText } from '../model/load.ts';
+import { INTERFACES, interfaceKey } from './abi.ts';
+import { guestChat } from './bindings/chat.ts';
+import { guestContext } from './bindings/context.ts';
+import { guestGrammar } from './bindings/grammar.ts';
+import { guestInference } from './bindings/inference.ts';
+import { guestMessaging } from './bindings/messaging.ts';
+import { guestModel } from './bindings/model.ts';
+import { guestOutput } from './bindings/output.ts';
+import { guestRuntime } from './bindings/runtime.ts';
+import { GuestResultError, type GuestEnv } from './guest-env.ts';
+import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from './protocol.ts';
+
+const port = parentPort!;
+const heartbeat = new Int32Array(workerData.heartbeat as SharedArrayBuffer);
+const BEAT_MS = 20;
+setInterval(() => Atomics.add(heartbeat, HEARTBEAT.beat, 1), BEAT_MS);
+
+const post = (m: WorkerToHost) => port.postMessage(m);
+
+// ---- calls to the host, batched per event-loop turn ----
+
+let nextCallId = 1;
+const pending = new Map<number, { inv: number; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+let outbox: Call[] = [];
+function enqueue(call: Call): void {
+  if (outbox.length === 0) setImmediate(flush);
+  outbox.push(call);
+}
+function flush(): void {
+  const calls = outbox;
+  outbox = [];
+  if (calls.length > 0) post({ t: 'calls', calls });
+}
+
+function onReplies(replies: Reply[]): void {
+  for (const [id, ok, value] of replies) {
+    const p = pending.get(id);
+    if (!p) continue;
+    pending.delete(id);
+    if (ok) p.resolve(value);
+    else if (value.kind === 'abi') p.reject(new GuestResultError(value.code, value.message));
+    else p.reject(new Error(value.message));
+  }
+}
+
+// ---- models: tokenizers and templates, loaded once per worker ----
+
+const modelTexts = new Map<string, ModelText>();
+function modelText(desc: ModelDescriptor): ModelText {
+  const key = `${desc.name}\0${desc.dir}`;
+  let text = modelTexts.get(key);
+  if (!text) modelTexts.set(key, (text = loadModelText(desc.dir, { name: desc.name, fallbackChatTemplate: desc.chatTemplate })));
+  return text;
+}
+
+// ---- instances ----
+
+class InstanceEnv implements GuestEnv {
+  inv = 0;
+  instanceId = '';
+  tenant = '';
+  input = 'null';
+  models = new Map<string, ModelDescriptor>();
+  cancelled = false;
+  memoryLimit = Infinity;
+  /** Set when the instance broke a limit: the host reports it as such. */
+  limitError: string | null = null;
+  readonly memories: WebAssembly.Memory[] = [];
+  private nextHandle = 1;
+
+  modelText(name: string): ModelText {
+    return modelText(this.models.get(name)!);
+  }
+  call(op: string, args: unknown[]): Promise<unknown> {
+    if (this.cancelled) return Promise.reject(new Error('the invocation was cancelled'));
+    const id = nextCallId++;
+    enqueue([this.inv, id, op, args]);
+    return new Promise((resolve, reject) => pending.set(id, { inv: this.inv, resolve, reject }));
+  }
+  send(op: string, args: unknown[]): void {
+    if (!this.cancelled) enqueue([this.inv, 0, op, args]);
+  }
+  handle(): number {
+    return this.nextHandle++;
+  }
+  memoryBytes(): number {
+    let n = 0;
+    for (const m of this.memories) n += m.buffer.byteLength;
+    return n;
+  }
+  /** Runs at every entry into the host and every resumption of the guest. */
+  enter(): void {
+    if (this.inv === 0) throw new Error('this instance is not bound to an invocation');
+    Atomics.store(heartbeat, HEARTBEAT.running, this.inv);
+    if (this.memoryBytes() > this.memoryLimit) {
+      this.limitError = `the inferlet's linear memory (${this.memoryBytes()} bytes) exceeds its limit of ${this.memoryLimit} bytes`;
+      throw new Error(this.limitError);
+    }
+  }
+}
+
+/** Every import function (and resource method) runs `env.enter()` before it and on resuming. */
+function guard<T extends object>(env: InstanceEnv, obj: T): T {
+  const wrap = (fn: (...a: unknown[]) => unknown) =>
+    function (this: unknown, ...args: unknown[]) {
+      env.enter();
+      const r = fn.apply(this, args);
+      if (!(r instanceof Promise)) return r;
+      return r.then(
+        (v) => (env.enter(), v),
+        (e) => {
+          env.enter();
+          throw e;
+        },
+      );
+    };
+  for (const [key, value] of Object.entries(obj)) {
+    if (typeof value !== 'function') continue;
+    if (/^[A-Z]/.test(key)) {
+      const cls = value as unknown as Record<string, unknown> & { prototype: Record<string, unknown> };
+      for (const name of Object.getOwnPropertyNames(cls)) if (typeof cls[name] === 'function' && name !== 'prototype') cls[name] = wrap(cls[name] as never);
+      for (const name of Object.getOwnPropertyNames(cls.prototype)) if (name !== 'constructor') cls.prototype[name] = wrap(cls.prototype[name] as never);
+    } else {
+      (obj as Record<string, unknown>)[key] = wrap(value as never);
+    }
+  }
+  return obj;
+}
+
+function importsFor(env: InstanceEnv): Record<string, object> {
+  const parts: Record<(typeof INTERFACES)[number], object> = {
+    types: {},
+    runtime: guestRuntime(env),
+    model: guestModel(env),
+    context: guestContext(env),
+    grammar: guestGrammar(),
+    inference: guestInference(env),
+    chat: guestChat(),
+    messaging: guestMessaging(env),
+    output: guestOutput(env),
+  };
+  return Object.fromEntries(INTERFACES.map((name) => [interfaceKey(name), guard(env, parts[name])]));
+}
+
+type InstantiateCore = (module: WebAssembly.Module, imports?: WebAssembly.Imports) => Promise<WebAssembly.Instance>;
+interface Compiled {
+  /** jco's entry point (instantiation: async). */
+  instantiate: (getCoreModule: (path: string) => WebAssembly.Module, imports: object, instantiateCore: InstantiateCore) => Promise<{ run(): Promise<void> }>;
+  modules: Map<string, WebAssembly.Module>;
+}
+
+const compiled = new Map<string, Promise<Compiled>>();
+function compile(dir: string): Promise<Compiled> {
+  let c = compiled.get(dir);
+  if (!c) {
+    c = (async () => {
+      const modules = new Map<string, WebAssembly.Module>();
+      const { readFile } = await import('node:fs/promises');
+      for (const f of readdirSync(dir)) if (f.endsWith('.wasm')) modules.set(f, await WebAssembly.compile(await readFile(join(dir, f))));
+      const mod = (await import(pathToFileURL(join(dir, 'component.js')).href)) as Pick<Compiled, 'instantiate'>;
+      return { instantiate: mod.instantiate, modules };
+    })();
+    compiled.set(dir, c);
+    c.catch(() => compiled.delete(dir));
+  }
+  return c;
+}
+
+interface Prepared {
+  env: InstanceEnv;
+  instance: { run(): Promise<void> };
+}
+
+async function prepare(dir: string): Promise<Prepared> {
+  const c = await compile(dir);
+  const env = new InstanceEnv();
+  const instance = await c.instantiate((p) => c.modules.get(p)!, importsFor(env), async (module, imports) => {
+    const inst = await WebAssembly.instantiate(module, imports);
+    for (const v of Object.values(inst.exports)) if (v instanceof WebAssembly.Memory) env.memories.push(v);
+    return inst;
+  });
+  return { env, instance };
+}
+
+/** Instances instantiated ahead of need, per component. */
+const warm = new Map<string, Prepared[]>();
+const warmTarget = new Map<string, number>();
+async function refill(dir: string): Promise<void> {
+  const pool = warm.get(dir) ?? [];
+  warm.set(dir, pool);
+  while (pool.length < (warmTarget.get(dir) ?? 0)) pool.push(await prepare(dir));
+}
+
+const running = new Map<number, InstanceEnv>();
+
+async function start(msg: StartMessage): Promise<void> {
+  let env: InstanceEnv | undefined;
+  try {
+    const prepared = warm.get(msg.componentDir)?.shift() ?? (await prepare(msg.componentDir));
+    if ((warmTarget.get(msg.componentDir) ?? 0) > 0) setImmediate(() => void refill(msg.componentDir).catch(() => {}));
+    env = prepared.env;
+    Object.assign(env, { inv: msg.inv, instanceId: msg.instanceId, tenant: msg.tenant, input: msg.input, memoryLimit: msg.limits.memoryBytes });
+    for (const m of msg.models) env.models.set(m.name, m);
+    running.set(msg.inv, env);
+    Atomics.store(heartbeat, HEARTBEAT.running, msg.inv);
+    await prepared.instance.run();
+    finish(msg.inv, env, null);
+  } catch (err) {
+    finish(msg.inv, env, describe(err));
+  }
+}
+
+function describe(err: unknown): string {
+  const e = err as { payload?: unknown; message?: string };
+  if (e && typeof e.payload === 'string') return e.payload;
+  return e?.message ?? String(err);
+}
+
+function finish(inv: number, env: InstanceEnv | undefined, error: string | null): void {
+  running.delete(inv);
+  flush(); // the guest's last one-way calls (set-result, emit) go before `done`
+  const limit = env?.limitError ?? null;
+  post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0 });
+  if (Atomics.load(heartbeat, HEARTBEAT.running) === inv) Atomics.store(heartbeat, HEARTBEAT.running, 0);
+}
+
+port.on('message', (msg: HostToWorker) => {
+  switch (msg.t) {
+    case 'replies':
+      return onReplies(msg.replies);
+    case 'start':
+      return void start(msg);
+    case 'cancel': {
+      const env = running.get(msg.inv);
+      if (!env) return;
+      env.cancelled = true;
+      for (const [id, p] of pending) {
+        if (p.inv !== msg.inv) continue;
+        pending.delete(id);
+        p.reject(new Error(msg.reason));
+      }
+      return;
+    }
+    case 'warm':
+      warmTarget.set(msg.componentDir, msg.count);
+      return void refill(msg.componentDir).catch((err) => post({ t: 'log', level: 'error', message: `warming ${msg.componentDir}: ${describe(err)}` }));
+  }
+});
+post({ t: 'ready' });

@@ -1,0 +1,345 @@
+/**
+ * The inferlet host: runs invocations of components on a few guest workers
+ * and answers their calls against the engines, on the caller's thread.
+ *
+ *   invoke ─► pick the least-loaded healthy worker ─► start
+ *   worker batch of calls ─► binding handler (one file per WIT interface)
+ *                          ─► replies batched back per worker
+ *   done / cancel / wall time / watchdog ─► release contexts, generations,
+ *                          subscriptions ─► settle the invocation
+ *
+ * Watchdog: each worker bumps a shared counter from its event loop. A worker
+ * whose counter stops is passed over for new work at once, and after
+ * `stallMs` it is terminated: the invocation that was running fails as stuck,
+ * the others it hosted fail as collateral, and a fresh worker takes its place.
+ */
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Engine } from '../engine/index.ts';
+import { AbiError } from './abi.ts';
+import { contextHandlers } from './bindings/context.ts';
+import type { HostSide, Handlers } from './bindings/host-side.ts';
+import { inferenceHandlers } from './bindings/inference.ts';
+import { messagingHandlers } from './bindings/messaging.ts';
+import { outputHandlers } from './bindings/output.ts';
+import { runtimeHandlers } from './bindings/runtime.ts';
+import { ComponentStore, type StoredComponent } from './component-store.ts';
+import { Invocation, InvocationError } from './invocation.ts';
+import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
+import { MessageHub } from './message-hub.ts';
+import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from './protocol.ts';
+
+export interface HostOptions {
+  /** The engines inferlets may use, by their model's served name. */
+  engines: Engine[];
+  /** Guest worker threads (default: 2, at most the number of cores). */
+  workers?: number;
+  /** Default per-invocation limits (kvPages defaults to each pool's size). */
+  limits?: Partial<InstanceLimits>;
+  /** Where transpiled components are cached (default: a folder in the OS temp dir). */
+  cacheDir?: string;
+  /** A worker whose event loop has not turned for this long is terminated (default 2000 ms). */
+  stallMs?: number;
+  /** Instances kept instantiated ahead of need, per component and worker (default 2). */
+  warmInstances?: number;
+  /** Where guests' log lines go (default: stderr). */
+  log?: (line: string) => void;
+}
+
+export interface InvokeOptions {
+  /** The invocation's input: any JSON value (default null). */
+  input?: unknown;
+  tenant?: string;
+  /** Models it may load (default: all). */
+  models?: string[];
+  limits?: Partial<InstanceLimits>;
+  signal?: AbortSignal;
+}
+
+export interface HostStats {
+  workers: number;
+  running: number;
+  started: number;
+  succeeded: number;
+  failed: number;
+  cancelled: number;
+  workerRestarts: number;
+}
+
+const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
+
+class WorkerSlot {
+  readonly worker: Worker;
+  readonly heartbeat = new Int32Array(new SharedArrayBuffer(HEARTBEAT.size * 4));
+  readonly invocations = new Set<Invocation>();
+  readonly ready: Promise<void>;
+  lastBeat = -1;
+  lastBeatAt = performance.now();
+  replies: Reply[] = [];
+  warmed = new Set<string>();
+  dead = false;
+
+  constructor() {
+    this.worker = new Worker(new URL('./guest-worker.ts', import.meta.url), { workerData: { heartbeat: this.heartbeat.buffer } });
+    this.ready = new Promise((resolve) => {
+      const onReady = (m: WorkerToHost) => {
+        if (m.t !== 'ready') return;
+        this.worker.off('message', onReady);
+        resolve();
+      };
+      this.worker.on('message', onReady);
+    });
+  }
+
+  send(m: HostToWorker): void {
+    if (!this.dead) this.worker.postMessage(m);
+  }
+
+  reply(r: Reply): void {
+    if (this.replies.length === 0) setImmediate(() => this.flushReplies());
+    this.replies.push(r);
+  }
+
+  private flushReplies(): void {
+    const replies = this.replies;
+    this.replies = [];
+    if (replies.length > 0) this.send({ t: 'replies', replies });
+  }
+
+  /** Whether its event loop turned recently. */
+  get responsive(): boolean {
+    return performance.now() - this.lastBeatAt < 200;
+  }
+}
+
+export class InferletHost implements HostSide {
+  readonly store: ComponentStore;
+  readonly hub = new MessageHub();
+  private readonly engines = new Map<string, Engine>();
+  private readonly slots: WorkerSlot[] = [];
+  private readonly where = new Map<number, WorkerSlot>();
+  private readonly running = new Map<number, Invocation>();
+  private readonly limits: InstanceLimits;
+  private readonly stallMs: number;
+  private readonly warmInstances: number;
+  private readonly logLine: (line: string) => void;
+  private readonly watchdog: NodeJS.Timeout;
+  private nextInv = 1;
+  private closed = false;
+  private readonly counts = { started: 0, succeeded: 0, failed: 0, cancelled: 0, workerRestarts: 0 };
+
+  private constructor(options: HostOptions) {
+    for (const e of options.engines) this.engines.set(e.model.name, e);
+    const smallestPool = Math.min(...options.engines.map((e) => e.kv.pool.numPages));
+    this.limits = resolveLimits({ ...DEFAULT_LIMITS, kvPages: smallestPool }, options.limits);
+    this.store = new ComponentStore(options.cacheDir ?? join(tmpdir(), 'pie-components'));
+    this.stallMs = options.stallMs ?? 2000;
+    this.warmInstances = options.warmInstances ?? 2;
+    this.logLine = options.log ?? ((l) => process.stderr.write(l + '\n'));
+    const n = Math.max(1, options.workers ?? Math.min(2, cpus().length));
+    for (let i = 0; i < n; i++) this.slots.push(this.spawn());
+    this.watchdog = setInterval(() => this.watch(), Math.max(10, Math.min(100, this.stallMs / 4)));
+    this.watchdog.unref();
+  }
+
+  static async start(options: HostOptions): Promise<InferletHost> {
+    if (options.engines.length === 0) throw new Error('an inferlet host needs at least one engine');
+    const host = new InferletHost(options);
+    await Promise.all(host.slots.map((s) => s.ready));
+    return host;
+  }
+
+  /** Loads (transpiles and caches) a component from bytes or a .wasm path. */
+  load(source: Uint8Array | string): Promise<StoredComponent> {
+    return this.store.load(source);
+  }
+
+  /** Starts an invocation; its events, result and cancel are on the returned handle. */
+  invoke(component: StoredComponent, options: InvokeOptions = {}): Invocation {
+    if (this.closed) throw new Error('the inferlet host is closed');
+    const limits = resolveLimits(this.limits, options.limits);
+    const inv = new Invocation(this.nextInv++, options.tenant ?? 'default', limits, (i, reason) => this.end(i, new InvocationError('cancelled', reason)));
+    const models = options.models ?? [...this.engines.keys()];
+    for (const m of models) if (!this.engines.has(m)) throw new Error(`no engine serves model "${m}"`);
+    inv.allowedModels = new Set(models);
+    const slot = this.pick();
+    this.counts.started++;
+    this.running.set(inv.id, inv);
+    this.where.set(inv.id, slot);
+    slot.invocations.add(inv);
+    if (this.warmInstances > 0 && !slot.warmed.has(component.dir)) {
+      slot.warmed.add(component.dir);
+      slot.send({ t: 'warm', componentDir: component.dir, count: this.warmInstances });
+    }
+    slot.send({
+      t: 'start',
+      inv: inv.id,
+      instanceId: inv.instanceId,
+      componentDir: component.dir,
+      input: JSON.stringify(options.input ?? null),
+      tenant: inv.tenant,
+      models: models.map((name) => this.describe(name)),
+      limits,
+    });
+    const timer = setTimeout(() => this.end(inv, new InvocationError('limit', `the invocation exceeded its wall time of ${limits.wallTimeMs} ms`)), limits.wallTimeMs);
+    timer.unref();
+    void inv.result.finally(() => clearTimeout(timer)).catch(() => {});
+    const signal = options.signal;
+    if (signal) {
+      const onAbort = () => inv.cancel('the caller went away');
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        void inv.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
+      }
+    }
+    return inv;
+  }
+
+  stats(): HostStats {
+    return { workers: this.slots.length, running: this.running.size, ...this.counts };
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.watchdog);
+    for (const inv of [...this.running.values()]) this.end(inv, new InvocationError('cancelled', 'the server is shutting down'));
+    await Promise.all(this.slots.map((s) => ((s.dead = true), s.worker.terminate())));
+  }
+
+  // ---- HostSide (what the bindings see) ----
+
+  engine(inv: Invocation, model: string): Engine {
+    const e = inv.allowedModels.has(model) ? this.engines.get(model) : undefined;
+    if (!e) throw new AbiError('not-found', `no model named "${model}"`);
+    return e;
+  }
+
+  log(inv: Invocation, level: string, message: string): void {
+    this.logLine(`[${inv.instanceId}] ${level}: ${message}`);
+  }
+
+  // ---- workers ----
+
+  private spawn(): WorkerSlot {
+    const slot = new WorkerSlot();
+    slot.worker.on('message', (m: WorkerToHost) => this.onMessage(slot, m));
+    slot.worker.on('error', (err) => this.lose(slot, `its worker crashed: ${err.message}`, null));
+    slot.worker.on('exit', () => {
+      if (!slot.dead) this.lose(slot, 'its worker exited', null);
+    });
+    return slot;
+  }
+
+  private pick(): WorkerSlot {
+    let best: WorkerSlot | undefined;
+    for (const s of this.slots) {
+      if (s.dead || !s.responsive) continue;
+      if (!best || s.invocations.size < best.invocations.size) best = s;
+    }
+    // All workers busy with guests that do not yield: queue behind the least loaded anyway.
+    return best ?? this.slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
+  }
+
+  private watch(): void {
+    const now = performance.now();
+    for (const slot of this.slots) {
+      const beat = Atomics.load(slot.heartbeat, HEARTBEAT.beat);
+      if (beat !== slot.lastBeat) {
+        slot.lastBeat = beat;
+        slot.lastBeatAt = now;
+      } else if (now - slot.lastBeatAt > this.stallMs && !slot.dead) {
+        const stuck = Atomics.load(slot.heartbeat, HEARTBEAT.running);
+        this.lose(slot, `its worker was stopped because another invocation on it did not yield for ${this.stallMs} ms`, stuck);
+      }
+    }
+  }
+
+  /** Terminates a worker, fails what it hosted and replaces it. */
+  private lose(slot: WorkerSlot, reason: string, stuck: number | null): void {
+    if (slot.dead) return;
+    slot.dead = true;
+    void slot.worker.terminate();
+    for (const inv of [...slot.invocations]) {
+      const err =
+        inv.id === stuck
+          ? new InvocationError('limit', `the inferlet ran for ${this.stallMs} ms without yielding (a loop that never calls the host?) and was stopped`)
+          : new InvocationError('guest', `the invocation was lost: ${reason}`);
+      this.end(inv, err);
+    }
+    const i = this.slots.indexOf(slot);
+    if (i >= 0 && !this.closed) {
+      this.counts.workerRestarts++;
+      this.slots[i] = this.spawn();
+    }
+  }
+
+  private onMessage(slot: WorkerSlot, m: WorkerToHost): void {
+    switch (m.t) {
+      case 'calls':
+        for (const call of m.calls) this.dispatch(slot, call);
+        return;
+      case 'done': {
+        const inv = this.running.get(m.inv);
+        slot.invocations.forEach((i) => i.id === m.inv && slot.invocations.delete(i));
+        if (!inv) return;
+        inv.peakMemoryBytes = m.peakMemoryBytes;
+        this.end(inv, m.error === null ? null : new InvocationError(m.limit ? 'limit' : 'guest', m.error));
+        return;
+      }
+      case 'log':
+        this.logLine(`[inferlet worker] ${m.level}: ${m.message}`);
+        return;
+    }
+  }
+
+  private dispatch(slot: WorkerSlot, [invId, id, op, args]: Call): void {
+    const inv = this.running.get(invId);
+    const answer = (r: Reply): void => {
+      if (id !== 0) slot.reply(r);
+    };
+    if (!inv) return answer([id, false, { kind: 'trap', code: 'cancelled', message: 'the invocation has ended' }]);
+    const fail = (err: unknown) => {
+      if (err instanceof AbiError) return answer([id, false, { kind: 'abi', code: err.code, message: err.message }]);
+      const message = err instanceof Error ? err.message : String(err);
+      if (id === 0) return this.end(inv, new InvocationError('guest', `${op} failed: ${message}`));
+      answer([id, false, { kind: 'trap', code: 'internal', message: `${op} failed: ${message}` }]);
+    };
+    const handler = HANDLERS[op];
+    if (!handler) return fail(new Error(`unknown call ${op}`));
+    try {
+      const value = handler(inv, args, this);
+      if (value instanceof Promise) value.then((v) => answer([id, true, v]), fail);
+      else answer([id, true, value]);
+    } catch (err) {
+      fail(err);
+    }
+  }
+
+  /** Ends an invocation on any path: tells its worker, releases everything it holds, settles it. */
+  private end(inv: Invocation, error: InvocationError | null): void {
+    if (inv.done) return;
+    this.running.delete(inv.id);
+    const slot = this.where.get(inv.id);
+    this.where.delete(inv.id);
+    if (error && slot && !slot.dead && slot.invocations.has(inv)) slot.send({ t: 'cancel', inv: inv.id, reason: error.message });
+    for (const g of inv.generations.values()) g.gen.cancel();
+    inv.generations.clear();
+    for (const { engine, ctx } of inv.contexts.values()) engine.release(ctx);
+    inv.contexts.clear();
+    for (const { topic, box } of inv.subscriptions.values()) this.hub.unsubscribe(inv.tenant, topic, box);
+    inv.subscriptions.clear();
+    inv.reservedPages = inv.reservedTokens = 0;
+    if (!error) this.counts.succeeded++;
+    else if (error.kind === 'cancelled') this.counts.cancelled++;
+    else this.counts.failed++;
+    inv.settle(error);
+  }
+
+  private describe(name: string): ModelDescriptor {
+    const e = this.engines.get(name)!;
+    return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.kv.pageSize };
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * Per-invocation limits and the accounting behind them. Pages are counted as
+ * the distinct pages the invocation's contexts hold (forks share theirs) plus
+ * a worst-case reservation for the work it has running; tokens as generated
+ * plus reserved. A call that would pass a limit fails with limit-exceeded
+ * before anything is queued.
+ */
+import type { Context } from '../engine/index.ts';
+import { AbiError } from './abi.ts';
+import type { Invocation } from './invocation.ts';
+import type { InstanceLimits } from './protocol.ts';
+
+export const DEFAULT_LIMITS: InstanceLimits = {
+  memoryBytes: 256 * 1024 * 1024,
+  kvPages: Number.MAX_SAFE_INTEGER, // the host narrows this to its pool size
+  tokens: 1_000_000,
+  wallTimeMs: 10 * 60 * 1000,
+};
+
+export function resolveLimits(base: InstanceLimits, override: Partial<InstanceLimits> = {}): InstanceLimits {
+  const out = { ...base };
+  for (const key of Object.keys(base) as (keyof InstanceLimits)[]) {
+    const v = override[key];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !(v > 0)) throw new RangeError(`limit ${key} must be a positive number, got ${String(v)}`);
+    out[key] = v;
+  }
+  return out;
+}
+
+/** Distinct KV pages held by the invocation's contexts. */
+export function pagesHeld(inv: Invocation): number {
+  const pages = new Set<number>();
+  for (const { ctx } of inv.contexts.values()) for (const p of ctx.pageTable) pages.add(p);
+  return pages.size;
+}
+
+/** Most new pages computing `ctx` up to `newTokens` more tokens can take (a shared partial page is copied). */
+export function worstCasePages(ctx: Context, newTokens: number, pageSize: number): number {
+  return Math.max(0, Math.ceil((ctx.length + newTokens) / pageSize) - Math.floor(ctx.numComputed / pageSize));
+}
+
+/** Reserves pages for work on the invocation, or throws limit-exceeded. */
+export function reservePages(inv: Invocation, pages: number): void {
+  const held = pagesHeld(inv);
+  if (held + inv.reservedPages + pages > inv.limits.kvPages) {
+    throw new AbiError(
+      'limit-exceeded',
+      `this needs up to ${pages} more KV pages; the invocation holds ${held} and has ${inv.reservedPages} reserved, its limit is ${inv.limits.kvPages}`,
+    );
+  }
+  inv.reservedPages += pages;
+}
+
+/** Reserves up to `wanted` tokens (all that are left if undefined); throws when none are left. */
+export function reserveTokens(inv: Invocation, wanted: number): number {
+  const left = inv.limits.tokens - inv.numTokens - inv.reservedTokens;
+  if (left <= 0) throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
+  const n = Math.min(wanted, left);
+  inv.reservedTokens += n;
+  return n;
+}

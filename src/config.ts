@@ -18,6 +18,16 @@ export interface Config {
     prefixCaching: boolean;
     threads: number;
   };
+  inferlets: {
+    workers: number;
+    cacheDir: string;
+    stallMs: number;
+    warmInstances: number;
+    memoryMb: number;
+    kvPages: number;
+    maxTokens: number;
+    wallTimeS: number;
+  };
 }
 
 export class ConfigError extends Error {
@@ -62,6 +72,16 @@ const SCHEMA: Record<string, Record<string, [Check, unknown, string]>> = {
     max_rows_per_step: [positiveInt, 256, 'maxRowsPerStep'],
     prefix_caching: [bool, true, 'prefixCaching'],
     threads: [nonNegativeInt, 0, 'threads'],
+  },
+  inferlets: {
+    workers: [positiveInt, 2, 'workers'],
+    cache_dir: [str, '.cache/components', 'cacheDir'],
+    stall_ms: [positiveInt, 2000, 'stallMs'],
+    warm_instances: [nonNegativeInt, 2, 'warmInstances'],
+    memory_mb: [positiveInt, 256, 'memoryMb'],
+    kv_pages: [nonNegativeInt, 0, 'kvPages'],
+    max_tokens: [positiveInt, 1000000, 'maxTokens'],
+    wall_time_s: [positiveInt, 600, 'wallTimeS'],
   },
 };
 

@@ -5,16 +5,20 @@
  *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
+ *   pie build SRC -o OUT.wasm [--engine qjs|sm]
+ *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
  */
 import { parseArgs } from 'node:util';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../config.ts';
-import { startEngine } from '../engine/index.ts';
-import { ensureDefaultModel } from '../model/default-model.ts';
 import { ModelLoadError } from '../model/errors.ts';
 import { importLlama2c } from '../model/llama2c.ts';
 import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
+import { ComponentLoadError } from '../runtime/component-store.ts';
+import { BuildError } from '../runtime/build.ts';
+import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
+import { engineFromConfig } from './start.ts';
 
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/default.toml', import.meta.url));
 
@@ -22,9 +26,9 @@ const USAGE = `usage:
   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
                [--temperature T] [--top-p P] [--top-k K] [--seed S]
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
-  pie model create-random OUT_DIR --preset tiny|bench [--seed N]`;
-
-class UsageError extends Error {}
+  pie model create-random OUT_DIR --preset tiny|bench [--seed N]
+  pie build SRC -o OUT.wasm [--engine qjs|sm]
+  pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]`;
 
 function number(value: string | undefined, flag: string, integer: boolean): number | undefined {
   if (value === undefined) return undefined;
@@ -49,17 +53,7 @@ async function generate(argv: string[]): Promise<void> {
   });
   const config = loadConfig(values.config ?? DEFAULT_CONFIG);
   const log = (line: string) => process.stderr.write(line + '\n');
-  const dir = values.model ? resolve(values.model) : ensureDefaultModel(config, log);
-  const e = config.engine;
-  const engine = await startEngine(dir, {
-    pageSize: e.pageSize,
-    kvMemoryBytes: e.kvMemoryMb * 1024 * 1024,
-    maxTokensPerStep: e.maxTokensPerStep,
-    maxRowsPerStep: e.maxRowsPerStep,
-    prefixCaching: e.prefixCaching,
-    threads: e.threads || undefined,
-    fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
-  });
+  const engine = await engineFromConfig(config, values.model, log);
   try {
     const tok = engine.model.tokenizer;
     const prompt = values.prompt === undefined ? [engine.model.bosTokenId ?? 0] : tok.encode(values.prompt);
@@ -125,6 +119,8 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (command === 'generate') await generate(rest);
     else if (command === 'model') model(rest);
+    else if (command === 'build') await buildCommand(rest);
+    else if (command === 'run') return await runCommand(rest, DEFAULT_CONFIG);
     else if (command === 'help' || command === '--help' || command === undefined) console.log(USAGE);
     else throw new UsageError(`unknown command "${command}"`);
     return 0;
@@ -133,7 +129,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`pie: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof ModelLoadError || (err as Error).name === 'EngineError') {
+    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError') {
       console.error(`pie: ${(err as Error).message}`);
       return 1;
     }

@@ -104,7 +104,8 @@ export const inferenceHandlers: Handlers = {
       throw toAbiError(err);
     }
     const pending = Math.max(1, ctx.numPending);
-    for (const o of args.outputs) if (o.row >= pending) throw new AbiError('invalid-argument', `output row ${o.row} is past the ${pending} pending tokens`);
+    const rowOf = (o: WitOutputRequest) => o.row ?? pending - 1;
+    for (const o of args.outputs) if (rowOf(o) >= pending) throw new AbiError('invalid-argument', `output row ${o.row} is past the ${pending} pending tokens`);
     if (args.attention && args.attention.length !== pending) {
       throw new AbiError('invalid-argument', `attention has ${args.attention.length} rows for ${pending} pending tokens`);
     }
@@ -119,14 +120,14 @@ export const inferenceHandlers: Handlers = {
       const base = ctx.length - pending;
       const rows = args.attention?.map((runs, i) => runsToFlags(runs, base + i + 1));
       const attend = rows ? (pos: number, key: number) => rows[pos - base]![key] === 1 : undefined;
-      const firstRow = args.outputs.length ? Math.min(...args.outputs.map((o) => o.row)) : pending;
+      const firstRow = args.outputs.length ? Math.min(...args.outputs.map(rowOf)) : pending;
       const { logits } = await engine.forward(ctx, { numLogits: pending - firstRow, ...(attend ? { attend } : {}) });
       let history: TokenHistory | undefined;
       const getHistory = () => {
         if (!history) (history = new TokenHistory()).addPrompt(ctx.tokens);
         return history;
       };
-      const outputs = args.outputs.map((o) => computeOutput(logits[o.row - firstRow]!, o, getHistory));
+      const outputs = args.outputs.map((o) => computeOutput(logits[rowOf(o) - firstRow]!, o, getHistory));
       inv.numTokens += numSampled;
       return outputs;
     } catch (err) {

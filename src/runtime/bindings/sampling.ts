@@ -71,7 +71,7 @@ export function runsToMask(runs: ArrayLike<number>, vocabSize: number): TokenMas
 
 export type WitOutputKind = { tag: 'sample'; val: WitSampling } | { tag: 'distribution'; val: number } | { tag: 'entropy' };
 export interface WitOutputRequest {
-  row: number;
+  row?: number;
   kind: WitOutputKind;
   logitMask?: Uint32Array;
   topLogprobs: number;

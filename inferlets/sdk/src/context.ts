@@ -1,0 +1,192 @@
+/** A context: tokens and their KV state on the server. */
+import * as chat from 'pie:inferlet/chat@0.1.0';
+import * as abi from 'pie:inferlet/context@0.1.0';
+import * as inference from 'pie:inferlet/inference@0.1.0';
+import { call } from './errors.ts';
+import { Generation } from './generation.ts';
+import type { ChatMessage, ChatOptions, Model } from './model.ts';
+import { toAbiMessages, toAbiTools } from './model.ts';
+import { toSampling, type SamplingOptions } from './sampling.ts';
+
+export interface GenerateOptions {
+  /** Default: temperature 1, as in the OpenAI API. */
+  sampling?: SamplingOptions;
+  max_tokens?: number;
+  /** Strings that end the generation (matched across tokens; not part of the text). */
+  stop?: string | string[];
+  /** Token ids that end it (default: the model's end-of-sequence ids). */
+  stop_token_ids?: number[];
+  /** Return the log-probability of each token and this many alternatives (0 to 20). */
+  logprobs?: number;
+  /**
+   * Stream the text to the caller while it is produced, without a round trip
+   * through the inferlet per token: `true` sends events named "text", a string
+   * names them.
+   */
+  stream?: boolean | string;
+}
+
+/** One output wanted from a forward step. */
+export interface StepOutput {
+  /** Which pending token (default: the last). */
+  row?: number;
+  /** Sample a token with these settings. */
+  sample?: SamplingOptions;
+  /** With `sample`: this many alternatives and their log-probabilities. */
+  top_logprobs?: number;
+  /** The k most likely next tokens. */
+  distribution?: number;
+  /** The entropy of the next-token distribution (nats). */
+  entropy?: boolean;
+  /** Allowed tokens, as runs (see `toRuns`). */
+  mask?: Uint32Array;
+}
+
+export interface StepOptions {
+  /** Tokens appended before the pass. */
+  tokens?: ArrayLike<number>;
+  /** Per pending token, the key positions it attends to, as runs (default causal). */
+  attention?: Uint32Array[];
+}
+
+export type StepResult =
+  | { kind: 'token'; token: number; logprob: number; top: { token: number; logprob: number }[] }
+  | { kind: 'distribution'; tokens: { token: number; logprob: number }[] }
+  | { kind: 'entropy'; entropy: number };
+
+/**
+ * Tokens and their KV cache. Filling only queues tokens; they are computed by
+ * the next `generate` or forward step, in the server's shared batch.
+ *
+ * @example
+ * const ctx = model.newContext();
+ * ctx.fillChat([{ role: 'user', content: 'Tell me a story.' }]);
+ * const story = ctx.generate({ max_tokens: 100, stream: true }).text();
+ */
+export class Context {
+  readonly model: Model;
+  /** @internal */
+  readonly raw: abi.Context;
+
+  private constructor(model: Model, raw: abi.Context) {
+    this.model = model;
+    this.raw = raw;
+  }
+
+  /** @internal use model.newContext() */
+  static create(model: Model): Context {
+    return new Context(model, new abi.Context(model.raw));
+  }
+
+  /** A context continuing a snapshot saved earlier (by this or another invocation of the tenant). */
+  static open(model: Model, name: string): Context {
+    return new Context(model, call(() => abi.Context.open(model.raw, name)));
+  }
+
+  static deleteSnapshot(model: Model, name: string): boolean {
+    return abi.Context.deleteSnapshot(model.raw, name);
+  }
+
+  static listSnapshots(model: Model): string[] {
+    return abi.Context.listSnapshots(model.raw);
+  }
+
+  get length(): number {
+    return this.raw.length();
+  }
+
+  tokens(): number[] {
+    return Array.from(this.raw.tokens());
+  }
+
+  /** Appends text (with the beginning-of-sequence token when the context is empty, unless `bos` says otherwise) or token ids. */
+  fill(input: string | ArrayLike<number>, options: { bos?: boolean } = {}): this {
+    const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.length === 0 }) : input;
+    call(() => this.raw.fill(Uint32Array.from(tokens as ArrayLike<number>)));
+    return this;
+  }
+
+  /** Appends chat messages rendered with the model's template (exactly one BOS on an empty context). */
+  fillChat(messages: ChatMessage[], options: ChatOptions = {}): this {
+    const args = [this.model.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true] as const;
+    if (this.length === 0) call(() => this.raw.fill(chat.encode(...args)));
+    else this.fill(call(() => chat.render(...args)), { bos: false });
+    return this;
+  }
+
+  /** A copy that shares this context's KV pages; both can then grow apart. */
+  fork(): Context {
+    return new Context(this.model, call(() => this.raw.fork()));
+  }
+
+  /** Keeps the first `length` tokens. */
+  truncate(length: number): void {
+    call(() => this.raw.truncate(length));
+  }
+
+  /** Frees its KV pages now (otherwise at the end of the invocation). */
+  release(): void {
+    this.raw.release();
+  }
+
+  /** Keeps its KV state under a name beyond this invocation (per tenant). */
+  save(name: string): void {
+    call(() => this.raw.save(name));
+  }
+
+  /** Starts the server's generate loop on this context and returns at once. */
+  generate(options: GenerateOptions = {}): Generation {
+    const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
+    const raw = call(() =>
+      inference.generate(
+        this.raw,
+        {
+          sampling: toSampling(options.sampling),
+          maxTokens: options.max_tokens,
+          stop,
+          stopTokenIds: options.stop_token_ids ? Uint32Array.from(options.stop_token_ids) : undefined,
+          logprobs: options.logprobs,
+          streamAs: options.stream === true ? 'text' : options.stream || undefined,
+        },
+        undefined,
+      ),
+    );
+    return new Generation(raw);
+  }
+
+  /**
+   * One forward pass over the pending tokens (and `tokens`), returning the
+   * outputs asked for. A sampled token is not appended: fill it next.
+   */
+  forward(outputs: StepOutput[], options: StepOptions = {}): StepResult[] {
+    const results = call(() =>
+      inference.forward(this.raw, {
+        tokens: Uint32Array.from(options.tokens ?? []),
+        attention: options.attention,
+        outputs: outputs.map((o) => ({
+          row: o.row,
+          kind: o.sample ? { tag: 'sample', val: toSampling(o.sample) } : o.distribution ? { tag: 'distribution', val: o.distribution } : { tag: 'entropy' },
+          logitMask: o.mask,
+          topLogprobs: o.top_logprobs ?? 0,
+        })),
+      }),
+    );
+    return results.map((r): StepResult =>
+      r.tag === 'token' ? { kind: 'token', ...r.val } : r.tag === 'distribution' ? { kind: 'distribution', tokens: r.val } : { kind: 'entropy', entropy: r.val },
+    );
+  }
+
+  /** Samples the next token after the pending ones (greedy by default); does not append it. */
+  sample(sampling: SamplingOptions = { temperature: 0 }, options: StepOptions & { mask?: Uint32Array; top_logprobs?: number } = {}) {
+    const [r] = this.forward([{ sample: sampling, mask: options.mask, top_logprobs: options.top_logprobs }], options);
+    if (r!.kind !== 'token') throw new Error('unexpected step output');
+    return { token: r!.token, logprob: r!.logprob, top: r!.top };
+  }
+
+  /** The k most likely next tokens with their log-probabilities. */
+  distribution(k: number, options: StepOptions & { mask?: Uint32Array } = {}) {
+    const [r] = this.forward([{ distribution: k, mask: options.mask }], options);
+    if (r!.kind !== 'distribution') throw new Error('unexpected step output');
+    return r!.tokens;
+  }
+}

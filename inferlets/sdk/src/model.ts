@@ -1,0 +1,106 @@
+/** A model and its tokenizer. */
+import * as chat from 'pie:inferlet/chat@0.1.0';
+import * as abi from 'pie:inferlet/model@0.1.0';
+import { models } from 'pie:inferlet/runtime@0.1.0';
+import { Context } from './context.ts';
+import { call, PieError } from './errors.ts';
+
+export type ModelInfo = abi.ModelInfo;
+
+/** A chat message, as in the OpenAI API (text content only). */
+export interface ChatMessage {
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
+  content: string;
+  name?: string;
+  /** An assistant message's tool calls (OpenAI's shape). */
+  tool_calls?: unknown[];
+  /** The call a tool message answers. */
+  tool_call_id?: string;
+}
+
+/** A function the model may call (OpenAI's `function` tool). */
+export interface ToolDefinition {
+  name: string;
+  description?: string;
+  /** JSON schema of the arguments. */
+  parameters?: object;
+}
+
+export interface ChatOptions {
+  tools?: ToolDefinition[];
+  /** End with the assistant's turn opening (default true). */
+  add_generation_prompt?: boolean;
+}
+
+export function toAbiMessages(messages: ChatMessage[]): chat.Message[] {
+  return messages.map((m) => ({
+    role: m.role,
+    content: m.content,
+    name: m.name,
+    toolCalls: m.tool_calls ? JSON.stringify(m.tool_calls) : undefined,
+    toolCallId: m.tool_call_id,
+  }));
+}
+
+export function toAbiTools(tools: ToolDefinition[] = []): chat.Tool[] {
+  return tools.map((t) => ({ name: t.name, description: t.description ?? '', parameters: JSON.stringify(t.parameters ?? { type: 'object', properties: {} }) }));
+}
+
+/**
+ * A model the inferlet may use.
+ *
+ * @example
+ * const model = Model.load();            // the first model offered to the invocation
+ * const ids = model.encode('Once upon a time');
+ * const ctx = model.newContext();
+ */
+export class Model {
+  /** @internal */
+  readonly raw: abi.Model;
+  readonly info: ModelInfo;
+
+  private constructor(raw: abi.Model) {
+    this.raw = raw;
+    this.info = raw.info();
+  }
+
+  /** Loads a model by name; without one, the first model offered to this invocation. */
+  static load(name?: string): Model {
+    const wanted = name ?? models()[0];
+    if (wanted === undefined) throw new PieError('not-found', 'no model is available to this invocation');
+    return new Model(call(() => abi.Model.load(wanted)));
+  }
+
+  get name(): string {
+    return this.info.name;
+  }
+
+  /** Text to token ids (`bos`: prepend the beginning-of-sequence token, default false). */
+  encode(text: string, options: { bos?: boolean } = {}): number[] {
+    return Array.from(this.raw.encode(text, options.bos ?? false));
+  }
+
+  decode(tokens: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {
+    return this.raw.decode(Uint32Array.from(tokens as ArrayLike<number>), options.skipSpecialTokens ?? true);
+  }
+
+  /** The id of a token given its text, if the vocabulary has it. */
+  tokenId(token: string): number | undefined {
+    return this.raw.tokenId(token) ?? undefined;
+  }
+
+  /** An empty context on this model. */
+  newContext(): Context {
+    return Context.create(this);
+  }
+
+  /** Renders messages through the model's chat template. */
+  renderChat(messages: ChatMessage[], options: ChatOptions = {}): string {
+    return call(() => chat.render(this.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true));
+  }
+
+  /** Token ids that end an assistant turn. */
+  get stopTokenIds(): number[] {
+    return Array.from(chat.stopTokenIds(this.raw));
+  }
+}

@@ -1,0 +1,167 @@
+/// <reference path="./pie-inferlet-context.d.ts" />
+/// <reference path="./pie-inferlet-grammar.d.ts" />
+/// <reference path="./pie-inferlet-types.d.ts" />
+declare module 'pie:inferlet/inference@0.1.0' {
+  /**
+   * Computes the context's pending tokens in the server's next batch.
+   * A sampled token is not appended: fill it in the next call.
+   */
+  export function forward(ctx: Context, args: ForwardArgs): Array<Output>;
+  /**
+   * Starts generating on the context (its pending tokens are the prompt) and
+   * returns at once: start several and they decode in the same batches.
+   */
+  export function generate(ctx: Context, args: GenerateArgs, constraint: Matcher | undefined): Generation;
+  export type Error = import('pie:inferlet/types@0.1.0').Error;
+  export type Sampling = import('pie:inferlet/types@0.1.0').Sampling;
+  export type Runs = import('pie:inferlet/types@0.1.0').Runs;
+  export type TokenLogprob = import('pie:inferlet/types@0.1.0').TokenLogprob;
+  export type Context = import('pie:inferlet/context@0.1.0').Context;
+  export type Matcher = import('pie:inferlet/grammar@0.1.0').Matcher;
+  /**
+   * ---- the step level: one forward pass, outputs chosen by the guest ----
+   */
+  export type OutputKind = OutputKindSample | OutputKindDistribution | OutputKindEntropy;
+  /**
+   * Sample a token (greedy when the temperature is 0).
+   */
+  export interface OutputKindSample {
+    tag: 'sample',
+    val: Sampling,
+  }
+  /**
+   * The k most likely tokens with their probabilities (at temperature 1).
+   */
+  export interface OutputKindDistribution {
+    tag: 'distribution',
+    val: number,
+  }
+  /**
+   * The entropy of the next-token distribution, in nats.
+   */
+  export interface OutputKindEntropy {
+    tag: 'entropy',
+  }
+  export interface OutputRequest {
+    /**
+     * Which of the pending tokens, 0-based (none: the last).
+     */
+    row?: number,
+    kind: OutputKind,
+    /**
+     * Tokens allowed at this row (sampling and distributions only).
+     */
+    logitMask?: Runs,
+    /**
+     * Top alternatives to return with a sampled token.
+     */
+    topLogprobs: number,
+  }
+  export interface ForwardArgs {
+    /**
+     * Tokens appended before the pass (may be empty if the context has pending tokens).
+     */
+    tokens: Uint32Array,
+    /**
+     * Per pending token, the key positions it attends to (default: causal).
+     */
+    attention?: Array<Runs>,
+    outputs: Array<OutputRequest>,
+  }
+  export interface Sampled {
+    token: number,
+    logprob: number,
+    top: Array<TokenLogprob>,
+  }
+  export type Output = OutputToken | OutputDistribution | OutputEntropy;
+  export interface OutputToken {
+    tag: 'token',
+    val: Sampled,
+  }
+  export interface OutputDistribution {
+    tag: 'distribution',
+    val: Array<TokenLogprob>,
+  }
+  export interface OutputEntropy {
+    tag: 'entropy',
+    val: number,
+  }
+  /**
+   * ---- the host-run loop: no boundary crossing per token ----
+   */
+  export interface GenerateArgs {
+    sampling: Sampling,
+    /**
+     * Most tokens to generate (default: until the context is full).
+     */
+    maxTokens?: number,
+    /**
+     * Strings that end the generation; they are not part of the text.
+     */
+    stop: Array<string>,
+    /**
+     * Token ids that end the generation (default: the model's EOS ids).
+     */
+    stopTokenIds?: Uint32Array,
+    /**
+     * Top alternatives to return with every token (0: no logprobs).
+     */
+    logprobs?: number,
+    /**
+     * Stream the text to the caller as it is produced, as events with this name.
+     */
+    streamAs?: string,
+  }
+  export interface Chunk {
+    text: string,
+    tokens: Uint32Array,
+    logprobs: Array<TokenLogprob>,
+  }
+  /**
+   * # Variants
+   * 
+   * ## `"stop"`
+   * 
+   * ## `"length"`
+   * 
+   * ## `"cancelled"`
+   */
+  export type FinishReason = 'stop' | 'length' | 'cancelled';
+  export interface GenerateResult {
+    text: string,
+    tokens: Uint32Array,
+    finishReason: FinishReason,
+    /**
+     * The stop string that ended it.
+     */
+    stopString?: string,
+    /**
+     * The stop token that ended it.
+     */
+    stopToken?: number,
+    promptTokens: number,
+    completionTokens: number,
+    /**
+     * Prompt tokens served from the prefix cache.
+     */
+    cachedTokens: number,
+    logprobs: Array<TokenLogprob>,
+  }
+  
+  export class Generation implements Disposable {
+    /**
+     * This type does not have a public constructor.
+     */
+    private constructor();
+    /**
+    * The next chunk, waiting for it; none once the generation has ended.
+    */
+    next(): Chunk | undefined;
+    /**
+    * Waits for the end.
+    */
+    finish(): GenerateResult;
+    cancel(): void;
+    [Symbol.dispose](): void;
+  }
+}

@@ -1,0 +1,45 @@
+/// <reference path="./pie-inferlet-types.d.ts" />
+declare module 'pie:inferlet/model@0.1.0' {
+  export type Error = import('pie:inferlet/types@0.1.0').Error;
+  export interface ModelInfo {
+    name: string,
+    architecture: string,
+    vocabSize: number,
+    /**
+     * Longest context, in tokens.
+     */
+    contextLength: number,
+    /**
+     * Tokens per KV page.
+     */
+    pageSize: number,
+    eosTokenIds: Uint32Array,
+    bosTokenId?: number,
+    /**
+     * Whether the model has a chat template of its own (otherwise a plain fallback is used).
+     */
+    hasChatTemplate: boolean,
+  }
+  
+  export class Model implements Disposable {
+    /**
+     * This type does not have a public constructor.
+     */
+    private constructor();
+    /**
+    * Loads a model by its served name.
+    */
+    static load(name: string): Model;
+    info(): ModelInfo;
+    /**
+    * Text to token ids; `add-bos` prepends the beginning-of-sequence token when the model uses one.
+    */
+    encode(text: string, addBos: boolean): Uint32Array;
+    decode(tokens: Uint32Array, skipSpecialTokens: boolean): string;
+    /**
+    * The id of a token given its text (special tokens included).
+    */
+    tokenId(token: string): number | undefined;
+    [Symbol.dispose](): void;
+  }
+}

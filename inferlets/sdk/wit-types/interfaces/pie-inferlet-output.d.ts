@@ -1,0 +1,19 @@
+declare module 'pie:inferlet/output@0.1.0' {
+  /**
+   * Sends an event to the caller as it happens (an SSE event for HTTP callers).
+   */
+  export function emit(event: string, data: string): void;
+  /**
+   * The invocation's result (a JSON text or an HTTP body).
+   */
+  export function setResult(data: string): void;
+  /**
+   * For route-bound inferlets: the HTTP status (default 200).
+   */
+  export function setStatus(status: number): void;
+  export function setHeader(name: string, value: string): void;
+  /**
+   * Whether the caller has gone away.
+   */
+  export function isCancelled(): boolean;
+}

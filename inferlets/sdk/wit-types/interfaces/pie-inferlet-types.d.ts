@@ -1,0 +1,67 @@
+declare module 'pie:inferlet/types@0.1.0' {
+  /**
+   * Why a call failed.
+   * # Variants
+   * 
+   * ## `"invalid-argument"`
+   * 
+   * An argument is out of range or malformed (the message names it).
+   * ## `"not-found"`
+   * 
+   * A model, snapshot or queue that does not exist.
+   * ## `"limit-exceeded"`
+   * 
+   * A per-invocation limit (pages, tokens, wall time) would be exceeded.
+   * ## `"kv-cache-exhausted"`
+   * 
+   * The KV cache cannot hold the request even when empty.
+   * ## `"busy"`
+   * 
+   * The context is already running a forward pass or a generation.
+   * ## `"cancelled"`
+   * 
+   * The invocation or generation was cancelled.
+   * ## `"unsupported"`
+   * 
+   * The server does not support this (yet); the message says what.
+   * ## `"internal"`
+   * 
+   * A bug in the server.
+   */
+  export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
+  export interface Error {
+    code: ErrorCode,
+    message: string,
+  }
+  /**
+   * Sampling parameters, named as in the OpenAI API. A zero value turns a
+   * processor off (top-p and repetition-penalty: 1).
+   */
+  export interface Sampling {
+    /**
+     * 0 is greedy.
+     */
+    temperature: number,
+    topP: number,
+    topK: number,
+    minP: number,
+    presencePenalty: number,
+    frequencyPenalty: number,
+    repetitionPenalty: number,
+    logitBias: Array<[number, number]>,
+    seed?: bigint,
+  }
+  /**
+   * A set of integers (token ids, or key positions) as run lengths starting
+   * with an included run: [in, out, in, out, ...]; values past the last run
+   * are excluded. [0, 5, 3] is {5, 6, 7}.
+   */
+  export type Runs = Uint32Array;
+  /**
+   * A token and its log-probability.
+   */
+  export interface TokenLogprob {
+    token: number,
+    logprob: number,
+  }
+}

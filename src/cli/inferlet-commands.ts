@@ -1,0 +1,78 @@
+/**
+ *   pie build SRC -o OUT.wasm [--engine qjs|sm]
+ *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadConfig } from '../config.ts';
+import { build, type GuestEngine } from '../runtime/build.ts';
+import { engineFromConfig, hostFromConfig } from './start.ts';
+
+export class UsageError extends Error {}
+
+export async function buildCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string', short: 'o' }, engine: { type: 'string' } } });
+  if (positionals.length !== 1) throw new UsageError('build takes one source file');
+  if (!values.out) throw new UsageError('build needs -o OUT.wasm');
+  const engine = values.engine ?? 'qjs';
+  if (engine !== 'qjs' && engine !== 'sm') throw new UsageError(`--engine must be qjs or sm, got "${engine}"`);
+  const t0 = performance.now();
+  const { component } = await build(resolve(positionals[0]!), { engine: engine as GuestEngine });
+  mkdirSync(dirname(resolve(values.out)), { recursive: true });
+  writeFileSync(values.out, component);
+  process.stderr.write(`wrote ${values.out} (${(component.length / 1e6).toFixed(1)} MB, ${engine}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+}
+
+export async function runCommand(argv: string[], defaultConfig: string): Promise<number> {
+  const split = argv.indexOf('--');
+  const own = split >= 0 ? argv.slice(0, split) : argv;
+  const rest = split >= 0 ? argv.slice(split + 1) : [];
+  const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { model: { type: 'string' }, config: { type: 'string' } } });
+  if (positionals.length !== 1) throw new UsageError('run takes one INFERLET.wasm');
+  let input: unknown = null;
+  if (rest.length > 0) {
+    try {
+      input = JSON.parse(rest.join(' '));
+    } catch (err) {
+      throw new UsageError(`the input after -- must be JSON: ${(err as Error).message}`);
+    }
+  }
+  const config = loadConfig(values.config ?? defaultConfig);
+  const log = (line: string) => process.stderr.write(line + '\n');
+  const engine = await engineFromConfig(config, values.model, log);
+  const host = await hostFromConfig(config, [engine], log);
+  try {
+    const component = await host.load(resolve(positionals[0]!));
+    const abort = new AbortController();
+    const onSigint = () => abort.abort();
+    process.once('SIGINT', onSigint);
+    const inv = host.invoke(component, { input, signal: abort.signal });
+    let midLine = false;
+    inv.onEvent((e) => {
+      // Text streamed by a generation goes out as it is; other events one per line.
+      if (e.event === 'text') {
+        process.stdout.write(e.data);
+        midLine = !e.data.endsWith('\n');
+      } else {
+        process.stdout.write(`${midLine ? '\n' : ''}[${e.event}] ${e.data}\n`);
+        midLine = false;
+      }
+    });
+    try {
+      const r = await inv.result;
+      if (midLine) process.stdout.write('\n');
+      if (r.data !== null) process.stdout.write(r.data + '\n');
+      return 0;
+    } catch (err) {
+      if (midLine) process.stdout.write('\n');
+      process.stderr.write(`pie: the inferlet failed: ${(err as Error).message}\n`);
+      return 1;
+    } finally {
+      process.off('SIGINT', onSigint);
+    }
+  } finally {
+    await host.close();
+    await engine.close();
+  }
+}

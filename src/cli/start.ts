@@ -1,0 +1,38 @@
+/** Starting the engine and the inferlet host from the configuration file. */
+import { resolve } from 'node:path';
+import type { Config } from '../config.ts';
+import { startEngine, type Engine } from '../engine/index.ts';
+import { ensureDefaultModel } from '../model/default-model.ts';
+import { InferletHost } from '../runtime/host.ts';
+
+export async function engineFromConfig(config: Config, modelDir: string | undefined, log: (line: string) => void): Promise<Engine> {
+  const dir = modelDir ? resolve(modelDir) : ensureDefaultModel(config, log);
+  const e = config.engine;
+  return startEngine(dir, {
+    pageSize: e.pageSize,
+    kvMemoryBytes: e.kvMemoryMb * 1024 * 1024,
+    maxTokensPerStep: e.maxTokensPerStep,
+    maxRowsPerStep: e.maxRowsPerStep,
+    prefixCaching: e.prefixCaching,
+    threads: e.threads || undefined,
+    fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
+  });
+}
+
+export function hostFromConfig(config: Config, engines: Engine[], log: (line: string) => void): Promise<InferletHost> {
+  const i = config.inferlets;
+  return InferletHost.start({
+    engines,
+    workers: i.workers,
+    cacheDir: resolve(config.root, i.cacheDir),
+    stallMs: i.stallMs,
+    warmInstances: i.warmInstances,
+    limits: {
+      memoryBytes: i.memoryMb * 1024 * 1024,
+      ...(i.kvPages > 0 ? { kvPages: i.kvPages } : {}),
+      tokens: i.maxTokens,
+      wallTimeMs: i.wallTimeS * 1000,
+    },
+    log,
+  });
+}

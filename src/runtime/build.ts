@@ -1,0 +1,85 @@
+/**
+ * `pie build`: bundles a TypeScript or JavaScript inferlet (with the SDK) into
+ * one ES module whose only imports are the ABI's, then componentizes it.
+ *
+ * Engines (measured in bench/inferlets.ts, see the README):
+ *   qjs (default)  QuickJS via componentize-qjs: ~1.7 MB components, cheaper host calls
+ *   sm             StarlingMonkey via componentize-js: ~12 MB components
+ * Both are built without WASI: the component imports pie:inferlet and nothing else.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { WIT_DIR, WORLD } from './abi.ts';
+
+export type GuestEngine = 'qjs' | 'sm';
+
+export interface BuildOptions {
+  engine?: GuestEngine;
+}
+
+export interface BuildResult {
+  component: Uint8Array;
+  /** The bundled module that was componentized. */
+  source: string;
+}
+
+export class BuildError extends Error {
+  override name = 'BuildError';
+}
+
+const SDK_ENTRY = fileURLToPath(new URL('../../inferlets/sdk/src/index.ts', import.meta.url));
+
+/** One ES module with the SDK inlined and only `pie:inferlet/*` left as imports. */
+export async function bundle(entry: string): Promise<string> {
+  const { rolldown } = await import('rolldown');
+  let build;
+  try {
+    build = await rolldown({
+      input: entry,
+      external: [/^pie:inferlet\//],
+      platform: 'neutral',
+      resolve: { alias: { '@pie/inferlet': SDK_ENTRY } },
+      logLevel: 'silent',
+    });
+  } catch (err) {
+    throw new BuildError(`cannot bundle ${entry}: ${(err as Error).message}`);
+  }
+  try {
+    const { output } = await build.generate({ format: 'esm' });
+    const chunk = output[0];
+    const unexpected = chunk.imports.filter((i) => !i.startsWith('pie:inferlet/'));
+    if (unexpected.length > 0) throw new BuildError(`${entry} imports ${unexpected.join(', ')}: an inferlet may import only the SDK and pie:inferlet`);
+    if (!chunk.exports.includes('run')) throw new BuildError(`${entry} does not export \`run\` (export const run = inferlet(...))`);
+    return chunk.code;
+  } finally {
+    await build.close();
+  }
+}
+
+export async function build(entry: string, options: BuildOptions = {}): Promise<BuildResult> {
+  const source = await bundle(entry);
+  const engine = options.engine ?? 'qjs';
+  try {
+    if (engine === 'qjs') {
+      const { componentize } = await import('componentize-qjs');
+      const { component } = await componentize({ witPath: WIT_DIR, jsSource: source, world: WORLD, stubWasi: true });
+      return { component: new Uint8Array(component), source };
+    }
+    const { _setPreopens } = await import('@bytecodealliance/preview2-shim/filesystem');
+    _setPreopens({ '/': '/' } as never); // componentize-js reads the WIT through WASI
+    const { componentize } = await import('@bytecodealliance/componentize-js');
+    const dir = mkdtempSync(join(tmpdir(), 'pie-build-'));
+    try {
+      const sourcePath = join(dir, 'inferlet.js');
+      writeFileSync(sourcePath, source);
+      const { component } = await componentize({ sourcePath, witPath: WIT_DIR, worldName: WORLD, disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'] });
+      return { component: new Uint8Array(component), source };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  } catch (err) {
+    throw new BuildError(`componentize failed: ${(err as Error).message ?? err}`);
+  }
+}

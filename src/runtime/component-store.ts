@@ -15,7 +15,7 @@ export interface StoredComponent {
   hash: string;
   /** Folder with the transpiled module (`component.js`) and its core wasm files. */
   dir: string;
-  /** The component's imports, as jco names them. */
+  /** The interfaces the component imports, with versions. */
   imports: string[];
   sizeBytes: number;
 }
@@ -26,7 +26,7 @@ export class ComponentLoadError extends Error {
 
 const ENTRY = 'component';
 /** Bump when the transpile options change, so stale cache entries are not reused. */
-const CACHE_FORMAT = 1;
+const CACHE_FORMAT = 2;
 
 export class ComponentStore {
   readonly cacheDir: string;
@@ -61,7 +61,20 @@ export class ComponentStore {
       const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { imports: string[] };
       return { hash, dir, imports: manifest.imports, sizeBytes: bytes.length };
     }
-    const { transpile } = await import('@bytecodealliance/jco');
+    const { transpile, componentWit } = await import('@bytecodealliance/jco');
+    let wit: string;
+    try {
+      wit = await componentWit(bytes);
+    } catch (err) {
+      throw new ComponentLoadError(`not a valid WebAssembly component: ${(err as Error).message ?? err}`);
+    }
+    // The world's own lines (two-space indent), with versions, which jco's import list drops.
+    const imports = [...wit.matchAll(/^ {2}import (\S+?)(?:;|:\s)/gm)].map((m) => m[1]!);
+    const refused = imports.map(checkImport).filter((v) => !v.ok);
+    if (refused.length > 0) throw new ComponentLoadError(`component refused: ${refused.map((v) => (v.ok ? '' : v.reason)).join('; ')}`);
+    if (!/^ {2}export run: func\(\) -> result<_, string>;/m.test(wit)) {
+      throw new ComponentLoadError('component refused: it does not export `run: func() -> result<_, string>` (world pie:inferlet/inferlet)');
+    }
     let out: Awaited<ReturnType<typeof transpile>>;
     try {
       out = await transpile(bytes, {
@@ -76,11 +89,6 @@ export class ComponentStore {
     } catch (err) {
       throw new ComponentLoadError(`not a valid WebAssembly component: ${(err as Error).message ?? err}`);
     }
-    const refused = out.imports.map(checkImport).filter((v) => !v.ok);
-    if (refused.length > 0) throw new ComponentLoadError(`component refused: ${refused.map((v) => (v.ok ? '' : v.reason)).join('; ')}`);
-    if (!out.exports.some(([name, kind]) => name === 'run' && kind === 'function')) {
-      throw new ComponentLoadError('component refused: it does not export `run` (world pie:inferlet/inferlet)');
-    }
     // Write beside, then rename: a concurrent process never sees half a folder.
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
     for (const [name, data] of Object.entries(out.files)) {
@@ -88,14 +96,14 @@ export class ComponentStore {
       mkdirSync(dirname(path), { recursive: true });
       writeFileSync(path, data);
     }
-    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ imports: out.imports, exports: out.exports }));
+    writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ imports, exports: out.exports }));
     mkdirSync(this.cacheDir, { recursive: true });
     try {
       renameSync(tmp, dir);
     } catch {
       rmSync(tmp, { recursive: true, force: true }); // another process won the race; its copy is identical
     }
-    return { hash, dir, imports: out.imports, sizeBytes: bytes.length };
+    return { hash, dir, imports, sizeBytes: bytes.length };
   }
 }
 

@@ -52,6 +52,20 @@ export function reservePages(inv: Invocation, pages: number): void {
   inv.reservedPages += pages;
 }
 
+/**
+ * Most tokens a generation on `ctx` may produce within the page limit (the
+ * limit caps a generation like max_tokens does); throws when even the prompt
+ * does not fit.
+ */
+export function tokensWithinPages(inv: Invocation, ctx: Context, pageSize: number): number {
+  const free = inv.limits.kvPages - pagesHeld(inv) - inv.reservedPages;
+  const room = (free + Math.floor(ctx.numComputed / pageSize)) * pageSize - ctx.length;
+  if (room <= 0) {
+    throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than the invocation's limit of ${inv.limits.kvPages} leaves`);
+  }
+  return room;
+}
+
 /** Reserves up to `wanted` tokens (all that are left if undefined); throws when none are left. */
 export function reserveTokens(inv: Invocation, wanted: number): number {
   const left = inv.limits.tokens - inv.numTokens - inv.reservedTokens;

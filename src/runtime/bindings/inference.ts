@@ -7,7 +7,7 @@ import { TokenHistory, type GenerationResult } from '../../engine/index.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
-import { reservePages, reserveTokens, worstCasePages } from '../limits.ts';
+import { reservePages, reserveTokens, tokensWithinPages, worstCasePages } from '../limits.ts';
 import type { GuestContext } from './context.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
@@ -144,7 +144,8 @@ export const inferenceHandlers: Handlers = {
     if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
-    const tokens = reserveTokens(inv, Math.min(args.maxTokens ?? room, room));
+    const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
+    const tokens = reserveTokens(inv, wanted);
     const pages = worstCasePages(ctx, tokens, engine.kv.pageSize);
     try {
       reservePages(inv, pages);

@@ -1,0 +1,174 @@
+import { join } from 'node:path';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { mockEngine, REPO_ROOT } from '../../test/helpers.ts';
+import { buildInferlet, testHost } from '../../test/inferlet-helpers.ts';
+import type { StoredComponent } from './component-store.ts';
+import type { InferletHost } from './host.ts';
+import { InvocationError } from './invocation.ts';
+
+let probePath: string;
+beforeAll(async () => {
+  probePath = await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts'));
+}, 120_000);
+
+async function setup(options: Parameters<typeof testHost>[1] = {}, engineOptions: Parameters<typeof mockEngine>[0] = {}) {
+  const { engine } = await mockEngine(engineOptions);
+  const host = await testHost([engine], options);
+  const probe = await host.load(probePath);
+  return { engine, host, probe };
+}
+
+async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const t0 = Date.now();
+  while (!cond()) {
+    if (Date.now() - t0 > timeoutMs) throw new Error('condition not reached');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const run = async (host: InferletHost, probe: StoredComponent, input: object, options = {}) => JSON.parse((await host.invoke(probe, { input, ...options }).result).data!);
+
+describe('InferletHost', () => {
+  it('runs an invocation: input in, result out, its pages back in the pool', async () => {
+    const { engine, host, probe } = await setup();
+    expect(await run(host, probe, { action: 'echo' })).toEqual({ input: { action: 'echo' }, models: [engine.model.name] });
+    const inv = host.invoke(probe, { input: { action: 'generate', max_tokens: 6 } });
+    const events: string[] = [];
+    inv.onEvent((e) => e.event === 'text' && events.push(e.data));
+    const r = JSON.parse((await inv.result).data!);
+    expect(r.tokens).toHaveLength(6);
+    expect(r.finish_reason).toBe('length');
+    expect(events.join('')).toBe(r.text);
+    expect(engine.kv.pool.numInUse).toBe(0);
+    expect(engine.numContexts).toBe(0);
+    expect(host.stats()).toMatchObject({ started: 2, succeeded: 2, running: 0 });
+  });
+
+  it("gives the same tokens through the guest's generate, its pulled chunks and the engine's own loop", async () => {
+    const { engine, host, probe } = await setup();
+    const prompt = [3, 1, 4, 1, 5, 9, 2, 6];
+    const viaStream = await run(host, probe, { action: 'generate', prompt, max_tokens: 10 });
+    const viaPull = await run(host, probe, { action: 'generate-pull', prompt, max_tokens: 10 });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt);
+    const native = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 10 }).result;
+    engine.release(ctx);
+    expect(viaStream.tokens).toEqual(native.tokens);
+    expect(viaPull.chunks.flat()).toEqual(native.tokens);
+  });
+
+  it('returns expected failures to the guest as errors with codes', async () => {
+    const { host, probe } = await setup();
+    const r = await run(host, probe, { action: 'errors' });
+    expect(r.badModel).toMatchObject({ code: 'not-found' });
+    expect(r.badModel.message).toContain('no-such-model');
+    expect(r.badToken).toMatchObject({ code: 'invalid-argument' });
+    expect(r.noSnapshot).toMatchObject({ code: 'not-found' });
+    expect(r.badSampling).toMatchObject({ code: 'invalid-argument' });
+    expect(r.badSampling.message).toContain('temperature');
+  });
+
+  it('fails an invocation whose guest throws, with its message, and releases what it held', async () => {
+    const { engine, host, probe } = await setup();
+    const inv = host.invoke(probe, { input: { action: 'throw', message: 'the guest gave up' } });
+    await expect(inv.result).rejects.toThrow('the guest gave up');
+    await expect(inv.result).rejects.toMatchObject({ kind: 'guest' });
+    expect(inv.state).toBe('failed');
+    expect(engine.kv.pool.numInUse).toBe(0);
+    expect(engine.numContexts).toBe(0);
+  });
+
+  it('cancels an invocation mid-generation: its pages are free and the caller sees cancelled', async () => {
+    const { engine, host, probe } = await setup({}, { stepDelayMs: 2 });
+    const abort = new AbortController();
+    const inv = host.invoke(probe, { input: { action: 'hold', max_tokens: 200 }, signal: abort.signal });
+    await until(() => engine.numDecodeTokensComputed >= 3);
+    expect(engine.kv.pool.numInUse).toBeGreaterThan(0);
+    abort.abort();
+    await expect(inv.result).rejects.toMatchObject({ kind: 'cancelled' });
+    expect(engine.kv.pool.numInUse).toBe(0);
+    expect(engine.numContexts).toBe(0);
+    expect(host.stats().cancelled).toBe(1);
+  });
+
+  it('enforces the wall-time limit', async () => {
+    const { engine, host, probe } = await setup({}, { stepDelayMs: 2 });
+    const inv = host.invoke(probe, { input: { action: 'hold' }, limits: { wallTimeMs: 150 } });
+    await expect(inv.result).rejects.toThrow(/wall time of 150 ms/);
+    await expect(inv.result).rejects.toMatchObject({ kind: 'limit' });
+    expect(engine.kv.pool.numInUse).toBe(0);
+  });
+
+  it('enforces the token limit across generations', async () => {
+    const { host, probe } = await setup();
+    const r = await run(host, probe, { action: 'limit-tokens', max_tokens: 100 }, { limits: { tokens: 40 } });
+    expect(r.first).toBe(40);
+    expect(r.second).toMatchObject({ code: 'limit-exceeded' });
+  });
+
+  it('caps a generation at the KV page limit, and refuses a prompt that cannot fit', async () => {
+    const { engine, host, probe } = await setup(); // 4 tokens a page
+    const capped = await run(host, probe, { action: 'limit-pages', max_tokens: 200 }, { limits: { kvPages: 8 } });
+    expect(capped.ok).toMatchObject({ finish_reason: 'length' });
+    expect(capped.ok.tokens).toHaveLength(8 * 4 - 5);
+    const prompt = Array.from({ length: 40 }, (_, i) => i + 1);
+    const refused = await run(host, probe, { action: 'limit-pages', prompt }, { limits: { kvPages: 8 } });
+    expect(refused).toMatchObject({ code: 'limit-exceeded' });
+    expect(refused.message).toContain('limit of 8');
+    expect(engine.kv.pool.numInUse).toBe(0);
+  });
+
+  it('stops a guest whose linear memory passes its limit', async () => {
+    const { host, probe } = await setup();
+    const inv = host.invoke(probe, { input: { action: 'memory', mb: 48 }, limits: { memoryBytes: 32 * 1024 * 1024 } });
+    await expect(inv.result).rejects.toThrow(/exceeds its limit of 33554432 bytes/);
+    await expect(inv.result).rejects.toMatchObject({ kind: 'limit' });
+    const ok = await run(host, probe, { action: 'memory', mb: 4 }, { limits: { memoryBytes: 32 * 1024 * 1024 } });
+    expect(ok.kept).toBe(4);
+  });
+
+  it('keeps serving while a guest spins: ten others complete, the spinner is stopped, its worker replaced', async () => {
+    const { engine, host, probe } = await setup({ workers: 3, stallMs: 1500 });
+    const spinner = host.invoke(probe, { input: { action: 'spin' } });
+    await new Promise((r) => setTimeout(r, 300)); // the spinner's worker stops beating: no new work goes there
+    const others = Array.from({ length: 10 }, (_, i) => run(host, probe, { action: 'generate', prompt: [1, 2, 3, i + 4], max_tokens: 4 }));
+    const results = await Promise.all(others);
+    expect(results.every((r) => r.tokens.length === 4)).toBe(true);
+    expect(spinner.state).toBe('running');
+    await expect(spinner.result).rejects.toThrow(/without yielding/);
+    await expect(spinner.result).rejects.toBeInstanceOf(InvocationError);
+    expect(host.stats().workerRestarts).toBe(1);
+    expect(await run(host, probe, { action: 'echo' })).toMatchObject({ input: { action: 'echo' } });
+    expect(engine.kv.pool.numInUse).toBe(0);
+  }, 20_000);
+
+  it('keeps a named snapshot across invocations, per tenant', async () => {
+    const { engine, host, probe } = await setup();
+    await run(host, probe, { action: 'save', name: 'sys', prompt: [9, 8, 7, 6, 5, 4] }, { tenant: 'a' });
+    expect(await run(host, probe, { action: 'open', name: 'sys' }, { tenant: 'a' })).toEqual({ length: 6, tokens: [9, 8, 7, 6, 5, 4] });
+    const other = JSON.parse((await host.invoke(probe, { input: { action: 'errors' }, tenant: 'b' }).result).data!);
+    expect(other.noSnapshot.code).toBe('not-found');
+    await expect(host.invoke(probe, { input: { action: 'open', name: 'sys' }, tenant: 'b' }).result).rejects.toThrow(/not-found/);
+    expect(engine.deleteSnapshot('sys', 'a')).toBe(true);
+  });
+
+  it('passes messages between running invocations of one tenant: queues and topics', async () => {
+    const { host, probe } = await setup();
+    const puller = host.invoke(probe, { input: { action: 'pull', name: 'q' } });
+    await run(host, probe, { action: 'push', name: 'q', message: 'hello' });
+    expect(JSON.parse((await puller.result).data!)).toEqual({ got: 'hello' });
+
+    const subs = [0, 1].map(() => host.invoke(probe, { input: { action: 'subscribe', name: 't', count: 1 } }));
+    await Promise.all(subs.map((s) => new Promise<void>((resolve) => s.onEvent((e) => e.event === 'subscribed' && resolve()))));
+    await run(host, probe, { action: 'broadcast', name: 't', message: 'all' });
+    for (const s of subs) expect(JSON.parse((await s.result).data!)).toEqual({ got: ['all'] });
+  });
+
+  it('does not let another tenant pull from a queue', async () => {
+    const { host, probe } = await setup();
+    await run(host, probe, { action: 'push', name: 'private', message: 'secret' }, { tenant: 'a' });
+    const pull = host.invoke(probe, { input: { action: 'pull', name: 'private' }, tenant: 'b', limits: { wallTimeMs: 300 } });
+    await expect(pull.result).rejects.toMatchObject({ kind: 'limit' });
+    expect(await run(host, probe, { action: 'pull', name: 'private' }, { tenant: 'a' })).toEqual({ got: 'secret' });
+  });
+});

@@ -1,0 +1,97 @@
+/**
+ * A test inferlet with one behaviour per `action`, so the runtime's tests
+ * build a single component.
+ */
+import { Context, emit, inferlet, input, log, Model, PieError, queue, Sampler, topic } from '@pie/inferlet';
+
+interface Input {
+  action: string;
+  prompt?: number[];
+  max_tokens?: number;
+  name?: string;
+  mb?: number;
+  count?: number;
+  message?: string;
+}
+
+function attempt(fn: () => unknown): unknown {
+  try {
+    return { ok: fn() };
+  } catch (err) {
+    return err instanceof PieError ? { code: err.code, message: err.message } : { error: String(err) };
+  }
+}
+
+export const run = inferlet<Input>((args) => {
+  const model = Model.load();
+  const prompt = args.prompt ?? [1, 2, 3, 4, 5];
+  switch (args.action) {
+    case 'echo':
+      return { input: input(), models: [model.name] };
+    case 'generate': {
+      const ctx = model.newContext().fill(prompt);
+      return ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 8, stream: true }).result();
+    }
+    case 'generate-pull': {
+      const ctx = model.newContext().fill(prompt);
+      const texts = [...ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 8 })].map((c) => c.tokens);
+      return { chunks: texts };
+    }
+    case 'hold': {
+      // Streams a long generation; the test cancels it midway.
+      const ctx = model.newContext().fill(prompt);
+      ctx.fork().fill([7]);
+      return ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 10_000, stream: true }).result();
+    }
+    case 'spin':
+      for (;;);
+    case 'throw': {
+      model.newContext().fill(prompt).generate({ max_tokens: 2 }).result(); // holds pages when it throws
+      throw new Error(args.message ?? 'boom');
+    }
+    case 'memory': {
+      const keep: Uint8Array[] = [];
+      for (let i = 0; i < (args.mb ?? 64); i++) keep.push(new Uint8Array(1 << 20).fill(i));
+      log('allocated'); // the host checks memory at every call
+      return { kept: keep.length };
+    }
+    case 'errors':
+      return {
+        badModel: attempt(() => Model.load('no-such-model')),
+        badToken: attempt(() => model.newContext().fill([model.info.vocabSize + 5])),
+        noSnapshot: attempt(() => Context.open(model, 'never-saved')),
+        badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })),
+      };
+    case 'limit-tokens': {
+      const ctx = model.newContext().fill(prompt);
+      const first = ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 100 }).result();
+      return { first: first.tokens.length, second: attempt(() => ctx.generate({ max_tokens: 5 })) };
+    }
+    case 'limit-pages':
+      return attempt(() => model.newContext().fill(prompt).generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 1000 }).result());
+    case 'save':
+      model.newContext().fill(prompt).save(args.name!);
+      return { saved: args.name };
+    case 'open': {
+      const ctx = Context.open(model, args.name!);
+      return { length: ctx.length, tokens: ctx.tokens() };
+    }
+    case 'push':
+      queue(args.name!).push(args.message!);
+      return null;
+    case 'pull':
+      return { got: queue(args.name!).pull({ timeout_ms: 5000 }) ?? null };
+    case 'subscribe': {
+      const sub = topic(args.name!).subscribe();
+      emit('subscribed', '');
+      const got: string[] = [];
+      for (let i = 0; i < (args.count ?? 1); i++) got.push(sub.next({ timeout_ms: 5000 }) ?? 'timeout');
+      return { got };
+    }
+    case 'broadcast':
+      topic(args.name!).broadcast(args.message!);
+      return null;
+    default:
+      throw new Error(`unknown action ${args.action}`);
+  }
+});

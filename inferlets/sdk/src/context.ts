@@ -176,6 +176,11 @@ export class Context {
     );
   }
 
+  /** Computes the pending tokens now (e.g. once, before forking, so the forks share the prompt's KV). */
+  prefill(options: StepOptions = {}): void {
+    this.forward([], options);
+  }
+
   /** Samples the next token after the pending ones (greedy by default); does not append it. */
   sample(sampling: SamplingOptions = { temperature: 0 }, options: StepOptions & { mask?: Uint32Array; top_logprobs?: number } = {}) {
     const [r] = this.forward([{ sample: sampling, mask: options.mask, top_logprobs: options.top_logprobs }], options);

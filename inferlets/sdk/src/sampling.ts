@@ -44,6 +44,6 @@ export function toSampling(s: SamplingOptions = {}): Sampling {
     frequencyPenalty: s.frequency_penalty ?? 0,
     repetitionPenalty: s.repetition_penalty ?? 1,
     logitBias: Object.entries(s.logit_bias ?? {}).map(([t, v]) => [Number(t), v] as [number, number]),
-    seed: s.seed === undefined ? undefined : BigInt(s.seed >>> 0),
+    seed: s.seed === undefined ? undefined : s.seed >>> 0,
   };
 }

@@ -11,7 +11,7 @@ export interface WitSampling {
   frequencyPenalty: number;
   repetitionPenalty: number;
   logitBias: Array<[number, number]>;
-  seed?: bigint;
+  seed?: number;
 }
 
 function check(ok: boolean, what: string): void {
@@ -40,7 +40,7 @@ export function toSamplingParams(s: WitSampling, vocabSize: number, logprobs?: n
     ...(s.frequencyPenalty ? { frequencyPenalty: s.frequencyPenalty } : {}),
     ...(s.repetitionPenalty && s.repetitionPenalty !== 1 ? { repetitionPenalty: s.repetitionPenalty } : {}),
     ...(bias.size > 0 ? { logitBias: bias } : {}),
-    ...(s.seed !== undefined ? { seed: Number(BigInt.asUintN(32, s.seed)) } : {}),
+    ...(s.seed != null ? { seed: s.seed } : {}),
     ...(logprobs !== undefined ? { logprobs } : {}),
   };
 }

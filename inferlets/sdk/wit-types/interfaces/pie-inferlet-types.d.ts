@@ -49,7 +49,10 @@ declare module 'pie:inferlet/types@0.1.0' {
     frequencyPenalty: number,
     repetitionPenalty: number,
     logitBias: Array<[number, number]>,
-    seed?: bigint,
+    /**
+     * Makes sampling repeatable (32 bits: guest languages disagree on how a u64 looks).
+     */
+    seed?: number,
   }
   /**
    * A set of integers (token ids, or key positions) as run lengths starting

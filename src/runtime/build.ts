@@ -41,6 +41,9 @@ export async function bundle(entry: string): Promise<string> {
       external: [/^pie:inferlet\//],
       platform: 'neutral',
       resolve: { alias: { '@pie/inferlet': SDK_ENTRY } },
+      // The ABI's modules have no side effects: an interface the inferlet does not use is not imported
+      // (QuickJS sets up every imported interface on an instance's first call).
+      treeshake: { moduleSideEffects: (id: string) => !id.startsWith('pie:inferlet/') },
       logLevel: 'silent',
     });
   } catch (err) {

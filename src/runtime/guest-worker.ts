@@ -9,8 +9,9 @@
  *                └► call: queued, posted in this turn's batch ─► reply resumes the guest
  *   cancel ─► fail the instance's waiting calls (the guest traps out of them)
  *
- * A beat counter in shared memory, bumped by this thread's event loop, lets
- * the host see a guest that never yields (see InferletHost's watchdog).
+ * A beat counter in shared memory, bumped by this thread's event loop and at
+ * every start and host call, lets the host see a guest that never yields
+ * (see InferletHost's watchdog).
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -32,7 +33,9 @@ import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Rep
 const port = parentPort!;
 const heartbeat = new Int32Array(workerData.heartbeat as SharedArrayBuffer);
 const BEAT_MS = 20;
-setInterval(() => Atomics.add(heartbeat, HEARTBEAT.beat, 1), BEAT_MS);
+/** Progress: the event loop turned, an instance was started, or a guest called the host. */
+const beat = () => Atomics.add(heartbeat, HEARTBEAT.beat, 1);
+setInterval(beat, BEAT_MS);
 
 const post = (m: WorkerToHost) => port.postMessage(m);
 
@@ -52,6 +55,7 @@ function flush(): void {
 }
 
 function onReplies(replies: Reply[]): void {
+  beat();
   for (const [id, ok, value] of replies) {
     const p = pending.get(id);
     if (!p) continue;
@@ -110,6 +114,7 @@ class InstanceEnv implements GuestEnv {
   /** Runs at every entry into the host and every resumption of the guest. */
   enter(): void {
     if (this.inv === 0) throw new Error('this instance is not bound to an invocation');
+    beat();
     Atomics.store(heartbeat, HEARTBEAT.running, this.inv);
     if (this.memoryBytes() > this.memoryLimit) {
       this.limitError = `the inferlet's linear memory (${this.memoryBytes()} bytes) exceeds its limit of ${this.memoryLimit} bytes`;
@@ -190,7 +195,15 @@ interface Prepared {
   instance: { run(): Promise<void> };
 }
 
-async function prepare(dir: string): Promise<Prepared> {
+/** Instantiations run one at a time: a burst of starts then begins in order, each as soon as it can. */
+let instantiating: Promise<unknown> = Promise.resolve();
+function prepare(dir: string): Promise<Prepared> {
+  const next = instantiating.then(() => instantiate(dir));
+  instantiating = next.catch(() => {});
+  return next;
+}
+
+async function instantiate(dir: string): Promise<Prepared> {
   const c = await compile(dir);
   const env = new InstanceEnv();
   const instance = await c.instantiate((p) => c.modules.get(p)!, importsFor(env), async (module, imports) => {
@@ -198,6 +211,7 @@ async function prepare(dir: string): Promise<Prepared> {
     for (const v of Object.values(inst.exports)) if (v instanceof WebAssembly.Memory) env.memories.push(v);
     return inst;
   });
+  beat();
   return { env, instance };
 }
 
@@ -214,18 +228,25 @@ const running = new Map<number, InstanceEnv>();
 
 async function start(msg: StartMessage): Promise<void> {
   let env: InstanceEnv | undefined;
+  let instantiateMs = 0;
   try {
-    const prepared = warm.get(msg.componentDir)?.shift() ?? (await prepare(msg.componentDir));
+    let prepared = warm.get(msg.componentDir)?.shift();
+    if (!prepared) {
+      const t0 = performance.now();
+      prepared = await prepare(msg.componentDir);
+      instantiateMs = performance.now() - t0;
+    }
     if ((warmTarget.get(msg.componentDir) ?? 0) > 0) setImmediate(() => void refill(msg.componentDir).catch(() => {}));
+    beat(); // a burst of starts keeps the thread busy, but not stuck
     env = prepared.env;
     Object.assign(env, { inv: msg.inv, instanceId: msg.instanceId, tenant: msg.tenant, input: msg.input, memoryLimit: msg.limits.memoryBytes });
     for (const m of msg.models) env.models.set(m.name, m);
     running.set(msg.inv, env);
     Atomics.store(heartbeat, HEARTBEAT.running, msg.inv);
     await prepared.instance.run();
-    finish(msg.inv, env, null);
+    finish(msg.inv, env, null, instantiateMs);
   } catch (err) {
-    finish(msg.inv, env, describe(err));
+    finish(msg.inv, env, describe(err), instantiateMs);
   }
 }
 
@@ -235,11 +256,11 @@ function describe(err: unknown): string {
   return e?.message ?? String(err);
 }
 
-function finish(inv: number, env: InstanceEnv | undefined, error: string | null): void {
+function finish(inv: number, env: InstanceEnv | undefined, error: string | null, instantiateMs: number): void {
   running.delete(inv);
   flush(); // the guest's last one-way calls (set-result, emit) go before `done`
   const limit = env?.limitError ?? null;
-  post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0 });
+  post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0, instantiateMs });
   if (Atomics.load(heartbeat, HEARTBEAT.running) === inv) Atomics.store(heartbeat, HEARTBEAT.running, 0);
 }
 

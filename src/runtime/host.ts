@@ -107,9 +107,9 @@ class WorkerSlot {
     if (replies.length > 0) this.send({ t: 'replies', replies });
   }
 
-  /** Whether its event loop turned recently. */
+  /** Whether it made progress recently (the watchdog samples the beat every 100 ms at most). */
   get responsive(): boolean {
-    return performance.now() - this.lastBeatAt < 200;
+    return performance.now() - this.lastBeatAt < 250;
   }
 }
 
@@ -286,6 +286,7 @@ export class InferletHost implements HostSide {
         slot.invocations.forEach((i) => i.id === m.inv && slot.invocations.delete(i));
         if (!inv) return;
         inv.peakMemoryBytes = m.peakMemoryBytes;
+        inv.instantiateMs = m.instantiateMs;
         this.end(inv, m.error === null ? null : new InvocationError(m.limit ? 'limit' : 'guest', m.error));
         return;
       }
@@ -302,9 +303,10 @@ export class InferletHost implements HostSide {
     };
     if (!inv) return answer([id, false, { kind: 'trap', code: 'cancelled', message: 'the invocation has ended' }]);
     const fail = (err: unknown) => {
-      if (err instanceof AbiError) return answer([id, false, { kind: 'abi', code: err.code, message: err.message }]);
       const message = err instanceof Error ? err.message : String(err);
+      // A call without an answer has nobody to return an error to: it fails the invocation.
       if (id === 0) return this.end(inv, new InvocationError('guest', `${op} failed: ${message}`));
+      if (err instanceof AbiError) return answer([id, false, { kind: 'abi', code: err.code, message }]);
       answer([id, false, { kind: 'trap', code: 'internal', message: `${op} failed: ${message}` }]);
     };
     const handler = HANDLERS[op];

@@ -80,6 +80,8 @@ export class Invocation {
   reservedTokens = 0;
   reservedPages = 0;
   peakMemoryBytes = 0;
+  /** Time its worker took to get an instance ready, queued instantiations included (0 when a warm one was waiting). */
+  instantiateMs = 0;
 
   private readonly queue: OutputEvent[] = [];
   private wake: (() => void) | null = null;

@@ -73,6 +73,13 @@ export class MessageHub {
     if (subs?.size === 0) this.topics.delete(key);
   }
 
+  /** Pulls waiting across all queues (benchmarks, metrics). */
+  get numWaiting(): number {
+    let n = 0;
+    for (const box of this.queues.values()) n += box.waiters.length;
+    return n;
+  }
+
   /** Queues with messages or waiters (empty ones are dropped as they drain). */
   get numQueues(): number {
     for (const [k, box] of this.queues) if (box.messages.length === 0 && box.waiters.length === 0) this.queues.delete(k);

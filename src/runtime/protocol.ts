@@ -61,7 +61,7 @@ export type HostToWorker =
 export type WorkerToHost =
   | { t: 'ready' }
   | { t: 'calls'; calls: Call[] }
-  | { t: 'done'; inv: number; error: string | null; limit: boolean; peakMemoryBytes: number }
+  | { t: 'done'; inv: number; error: string | null; limit: boolean; peakMemoryBytes: number; instantiateMs: number }
   | { t: 'log'; level: string; message: string };
 
 /** Shared words each worker updates so the host's watchdog can see it without a message. */

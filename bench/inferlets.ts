@@ -1,0 +1,244 @@
+/**
+ * The inferlet runtime's costs, side by side with the baselines in one run.
+ *
+ *   npm run bench:inferlets [-- --engines qjs,sm --invocations 200 --idle 1000
+ *                              --concurrency 32 --prompt 64 --decode 64 --rounds 3]
+ *
+ * Overhead (mock driver, so no forward pass is in the numbers), per guest engine:
+ *   component size; transpile once; load from the disk cache; an empty
+ *   invocation end to end (host.invoke → result) with a warm instance pool and
+ *   without one (then instantiation is inside); one host call answered inside
+ *   the worker and one that goes to the engine's thread and back; memory per
+ *   idle instance with many alive at once (each waits on a queue).
+ * Throughput (portable driver, the bench model): C concurrent greedy
+ *   generations of D tokens after a P-token prompt, three ways, alternating
+ *   rounds: the engine's own generate loop; C invocations of an inferlet that
+ *   calls the SDK's generate(); C invocations of a step-by-step forward() loop.
+ * Prints a table; writes bench/results/inferlets.json.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { MockDriver } from '../drivers/mock/driver.ts';
+import { startEngine, type Engine } from '../src/engine/index.ts';
+import { createRandomModel, PRESETS } from '../src/model/random.ts';
+import { build, bundle, type GuestEngine } from '../src/runtime/build.ts';
+import { ComponentStore, type StoredComponent } from '../src/runtime/component-store.ts';
+import { InferletHost } from '../src/runtime/host.ts';
+
+const { values: args } = parseArgs({
+  options: {
+    engines: { type: 'string', default: 'qjs,sm' },
+    invocations: { type: 'string', default: '200' },
+    idle: { type: 'string', default: '1000' },
+    'idle-sm': { type: 'string', default: '200' },
+    concurrency: { type: 'string', default: '32' },
+    prompt: { type: 'string', default: '64' },
+    decode: { type: 'string', default: '64' },
+    rounds: { type: 'string', default: '3' },
+    calls: { type: 'string', default: '2000' },
+    model: { type: 'string' },
+  },
+});
+const ENGINES = args.engines.split(',') as GuestEngine[];
+const N_INV = Number(args.invocations);
+const C = Number(args.concurrency);
+const PROMPT = Number(args.prompt);
+const DECODE = Number(args.decode);
+const ROUNDS = Number(args.rounds);
+const CALLS = Number(args.calls);
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+};
+const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const here = import.meta.dirname;
+
+async function component(name: string, engine: GuestEngine): Promise<Uint8Array> {
+  const entry = join(here, 'inferlets', `${name}.ts`);
+  const hash = createHash('sha256').update(await bundle(entry)).update(engine).digest('hex').slice(0, 16);
+  const dir = join(tmpdir(), 'pie-bench-inferlets');
+  const path = join(dir, `${name}-${hash}.wasm`);
+  if (!existsSync(path)) {
+    console.error(`building ${name} (${engine}) ...`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path, (await build(entry, { engine })).component);
+  }
+  return readFileSync(path);
+}
+
+async function mockEngine(): Promise<Engine> {
+  const dir = join(tmpdir(), 'pie-bench-tiny-model');
+  if (!existsSync(dir)) createRandomModel(dir, PRESETS.tiny, 1);
+  return startEngine(dir, { numPages: 4096, pageSize: 16, driver: async (m, numPages, pageSize) => new MockDriver({ vocabSize: m.config.vocabSize, numPages, pageSize }) });
+}
+
+async function result(host: InferletHost, c: StoredComponent, input: unknown) {
+  const inv = host.invoke(c, { input });
+  const r = await inv.result;
+  return { data: JSON.parse(r.data!), inv };
+}
+
+async function latencies(host: InferletHost, c: StoredComponent, n: number) {
+  const ms: number[] = [];
+  const inst: number[] = [];
+  for (let i = 0; i < 5; i++) await result(host, c, null); // warm caches
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const { inv } = await result(host, c, null);
+    ms.push(performance.now() - t0);
+    inst.push(inv.instantiateMs);
+    await sleep(2); // let the pool refill between invocations, as between requests
+  }
+  return { p50: median(ms), p99: p99(ms), instantiateP50: median(inst) };
+}
+
+async function overhead(kind: GuestEngine) {
+  const engine = await mockEngine();
+  const cacheDir = mkdtempSync(join(tmpdir(), 'pie-bench-cache-'));
+  const noopBytes = await component('noop', kind);
+  let t0 = performance.now();
+  await new ComponentStore(cacheDir).load(noopBytes);
+  const transpileMs = performance.now() - t0;
+  const loads: number[] = [];
+  for (let i = 0; i < 20; i++) {
+    t0 = performance.now();
+    await new ComponentStore(cacheDir).load(noopBytes);
+    loads.push(performance.now() - t0);
+  }
+  console.error("  warm pool ...");
+  const warmHost = await InferletHost.start({ engines: [engine], cacheDir, warmInstances: 2, log: () => {} });
+  const noop = await warmHost.load(noopBytes);
+  const warm = await latencies(warmHost, noop, N_INV);
+  const calls = await warmHost.load(await component('calls', kind));
+  const local = (await result(warmHost, calls, { n: CALLS, kind: 'local' })).data.ms;
+  const remote = (await result(warmHost, calls, { n: CALLS, kind: 'host' })).data.ms;
+  await warmHost.close();
+  console.error("  no pool, idle instances ...");
+  const coldHost = await InferletHost.start({ engines: [engine], cacheDir, warmInstances: 0, log: () => {} });
+  const cold = await latencies(coldHost, await coldHost.load(noopBytes), Math.min(N_INV, 100));
+  // Idle instances: each waits on its own queue.
+  const n = Number(kind === 'qjs' ? args.idle : args['idle-sm']);
+  const idleBytes = await component('idle', kind);
+  const idle = await coldHost.load(idleBytes);
+  // Compile the component in both workers first: the figure is per instance, not per module.
+  const warmups = [0, 1].map(() => coldHost.invoke(idle, { input: { queue: 'warmup' } }));
+  while (coldHost.hub.numWaiting < 2) await sleep(20);
+  for (let i = 0; i < 2; i++) coldHost.hub.push('default', 'warmup', 'x');
+  await Promise.all(warmups.map((w) => w.result));
+  global.gc?.();
+  await sleep(500);
+  const rssBefore = process.memoryUsage().rss;
+  const alive = Array.from({ length: n }, (_, i) => coldHost.invoke(idle, { input: { queue: `q${i}` } }));
+  for (let waited = 0; coldHost.hub.numWaiting < n; waited += 50) {
+    const failed = alive.filter((a) => a.state !== 'running');
+    if (failed.length > 0) await failed[0]!.result; // throws the reason
+    if (waited > 120_000) throw new Error(`only ${coldHost.hub.numWaiting} of ${n} idle instances are waiting`);
+    await sleep(50);
+  }
+  global.gc?.();
+  await sleep(500);
+  const perInstanceMb = (process.memoryUsage().rss - rssBefore) / n / 2 ** 20;
+  for (let i = 0; i < n; i++) coldHost.hub.push('default', `q${i}`, 'done');
+  await Promise.all(alive.map((a) => a.result));
+  await coldHost.close();
+  await engine.close();
+  rmSync(cacheDir, { recursive: true, force: true });
+  return {
+    engine: kind,
+    sizeMb: noopBytes.length / 1e6,
+    transpileMs,
+    loadFromCacheMsP50: median(loads),
+    warm,
+    cold,
+    localCallUs: (local * 1000) / CALLS,
+    hostCallUs: (remote * 1000) / CALLS,
+    idleInstances: n,
+    idleMbPerInstance: perInstanceMb,
+  };
+}
+
+function benchModelDir(): string {
+  if (args.model) return args.model;
+  const dir = join(here, '..', 'models', 'bench');
+  if (!existsSync(dir)) {
+    console.error(`creating the bench model in ${dir} ...`);
+    createRandomModel(dir, PRESETS.bench, 0);
+  }
+  return dir;
+}
+
+function prompts(vocab: number, salt: number): number[][] {
+  return Array.from({ length: C }, (_, b) => Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919 + b * 104729 + salt * 15485863) % (vocab - 3))));
+}
+
+async function throughput() {
+  const engine = await startEngine(benchModelDir(), { kvMemoryBytes: 1024 * 2 ** 20 });
+  const host = await InferletHost.start({ engines: [engine], cacheDir: join(tmpdir(), 'pie-bench-components'), log: () => {} });
+  const gen = await host.load(await component('generate', 'qjs'));
+  const loop = await host.load(await component('forward-loop', 'qjs'));
+  const V = engine.model.config.vocabSize;
+  const rows: Record<'native' | 'sdk' | 'forward', number[]> = { native: [], sdk: [], forward: [] };
+  let salt = 1;
+  const time = async (f: () => Promise<number[]>) => {
+    const t0 = performance.now();
+    const counts = await f();
+    if (counts.some((c) => c !== DECODE)) throw new Error(`a generation ended early: ${counts}`);
+    return (C * DECODE) / ((performance.now() - t0) / 1000);
+  };
+  for (let round = 0; round < ROUNDS; round++) {
+    rows.native.push(
+      await time(() =>
+        Promise.all(
+          prompts(V, salt++).map(async (p) => {
+            const ctx = engine.createContext();
+            engine.append(ctx, p);
+            const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: DECODE, ignoreEos: true }).result;
+            engine.release(ctx);
+            return r.completionTokens;
+          }),
+        ),
+      ),
+    );
+    rows.sdk.push(await time(() => Promise.all(prompts(V, salt++).map(async (p) => (await result(host, gen, { prompt: p, max_tokens: DECODE })).data.tokens))));
+    rows.forward.push(await time(() => Promise.all(prompts(V, salt++).map(async (p) => (await result(host, loop, { prompt: p, max_tokens: DECODE })).data.tokens))));
+    console.error(`round ${round + 1}: native ${rows.native.at(-1)!.toFixed(1)}, sdk ${rows.sdk.at(-1)!.toFixed(1)}, forward ${rows.forward.at(-1)!.toFixed(1)} tok/s`);
+  }
+  await host.close();
+  await engine.close();
+  return { native: median(rows.native), sdk: median(rows.sdk), forward: median(rows.forward), rounds: rows };
+}
+
+const overheads = [];
+for (const kind of ENGINES) {
+  console.error(`overhead: ${kind} ...`);
+  overheads.push(await overhead(kind));
+}
+console.error('throughput ...');
+const tp = await throughput();
+
+const f = (x: number, d = 1) => x.toFixed(d);
+const lines = [
+  `machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; node ${process.version}`,
+  '',
+  '| guest engine | component MB | transpile ms | load from cache ms p50 | empty invocation, warm pool ms p50 (p99) | empty invocation, no pool ms p50 (p99) | instantiate ms p50 | call answered in worker µs | call to engine thread µs | MB per idle instance |',
+  '|---|---|---|---|---|---|---|---|---|---|',
+  ...overheads.map(
+    (o) =>
+      `| ${o.engine} | ${f(o.sizeMb)} | ${f(o.transpileMs, 0)} | ${f(o.loadFromCacheMsP50, 2)} | ${f(o.warm.p50, 2)} (${f(o.warm.p99, 2)}) | ${f(o.cold.p50, 2)} (${f(o.cold.p99, 2)}) | ${f(o.cold.instantiateP50, 2)} | ${f(o.localCallUs, 2)} | ${f(o.hostCallUs, 1)} | ${f(o.idleMbPerInstance, 2)} (${o.idleInstances} alive) |`,
+  ),
+  '',
+  `| ${C} concurrent greedy generations, prompt ${PROMPT}, ${DECODE} tokens | tok/s (median of ${ROUNDS}) | vs engine |`,
+  '|---|---|---|',
+  `| engine's own generate loop | ${f(tp.native)} | 100% |`,
+  `| inferlets, SDK generate() | ${f(tp.sdk)} | ${f((100 * tp.sdk) / tp.native)}% |`,
+  `| inferlets, step-by-step forward() | ${f(tp.forward)} | ${f((100 * tp.forward) / tp.native)}% |`,
+];
+console.log(lines.join('\n'));
+const out = join(here, 'results');
+mkdirSync(out, { recursive: true });
+writeFileSync(join(out, 'inferlets.json'), JSON.stringify({ date: new Date().toISOString(), args, overheads, throughput: tp }, null, 2) + '\n');

@@ -1,6 +1,6 @@
 /** The pie command, run as a user runs it. */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -60,5 +60,38 @@ describe('pie', () => {
     expect(imp.code).toBe(0);
     const r = pie('generate', '--model', out, '--max-tokens', '40');
     expect(r.stdout).toMatch(/^Once upon a time, there was a little girl named Lily\. She loved to play outside in the park\./);
+  });
+
+  it('builds an inferlet and runs it: streamed text, then the result', () => {
+    const wasm = join(work, 'tc.wasm');
+    const b = pie('build', 'inferlets/examples/text-completion.ts', '-o', wasm);
+    expect(b.code).toBe(0);
+    expect(b.stderr).toMatch(/wrote .*tc\.wasm \([\d.]+ MB, qjs\)/);
+    mkdirSync(join(work, 'config'), { recursive: true });
+    const cfg = join(work, 'config', 'run.toml');
+    writeFileSync(cfg, '[engine]\nkv_memory_mb = 16\n[inferlets]\ncache_dir = "components"\n');
+    const r = pie('run', wasm, '--model', randomModelDir(), '--config', cfg, '--', '{"prompt": "abc", "max_tokens": 5}');
+    expect(r.code).toBe(0);
+    const lines = r.stdout.trimEnd().split('\n');
+    const result = JSON.parse(lines.at(-1)!);
+    expect(result).toMatchObject({ finish_reason: 'length', usage: { completion_tokens: 5 } });
+    expect(r.stdout.startsWith(result.text)).toBe(true); // streamed before the result
+    expect(existsSync(join(work, 'components'))).toBe(true);
+  });
+
+  it('explains a source that imports what an inferlet may not, a refused component, and bad input', () => {
+    const src = join(work, 'bad.ts');
+    writeFileSync(src, "import { readFileSync } from 'node:fs';\nexport const run = () => readFileSync('/etc/passwd');\n");
+    const b = pie('build', src, '-o', join(work, 'bad.wasm'));
+    expect(b.code).toBe(1);
+    expect(b.stderr).toMatch(/imports node:fs: an inferlet may import only the SDK and pie:inferlet/);
+    const notWasm = join(work, 'not.wasm');
+    writeFileSync(notWasm, 'hello');
+    const refused = pie('run', notWasm, '--model', randomModelDir(), '--config', join(work, 'config', 'run.toml'));
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/not a valid WebAssembly component/);
+    const input = pie('run', notWasm, '--', '{not json');
+    expect(input.code).toBe(2);
+    expect(input.stderr).toMatch(/the input after -- must be JSON/);
   });
 });

@@ -158,6 +158,7 @@ export class InferletHost implements HostSide {
   /** Starts an invocation; its events, result and cancel are on the returned handle. */
   invoke(component: StoredComponent, options: InvokeOptions = {}): Invocation {
     if (this.closed) throw new Error('the inferlet host is closed');
+    const input = JSON.stringify(options.input ?? null); // throws before anything is registered
     const limits = resolveLimits(this.limits, options.limits);
     const inv = new Invocation(this.nextInv++, options.tenant ?? 'default', limits, (i, reason) => this.end(i, new InvocationError('cancelled', reason)));
     const models = options.models ?? [...this.engines.keys()];
@@ -177,7 +178,7 @@ export class InferletHost implements HostSide {
       inv: inv.id,
       instanceId: inv.instanceId,
       componentDir: component.dir,
-      input: JSON.stringify(options.input ?? null),
+      input,
       tenant: inv.tenant,
       models: models.map((name) => this.describe(name)),
       limits,

@@ -98,12 +98,8 @@ function toWitResult(r: GenerationResult) {
 export const inferenceHandlers: Handlers = {
   'inference.forward': async (inv, [h, args]: [number, WitForwardArgs]) => {
     const { engine, ctx } = heldContext(inv, h);
-    try {
-      engine.append(ctx, Array.from(args.tokens));
-    } catch (err) {
-      throw toAbiError(err);
-    }
-    const pending = Math.max(1, ctx.numPending);
+    // Everything is checked before the tokens are appended: a refused call changes nothing.
+    const pending = Math.max(1, ctx.numPending + args.tokens.length);
     const rowOf = (o: WitOutputRequest) => o.row ?? pending - 1;
     for (const o of args.outputs) if (rowOf(o) >= pending) throw new AbiError('invalid-argument', `output row ${o.row} is past the ${pending} pending tokens`);
     if (args.attention && args.attention.length !== pending) {
@@ -113,8 +109,14 @@ export const inferenceHandlers: Handlers = {
     if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
       throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
     }
-    const pages = worstCasePages(ctx, 0, engine.kv.pageSize);
+    const pages = worstCasePages(ctx, args.tokens.length, engine.kv.pageSize);
     reservePages(inv, pages);
+    try {
+      engine.append(ctx, Array.from(args.tokens));
+    } catch (err) {
+      inv.reservedPages -= pages;
+      throw toAbiError(err);
+    }
     inv.reservedTokens += numSampled;
     try {
       const base = ctx.length - pending;

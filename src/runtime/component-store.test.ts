@@ -1,9 +1,17 @@
-import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from '@bytecodealliance/jco';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ComponentLoadError, ComponentStore } from './component-store.ts';
+
+const dirs: string[] = [];
+const tempDir = () => {
+  const d = mkdtempSync(join(tmpdir(), 'pie-store-'));
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
 
 /** A component that calls function `f` of the imported interface `name` from its `run`. */
 const importing = (name: string) =>
@@ -16,7 +24,7 @@ const importing = (name: string) =>
 
 describe('ComponentStore', () => {
   it('refuses a component that imports the filesystem, naming the import', async () => {
-    const store = new ComponentStore(mkdtempSync(join(tmpdir(), 'pie-store-')));
+    const store = new ComponentStore(tempDir());
     const bytes = await importing('wasi:filesystem/preopens@0.2.3');
     const err = await store.load(bytes).catch((e) => e);
     expect(err).toBeInstanceOf(ComponentLoadError);
@@ -24,7 +32,7 @@ describe('ComponentStore', () => {
   });
 
   it('refuses sockets and HTTP too, and a wrong ABI version', async () => {
-    const store = new ComponentStore(mkdtempSync(join(tmpdir(), 'pie-store-')));
+    const store = new ComponentStore(tempDir());
     for (const name of ['wasi:sockets/tcp@0.2.3', 'wasi:http/outgoing-handler@0.2.3', 'pie:inferlet/runtime@9.0.0']) {
       const err = await store.load(await importing(name)).catch((e) => e);
       expect(err.message).toContain(name);
@@ -32,7 +40,7 @@ describe('ComponentStore', () => {
   });
 
   it('refuses bytes that are not a component, and a component without run', async () => {
-    const store = new ComponentStore(mkdtempSync(join(tmpdir(), 'pie-store-')));
+    const store = new ComponentStore(tempDir());
     await expect(store.load(new Uint8Array([0, 97, 115, 109, 9, 9]))).rejects.toThrow(/not a valid WebAssembly component/);
     // `run` with the wrong signature: jco would bind it, the host would misread its result
     const wrongRun = await parse(`(component (core module $m (func (export "run"))) (core instance $i (instantiate $m)) (func (export "run") (canon lift (core func $i "run"))))`);
@@ -44,7 +52,7 @@ describe('ComponentStore', () => {
 
 describe('ComponentStore cache', () => {
   it('transpiles once per content hash and reuses the folder across stores', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'pie-store-'));
+    const dir = tempDir();
     const bytes = await parse(
       `(component (core module $m (memory (export "memory") 1) (func (export "run") (result i32) i32.const 0)) (core instance $i (instantiate $m)) (func (export "run") (result (result (error string))) (canon lift (core func $i "run") (memory (core memory $i "memory")))))`,
     );

@@ -24,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { MockDriver } from '../drivers/mock/driver.ts';
 import { startEngine, type Engine } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
+import { WIT_DIR } from '../src/runtime/abi.ts';
 import { build, bundle, type GuestEngine } from '../src/runtime/build.ts';
 import { ComponentStore, type StoredComponent } from '../src/runtime/component-store.ts';
 import { InferletHost } from '../src/runtime/host.ts';
@@ -60,7 +61,8 @@ const here = import.meta.dirname;
 
 async function component(name: string, engine: GuestEngine): Promise<Uint8Array> {
   const entry = join(here, 'inferlets', `${name}.ts`);
-  const hash = createHash('sha256').update(await bundle(entry)).update(engine).digest('hex').slice(0, 16);
+  const wit = readFileSync(join(WIT_DIR, 'inferlet.wit'));
+  const hash = createHash('sha256').update(await bundle(entry)).update(engine).update(wit).digest('hex').slice(0, 16);
   const dir = join(tmpdir(), 'pie-bench-inferlets');
   const path = join(dir, `${name}-${hash}.wasm`);
   if (!existsSync(path)) {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
+import { WIT_DIR } from '../src/runtime/abi.ts';
 import { build, bundle } from '../src/runtime/build.ts';
 import { InferletHost, type HostOptions } from '../src/runtime/host.ts';
 
@@ -17,7 +18,7 @@ export const COMPONENT_CACHE = join(tmpdir(), 'pie-gateway-test-components');
 /** Builds an inferlet source file (cached by its bundled source); returns the .wasm path. */
 export async function buildInferlet(entry: string): Promise<string> {
   const source = await bundle(entry);
-  const hash = createHash('sha256').update(source).digest('hex').slice(0, 16);
+  const hash = createHash('sha256').update(source).update(readFileSync(join(WIT_DIR, 'inferlet.wit'))).digest('hex').slice(0, 16);
   const out = join(BUILDS, `${hash}.wasm`);
   if (existsSync(out)) return out;
   const { component } = await build(entry);

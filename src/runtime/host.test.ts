@@ -44,6 +44,16 @@ describe('InferletHost', () => {
     expect(host.stats()).toMatchObject({ started: 2, succeeded: 2, running: 0 });
   });
 
+  it('answers model questions inside the worker: info, special tokens, encode and decode', async () => {
+    const { engine, host, probe } = await setup();
+    const r = await run(host, probe, { action: 'info' });
+    expect(r.info).toMatchObject({ name: engine.model.name, vocabSize: engine.model.config.vocabSize, pageSize: 4, eosTokenIds: engine.model.eosTokenIds });
+    const special = [...engine.model.tokenizer.specialIds].sort((a, b) => a - b);
+    expect(r.special.map(([, id]: [string, number]) => id)).toEqual(special);
+    expect(r.special.length).toBeGreaterThan(0);
+    expect(r.roundTrip).toBe(engine.model.tokenizer.decode(engine.model.tokenizer.encode('hello there', { addBos: false })));
+  });
+
   it("gives the same tokens through the guest's generate, its pulled chunks and the engine's own loop", async () => {
     const { engine, host, probe } = await setup();
     const prompt = [3, 1, 4, 1, 5, 9, 2, 6];

@@ -28,6 +28,8 @@ export const run = inferlet<Input>((args) => {
   switch (args.action) {
     case 'echo':
       return { input: input(), models: [model.name] };
+    case 'info':
+      return { info: model.info, special: [...model.specialTokens()], bos: model.tokenId('<s>') ?? null, roundTrip: model.decode(model.encode('hello there')) };
     case 'generate': {
       const ctx = model.newContext().fill(prompt);
       return ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 8, stream: true }).result();

@@ -89,6 +89,11 @@ export class Model {
     return this.raw.tokenId(token) ?? undefined;
   }
 
+  /** The special tokens (beginning and end of sequence, chat markers...) by their text. */
+  specialTokens(): Map<string, number> {
+    return new Map(this.raw.specialTokens());
+  }
+
   /** An empty context on this model. */
   newContext(): Context {
     return Context.create(this);

@@ -41,6 +41,10 @@ export function guestModel(env: GuestEnv) {
     tokenId(token: string) {
       return this.text.tokenizer.tokenToId(token);
     }
+    specialTokens() {
+      const tok = this.text.tokenizer;
+      return [...tok.specialIds].sort((a, b) => a - b).map((id) => [tok.idToToken(id) ?? '', id] as [string, number]);
+    }
   }
   return { Model };
 }

@@ -40,6 +40,10 @@ declare module 'pie:inferlet/model@0.1.0' {
     * The id of a token given its text (special tokens included).
     */
     tokenId(token: string): number | undefined;
+    /**
+    * The special tokens (beginning and end of sequence, chat markers...) with their ids.
+    */
+    specialTokens(): Array<[string, number]>;
     [Symbol.dispose](): void;
   }
 }

@@ -20,6 +20,12 @@ export class Context {
   released = false;
   /** The request currently running on this context, if any. */
   busy = false;
+  /**
+   * Some of its KV was computed under a custom attention mask: its pages are
+   * not what the tokens alone would give, so they never enter the prefix
+   * cache and it takes none from it. Sticky; forks and snapshots inherit it.
+   */
+  customKv = false;
 
   constructor(id: number, tenant: string) {
     this.id = id;

@@ -272,4 +272,26 @@ describe('Engine on the mock driver', () => {
     expect(r.text).toBe(engine.model.tokenizer.decode(r.tokens));
     engine.release(ctx);
   });
+
+  it('keeps KV computed under a custom attention mask out of the prefix cache, for it and its forks', async () => {
+    const { engine } = await mockEngine();
+    const tokens = [5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16];
+    const masked = engine.createContext();
+    engine.append(masked, tokens);
+    const own = await engine.forward(masked, { attend: () => false }); // each token sees only itself
+    const child = engine.fork(masked);
+    engine.append(child, [17, 18, 19, 20, 21]);
+    await engine.forward(child);
+    const hitsBefore = engine.stats().prefixCache.hits;
+    const plain = engine.createContext();
+    engine.append(plain, tokens);
+    const causal = await engine.forward(plain);
+    expect(engine.stats().prefixCache.hits).toBe(hitsBefore); // nothing served from the masked pages
+    expect(Array.from(causal.logits[0]!)).not.toEqual(Array.from(own.logits[0]!));
+    const again = engine.createContext();
+    engine.append(again, tokens);
+    await engine.forward(again);
+    expect(engine.stats().prefixCache.hits).toBeGreaterThan(hitsBefore); // causal pages are shared as usual
+    for (const c of [masked, child, plain, again]) engine.release(c);
+  });
 });

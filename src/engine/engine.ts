@@ -170,6 +170,7 @@ export class Engine {
     this.checkIdle(ctx);
     this.ensurePending(ctx);
     const numLogits = options.sampling ? 1 : Math.min(options.numLogits ?? 1, ctx.numPending);
+    if (options.attend) ctx.customKv = true; // before planning: these pages must not be shared by token content
     const work = new ForwardWork(ctx, numLogits, this.model.config.slidingWindow, options.attend);
     this.submit(work);
     const rows = await work.done;

@@ -56,7 +56,7 @@ export class KvCache {
     const hits: number[] = [];
     const hitKeys: number[] = [];
     let computed = ctx.numComputed;
-    if (usePrefix && this.prefixCache.enabled && computed % ps === 0 && ctx.pageTable.length === computed / ps) {
+    if (usePrefix && !ctx.customKv && this.prefixCache.enabled && computed % ps === 0 && ctx.pageTable.length === computed / ps) {
       const limit = Math.floor((ctx.length - 1) / ps) * ps;
       let parent = ctx.pageKeys.length > 0 ? ctx.pageKeys[ctx.pageKeys.length - 1]! : ROOT_KEY;
       while (computed + ps <= limit) {
@@ -113,7 +113,7 @@ export class KvCache {
   advance(ctx: Context, upTo: number): void {
     const ps = this.pageSize;
     ctx.numComputed = upTo;
-    if (!this.prefixCache.enabled) return;
+    if (!this.prefixCache.enabled || ctx.customKv) return;
     for (let i = ctx.pageKeys.length; (i + 1) * ps <= upTo; i++) {
       const parent = i > 0 ? ctx.pageKeys[i - 1]! : ROOT_KEY;
       const key = this.prefixCache.key(parent, ctx.tokens, i * ps);
@@ -130,6 +130,7 @@ export class KvCache {
     for (const p of src.pageTable) dst.pageTable.push(p);
     for (const k of src.pageKeys) dst.pageKeys.push(k);
     dst.numComputed = src.numComputed;
+    dst.customKv = src.customKv;
   }
 
   /** Drops tokens from `length` on, and the pages no longer needed. */

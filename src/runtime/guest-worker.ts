@@ -225,10 +225,14 @@ async function refill(dir: string): Promise<void> {
 }
 
 const running = new Map<number, InstanceEnv>();
+/** Invocations waiting for an instance, and those of them cancelled meanwhile. */
+const starting = new Set<number>();
+const cancelledEarly = new Map<number, string>();
 
 async function start(msg: StartMessage): Promise<void> {
   let env: InstanceEnv | undefined;
   let instantiateMs = 0;
+  starting.add(msg.inv);
   try {
     let prepared = warm.get(msg.componentDir)?.shift();
     if (!prepared) {
@@ -238,6 +242,13 @@ async function start(msg: StartMessage): Promise<void> {
     }
     if ((warmTarget.get(msg.componentDir) ?? 0) > 0) setImmediate(() => void refill(msg.componentDir).catch(() => {}));
     beat(); // a burst of starts keeps the thread busy, but not stuck
+    starting.delete(msg.inv);
+    const early = cancelledEarly.get(msg.inv);
+    if (early !== undefined) {
+      cancelledEarly.delete(msg.inv);
+      warm.get(msg.componentDir)?.unshift(prepared); // never bound: still fresh
+      return finish(msg.inv, undefined, early, instantiateMs);
+    }
     env = prepared.env;
     Object.assign(env, { inv: msg.inv, instanceId: msg.instanceId, tenant: msg.tenant, input: msg.input, memoryLimit: msg.limits.memoryBytes });
     for (const m of msg.models) env.models.set(m.name, m);
@@ -246,6 +257,8 @@ async function start(msg: StartMessage): Promise<void> {
     await prepared.instance.run();
     finish(msg.inv, env, null, instantiateMs);
   } catch (err) {
+    starting.delete(msg.inv);
+    cancelledEarly.delete(msg.inv);
     finish(msg.inv, env, describe(err), instantiateMs);
   }
 }
@@ -272,7 +285,10 @@ port.on('message', (msg: HostToWorker) => {
       return void start(msg);
     case 'cancel': {
       const env = running.get(msg.inv);
-      if (!env) return;
+      if (!env) {
+        if (starting.has(msg.inv)) cancelledEarly.set(msg.inv, msg.reason);
+        return;
+      }
       env.cancelled = true;
       for (const [id, p] of pending) {
         if (p.inv !== msg.inv) continue;

@@ -78,6 +78,14 @@ describe('InferletHost', () => {
     expect(r.badSampling.message).toContain('temperature');
   });
 
+  it('refuses a bad forward step before appending its tokens', async () => {
+    const { host, probe } = await setup();
+    const r = await run(host, probe, { action: 'bad-forward' });
+    expect(r.refused).toMatchObject({ code: 'invalid-argument' });
+    expect(r.badRow).toMatchObject({ code: 'invalid-argument' });
+    expect(r.length).toBe(3);
+  });
+
   it('fails an invocation whose guest throws, with its message, and releases what it held', async () => {
     const { engine, host, probe } = await setup();
     const inv = host.invoke(probe, { input: { action: 'throw', message: 'the guest gave up' } });

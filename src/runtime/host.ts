@@ -334,7 +334,8 @@ export class InferletHost implements HostSide {
     inv.contexts.clear();
     for (const { topic, box } of inv.subscriptions.values()) this.hub.unsubscribe(inv.tenant, topic, box);
     inv.subscriptions.clear();
-    inv.reservedPages = inv.reservedTokens = 0;
+    inv.reservations.clear();
+    inv.reservedTokens = 0;
     if (!error) this.counts.succeeded++;
     else if (error.kind === 'cancelled') this.counts.cancelled++;
     else this.counts.failed++;

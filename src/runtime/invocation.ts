@@ -10,6 +10,7 @@
  *      │  └──cancel() / signal──────► cancelled
  */
 import type { Context, Engine, Generation, GenerationChunk } from '../engine/index.ts';
+import type { PageReservation } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from './protocol.ts';
 
@@ -50,8 +51,6 @@ export interface HeldGeneration {
   chunks: GenerationChunk[];
   /** A pending `next` call waiting for chunks. */
   waiter: ((chunks: GenerationChunk[] | null) => void) | null;
-  reservedTokens: number;
-  reservedPages: number;
 }
 
 export class Invocation {
@@ -78,7 +77,8 @@ export class Invocation {
   allowedModels: ReadonlySet<string> = new Set();
   numTokens = 0;
   reservedTokens = 0;
-  reservedPages = 0;
+  /** Pages set aside for running forwards and generations (see limits.ts). */
+  readonly reservations = new Set<PageReservation>();
   peakMemoryBytes = 0;
   /** Time its worker took to get an instance ready, queued instantiations included (0 when a warm one was waiting). */
   instantiateMs = 0;

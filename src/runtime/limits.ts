@@ -10,6 +10,9 @@ import { AbiError } from './abi.ts';
 import type { Invocation } from './invocation.ts';
 import type { InstanceLimits } from './protocol.ts';
 
+/** The longest delay a Node.js timer takes (a longer one fires at once). */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const DEFAULT_LIMITS: InstanceLimits = {
   memoryBytes: 256 * 1024 * 1024,
   kvPages: Number.MAX_SAFE_INTEGER, // the host narrows this to its pool size
@@ -23,7 +26,7 @@ export function resolveLimits(base: InstanceLimits, override: Partial<InstanceLi
     const v = override[key];
     if (v === undefined) continue;
     if (typeof v !== 'number' || !(v > 0)) throw new RangeError(`limit ${key} must be a positive number, got ${String(v)}`);
-    out[key] = v;
+    out[key] = key === 'wallTimeMs' ? Math.min(v, MAX_TIMER_MS) : v;
   }
   return out;
 }
@@ -35,21 +38,40 @@ export function pagesHeld(inv: Invocation): number {
   return pages.size;
 }
 
+/** Pages reserved for one running forward or generation: its worst case, less what it has allocated since. */
+export interface PageReservation {
+  ctx: Context;
+  pages: number;
+  /** The context's page count when the work started. */
+  startPages: number;
+}
+
+/** Pages reserved for running work that it has not allocated yet. */
+export function pagesReserved(inv: Invocation): number {
+  let n = 0;
+  for (const r of inv.reservations) n += Math.max(0, r.pages - Math.max(0, r.ctx.pageTable.length - r.startPages));
+  return n;
+}
+
 /** Most new pages computing `ctx` up to `newTokens` more tokens can take (a shared partial page is copied). */
 export function worstCasePages(ctx: Context, newTokens: number, pageSize: number): number {
   return Math.max(0, Math.ceil((ctx.length + newTokens) / pageSize) - Math.floor(ctx.numComputed / pageSize));
 }
 
-/** Reserves pages for work on the invocation, or throws limit-exceeded. */
-export function reservePages(inv: Invocation, pages: number): void {
+/** Reserves pages for work on `ctx` that adds `newTokens`, or throws limit-exceeded. */
+export function reservePages(inv: Invocation, ctx: Context, newTokens: number, pageSize: number): PageReservation {
+  const pages = worstCasePages(ctx, newTokens, pageSize);
   const held = pagesHeld(inv);
-  if (held + inv.reservedPages + pages > inv.limits.kvPages) {
+  const reserved = pagesReserved(inv);
+  if (held + reserved + pages > inv.limits.kvPages) {
     throw new AbiError(
       'limit-exceeded',
-      `this needs up to ${pages} more KV pages; the invocation holds ${held} and has ${inv.reservedPages} reserved, its limit is ${inv.limits.kvPages}`,
+      `this needs up to ${pages} more KV pages; the invocation holds ${held} and has ${reserved} reserved, its limit is ${inv.limits.kvPages}`,
     );
   }
-  inv.reservedPages += pages;
+  const r = { ctx, pages, startPages: ctx.pageTable.length };
+  inv.reservations.add(r);
+  return r;
 }
 
 /**
@@ -58,7 +80,7 @@ export function reservePages(inv: Invocation, pages: number): void {
  * does not fit.
  */
 export function tokensWithinPages(inv: Invocation, ctx: Context, pageSize: number): number {
-  const free = inv.limits.kvPages - pagesHeld(inv) - inv.reservedPages;
+  const free = inv.limits.kvPages - pagesHeld(inv) - pagesReserved(inv);
   const room = (free + Math.floor(ctx.numComputed / pageSize)) * pageSize - ctx.length;
   if (room <= 0) {
     throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than the invocation's limit of ${inv.limits.kvPages} leaves`);

@@ -9,6 +9,15 @@ interface Waiter {
   signal: AbortSignal;
 }
 
+/** Messages a queue or subscription holds unread before a push to it fails. */
+export const MAX_QUEUED = 10_000;
+/** Longer waits are waits without a timeout (a Node.js timer cannot be longer). */
+const MAX_TIMEOUT_MS = 2 ** 31 - 1;
+
+export class QueueFullError extends Error {
+  override name = 'QueueFullError';
+}
+
 class Mailbox {
   readonly messages: string[] = [];
   readonly waiters: Waiter[] = [];
@@ -16,7 +25,15 @@ class Mailbox {
   put(message: string): void {
     const w = this.waiters.shift();
     if (w) w.resolve(message);
+    else if (this.messages.length >= MAX_QUEUED) throw new QueueFullError(`the queue holds ${MAX_QUEUED} unread messages`);
     else this.messages.push(message);
+  }
+
+  /** Gives back a message whose taker went away before receiving it: first in line again. */
+  putBack(message: string): void {
+    const w = this.waiters.shift();
+    if (w) w.resolve(message);
+    else this.messages.unshift(message);
   }
 
   take(timeoutMs: number | undefined, signal: AbortSignal): Promise<string | null> | string | null {
@@ -35,7 +52,7 @@ class Mailbox {
       const waiter: Waiter = { resolve: done, signal };
       this.waiters.push(waiter);
       signal.addEventListener('abort', onAbort, { once: true });
-      if (timeoutMs !== undefined) timer = setTimeout(() => done(null), timeoutMs);
+      if (timeoutMs !== undefined && timeoutMs <= MAX_TIMEOUT_MS) timer = setTimeout(() => done(null), timeoutMs);
     });
   }
 }
@@ -49,11 +66,27 @@ export class MessageHub {
   }
 
   pull(tenant: string, queue: string, timeoutMs: number | undefined, signal: AbortSignal): Promise<string | null> | string | null {
-    return this.mailbox(tenant, queue).take(timeoutMs, signal);
+    const key = `${tenant}\0${queue}`;
+    const box = this.mailbox(tenant, queue);
+    const got = box.take(timeoutMs, signal);
+    const drop = () => {
+      if (box.messages.length === 0 && box.waiters.length === 0 && this.queues.get(key) === box) this.queues.delete(key);
+    };
+    if (got instanceof Promise) return got.finally(drop);
+    drop();
+    return got;
   }
 
+  /** Gives back a pulled message whose invocation ended before it was delivered. */
+  putBack(tenant: string, queue: string, message: string): void {
+    this.mailbox(tenant, queue).putBack(message);
+  }
+
+  /** Every current subscriber gets it; a subscriber with a full mailbox misses it. */
   broadcast(tenant: string, topic: string, message: string): void {
-    for (const box of this.topics.get(`${tenant}\0${topic}`) ?? []) box.put(message);
+    for (const box of this.topics.get(`${tenant}\0${topic}`) ?? []) {
+      if (box.waiters.length > 0 || box.messages.length < MAX_QUEUED) box.put(message);
+    }
   }
 
   /** A mailbox receiving the topic's broadcasts until `unsubscribe`. */

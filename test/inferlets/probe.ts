@@ -64,6 +64,12 @@ export const run = inferlet<Input>((args) => {
         noSnapshot: attempt(() => Context.open(model, 'never-saved')),
         badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })),
       };
+    case 'bad-forward': {
+      const ctx = model.newContext().fill([1, 2, 3]);
+      const refused = attempt(() => ctx.sample({ temperature: -1 }, { tokens: [4, 5] }));
+      const badRow = attempt(() => ctx.forward([{ row: 7, entropy: true }], { tokens: [4] }));
+      return { refused, badRow, length: ctx.length };
+    }
     case 'limit-tokens': {
       const ctx = model.newContext().fill(prompt);
       const first = ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 100 }).result();

@@ -7,12 +7,12 @@ import { TokenHistory, type GenerationResult } from '../../engine/index.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
-import { reservePages, reserveTokens, tokensWithinPages, worstCasePages } from '../limits.ts';
+import { reservePages, reserveTokens, tokensWithinPages, type PageReservation } from '../limits.ts';
 import type { GuestContext } from './context.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
 import type { Handlers } from './host-side.ts';
-import { computeOutput, runsToFlags, toSamplingParams, type WitOutputRequest, type WitSampling } from './sampling.ts';
+import { prepareOutput, runsToFlags, toSamplingParams, type WitOutputRequest, type WitSampling } from './sampling.ts';
 
 interface WitForwardArgs {
   tokens: Uint32Array;
@@ -105,23 +105,24 @@ export const inferenceHandlers: Handlers = {
     if (args.attention && args.attention.length !== pending) {
       throw new AbiError('invalid-argument', `attention has ${args.attention.length} rows for ${pending} pending tokens`);
     }
+    const compute = args.outputs.map((o) => prepareOutput(o, engine.model.config.vocabSize));
     const numSampled = args.outputs.filter((o) => o.kind.tag === 'sample').length;
     if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
       throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
     }
-    const pages = worstCasePages(ctx, args.tokens.length, engine.kv.pageSize);
-    reservePages(inv, pages);
+    const reservation = reservePages(inv, ctx, args.tokens.length, engine.kv.pageSize);
     try {
       engine.append(ctx, Array.from(args.tokens));
     } catch (err) {
-      inv.reservedPages -= pages;
+      inv.reservations.delete(reservation);
       throw toAbiError(err);
     }
     inv.reservedTokens += numSampled;
     try {
       const base = ctx.length - pending;
       const rows = args.attention?.map((runs, i) => runsToFlags(runs, base + i + 1));
-      const attend = rows ? (pos: number, key: number) => rows[pos - base]![key] === 1 : undefined;
+      // Positions before `base` are recomputed only after a preemption; their own masks are gone, so causal.
+      const attend = rows ? (pos: number, key: number) => (pos < base ? true : rows[pos - base]![key] === 1) : undefined;
       const firstRow = args.outputs.length ? Math.min(...args.outputs.map(rowOf)) : pending;
       const { logits } = await engine.forward(ctx, { numLogits: pending - firstRow, ...(attend ? { attend } : {}) });
       let history: TokenHistory | undefined;
@@ -129,14 +130,14 @@ export const inferenceHandlers: Handlers = {
         if (!history) (history = new TokenHistory()).addPrompt(ctx.tokens);
         return history;
       };
-      const outputs = args.outputs.map((o) => computeOutput(logits[rowOf(o) - firstRow]!, o, getHistory));
+      const outputs = args.outputs.map((o, i) => compute[i]!(logits[rowOf(o) - firstRow]!, getHistory));
       inv.numTokens += numSampled;
       return outputs;
     } catch (err) {
       throw toAbiError(err);
     } finally {
-      inv.reservedPages -= pages;
-      inv.reservedTokens -= numSampled;
+      inv.reservations.delete(reservation);
+      if (!inv.done) inv.reservedTokens -= numSampled;
     }
   },
 
@@ -148,14 +149,14 @@ export const inferenceHandlers: Handlers = {
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
     const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
     const tokens = reserveTokens(inv, wanted);
-    const pages = worstCasePages(ctx, tokens, engine.kv.pageSize);
+    let reservation: PageReservation;
     try {
-      reservePages(inv, pages);
+      reservation = reservePages(inv, ctx, tokens, engine.kv.pageSize);
     } catch (err) {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, engine, ctxHandle: h, chunks: [], waiter: null, reservedTokens: tokens, reservedPages: pages };
+    const held: HeldGeneration = { gen: null as never, engine, ctxHandle: h, chunks: [], waiter: null };
     const streamAs = args.streamAs;
     try {
       held.gen = engine.generate(ctx, {
@@ -174,14 +175,13 @@ export const inferenceHandlers: Handlers = {
       });
     } catch (err) {
       inv.reservedTokens -= tokens;
-      inv.reservedPages -= pages;
+      inv.reservations.delete(reservation);
       throw toAbiError(err);
     }
     inv.generations.set(gh, held);
     void held.gen.result.then((r) => {
-      inv.reservedTokens -= tokens;
-      inv.reservedPages -= pages;
-      held.reservedTokens = held.reservedPages = 0;
+      inv.reservations.delete(reservation);
+      if (!inv.done) inv.reservedTokens -= tokens;
       inv.numTokens += r.completionTokens;
       held.waiter?.(null);
       held.waiter = null;

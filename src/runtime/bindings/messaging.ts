@@ -37,7 +37,12 @@ export const messagingHandlers: Handlers = {
     checkSize(message);
     host.hub.push(inv.tenant, queue, message);
   },
-  'messaging.pull': (inv, [queue, timeoutMs], host) => host.hub.pull(inv.tenant, queue, timeoutMs, inv.signal),
+  'messaging.pull': async (inv, [queue, timeoutMs], host) => {
+    const message = await host.hub.pull(inv.tenant, queue, timeoutMs, inv.signal);
+    // Ended while the message was on its way: it goes back to the queue, not nowhere.
+    if (message !== null && inv.done) host.hub.putBack(inv.tenant, queue, message);
+    return message;
+  },
   'messaging.broadcast': (inv, [topic, message], host) => {
     checkSize(message);
     host.hub.broadcast(inv.tenant, topic, message);

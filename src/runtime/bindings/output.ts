@@ -2,10 +2,23 @@
 import type { GuestEnv } from '../guest-env.ts';
 import type { Handlers } from './host-side.ts';
 
+/** Largest event or result a guest may hand over, in characters. */
+const MAX_OUTPUT = 16 << 20;
+
+function checkSize(what: string, data: string): void {
+  if (data.length > MAX_OUTPUT) throw new Error(`${what} is at most ${MAX_OUTPUT} characters, got ${data.length}`);
+}
+
 export function guestOutput(env: GuestEnv) {
   return {
-    emit: (event: string, data: string) => env.send('output.emit', [event, data]),
-    setResult: (data: string) => env.send('output.set-result', [data]),
+    emit: (event: string, data: string) => {
+      checkSize('an event', data);
+      env.send('output.emit', [event, data]);
+    },
+    setResult: (data: string) => {
+      checkSize('the result', data);
+      env.send('output.set-result', [data]);
+    },
     setStatus: (status: number) => {
       if (status < 100 || status > 599) throw new Error(`HTTP status ${status} is not in 100..599`);
       env.send('output.set-status', [status]);

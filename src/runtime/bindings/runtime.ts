@@ -9,7 +9,8 @@ export function guestRuntime(env: GuestEnv) {
     tenant: () => env.tenant,
     models: () => [...env.models.keys()],
     now: () => process.hrtime.bigint(),
-    log: (level: string, message: string) => env.send('runtime.log', [level, String(message)]),
+    // Long lines are cut: the log is for people.
+    log: (level: string, message: string) => env.send('runtime.log', [level, String(message).slice(0, 8192)]),
   };
 }
 

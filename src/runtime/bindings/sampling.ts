@@ -79,35 +79,40 @@ export interface WitOutputRequest {
 
 const MAX_TOP = 1024;
 
-/** One output of a forward step, computed on the host from the row's logits. */
-export function computeOutput(logits: Float32Array, req: WitOutputRequest, history: () => TokenHistory) {
-  const V = logits.length;
-  const mask = req.logitMask ? runsToMask(req.logitMask, V) : undefined;
+/** Checks one output request and returns how to compute it from its row's logits (nothing runs before every request is valid). */
+export function prepareOutput(req: WitOutputRequest, vocabSize: number): (logits: Float32Array, history: () => TokenHistory) => unknown {
+  const mask = req.logitMask ? runsToMask(req.logitMask, vocabSize) : undefined;
   switch (req.kind.tag) {
     case 'sample': {
       check(req.topLogprobs <= 20, `top-logprobs must be at most 20, got ${req.topLogprobs}`);
-      const params = toSamplingParams(req.kind.val, V, req.topLogprobs);
-      const sampler = new Sampler(params);
-      const s = sampler.sample(logits, sampler.usesHistory ? history() : undefined, mask);
-      return { tag: 'token', val: { token: s.token, logprob: s.logprob ?? 0, top: s.top ?? [] } };
+      const params = toSamplingParams(req.kind.val, vocabSize, req.topLogprobs);
+      return (logits, history) => {
+        const sampler = new Sampler(params);
+        const s = sampler.sample(logits, sampler.usesHistory ? history() : undefined, mask);
+        return { tag: 'token', val: { token: s.token, logprob: s.logprob ?? 0, top: s.top ?? [] } };
+      };
     }
     case 'distribution': {
       const k = req.kind.val;
       check(k >= 1 && k <= MAX_TOP, `a distribution has 1 to ${MAX_TOP} tokens, got ${k}`);
-      const x = mask ? masked(logits, mask) : logits;
-      const top = topK(x, k).filter((t) => x[t] !== -Infinity);
-      const lse = logSumExp(x);
-      return { tag: 'distribution', val: top.map((t) => ({ token: t, logprob: x[t]! - lse })) };
+      return (logits) => {
+        const x = mask ? masked(logits, mask) : logits;
+        const lse = logSumExp(x);
+        return { tag: 'distribution', val: topK(x, k).filter((t) => x[t] !== -Infinity).map((t) => ({ token: t, logprob: x[t]! - lse })) };
+      };
     }
-    case 'entropy': {
-      const lse = logSumExp(logits);
-      let h = 0;
-      for (let i = 0; i < V; i++) {
-        const lp = logits[i]! - lse;
-        h -= Math.exp(lp) * lp;
-      }
-      return { tag: 'entropy', val: h };
-    }
+    case 'entropy':
+      return (logits) => {
+        const lse = logSumExp(logits);
+        let h = 0;
+        for (let i = 0; i < logits.length; i++) {
+          const lp = logits[i]! - lse;
+          if (lp > -Infinity) h -= Math.exp(lp) * lp;
+        }
+        return { tag: 'entropy', val: h };
+      };
+    default:
+      throw new AbiError('invalid-argument', 'unknown output kind');
   }
 }
 

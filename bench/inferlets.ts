@@ -43,7 +43,7 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
   },
 });
-const ENGINES = args.engines.split(',') as GuestEngine[];
+const ENGINES = args.engines.split(',').filter(Boolean) as GuestEngine[]; // --engines '' skips the overhead part
 const N_INV = Number(args.invocations);
 const C = Number(args.concurrency);
 const PROMPT = Number(args.prompt);
@@ -185,8 +185,12 @@ async function throughput() {
   const loop = await host.load(await component('forward-loop', 'qjs'));
   const V = engine.model.config.vocabSize;
   const rows: Record<'native' | 'sdk' | 'forward', number[]> = { native: [], sdk: [], forward: [] };
+  /** Engine steps each run took: more steps for the same tokens means smaller batches. */
+  const steps: Record<'native' | 'sdk' | 'forward', number[]> = { native: [], sdk: [], forward: [] };
+  let stepsBefore = 0;
   let salt = 1;
   const time = async (f: () => Promise<number[]>) => {
+    stepsBefore = engine.numSteps;
     const t0 = performance.now();
     const counts = await f();
     if (counts.some((c) => c !== DECODE)) throw new Error(`a generation ended early: ${counts}`);
@@ -206,13 +210,16 @@ async function throughput() {
         ),
       ),
     );
+    steps.native.push(engine.numSteps - stepsBefore);
     rows.sdk.push(await time(() => Promise.all(prompts(V, salt++).map(async (p) => (await result(host, gen, { prompt: p, max_tokens: DECODE })).data.tokens))));
+    steps.sdk.push(engine.numSteps - stepsBefore);
     rows.forward.push(await time(() => Promise.all(prompts(V, salt++).map(async (p) => (await result(host, loop, { prompt: p, max_tokens: DECODE })).data.tokens))));
-    console.error(`round ${round + 1}: native ${rows.native.at(-1)!.toFixed(1)}, sdk ${rows.sdk.at(-1)!.toFixed(1)}, forward ${rows.forward.at(-1)!.toFixed(1)} tok/s`);
+    steps.forward.push(engine.numSteps - stepsBefore);
+    console.error(`round ${round + 1} (steps ${steps.native.at(-1)}/${steps.sdk.at(-1)}/${steps.forward.at(-1)}): native ${rows.native.at(-1)!.toFixed(1)}, sdk ${rows.sdk.at(-1)!.toFixed(1)}, forward ${rows.forward.at(-1)!.toFixed(1)} tok/s`);
   }
   await host.close();
   await engine.close();
-  return { native: median(rows.native), sdk: median(rows.sdk), forward: median(rows.forward), rounds: rows };
+  return { native: median(rows.native), sdk: median(rows.sdk), forward: median(rows.forward), rounds: rows, steps };
 }
 
 const overheads = [];

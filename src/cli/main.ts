@@ -9,7 +9,6 @@
  *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
  */
 import { parseArgs } from 'node:util';
-import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../config.ts';
 import { ModelLoadError } from '../model/errors.ts';

@@ -44,8 +44,14 @@ const post = (m: WorkerToHost) => port.postMessage(m);
 let nextCallId = 1;
 const pending = new Map<number, { inv: number; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 let outbox: Call[] = [];
+/**
+ * Flushed in a microtask: guests resumed by one batch of replies run one after
+ * another before it, so their calls still leave together, and a burst of
+ * instantiations on this thread does not hold them back (a setImmediate
+ * flush waited for the whole burst).
+ */
 function enqueue(call: Call): void {
-  if (outbox.length === 0) setImmediate(flush);
+  if (outbox.length === 0) queueMicrotask(flush);
   outbox.push(call);
 }
 function flush(): void {
@@ -195,10 +201,15 @@ interface Prepared {
   instance: { run(): Promise<void> };
 }
 
-/** Instantiations run one at a time: a burst of starts then begins in order, each as soon as it can. */
+/**
+ * Instantiations run one at a time, each in its own turn of the event loop:
+ * a burst of starts then begins in order, and guests already running (and
+ * their calls to the host) go between two instantiations instead of after all.
+ */
 let instantiating: Promise<unknown> = Promise.resolve();
+const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
 function prepare(dir: string): Promise<Prepared> {
-  const next = instantiating.then(() => instantiate(dir));
+  const next = instantiating.then(nextTurn).then(() => instantiate(dir));
   instantiating = next.catch(() => {});
   return next;
 }

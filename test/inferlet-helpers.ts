@@ -29,10 +29,6 @@ export async function buildInferlet(entry: string): Promise<string> {
   return out;
 }
 
-export function readComponent(path: string): Uint8Array {
-  return readFileSync(path);
-}
-
 const hosts: InferletHost[] = [];
 afterEach(async () => {
   for (const h of hosts.splice(0)) await h.close();

@@ -45,8 +45,6 @@ export interface HeldContext {
 
 export interface HeldGeneration {
   gen: Generation;
-  engine: Engine;
-  ctxHandle: number;
   /** Chunks not yet pulled by the guest. */
   chunks: GenerationChunk[];
   /** A pending `next` call waiting for chunks. */

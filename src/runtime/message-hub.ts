@@ -113,12 +113,6 @@ export class MessageHub {
     return n;
   }
 
-  /** Queues with messages or waiters (empty ones are dropped as they drain). */
-  get numQueues(): number {
-    for (const [k, box] of this.queues) if (box.messages.length === 0 && box.waiters.length === 0) this.queues.delete(k);
-    return this.queues.size;
-  }
-
   private mailbox(tenant: string, queue: string): Mailbox {
     const key = `${tenant}\0${queue}`;
     let box = this.queues.get(key);

@@ -156,7 +156,7 @@ export const inferenceHandlers: Handlers = {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, engine, ctxHandle: h, chunks: [], waiter: null };
+    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null };
     const streamAs = args.streamAs;
     try {
       held.gen = engine.generate(ctx, {

@@ -191,6 +191,13 @@ describe('InferletHost', () => {
     for (const s of subs) expect(JSON.parse((await s.result).data!)).toEqual({ got: ['all'] });
   });
 
+  it('fails an invocation that overfills a queue, and keeps what the queue holds', async () => {
+    const { host, probe } = await setup();
+    const flood = host.invoke(probe, { input: { action: 'push', name: 'full', message: 'm', count: 10_001 } });
+    await expect(flood.result).rejects.toThrow(/messaging.push failed: the queue holds 10000 unread messages/);
+    expect(await run(host, probe, { action: 'pull', name: 'full' })).toEqual({ got: 'm' });
+  });
+
   it('does not let another tenant pull from a queue', async () => {
     const { host, probe } = await setup();
     await run(host, probe, { action: 'push', name: 'private', message: 'secret' }, { tenant: 'a' });

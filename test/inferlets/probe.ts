@@ -85,7 +85,7 @@ export const run = inferlet<Input>((args) => {
       return { length: ctx.length, tokens: ctx.tokens() };
     }
     case 'push':
-      queue(args.name!).push(args.message!);
+      for (let i = 0; i < (args.count ?? 1); i++) queue(args.name!).push(args.message!);
       return null;
     case 'pull':
       return { got: queue(args.name!).pull({ timeout_ms: 5000 }) ?? null };

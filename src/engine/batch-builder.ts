@@ -36,6 +36,8 @@ export interface BatchRow {
    * `keyPos`? Called only for keys the causal rule allows.
    */
   attend?: (pos: number, keyPos: number) => boolean;
+  /** RoPE position of every token of the sequence, when not its index. */
+  positions?: ArrayLike<number>;
 }
 
 /** Scratch reused across steps: page → first row of that page in kv_gather. */
@@ -115,7 +117,7 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     for (let j = 0; j < n; j++) {
       const pos = past + j;
       tokenIds[t0 + j] = r.tokens[j]!;
-      positions[t0 + j] = pos;
+      positions[t0 + j] = r.positions ? r.positions[pos]! : pos;
       writeSlots[t0 + j] = r.pageTable[Math.floor(pos / pageSize)]! * pageSize + (pos % pageSize);
     }
     // One virtual row per run of at most Q new tokens [from, to).

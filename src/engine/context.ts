@@ -26,6 +26,12 @@ export class Context {
    * cache and it takes none from it. Sticky; forks and snapshots inherit it.
    */
   customKv = false;
+  /**
+   * RoPE position of each token when the caller chose them (tree-shaped
+   * decoding: siblings share a position); null while every token sits at its
+   * own index.
+   */
+  ropePositions: number[] | null = null;
 
   constructor(id: number, tenant: string) {
     this.id = id;
@@ -38,5 +44,11 @@ export class Context {
 
   get numPending(): number {
     return this.tokens.length - this.numComputed;
+  }
+
+  /** Appends a token at the position after the last one. */
+  push(token: number): void {
+    if (this.ropePositions) this.ropePositions.push((this.ropePositions[this.ropePositions.length - 1] ?? -1) + 1);
+    this.tokens.push(token);
   }
 }

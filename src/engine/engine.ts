@@ -110,13 +110,29 @@ export class Engine {
     return this.contexts.size;
   }
 
-  append(ctx: Context, tokens: readonly number[]): void {
+  /**
+   * Appends tokens. `positions` gives their RoPE positions (default: after the
+   * last token's); a context with chosen positions keeps its KV out of the
+   * prefix cache.
+   */
+  append(ctx: Context, tokens: readonly number[], positions?: readonly number[]): void {
     this.checkIdle(ctx);
     const V = this.model.config.vocabSize;
     for (const t of tokens) if (!Number.isInteger(t) || t < 0 || t >= V) throw errors.invalidToken(t, V);
     const max = this.model.config.maxPositionEmbeddings;
     if (ctx.length + tokens.length > max) throw errors.contextTooLong(ctx.length + tokens.length, max);
-    for (const t of tokens) ctx.tokens.push(t); // no spread: a long prompt would overflow the call stack
+    if (positions) {
+      if (positions.length !== tokens.length) throw new errors.EngineError('invalid_positions', `${positions.length} positions for ${tokens.length} tokens`);
+      for (const p of positions) if (!Number.isInteger(p) || p < 0 || p >= max) throw new errors.EngineError('invalid_positions', `position ${p} is outside [0, ${max})`);
+      if (!ctx.ropePositions) ctx.ropePositions = Array.from({ length: ctx.length }, (_, i) => i);
+      ctx.customKv = true;
+      for (let i = 0; i < tokens.length; i++) {
+        ctx.tokens.push(tokens[i]!);
+        ctx.ropePositions.push(positions[i]!);
+      }
+      return;
+    }
+    for (const t of tokens) ctx.push(t); // no spread: a long prompt would overflow the call stack
   }
 
   /** A new context with the same tokens; full pages are shared, the partial last page is copied on first write. */
@@ -251,6 +267,7 @@ export class Engine {
       pageTable: s.work.ctx.pageTable,
       pastLen: s.plan.start,
       tokens: s.work.ctx.tokens.slice(s.plan.start, s.plan.upTo),
+      ...(s.work.ctx.ropePositions ? { positions: s.work.ctx.ropePositions } : {}),
       numSample: s.numSample,
       window: s.work.window ?? null,
       ...(s.work.attend ? { attend: s.work.attend } : {}),

@@ -115,7 +115,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       : row.logits
         ? this.sampler.sample(row.logits, this.history, mask())
         : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
-    this.ctx.tokens.push(s.token);
+    this.ctx.push(s.token);
     this.generated.push(s.token);
     this.history?.addOutput(s.token);
     const lp = s.logprob !== undefined ? { token: s.token, logprob: s.logprob, ...(s.top ? { top: s.top } : {}) } : undefined;

@@ -131,12 +131,14 @@ export class KvCache {
     for (const k of src.pageKeys) dst.pageKeys.push(k);
     dst.numComputed = src.numComputed;
     dst.customKv = src.customKv;
+    dst.ropePositions = src.ropePositions ? src.ropePositions.slice() : null;
   }
 
   /** Drops tokens from `length` on, and the pages no longer needed. */
   truncate(ctx: Context, length: number): void {
     const ps = this.pageSize;
     ctx.tokens.length = Math.min(ctx.tokens.length, length);
+    if (ctx.ropePositions) ctx.ropePositions.length = ctx.tokens.length;
     ctx.numComputed = Math.min(ctx.numComputed, length);
     const keep = Math.ceil(ctx.numComputed / ps);
     for (const p of ctx.pageTable.splice(keep)) this.pool.release(p);

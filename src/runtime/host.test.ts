@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mockEngine, REPO_ROOT } from '../../test/helpers.ts';
+import { mockEngine, randomModelDir, REPO_ROOT, SMALL_SPEC, testEngine } from '../../test/helpers.ts';
 import { buildInferlet, testHost } from '../../test/inferlet-helpers.ts';
 import type { StoredComponent } from './component-store.ts';
 import type { InferletHost } from './host.ts';
@@ -76,6 +76,18 @@ describe('InferletHost', () => {
     expect(r.noSnapshot).toMatchObject({ code: 'not-found' });
     expect(r.badSampling).toMatchObject({ code: 'invalid-argument' });
     expect(r.badSampling.message).toContain('temperature');
+  });
+
+  it('computes tree-shaped siblings in one forward step, each as if alone (real driver)', async () => {
+    const engine = await testEngine(randomModelDir(SMALL_SPEC, 4), { numPages: 32, pageSize: 4 });
+    const host = await testHost([engine]);
+    const probe = await host.load(probePath);
+    const r = await run(host, probe, { action: 'tree', prompt: [11, 22, 33, 44, 55] });
+    for (let i = 0; i < 2; i++) {
+      expect(r.tree[i].map((t: { token: number }) => t.token)).toEqual(r.alone[i].map((t: { token: number }) => t.token));
+      r.tree[i].forEach((t: { logprob: number }, j: number) => expect(t.logprob).toBeCloseTo(r.alone[i][j].logprob, 4));
+    }
+    expect(engine.kv.pool.numInUse).toBe(0);
   });
 
   it('refuses a bad forward step before appending its tokens', async () => {

@@ -2,7 +2,7 @@
  * A test inferlet with one behaviour per `action`, so the runtime's tests
  * build a single component.
  */
-import { Context, emit, inferlet, input, log, Model, PieError, queue, Sampler, topic } from '@pie/inferlet';
+import { Context, emit, inferlet, input, log, Model, PieError, queue, rangesToRuns, Sampler, topic } from '@pie/inferlet';
 
 interface Input {
   action: string;
@@ -64,6 +64,19 @@ export const run = inferlet<Input>((args) => {
         noSnapshot: attempt(() => Context.open(model, 'never-saved')),
         badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })),
       };
+    case 'tree': {
+      // Two siblings after the prompt, at the same position, each blind to the other.
+      const n = prompt.length;
+      const tree = model.newContext().fill(prompt);
+      tree.prefill(); // the attention rows below are for the two new tokens only
+      const [d, e] = tree.forward([{ row: 0, distribution: 3 }, { row: 1, distribution: 3 }], {
+        tokens: [66, 77],
+        positions: [n, n],
+        attention: [rangesToRuns([[0, n + 1]]), rangesToRuns([[0, n], [n + 1, n + 2]])],
+      });
+      const alone = (t: number) => model.newContext().fill(prompt).fill([t]).distribution(3);
+      return { tree: [d, e].map((r) => (r!.kind === 'distribution' ? r!.tokens : null)), alone: [alone(66), alone(77)] };
+    }
     case 'bad-forward': {
       const ctx = model.newContext().fill([1, 2, 3]);
       const refused = attempt(() => ctx.sample({ temperature: -1 }, { tokens: [4, 5] }));

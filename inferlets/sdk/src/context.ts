@@ -45,6 +45,8 @@ export interface StepOutput {
 export interface StepOptions {
   /** Tokens appended before the pass. */
   tokens?: ArrayLike<number>;
+  /** Their RoPE positions (default: after the last token's); siblings of a tree share one. */
+  positions?: ArrayLike<number>;
   /** Per pending token, the key positions it attends to, as runs (default causal). */
   attention?: Uint32Array[];
 }
@@ -162,6 +164,7 @@ export class Context {
     const results = call(() =>
       inference.forward(this.raw, {
         tokens: Uint32Array.from(options.tokens ?? []),
+        positions: options.positions ? Uint32Array.from(options.positions) : undefined,
         attention: options.attention,
         outputs: outputs.map((o) => ({
           row: o.row,

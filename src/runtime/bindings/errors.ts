@@ -8,6 +8,7 @@ const CODES: Record<string, ErrorCode> = {
   context_length_exceeded: 'invalid-argument',
   invalid_token: 'invalid-argument',
   empty_context: 'invalid-argument',
+  invalid_positions: 'invalid-argument',
   kv_cache_exhausted: 'kv-cache-exhausted',
   snapshot_not_found: 'not-found',
   engine_closed: 'cancelled',

@@ -16,6 +16,7 @@ import { prepareOutput, runsToFlags, toSamplingParams, type WitOutputRequest, ty
 
 interface WitForwardArgs {
   tokens: Uint32Array;
+  positions?: Uint32Array;
   attention?: Uint32Array[];
   outputs: WitOutputRequest[];
 }
@@ -112,7 +113,7 @@ export const inferenceHandlers: Handlers = {
     }
     const reservation = reservePages(inv, ctx, args.tokens.length, engine.kv.pageSize);
     try {
-      engine.append(ctx, Array.from(args.tokens));
+      engine.append(ctx, Array.from(args.tokens), args.positions ? Array.from(args.positions) : undefined);
     } catch (err) {
       inv.reservations.delete(reservation);
       throw toAbiError(err);

@@ -63,6 +63,11 @@ declare module 'pie:inferlet/inference@0.1.0' {
      */
     tokens: Uint32Array,
     /**
+     * Their RoPE positions (default: after the last token's). Siblings of a
+     * tree share a position; with `attention` they need not see each other.
+     */
+    positions?: Uint32Array,
+    /**
      * Per pending token, the key positions it attends to (default: causal).
      */
     attention?: Array<Runs>,

@@ -30,6 +30,7 @@ import { batchFeeds, batchFetches } from '../drivers/portable/feeds.ts';
 import { buildGraph } from '../drivers/portable/graph.ts';
 import { Engine, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
+import { median, p99 } from './stats.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -49,11 +50,6 @@ const THREADS = Number(args.threads);
 const PAGE_SIZE = 16;
 const BUDGET = 512;
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!;
 
 function modelDir(): string {
   if (args.model) return args.model;

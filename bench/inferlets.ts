@@ -16,16 +16,15 @@
  *   calls the SDK's generate(); C invocations of a step-by-step forward() loop.
  * Prints a table; writes bench/results/inferlets.json.
  */
-import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MockDriver } from '../drivers/mock/driver.ts';
+import { median, p99 } from './stats.ts';
 import { startEngine, type Engine } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
-import { WIT_DIR } from '../src/runtime/abi.ts';
-import { build, bundle, type GuestEngine } from '../src/runtime/build.ts';
+import { buildCached, type GuestEngine } from '../src/runtime/build.ts';
 import { ComponentStore, type StoredComponent } from '../src/runtime/component-store.ts';
 import { InferletHost } from '../src/runtime/host.ts';
 
@@ -51,25 +50,14 @@ const DECODE = Number(args.decode);
 const ROUNDS = Number(args.rounds);
 const CALLS = Number(args.calls);
 
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length === 0 ? NaN : s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
-const p99 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor(xs.length * 0.99))]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const here = import.meta.dirname;
 
 async function component(name: string, engine: GuestEngine): Promise<Uint8Array> {
-  const entry = join(here, 'inferlets', `${name}.ts`);
-  const wit = readFileSync(join(WIT_DIR, 'inferlet.wit'));
-  const hash = createHash('sha256').update(await bundle(entry)).update(engine).update(wit).digest('hex').slice(0, 16);
-  const dir = join(tmpdir(), 'pie-bench-inferlets');
-  const path = join(dir, `${name}-${hash}.wasm`);
-  if (!existsSync(path)) {
-    console.error(`building ${name} (${engine}) ...`);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(path, (await build(entry, { engine })).component);
-  }
+  const path = await buildCached(join(here, 'inferlets', `${name}.ts`), join(tmpdir(), 'pie-bench-inferlets'), {
+    engine,
+    onBuild: () => console.error(`building ${name} (${engine}) ...`),
+  });
   return readFileSync(path);
 }
 

@@ -2,31 +2,19 @@
  * Fixtures for tests that run inferlets: components built once per machine
  * (by a hash of the bundled source), hosts that are closed after each test.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
-import { WIT_DIR } from '../src/runtime/abi.ts';
-import { build, bundle } from '../src/runtime/build.ts';
+import { buildCached } from '../src/runtime/build.ts';
 import { InferletHost, type HostOptions } from '../src/runtime/host.ts';
 
 const BUILDS = join(tmpdir(), 'pie-gateway-test-inferlets');
 export const COMPONENT_CACHE = join(tmpdir(), 'pie-gateway-test-components');
 
-/** Builds an inferlet source file (cached by its bundled source); returns the .wasm path. */
-export async function buildInferlet(entry: string): Promise<string> {
-  const source = await bundle(entry);
-  const hash = createHash('sha256').update(source).update(readFileSync(join(WIT_DIR, 'inferlet.wit'))).digest('hex').slice(0, 16);
-  const out = join(BUILDS, `${hash}.wasm`);
-  if (existsSync(out)) return out;
-  const { component } = await build(entry);
-  mkdirSync(BUILDS, { recursive: true });
-  const tmp = `${out}.tmp-${process.pid}`;
-  writeFileSync(tmp, component);
-  renameSync(tmp, out);
-  return out;
+/** Builds an inferlet source file (cached by its bundled source and the WIT); returns the .wasm path. */
+export function buildInferlet(entry: string): Promise<string> {
+  return buildCached(entry, BUILDS);
 }
 
 const hosts: InferletHost[] = [];

@@ -7,9 +7,10 @@
  *   sm             StarlingMonkey via componentize-js: ~12 MB components
  * Both are built without WASI: the component imports pie:inferlet and nothing else.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { WIT_DIR, WORLD } from './abi.ts';
 
@@ -85,4 +86,27 @@ export async function build(entry: string, options: BuildOptions = {}): Promise<
   } catch (err) {
     throw new BuildError(`componentize failed: ${(err as Error).message ?? err}`);
   }
+}
+
+/**
+ * Builds `entry` into `cacheDir` unless a build of the same bundled source,
+ * WIT and engine is there already (tests and benchmarks); returns the path.
+ */
+export async function buildCached(entry: string, cacheDir: string, options: BuildOptions & { onBuild?: () => void } = {}): Promise<string> {
+  const engine = options.engine ?? 'qjs';
+  const hash = createHash('sha256')
+    .update(await bundle(entry))
+    .update(readFileSync(join(WIT_DIR, 'inferlet.wit')))
+    .update(engine)
+    .digest('hex')
+    .slice(0, 16);
+  const out = join(cacheDir, `${basename(entry, extname(entry))}-${hash}.wasm`);
+  if (existsSync(out)) return out;
+  options.onBuild?.();
+  const { component } = await build(entry, { engine });
+  mkdirSync(cacheDir, { recursive: true });
+  const tmp = `${out}.tmp-${process.pid}`;
+  writeFileSync(tmp, component); // written aside, then renamed: a concurrent reader never sees half a file
+  renameSync(tmp, out);
+  return out;
 }

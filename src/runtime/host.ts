@@ -72,7 +72,8 @@ const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...inferenc
 class WorkerSlot {
   readonly worker: Worker;
   readonly heartbeat = new Int32Array(new SharedArrayBuffer(HEARTBEAT.size * 4));
-  readonly invocations = new Set<Invocation>();
+  /** Invocations it hosts, by id, until it reports them done. */
+  readonly invocations = new Map<number, Invocation>();
   readonly ready: Promise<void>;
   lastBeat = -1;
   lastBeatAt = performance.now();
@@ -168,7 +169,7 @@ export class InferletHost implements HostSide {
     this.counts.started++;
     this.running.set(inv.id, inv);
     this.where.set(inv.id, slot);
-    slot.invocations.add(inv);
+    slot.invocations.set(inv.id, inv);
     if (this.warmInstances > 0 && !slot.warmed.has(component.dir)) {
       slot.warmed.add(component.dir);
       slot.send({ t: 'warm', componentDir: component.dir, count: this.warmInstances });
@@ -263,7 +264,7 @@ export class InferletHost implements HostSide {
     if (slot.dead) return;
     slot.dead = true;
     void slot.worker.terminate();
-    for (const inv of [...slot.invocations]) {
+    for (const inv of [...slot.invocations.values()]) {
       const err =
         inv.id === stuck
           ? new InvocationError('limit', `the inferlet ran for ${this.stallMs} ms without yielding (a loop that never calls the host?) and was stopped`)
@@ -284,7 +285,7 @@ export class InferletHost implements HostSide {
         return;
       case 'done': {
         const inv = this.running.get(m.inv);
-        slot.invocations.forEach((i) => i.id === m.inv && slot.invocations.delete(i));
+        slot.invocations.delete(m.inv);
         if (!inv) return;
         inv.peakMemoryBytes = m.peakMemoryBytes;
         inv.instantiateMs = m.instantiateMs;
@@ -327,7 +328,7 @@ export class InferletHost implements HostSide {
     this.running.delete(inv.id);
     const slot = this.where.get(inv.id);
     this.where.delete(inv.id);
-    if (error && slot && !slot.dead && slot.invocations.has(inv)) slot.send({ t: 'cancel', inv: inv.id, reason: error.message });
+    if (error && slot && !slot.dead && slot.invocations.has(inv.id)) slot.send({ t: 'cancel', inv: inv.id, reason: error.message });
     for (const g of inv.generations.values()) g.gen.cancel();
     inv.generations.clear();
     for (const { engine, ctx } of inv.contexts.values()) engine.release(ctx);

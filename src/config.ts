@@ -9,7 +9,17 @@ import { parse } from 'smol-toml';
 export interface Config {
   /** Directory relative paths are resolved against. */
   root: string;
-  model: { path: string; createIfMissing: '' | 'tiny' | 'bench'; fallbackChatTemplate: string };
+  model: { path: string; name: string; createIfMissing: '' | 'tiny' | 'bench'; fallbackChatTemplate: string };
+  server: {
+    host: string;
+    port: number;
+    maxBodyKb: number;
+    dataDir: string;
+    maxSnapshots: number;
+    apiKeyEnv: string;
+  };
+  keys: KeyConfig[];
+  routes: RouteConfig[];
   engine: {
     pageSize: number;
     kvMemoryMb: number;
@@ -28,6 +38,37 @@ export interface Config {
     maxTokens: number;
     wallTimeS: number;
   };
+}
+
+/** An API key and what it may do. */
+export interface KeyConfig {
+  /** The key itself, or '' when it comes from the environment variable `keyEnv`. */
+  key: string;
+  keyEnv: string;
+  /** Snapshots, stored responses and messages are scoped to the tenant. */
+  tenant: string;
+  /** Route scopes it may call ("chat", "completions", "responses", "models", "metrics", a custom route's scope), or "*". */
+  scopes: string[];
+  /** Models it may use, or "*". */
+  models: string[];
+}
+
+/** A custom route served by an inferlet. */
+export interface RouteConfig {
+  method: string;
+  /** An Express path, with `:name` parameters. */
+  path: string;
+  /** A TypeScript source (built at start) or a .wasm component, relative to the root. */
+  inferlet: string;
+  /** Served model it uses ('' for the first one). */
+  model: string;
+  /** The scope a key needs to call it. */
+  scope: string;
+  /** Request headers passed to the inferlet (lower case). */
+  headers: string[];
+  /** Per-invocation limits; 0 keeps the [inferlets] default. */
+  maxTokens: number;
+  wallTimeS: number;
 }
 
 export class ConfigError extends Error {
@@ -58,10 +99,31 @@ const oneOf =
     return v;
   };
 
+const strings: Check = (v, key) => {
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new ConfigError(`${key} must be a list of strings, got ${JSON.stringify(v)}`);
+  return v;
+};
+const port: Check = (v, key) => {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > 65535) throw new ConfigError(`${key} must be a port number (0..65535), got ${JSON.stringify(v)}`);
+  return v;
+};
+const method: Check = (v, key) => oneOf('GET', 'POST', 'PUT', 'PATCH', 'DELETE')(typeof v === 'string' ? v.toUpperCase() : v, key);
+const routePath: Check = (v, key) => {
+  if (typeof v !== 'string' || !v.startsWith('/') || /\s/.test(v)) throw new ConfigError(`${key} must be a path starting with "/", got ${JSON.stringify(v)}`);
+  return v;
+};
+const required: Check = (v, key) => {
+  if (typeof v !== 'string' || v === '') throw new ConfigError(`${key} is required`);
+  return v;
+};
+
+type Schema = Record<string, [Check, unknown, string]>;
+
 /** section → key → [check, default, name in Config]. */
-const SCHEMA: Record<string, Record<string, [Check, unknown, string]>> = {
+const SCHEMA: Record<string, Schema> = {
   model: {
     path: [str, 'models/default', 'path'],
+    name: [str, '', 'name'],
     create_if_missing: [oneOf('', 'tiny', 'bench'), 'tiny', 'createIfMissing'],
     fallback_chat_template: [str, '', 'fallbackChatTemplate'],
   },
@@ -83,7 +145,49 @@ const SCHEMA: Record<string, Record<string, [Check, unknown, string]>> = {
     max_tokens: [positiveInt, 1000000, 'maxTokens'],
     wall_time_s: [positiveInt, 600, 'wallTimeS'],
   },
+  server: {
+    host: [str, '127.0.0.1', 'host'],
+    port: [port, 8080, 'port'],
+    max_body_kb: [positiveInt, 4096, 'maxBodyKb'],
+    data_dir: [str, 'data', 'dataDir'],
+    max_snapshots: [nonNegativeInt, 1024, 'maxSnapshots'],
+    api_key_env: [str, 'PIE_API_KEY', 'apiKeyEnv'],
+  },
 };
+
+/** Arrays of tables ([[keys]], [[routes]]): key → [check, default (undefined: required), name]. */
+const LISTS: Record<string, Schema> = {
+  keys: {
+    key: [str, '', 'key'],
+    key_env: [str, '', 'keyEnv'],
+    tenant: [str, 'default', 'tenant'],
+    scopes: [strings, ['*'], 'scopes'],
+    models: [strings, ['*'], 'models'],
+  },
+  routes: {
+    method: [method, 'POST', 'method'],
+    path: [routePath, undefined, 'path'],
+    inferlet: [required, undefined, 'inferlet'],
+    model: [str, '', 'model'],
+    scope: [str, 'custom', 'scope'],
+    headers: [strings, [], 'headers'],
+    max_tokens: [nonNegativeInt, 0, 'maxTokens'],
+    wall_time_s: [nonNegativeInt, 0, 'wallTimeS'],
+  },
+};
+
+function readTable(given: Record<string, unknown>, keys: Schema, where: string): Record<string, unknown> {
+  for (const key of Object.keys(given)) {
+    if (!(key in keys)) throw new ConfigError(`unknown key ${where}.${key}; known: ${Object.keys(keys).map((k) => `${where}.${k}`).join(', ')}`);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [key, [check, dflt, name]] of Object.entries(keys)) {
+    if (key in given) out[name] = check(given[key], `${where}.${key}`);
+    else if (dflt === undefined) throw new ConfigError(`${where}.${key} is required`);
+    else out[name] = dflt;
+  }
+  return out;
+}
 
 export function parseConfig(text: string, source: string, root: string): Config {
   let raw: Record<string, unknown>;
@@ -92,26 +196,36 @@ export function parseConfig(text: string, source: string, root: string): Config 
   } catch (err) {
     throw new ConfigError(`${source}: not valid TOML: ${(err as Error).message}`);
   }
-  const out: Record<string, Record<string, unknown>> = {};
+  const out: Record<string, unknown> = {};
   for (const key of Object.keys(raw)) {
-    if (!(key in SCHEMA)) throw new ConfigError(`${source}: unknown section [${key}]; known: ${Object.keys(SCHEMA).map((k) => `[${k}]`).join(', ')}`);
+    if (!(key in SCHEMA) && !(key in LISTS)) {
+      const known = [...Object.keys(SCHEMA).map((k) => `[${k}]`), ...Object.keys(LISTS).map((k) => `[[${k}]]`)];
+      throw new ConfigError(`${source}: unknown section [${key}]; known: ${known.join(', ')}`);
+    }
   }
-  for (const [section, keys] of Object.entries(SCHEMA)) {
-    const given = (raw[section] ?? {}) as Record<string, unknown>;
-    if (typeof given !== 'object' || Array.isArray(given)) throw new ConfigError(`${source}: [${section}] must be a table`);
-    for (const key of Object.keys(given)) {
-      if (!(key in keys)) throw new ConfigError(`${source}: unknown key ${section}.${key}; known: ${Object.keys(keys).map((k) => `${section}.${k}`).join(', ')}`);
+  try {
+    for (const [section, keys] of Object.entries(SCHEMA)) {
+      const given = raw[section] ?? {};
+      if (typeof given !== 'object' || Array.isArray(given)) throw new ConfigError(`[${section}] must be a table`);
+      out[section] = readTable(given as Record<string, unknown>, keys, section);
     }
-    out[section] = {};
-    for (const [key, [check, dflt, name]] of Object.entries(keys)) {
-      try {
-        out[section][name] = key in given ? check(given[key], `${section}.${key}`) : dflt;
-      } catch (err) {
-        throw new ConfigError(`${source}: ${(err as Error).message}`);
-      }
+    for (const [section, keys] of Object.entries(LISTS)) {
+      const given = raw[section] ?? [];
+      if (!Array.isArray(given)) throw new ConfigError(`${section} must be an array of tables ([[${section}]])`);
+      out[section] = given.map((t, i) => readTable(t as Record<string, unknown>, keys, `${section}[${i}]`));
     }
+    checkKeys(out.keys as KeyConfig[]);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(`${source}: ${err.message}`);
+    throw err;
   }
   return { root, ...(out as unknown as Omit<Config, 'root'>) };
+}
+
+function checkKeys(keys: KeyConfig[]): void {
+  keys.forEach((k, i) => {
+    if ((k.key === '') === (k.keyEnv === '')) throw new ConfigError(`keys[${i}] needs exactly one of key or key_env`);
+  });
 }
 
 /** Reads a config file; relative paths in it resolve against the repository root (the parent of its folder). */

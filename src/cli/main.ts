@@ -1,6 +1,7 @@
 /**
  * The `pie` command line.
  *
+ *   pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]
  *   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
  *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
@@ -18,10 +19,12 @@ import { ComponentLoadError } from '../runtime/component-store.ts';
 import { BuildError } from '../runtime/build.ts';
 import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
 import { engineFromConfig } from './start.ts';
+import { serve } from '../gateway/start.ts';
 
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/default.toml', import.meta.url));
 
 const USAGE = `usage:
+  pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]
   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
                [--temperature T] [--top-p P] [--top-k K] [--seed S]
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
@@ -93,6 +96,31 @@ async function generate(argv: string[]): Promise<void> {
   }
 }
 
+/** Serves the OpenAI-compatible API until SIGINT or SIGTERM. */
+async function serveCommand(argv: string[]): Promise<void> {
+  const { values } = parseArgs({
+    args: argv,
+    options: { config: { type: 'string' }, model: { type: 'string', multiple: true }, host: { type: 'string' }, port: { type: 'string' } },
+  });
+  const config = loadConfig(values.config ?? DEFAULT_CONFIG);
+  const port = number(values.port, '--port', true);
+  if (port !== undefined && (port < 0 || port > 65535)) throw new UsageError(`--port must be in 0..65535, got ${port}`);
+  const serving = await serve({ config, models: values.model, host: values.host, port });
+  try {
+    await serving.loaded;
+  } catch (err) {
+    await serving.close();
+    throw err;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  process.stderr.write('pie: shutting down\n');
+  await serving.close();
+}
+
 function model(argv: string[]): void {
   const [sub, ...rest] = argv;
   if (sub === 'import-llama2c') {
@@ -116,7 +144,8 @@ function model(argv: string[]): void {
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   try {
-    if (command === 'generate') await generate(rest);
+    if (command === 'serve') await serveCommand(rest);
+    else if (command === 'generate') await generate(rest);
     else if (command === 'model') model(rest);
     else if (command === 'build') await buildCommand(rest);
     else if (command === 'run') return await runCommand(rest, DEFAULT_CONFIG);

@@ -5,8 +5,14 @@ import { startEngine, type Engine } from '../engine/index.ts';
 import { ensureDefaultModel } from '../model/default-model.ts';
 import { InferletHost } from '../runtime/host.ts';
 
-export async function engineFromConfig(config: Config, modelDir: string | undefined, log: (line: string) => void): Promise<Engine> {
+/**
+ * Starts an engine on `modelDir` (or the config's model). Its served name is
+ * `name`, else the config's [model] name for the config's own model, else the
+ * directory's name.
+ */
+export async function engineFromConfig(config: Config, modelDir: string | undefined, log: (line: string) => void, name?: string): Promise<Engine> {
   const dir = modelDir ? resolve(modelDir) : ensureDefaultModel(config, log);
+  const servedName = name || (modelDir ? undefined : config.model.name || undefined);
   const e = config.engine;
   return startEngine(dir, {
     pageSize: e.pageSize,
@@ -16,6 +22,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     prefixCaching: e.prefixCaching,
     threads: e.threads || undefined,
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
+    ...(servedName ? { name: servedName } : {}),
   });
 }
 

@@ -23,9 +23,12 @@ export class Tokenizer {
   /** Whether the tokenizer's post-processor adds BOS by itself. */
   private readonly postProcessorAddsBos: boolean;
   private readonly addBos: boolean;
+  /** Pieces written in GPT-2's byte alphabet (byte-level BPE) rather than SentencePiece's. */
+  private readonly byteLevel: boolean;
 
   constructor(json: Record<string, unknown>, config: TokenizerConfig) {
     this.hf = new HfTokenizer(json, config);
+    this.byteLevel = JSON.stringify(json.decoder ?? null).includes('"ByteLevel"');
     this.vocabSize = this.hf.get_vocab(true).size;
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
@@ -66,7 +69,38 @@ export class Tokenizer {
   idToToken(id: number): string | undefined {
     return this.hf.id_to_token(id);
   }
+
+  /**
+   * The UTF-8 bytes a token stands for on its own (logprobs report these): a
+   * byte-fallback piece `<0xE2>` is that byte, SentencePiece's `▁` a space,
+   * byte-level pieces map back through GPT-2's byte alphabet.
+   */
+  tokenBytes(id: number): Uint8Array {
+    const piece = this.hf.id_to_token(id);
+    if (piece === undefined) return new Uint8Array();
+    const byte = /^<0x([0-9A-Fa-f]{2})>$/.exec(piece);
+    if (byte) return Uint8Array.of(parseInt(byte[1]!, 16));
+    if (this.byteLevel && !this.specialIds.has(id)) {
+      const out: number[] = [];
+      for (const ch of piece) out.push(BYTE_LEVEL_DECODE.get(ch) ?? 0x3f);
+      return Uint8Array.from(out);
+    }
+    return UTF8.encode(piece.replaceAll('\u2581', ' '));
+  }
 }
+
+const UTF8 = new TextEncoder();
+
+/** GPT-2's bytes_to_unicode, reversed: printable bytes stand for themselves, the rest for 256 + n. */
+const BYTE_LEVEL_DECODE: ReadonlyMap<string, number> = (() => {
+  const map = new Map<string, number>();
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    const printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    map.set(String.fromCodePoint(printable ? b : 256 + n++), b);
+  }
+  return map;
+})();
 
 function tokenText(t: TokenizerConfig['bos_token']): string | null {
   if (t == null) return null;

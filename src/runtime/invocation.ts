@@ -14,6 +14,9 @@ import type { PageReservation } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from './protocol.ts';
 
+/** Gaps kept per invocation (a long generation's first ones are a fair sample). */
+const MAX_GAPS = 4096;
+
 export interface OutputEvent {
   event: string;
   data: string;
@@ -49,6 +52,18 @@ export interface HeldGeneration {
   chunks: GenerationChunk[];
   /** A pending `next` call waiting for chunks. */
   waiter: ((chunks: GenerationChunk[] | null) => void) | null;
+  /** When its previous chunk arrived (inter-token latency). */
+  lastChunkAt: number;
+  /** Events it streamed to the caller. */
+  streamed: number;
+}
+
+/** Token timing of an invocation's generations, for metrics. */
+export interface TokenTiming {
+  /** When the first generated token arrived (performance.now(); 0: none yet). */
+  firstTokenAt: number;
+  /** Gaps between successive chunks of each generation, in ms. */
+  readonly gapsMs: number[];
 }
 
 export class Invocation {
@@ -74,6 +89,9 @@ export class Invocation {
   /** Models this invocation may load. */
   allowedModels: ReadonlySet<string> = new Set();
   numTokens = 0;
+  /** Prompt tokens of the request: the longest prompt any of its generations started from. */
+  numPromptTokens = 0;
+  readonly timing: TokenTiming = { firstTokenAt: 0, gapsMs: [] };
   reservedTokens = 0;
   /** Pages set aside for running forwards and generations (see limits.ts). */
   readonly reservations = new Set<PageReservation>();
@@ -122,6 +140,13 @@ export class Invocation {
   /** Receives events as they are emitted instead of iterating (then `events()` sees none). */
   onEvent(listener: (e: OutputEvent) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** A generation produced tokens: `gapMs` since its previous chunk (null for its first). */
+  noteTokens(count: number, gapMs: number | null, now: number): void {
+    if (count === 0) return;
+    if (this.timing.firstTokenAt === 0) this.timing.firstTokenAt = now;
+    if (gapMs !== null && this.timing.gapsMs.length < MAX_GAPS) this.timing.gapsMs.push(gapMs);
   }
 
   emit(event: string, data: string): void {

@@ -21,9 +21,29 @@ export interface GenerateOptions {
   /**
    * Stream the text to the caller while it is produced, without a round trip
    * through the inferlet per token: `true` sends events named "text", a string
-   * names them.
+   * names them, `{ event, template }` also shapes each event's data: the host
+   * puts the chunk's text, as a JSON string literal, in place of `{{delta}}`.
+   *
+   * @example
+   * ctx.generate({ stream: { event: 'message', template: '{"delta":{{delta}}}' } });
    */
-  stream?: boolean | string;
+  stream?: boolean | string | StreamFormat;
+}
+
+export interface StreamFormat {
+  /** Event name (default "text"; "message" makes plain SSE `data:` lines). */
+  event?: string;
+  /** Event data with `{{delta}}` where the chunk's text goes, as a JSON string literal, and optionally `{{seq}}`. */
+  template?: string;
+  /** What `{{seq}}` is in the first event (then one more per event; default 0). */
+  first_seq?: number;
+}
+
+function toStreamFormat(stream: GenerateOptions['stream']): inference.StreamFormat | undefined {
+  if (!stream) return undefined;
+  if (stream === true) return { event: 'text', firstSeq: 0 };
+  if (typeof stream === 'string') return { event: stream, firstSeq: 0 };
+  return { event: stream.event ?? 'text', template: stream.template, firstSeq: stream.first_seq ?? 0 };
 }
 
 /** One output wanted from a forward step. */
@@ -148,7 +168,7 @@ export class Context {
           stop,
           stopTokenIds: options.stop_token_ids ? Uint32Array.from(options.stop_token_ids) : undefined,
           logprobs: options.logprobs,
-          streamAs: options.stream === true ? 'text' : options.stream || undefined,
+          stream: toStreamFormat(options.stream),
         },
         undefined,
       ),

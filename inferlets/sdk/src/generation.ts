@@ -2,11 +2,19 @@
 import type * as abi from 'pie:inferlet/inference@0.1.0';
 import { call } from './errors.ts';
 
+/** A token's log-probability and, when asked for, the most likely alternatives at its position. */
+export interface TokenLogprob {
+  token: number;
+  logprob: number;
+  top: { token: number; logprob: number }[];
+}
+
 export interface Chunk {
   /** Text completed by these tokens ('' while a character or a stop string is pending). */
   text: string;
   tokens: number[];
-  logprobs: { token: number; logprob: number }[];
+  /** Per token, when the generation asked for logprobs. */
+  logprobs: TokenLogprob[];
 }
 
 export interface GenerationResult {
@@ -17,7 +25,10 @@ export interface GenerationResult {
   stop_string?: string;
   stop_token?: number;
   usage: { prompt_tokens: number; completion_tokens: number; cached_tokens: number };
-  logprobs: { token: number; logprob: number }[];
+  /** Per token, when the generation asked for logprobs. */
+  logprobs: TokenLogprob[];
+  /** Events it streamed to the caller (continue `{{seq}}` numbering from `first_seq` plus this). */
+  streamed: number;
 }
 
 /**
@@ -58,6 +69,7 @@ export class Generation implements Iterable<Chunk> {
       ...(r.stopToken != null ? { stop_token: r.stopToken } : {}),
       usage: { prompt_tokens: r.promptTokens, completion_tokens: r.completionTokens, cached_tokens: r.cachedTokens },
       logprobs: r.logprobs,
+      streamed: r.streamed,
     };
     return this.done;
   }

@@ -13,8 +13,8 @@
  */
 export { inferlet } from './inferlet.ts';
 export { Model, type ChatMessage, type ChatOptions, type ModelInfo, type ToolDefinition } from './model.ts';
-export { Context, type GenerateOptions, type StepOptions, type StepOutput, type StepResult } from './context.ts';
-export { Generation, type Chunk, type GenerationResult } from './generation.ts';
+export { Context, type GenerateOptions, type StreamFormat, type StepOptions, type StepOutput, type StepResult } from './context.ts';
+export { Generation, type Chunk, type GenerationResult, type TokenLogprob } from './generation.ts';
 export { Sampler, type SamplingOptions } from './sampling.ts';
 export { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
 export { queue, topic } from './messaging.ts';

@@ -89,6 +89,11 @@ export class Model {
     return this.raw.tokenId(token) ?? undefined;
   }
 
+  /** The UTF-8 bytes each token stands for on its own (a byte-fallback token is one byte of a character). */
+  tokenBytes(tokens: ArrayLike<number>): Uint8Array[] {
+    return this.raw.tokenBytes(Uint32Array.from(tokens as ArrayLike<number>));
+  }
+
   /** The special tokens (beginning and end of sequence, chat markers...) by their text. */
   specialTokens(): Map<string, number> {
     return new Map(this.raw.specialTokens());

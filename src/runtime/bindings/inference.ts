@@ -3,7 +3,7 @@
  * generate loop. A generation streams to the caller from here, inside the
  * engine's step; the guest only pulls chunks if it asks for them.
  */
-import { TokenHistory, type GenerationResult } from '../../engine/index.ts';
+import { TokenHistory, type GenerationChunk, type GenerationResult, type TokenLogprob } from '../../engine/index.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
@@ -27,7 +27,7 @@ interface WitGenerateArgs {
   stop: string[];
   stopTokenIds?: Uint32Array;
   logprobs?: number;
-  streamAs?: string;
+  stream?: { event: string; template?: string; firstSeq: number };
 }
 
 export function guestInference(env: GuestEnv) {
@@ -69,11 +69,28 @@ export function guestInference(env: GuestEnv) {
   };
 }
 
-const wit = (c: { text: string; tokens: number[]; logprobs?: { token: number; logprob: number }[] }) => ({
-  text: c.text,
-  tokens: Uint32Array.from(c.tokens),
-  logprobs: (c.logprobs ?? []).map((l) => ({ token: l.token, logprob: l.logprob })),
-});
+const witLogprobs = (lps: TokenLogprob[] | undefined) =>
+  (lps ?? []).map((l) => ({ token: l.token, logprob: l.logprob, top: (l.top ?? []).map((t) => ({ token: t.token, logprob: t.logprob })) }));
+
+const wit = (c: GenerationChunk) => ({ text: c.text, tokens: Uint32Array.from(c.tokens), logprobs: witLogprobs(c.logprobs) });
+
+/** Turns a chunk's text into its event data: the bare text, or the template with `{{delta}}` (and `{{seq}}`) filled. */
+export function streamData(template: string | undefined, firstSeq = 0): (text: string, index: number) => string {
+  if (template === undefined) return (text) => text;
+  const at = template.indexOf(DELTA);
+  if (at < 0) throw new AbiError('invalid-argument', `a stream template must contain ${DELTA}`);
+  const parts = [template.slice(0, at), template.slice(at + DELTA.length)];
+  const seqIn = parts.findIndex((p) => p.includes(SEQ));
+  if (seqIn < 0) return (text) => parts[0] + JSON.stringify(text) + parts[1];
+  const p = parts[seqIn]!;
+  const [a, b] = [p.slice(0, p.indexOf(SEQ)), p.slice(p.indexOf(SEQ) + SEQ.length)];
+  return seqIn === 0
+    ? (text, i) => a + (firstSeq + i) + b + JSON.stringify(text) + parts[1]
+    : (text, i) => parts[0] + JSON.stringify(text) + a + (firstSeq + i) + b;
+}
+
+const DELTA = '{{delta}}';
+const SEQ = '{{seq}}';
 
 function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   const g = inv.generations.get(h);
@@ -81,7 +98,7 @@ function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   return g;
 }
 
-function toWitResult(r: GenerationResult) {
+function toWitResult(r: GenerationResult, streamed: number) {
   if (r.finishReason === 'error') throw toAbiError(r.error) ?? new AbiError('internal', 'generation failed');
   return {
     text: r.text,
@@ -92,7 +109,8 @@ function toWitResult(r: GenerationResult) {
     promptTokens: r.promptTokens,
     completionTokens: r.completionTokens,
     cachedTokens: r.cachedTokens,
-    logprobs: (r.logprobs ?? []).map((l) => ({ token: l.token, logprob: l.logprob })),
+    logprobs: witLogprobs(r.logprobs),
+    streamed,
   };
 }
 
@@ -147,6 +165,8 @@ export const inferenceHandlers: Handlers = {
     const V = engine.model.config.vocabSize;
     if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);
+    const streamEvent = args.stream?.event;
+    const format = streamData(args.stream?.template, args.stream?.firstSeq);
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
     const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
     const tokens = reserveTokens(inv, wanted);
@@ -157,8 +177,7 @@ export const inferenceHandlers: Handlers = {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null };
-    const streamAs = args.streamAs;
+    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0 };
     try {
       held.gen = engine.generate(ctx, {
         sampling,
@@ -166,7 +185,10 @@ export const inferenceHandlers: Handlers = {
         stop: args.stop,
         ...(args.stopTokenIds ? { stopTokenIds: Array.from(args.stopTokenIds) } : {}),
         onChunk: (c) => {
-          if (streamAs !== undefined && c.text !== '') inv.emit(streamAs, c.text);
+          const now = performance.now();
+          inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
+          held.lastChunkAt = now;
+          if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
           held.chunks.push(c);
           if (held.waiter) {
             held.waiter(held.chunks.splice(0));
@@ -184,6 +206,7 @@ export const inferenceHandlers: Handlers = {
       inv.reservations.delete(reservation);
       if (!inv.done) inv.reservedTokens -= tokens;
       inv.numTokens += r.completionTokens;
+      inv.numPromptTokens = Math.max(inv.numPromptTokens, r.promptTokens);
       held.waiter?.(null);
       held.waiter = null;
     });
@@ -196,7 +219,10 @@ export const inferenceHandlers: Handlers = {
     return new Promise((resolve) => (held.waiter = (chunks) => resolve(chunks && chunks.map(wit))));
   },
 
-  'generation.finish': async (inv, [gh]) => toWitResult(await heldGeneration(inv, gh).gen.result),
+  'generation.finish': async (inv, [gh]) => {
+    const held = heldGeneration(inv, gh);
+    return toWitResult(await held.gen.result, held.streamed);
+  },
 
   'generation.cancel': (inv, [gh]) => inv.generations.get(gh)?.gen.cancel(),
 

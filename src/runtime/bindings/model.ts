@@ -41,6 +41,9 @@ export function guestModel(env: GuestEnv) {
     tokenId(token: string) {
       return this.text.tokenizer.tokenToId(token);
     }
+    tokenBytes(tokens: Uint32Array) {
+      return Array.from(tokens, (t) => this.text.tokenizer.tokenBytes(t));
+    }
     specialTokens() {
       const tok = this.text.tokenizer;
       return [...tok.specialIds].sort((a, b) => a - b).map((id) => [tok.idToToken(id) ?? '', id] as [string, number]);

@@ -93,7 +93,23 @@ declare module 'pie:inferlet/inference@0.1.0' {
   }
   /**
    * ---- the host-run loop: no boundary crossing per token ----
+   * How a generation streams to the caller.
    */
+  export interface StreamFormat {
+    /**
+     * The event name ("message" for plain SSE `data:` lines).
+     */
+    event: string,
+    /**
+     * The event's data: this text with the first `{{delta}}` replaced by the
+     * chunk's text as a JSON string literal (quotes included) and the first
+     * `{{seq}}` (if any) by `first-seq` plus the event's index in this stream,
+     * so the inferlet shapes each chunk once and the host fills it per token;
+     * none: the bare text.
+     */
+    template?: string,
+    firstSeq: number,
+  }
   export interface GenerateArgs {
     sampling: Sampling,
     /**
@@ -113,14 +129,17 @@ declare module 'pie:inferlet/inference@0.1.0' {
      */
     logprobs?: number,
     /**
-     * Stream the text to the caller as it is produced, as events with this name.
+     * Stream the text to the caller as it is produced (whole characters only).
      */
-    streamAs?: string,
+    stream?: StreamFormat,
   }
   export interface Chunk {
     text: string,
     tokens: Uint32Array,
-    logprobs: Array<TokenLogprob>,
+    /**
+     * Per token (when logprobs were asked for): its log-probability and the top alternatives.
+     */
+    logprobs: Array<Sampled>,
   }
   /**
    * # Variants
@@ -150,7 +169,11 @@ declare module 'pie:inferlet/inference@0.1.0' {
      * Prompt tokens served from the prefix cache.
      */
     cachedTokens: number,
-    logprobs: Array<TokenLogprob>,
+    logprobs: Array<Sampled>,
+    /**
+     * Events streamed to the caller (the next `{{seq}}` is `first-seq` plus this).
+     */
+    streamed: number,
   }
   
   export class Generation implements Disposable {

@@ -44,6 +44,11 @@ declare module 'pie:inferlet/model@0.1.0' {
     * The special tokens (beginning and end of sequence, chat markers...) with their ids.
     */
     specialTokens(): Array<[string, number]>;
+    /**
+    * The UTF-8 bytes each token stands for on its own (a byte-fallback token is its one byte,
+    * so a piece may be part of a character): what logprobs report as a token's text.
+    */
+    tokenBytes(tokens: Uint32Array): Array<Uint8Array>;
     [Symbol.dispose](): void;
   }
 }

@@ -1,0 +1,125 @@
+/**
+ * POST /v1/chat/completions. The prompt is rendered with the model's chat
+ * template and filled once; `n` choices fork it after one prefill and decode
+ * in the same batches. Streams are shaped here once per choice and filled by
+ * the host per token (no round trip through this inferlet per token), except
+ * with logprobs, where the chunks pass through here to get token texts.
+ */
+import { Model, type ChatMessage, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
+import type { components } from '../../src/gateway/openapi-types.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import type { OpenAIInput } from './protocol.ts';
+
+type Request = components['schemas']['CreateChatCompletionRequest'];
+type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
+type ChatCompletion = components['schemas']['ChatCompletion'];
+type Chunk = components['schemas']['ChatCompletionChunk'];
+type TokenLogprobJson = components['schemas']['ChatCompletionTokenLogprob'];
+
+function text(content: RequestMessage['content']): string {
+  if (content == null) return '';
+  if (typeof content === 'string') return content;
+  return content.map((p) => p.text).join('\n');
+}
+
+function toMessages(messages: RequestMessage[]): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role,
+    content: text(m.content),
+    ...('name' in m && m.name ? { name: m.name } : {}),
+    ...('tool_calls' in m && m.tool_calls ? { tool_calls: m.tool_calls } : {}),
+    ...('tool_call_id' in m ? { tool_call_id: m.tool_call_id } : {}),
+  }));
+}
+
+function logprobsJson(model: Model, lps: TokenLogprob[], top: number): TokenLogprobJson[] {
+  const table = tokenTable(model, lps);
+  return lps.map((l) => ({
+    token: table.get(l.token)!.text,
+    logprob: l.logprob,
+    bytes: table.get(l.token)!.bytes,
+    top_logprobs: l.top.slice(0, top).map((t) => ({ token: table.get(t.token)!.text, logprob: t.logprob, bytes: table.get(t.token)!.bytes })),
+  }));
+}
+
+export const run = route<OpenAIInput<Request>>((input) => {
+  const body = input.body;
+  const model = Model.load(input.model);
+  const n = body.n ?? 1;
+  const wantLogprobs = body.logprobs === true;
+  const topLogprobs = body.top_logprobs ?? 0;
+  if (body.top_logprobs != null && !wantLogprobs) throw new HttpError(400, 'top_logprobs requires logprobs to be true', 'top_logprobs');
+  const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
+
+  const ctx = filling('messages', () => model.newContext().fillChat(toMessages(body.messages)));
+  const promptTokens = ctx.length;
+  checkContextLength(model, promptTokens, maxTokens, 'messages');
+
+  const base = { id: input.id, created: input.created, model: input.model };
+  const stream = body.stream === true;
+  const includeUsage = stream && body.stream_options?.include_usage === true;
+  const chunk = (choices: Chunk['choices']): Chunk => ({ ...base, object: 'chat.completion.chunk', choices, ...(includeUsage ? { usage: null } : {}) });
+  if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
+
+  // n > 1: compute the prompt once; each choice forks it.
+  if (n > 1) ctx.prefill();
+  const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
+  const fast = stream && !wantLogprobs;
+  if (fast) markStreaming();
+  const gens: Generation[] = contexts.map((c, i) =>
+    c.generate({
+      sampling: samplingOf(body, model.info.vocabSize, i),
+      max_tokens: maxTokens,
+      stop: stopList(body.stop),
+      stop_token_ids: model.stopTokenIds,
+      ...(wantLogprobs ? { logprobs: topLogprobs } : {}),
+      ...(fast ? { stream: { event: 'message', template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])) } } : {}),
+    }),
+  );
+  if (stream && wantLogprobs) relayWithLogprobs(model, gens, topLogprobs, chunk);
+  const results: GenerationResult[] = gens.map((g) => g.result());
+
+  const completionTokens = results.reduce((s, r) => s + r.usage.completion_tokens, 0);
+  const usage = {
+    prompt_tokens: promptTokens,
+    completion_tokens: completionTokens,
+    total_tokens: promptTokens + completionTokens,
+    prompt_tokens_details: { cached_tokens: results[0]!.usage.cached_tokens },
+  };
+  if (stream) {
+    results.forEach((r, i) => sse(chunk([{ index: i, delta: {}, logprobs: null, finish_reason: finishReason(r) }])));
+    if (includeUsage) sse({ ...base, object: 'chat.completion.chunk', choices: [], usage });
+    sse('[DONE]');
+    return undefined;
+  }
+  const completion: ChatCompletion = {
+    ...base,
+    object: 'chat.completion',
+    choices: results.map((r, i) => ({
+      index: i,
+      message: { role: 'assistant', content: r.text, refusal: null, annotations: [] },
+      logprobs: wantLogprobs ? { content: logprobsJson(model, r.logprobs, topLogprobs), refusal: null } : null,
+      finish_reason: finishReason(r),
+    })),
+    usage,
+  };
+  return completion;
+});
+
+/** Streams chunks with logprobs: pulls each choice's chunks in turn, so choices interleave as they decode. */
+function relayWithLogprobs(model: Model, gens: Generation[], top: number, chunk: (choices: Chunk['choices']) => Chunk): void {
+  const iterators = gens.map((g) => g[Symbol.iterator]());
+  const live = new Set(iterators.keys());
+  while (live.size > 0) {
+    for (const i of [...live]) {
+      const next = iterators[i]!.next();
+      if (next.done) {
+        live.delete(i);
+        continue;
+      }
+      const c = next.value;
+      if (c.tokens.length === 0) continue;
+      sse(chunk([{ index: i, delta: { content: c.text }, logprobs: { content: logprobsJson(model, c.logprobs, top), refusal: null }, finish_reason: null }]));
+    }
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * Shared by the built-in OpenAI inferlets: errors as OpenAI's JSON, sampling
+ * options from request fields, logprobs with token text, stream templates.
+ */
+import { emit, inferlet, PieError, setResult, setStatus, type GenerationResult, type Model, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
+
+/** An error answered as OpenAI's error JSON (before any stream event went out). */
+export class HttpError extends Error {
+  readonly status: number;
+  readonly type: string;
+  readonly param: string | null;
+  readonly code: string | null;
+  constructor(status: number, message: string, param: string | null = null, code: string | null = null, type = 'invalid_request_error') {
+    super(message);
+    this.status = status;
+    this.param = param;
+    this.code = code;
+    this.type = type;
+  }
+}
+
+let streaming = false;
+
+/** Sends one SSE `data:` line (the first one commits the response to a stream). */
+export function sse(data: string | object): void {
+  streaming = true;
+  emit('message', typeof data === 'string' ? data : JSON.stringify(data));
+}
+
+/** Sends a named SSE event. */
+export function sseNamed(event: string, data: object): void {
+  streaming = true;
+  emit(event, JSON.stringify(data));
+}
+
+/** Marks the response as a stream whose events the host sends (templates). */
+export function markStreaming(): void {
+  streaming = true;
+}
+
+/**
+ * The entry point of a built-in route: errors before the stream starts
+ * become status + error JSON; after it, they fail the invocation (the gateway
+ * ends the stream with an error event).
+ */
+export function route<I>(main: (input: I) => unknown): () => void {
+  return inferlet<I>((input) => {
+    try {
+      return main(input);
+    } catch (err) {
+      if (streaming) throw err;
+      const e = toHttpError(err);
+      if (!e) throw err;
+      setStatus(e.status);
+      setResult({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
+      return undefined;
+    }
+  });
+}
+
+function toHttpError(err: unknown): HttpError | null {
+  if (err instanceof HttpError) return err;
+  if (err instanceof PieError) {
+    if (err.code === 'invalid-argument') return new HttpError(400, err.message);
+    if (err.code === 'limit-exceeded') return new HttpError(429, err.message, null, 'limit_exceeded', 'rate_limit_error');
+    if (err.code === 'kv-cache-exhausted') return new HttpError(400, err.message, 'messages', 'context_length_exceeded');
+  }
+  return null;
+}
+
+export interface SamplingFields {
+  temperature?: number | null;
+  top_p?: number | null;
+  top_k?: number;
+  min_p?: number;
+  repetition_penalty?: number;
+  presence_penalty?: number | null;
+  frequency_penalty?: number | null;
+  logit_bias?: Record<string, number> | null;
+  seed?: number | null;
+}
+
+/** OpenAI's sampling fields (defaults as OpenAI's: temperature 1, top_p 1) for choice `index` (seeds differ per choice). */
+export function samplingOf(body: SamplingFields, vocabSize: number, index = 0): SamplingOptions {
+  const bias: Record<number, number> = {};
+  for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
+    const id = Number(k);
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new HttpError(400, `logit_bias: ${JSON.stringify(k)} is not a token id of this model (0..${vocabSize - 1})`, 'logit_bias');
+    bias[id] = v;
+  }
+  return {
+    temperature: body.temperature ?? 1,
+    top_p: body.top_p ?? 1,
+    top_k: body.top_k ?? 0,
+    min_p: body.min_p ?? 0,
+    repetition_penalty: body.repetition_penalty ?? 1,
+    presence_penalty: body.presence_penalty ?? 0,
+    frequency_penalty: body.frequency_penalty ?? 0,
+    logit_bias: bias,
+    ...(body.seed != null ? { seed: (body.seed + index) >>> 0 } : {}),
+  };
+}
+
+export function stopList(stop: string | string[] | null | undefined): string[] {
+  const list = stop == null ? [] : typeof stop === 'string' ? [stop] : stop;
+  return list.filter((s) => s !== '');
+}
+
+/** Runs a fill; a prompt longer than the model's context becomes OpenAI's context_length_exceeded. */
+export function filling<T>(param: string, fill: () => T): T {
+  try {
+    return fill();
+  } catch (err) {
+    if (err instanceof PieError && err.code === 'invalid-argument' && /the model accepts at most/.test(err.message)) {
+      throw new HttpError(400, `This model's maximum context length was exceeded (${err.message}). Please reduce the length of the ${param}.`, param, 'context_length_exceeded');
+    }
+    throw err;
+  }
+}
+
+/** Refuses a prompt that leaves no room (or not the room asked for) in the model's context. */
+export function checkContextLength(model: Model, promptTokens: number, maxTokens: number | undefined, param: string): void {
+  const limit = model.info.contextLength;
+  if (promptTokens + (maxTokens ?? 1) > limit) {
+    throw new HttpError(
+      400,
+      `This model's maximum context length is ${limit} tokens. However, you requested ${promptTokens + (maxTokens ?? 0)} tokens ` +
+        `(${promptTokens} in the ${param}, ${maxTokens ?? 0} in the completion). Please reduce the length of the ${param} or completion.`,
+      param,
+      'context_length_exceeded',
+    );
+  }
+}
+
+export function finishReason(r: GenerationResult): 'stop' | 'length' {
+  return r.finish_reason === 'length' ? 'length' : 'stop';
+}
+
+/** A token's text for logprobs: its bytes as UTF-8, or `bytes:\xNN…` when they are part of a character (as OpenAI writes it). */
+export function tokenText(bytes: Uint8Array): string {
+  let encoded = '';
+  for (const b of bytes) encoded += '%' + (b < 16 ? '0' : '') + b.toString(16);
+  try {
+    return decodeURIComponent(encoded);
+  } catch {
+    let s = 'bytes:';
+    for (const b of bytes) s += '\\x' + (b < 16 ? '0' : '') + b.toString(16);
+    return s;
+  }
+}
+
+/** Token texts and bytes for every token and alternative in `lps`, in one call. */
+export function tokenTable(model: Model, lps: TokenLogprob[]): Map<number, { text: string; bytes: number[] }> {
+  const ids = new Set<number>();
+  for (const l of lps) {
+    ids.add(l.token);
+    for (const t of l.top) ids.add(t.token);
+  }
+  const list = [...ids];
+  const bytes = model.tokenBytes(list);
+  return new Map(list.map((id, i) => [id, { text: tokenText(bytes[i]!), bytes: Array.from(bytes[i]!) }]));
+}
+
+/**
+ * A stream template from a chunk object: `marker` (a string field's value)
+ * becomes `{{delta}}`, so the host fills in each chunk's text.
+ */
+export function template(chunk: object, marker = '\u0000delta'): string {
+  const json = JSON.stringify(chunk);
+  const quoted = JSON.stringify(marker);
+  if (!json.includes(quoted)) throw new Error('stream template: the marker is missing');
+  return json.replace(quoted, '{{delta}}');
+}
+
+export const DELTA = '\u0000delta';
+export const SEQ = 987654321;
+
+/** Like `template`, with the number SEQ standing for `{{seq}}`. */
+export function seqTemplate(chunk: object): string {
+  return template(chunk).replace(String(SEQ), '{{seq}}');
+}

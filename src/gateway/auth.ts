@@ -1,0 +1,76 @@
+/**
+ * API keys: `Authorization: Bearer KEY`, each key with a tenant and scopes
+ * (which routes and which models). With no key configured every request runs
+ * as the "default" tenant with every scope, and the server stays on loopback.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { KeyConfig } from '../config.ts';
+import { AuthenticationError, ModelNotFoundError, PermissionDeniedError } from './errors.ts';
+
+export interface Principal {
+  tenant: string;
+  /** Route scopes, or null for all. */
+  scopes: ReadonlySet<string> | null;
+  /** Models, or null for all. */
+  models: ReadonlySet<string> | null;
+}
+
+export interface ApiKey extends Principal {
+  digest: Buffer;
+}
+
+export const OPEN: Principal = { tenant: 'default', scopes: null, models: null };
+
+const digest = (key: string) => createHash('sha256').update(key).digest();
+
+const set = (items: string[]): ReadonlySet<string> | null => (items.includes('*') ? null : new Set(items));
+
+/** Keys from the config (literal or from an environment variable) plus one full-scope key from `envVar`, if set. */
+export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: string): ApiKey[] {
+  const out: ApiKey[] = [];
+  for (const [i, k] of keys.entries()) {
+    const value = k.key || env[k.keyEnv];
+    if (!value) throw new Error(`keys[${i}]: the environment variable ${k.keyEnv} is not set`);
+    out.push({ digest: digest(value), tenant: k.tenant, scopes: set(k.scopes), models: set(k.models) });
+  }
+  const fromEnv = envVar ? env[envVar] : undefined;
+  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null });
+  return out;
+}
+
+/** Authenticates the bearer key; the principal goes to `res.locals.principal`. */
+export function auth({ keys }: { keys: ApiKey[] }): RequestHandler {
+  return function authenticate(req: Request, res: Response, next: NextFunction): void {
+    if (keys.length === 0) {
+      res.locals.principal = OPEN;
+      return next();
+    }
+    const header = req.get('authorization') ?? '';
+    const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+    if (!m) return next(new AuthenticationError('You did not provide an API key. Send it as "Authorization: Bearer YOUR_KEY".'));
+    const d = digest(m[1]!);
+    const found = keys.find((k) => timingSafeEqual(k.digest, d));
+    if (!found) return next(new AuthenticationError('Incorrect API key provided.'));
+    res.locals.principal = found;
+    next();
+  };
+}
+
+export function principalOf(res: Response): Principal {
+  return (res.locals.principal as Principal | undefined) ?? OPEN;
+}
+
+/** Throws 403 unless the principal has the scope. */
+export function requireScope(p: Principal, scope: string): void {
+  if (p.scopes && !p.scopes.has(scope)) throw new PermissionDeniedError(`This API key does not have the "${scope}" scope.`);
+}
+
+/** Whether the principal may use the model (others' models look like they do not exist). */
+export function mayUseModel(p: Principal, model: string): boolean {
+  return !p.models || p.models.has(model);
+}
+
+export function requireModel(p: Principal, model: string, served: ReadonlySet<string>): void {
+  if (!served.has(model) || !mayUseModel(p, model)) throw new ModelNotFoundError(model);
+}

@@ -1,0 +1,100 @@
+/**
+ * POST /v1/chat/completions and /v1/completions (each served by its built-in
+ * inferlet), GET /v1/models. The handlers check what the OpenAPI validator
+ * cannot (fields we do not implement, the model and the key's scopes) and
+ * hand the request to the inferlet.
+ */
+import { statSync } from 'node:fs';
+import { Router, type Request, type Response } from 'express';
+import type { StoredComponent } from '../runtime/component-store.ts';
+import type { OpenAIInput } from '../../inferlets/builtin/protocol.ts';
+import { mayUseModel, principalOf, requireModel, requireScope } from './auth.ts';
+import { ModelNotFoundError, UnsupportedFieldError } from './errors.ts';
+import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
+import type { components } from './openapi-types.ts';
+
+type ChatRequest = components['schemas']['CreateChatCompletionRequest'];
+type CompletionRequest = components['schemas']['CreateCompletionRequest'];
+
+/** A field is refused unless its value is one that changes nothing (absent, null, empty, or a listed no-op). */
+export function refuseFields(body: Record<string, unknown>, fields: Record<string, (v: unknown) => boolean>, detail: string): void {
+  for (const [field, harmless] of Object.entries(fields)) {
+    const v = body[field];
+    if (v === undefined || v === null || harmless(v)) continue;
+    throw new UnsupportedFieldError(field, detail);
+  }
+}
+
+const LATER = 'tool calling, structured outputs and stored chat completions are not available yet';
+
+const never = () => false;
+const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
+
+const CHAT_UNSUPPORTED = {
+  tools: emptyList,
+  tool_choice: (v: unknown) => v === 'none' || v === 'auto',
+  response_format: (v: unknown) => (v as { type?: string }).type === 'text',
+  functions: emptyList,
+  function_call: (v: unknown) => v === 'none' || v === 'auto',
+  audio: never,
+  modalities: (v: unknown) => Array.isArray(v) && v.every((m) => m === 'text'),
+  prediction: never,
+  reasoning_effort: never,
+  web_search_options: never,
+  store: (v: unknown) => v === false,
+};
+
+/** The served model a request names, after the key's scopes. */
+export function modelFor(rt: Runtime, res: Response, model: string): string {
+  requireModel(principalOf(res), model, new Set(rt.engines.keys()));
+  return model;
+}
+
+export function openaiInput<B>(req: Request, body: B, model: string, id: string): OpenAIInput<B> {
+  return { method: req.method, path: req.path, params: {}, query: {}, headers: {}, body, model, id, created: unixNow() };
+}
+
+export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredComponent; completions: StoredComponent }): Router {
+  const router = Router();
+
+  router.post('/v1/chat/completions', async (req, res) => {
+    const body = req.body as ChatRequest;
+    requireScope(principalOf(res), 'chat');
+    refuseFields(body as Record<string, unknown>, CHAT_UNSUPPORTED, LATER);
+    const model = modelFor(rt(), res, body.model);
+    await invokeAndRelay(rt(), res, {
+      component: builtins().chat,
+      input: openaiInput(req, body, model, newId('chatcmpl-')),
+      tenant: principalOf(res).tenant,
+      model,
+    });
+  });
+
+  router.post('/v1/completions', async (req, res) => {
+    const body = req.body as CompletionRequest;
+    requireScope(principalOf(res), 'completions');
+    refuseFields(body as Record<string, unknown>, { suffix: (v) => v === '', best_of: (v) => v === 1 }, 'use n for several choices; insertion (suffix) is not available');
+    const model = modelFor(rt(), res, body.model);
+    await invokeAndRelay(rt(), res, {
+      component: builtins().completions,
+      input: openaiInput(req, body, model, newId('cmpl-')),
+      tenant: principalOf(res).tenant,
+      model,
+    });
+  });
+
+  const modelObject = (id: string) => ({ id, object: 'model', created: Math.floor(statSync(rt().engines.get(id)!.model.dir).mtimeMs / 1000), owned_by: 'pie-gateway' });
+
+  router.get('/v1/models', (_req, res) => {
+    const p = principalOf(res);
+    res.json({ object: 'list', data: [...rt().engines.keys()].filter((m) => mayUseModel(p, m)).map(modelObject) });
+  });
+
+  router.get('/v1/models/:model', (req, res) => {
+    const id = String(req.params.model);
+    if (!rt().engines.has(id) || !mayUseModel(principalOf(res), id)) throw new ModelNotFoundError(id);
+    res.json(modelObject(id));
+  });
+
+  return router;
+}

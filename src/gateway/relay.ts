@@ -1,0 +1,100 @@
+/**
+ * Relays one invocation to one HTTP response. The first event the inferlet
+ * emits commits a Server-Sent Events stream (status and headers as the
+ * inferlet set them so far); an invocation that emits nothing answers with
+ * its result as the body. A closed socket cancels the invocation.
+ *
+ *   event ─► (first) 200 text/event-stream ─► `data: …` per event
+ *   result, no events ─► status + headers + body (JSON unless the inferlet said otherwise)
+ *   failure, no events ─► OpenAI error JSON       failure mid-stream ─► a final `data: {"error": …}`
+ */
+import type { Response } from 'express';
+import type { Invocation, InvocationResult, OutputEvent } from '../runtime/invocation.ts';
+import { InvocationError } from '../runtime/invocation.ts';
+import { ApiError, InternalServerError, RateLimitError, ServiceUnavailableError } from './errors.ts';
+
+/** Formats one SSE event: `message` events are bare `data:` lines (as OpenAI's chat streams), others name themselves. */
+export function sseEvent(event: string, data: string): string {
+  const lines = data.includes('\n') ? data.split(/\r?\n/).map((l) => `data: ${l}\n`).join('') : `data: ${data}\n`;
+  return event === 'message' ? `${lines}\n` : `event: ${event}\n${lines}\n`;
+}
+
+export interface RelayOutcome {
+  /** The invocation's result (null when it failed or was cancelled). */
+  result: InvocationResult | null;
+  error: ApiError | null;
+  /** Whether the response went out as a stream. */
+  streamed: boolean;
+  /** The client went away before the end. */
+  disconnected: boolean;
+  /** HTTP status sent. */
+  status: number;
+}
+
+/** Maps an invocation's failure to the error the client sees. */
+export function toApiError(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  if (err instanceof InvocationError) {
+    if (err.kind === 'limit') return new RateLimitError(err.message, 'limit_exceeded');
+    if (err.kind === 'refused') return new ServiceUnavailableError(err.message);
+    return new InternalServerError(`the inferlet failed: ${err.message}`);
+  }
+  return new InternalServerError(err instanceof Error ? err.message : String(err));
+}
+
+export interface RelayOptions {
+  /** Called with each event before it is written (metrics, stores). */
+  onEvent?: (e: OutputEvent) => void;
+  /** Called once the result is in, before the body is written; may replace the body. */
+  onResult?: (r: InvocationResult, streamed: boolean) => string | null | void;
+}
+
+export async function relay(res: Response, inv: Invocation, options: RelayOptions = {}): Promise<RelayOutcome> {
+  let streamed = false;
+  let disconnected = false;
+  const onClose = () => {
+    if (res.writableFinished) return;
+    disconnected = true;
+    inv.cancel('the client disconnected');
+  };
+  res.on('close', onClose);
+  inv.onEvent((e) => {
+    options.onEvent?.(e);
+    if (disconnected) return;
+    if (!streamed) {
+      streamed = true;
+      res.status(inv.status);
+      for (const [k, v] of Object.entries(inv.headers)) res.setHeader(k, v);
+      res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+      res.setHeader('cache-control', 'no-cache');
+      res.setHeader('x-accel-buffering', 'no');
+      res.flushHeaders();
+    }
+    res.write(sseEvent(e.event, e.data));
+  });
+  try {
+    const r = await inv.result;
+    const replaced = options.onResult?.(r, streamed);
+    if (disconnected) return { result: r, error: null, streamed, disconnected, status: r.status };
+    if (streamed) {
+      res.end();
+      return { result: r, error: null, streamed, disconnected, status: res.statusCode };
+    }
+    const body = replaced ?? r.data ?? '';
+    res.status(r.status);
+    for (const [k, v] of Object.entries(r.headers)) res.setHeader(k, v);
+    if (!res.getHeader('content-type')) res.setHeader('content-type', 'application/json');
+    res.end(body);
+    return { result: r, error: null, streamed, disconnected, status: r.status };
+  } catch (err) {
+    const error = toApiError(err);
+    if (disconnected) return { result: null, error, streamed, disconnected, status: 499 };
+    if (streamed) {
+      res.end(sseEvent('message', JSON.stringify(error.toJSON())));
+      return { result: null, error, streamed, disconnected, status: res.statusCode };
+    }
+    throw error;
+  } finally {
+    res.off('close', onClose);
+  }
+}

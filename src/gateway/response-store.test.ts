@@ -1,0 +1,177 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ResponseStore, type StoredResponse } from './response-store.ts';
+
+const stores: ResponseStore[] = [];
+const dirs: string[] = [];
+afterEach(() => {
+  for (const s of stores.splice(0)) s.close();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function memory(): ResponseStore {
+  const s = ResponseStore.open(':memory:');
+  stores.push(s);
+  return s;
+}
+
+function message(id: string, text: string, role = 'user'): Record<string, unknown> {
+  return { id, type: 'message', role, content: [{ type: 'input_text', text }] };
+}
+
+function response(id: string, overrides: Partial<StoredResponse> = {}): StoredResponse {
+  return {
+    id,
+    tenant: 'acme',
+    model: 'tiny',
+    createdAt: 1_700_000_000,
+    status: 'completed',
+    previousResponseId: null,
+    response: { id, object: 'response', status: 'completed', output: [] },
+    inputItems: [message(`msg_in_${id}`, `hello from ${id}`)],
+    outputItems: [message(`msg_out_${id}`, `reply to ${id}`, 'assistant')],
+    contextTokens: null,
+    ...overrides,
+  };
+}
+
+describe('ResponseStore', () => {
+  it('round-trips a response, its items and its context tokens', () => {
+    const store = memory();
+    const r = response('resp_1', { contextTokens: [0, 1, 2, 31999, 2 ** 32 - 1] });
+    store.put(r);
+    expect(store.get('resp_1', 'acme')).toEqual(r);
+  });
+
+  it('replaces a response put twice, items included', () => {
+    const store = memory();
+    store.put(response('resp_1'));
+    const again = response('resp_1', { inputItems: [message('a', 'x'), message('b', 'y')], outputItems: [] });
+    store.put(again);
+    expect(store.get('resp_1', 'acme')).toEqual(again);
+  });
+
+  it('hides a response from other tenants', () => {
+    const store = memory();
+    store.put(response('resp_1'));
+    expect(store.get('resp_1', 'other')).toBeUndefined();
+    expect(store.update('resp_1', 'other', { status: 'failed' })).toBe(false);
+    expect(store.delete('resp_1', 'other')).toBe(false);
+    expect(store.inputItems('resp_1', 'other')).toBeUndefined();
+    expect(store.chain('resp_1', 'other')).toEqual([]);
+    expect(store.get('resp_1', 'acme')?.status).toBe('completed');
+  });
+
+  it('lets two tenants use the same id without touching each other', () => {
+    const store = memory();
+    store.put(response('resp_1'));
+    store.put(response('resp_1', { tenant: 'other', model: 'big' }));
+    expect(store.get('resp_1', 'acme')?.model).toBe('tiny');
+    expect(store.get('resp_1', 'other')?.model).toBe('big');
+  });
+
+  it('updates status, response, output items and tokens', () => {
+    const store = memory();
+    store.put(response('resp_1', { status: 'in_progress', outputItems: [], contextTokens: [5] }));
+    expect(store.update('resp_1', 'acme', { status: 'completed' })).toBe(true);
+    let got = store.get('resp_1', 'acme')!;
+    expect(got.status).toBe('completed');
+    expect(got.contextTokens).toEqual([5]);
+    expect(store.update('resp_1', 'acme', { response: { id: 'resp_1', done: true }, outputItems: [message('o', 'hi', 'assistant')], contextTokens: [1, 2, 3] })).toBe(true);
+    got = store.get('resp_1', 'acme')!;
+    expect(got.response).toEqual({ id: 'resp_1', done: true });
+    expect(got.outputItems.map((i) => i.id)).toEqual(['o']);
+    expect(got.contextTokens).toEqual([1, 2, 3]);
+    store.update('resp_1', 'acme', { contextTokens: null });
+    expect(store.get('resp_1', 'acme')!.contextTokens).toBeNull();
+    expect(store.update('resp_missing', 'acme', { status: 'failed' })).toBe(false);
+  });
+
+  it('follows previous_response_id oldest first and stops at a deleted link', () => {
+    const store = memory();
+    store.put(response('resp_a'));
+    store.put(response('resp_b', { previousResponseId: 'resp_a' }));
+    store.put(response('resp_c', { previousResponseId: 'resp_b' }));
+    expect(store.chain('resp_c', 'acme').map((r) => r.id)).toEqual(['resp_a', 'resp_b', 'resp_c']);
+    expect(store.chain('resp_b', 'acme').map((r) => r.id)).toEqual(['resp_a', 'resp_b']);
+
+    expect(store.delete('resp_b', 'acme')).toBe(true);
+    expect(store.get('resp_b', 'acme')).toBeUndefined();
+    expect(store.chain('resp_c', 'acme').map((r) => r.id)).toEqual(['resp_c']);
+    expect(store.get('resp_c', 'acme')?.previousResponseId).toBe('resp_b');
+    expect(store.chain('resp_missing', 'acme')).toEqual([]);
+  });
+
+  it('stops a chain at a cycle', () => {
+    const store = memory();
+    store.put(response('resp_a', { previousResponseId: 'resp_b' }));
+    store.put(response('resp_b', { previousResponseId: 'resp_a' }));
+    expect(store.chain('resp_b', 'acme').map((r) => r.id)).toEqual(['resp_a', 'resp_b']);
+  });
+
+  it('pages input items in either order with after, limit and has_more', () => {
+    const store = memory();
+    const items = Array.from({ length: 5 }, (_, i) => message(`msg_${i}`, `m${i}`));
+    store.put(response('resp_1', { inputItems: items }));
+    const ids = (l: { data: Array<Record<string, unknown>> } | undefined) => l?.data.map((d) => d.id);
+
+    const all = store.inputItems('resp_1', 'acme')!;
+    expect(all).toEqual({ object: 'list', data: [...items].reverse(), first_id: 'msg_4', last_id: 'msg_0', has_more: false });
+
+    const asc = store.inputItems('resp_1', 'acme', { order: 'asc', limit: 2 })!;
+    expect(ids(asc)).toEqual(['msg_0', 'msg_1']);
+    expect(asc).toMatchObject({ first_id: 'msg_0', last_id: 'msg_1', has_more: true });
+    const asc2 = store.inputItems('resp_1', 'acme', { order: 'asc', limit: 2, after: asc.last_id! })!;
+    expect(ids(asc2)).toEqual(['msg_2', 'msg_3']);
+    expect(asc2.has_more).toBe(true);
+    const asc3 = store.inputItems('resp_1', 'acme', { order: 'asc', limit: 2, after: asc2.last_id! })!;
+    expect(asc3).toMatchObject({ first_id: 'msg_4', last_id: 'msg_4', has_more: false });
+
+    const desc = store.inputItems('resp_1', 'acme', { limit: 3, after: 'msg_4' })!;
+    expect(ids(desc)).toEqual(['msg_3', 'msg_2', 'msg_1']);
+    expect(desc.has_more).toBe(true);
+    expect(store.inputItems('resp_1', 'acme', { limit: 3, after: 'msg_1' })).toMatchObject({ first_id: 'msg_0', has_more: false });
+
+    expect(ids(store.inputItems('resp_1', 'acme', { limit: 0 }))).toHaveLength(1);
+    expect(ids(store.inputItems('resp_1', 'acme', { limit: 1000 }))).toHaveLength(5);
+    expect(store.inputItems('resp_1', 'acme', { after: 'msg_nope' })).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
+  });
+
+  it('gives an empty list for a response without input items', () => {
+    const store = memory();
+    store.put(response('resp_1', { inputItems: [] }));
+    expect(store.inputItems('resp_1', 'acme')).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
+  });
+
+  it('survives closing and reopening its file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pie-response-store-'));
+    dirs.push(dir);
+    const path = join(dir, 'nested', 'data', 'responses.db');
+    const tokens = Array.from({ length: 1000 }, (_, i) => (i * 7919) % 32000);
+    const first = ResponseStore.open(path);
+    first.put(response('resp_a'));
+    first.put(response('resp_b', { previousResponseId: 'resp_a', contextTokens: tokens }));
+    first.close();
+
+    const again = ResponseStore.open(path);
+    stores.push(again);
+    expect(again.get('resp_b', 'acme')?.contextTokens).toEqual(tokens);
+    expect(again.chain('resp_b', 'acme').map((r) => r.id)).toEqual(['resp_a', 'resp_b']);
+    expect(again.delete('resp_a', 'acme')).toBe(true);
+    expect(again.inputItems('resp_a', 'acme')).toBeUndefined();
+    again.close();
+
+    // The items of the deleted response went with it (ON DELETE CASCADE); the file is in WAL mode.
+    const raw = new DatabaseSync(path);
+    try {
+      expect(raw.prepare('SELECT COUNT(*) AS n FROM items').get()?.n).toBe(2);
+      expect(raw.prepare('PRAGMA journal_mode').get()?.journal_mode).toBe('wal');
+      expect(raw.prepare('PRAGMA user_version').get()?.user_version).toBe(1);
+    } finally {
+      raw.close();
+    }
+  });
+});

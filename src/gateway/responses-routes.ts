@@ -1,0 +1,189 @@
+/**
+ * The Responses API. POST runs the built-in responses inferlet; with
+ * `store` (the default) the response, its items and the conversation's exact
+ * tokens go to SQLite and its KV state stays as a snapshot, so a
+ * previous_response_id follow-up continues it without re-prefilling (or, once
+ * the snapshot is evicted, refills the stored tokens: the same answer).
+ */
+import { Router, type Request, type Response } from 'express';
+import type { StoredComponent } from '../runtime/component-store.ts';
+import type { Invocation } from '../runtime/invocation.ts';
+import type { HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
+import { principalOf, requireScope } from './auth.ts';
+import { InvalidRequestError, NotFoundError } from './errors.ts';
+import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
+import { modelFor, refuseFields } from './openai-routes.ts';
+import type { components } from './openapi-types.ts';
+import type { ResponseStore, StoredResponse } from './response-store.ts';
+import type { SnapshotKeeper } from './snapshot-keeper.ts';
+
+type CreateResponse = components['schemas']['CreateResponse'];
+type Item = Record<string, unknown>;
+
+const UNSUPPORTED = {
+  tools: (v: unknown) => Array.isArray(v) && v.length === 0,
+  tool_choice: (v: unknown) => v === 'auto' || v === 'none',
+  reasoning: () => false,
+  include: (v: unknown) => Array.isArray(v) && v.length === 0,
+  background: (v: unknown) => v === false,
+  prompt: () => false,
+};
+
+export interface ResponsesDeps {
+  rt: () => Runtime;
+  component: () => StoredComponent;
+  store: ResponseStore;
+  snapshots: SnapshotKeeper;
+}
+
+const snapshotName = (id: string) => `response:${id}`;
+
+/** This request's input as items with ids (stored for input_items). */
+function inputItems(body: CreateResponse, id: string): Item[] {
+  const items: Item[] = typeof body.input === 'string' ? [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: body.input }] }] : (body.input as Item[]);
+  return items.map((it, i) => ({ ...(it.type === undefined ? { type: 'message' } : {}), ...it, id: (it.id as string | undefined) ?? `msg_${id.slice(5)}_${i}` }));
+}
+
+/** A stored conversation as chat messages (for a follow-up on another model, where tokens do not carry over). */
+function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
+  const out: HistoryMessage[] = [];
+  const text = (c: unknown) => (typeof c === 'string' ? c : Array.isArray(c) ? c.map((p: { text?: string }) => p.text ?? '').join('\n') : '');
+  for (const r of chain) {
+    const instructions = r.response.instructions;
+    if (typeof instructions === 'string' && instructions) out.push({ role: 'developer', content: instructions });
+    for (const it of [...r.inputItems, ...r.outputItems]) {
+      if (it.type === 'function_call') out.push({ role: 'assistant', content: '', tool_calls: [{ id: String(it.call_id), type: 'function', function: { name: String(it.name), arguments: String(it.arguments) } }] });
+      else if (it.type === 'function_call_output') out.push({ role: 'tool', content: String(it.output), tool_call_id: String(it.call_id) });
+      else out.push({ role: (it.role as HistoryMessage['role']) ?? 'user', content: text(it.content) });
+    }
+  }
+  return out;
+}
+
+export function responsesRoutes(deps: ResponsesDeps): Router {
+  const router = Router();
+  const running = new Map<string, Invocation>();
+  const { store, snapshots } = deps;
+
+  const find = (req: Request, res: Response): StoredResponse => {
+    const id = String(req.params.response_id);
+    const r = store.get(id, principalOf(res).tenant);
+    if (!r) throw new NotFoundError(`No response found with id '${id}'.`, 'not_found', 'response_id');
+    return r;
+  };
+
+  router.post('/v1/responses', async (req, res) => {
+    const body = req.body as CreateResponse;
+    const principal = principalOf(res);
+    requireScope(principal, 'responses');
+    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'tool calling, reasoning and background responses are not available yet');
+    const rt = deps.rt();
+    const model = modelFor(rt, res, body.model);
+    const tenant = principal.tenant;
+    let history: ResponsesInput<CreateResponse>['history'] = null;
+    if (body.previous_response_id) {
+      const chain = store.chain(body.previous_response_id, tenant);
+      const prev = chain.at(-1);
+      if (!prev || prev.id !== body.previous_response_id) {
+        throw new InvalidRequestError(`Previous response with id '${body.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
+      }
+      const sameModel = prev.model === model;
+      history = {
+        snapshot: sameModel ? snapshotName(prev.id) : null,
+        tokens: sameModel ? prev.contextTokens : null,
+        messages: sameModel && prev.contextTokens ? [] : chainMessages(chain),
+      };
+    }
+    const id = newId('resp_');
+    const keep = body.store !== false;
+    const input: ResponsesInput<CreateResponse> = {
+      method: req.method,
+      path: req.path,
+      params: {},
+      query: {},
+      headers: {},
+      body,
+      model,
+      id,
+      created: unixNow(),
+      history,
+      save_as: keep ? snapshotName(id) : null,
+    };
+    const engine = rt.engines.get(model)!;
+    let kept = false;
+    try {
+      await invokeAndRelay(
+        rt,
+        res,
+        { component: deps.component(), input, tenant, model, started: (inv) => running.set(id, inv) },
+        {
+          onResult: (r) => {
+            if (r.status !== 200 || r.data === null) return;
+            const out = JSON.parse(r.data) as ResponsesResult;
+            if (keep) {
+              store.put({
+                id,
+                tenant,
+                model,
+                createdAt: input.created,
+                status: out.response.status as StoredResponse['status'],
+                previousResponseId: body.previous_response_id ?? null,
+                response: out.response,
+                inputItems: inputItems(body, id),
+                outputItems: out.response.output as Item[],
+                contextTokens: out.context_tokens,
+              });
+              snapshots.add(engine, tenant, snapshotName(id));
+              kept = true;
+            }
+            return JSON.stringify(out.response);
+          },
+        },
+      );
+    } finally {
+      running.delete(id);
+      // Failed, refused or cancelled: a snapshot the inferlet may have saved has no stored response to follow.
+      if (keep && !kept) engine.deleteSnapshot(snapshotName(id), tenant);
+    }
+  });
+
+  router.get('/v1/responses/:response_id', (req, res) => {
+    requireScope(principalOf(res), 'responses');
+    res.json(find(req, res).response);
+  });
+
+  router.delete('/v1/responses/:response_id', (req, res) => {
+    requireScope(principalOf(res), 'responses');
+    const r = find(req, res);
+    store.delete(r.id, r.tenant);
+    const engine = deps.rt().engines.get(r.model);
+    if (engine) snapshots.remove(engine, r.tenant, snapshotName(r.id));
+    res.json({ id: r.id, object: 'response', deleted: true });
+  });
+
+  router.post('/v1/responses/:response_id/cancel', (req, res) => {
+    requireScope(principalOf(res), 'responses');
+    const id = String(req.params.response_id);
+    const inv = running.get(id);
+    if (!inv || principalOf(res).tenant !== inv.tenant) {
+      const r = find(req, res);
+      throw new InvalidRequestError(`Response '${id}' is not in progress (its status is ${r.status}); only a running response can be cancelled.`, 'response_id');
+    }
+    inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
+    res.json({ id, object: 'response', status: 'cancelled', output: [] });
+  });
+
+  router.get('/v1/responses/:response_id/input_items', (req, res) => {
+    requireScope(principalOf(res), 'responses');
+    const q = req.query as { after?: string; limit?: string | number; order?: 'asc' | 'desc' };
+    const list = store.inputItems(String(req.params.response_id), principalOf(res).tenant, {
+      ...(q.after ? { after: String(q.after) } : {}),
+      ...(q.limit !== undefined ? { limit: Number(q.limit) } : {}),
+      ...(q.order ? { order: q.order } : {}),
+    });
+    if (!list) throw new NotFoundError(`No response found with id '${req.params.response_id}'.`, 'not_found', 'response_id');
+    res.json(list);
+  });
+
+  return router;
+}

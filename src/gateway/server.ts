@@ -1,0 +1,194 @@
+/**
+ * The HTTP gateway: Express 5 with helmet, a body limit, request ids, API
+ * keys, OpenAPI validation, the OpenAI routes and the config's custom routes,
+ * each served by an inferlet; one error middleware renders every error as
+ * OpenAI's error JSON. It listens before the models are loaded: /health
+ * answers at once, /ready and the API answer 503 until `attach`.
+ *
+ *   request ─► requestId ─► metrics ─► helmet ─► auth ─► json body ─► validator ─► route ─► inferlet
+ *                                                  any error ─► errorHandler ─► {"error": {...}}
+ */
+import { randomUUID } from 'node:crypto';
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { fileURLToPath } from 'node:url';
+import express, { Router, type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import helmet from 'helmet';
+import type { StoredComponent } from '../runtime/component-store.ts';
+import { auth, principalOf, requireScope, type ApiKey } from './auth.ts';
+import { customRoutes, type LoadedRoute } from './custom-routes.ts';
+import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
+import type { Runtime } from './invoke.ts';
+import { openaiRoutes } from './openai-routes.ts';
+import type { ResponseStore } from './response-store.ts';
+import { responsesRoutes } from './responses-routes.ts';
+import type { SnapshotKeeper } from './snapshot-keeper.ts';
+
+export const OPENAPI_DOCUMENT = fileURLToPath(new URL('../../openapi/openapi.yaml', import.meta.url));
+
+export interface Builtins {
+  chat: StoredComponent;
+  completions: StoredComponent;
+  responses: StoredComponent;
+}
+
+export interface GatewayOptions {
+  keys: ApiKey[];
+  maxBodyBytes: number;
+  store: ResponseStore;
+  snapshots: SnapshotKeeper;
+  log?: (line: string) => void;
+}
+
+/** Everything the API needs once the models are loaded. */
+export interface Loaded extends Runtime {
+  builtins: Builtins;
+  routes: LoadedRoute[];
+}
+
+/** Gives each request an id (the caller's X-Request-Id if it sent one), echoed in the response. */
+export function requestId(): RequestHandler {
+  return function assignRequestId(req, res, next) {
+    const given = req.get('x-request-id');
+    const id = given && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID();
+    res.locals.requestId = id;
+    res.setHeader('x-request-id', id);
+    next();
+  };
+}
+
+/** Reads the validator's errors (express-openapi-validator) as one 400 naming the field. */
+function fromValidator(err: { status?: number; errors?: Array<{ path?: string; message?: string; errorCode?: string }>; message?: string }): ApiError {
+  if (err.status === 415) return new ApiError(415, 'invalid_request_error', err.message ?? 'unsupported media type');
+  if (err.status === 405) return new ApiError(405, 'invalid_request_error', err.message ?? 'method not allowed');
+  // Inside oneOf/anyOf every branch reports; the most telling error is an unknown field, then any that is not the oneOf summary.
+  const errors = err.errors ?? [];
+  const first =
+    errors.find((e) => e.errorCode?.startsWith('additionalProperties')) ?? errors.find((e) => !/^(oneOf|anyOf)\./.test(e.errorCode ?? '')) ?? errors[0];
+  const path = (first?.path ?? '').replace(/^\/?(body|query|params|path)\/?/, '');
+  const param = path ? path.replace(/\//g, '.') : null;
+  if (first?.errorCode?.startsWith('additionalProperties')) {
+    return new InvalidRequestError(`Unrecognized request argument supplied: ${param}`, param, 'unknown_parameter');
+  }
+  const detail = first?.message ?? err.message ?? 'invalid request';
+  return new InvalidRequestError(param && !detail.includes(param) ? `Invalid value for '${param}': ${detail}` : detail, param, 'invalid_value');
+}
+
+export function errorHandler({ log }: { log: (line: string) => void }): ErrorRequestHandler {
+  return function renderError(err: unknown, req: Request, res: Response, _next: NextFunction): void {
+    let e: ApiError;
+    const any = err as { type?: string; status?: number; errors?: unknown[]; message?: string };
+    if (err instanceof ApiError) e = err;
+    else if (any?.type === 'entity.too.large') e = new ApiError(413, 'invalid_request_error', `The request body is larger than the server accepts (${any.message}).`, { code: 'request_too_large' });
+    else if (any?.type === 'entity.parse.failed') e = new InvalidRequestError('We could not parse the JSON body of your request: it is not valid JSON.', null, 'invalid_json');
+    else if (any?.status && any.status < 500 && Array.isArray(any.errors)) e = fromValidator(any as Parameters<typeof fromValidator>[0]);
+    else {
+      log(`[${res.locals.requestId}] ${req.method} ${req.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+      e = new InternalServerError('The server had an error while processing your request.');
+    }
+    if (res.headersSent) {
+      res.end();
+      return;
+    }
+    res.status(e.status).json(e.toJSON());
+  };
+}
+
+export class Gateway {
+  readonly app = express();
+  private loaded: Loaded | null = null;
+  private api: Router | null = null;
+  private server: Server | null = null;
+  private readonly options: GatewayOptions;
+  private readonly log: (line: string) => void;
+
+  constructor(options: GatewayOptions) {
+    this.options = options;
+    this.log = options.log ?? ((l) => process.stderr.write(l + '\n'));
+    const app = this.app;
+    app.disable('x-powered-by');
+    app.set('etag', false);
+    app.use(requestId());
+    app.use(this.countRequests());
+    app.use(helmet());
+    app.get('/health', (_req, res) => void res.json({ status: 'ok' }));
+    app.get('/ready', (_req, res) => {
+      if (this.loaded) res.json({ status: 'ready', models: [...this.loaded.engines.keys()] });
+      else res.status(503).json(new ServiceUnavailableError('The server is loading its models.').toJSON());
+    });
+    app.use(auth({ keys: options.keys }));
+    app.get('/metrics', async (_req, res) => {
+      requireScope(principalOf(res), 'metrics');
+      const rt = this.runtime();
+      res.setHeader('content-type', rt.metrics.contentType);
+      res.end(await rt.metrics.metrics());
+    });
+    app.use((req, res, next) => (this.api ? this.api(req, res, next) : next(new ServiceUnavailableError('The server is loading its models; try again shortly.'))));
+    app.use((req, _res, next) => next(new ApiError(404, 'invalid_request_error', `Unknown request URL: ${req.method} ${req.path}.`, { code: 'unknown_url' })));
+    app.use(errorHandler({ log: this.log }));
+  }
+
+  /** Serves the API on loaded models (before this, it answers 503). */
+  attach(loaded: Loaded): void {
+    this.loaded = loaded;
+    const api = Router();
+    api.use(express.json({ limit: this.options.maxBodyBytes }));
+    api.use(OpenApiValidator.middleware({ apiSpec: OPENAPI_DOCUMENT, validateRequests: true, validateResponses: false, ignoreUndocumented: true }));
+    api.use(openaiRoutes(() => this.runtime(), () => loaded.builtins));
+    api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store, snapshots: this.options.snapshots }));
+    api.use(customRoutes(() => this.runtime(), () => loaded.routes));
+    this.api = api;
+  }
+
+  get ready(): boolean {
+    return this.loaded !== null;
+  }
+
+  runtime(): Loaded {
+    if (!this.loaded) throw new ServiceUnavailableError('The server is loading its models.');
+    return this.loaded;
+  }
+
+  /** Listens; resolves with the bound address. */
+  listen(port: number, host: string): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      const server = this.app.listen(port, host, (err?: Error) => {
+        if (err) return reject(err);
+        resolve(server.address() as AddressInfo);
+      });
+      server.on('error', reject);
+      // Streams stay open as long as generation runs; the inferlet's wall time bounds them instead.
+      server.requestTimeout = 0;
+      server.keepAliveTimeout = 65_000;
+      this.server = server;
+    });
+  }
+
+  /** Stops accepting, ends open connections, closes the store. */
+  async close(): Promise<void> {
+    const server = this.server;
+    this.server = null;
+    if (server) {
+      await new Promise<void>((r) => {
+        server.close(() => r());
+        server.closeAllConnections();
+      });
+    }
+    this.loaded?.metrics.close();
+    this.options.store.close();
+  }
+
+  private countRequests(): RequestHandler {
+    return (req, res, next) => {
+      const t0 = performance.now();
+      res.on('close', () => {
+        const m = this.loaded?.metrics;
+        if (!m) return;
+        const route = (req.route?.path as string | undefined) ?? (res.statusCode === 404 ? 'unmatched' : req.path);
+        m.requestDone({ route, method: req.method, status: res.headersSent ? res.statusCode : 499 }, (performance.now() - t0) / 1000);
+      });
+      next();
+    };
+  }
+}

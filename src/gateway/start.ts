@@ -1,0 +1,101 @@
+/**
+ * `pie serve`: listens at once (/health answers, /ready says 503), then loads
+ * the models, the inferlet host, the built-in inferlets and the custom
+ * routes, and attaches them. With no API key configured it binds to loopback
+ * only, and says so.
+ */
+import { isIP } from 'node:net';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config.ts';
+import type { Engine } from '../engine/index.ts';
+import { buildCached } from '../runtime/build.ts';
+import type { InferletHost } from '../runtime/host.ts';
+import { engineFromConfig, hostFromConfig } from '../cli/start.ts';
+import { resolveKeys } from './auth.ts';
+import { loadRoutes } from './custom-routes.ts';
+import { GatewayMetrics } from './metrics.ts';
+import { ResponseStore } from './response-store.ts';
+import { Gateway, type Builtins } from './server.ts';
+import { SnapshotKeeper } from './snapshot-keeper.ts';
+
+const BUILTIN_DIR = fileURLToPath(new URL('../../inferlets/builtin/', import.meta.url));
+
+export interface ServeOptions {
+  config: Config;
+  /** Model directories, each optionally `NAME=DIR` (default: the config's model). */
+  models?: string[];
+  host?: string;
+  port?: number;
+  log?: (line: string) => void;
+  env?: NodeJS.ProcessEnv;
+  /** Engines already started (tests): served instead of `models`, and left open by close(). */
+  engines?: Engine[];
+}
+
+export interface Serving {
+  gateway: Gateway;
+  /** The base URL, e.g. http://127.0.0.1:8080. */
+  url: string;
+  /** Resolves once the API is served (rejects if loading failed). */
+  loaded: Promise<void>;
+  close(): Promise<void>;
+}
+
+const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
+
+/** Builds the built-in inferlets (cached by content) and loads them into the host. */
+export async function loadBuiltins(host: InferletHost, cacheDir: string): Promise<Builtins> {
+  const load = async (name: string) => host.load(await buildCached(resolve(BUILTIN_DIR, `${name}.ts`), resolve(cacheDir, 'builds')));
+  const [chat, completions, responses] = await Promise.all([load('chat-completions'), load('completions'), load('responses')]);
+  return { chat, completions, responses };
+}
+
+export async function serve(options: ServeOptions): Promise<Serving> {
+  const { config } = options;
+  const log = options.log ?? ((l: string) => process.stderr.write(l + '\n'));
+  const keys = resolveKeys(config.keys, options.env ?? process.env, config.server.apiKeyEnv);
+  let host = options.host ?? config.server.host;
+  if (keys.length === 0 && !isLoopback(host)) {
+    log(`pie: no API key is configured, so the server binds to 127.0.0.1 only (not ${host}); add [[keys]] or set ${config.server.apiKeyEnv || 'an API key'} to serve other hosts`);
+    host = '127.0.0.1';
+  } else if (keys.length === 0) {
+    log('pie: no API key is configured: anyone on this machine may call the server (loopback only)');
+  }
+  const store = ResponseStore.open(resolve(config.root, config.server.dataDir, 'responses.sqlite'));
+  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots: new SnapshotKeeper(config.server.maxSnapshots), log });
+  const address = await gateway.listen(options.port ?? config.server.port, host);
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
+  log(`pie: listening on ${url} (loading models)`);
+
+  const engines: Engine[] = [...(options.engines ?? [])];
+  let inferletHost: InferletHost | null = null;
+  const loaded = (async () => {
+    for (const spec of options.engines ? [] : options.models?.length ? options.models : [undefined]) {
+      const eq = spec?.indexOf('=') ?? -1;
+      const [name, dir] = spec && eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [undefined, spec];
+      engines.push(await engineFromConfig(config, dir, log, name));
+    }
+    inferletHost = await hostFromConfig(config, engines, log);
+    const cacheDir = resolve(config.root, config.inferlets.cacheDir);
+    const builtins = await loadBuiltins(inferletHost, cacheDir);
+    const names = engines.map((e) => e.model.name);
+    const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
+    const metrics = new GatewayMetrics({ engines, host: inferletHost });
+    gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });
+    log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)`);
+  })();
+  loaded.catch(() => {});
+
+  return {
+    gateway,
+    url,
+    loaded,
+    async close() {
+      await loaded.catch(() => {});
+      await gateway.close();
+      await inferletHost?.close();
+      if (!options.engines) for (const e of engines) await e.close();
+    },
+  };
+}

@@ -1,0 +1,133 @@
+/**
+ * What users rely on, on a mock engine: a disconnect frees the pages within a
+ * step, streams never split a character, API keys and scopes, readiness.
+ */
+import OpenAI from 'openai';
+import { afterEach, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config.ts';
+import { serve } from '../src/gateway/start.ts';
+import { dataLines, startGateway, type TestServer } from './gateway-helpers.ts';
+import { mockEngine, REPO_ROOT } from './helpers.ts';
+import { COMPONENT_CACHE } from './inferlet-helpers.ts';
+
+const servers: TestServer[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) await s.close();
+});
+
+async function gateway(...args: Parameters<typeof startGateway>): Promise<TestServer> {
+  const s = await startGateway(...args);
+  servers.push(s);
+  return s;
+}
+
+const chat = (url: string, body: object, init: RequestInit = {}) =>
+  fetch(`${url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body), ...init });
+
+describe('gateway behaviour', () => {
+  it('cancels the invocation of a client that disconnects: its pages are free within one engine step', async () => {
+    const { engine } = await mockEngine({ stepDelayMs: 20, numPages: 256, behaviour: () => 100 }); // never the end of sequence
+    const s = await gateway([engine]);
+    const abort = new AbortController();
+    const body = { model: engine.model.name, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 500, temperature: 0, stream: true };
+    const res = await chat(s.url, body, { signal: abort.signal });
+    const reader = res.body!.getReader();
+    let seen = '';
+    while (!seen.includes('"content":"') || seen.split('data: ').length < 4) seen += new TextDecoder().decode((await reader.read()).value);
+    expect(engine.kv.pool.numInUse).toBeGreaterThan(0);
+    const stepsAtAbort = engine.numSteps;
+    abort.abort();
+    const t0 = performance.now();
+    while (engine.kv.pool.numInUse > 0 && performance.now() - t0 < 2000) await new Promise((r) => setTimeout(r, 1));
+    expect(engine.kv.pool.numInUse).toBe(0);
+    expect(engine.numSteps - stepsAtAbort).toBeLessThanOrEqual(1);
+    expect(engine.numContexts).toBe(0);
+    expect(s.serving.gateway.runtime().host.stats().cancelled).toBe(1);
+  });
+
+  it('never splits a UTF-8 character across stream events', async () => {
+    let tokenizer!: { tokenToId(t: string): number | undefined };
+    let eos = 0;
+    const text = '😀你é'; // no byte repeats: the mock follows a chain from each byte to the next
+    const bytes = [...new TextEncoder().encode(text)];
+    const next = new Map<number, number>();
+    const { engine } = await mockEngine({
+      numPages: 256,
+      behaviour: (visible) => {
+        const id = (b: number) => tokenizer.tokenToId(`<0x${b.toString(16).toUpperCase().padStart(2, '0')}>`)!;
+        if (next.size === 0) bytes.forEach((b, i) => next.set(id(b), i + 1 < bytes.length ? id(bytes[i + 1]!) : -1));
+        const n = next.get(visible.at(-1)!);
+        return n === undefined ? id(bytes[0]!) : n === -1 ? eos : n;
+      },
+    });
+    tokenizer = engine.model.tokenizer;
+    eos = engine.model.eosTokenIds[0]!;
+    const s = await gateway([engine]);
+    const raw = await (await chat(s.url, { model: engine.model.name, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 30, temperature: 0, stream: true })).text();
+    const deltas = dataLines(raw)
+      .slice(0, -1)
+      .map((d) => JSON.parse(d).choices[0]?.delta?.content)
+      .filter((c): c is string => typeof c === 'string' && c !== '');
+    expect(deltas.join('')).toBe(text);
+    expect(deltas.length).toBeGreaterThan(1); // it did stream, character by character
+    for (const d of deltas) {
+      expect(d.isWellFormed()).toBe(true);
+      expect(d).not.toContain('\uFFFD');
+    }
+    expect(new TextDecoder().decode(new TextEncoder().encode(raw))).toBe(raw);
+  });
+
+  it('requires an API key with the route scope and the model', async () => {
+    const { engine } = await mockEngine();
+    const model = engine.model.name;
+    const s = await gateway([engine], {
+      extra: `
+[[keys]]
+key = "sk-chat"
+tenant = "a"
+scopes = ["chat"]
+[[keys]]
+key_env = "TEST_KEY"
+tenant = "b"
+scopes = ["completions", "metrics"]
+models = ["some-other-model"]
+`,
+      env: { TEST_KEY: 'sk-from-env' },
+    });
+    const messages = [{ role: 'user' as const, content: 'Hi' }];
+    const missing = await chat(s.url, { model, messages });
+    expect(missing.status).toBe(401);
+    expect((await missing.json()) as object).toMatchObject({ error: { type: 'invalid_request_error', code: 'invalid_api_key' } });
+    await expect(s.client('sk-wrong').chat.completions.create({ model, messages })).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
+    const r = await s.client('sk-chat').chat.completions.create({ model, messages, max_tokens: 2 });
+    expect(r.choices).toHaveLength(1);
+    await expect(s.client('sk-chat').completions.create({ model, prompt: 'x', max_tokens: 2 })).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
+    await expect(s.client('sk-from-env').chat.completions.create({ model, messages })).rejects.toBeInstanceOf(OpenAI.PermissionDeniedError);
+    // The env key's scope covers completions, but not this model: it looks like it does not exist.
+    await expect(s.client('sk-from-env').completions.create({ model, prompt: 'x', max_tokens: 2 })).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    expect((await s.client('sk-from-env').models.list()).data).toEqual([]);
+    expect((await fetch(`${s.url}/health`)).status).toBe(200);
+    expect((await fetch(`${s.url}/metrics`, { headers: { authorization: 'Bearer sk-chat' } })).status).toBe(403);
+    expect((await fetch(`${s.url}/metrics`, { headers: { authorization: 'Bearer sk-from-env' } })).status).toBe(200);
+  });
+
+  it('binds to loopback when no key is configured, and says /ready 503 until the models are loaded', async () => {
+    const { engine } = await mockEngine();
+    const lines: string[] = [];
+    const config = parseConfig(`[server]\nhost = "0.0.0.0"\nport = 0\napi_key_env = ""\ndata_dir = "/tmp/pie-gateway-test-data"\n[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\n`, 't.toml', REPO_ROOT);
+    const serving = await serve({ config, engines: [engine], log: (l) => lines.push(l), env: {} });
+    try {
+      expect(serving.url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+      expect(lines.join('\n')).toMatch(/no API key is configured, so the server binds to 127\.0\.0\.1 only/);
+      if (!serving.gateway.ready) {
+        expect((await fetch(`${serving.url}/ready`)).status).toBe(503);
+        expect((await chat(serving.url, { model: engine.model.name, messages: [] })).status).toBe(503);
+      }
+      expect((await fetch(`${serving.url}/health`)).status).toBe(200);
+      await serving.loaded;
+      expect((await fetch(`${serving.url}/ready`)).status).toBe(200);
+    } finally {
+      await serving.close();
+    }
+  });
+});

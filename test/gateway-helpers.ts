@@ -1,0 +1,70 @@
+/**
+ * A real listening gateway for end-to-end tests: the given engines (or the
+ * tiny random model), the built-in inferlets, the example route, a SQLite
+ * store in a fresh temp folder, port 0.
+ */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import OpenAI from 'openai';
+import { parseConfig } from '../src/config.ts';
+import type { Engine } from '../src/engine/index.ts';
+import { serve, type Serving } from '../src/gateway/start.ts';
+import { COMPONENT_CACHE } from './inferlet-helpers.ts';
+import { REPO_ROOT } from './helpers.ts';
+
+export interface TestServer {
+  serving: Serving;
+  url: string;
+  client(apiKey?: string): OpenAI;
+  close(): Promise<void>;
+}
+
+/** Starts a gateway on `engines`; `server` adds [server] keys, `extra` more tables ([[keys]], [[routes]]). */
+export async function startGateway(engines: Engine[], options: { server?: string; extra?: string; env?: NodeJS.ProcessEnv } = {}): Promise<TestServer> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'pie-gateway-data-'));
+  const config = parseConfig(
+    `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n${options.server ?? ''}\n` +
+      `[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 1\n${options.extra ?? ''}`,
+    'test.toml',
+    REPO_ROOT,
+  );
+  const env = options.env ?? {};
+  const serving = await serve({ config, engines, log: () => {}, env });
+  await serving.loaded;
+  return {
+    serving,
+    url: serving.url,
+    client: (apiKey = 'none') => new OpenAI({ baseURL: `${serving.url}/v1`, apiKey, maxRetries: 0, timeout: 60_000 }),
+    close: () => serving.close(),
+  };
+}
+
+/** The example route of config/default.toml. */
+export const EXAMPLE_ROUTE = `
+[[routes]]
+method = "POST"
+path = "/v1/examples/best-of/:n"
+inferlet = "inferlets/routes/best-of.ts"
+scope = "examples"
+headers = ["accept"]
+`;
+
+/** Reads an SSE response body to its end: the raw text. */
+export async function readAll(res: Response): Promise<string> {
+  return await res.text();
+}
+
+/** The `data:` payloads of an SSE text, in order. */
+export function dataLines(sse: string): string[] {
+  return sse
+    .split('\n\n')
+    .filter((block) => block.trim() !== '')
+    .map((block) =>
+      block
+        .split('\n')
+        .filter((l) => l.startsWith('data: '))
+        .map((l) => l.slice(6))
+        .join('\n'),
+    );
+}

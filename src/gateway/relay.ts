@@ -47,6 +47,8 @@ export interface RelayOptions {
   onEvent?: (e: OutputEvent) => void;
   /** Called once the result is in, before the body is written; may replace the body. */
   onResult?: (r: InvocationResult, streamed: boolean) => string | null | void;
+  /** Events held back until `onResult` has run (e.g. a final event announcing what it stores). */
+  holdUntilResult?: (e: OutputEvent) => boolean;
 }
 
 export async function relay(res: Response, inv: Invocation, options: RelayOptions = {}): Promise<RelayOutcome> {
@@ -58,26 +60,33 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     inv.cancel('the client disconnected');
   };
   res.on('close', onClose);
+  const held: OutputEvent[] = [];
+  const startStream = () => {
+    streamed = true;
+    res.status(inv.status);
+    for (const [k, v] of Object.entries(inv.headers)) res.setHeader(k, v);
+    res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+    res.setHeader('cache-control', 'no-cache');
+    res.setHeader('x-accel-buffering', 'no');
+    res.flushHeaders();
+  };
   inv.onEvent((e) => {
     options.onEvent?.(e);
     if (disconnected) return;
-    if (!streamed) {
-      streamed = true;
-      res.status(inv.status);
-      for (const [k, v] of Object.entries(inv.headers)) res.setHeader(k, v);
-      res.setHeader('content-type', 'text/event-stream; charset=utf-8');
-      res.setHeader('cache-control', 'no-cache');
-      res.setHeader('x-accel-buffering', 'no');
-      res.flushHeaders();
+    if (options.holdUntilResult?.(e)) {
+      held.push(e);
+      return;
     }
+    if (!streamed) startStream();
     res.write(sseEvent(e.event, e.data));
   });
   try {
     const r = await inv.result;
     const replaced = options.onResult?.(r, streamed);
     if (disconnected) return { result: r, error: null, streamed, disconnected, status: r.status };
+    if (!streamed && held.length > 0) startStream();
     if (streamed) {
-      res.end();
+      res.end(held.map((e) => sseEvent(e.event, e.data)).join(''));
       return { result: r, error: null, streamed, disconnected, status: res.statusCode };
     }
     const body = replaced ?? r.data ?? '';

@@ -117,6 +117,8 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
         res,
         { component: deps.component(), input, tenant, model, started: (inv) => running.set(id, inv) },
         {
+          // The terminal event goes out once the response is stored, so a client may retrieve it at once.
+          holdUntilResult: (e) => e.event === 'response.completed' || e.event === 'response.incomplete',
           onResult: (r) => {
             if (r.status !== 200 || r.data === null) return;
             const out = JSON.parse(r.data) as ResponsesResult;

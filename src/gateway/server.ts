@@ -185,7 +185,8 @@ export class Gateway {
       res.on('close', () => {
         const m = this.loaded?.metrics;
         if (!m) return;
-        const route = (req.route?.path as string | undefined) ?? (res.statusCode === 404 ? 'unmatched' : req.path);
+        // Route templates only (never raw paths with ids in them), so the label set stays small.
+        const route = (req.route?.path as string | undefined) ?? (req as { openapi?: { openApiRoute?: string } }).openapi?.openApiRoute ?? 'unmatched';
         m.requestDone({ route, method: req.method, status: res.headersSent ? res.statusCode : 499 }, (performance.now() - t0) / 1000);
       });
       next();

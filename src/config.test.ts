@@ -24,4 +24,16 @@ describe('configuration', () => {
     expect(() => parseConfig('[model]\ncreate_if_missing = "huge"\n', 'x.toml', '/')).toThrow(/model\.create_if_missing must be one of "", "tiny", "bench", got "huge"/);
     expect(() => parseConfig('[engine\n', 'x.toml', '/')).toThrow(/x\.toml: not valid TOML/);
   });
+
+  it('reads [[keys]] and [[routes]] and names a bad entry', () => {
+    const c = parseConfig('[[keys]]\nkey_env = "K"\nscopes = ["chat"]\n[[routes]]\npath = "/v1/x/:id"\ninferlet = "a.ts"\nmethod = "get"\n', 'x.toml', '/');
+    expect(c.keys).toEqual([{ key: '', keyEnv: 'K', tenant: 'default', scopes: ['chat'], models: ['*'] }]);
+    expect(c.routes[0]).toMatchObject({ method: 'GET', path: '/v1/x/:id', inferlet: 'a.ts', scope: 'custom', headers: [] });
+    expect(() => parseConfig('[[keys]]\nscopes = ["chat"]\n', 'x.toml', '/')).toThrow(/keys\[0\] needs exactly one of key or key_env/);
+    expect(() => parseConfig('[[routes]]\ninferlet = "a.ts"\n', 'x.toml', '/')).toThrow(/routes\[0\]\.path is required/);
+    expect(() => parseConfig('[[routes]]\npath = "/x"\ninferlet = "a.ts"\nmethod = "FETCH"\n', 'x.toml', '/')).toThrow(/routes\[0\]\.method must be one of/);
+    expect(() => parseConfig('[[routes]]\npath = "/x"\ninferlet = "a.ts"\nscopes = "x"\n', 'x.toml', '/')).toThrow(/unknown key routes\[0\]\.scopes/);
+    expect(() => parseConfig('[server]\nport = 70000\n', 'x.toml', '/')).toThrow(/server\.port must be a port number/);
+    expect(() => parseConfig('[keys]\nkey = "x"\n', 'x.toml', '/')).toThrow(/keys must be an array of tables/);
+  });
 });

@@ -1,5 +1,5 @@
 /** The pie command, run as a user runs it. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,34 @@ function pie(...args: string[]) {
 }
 
 describe('pie', () => {
+  it('serves: listens at once, becomes ready, answers a chat request, stops on SIGTERM', async () => {
+    const config = join(work, 'config', 'serve.toml');
+    mkdirSync(join(work, 'config'), { recursive: true });
+    writeFileSync(config, `[server]\nport = 0\ndata_dir = "serve-data"\napi_key_env = ""\n[inferlets]\ncache_dir = ${JSON.stringify(join(tmpdir(), 'pie-gateway-test-components'))}\n`);
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), 'serve', '--config', config, '--model', `tiny=${randomModelDir()}`], { cwd: REPO_ROOT });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    try {
+      const deadline = Date.now() + 60_000;
+      while (!/pie: ready/.test(stderr) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+      const url = /listening on (http:\/\/\S+)/.exec(stderr)![1]!;
+      const r = await fetch(`${url}/v1/chat/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 }),
+      });
+      expect(r.status).toBe(200);
+      expect(((await r.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(3);
+      expect(existsSync(join(work, 'serve-data', 'responses.sqlite'))).toBe(true);
+    } finally {
+      child.kill('SIGTERM');
+    }
+    expect(await exited).toBe(0);
+    expect(stderr).toMatch(/loopback only/);
+    expect(stderr).toMatch(/shutting down/);
+  });
+
   it('generates text and reports tokens per second', () => {
     const r = pie('generate', '--model', randomModelDir(), '--prompt', 'abc', '--max-tokens', '7', '--temperature', '0.7', '--seed', '3');
     expect(r.code).toBe(0);

@@ -107,6 +107,26 @@ describe('chat completions', () => {
     expect(c.choices[0]!.message.content).not.toBe(a.choices[0]!.message.content);
   });
 
+  it('applies logit_bias and the penalties', async () => {
+    const target = engine.model.tokenizer.encode('z', { addBos: false })[0]!;
+    const r = await client.chat.completions.create({ model, messages: user('Hi'), max_tokens: 4, temperature: 0, logit_bias: { [target]: 100 } });
+    expect(r.choices[0]!.message.content!.replaceAll(' ', '')).toBe('zzzz'); // the piece is "▁z"
+    expect(r.choices[0]!.finish_reason).toBe('length');
+    const penalised = await client.chat.completions.create({
+      model,
+      messages: user('Hi'),
+      max_tokens: 4,
+      temperature: 0,
+      logit_bias: { [target]: 8 },
+      frequency_penalty: 2,
+      presence_penalty: 2,
+    });
+    expect(penalised.choices[0]!.message.content).not.toBe(r.choices[0]!.message.content);
+    const outside = await client.chat.completions.create({ model, messages: user('Hi'), logit_bias: { '999999': 1 } }).catch((e) => e);
+    expect(outside).toBeInstanceOf(OpenAI.BadRequestError);
+    expect(outside.param).toBe('logit_bias');
+  });
+
   it('accepts every message role and text parts', async () => {
     const r = await client.chat.completions.create({
       model,

@@ -45,6 +45,47 @@ describe('gateway behaviour', () => {
     expect(s.serving.gateway.runtime().host.stats().cancelled).toBe(1);
   });
 
+  it('takes KV pages back from kept conversation snapshots when a request needs them', async () => {
+    const { engine } = await mockEngine({ numPages: 64, pageSize: 4, behaviour: () => 100 });
+    const s = await gateway([engine]);
+    const client = s.client();
+    const model = engine.model.name;
+    for (let i = 0; i < 6; i++) await client.responses.create({ model, input: `Conversation ${i}`, max_output_tokens: 16, temperature: 0 });
+    expect(engine.stats().snapshots).toBe(6);
+    const held = engine.kv.pool.numInUse;
+    expect(held).toBeGreaterThan(30); // most of the 64 pages
+    const r = await client.chat.completions.create({ model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 150, temperature: 0 });
+    expect(r.usage!.completion_tokens).toBe(150);
+    expect(engine.stats().snapshots).toBeLessThan(6); // the oldest were evicted
+    for (const name of engine.listSnapshots('default')) engine.deleteSnapshot(name, 'default');
+  });
+
+  it('cancels a streaming response through POST /v1/responses/{id}/cancel: its stream ends, it is stored as cancelled', async () => {
+    const { engine } = await mockEngine({ stepDelayMs: 20, numPages: 256, behaviour: () => 100 });
+    const s = await gateway([engine]);
+    const res = await fetch(`${s.url}/v1/responses`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: engine.model.name, input: 'Hi', max_output_tokens: 400, temperature: 0, stream: true }),
+    });
+    const reader = res.body!.getReader();
+    let raw = '';
+    while (!raw.includes('response.output_text.delta')) raw += new TextDecoder().decode((await reader.read()).value);
+    const id = JSON.parse(dataLines(raw)[0]!).response.id as string;
+    const cancelled = await s.client().responses.cancel(id);
+    expect(cancelled).toMatchObject({ id, object: 'response', status: 'cancelled' });
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      raw += new TextDecoder().decode(value);
+    }
+    expect(raw).toMatch(/event: error\ndata: \{"type":"error","code":"cancelled"/);
+    expect((await s.client().responses.retrieve(id)).status).toBe('cancelled');
+    expect(s.serving.gateway.runtime().host.stats().started).toBe(1);
+    expect(engine.kv.pool.numInUse).toBe(0);
+    await expect(s.client().responses.cancel(id)).rejects.toBeInstanceOf(OpenAI.BadRequestError);
+  });
+
   it('never splits a UTF-8 character across stream events', async () => {
     let tokenizer!: { tokenToId(t: string): number | undefined };
     let eos = 0;

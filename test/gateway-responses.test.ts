@@ -118,6 +118,8 @@ describe('responses', () => {
     const tools = await client.responses.create({ model, input: 'x', tools: [{ type: 'function', name: 'f', parameters: {}, strict: false }] }).catch((e) => e);
     expect(tools).toBeInstanceOf(OpenAI.BadRequestError);
     expect(tools.param).toBe('tools');
+    const truncation = await client.responses.create({ model, input: 'x', truncation: 'auto' }).catch((e) => e);
+    expect(truncation.param).toBe('truncation');
     const done = await client.responses.create({ model, input: 'x', max_output_tokens: 2 });
     await expect(client.responses.cancel(done.id)).rejects.toBeInstanceOf(OpenAI.BadRequestError);
   });

@@ -204,6 +204,15 @@ describe('completions', () => {
     const bestOf = await client.completions.create({ model, prompt: 'x', best_of: 3 }).catch((e) => e);
     expect(bestOf.param).toBe('best_of');
   });
+
+  it('refuses a bad request with a 400 before it starts streaming', async () => {
+    for (const path of ['/v1/completions', '/v1/chat/completions']) {
+      const body = path === '/v1/completions' ? { model, prompt: 'x', stream: true } : { model, messages: user('x'), stream: true };
+      const res = await post(path, { ...body, logit_bias: { '999999': 1 } });
+      expect(res.status, path).toBe(400);
+      expect((await json(res)).error.param).toBe('logit_bias');
+    }
+  });
 });
 
 describe('models and health', () => {

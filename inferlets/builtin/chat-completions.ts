@@ -7,7 +7,7 @@
  */
 import { Model, type ChatMessage, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
@@ -59,16 +59,16 @@ export const run = route<OpenAIInput<Request>>((input) => {
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;
   const chunk = (choices: Chunk['choices']): Chunk => ({ ...base, object: 'chat.completion.chunk', choices, ...(includeUsage ? { usage: null } : {}) });
-  if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
-
+  // Everything that can refuse the request runs before the first event goes out.
+  const samplings = Array.from({ length: n }, (_, i) => samplingOf(body, model.info.vocabSize, i));
   // n > 1: compute the prompt once; each choice forks it.
   if (n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
+  if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
   const fast = stream && !wantLogprobs;
-  if (fast) markStreaming();
   const gens: Generation[] = contexts.map((c, i) =>
     c.generate({
-      sampling: samplingOf(body, model.info.vocabSize, i),
+      sampling: samplings[i],
       max_tokens: maxTokens,
       stop: stopList(body.stop),
       stop_token_ids: model.stopTokenIds,

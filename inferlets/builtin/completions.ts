@@ -61,27 +61,27 @@ export const run = route<OpenAIInput<Request>>((input) => {
   });
   const promptText = list.map((p) => (typeof p === 'string' ? p : model.decode(p)));
   const promptTokens = roots.reduce((s, c) => s + c.length, 0);
-  if (stream) markStreaming();
-
-  const runs = roots.flatMap((root, p) => {
+  // Everything that can refuse the request runs before the first event goes out.
+  const samplings = Array.from({ length: n }, (_, j) => samplingOf(body, model.info.vocabSize, j));
+  const forked = roots.map((root) => {
     if (n > 1) root.prefill();
-    const contexts = n > 1 ? Array.from({ length: n }, () => root.fork()) : [root];
-    return contexts.map((ctx, j) => {
+    return n > 1 ? Array.from({ length: n }, () => root.fork()) : [root];
+  });
+  const runs = forked.flatMap((contexts, p) =>
+    contexts.map((ctx, j) => {
       const index = p * n + j;
       if (stream && echo) sse(chunk([{ index, text: promptText[p]!, logprobs: null, finish_reason: null as never }]));
-      return {
-        p,
-        index,
-        gen: ctx.generate({
-          sampling: samplingOf(body, model.info.vocabSize, j),
-          max_tokens: maxTokens,
-          stop: stopList(body.stop),
-          ...(logprobs !== null ? { logprobs } : {}),
-          ...(stream ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
-        }),
-      };
-    });
-  });
+      const gen = ctx.generate({
+        sampling: samplings[j],
+        max_tokens: maxTokens,
+        stop: stopList(body.stop),
+        ...(logprobs !== null ? { logprobs } : {}),
+        ...(stream ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
+      });
+      if (stream) markStreaming(); // the host may stream from now on
+      return { p, index, gen };
+    }),
+  );
   const results: Array<{ p: number; index: number; r: GenerationResult }> = runs.map(({ p, index, gen }) => ({ p, index, r: gen.result() }));
 
   const completionTokens = results.reduce((s, x) => s + x.r.usage.completion_tokens, 0);

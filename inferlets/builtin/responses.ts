@@ -9,6 +9,7 @@ import { Context, Model, PieError, type ChatMessage } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, filling, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
+import { responseObject } from './response-object.ts';
 
 type Request = components['schemas']['CreateResponse'];
 type InputItem = Extract<Request['input'], unknown[]>[number];
@@ -67,31 +68,7 @@ export const run = route<ResponsesInput<Request>>((input) => {
   checkContextLength(model, inputTokens, maxTokens, 'input');
 
   const msgId = `msg_${input.id.replace(/^resp_/, '')}`;
-  const response = (status: string, output: unknown[], extra: Record<string, unknown> = {}) => ({
-    id: input.id,
-    object: 'response',
-    created_at: input.created,
-    status,
-    error: null,
-    incomplete_details: null,
-    instructions: body.instructions ?? null,
-    max_output_tokens: body.max_output_tokens ?? null,
-    model: input.model,
-    output,
-    parallel_tool_calls: body.parallel_tool_calls ?? true,
-    previous_response_id: body.previous_response_id ?? null,
-    temperature: body.temperature ?? 1,
-    text: { format: { type: 'text' } },
-    tool_choice: 'auto',
-    tools: [],
-    top_p: body.top_p ?? 1,
-    truncation: body.truncation ?? 'disabled',
-    usage: null,
-    metadata: body.metadata ?? {},
-    store: body.store ?? true,
-    user: body.user ?? null,
-    ...extra,
-  });
+  const response = (status: string, output: unknown[], extra: Record<string, unknown> = {}) => responseObject(input, status, output, extra);
   const stream = body.stream === true;
   let seq = 0;
   const event = (type: string, data: Record<string, unknown>) => sseNamed(type, { type, sequence_number: seq++, ...data });

@@ -31,13 +31,16 @@ export const run = inferlet<RouteInput<Body | null>>((req) => {
   if (typeof body.prompt !== 'string' || body.prompt === '') return fail(400, 'prompt must be a non-empty string', 'prompt');
   const maxTokens = body.max_tokens === undefined ? 32 : Number(body.max_tokens);
   if (!Number.isInteger(maxTokens) || maxTokens < 1 || maxTokens > 512) return fail(400, 'max_tokens must be an integer from 1 to 512', 'max_tokens');
-  const temperature = body.temperature === undefined ? 0.8 : Number(body.temperature);
-  const seed = typeof body.seed === 'number' ? body.seed : 1;
+  const temperature = body.temperature === undefined ? 0.8 : body.temperature;
+  if (typeof temperature !== 'number' || !(temperature >= 0 && temperature <= 2)) return fail(400, 'temperature must be a number from 0 to 2', 'temperature');
+  const seed = body.seed === undefined ? 1 : body.seed;
+  if (!Number.isInteger(seed) || (seed as number) < 0) return fail(400, 'seed must be a non-negative integer', 'seed');
   const stream = (req.headers.accept ?? '').includes('text/event-stream');
 
   const root = Model.load().newContext().fill(body.prompt);
   root.prefill();
-  const gens = Array.from({ length: n }, (_, i) => root.fork().generate({ sampling: { temperature, seed: seed + i }, max_tokens: maxTokens, logprobs: 0 }));
+  const gens = Array.from({ length: n }, (_, i) => root.fork().generate({ sampling: { temperature, seed: (seed as number) + i }, max_tokens: maxTokens, logprobs: 0 }));
+  setHeader('x-best-of-n', String(n)); // before the first event, which sends the headers
   const candidates = gens.map((g, i) => {
     const r = g.result();
     const score = r.logprobs.reduce((s, l) => s + l.logprob, 0) / Math.max(1, r.logprobs.length);
@@ -46,7 +49,6 @@ export const run = inferlet<RouteInput<Body | null>>((req) => {
     return c;
   });
   const best = candidates.reduce((a, b) => (b.score > a.score ? b : a));
-  setHeader('x-best-of-n', String(n));
   if (stream) emit('result', best);
   else setResult({ ...best, candidates });
 });

@@ -82,6 +82,12 @@ export class Engine {
   numDecodeTokensComputed = 0;
   /** Called after every step (metrics, benchmarks). */
   onStep: ((s: StepStats) => void) | null = null;
+  /**
+   * Asked to free pages held outside running work (snapshots kept as a cache
+   * by their owner) when work cannot get pages: before a preemption, and
+   * before waiting work is left waiting or failed. Returns whether it freed any.
+   */
+  reclaim: (() => boolean) | null = null;
   private nextContextId = 1;
   private readonly contexts = new Map<number, Context>();
   private readonly active = new Map<Context, Work>();
@@ -95,6 +101,7 @@ export class Engine {
     this.scheduler = new Scheduler(this.kv, {
       maxTokensPerStep: options.maxTokensPerStep ?? 512,
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
+      reclaim: () => this.reclaim?.() ?? false,
     });
     this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false));
   }

@@ -59,6 +59,8 @@ export interface Scheduled {
 export interface SchedulerOptions {
   maxTokensPerStep: number;
   maxRowsPerStep: number;
+  /** Frees pages held outside running work (e.g. snapshots kept as a cache); true if it freed any. Tried before preempting or leaving work waiting. */
+  reclaim?: () => boolean;
 }
 
 export class Scheduler {
@@ -106,6 +108,7 @@ export class Scheduler {
           chosen.add(work);
           return;
         }
+        if (this.options.reclaim?.()) continue;
         const victim = [...this.running].reverse().find((w) => !chosen.has(w)) ?? work;
         this.preempt(victim);
         if (victim === work) return;
@@ -118,7 +121,10 @@ export class Scheduler {
     while (this.waiting.length > 0 && budget > 0 && rowsLeft() > 0) {
       const work = this.waiting[0]!;
       const plan = this.kv.plan(work.ctx, budget, work.numSample <= 1);
-      if (!this.kv.canCommit(plan)) break;
+      if (!this.kv.canCommit(plan)) {
+        if (this.options.reclaim?.()) continue;
+        break;
+      }
       this.waiting.shift();
       work.admittedAt = this.admissions++;
       this.running.push(work);

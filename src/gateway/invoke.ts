@@ -43,18 +43,21 @@ export const unixNow = (): number => Math.floor(Date.now() / 1000);
 export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions = {}): Promise<RelayOutcome> {
   const inv = rt.host.invoke(req.component, { input: req.input, tenant: req.tenant, models: [req.model], ...(req.limits ? { limits: req.limits } : {}) });
   req.started?.(inv);
+  let outcome: RelayOutcome | null = null;
   try {
-    return await relay(res, inv, options);
+    outcome = await relay(res, inv, options);
+    return outcome;
   } finally {
-    record(rt.metrics, req.model, inv);
+    record(rt.metrics, req.model, inv, outcome);
   }
 }
 
-function record(m: GatewayMetrics, model: string, inv: Invocation): void {
+function record(m: GatewayMetrics, model: string, inv: Invocation, outcome: RelayOutcome | null): void {
   const t = inv.timing;
   if (t.firstTokenAt > 0) m.timeToFirstToken(model, (t.firstTokenAt - inv.startedAt) / 1000);
   for (const gap of t.gapsMs) m.interTokenLatency(model, gap / 1000);
   m.e2eLatency(model, (performance.now() - inv.startedAt) / 1000);
   m.tokens(model, inv.numPromptTokens, inv.numTokens);
-  m.requestFinished(model, inv.state === 'succeeded' ? 'completed' : inv.state === 'cancelled' ? 'abort' : 'error');
+  const answered = inv.state === 'succeeded' && outcome !== null && outcome.status < 400;
+  m.requestFinished(model, answered ? 'completed' : inv.state === 'cancelled' ? 'abort' : 'error');
 }

@@ -51,7 +51,7 @@ export class GatewayMetrics {
 
   private readonly httpRequests: Counter<'route' | 'method' | 'status'>;
   private readonly httpDuration: Histogram<'route' | 'method'>;
-  private readonly httpInFlight: Gauge<'route'>;
+  private readonly httpInFlight: Gauge<'method'>;
   private readonly ttft: Histogram<Model>;
   private readonly itl: Histogram<Model>;
   private readonly e2e: Histogram<Model>;
@@ -67,7 +67,8 @@ export class GatewayMetrics {
 
     this.httpRequests = new Counter({ name: 'pie_http_requests_total', help: 'HTTP requests answered.', labelNames: ['route', 'method', 'status'], registers });
     this.httpDuration = new Histogram({ name: 'pie_http_request_duration_seconds', help: 'HTTP request duration, until the last byte.', labelNames: ['route', 'method'], buckets: HTTP_BUCKETS, registers });
-    this.httpInFlight = new Gauge({ name: 'pie_http_requests_in_flight', help: 'HTTP requests being handled.', labelNames: ['route'], registers });
+    // By method: the route is known only once a request has been routed.
+    this.httpInFlight = new Gauge({ name: 'pie_http_requests_in_flight', help: 'HTTP requests being handled, by method.', labelNames: ['method'], registers });
 
     const model = ['model'] as const;
     this.ttft = new Histogram({ name: 'pie_time_to_first_token_seconds', help: 'Time to first token.', labelNames: model, buckets: TTFT_BUCKETS, registers });
@@ -119,12 +120,12 @@ export class GatewayMetrics {
     }
   }
 
-  requestStarted(route: string): void {
-    this.httpInFlight.inc({ route });
+  requestStarted(method: string): void {
+    this.httpInFlight.inc({ method });
   }
 
-  requestEnded(route: string): void {
-    this.httpInFlight.dec({ route });
+  requestEnded(method: string): void {
+    this.httpInFlight.dec({ method });
   }
 
   requestDone(labels: { route: string; method: string; status: number }, seconds: number): void {

@@ -460,7 +460,7 @@ export interface components {
         CreateResponse: {
             model: string;
             input: string | components["schemas"]["InputItem"][];
-            /** @description A system (developer) message put before the input; not carried over by `previous_response_id`. */
+            /** @description A developer message put before this turn's input. Unlike OpenAI, it stays in the conversation that `previous_response_id` continues (its KV state is kept as it was computed). */
             instructions?: string | null;
             max_output_tokens?: number | null;
             temperature?: number | null;
@@ -478,7 +478,7 @@ export interface components {
             /** @description Accepted and ignored. */
             parallel_tool_calls?: boolean | null;
             /**
-             * @description `disabled` (the default): an input that does not fit the context is a 400; `auto`: the oldest input items are dropped until it fits.
+             * @description `disabled` (the default): an input that does not fit the context is a 400. `auto` is not supported yet (refused with a 400).
              * @enum {string|null}
              */
             truncation?: "auto" | "disabled" | null;

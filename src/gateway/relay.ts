@@ -11,11 +11,12 @@
 import type { Response } from 'express';
 import type { Invocation, InvocationResult, OutputEvent } from '../runtime/invocation.ts';
 import { InvocationError } from '../runtime/invocation.ts';
-import { ApiError, InternalServerError, RateLimitError, ServiceUnavailableError } from './errors.ts';
+import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
 
 /** Formats one SSE event: `message` events are bare `data:` lines (as OpenAI's chat streams), others name themselves. */
 export function sseEvent(event: string, data: string): string {
-  const lines = data.includes('\n') ? data.split(/\r?\n/).map((l) => `data: ${l}\n`).join('') : `data: ${data}\n`;
+  // Any of CR LF, LF or CR ends an SSE line: each becomes its own data line, so text cannot forge events.
+  const lines = /[\r\n]/.test(data) ? data.split(/\r\n|\r|\n/).map((l) => `data: ${l}\n`).join('') : `data: ${data}\n`;
   return event === 'message' ? `${lines}\n` : `event: ${event}\n${lines}\n`;
 }
 
@@ -31,12 +32,19 @@ export interface RelayOutcome {
   status: number;
 }
 
-/** Maps an invocation's failure to the error the client sees. */
+/** Bytes a stream may have queued for a client that does not read before it is stopped. */
+export const MAX_BUFFERED_BYTES = 8 << 20;
+
+/**
+ * Maps an invocation's failure to the error the client sees. A per-request
+ * limit is the request's own doing (400, not worth retrying); a cancelled
+ * invocation means the server is going away (503: retrying elsewhere is right).
+ */
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof InvocationError) {
-    if (err.kind === 'limit') return new RateLimitError(err.message, 'limit_exceeded');
-    if (err.kind === 'refused') return new ServiceUnavailableError(err.message);
+    if (err.kind === 'limit') return new InvalidRequestError(err.message, null, 'limit_exceeded');
+    if (err.kind === 'refused' || err.kind === 'cancelled') return new ServiceUnavailableError(err.message);
     return new InternalServerError(`the inferlet failed: ${err.message}`);
   }
   return new InternalServerError(err instanceof Error ? err.message : String(err));
@@ -49,6 +57,8 @@ export interface RelayOptions {
   onResult?: (r: InvocationResult, streamed: boolean) => string | null | void;
   /** Events held back until `onResult` has run (e.g. a final event announcing what it stores). */
   holdUntilResult?: (e: OutputEvent) => boolean;
+  /** The SSE text that ends a stream which failed midway, given how many events went out (default: `data: {"error": …}`). */
+  streamError?: (e: ApiError, numEvents: number) => string;
 }
 
 export async function relay(res: Response, inv: Invocation, options: RelayOptions = {}): Promise<RelayOutcome> {
@@ -61,6 +71,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
   };
   res.on('close', onClose);
   const held: OutputEvent[] = [];
+  let numEvents = 0;
   const startStream = () => {
     streamed = true;
     res.status(inv.status);
@@ -78,7 +89,9 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
       return;
     }
     if (!streamed) startStream();
+    numEvents++;
     res.write(sseEvent(e.event, e.data));
+    if (res.writableLength > MAX_BUFFERED_BYTES) inv.cancel(`the client did not read its stream (${MAX_BUFFERED_BYTES >> 20} MiB queued)`);
   });
   try {
     const r = await inv.result;
@@ -99,7 +112,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     const error = toApiError(err);
     if (disconnected) return { result: null, error, streamed, disconnected, status: 499 };
     if (streamed) {
-      res.end(sseEvent('message', JSON.stringify(error.toJSON())));
+      res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
       return { result: null, error, streamed, disconnected, status: res.statusCode };
     }
     throw error;

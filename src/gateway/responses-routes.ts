@@ -8,11 +8,13 @@
 import { Router, type Request, type Response } from 'express';
 import type { StoredComponent } from '../runtime/component-store.ts';
 import type { Invocation } from '../runtime/invocation.ts';
-import type { HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
+import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
+import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';
 import { InvalidRequestError, NotFoundError } from './errors.ts';
 import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
 import { modelFor, refuseFields } from './openai-routes.ts';
+import { sseEvent } from './relay.ts';
 import type { components } from './openapi-types.ts';
 import type { ResponseStore, StoredResponse } from './response-store.ts';
 import type { SnapshotKeeper } from './snapshot-keeper.ts';
@@ -27,6 +29,7 @@ const UNSUPPORTED = {
   include: (v: unknown) => Array.isArray(v) && v.length === 0,
   background: (v: unknown) => v === false,
   prompt: () => false,
+  truncation: (v: unknown) => v === 'disabled',
 };
 
 export interface ResponsesDeps {
@@ -62,8 +65,17 @@ function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
 
 export function responsesRoutes(deps: ResponsesDeps): Router {
   const router = Router();
-  const running = new Map<string, Invocation>();
+  const running = new Map<string, { inv: Invocation; input: ResponsesInput<CreateResponse> }>();
+  const cancelled = new Set<string>();
   const { store, snapshots } = deps;
+
+  /** What a follow-up continues from: the snapshot and exact tokens on the same model, else the stored items. */
+  const history = (prevId: string, tenant: string, model: string): ConversationHistory => {
+    const prev = store.get(prevId, tenant);
+    if (!prev) throw new InvalidRequestError(`Previous response with id '${prevId}' not found.`, 'previous_response_id', 'previous_response_not_found');
+    if (prev.model === model && prev.contextTokens) return { snapshot: snapshotName(prev.id), tokens: prev.contextTokens, messages: [] };
+    return { snapshot: null, tokens: null, messages: chainMessages(store.chain(prevId, tenant)) };
+  };
 
   const find = (req: Request, res: Response): StoredResponse => {
     const id = String(req.params.response_id);
@@ -76,26 +88,10 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     const body = req.body as CreateResponse;
     const principal = principalOf(res);
     requireScope(principal, 'responses');
-    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'tool calling, reasoning and background responses are not available yet');
+    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'tool calling, reasoning, truncation and background responses are not available yet');
     const rt = deps.rt();
     const model = modelFor(rt, res, body.model);
     const tenant = principal.tenant;
-    let history: ResponsesInput<CreateResponse>['history'] = null;
-    if (body.previous_response_id) {
-      const chain = store.chain(body.previous_response_id, tenant);
-      const prev = chain.at(-1);
-      if (!prev || prev.id !== body.previous_response_id) {
-        throw new InvalidRequestError(`Previous response with id '${body.previous_response_id}' not found.`, 'previous_response_id', 'previous_response_not_found');
-      }
-      const sameModel = prev.model === model;
-      history = {
-        snapshot: sameModel ? snapshotName(prev.id) : null,
-        tokens: sameModel ? prev.contextTokens : null,
-        messages: sameModel && prev.contextTokens ? [] : chainMessages(chain),
-      };
-    }
-    const id = newId('resp_');
-    const keep = body.store !== false;
     const input: ResponsesInput<CreateResponse> = {
       method: req.method,
       path: req.path,
@@ -104,48 +100,65 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
       headers: {},
       body,
       model,
-      id,
+      id: newId('resp_'),
       created: unixNow(),
-      history,
-      save_as: keep ? snapshotName(id) : null,
+      history: body.previous_response_id ? history(body.previous_response_id, tenant, model) : null,
+      save_as: null,
     };
+    const id = input.id;
+    const keep = body.store !== false;
+    if (keep && snapshots.enabled) input.save_as = snapshotName(id);
     const engine = rt.engines.get(model)!;
+    const record = (status: StoredResponse['status'], response: Record<string, unknown>, tokens: number[] | null) =>
+      store.put({
+        id,
+        tenant,
+        model,
+        createdAt: input.created,
+        status,
+        previousResponseId: body.previous_response_id ?? null,
+        response,
+        inputItems: inputItems(body, id),
+        outputItems: response.output as Item[],
+        contextTokens: tokens,
+      });
     let kept = false;
     try {
-      await invokeAndRelay(
+      const outcome = await invokeAndRelay(
         rt,
         res,
-        { component: deps.component(), input, tenant, model, started: (inv) => running.set(id, inv) },
+        { component: deps.component(), input, tenant, model, started: (inv) => running.set(id, { inv, input }) },
         {
           // The terminal event goes out once the response is stored, so a client may retrieve it at once.
           holdUntilResult: (e) => e.event === 'response.completed' || e.event === 'response.incomplete',
+          streamError: (e, numEvents) => {
+            const error = cancelled.has(id) ? { code: 'cancelled', message: 'The response was cancelled.', param: null } : { code: e.code, message: e.message, param: e.param };
+            return sseEvent('error', JSON.stringify({ type: 'error', ...error, sequence_number: numEvents }));
+          },
           onResult: (r) => {
             if (r.status !== 200 || r.data === null) return;
             const out = JSON.parse(r.data) as ResponsesResult;
             if (keep) {
-              store.put({
-                id,
-                tenant,
-                model,
-                createdAt: input.created,
-                status: out.response.status as StoredResponse['status'],
-                previousResponseId: body.previous_response_id ?? null,
-                response: out.response,
-                inputItems: inputItems(body, id),
-                outputItems: out.response.output as Item[],
-                contextTokens: out.context_tokens,
-              });
-              snapshots.add(engine, tenant, snapshotName(id));
+              record(out.response.status as StoredResponse['status'], out.response, out.context_tokens);
+              if (input.save_as) snapshots.add(engine, tenant, input.save_as);
               kept = true;
             }
             return JSON.stringify(out.response);
           },
         },
       );
+      if (outcome.streamed && outcome.result === null && cancelled.has(id) && keep) record('cancelled', responseObject(input, 'cancelled', []), null);
+    } catch (err) {
+      if (!cancelled.has(id)) throw err;
+      // Cancelled through POST /v1/responses/{id}/cancel: the caller gets (and the store keeps) the cancelled response.
+      const response = responseObject(input, 'cancelled', []);
+      if (keep) record('cancelled', response, null);
+      res.json(response);
     } finally {
       running.delete(id);
+      cancelled.delete(id);
       // Failed, refused or cancelled: a snapshot the inferlet may have saved has no stored response to follow.
-      if (keep && !kept) engine.deleteSnapshot(snapshotName(id), tenant);
+      if (input.save_as && !kept) engine.deleteSnapshot(input.save_as, tenant);
     }
   });
 
@@ -166,13 +179,14 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
   router.post('/v1/responses/:response_id/cancel', (req, res) => {
     requireScope(principalOf(res), 'responses');
     const id = String(req.params.response_id);
-    const inv = running.get(id);
-    if (!inv || principalOf(res).tenant !== inv.tenant) {
+    const run = running.get(id);
+    if (!run || principalOf(res).tenant !== run.inv.tenant) {
       const r = find(req, res);
       throw new InvalidRequestError(`Response '${id}' is not in progress (its status is ${r.status}); only a running response can be cancelled.`, 'response_id');
     }
-    inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
-    res.json({ id, object: 'response', status: 'cancelled', output: [] });
+    cancelled.add(id);
+    run.inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
+    res.json(responseObject(run.input, 'cancelled', []));
   });
 
   router.get('/v1/responses/:response_id/input_items', (req, res) => {

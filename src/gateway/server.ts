@@ -102,6 +102,9 @@ export class Gateway {
   private server: Server | null = null;
   private readonly options: GatewayOptions;
   private readonly log: (line: string) => void;
+  private closing = false;
+  /** Requests being answered (not counting /health and /ready). */
+  private inFlight = 0;
 
   constructor(options: GatewayOptions) {
     this.options = options;
@@ -111,6 +114,7 @@ export class Gateway {
     app.set('etag', false);
     app.use(requestId());
     app.use(this.countRequests());
+    app.use((req, _res, next) => next(this.closing && req.path !== '/health' ? new ServiceUnavailableError('The server is shutting down.') : undefined));
     app.use(helmet());
     app.get('/health', (_req, res) => void res.json({ status: 'ok' }));
     app.get('/ready', (_req, res) => {
@@ -158,35 +162,46 @@ export class Gateway {
         resolve(server.address() as AddressInfo);
       });
       server.on('error', reject);
-      // Streams stay open as long as generation runs; the inferlet's wall time bounds them instead.
-      server.requestTimeout = 0;
       server.keepAliveTimeout = 65_000;
       this.server = server;
     });
   }
 
-  /** Stops accepting, ends open connections, closes the store. */
-  async close(): Promise<void> {
+  /**
+   * Stops accepting connections, lets running requests finish for up to
+   * `graceMs` (new requests on open connections get 503), then ends every
+   * connection. The store and the host are the caller's to close after this.
+   */
+  async close(graceMs = 10_000): Promise<void> {
     const server = this.server;
     this.server = null;
+    this.closing = true;
     if (server) {
-      await new Promise<void>((r) => {
-        server.close(() => r());
-        server.closeAllConnections();
-      });
+      const closed = new Promise<void>((r) => server.close(() => r()));
+      server.closeIdleConnections();
+      const deadline = performance.now() + graceMs;
+      while (this.inFlight > 0 && performance.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      server.closeAllConnections();
+      await closed;
     }
     this.loaded?.metrics.close();
-    this.options.store.close();
   }
 
+  /** Counts requests in flight (for a graceful close) and records each in the metrics when it ends. */
   private countRequests(): RequestHandler {
     return (req, res, next) => {
       const t0 = performance.now();
+      const m = this.loaded?.metrics;
+      const counted = req.path !== '/health' && req.path !== '/ready';
+      if (counted) this.inFlight++;
+      m?.requestStarted(req.method);
       res.on('close', () => {
-        const m = this.loaded?.metrics;
+        if (counted) this.inFlight--;
         if (!m) return;
-        // Route templates only (never raw paths with ids in them), so the label set stays small.
-        const route = (req.route?.path as string | undefined) ?? (req as { openapi?: { openApiRoute?: string } }).openapi?.openApiRoute ?? 'unmatched';
+        m.requestEnded(req.method);
+        // Route templates only (never raw paths with ids), written the Express way (:name), so the label set stays small.
+        const template = (req.route?.path as string | undefined) ?? (req as { openapi?: { openApiRoute?: string } }).openapi?.openApiRoute;
+        const route = template ? template.replace(/\{([^}]+)\}/g, ':$1') : 'unmatched';
         m.requestDone({ route, method: req.method, status: res.headersSent ? res.statusCode : 499 }, (performance.now() - t0) / 1000);
       });
       next();

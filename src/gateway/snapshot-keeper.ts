@@ -1,7 +1,8 @@
 /**
- * Conversation snapshots kept for previous_response_id follow-ups. Each pins
- * KV pages, so they are evicted oldest first: beyond `max`, and whenever the
- * engine's free pages fall below a quarter of its pool. An evicted one costs
+ * Conversation snapshots kept for previous_response_id follow-ups: a cache
+ * of KV state. They are evicted oldest first beyond `max`, and whenever an
+ * engine's running work needs their pages (the engine asks through its
+ * `reclaim` hook before preempting or refusing work). An evicted one costs
  * only a re-prefill: the stored tokens rebuild the same state.
  */
 import type { Engine } from '../engine/index.ts';
@@ -16,6 +17,7 @@ export class SnapshotKeeper {
   private readonly max: number;
   /** Insertion order is age order (a Map keeps it). */
   private readonly kept = new Map<string, Kept>();
+  private readonly hooked = new Set<Engine>();
 
   constructor(max: number) {
     this.max = max;
@@ -25,12 +27,31 @@ export class SnapshotKeeper {
     return this.kept.size;
   }
 
-  /** Records a snapshot just saved, then evicts what no longer fits. */
+  /** Whether snapshots are kept at all (`max` 0: follow-ups always refill the stored tokens). */
+  get enabled(): boolean {
+    return this.max > 0;
+  }
+
+  /** Lets the engine take pages back from these snapshots when its work needs them. */
+  serve(engine: Engine): void {
+    if (this.hooked.has(engine)) return;
+    this.hooked.add(engine);
+    const previous = engine.reclaim;
+    engine.reclaim = () => this.evictOldest(engine) || (previous?.() ?? false);
+  }
+
+  /** Records a snapshot just saved, then evicts the oldest beyond `max` (never the one just saved). */
   add(engine: Engine, tenant: string, name: string): void {
+    this.serve(engine);
+    if (!this.enabled) return void engine.deleteSnapshot(name, tenant);
     const key = `${tenant}\u0000${name}`;
     this.kept.delete(key);
     this.kept.set(key, { engine, tenant, name });
-    this.evict();
+    for (const [k, old] of this.kept) {
+      if (this.kept.size <= this.max || k === key) break;
+      this.kept.delete(k);
+      old.engine.deleteSnapshot(old.name, old.tenant);
+    }
   }
 
   /** Drops a snapshot now (its response was deleted). */
@@ -39,12 +60,14 @@ export class SnapshotKeeper {
     engine.deleteSnapshot(name, tenant);
   }
 
-  evict(): void {
-    for (const [key, k] of this.kept) {
-      const pool = k.engine.kv.pool;
-      if (this.kept.size <= this.max && pool.numFree + pool.numCached >= pool.numPages / 4) break;
-      this.kept.delete(key);
-      k.engine.deleteSnapshot(k.name, k.tenant);
+  /** Evicts the oldest snapshot on `engine`; false when it keeps none. */
+  private evictOldest(engine: Engine): boolean {
+    for (const [k, old] of this.kept) {
+      if (old.engine !== engine) continue;
+      this.kept.delete(k);
+      engine.deleteSnapshot(old.name, old.tenant);
+      return true;
     }
+    return false;
   }
 }

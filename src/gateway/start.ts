@@ -63,7 +63,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     log('pie: no API key is configured: anyone on this machine may call the server (loopback only)');
   }
   const store = ResponseStore.open(resolve(config.root, config.server.dataDir, 'responses.sqlite'));
-  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots: new SnapshotKeeper(config.server.maxSnapshots), log });
+  const snapshots = new SnapshotKeeper(config.server.maxSnapshots);
+  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots, log });
   const address = await gateway.listen(options.port ?? config.server.port, host);
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   log(`pie: listening on ${url} (loading models)`);
@@ -82,6 +83,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     const names = engines.map((e) => e.model.name);
     const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
     const metrics = new GatewayMetrics({ engines, host: inferletHost });
+    for (const e of engines) snapshots.serve(e);
     gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });
     log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)`);
   })();
@@ -96,6 +98,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       await gateway.close();
       await inferletHost?.close();
       if (!options.engines) for (const e of engines) await e.close();
+      store.close();
     },
   };
 }

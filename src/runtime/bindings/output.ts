@@ -12,6 +12,7 @@ function checkSize(what: string, data: string): void {
 export function guestOutput(env: GuestEnv) {
   return {
     emit: (event: string, data: string) => {
+      if (!/^[A-Za-z0-9_.:-]{1,128}$/.test(event)) throw new Error(`invalid event name ${JSON.stringify(event.slice(0, 130))} (letters, digits and _ . : - only)`);
       checkSize('an event', data);
       env.send('output.emit', [event, data]);
     },

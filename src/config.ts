@@ -47,7 +47,7 @@ export interface KeyConfig {
   keyEnv: string;
   /** Snapshots, stored responses and messages are scoped to the tenant. */
   tenant: string;
-  /** Route scopes it may call ("chat", "completions", "responses", "models", "metrics", a custom route's scope), or "*". */
+  /** Route scopes it may call ("chat", "completions", "responses", "metrics", a custom route's scope), or "*". */
   scopes: string[];
   /** Models it may use, or "*". */
   models: string[];

@@ -137,6 +137,22 @@ describe('Engine on the mock driver', () => {
     expect(engine.deleteSnapshot('system', 'acme')).toBe(false);
   });
 
+  it('asks its reclaim hook for pages held by snapshots before refusing work that needs them', async () => {
+    const { engine } = await mockEngine({ numPages: 16, pageSize: 4 });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(40, 3));
+    await engine.forward(ctx);
+    engine.saveSnapshot(ctx, 'cache');
+    engine.release(ctx);
+    expect(engine.kv.pool.numInUse).toBe(10);
+    let asked = 0;
+    engine.reclaim = () => (asked++, engine.deleteSnapshot('cache'));
+    const r = await greedy(engine, prompt(30, 4), 20); // 50 tokens: 13 of the 16 pages
+    expect(r.tokens).toEqual(expected(prompt(30, 4), 20));
+    expect(asked).toBeGreaterThan(0);
+    expect(engine.listSnapshots()).toEqual([]);
+  });
+
   it('returns the logits of the last n pending tokens from forward()', async () => {
     const { engine } = await mockEngine({ maxTokensPerStep: 4 });
     const ctx = engine.createContext();

@@ -45,6 +45,7 @@ export function markStreaming(): void {
  */
 export function route<I>(main: (input: I) => unknown): () => void {
   return inferlet<I>((input) => {
+    streaming = false; // the gateway reuses built-in instances: module state starts over each run
     try {
       return main(input);
     } catch (err) {

@@ -26,6 +26,8 @@ export interface InvokeRequest {
   tenant: string;
   model: string;
   limits?: Partial<InstanceLimits>;
+  /** A built-in inferlet: its instances are reused across invocations (they keep no state). */
+  builtin?: boolean;
   /** Called as soon as the invocation exists (e.g. to make it cancellable by id). */
   started?: (inv: Invocation) => void;
 }
@@ -41,7 +43,13 @@ export function newId(prefix: string): string {
 export const unixNow = (): number => Math.floor(Date.now() / 1000);
 
 export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions = {}): Promise<RelayOutcome> {
-  const inv = rt.host.invoke(req.component, { input: req.input, tenant: req.tenant, models: [req.model], ...(req.limits ? { limits: req.limits } : {}) });
+  const inv = rt.host.invoke(req.component, {
+    input: req.input,
+    tenant: req.tenant,
+    models: [req.model],
+    reuseInstance: req.builtin ?? false,
+    ...(req.limits ? { limits: req.limits } : {}),
+  });
   req.started?.(inv);
   let outcome: RelayOutcome | null = null;
   try {

@@ -67,6 +67,7 @@ export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredCo
       input: openaiInput(req, body, model, newId('chatcmpl-')),
       tenant: principalOf(res).tenant,
       model,
+      builtin: true,
     });
   });
 
@@ -80,6 +81,7 @@ export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredCo
       input: openaiInput(req, body, model, newId('cmpl-')),
       tenant: principalOf(res).tenant,
       model,
+      builtin: true,
     });
   });
 

@@ -72,6 +72,13 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
   res.on('close', onClose);
   const held: OutputEvent[] = [];
   let numEvents = 0;
+  let queued: string[] = [];
+  const writeQueued = () => {
+    if (queued.length === 0 || disconnected || res.writableEnded) return void (queued = []);
+    res.write(queued.length === 1 ? queued[0]! : queued.join(''));
+    queued = [];
+    if (res.writableLength > MAX_BUFFERED_BYTES) inv.cancel(`the client did not read its stream (${MAX_BUFFERED_BYTES >> 20} MiB queued)`);
+  };
   const startStream = () => {
     streamed = true;
     res.status(inv.status);
@@ -90,8 +97,9 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     }
     if (!streamed) startStream();
     numEvents++;
-    res.write(sseEvent(e.event, e.data));
-    if (res.writableLength > MAX_BUFFERED_BYTES) inv.cancel(`the client did not read its stream (${MAX_BUFFERED_BYTES >> 20} MiB queued)`);
+    // Written after the current engine step has handed its next batch to the driver, not inside the step.
+    if (queued.length === 0) setImmediate(writeQueued);
+    queued.push(sseEvent(e.event, e.data));
   });
   try {
     const r = await inv.result;
@@ -99,6 +107,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     if (disconnected) return { result: r, error: null, streamed, disconnected, status: r.status };
     if (!streamed && held.length > 0) startStream();
     if (streamed) {
+      writeQueued();
       res.end(held.map((e) => sseEvent(e.event, e.data)).join(''));
       return { result: r, error: null, streamed, disconnected, status: res.statusCode };
     }
@@ -112,6 +121,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     const error = toApiError(err);
     if (disconnected) return { result: null, error, streamed, disconnected, status: 499 };
     if (streamed) {
+      writeQueued();
       res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
       return { result: null, error, streamed, disconnected, status: res.statusCode };
     }

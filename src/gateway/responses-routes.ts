@@ -127,7 +127,7 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
       const outcome = await invokeAndRelay(
         rt,
         res,
-        { component: deps.component(), input, tenant, model, started: (inv) => running.set(id, { inv, input }) },
+        { component: deps.component(), input, tenant, model, builtin: true, started: (inv) => running.set(id, { inv, input }) },
         {
           // The terminal event goes out once the response is stored, so a client may retrieve it at once.
           holdUntilResult: (e) => e.event === 'response.completed' || e.event === 'response.incomplete',

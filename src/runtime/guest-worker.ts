@@ -199,6 +199,26 @@ function compile(dir: string): Promise<Compiled> {
 interface Prepared {
   env: InstanceEnv;
   instance: { run(): Promise<void> };
+  /** Invocations it has run (reused instances only). */
+  uses: number;
+}
+
+/** A reused instance is retired after this many invocations, or once its memory grew past this. */
+const MAX_USES = 1000;
+const MAX_REUSED_MEMORY = 64 << 20;
+/** Used instances kept per component beyond the warm target (a burst's worth). */
+const MAX_KEPT = 64;
+
+/** Hands a used instance back to the pool, unbound, if it ended cleanly and is still small. */
+function recycle(dir: string, prepared: Prepared): void {
+  const env = prepared.env;
+  if (env.cancelled || env.limitError !== null || ++prepared.uses >= MAX_USES || env.memoryBytes() > MAX_REUSED_MEMORY) return;
+  const pool = warm.get(dir) ?? [];
+  warm.set(dir, pool);
+  if (pool.length >= Math.max(MAX_KEPT, warmTarget.get(dir) ?? 0)) return;
+  Object.assign(env, { inv: 0, instanceId: '', tenant: '', input: 'null', cancelled: false, memoryLimit: Infinity, limitError: null });
+  env.models.clear();
+  pool.unshift(prepared);
 }
 
 /**
@@ -223,7 +243,7 @@ async function instantiate(dir: string): Promise<Prepared> {
     return inst;
   });
   beat();
-  return { env, instance };
+  return { env, instance, uses: 0 };
 }
 
 /** Instances instantiated ahead of need, per component. */
@@ -245,7 +265,10 @@ async function start(msg: StartMessage): Promise<void> {
   let instantiateMs = 0;
   starting.add(msg.inv);
   try {
-    let prepared = warm.get(msg.componentDir)?.shift();
+    // A fresh instance for an isolated run: used ones (at the front) go only to runs that reuse.
+    const pool = warm.get(msg.componentDir);
+    const at = msg.reuse ? 0 : (pool?.findIndex((p) => p.uses === 0) ?? -1);
+    let prepared = pool && at >= 0 ? pool.splice(at, 1)[0] : undefined;
     if (!prepared) {
       const t0 = performance.now();
       prepared = await prepare(msg.componentDir);
@@ -267,6 +290,7 @@ async function start(msg: StartMessage): Promise<void> {
     Atomics.store(heartbeat, HEARTBEAT.running, msg.inv);
     await prepared.instance.run();
     finish(msg.inv, env, null, instantiateMs);
+    if (msg.reuse) recycle(msg.componentDir, prepared);
   } catch (err) {
     starting.delete(msg.inv);
     cancelledEarly.delete(msg.inv);

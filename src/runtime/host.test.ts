@@ -44,6 +44,19 @@ describe('InferletHost', () => {
     expect(host.stats()).toMatchObject({ started: 2, succeeded: 2, running: 0 });
   });
 
+  it('reuses an instance only for invocations that ask to, and gives every other invocation a fresh one', async () => {
+    const { host, probe } = await setup({ workers: 1, warmInstances: 1 });
+    const reused = [];
+    for (let i = 0; i < 3; i++) reused.push((await run(host, probe, { action: 'runs' }, { reuseInstance: true })).runs);
+    expect(reused).toEqual([1, 2, 3]); // module state survived: the same instance ran all three
+    const fresh = [];
+    for (let i = 0; i < 3; i++) fresh.push((await run(host, probe, { action: 'runs' })).runs);
+    expect(fresh).toEqual([1, 1, 1]);
+    // A failed run (it took the used instance) does not hand it back: the next one starts fresh.
+    await expect(host.invoke(probe, { input: { action: 'throw' }, reuseInstance: true }).result).rejects.toThrow();
+    expect((await run(host, probe, { action: 'runs' }, { reuseInstance: true })).runs).toBe(1);
+  });
+
   it('answers model questions inside the worker: info, special tokens, encode and decode', async () => {
     const { engine, host, probe } = await setup();
     const r = await run(host, probe, { action: 'info' });

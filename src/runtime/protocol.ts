@@ -38,6 +38,8 @@ export interface StartMessage {
   tenant: string;
   models: ModelDescriptor[];
   limits: InstanceLimits;
+  /** Run on a used instance and keep it for the next invocation (see InvokeOptions.reuseInstance). */
+  reuse: boolean;
 }
 
 /** [invocation, call id, op, args]. */

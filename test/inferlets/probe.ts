@@ -22,12 +22,18 @@ function attempt(fn: () => unknown): unknown {
   }
 }
 
+/** Module state: survives between invocations only on a reused instance. */
+let runs = 0;
+
 export const run = inferlet<Input>((args) => {
+  runs++;
   const model = Model.load();
   const prompt = args.prompt ?? [1, 2, 3, 4, 5];
   switch (args.action) {
     case 'echo':
       return { input: input(), models: [model.name] };
+    case 'runs':
+      return { runs, instanceId: args.name };
     case 'info':
       return { info: model.info, special: [...model.specialTokens()], bos: model.tokenId('<s>') ?? null, roundTrip: model.decode(model.encode('hello there')) };
     case 'generate': {

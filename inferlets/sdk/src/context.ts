@@ -89,15 +89,22 @@ export class Context {
   readonly model: Model;
   /** @internal */
   readonly raw: abi.Context;
+  /** True while it is known to hold no tokens (saves asking the host). */
+  private empty: boolean;
 
-  private constructor(model: Model, raw: abi.Context) {
+  private constructor(model: Model, raw: abi.Context, empty = false) {
     this.model = model;
     this.raw = raw;
+    this.empty = empty;
   }
 
   /** @internal use model.newContext() */
   static create(model: Model): Context {
-    return new Context(model, new abi.Context(model.raw));
+    return new Context(model, new abi.Context(model.raw), true);
+  }
+
+  private isEmpty(): boolean {
+    return this.empty || this.length === 0;
   }
 
   /** A context continuing a snapshot saved earlier (by this or another invocation of the tenant). */
@@ -123,16 +130,19 @@ export class Context {
 
   /** Appends text (with the beginning-of-sequence token when the context is empty, unless `bos` says otherwise) or token ids. */
   fill(input: string | ArrayLike<number>, options: { bos?: boolean } = {}): this {
-    const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.length === 0 }) : input;
+    const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.isEmpty() }) : input;
     call(() => this.raw.fill(Uint32Array.from(tokens as ArrayLike<number>)));
+    this.empty = false;
     return this;
   }
 
   /** Appends chat messages rendered with the model's template (exactly one BOS on an empty context). */
   fillChat(messages: ChatMessage[], options: ChatOptions = {}): this {
     const args = [this.model.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true] as const;
-    if (this.length === 0) call(() => this.raw.fill(chat.encode(...args)));
-    else this.fill(call(() => chat.render(...args)), { bos: false });
+    if (this.isEmpty()) {
+      call(() => this.raw.fill(chat.encode(...args)));
+      this.empty = false;
+    } else this.fill(call(() => chat.render(...args)), { bos: false });
     return this;
   }
 
@@ -158,6 +168,7 @@ export class Context {
 
   /** Starts the server's generate loop on this context and returns at once. */
   generate(options: GenerateOptions = {}): Generation {
+    this.empty = false;
     const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
     const raw = call(() =>
       inference.generate(
@@ -181,6 +192,7 @@ export class Context {
    * outputs asked for. A sampled token is not appended: fill it next.
    */
   forward(outputs: StepOutput[], options: StepOptions = {}): StepResult[] {
+    this.empty = false;
     const results = call(() =>
       inference.forward(this.raw, {
         tokens: Uint32Array.from(options.tokens ?? []),

@@ -89,22 +89,22 @@ export class Context {
   readonly model: Model;
   /** @internal */
   readonly raw: abi.Context;
-  /** True while it is known to hold no tokens (saves asking the host). */
-  private empty: boolean;
+  /** Its length while only fills changed it since it was made (saves asking the host); undefined once unknown. */
+  private known: number | undefined;
 
-  private constructor(model: Model, raw: abi.Context, empty = false) {
+  private constructor(model: Model, raw: abi.Context, known?: number) {
     this.model = model;
     this.raw = raw;
-    this.empty = empty;
+    this.known = known;
   }
 
   /** @internal use model.newContext() */
   static create(model: Model): Context {
-    return new Context(model, new abi.Context(model.raw), true);
+    return new Context(model, new abi.Context(model.raw), 0);
   }
 
   private isEmpty(): boolean {
-    return this.empty || this.length === 0;
+    return this.length === 0;
   }
 
   /** A context continuing a snapshot saved earlier (by this or another invocation of the tenant). */
@@ -121,7 +121,7 @@ export class Context {
   }
 
   get length(): number {
-    return this.raw.length();
+    return this.known ?? this.raw.length();
   }
 
   tokens(): number[] {
@@ -131,8 +131,9 @@ export class Context {
   /** Appends text (with the beginning-of-sequence token when the context is empty, unless `bos` says otherwise) or token ids. */
   fill(input: string | ArrayLike<number>, options: { bos?: boolean } = {}): this {
     const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.isEmpty() }) : input;
-    call(() => this.raw.fill(Uint32Array.from(tokens as ArrayLike<number>)));
-    this.empty = false;
+    const ids = Uint32Array.from(tokens as ArrayLike<number>);
+    call(() => this.raw.fill(ids));
+    if (this.known !== undefined) this.known += ids.length;
     return this;
   }
 
@@ -140,20 +141,22 @@ export class Context {
   fillChat(messages: ChatMessage[], options: ChatOptions = {}): this {
     const args = [this.model.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true] as const;
     if (this.isEmpty()) {
-      call(() => this.raw.fill(chat.encode(...args)));
-      this.empty = false;
+      const ids = chat.encode(...args);
+      call(() => this.raw.fill(ids));
+      this.known = ids.length;
     } else this.fill(call(() => chat.render(...args)), { bos: false });
     return this;
   }
 
   /** A copy that shares this context's KV pages; both can then grow apart. */
   fork(): Context {
-    return new Context(this.model, call(() => this.raw.fork()));
+    return new Context(this.model, call(() => this.raw.fork()), this.known);
   }
 
   /** Keeps the first `length` tokens. */
   truncate(length: number): void {
     call(() => this.raw.truncate(length));
+    if (this.known !== undefined) this.known = Math.min(this.known, length);
   }
 
   /** Frees its KV pages now (otherwise at the end of the invocation). */
@@ -168,7 +171,7 @@ export class Context {
 
   /** Starts the server's generate loop on this context and returns at once. */
   generate(options: GenerateOptions = {}): Generation {
-    this.empty = false;
+    this.known = undefined; // the host appends what it generates
     const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
     const raw = call(() =>
       inference.generate(
@@ -192,7 +195,7 @@ export class Context {
    * outputs asked for. A sampled token is not appended: fill it next.
    */
   forward(outputs: StepOutput[], options: StepOptions = {}): StepResult[] {
-    this.empty = false;
+    this.known = undefined;
     const results = call(() =>
       inference.forward(this.raw, {
         tokens: Uint32Array.from(options.tokens ?? []),

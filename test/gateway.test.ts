@@ -193,7 +193,12 @@ describe('completions', () => {
     expect(Object.keys(r.choices[0]!.logprobs!.top_logprobs![0]!).length).toBeLessThanOrEqual(2);
     let text = '';
     for await (const c of await client.completions.create({ model, prompt: 'The cat', max_tokens: 4, temperature: 0, stream: true })) text += c.choices[0]?.text ?? '';
-    expect(text).toBe((await client.completions.create({ model, prompt: 'The cat', max_tokens: 4, temperature: 0 })).choices[0]!.text);
+    expect(text).toBe(r.choices[0]!.text);
+    const streamed: number[] = [];
+    for await (const c of await client.completions.create({ model, prompt: 'The cat', max_tokens: 4, temperature: 0, logprobs: 2, stream: true })) {
+      streamed.push(...(c.choices[0]?.logprobs?.token_logprobs ?? []));
+    }
+    expect(streamed).toEqual(r.choices[0]!.logprobs!.token_logprobs);
   });
 
   it('rejects suffix and best_of clearly', async () => {

@@ -7,7 +7,7 @@
  */
 import { Model, type ChatMessage, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
@@ -42,7 +42,7 @@ function logprobsJson(model: Model, lps: TokenLogprob[], top: number): TokenLogp
   }));
 }
 
-export const run = route<OpenAIInput<Request>>((input) => {
+export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
   const n = body.n ?? 1;
@@ -66,17 +66,24 @@ export const run = route<OpenAIInput<Request>>((input) => {
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
   if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
   const fast = stream && !wantLogprobs;
+  const stop = stopList(body.stop);
+  const stopTokenIds = model.stopTokenIds;
   const gens: Generation[] = contexts.map((c, i) =>
     c.generate({
       sampling: samplings[i],
       max_tokens: maxTokens,
-      stop: stopList(body.stop),
-      stop_token_ids: model.stopTokenIds,
+      stop,
+      stop_token_ids: stopTokenIds,
       ...(wantLogprobs ? { logprobs: topLogprobs } : {}),
       ...(fast ? { stream: { event: 'message', template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])) } } : {}),
     }),
   );
-  if (stream && wantLogprobs) relayWithLogprobs(model, gens, topLogprobs, chunk);
+  // With logprobs the chunks pass through here: each token's text and alternatives go with it.
+  if (stream && wantLogprobs) {
+    interleave(gens, (i, c) =>
+      sse(chunk([{ index: i, delta: { content: c.text }, logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null }, finish_reason: null }])),
+    );
+  }
   const results: GenerationResult[] = gens.map((g) => g.result());
 
   const completionTokens = results.reduce((s, r) => s + r.usage.completion_tokens, 0);
@@ -105,21 +112,3 @@ export const run = route<OpenAIInput<Request>>((input) => {
   };
   return completion;
 });
-
-/** Streams chunks with logprobs: pulls each choice's chunks in turn, so choices interleave as they decode. */
-function relayWithLogprobs(model: Model, gens: Generation[], top: number, chunk: (choices: Chunk['choices']) => Chunk): void {
-  const iterators = gens.map((g) => g[Symbol.iterator]());
-  const live = new Set(iterators.keys());
-  while (live.size > 0) {
-    for (const i of [...live]) {
-      const next = iterators[i]!.next();
-      if (next.done) {
-        live.delete(i);
-        continue;
-      }
-      const c = next.value;
-      if (c.tokens.length === 0) continue;
-      sse(chunk([{ index: i, delta: { content: c.text }, logprobs: { content: logprobsJson(model, c.logprobs, top), refusal: null }, finish_reason: null }]));
-    }
-  }
-}

@@ -2,7 +2,7 @@
  * Shared by the built-in OpenAI inferlets: errors as OpenAI's JSON, sampling
  * options from request fields, logprobs with token text, stream templates.
  */
-import { emit, inferlet, PieError, setResult, setStatus, type GenerationResult, type Model, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
+import { emit, inferlet, PieError, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
 
 /** An error answered as OpenAI's error JSON (before any stream event went out). */
 export class HttpError extends Error {
@@ -43,14 +43,14 @@ export function markStreaming(): void {
  * become status + error JSON; after it, they fail the invocation (the gateway
  * ends the stream with an error event).
  */
-export function route<I>(main: (input: I) => unknown): () => void {
+export function route<I>(promptParam: string, main: (input: I) => unknown): () => void {
   return inferlet<I>((input) => {
     streaming = false; // the gateway reuses built-in instances: module state starts over each run
     try {
       return main(input);
     } catch (err) {
       if (streaming) throw err;
-      const e = toHttpError(err);
+      const e = toHttpError(err, promptParam);
       if (!e) throw err;
       setStatus(e.status);
       setResult({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
@@ -59,12 +59,14 @@ export function route<I>(main: (input: I) => unknown): () => void {
   });
 }
 
-function toHttpError(err: unknown): HttpError | null {
+/** Expected failures of the server as client errors: none of them goes away by retrying the same request. */
+function toHttpError(err: unknown, promptParam: string): HttpError | null {
   if (err instanceof HttpError) return err;
   if (err instanceof PieError) {
     if (err.code === 'invalid-argument') return new HttpError(400, err.message);
-    if (err.code === 'limit-exceeded') return new HttpError(429, err.message, null, 'limit_exceeded', 'rate_limit_error');
-    if (err.code === 'kv-cache-exhausted') return new HttpError(400, err.message, 'messages', 'context_length_exceeded');
+    if (err.code === 'limit-exceeded') return new HttpError(400, err.message, null, 'limit_exceeded');
+    // Even an empty KV cache (kept snapshots given back) cannot hold the request.
+    if (err.code === 'kv-cache-exhausted') return new HttpError(400, err.message, promptParam, 'context_length_exceeded');
   }
   return null;
 }
@@ -179,4 +181,21 @@ export const SEQ = 987654321;
 /** Like `template`, with the number SEQ standing for `{{seq}}`. */
 export function seqTemplate(chunk: object): string {
   return template(chunk).replace(String(SEQ), '{{seq}}');
+}
+
+/**
+ * Pulls the chunks of several generations in turn (they decode in the same
+ * batches, so each pull finds the next step's chunk), handing each one that
+ * holds tokens to `each` with its generation's index.
+ */
+export function interleave(gens: Generation[], each: (index: number, chunk: Chunk) => void): void {
+  const iterators = gens.map((g) => g[Symbol.iterator]());
+  const live = new Set(iterators.keys());
+  while (live.size > 0) {
+    for (const i of [...live]) {
+      const next = iterators[i]!.next();
+      if (next.done) live.delete(i);
+      else if (next.value.tokens.length > 0) each(i, next.value);
+    }
+  }
 }

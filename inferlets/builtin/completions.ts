@@ -5,7 +5,7 @@
  */
 import { Model, type Context, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 
 type Request = components['schemas']['CreateCompletionRequest'];
@@ -37,7 +37,7 @@ function legacyLogprobs(model: Model, lps: TokenLogprob[], top: number, offset: 
   };
 }
 
-export const run = route<OpenAIInput<Request>>((input) => {
+export const run = route<OpenAIInput<Request>>('prompt', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
   const n = body.n ?? 1;
@@ -45,7 +45,6 @@ export const run = route<OpenAIInput<Request>>((input) => {
   const maxTokens = body.max_tokens ?? 16;
   const echo = body.echo === true;
   if (echo && logprobs !== null) throw new HttpError(400, 'echo with logprobs (prompt logprobs) is not supported by this server', 'echo', 'unsupported_parameter');
-  if (logprobs !== null && body.stream) throw new HttpError(400, 'logprobs with stream is not supported by this server for completions', 'logprobs', 'unsupported_parameter');
   const list = prompts(body.prompt);
   const base = { id: input.id, created: input.created, model: input.model };
   const stream = body.stream === true;
@@ -59,7 +58,7 @@ export const run = route<OpenAIInput<Request>>((input) => {
     checkContextLength(model, ctx.length, maxTokens, 'prompt');
     return ctx;
   });
-  const promptText = list.map((p) => (typeof p === 'string' ? p : model.decode(p)));
+  const promptText = echo ? list.map((p) => (typeof p === 'string' ? p : model.decode(p))) : [];
   const promptTokens = roots.reduce((s, c) => s + c.length, 0);
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, j) => samplingOf(body, model.info.vocabSize, j));
@@ -67,6 +66,9 @@ export const run = route<OpenAIInput<Request>>((input) => {
     if (n > 1) root.prefill();
     return n > 1 ? Array.from({ length: n }, () => root.fork()) : [root];
   });
+  const stop = stopList(body.stop);
+  // The host fills streamed text in per token, except with logprobs: then each chunk passes through here.
+  const templated = stream && logprobs === null;
   const runs = forked.flatMap((contexts, p) =>
     contexts.map((ctx, j) => {
       const index = p * n + j;
@@ -74,14 +76,25 @@ export const run = route<OpenAIInput<Request>>((input) => {
       const gen = ctx.generate({
         sampling: samplings[j],
         max_tokens: maxTokens,
-        stop: stopList(body.stop),
+        stop,
         ...(logprobs !== null ? { logprobs } : {}),
-        ...(stream ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
+        ...(templated ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
       });
-      if (stream) markStreaming(); // the host may stream from now on
+      if (templated) markStreaming(); // the host may stream from now on
       return { p, index, gen };
     }),
   );
+  if (stream && logprobs !== null) {
+    const offsets = runs.map(() => 0);
+    interleave(
+      runs.map((r) => r.gen),
+      (i, c) => {
+        const lp = legacyLogprobs(model, c.logprobs, logprobs, offsets[i]!);
+        offsets[i] = offsets[i]! + c.text.length;
+        sse(chunk([{ index: runs[i]!.index, text: c.text, logprobs: lp, finish_reason: null as never }]));
+      },
+    );
+  }
   const results: Array<{ p: number; index: number; r: GenerationResult }> = runs.map(({ p, index, gen }) => ({ p, index, r: gen.result() }));
 
   const completionTokens = results.reduce((s, x) => s + x.r.usage.completion_tokens, 0);

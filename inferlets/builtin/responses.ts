@@ -55,7 +55,7 @@ function openConversation(model: Model, input: ResponsesInput<Request>): { ctx: 
   return { ctx, reused: 0 };
 }
 
-export const run = route<ResponsesInput<Request>>((input) => {
+export const run = route<ResponsesInput<Request>>('input', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
   const { ctx, reused } = openConversation(model, input);

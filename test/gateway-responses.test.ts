@@ -120,6 +120,8 @@ describe('responses', () => {
     expect(tools.param).toBe('tools');
     const truncation = await client.responses.create({ model, input: 'x', truncation: 'auto' }).catch((e) => e);
     expect(truncation.param).toBe('truncation');
+    const refused = await client.responses.create({ model, input: 'word '.repeat(3000) }).catch((e) => e);
+    expect(refused.code).toBe('context_length_exceeded');
     const done = await client.responses.create({ model, input: 'x', max_output_tokens: 2 });
     await expect(client.responses.cancel(done.id)).rejects.toBeInstanceOf(OpenAI.BadRequestError);
   });

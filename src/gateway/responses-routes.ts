@@ -11,7 +11,7 @@ import type { Invocation } from '../runtime/invocation.ts';
 import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';
-import { InvalidRequestError, NotFoundError } from './errors.ts';
+import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
 import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
 import { modelFor, refuseFields } from './openai-routes.ts';
 import { sseEvent } from './relay.ts';
@@ -73,6 +73,7 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
   const history = (prevId: string, tenant: string, model: string): ConversationHistory => {
     const prev = store.get(prevId, tenant);
     if (!prev) throw new InvalidRequestError(`Previous response with id '${prevId}' not found.`, 'previous_response_id', 'previous_response_not_found');
+    if (prev.status === 'in_progress') throw new InvalidRequestError(`Previous response with id '${prevId}' is still in progress.`, 'previous_response_id');
     if (prev.model === model && prev.contextTokens) return { snapshot: snapshotName(prev.id), tokens: prev.contextTokens, messages: [] };
     return { snapshot: null, tokens: null, messages: chainMessages(store.chain(prevId, tenant)) };
   };
@@ -122,6 +123,14 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
         outputItems: response.output as Item[],
         contextTokens: tokens,
       });
+    // Stored from the start, so GET shows it in progress; the outcome replaces it.
+    if (keep) record('in_progress', responseObject(input, 'in_progress', []), null);
+    /** What the store keeps of a response that did not finish: cancelled, or failed with its error. */
+    const ended = (err: unknown, disconnected = false): [StoredResponse['status'], Record<string, unknown>, null] => {
+      if (cancelled.has(id) || disconnected) return ['cancelled', responseObject(input, 'cancelled', []), null];
+      const e = err instanceof ApiError ? err : null;
+      return ['failed', responseObject(input, 'failed', [], { error: { code: e?.code ?? 'server_error', message: e?.message ?? String(err) } }), null];
+    };
     let kept = false;
     try {
       const outcome = await invokeAndRelay(
@@ -136,7 +145,10 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
             return sseEvent('error', JSON.stringify({ type: 'error', ...error, sequence_number: numEvents }));
           },
           onResult: (r) => {
-            if (r.status !== 200 || r.data === null) return;
+            if (r.status !== 200 || r.data === null) {
+              if (keep) store.delete(id, tenant); // refused (a 4xx from the inferlet): no response was created
+              return;
+            }
             const out = JSON.parse(r.data) as ResponsesResult;
             if (keep) {
               record(out.response.status as StoredResponse['status'], out.response, out.context_tokens);
@@ -147,13 +159,12 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
           },
         },
       );
-      if (outcome.streamed && outcome.result === null && cancelled.has(id) && keep) record('cancelled', responseObject(input, 'cancelled', []), null);
+      if (outcome.result === null && keep) record(...ended(outcome.error, outcome.disconnected));
     } catch (err) {
+      if (keep) record(...ended(err));
       if (!cancelled.has(id)) throw err;
-      // Cancelled through POST /v1/responses/{id}/cancel: the caller gets (and the store keeps) the cancelled response.
-      const response = responseObject(input, 'cancelled', []);
-      if (keep) record('cancelled', response, null);
-      res.json(response);
+      // Cancelled through POST /v1/responses/{id}/cancel: the caller gets the cancelled response.
+      res.json(responseObject(input, 'cancelled', []));
     } finally {
       running.delete(id);
       cancelled.delete(id);

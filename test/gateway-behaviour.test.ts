@@ -87,6 +87,34 @@ describe('gateway behaviour', () => {
     await expect(s.client().responses.cancel(id)).rejects.toBeInstanceOf(OpenAI.BadRequestError);
   });
 
+  it('leaves no page, context or invocation behind after a storm of clients, half of which go away mid-stream', async () => {
+    const { engine } = await mockEngine({ stepDelayMs: 2, numPages: 512, behaviour: () => 100 });
+    const s = await gateway([engine]);
+    const model = engine.model.name;
+    const one = async (i: number) => {
+      const abort = new AbortController();
+      const stream = i % 3 !== 2;
+      const body = { model, messages: [{ role: 'user', content: `Hi ${i}` }], max_tokens: 40, temperature: 0, stream, n: 1 + (i % 2) };
+      const res = await chat(s.url, body, { signal: abort.signal }).catch(() => null);
+      if (!res) return;
+      if (i % 2 === 0 && stream) {
+        const reader = res.body!.getReader();
+        await reader.read().catch(() => {});
+        abort.abort();
+        return;
+      }
+      await res.text();
+    };
+    await Promise.all(Array.from({ length: 48 }, (_, i) => one(i)));
+    const host = s.serving.gateway.runtime().host;
+    const t0 = performance.now();
+    while ((host.stats().running > 0 || engine.kv.pool.numInUse > 0) && performance.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+    expect(host.stats().running).toBe(0);
+    expect(engine.kv.pool.numInUse).toBe(0);
+    expect(engine.numContexts).toBe(0);
+    expect(host.stats().started).toBe(48);
+  });
+
   it('never splits a UTF-8 character across stream events', async () => {
     let tokenizer!: { tokenToId(t: string): number | undefined };
     let eos = 0;

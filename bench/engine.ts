@@ -1,7 +1,7 @@
 /**
  * Engine throughput beside a bare ONNX Runtime loop over the same graph.
  *
- *   npm run bench:engine [-- --batches 1,8,32 --prompt 128 --decode 64 --rounds 3 --model DIR]
+ *   npm run bench:engine [-- --batches 1,8,32 --prompt 128 --decode 64 --rounds 3 --model DIR --threads N --no-spin-wait]
  *
  * For each batch size B, in one process, alternating for several rounds (the
  * machine is noisy; the table gives medians):
@@ -40,6 +40,7 @@ const { values: args } = parseArgs({
     rounds: { type: 'string', default: '3' },
     model: { type: 'string' },
     threads: { type: 'string', default: '0' },
+    'no-spin-wait': { type: 'boolean', default: false },
   },
 });
 const BATCHES = args.batches.split(',').map(Number);
@@ -47,6 +48,8 @@ const PROMPT = Number(args.prompt);
 const DECODE = Number(args.decode);
 const ROUNDS = Number(args.rounds);
 const THREADS = Number(args.threads);
+/** ONNX Runtime's threads spin between runs unless --no-spin-wait (engine.spin_wait = false). */
+const SPIN = !args['no-spin-wait'];
 const PAGE_SIZE = 16;
 const BUDGET = 512;
 
@@ -144,9 +147,9 @@ async function main() {
   const maxB = Math.max(...BATCHES);
   const numPages = Math.max(pagesForBudget(model, PAGE_SIZE, 256 * 1024 * 1024), 2 * maxB * Math.ceil((PROMPT + DECODE) / PAGE_SIZE));
   console.error(`model ${model.name}: hidden ${model.config.hiddenSize}, ${model.config.numLayers} layers, vocabulary ${model.config.vocabSize}; ${numPages} pages of ${PAGE_SIZE}; ${cpus().length} cores`);
-  const driver = await PortableDriver.create(model, { numPages, pageSize: PAGE_SIZE, threads: THREADS });
+  const driver = await PortableDriver.create(model, { numPages, pageSize: PAGE_SIZE, threads: THREADS, spinWait: SPIN });
   const engine = new Engine(model, driver, { maxTokensPerStep: BUDGET, prefixCaching: false });
-  const session = await ort.InferenceSession.create(buildGraph({ config: model.config, weights: model.weights, numSlots: numPages * PAGE_SIZE }), sessionOptions(THREADS));
+  const session = await ort.InferenceSession.create(buildGraph({ config: model.config, weights: model.weights, numSlots: numPages * PAGE_SIZE }), sessionOptions(THREADS, SPIN));
   const poolRows = driver.pool.byteLength / 4 / model.config.headDim;
   const pool = new ort.Tensor('float32', new Float32Array(driver.pool), [poolRows, model.config.headDim]);
   await engineRun(engine, driver, 1, 4, { temperature: 0 }, 99); // warm-up

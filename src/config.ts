@@ -27,6 +27,7 @@ export interface Config {
     maxRowsPerStep: number;
     prefixCaching: boolean;
     threads: number;
+    spinWait: boolean;
   };
   inferlets: {
     workers: number;
@@ -69,6 +70,8 @@ export interface RouteConfig {
   /** Per-invocation limits; 0 keeps the [inferlets] default. */
   maxTokens: number;
   wallTimeS: number;
+  /** Run invocations on instances earlier ones finished with (only for inferlets that keep no module state between runs). */
+  reuseInstances: boolean;
 }
 
 export class ConfigError extends Error {
@@ -134,6 +137,7 @@ const SCHEMA: Record<string, Schema> = {
     max_rows_per_step: [positiveInt, 256, 'maxRowsPerStep'],
     prefix_caching: [bool, true, 'prefixCaching'],
     threads: [nonNegativeInt, 0, 'threads'],
+    spin_wait: [bool, true, 'spinWait'],
   },
   inferlets: {
     workers: [positiveInt, 2, 'workers'],
@@ -173,6 +177,7 @@ const LISTS: Record<string, Schema> = {
     headers: [strings, [], 'headers'],
     max_tokens: [nonNegativeInt, 0, 'maxTokens'],
     wall_time_s: [nonNegativeInt, 0, 'wallTimeS'],
+    reuse_instances: [bool, false, 'reuseInstances'],
   },
 };
 

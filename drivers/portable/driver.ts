@@ -20,6 +20,8 @@ export interface PortableDriverOptions {
   pageSize: number;
   /** ONNX Runtime intra-op threads (default: 0, ONNX Runtime's choice). */
   threads?: number;
+  /** Let ONNX Runtime's threads spin between runs (default true; see sessionOptions). */
+  spinWait?: boolean;
   /**
    * Hand the graph to ONNX Runtime as files with the weights in external data
    * (default: only when they exceed what one protocol buffer may hold).
@@ -86,7 +88,7 @@ export class PortableDriver implements Driver {
       graph = builder.encode();
     }
     const channel = createChannel(16 * 1024 * 1024, 4096);
-    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0 };
+    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
     const worker = new Worker(WORKER_URL, {
       workerData: init,
       transferList: typeof graph === 'string' ? [] : [graph.buffer as ArrayBuffer],

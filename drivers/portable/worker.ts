@@ -22,6 +22,7 @@ export interface WorkerInit {
   /** Rows of new_kv per token: layers × 2 × kv heads. */
   kvPlanes: number;
   threads: number;
+  spinWait: boolean;
 }
 
 export type WorkerRequest =
@@ -42,7 +43,8 @@ pool.fill(0);
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
 const graph = init.graph!;
-const session = typeof graph === 'string' ? await ort.InferenceSession.create(graph, sessionOptions(init.threads)) : await ort.InferenceSession.create(graph, sessionOptions(init.threads));
+const options = sessionOptions(init.threads, init.spinWait);
+const session = typeof graph === 'string' ? await ort.InferenceSession.create(graph, options) : await ort.InferenceSession.create(graph, options);
 init.graph = null; // ONNX Runtime holds its own copy of the weights now
 port.on('message', (msg: WorkerRequest) => void handleMessage(msg));
 port.postMessage({ type: 'ready' } satisfies WorkerReply);

@@ -21,6 +21,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     maxRowsPerStep: e.maxRowsPerStep,
     prefixCaching: e.prefixCaching,
     threads: e.threads || undefined,
+    spinWait: e.spinWait,
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
     ...(servedName ? { name: servedName } : {}),
   });

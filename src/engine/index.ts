@@ -31,6 +31,8 @@ export interface StartOptions extends EngineOptions {
   numPages?: number;
   /** ONNX Runtime threads (default: its own choice, one per core). */
   threads?: number;
+  /** Let ONNX Runtime's threads spin between runs (default true, ONNX Runtime's own). */
+  spinWait?: boolean;
   /** A driver to use instead of the portable one (tests use the mock driver). */
   driver?: (model: LoadedModel, numPages: number, pageSize: number) => Promise<Driver>;
   /** Served name of the model (default: the directory's name). */
@@ -54,6 +56,6 @@ export async function startEngine(modelDir: string | LoadedModel, options: Start
   const numPages = options.numPages ?? pagesForBudget(model, pageSize, options.kvMemoryBytes ?? 256 * 1024 * 1024);
   const driver = options.driver
     ? await options.driver(model, numPages, pageSize)
-    : await PortableDriver.create(model, { numPages, pageSize, threads: options.threads });
+    : await PortableDriver.create(model, { numPages, pageSize, threads: options.threads, spinWait: options.spinWait });
   return new Engine(model, driver, options);
 }

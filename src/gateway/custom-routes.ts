@@ -67,6 +67,7 @@ export function customRoutes(rt: () => Runtime, routes: () => LoadedRoute[]): Ro
         input,
         tenant: principal.tenant,
         model: route.model,
+        builtin: config.reuseInstances,
         limits: {
           ...(config.maxTokens > 0 ? { tokens: config.maxTokens } : {}),
           ...(config.wallTimeS > 0 ? { wallTimeMs: config.wallTimeS * 1000 } : {}),

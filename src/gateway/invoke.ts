@@ -26,7 +26,7 @@ export interface InvokeRequest {
   tenant: string;
   model: string;
   limits?: Partial<InstanceLimits>;
-  /** A built-in inferlet: its instances are reused across invocations (they keep no state). */
+  /** Reuse instances across invocations: the built-ins, and routes that say they keep no module state. */
   builtin?: boolean;
   /** Called as soon as the invocation exists (e.g. to make it cancellable by id). */
   started?: (inv: Invocation) => void;

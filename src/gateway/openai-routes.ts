@@ -17,7 +17,10 @@ type ChatRequest = components['schemas']['CreateChatCompletionRequest'];
 type CompletionRequest = components['schemas']['CreateCompletionRequest'];
 
 /** A field is refused unless its value is one that changes nothing (absent, null, empty, or a listed no-op). */
-export function refuseFields(body: Record<string, unknown>, fields: Record<string, (v: unknown) => boolean>, detail: string): void {
+/** Fields refused unless their value is harmless (the predicate says which values are). */
+export type Refusals = Record<string, (v: unknown) => boolean>;
+
+export function refuseFields(body: Record<string, unknown>, fields: Refusals, detail: string): void {
   for (const [field, harmless] of Object.entries(fields)) {
     const v = body[field];
     if (v === undefined || v === null || harmless(v)) continue;
@@ -30,7 +33,7 @@ const LATER = 'tool calling, structured outputs and stored chat completions are 
 const never = () => false;
 const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
 
-const CHAT_UNSUPPORTED = {
+const CHAT_UNSUPPORTED: Refusals = {
   tools: emptyList,
   tool_choice: (v: unknown) => v === 'none' || v === 'auto',
   response_format: (v: unknown) => (v as { type?: string }).type === 'text',
@@ -43,6 +46,8 @@ const CHAT_UNSUPPORTED = {
   web_search_options: never,
   store: (v: unknown) => v === false,
 };
+
+const COMPLETION_UNSUPPORTED: Refusals = { suffix: (v) => v === '', best_of: (v) => v === 1 };
 
 /** The served model a request names, after the key's scopes. */
 export function modelFor(rt: Runtime, res: Response, model: string): string {
@@ -57,33 +62,18 @@ export function openaiInput<B>(req: Request, body: B, model: string, id: string)
 export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredComponent; completions: StoredComponent }): Router {
   const router = Router();
 
-  router.post('/v1/chat/completions', async (req, res) => {
-    const body = req.body as ChatRequest;
-    requireScope(principalOf(res), 'chat');
-    refuseFields(body as Record<string, unknown>, CHAT_UNSUPPORTED, LATER);
-    const model = modelFor(rt(), res, body.model);
-    await invokeAndRelay(rt(), res, {
-      component: builtins().chat,
-      input: openaiInput(req, body, model, newId('chatcmpl-')),
-      tenant: principalOf(res).tenant,
-      model,
-      builtin: true,
+  /** A POST served by a built-in inferlet: scope, fields it refuses, then the invocation. */
+  const builtinRoute = (path: string, scope: string, component: () => StoredComponent, idPrefix: string, refused: Refusals, why: string) =>
+    router.post(path, async (req, res) => {
+      const body = req.body as ChatRequest | CompletionRequest;
+      requireScope(principalOf(res), scope);
+      refuseFields(body as Record<string, unknown>, refused, why);
+      const model = modelFor(rt(), res, body.model);
+      await invokeAndRelay(rt(), res, { component: component(), input: openaiInput(req, body, model, newId(idPrefix)), tenant: principalOf(res).tenant, model, builtin: true });
     });
-  });
 
-  router.post('/v1/completions', async (req, res) => {
-    const body = req.body as CompletionRequest;
-    requireScope(principalOf(res), 'completions');
-    refuseFields(body as Record<string, unknown>, { suffix: (v) => v === '', best_of: (v) => v === 1 }, 'use n for several choices; insertion (suffix) is not available');
-    const model = modelFor(rt(), res, body.model);
-    await invokeAndRelay(rt(), res, {
-      component: builtins().completions,
-      input: openaiInput(req, body, model, newId('cmpl-')),
-      tenant: principalOf(res).tenant,
-      model,
-      builtin: true,
-    });
-  });
+  builtinRoute('/v1/chat/completions', 'chat', () => builtins().chat, 'chatcmpl-', CHAT_UNSUPPORTED, LATER);
+  builtinRoute('/v1/completions', 'completions', () => builtins().completions, 'cmpl-', COMPLETION_UNSUPPORTED, 'use n for several choices; insertion (suffix) is not available');
 
   const modelObject = (id: string) => ({ id, object: 'model', created: Math.floor(statSync(rt().engines.get(id)!.model.dir).mtimeMs / 1000), owned_by: 'pie-gateway' });
 

@@ -13,7 +13,7 @@ import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';
 import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
 import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
-import { modelFor, refuseFields } from './openai-routes.ts';
+import { modelFor, refuseFields, type Refusals } from './openai-routes.ts';
 import { sseEvent } from './relay.ts';
 import type { components } from './openapi-types.ts';
 import type { ResponseStore, StoredResponse } from './response-store.ts';
@@ -22,7 +22,7 @@ import type { SnapshotKeeper } from './snapshot-keeper.ts';
 type CreateResponse = components['schemas']['CreateResponse'];
 type Item = Record<string, unknown>;
 
-const UNSUPPORTED = {
+const UNSUPPORTED: Refusals = {
   tools: (v: unknown) => Array.isArray(v) && v.length === 0,
   tool_choice: (v: unknown) => v === 'auto' || v === 'none',
   reasoning: () => false,

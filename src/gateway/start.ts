@@ -7,7 +7,7 @@
 import { isIP } from 'node:net';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Config } from '../config.ts';
+import { ConfigError, type Config } from '../config.ts';
 import type { Engine } from '../engine/index.ts';
 import { buildCached } from '../runtime/build.ts';
 import type { InferletHost } from '../runtime/host.ts';
@@ -65,7 +65,12 @@ export async function serve(options: ServeOptions): Promise<Serving> {
   const store = ResponseStore.open(resolve(config.root, config.server.dataDir, 'responses.sqlite'));
   const snapshots = new SnapshotKeeper(config.server.maxSnapshots);
   const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots, log });
-  const address = await gateway.listen(options.port ?? config.server.port, host);
+  const port = options.port ?? config.server.port;
+  const address = await gateway.listen(port, host).catch((err: NodeJS.ErrnoException) => {
+    store.close();
+    if (err.code === 'EADDRINUSE' || err.code === 'EACCES') throw new ConfigError(`cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the address is in use' : 'permission denied'}`);
+    throw err;
+  });
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   log(`pie: listening on ${url} (loading models)`);
 
@@ -81,6 +86,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
     const builtins = await loadBuiltins(inferletHost, cacheDir);
     const names = engines.map((e) => e.model.name);
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    if (twice) throw new ConfigError(`two models would be served as "${twice}": name them with --model NAME=DIR`);
     const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
     const metrics = new GatewayMetrics({ engines, host: inferletHost });
     for (const e of engines) snapshots.serve(e);

@@ -73,6 +73,7 @@ describe('gateway behaviour', () => {
     while (!raw.includes('response.output_text.delta')) raw += new TextDecoder().decode((await reader.read()).value);
     const id = JSON.parse(dataLines(raw)[0]!).response.id as string;
     expect((await s.client().responses.retrieve(id)).status).toBe('in_progress');
+    await expect(s.client().responses.delete(id)).rejects.toBeInstanceOf(OpenAI.BadRequestError); // cancel first
     const cancelled = await s.client().responses.cancel(id);
     expect(cancelled).toMatchObject({ id, object: 'response', status: 'cancelled' });
     for (;;) {

@@ -146,6 +146,22 @@ describe('ResponseStore', () => {
     expect(store.inputItems('resp_1', 'acme')).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
   });
 
+  it('marks what was in progress when the server stopped as failed, on reopening', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pie-store-'));
+    dirs.push(dir);
+    const path = join(dir, 'r.sqlite');
+    const first = ResponseStore.open(path);
+    first.put(response('resp_running', { status: 'in_progress', response: { id: 'resp_running', object: 'response', status: 'in_progress', output: [] } }));
+    first.put(response('resp_done'));
+    first.close();
+    const again = ResponseStore.open(path);
+    stores.push(again);
+    const r = again.get('resp_running', 'acme')!;
+    expect(r.status).toBe('failed');
+    expect(r.response).toMatchObject({ status: 'failed', error: { code: 'server_error' } });
+    expect(again.get('resp_done', 'acme')!.status).toBe('completed');
+  });
+
   it('survives closing and reopening its file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pie-response-store-'));
     dirs.push(dir);

@@ -116,6 +116,10 @@ export class ResponseStore {
     const version = Number((db.prepare('PRAGMA user_version').get() as Row).user_version);
     if (version > SCHEMA_VERSION) throw new Error(`response store schema version ${version} is newer than this server understands (${SCHEMA_VERSION})`);
     if (version < SCHEMA_VERSION) this.transaction(() => db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`));
+    // No run survives a restart: what was in progress when the server stopped has failed.
+    db.exec(`UPDATE responses SET status = 'failed',
+      response = json_set(response, '$.status', 'failed', '$.error', json('{"code":"server_error","message":"the server stopped while the response was in progress"}'))
+      WHERE status IN ('in_progress', 'queued')`);
     this.q = {
       upsert: db.prepare(`INSERT INTO responses (tenant, id, model, created_at, status, previous_response_id, response, context_tokens)
         VALUES (?, ?, ?, ?, ?, ?, ?, ?)

@@ -181,6 +181,8 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
   router.delete('/v1/responses/:response_id', (req, res) => {
     requireScope(principalOf(res), 'responses');
     const r = find(req, res);
+    // Its run would store it again when it ends: it must end first.
+    if (running.has(r.id)) throw new InvalidRequestError(`Response '${r.id}' is in progress; cancel it (POST /v1/responses/${r.id}/cancel) before deleting it.`, 'response_id');
     store.delete(r.id, r.tenant);
     const engine = deps.rt().engines.get(r.model);
     if (engine) snapshots.remove(engine, r.tenant, snapshotName(r.id));

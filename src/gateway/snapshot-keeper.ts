@@ -60,10 +60,22 @@ export class SnapshotKeeper {
     engine.deleteSnapshot(name, tenant);
   }
 
-  /** Evicts the oldest snapshot on `engine`; false when it keeps none. */
+  /**
+   * Evicts the oldest snapshot on `engine` whose deletion gives pages back
+   * (one whose pages a running context or a later snapshot of the same
+   * conversation still holds would free nothing, so it stays); false when
+   * no kept snapshot would free any.
+   */
   private evictOldest(engine: Engine): boolean {
+    const pool = engine.kv.pool;
     for (const [k, old] of this.kept) {
       if (old.engine !== engine) continue;
+      const snap = engine.snapshots.get(old.name, old.tenant);
+      if (!snap) {
+        this.kept.delete(k); // gone already (deleted through the engine)
+        continue;
+      }
+      if (!snap.pageTable.some((page) => pool.refCount(page) === 1)) continue;
       this.kept.delete(k);
       engine.deleteSnapshot(old.name, old.tenant);
       return true;

@@ -212,7 +212,9 @@ const MAX_KEPT = 64;
 /** Hands a used instance back to the pool, unbound, if it ended cleanly and is still small. */
 function recycle(dir: string, prepared: Prepared): void {
   const env = prepared.env;
-  if (env.cancelled || env.limitError !== null || ++prepared.uses >= MAX_USES || env.memoryBytes() > MAX_REUSED_MEMORY) return;
+  // Memory never shrinks: an instance that grew past its limit after its last host call would fail the next run.
+  const memory = env.memoryBytes();
+  if (env.cancelled || env.limitError !== null || ++prepared.uses >= MAX_USES || memory > MAX_REUSED_MEMORY || memory > env.memoryLimit) return;
   const pool = warm.get(dir) ?? [];
   warm.set(dir, pool);
   if (pool.length >= Math.max(MAX_KEPT, warmTarget.get(dir) ?? 0)) return;
@@ -249,10 +251,18 @@ async function instantiate(dir: string): Promise<Prepared> {
 /** Instances instantiated ahead of need, per component. */
 const warm = new Map<string, Prepared[]>();
 const warmTarget = new Map<string, number>();
+/** Components being refilled: one refill at a time each, or a burst of starts would each top the pool up. */
+const refilling = new Set<string>();
 async function refill(dir: string): Promise<void> {
-  const pool = warm.get(dir) ?? [];
-  warm.set(dir, pool);
-  while (pool.length < (warmTarget.get(dir) ?? 0)) pool.push(await prepare(dir));
+  if (refilling.has(dir)) return;
+  refilling.add(dir);
+  try {
+    const pool = warm.get(dir) ?? [];
+    warm.set(dir, pool);
+    while (pool.length < (warmTarget.get(dir) ?? 0)) pool.push(await prepare(dir));
+  } finally {
+    refilling.delete(dir);
+  }
 }
 
 const running = new Map<number, InstanceEnv>();

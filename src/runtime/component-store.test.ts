@@ -1,4 +1,4 @@
-import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse } from '@bytecodealliance/jco';
@@ -58,6 +58,7 @@ describe('ComponentStore cache', () => {
     );
     const a = await new ComponentStore(dir).load(bytes);
     expect(existsSync(join(a.dir, 'component.js'))).toBe(true);
+    if (!process.env.JCO_DEBUG) expect(readFileSync(join(a.dir, 'component.js'), 'utf8')).toContain('const _debugLog = () => {};'); // jco's per-call env lookup is gone
     const b = await new ComponentStore(dir).load(bytes);
     expect(b.dir).toBe(a.dir);
     expect(readdirSync(dir)).toHaveLength(1);

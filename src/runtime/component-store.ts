@@ -26,7 +26,7 @@ export class ComponentLoadError extends Error {
 
 const ENTRY = 'component';
 /** Bump when the transpile options change, so stale cache entries are not reused. */
-const CACHE_FORMAT = 2;
+const CACHE_FORMAT = 3;
 
 export class ComponentStore {
   readonly cacheDir: string;
@@ -94,7 +94,7 @@ export class ComponentStore {
     for (const [name, data] of Object.entries(out.files)) {
       const path = join(tmp, name);
       mkdirSync(dirname(path), { recursive: true });
-      writeFileSync(path, data);
+      writeFileSync(path, name.endsWith('.js') ? withoutDebugLog(new TextDecoder().decode(data)) : data);
     }
     writeFileSync(join(tmp, 'manifest.json'), JSON.stringify({ imports, exports: out.exports }));
     mkdirSync(this.cacheDir, { recursive: true });
@@ -110,4 +110,15 @@ export class ComponentStore {
 /** The transpiled module's entry file inside a stored component's folder. */
 export function entryFile(component: StoredComponent): string {
   return join(component.dir, `${ENTRY}.js`);
+}
+
+/**
+ * jco's glue calls `_debugLog` on every task, waitable and lowering step, and
+ * each call reads `process.env.JCO_DEBUG` (a native lookup): in a CPU profile
+ * of 400 chat invocations on reused instances it took ~0.1 ms of each ~2.4 ms.
+ * Unless JCO_DEBUG is set when transpiling, the helper becomes a no-op.
+ */
+export function withoutDebugLog(js: string): string {
+  if (process.env.JCO_DEBUG) return js;
+  return js.replace(/const _debugLog = \(\.\.\.args\) => \{[^}]*\{ return; \}[^}]*\};/, 'const _debugLog = () => {};');
 }

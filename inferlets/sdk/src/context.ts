@@ -103,10 +103,6 @@ export class Context {
     return new Context(model, new abi.Context(model.raw), 0);
   }
 
-  private isEmpty(): boolean {
-    return this.length === 0;
-  }
-
   /** A context continuing a snapshot saved earlier (by this or another invocation of the tenant). */
   static open(model: Model, name: string): Context {
     return new Context(model, call(() => abi.Context.open(model.raw, name)));
@@ -130,7 +126,7 @@ export class Context {
 
   /** Appends text (with the beginning-of-sequence token when the context is empty, unless `bos` says otherwise) or token ids. */
   fill(input: string | ArrayLike<number>, options: { bos?: boolean } = {}): this {
-    const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.isEmpty() }) : input;
+    const tokens = typeof input === 'string' ? this.model.encode(input, { bos: options.bos ?? this.length === 0 }) : input;
     const ids = Uint32Array.from(tokens as ArrayLike<number>);
     call(() => this.raw.fill(ids));
     if (this.known !== undefined) this.known += ids.length;
@@ -140,7 +136,7 @@ export class Context {
   /** Appends chat messages rendered with the model's template (exactly one BOS on an empty context). */
   fillChat(messages: ChatMessage[], options: ChatOptions = {}): this {
     const args = [this.model.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true] as const;
-    if (this.isEmpty()) {
+    if (this.length === 0) {
       const ids = chat.encode(...args);
       call(() => this.raw.fill(ids));
       this.known = ids.length;

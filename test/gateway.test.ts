@@ -245,7 +245,8 @@ describe('validation', () => {
       [{ model, messages: user('x'), foo: 1 }, 'foo', /Unrecognized request argument supplied: foo/],
       [{ model, messages: user('x'), temperature: 5 }, 'temperature', /must be <= 2/],
       [{ model, messages: user('x'), tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools', /tools is not supported/],
-      [{ model, messages: user('x'), response_format: { type: 'json_object' } }, 'response_format', /not supported/],
+      [{ model, messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: '((' } } } }, 'response_format', /parenthesis is not closed/],
+      [{ model, messages: user('x'), response_format: { type: 'yaml' } }, 'response_format.type', /./],
       [{ model }, 'messages', /required/],
       [{ model, messages: [{ role: 'wizard', content: 'x' }] }, 'messages.0.role', /./],
     ];

@@ -9,6 +9,7 @@ import { Model, type ChatMessage, type Context, type Generation, type Generation
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
+import { grammarOf, openMatchers, type ResponseFormat, type StructuredOutputs } from './structured.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
 type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
@@ -61,6 +62,8 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const chunk = (choices: Chunk['choices']): Chunk => ({ ...base, object: 'chat.completion.chunk', choices, ...(includeUsage ? { usage: null } : {}) });
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, i) => samplingOf(body, model.info.vocabSize, i));
+  const extension = body.structured_outputs as StructuredOutputs | null | undefined;
+  const matchers = openMatchers(model, grammarOf(body.response_format as ResponseFormat | undefined, 'response_format', extension), n);
   // n > 1: compute the prompt once; each choice forks it.
   if (n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
@@ -74,6 +77,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
       max_tokens: maxTokens,
       stop,
       stop_token_ids: stopTokenIds,
+      ...(matchers[i] ? { grammar: matchers[i] } : {}),
       ...(wantLogprobs ? { logprobs: topLogprobs } : {}),
       ...(fast ? { stream: { event: 'message', template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])) } } : {}),
     }),

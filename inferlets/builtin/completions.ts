@@ -7,6 +7,7 @@ import { Model, type Context, type GenerationResult, type TokenLogprob } from '@
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
+import { grammarOf, openMatchers, type StructuredOutputs } from './structured.ts';
 
 type Request = components['schemas']['CreateCompletionRequest'];
 type Completion = components['schemas']['Completion'];
@@ -62,6 +63,8 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
   const promptTokens = roots.reduce((s, c) => s + c.length, 0);
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, j) => samplingOf(body, model.info.vocabSize, j));
+  const extension = body.structured_outputs as StructuredOutputs | null | undefined;
+  const matchers = openMatchers(model, grammarOf(undefined, '', extension), list.length * n);
   const forked = roots.map((root) => {
     if (n > 1) root.prefill();
     return n > 1 ? Array.from({ length: n }, () => root.fork()) : [root];
@@ -77,6 +80,7 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
         sampling: samplings[j],
         max_tokens: maxTokens,
         stop,
+        ...(matchers[index] ? { grammar: matchers[index] } : {}),
         ...(logprobs !== null ? { logprobs } : {}),
         ...(templated ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
       });

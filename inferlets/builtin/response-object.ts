@@ -23,7 +23,7 @@ export function responseObject(input: ResponsesInput<Request>, status: string, o
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: body.previous_response_id ?? null,
     temperature: body.temperature ?? 1,
-    text: { format: { type: 'text' } },
+    text: { format: body.text?.format ?? { type: 'text' } },
     tool_choice: 'auto',
     tools: [],
     top_p: body.top_p ?? 1,

@@ -10,6 +10,7 @@ import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, filling, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
 import { responseObject } from './response-object.ts';
+import { grammarOf, openMatchers, type ResponseFormat } from './structured.ts';
 
 type Request = components['schemas']['CreateResponse'];
 type InputItem = Extract<Request['input'], unknown[]>[number];
@@ -66,6 +67,7 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const inputTokens = ctx.length;
   const maxTokens = body.max_output_tokens ?? undefined;
   checkContextLength(model, inputTokens, maxTokens, 'input');
+  const [matcher] = openMatchers(model, grammarOf(body.text?.format as ResponseFormat | undefined, 'text.format'), 1);
 
   const msgId = `msg_${input.id.replace(/^resp_/, '')}`;
   const response = (status: string, output: unknown[], extra: Record<string, unknown> = {}) => responseObject(input, status, output, extra);
@@ -86,6 +88,7 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
       sampling: samplingOf({ temperature: body.temperature, top_p: body.top_p }, model.info.vocabSize),
       max_tokens: maxTokens,
       stop_token_ids: model.stopTokenIds,
+      ...(matcher ? { grammar: matcher } : {}),
       ...(stream ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
     })
     .result();

@@ -230,18 +230,23 @@ describe('Engine on the mock driver', () => {
     engine.release(ctx);
   });
 
-  it('fails only the generation whose constraint throws, and counts what it did', async () => {
+  it('fails only the generation whose grammar fails, and counts what it did', async () => {
     const { engine } = await mockEngine();
     const bad = engine.createContext();
     const good = engine.createContext();
     engine.append(bad, prompt(5, 11));
     engine.append(good, prompt(5, 12));
+    const matcher = await engine.grammars.matcher(await engine.grammars.compile({ type: 'regex', pattern: '[^\\n]*' }));
+    let chunks = 0;
+    const onChunk = () => {
+      if (++chunks === 2) matcher.dispose(); // its next mask fails
+    };
     const [b, g] = await Promise.all([
-      engine.generate(bad, { maxTokens: 5, ignoreEos: true, sampling: { seed: 1 }, constraint: (out) => { if (out.length === 2) throw new Error('grammar broke'); return undefined; } }).result,
+      engine.generate(bad, { maxTokens: 5, ignoreEos: true, sampling: { seed: 1 }, grammar: matcher, onChunk }).result,
       engine.generate(good, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result,
     ]);
     expect(b.finishReason).toBe('error');
-    expect(b.error!.message).toBe('grammar broke');
+    expect(b.error!.message).toBe('the grammar matcher was released');
     expect(b.completionTokens).toBe(2);
     expect(g.tokens).toEqual(expected(prompt(5, 12), 5));
     const stats = engine.stats();

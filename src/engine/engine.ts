@@ -16,6 +16,7 @@ import { Context } from './context.ts';
 import * as errors from './errors.ts';
 import { ForwardWork } from './forward-work.ts';
 import { Generation, type GenerateOptions } from './generation.ts';
+import { Grammars, type GrammarsOptions } from './grammar/grammars.ts';
 import { KvCache } from './kv-cache.ts';
 import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
 import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
@@ -28,6 +29,8 @@ export interface EngineOptions {
   maxRowsPerStep?: number;
   /** Reuse KV pages of identical prefixes. Default true. */
   prefixCaching?: boolean;
+  /** Grammar cache size and compile time limit. */
+  grammars?: GrammarsOptions;
 }
 
 export interface StepStats {
@@ -40,6 +43,10 @@ export interface StepStats {
   scheduleMs: number;
   /** Handing out logits: sampling, detokenizing, streaming. */
   sampleMs: number;
+  /** Rows sampled under a grammar. */
+  constrained: number;
+  /** Computing their grammar masks (overlapped with driverMs). */
+  maskMs: number;
 }
 
 export interface EngineStats {
@@ -93,6 +100,8 @@ export class Engine {
   private readonly active = new Map<Context, Work>();
   private looping = false;
   private closed = false;
+  private grammarsOf: Grammars | null = null;
+  private readonly grammarOptions: GrammarsOptions;
 
   constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
     this.model = model;
@@ -104,6 +113,13 @@ export class Engine {
       reclaim: () => this.reclaim?.() ?? false,
     });
     this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false));
+    this.grammarOptions = options.grammars ?? {};
+  }
+
+  /** The model's grammars (compiled on first use, cached by source). */
+  get grammars(): Grammars {
+    this.grammarsOf ??= new Grammars(this.model.tokenizer, this.model.config.vocabSize, this.model.eosTokenIds, this.grammarOptions);
+    return this.grammarsOf;
   }
 
   // ---- contexts ----
@@ -292,9 +308,15 @@ export class Engine {
     }
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
+    const running = this.driver.run(batch);
+    running.catch(() => undefined); // handled below, after the masks
+    // Grammar masks of the rows sampled this step are computed while the forward pass runs.
+    const constrained = planned.filter((s) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained);
+    const masking = constrained.length > 0 ? Promise.all(constrained.map((s) => (s.work as Generation).prepareMask())) : null;
+    const maskMs = masking ? await masking.then(() => performance.now() - t1) : 0;
     let result: StepResult;
     try {
-      result = await this.driver.run(batch);
+      result = await running;
     } catch (err) {
       for (const s of planned) this.cancelWork(s.work, err as Error);
       return;
@@ -303,7 +325,7 @@ export class Engine {
     this.numSteps++;
     this.deliver(planned, result);
     const t3 = performance.now();
-    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0, sampleMs: t3 - t2 });
+    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0, sampleMs: t3 - t2, constrained: constrained.length, maskMs });
   }
 
   private deliver(planned: Scheduled[], result: StepResult): void {
@@ -332,7 +354,7 @@ export class Engine {
         try {
           work.deliver(rows[0]!);
         } catch (err) {
-          // A constraint that throws, or a fully masked row: this generation fails, the others go on.
+          // A grammar that fails, or a fully masked row: this generation fails, the others go on.
           this.cancelWork(work, err as Error);
         }
       }

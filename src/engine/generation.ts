@@ -6,6 +6,8 @@
  */
 import type { Context } from './context.ts';
 import { IncrementalDecoder } from './detokenizer.ts';
+import { Grammar } from './grammar/grammars.ts';
+import type { Matcher } from './grammar/matcher.ts';
 import { Sampler, TokenHistory, type SampleResult, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
 import type { SampledRow, Work } from './scheduler.ts';
 import { StopMatcher } from './stop-matcher.ts';
@@ -23,8 +25,12 @@ export interface GenerateOptions {
   ignoreEos?: boolean;
   /** Strings that end the generation; they are not part of the text. */
   stop?: readonly string[];
-  /** Allowed tokens for the next position, given the tokens generated so far (grammars). */
-  constraint?: (generated: readonly number[]) => TokenMask | undefined;
+  /**
+   * Constrains the output to a grammar: a compiled grammar (the generation
+   * makes its own matcher, whose end tokens are this generation's stop
+   * tokens), or a matcher the caller owns, which the generation advances.
+   */
+  grammar?: Grammar | Matcher;
   /** Cancels the generation. */
   signal?: AbortSignal;
   /** Receives each chunk as it is produced, inside the engine's step (then the generation is not iterable). */
@@ -84,6 +90,12 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   private readonly queue: GenerationChunk[] = [];
   private wakeReader: (() => void) | null = null;
   private readonly onFinish: (g: Generation) => void;
+  /** The grammar's matcher (made at the first step when the generation owns it). */
+  private matcher: Matcher | null;
+  private readonly ownsMatcher: boolean;
+  /** The next row's allowed tokens, computed while the step's forward pass runs. */
+  private nextMask: TokenMask | null = null;
+  private maskError: Error | null = null;
 
   constructor(ctx: Context, tokenizer: Tokenizer, defaultStopIds: readonly number[], maxTokens: number, window: number | null, options: GenerateOptions, onFinish: (g: Generation) => void) {
     this.ctx = ctx;
@@ -101,20 +113,53 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.maxTokens = maxTokens;
     this.promptTokens = ctx.length;
     this.logprobs = options.sampling?.logprobs !== undefined ? [] : undefined;
-    this.needs = this.sampler.isPlainGreedy && !options.constraint ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
+    const g = options.grammar;
+    this.ownsMatcher = g instanceof Grammar;
+    this.matcher = g === undefined || g instanceof Grammar ? null : g;
+    this.needs = this.sampler.isPlainGreedy && !g ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
     this.invTemperature = this.sampler.invTemperature;
     this.result = new Promise((r) => (this.resolve = r));
+  }
+
+  get isConstrained(): boolean {
+    return this.options.grammar !== undefined;
+  }
+
+  /**
+   * Computes the allowed tokens of the row this step samples; the engine
+   * calls it right after starting the forward pass, so the two overlap.
+   * Never rejects: a failure fails this generation when its row arrives.
+   */
+  async prepareMask(): Promise<void> {
+    const g = this.options.grammar;
+    if (!g || this.finished) return;
+    try {
+      if (!this.matcher) {
+        const own = g as Grammar;
+        this.matcher = await own.owner.matcher(own, [...this.stopIds]);
+        if (this.finished) return this.disposeMatcher();
+      }
+      this.nextMask = await this.matcher.mask();
+    } catch (err) {
+      this.maskError = err as Error;
+    }
   }
 
   /** Called by the engine with the last token's row; returns whether generation goes on. */
   deliver(row: SampledRow): boolean {
     if (this.finished) return false;
-    const mask = () => this.options.constraint?.(this.generated);
+    let mask: TokenMask | undefined;
+    if (this.isConstrained) {
+      if (this.maskError || !this.nextMask) throw this.maskError ?? new Error('the grammar mask was not computed');
+      mask = this.nextMask;
+      this.nextMask = null;
+    }
     const s: SampleResult = row.probs
-      ? this.sampler.sampleProbs(row.probs, this.history, mask())
+      ? this.sampler.sampleProbs(row.probs, this.history, mask)
       : row.logits
-        ? this.sampler.sample(row.logits, this.history, mask())
+        ? this.sampler.sample(row.logits, this.history, mask)
         : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
+    if (this.matcher && !this.matcher.accept(s.token)) throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);
     this.ctx.push(s.token);
     this.generated.push(s.token);
     this.history?.addOutput(s.token);
@@ -131,6 +176,12 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       this.finish('stop', this.stopMatcher.matched);
       return false;
     }
+    if (this.matcher?.isTerminated) {
+      // The grammar is complete and takes no end token (a caller's matcher without one, or ignoreEos).
+      this.emit(delta + this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
+      this.finish('stop', null);
+      return false;
+    }
     if (this.generated.length >= this.maxTokens) {
       this.emit(delta + this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
       this.finish('length', null);
@@ -144,6 +195,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   finish(reason: FinishReason, stopReason: string | number | null = null, error?: Error): void {
     if (this.finished) return;
     this.finished = true;
+    this.disposeMatcher();
     this.onFinish(this);
     this.resolve({
       text: this.text,
@@ -171,6 +223,10 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       await new Promise<void>((r) => (this.wakeReader = r));
       this.wakeReader = null;
     }
+  }
+
+  private disposeMatcher(): void {
+    if (this.ownsMatcher) this.matcher?.dispose();
   }
 
   private emit(text: string, tokens: number[], lp: TokenLogprob | undefined): void {

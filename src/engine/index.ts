@@ -19,6 +19,10 @@ export type { SampleResult, SamplingParams, TokenMask, TopLogprob } from './samp
 export { IncrementalDecoder } from './detokenizer.ts';
 export { StopMatcher } from './stop-matcher.ts';
 export { EngineError } from './errors.ts';
+export { Grammar, GrammarError, Grammars } from './grammar/grammars.ts';
+export type { GrammarsOptions, GrammarStats } from './grammar/grammars.ts';
+export { Matcher } from './grammar/matcher.ts';
+export type { GrammarSource } from './grammar/source.ts';
 export { loadModel } from '../model/load.ts';
 export type { LoadedModel } from '../model/load.ts';
 

@@ -144,6 +144,7 @@ export class Sampler {
   sample(logits: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
     this.process(logits, history, mask);
     const token = this.isGreedy ? argmax(logits) : this.draw(logits);
+    if (logits[token] === -Infinity) throw new Error('sampler: every token is masked');
     if (this.params.logprobs === undefined) return { token };
     const lse = logSumExp(logits);
     const result: SampleResult = { token, logprob: logits[token]! - lse };

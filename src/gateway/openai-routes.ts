@@ -28,7 +28,7 @@ export function refuseFields(body: Record<string, unknown>, fields: Refusals, de
   }
 }
 
-const LATER = 'tool calling, structured outputs and stored chat completions are not available yet';
+const LATER = 'tool calling and stored chat completions are not available yet';
 
 const never = () => false;
 const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
@@ -36,7 +36,6 @@ const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
 const CHAT_UNSUPPORTED: Refusals = {
   tools: emptyList,
   tool_choice: (v: unknown) => v === 'none' || v === 'auto',
-  response_format: (v: unknown) => (v as { type?: string }).type === 'text',
   functions: emptyList,
   function_call: (v: unknown) => v === 'none' || v === 'auto',
   audio: never,

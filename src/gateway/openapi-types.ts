@@ -203,6 +203,39 @@ export interface components {
         LogitBias: {
             [key: string]: number;
         } | null;
+        ResponseFormatText: {
+            /** @enum {string} */
+            type: "text";
+        };
+        /** @description Any JSON object (compact, one line). */
+        ResponseFormatJsonObject: {
+            /** @enum {string} */
+            type: "json_object";
+        };
+        /** @description A JSON Schema the output is valid against by construction (grammar-constrained decoding, whatever the sampling settings). Output JSON is compact: one line, ", " and ": " between items. A schema the grammar engine cannot honour (unknown `$ref`, invalid `pattern`, ...) is a 400 naming the problem. */
+        ResponseFormatJsonSchemaSchema: {
+            [key: string]: unknown;
+        };
+        ResponseFormatJsonSchema: {
+            /** @enum {string} */
+            type: "json_schema";
+            json_schema: {
+                name: string;
+                description?: string;
+                schema?: components["schemas"]["ResponseFormatJsonSchemaSchema"];
+                /** @description Accepted; the output is constrained to the schema either way. */
+                strict?: boolean | null;
+            };
+        };
+        ResponseFormat: components["schemas"]["ResponseFormatText"] | components["schemas"]["ResponseFormatJsonSchema"] | components["schemas"]["ResponseFormatJsonObject"];
+        /** @description Extension (as in vLLM): constrain the output to exactly one of a JSON Schema (`json`, an object or its JSON text), a regular expression matching the whole output (`regex`), one of a list of strings (`choice`), an EBNF grammar whose root rule is `root` (`grammar`, W3C-style as xgrammar reads it), or any JSON object (`json_object`). Cannot be combined with a non-text `response_format`. */
+        StructuredOutputs: {
+            json?: Record<string, never> | string | boolean;
+            regex?: string;
+            choice?: string[];
+            grammar?: string;
+            json_object?: boolean;
+        } | null;
         ChatCompletionStreamOptions: {
             /** @description Send a last chunk with `usage` (and empty `choices`) before `data: [DONE]`. */
             include_usage?: boolean;
@@ -268,8 +301,8 @@ export interface components {
             tools?: unknown;
             /** @description Not supported yet: rejected with 400. */
             tool_choice?: unknown;
-            /** @description Not supported yet: rejected with 400. */
-            response_format?: unknown;
+            response_format?: components["schemas"]["ResponseFormat"];
+            structured_outputs?: components["schemas"]["StructuredOutputs"];
             /** @description Not supported yet: rejected with 400. */
             functions?: unknown;
             /** @description Not supported yet: rejected with 400. */
@@ -429,6 +462,7 @@ export interface components {
             echo?: boolean | null;
             /** @description Accepted and ignored. */
             user?: string;
+            structured_outputs?: components["schemas"]["StructuredOutputs"];
             /** @description Not supported: rejected with 400 unless null. */
             suffix?: unknown;
             /** @description Only 1 (or null) is supported; other values are rejected with 400. */
@@ -497,12 +531,22 @@ export interface components {
             /** @description Not supported yet: rejected with 400. */
             prompt?: unknown;
         };
-        /** @description Only plain text output is supported. */
         ResponseTextParam: {
-            format?: {
-                /** @enum {string} */
-                type: "text";
-            };
+            format?: components["schemas"]["ResponseFormatText"] | components["schemas"]["TextResponseFormatJsonSchema"] | components["schemas"]["ResponseFormatJsonObject"];
+            /**
+             * @description Accepted and ignored.
+             * @enum {string|null}
+             */
+            verbosity?: "low" | "medium" | "high" | null;
+        };
+        TextResponseFormatJsonSchema: {
+            /** @enum {string} */
+            type: "json_schema";
+            name: string;
+            description?: string;
+            schema: components["schemas"]["ResponseFormatJsonSchemaSchema"];
+            /** @description Accepted; the output is constrained to the schema either way. */
+            strict?: boolean | null;
         };
         InputItem: components["schemas"]["InputMessage"] | components["schemas"]["FunctionToolCall"] | components["schemas"]["FunctionToolCallOutput"];
         /** @description A message. An assistant message from an earlier response's output may be passed back as is (with `id`, `status` and `output_text` parts). */

@@ -26,7 +26,12 @@ const readDoc = (path: string) => loadYaml(readFileSync(path, 'utf8')) as Doc;
 const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Our additions to OpenAI's request fields, as in vLLM. */
-const EXTENSIONS = new Set(['top_k', 'min_p', 'repetition_penalty']);
+const EXTENSIONS = new Set(['top_k', 'min_p', 'repetition_penalty', 'structured_outputs']);
+/**
+ * Properties OpenAI defines that the reference extract lost with its prose
+ * (it dropped every key named `description`): a response format's description.
+ */
+const LOST_FROM_REFERENCE = /(response_format\.json_schema|text\.format)\.description$/;
 /** Operations whose 200 OpenAI's spec leaves without a body (the SDKs ignore it); ours is OpenAI's observed body. */
 const NO_REFERENCE_BODY = new Set(['delete /responses/{response_id}']);
 
@@ -167,7 +172,7 @@ describe('openapi/openapi.yaml', () => {
         }
       }
       expect(operations).toBeGreaterThanOrEqual(9);
-      expect(problems).toEqual([]);
+      expect(problems.filter((p) => !LOST_FROM_REFERENCE.test(p))).toEqual([]);
     },
   );
 

@@ -25,10 +25,21 @@ export class Tokenizer {
   private readonly addBos: boolean;
   /** Pieces written in GPT-2's byte alphabet (byte-level BPE) rather than SentencePiece's. */
   private readonly byteLevel: boolean;
+  /** How a grammar engine should read the pieces (see `grammarVocabulary`). */
+  private readonly vocabType: 'byte_fallback' | 'byte_level' | 'raw';
+  private readonly prependsSpace: boolean;
 
   constructor(json: Record<string, unknown>, config: TokenizerConfig) {
     this.hf = new HfTokenizer(json, config);
-    this.byteLevel = JSON.stringify(json.decoder ?? null).includes('"ByteLevel"');
+    const decoder = JSON.stringify(json.decoder ?? null);
+    this.byteLevel = decoder.includes('"ByteLevel"');
+    this.vocabType = decoder.includes('"ByteFallback"') ? 'byte_fallback' : this.byteLevel ? 'byte_level' : 'raw';
+    // SentencePiece's dummy prefix: a Prepend("▁") normalizer, or a Metaspace pre-tokenizer that prepends.
+    const normalizer = JSON.stringify(json.normalizer ?? null);
+    const metaspace = JSON.stringify(json.pre_tokenizer ?? null);
+    this.prependsSpace =
+      /"type":"Prepend","prepend":"\u2581"|"type":"Prepend","prepend":"▁"/.test(normalizer) ||
+      (/"type":"Metaspace"/.test(metaspace) && !/"prepend_scheme":"never"|"add_prefix_space":false/.test(metaspace));
     this.vocabSize = this.hf.get_vocab(true).size;
     this.bosToken = tokenText(config.bos_token);
     this.eosToken = tokenText(config.eos_token);
@@ -68,6 +79,18 @@ export class Tokenizer {
 
   idToToken(id: number): string | undefined {
     return this.hf.id_to_token(id);
+  }
+
+  /**
+   * The vocabulary as a grammar engine reads it: each id's piece as written
+   * in tokenizer.json ('' for special tokens and for ids past the tokenizer's
+   * pieces, so a grammar never allows them as text), how to decode a piece,
+   * and whether encoding prepends a space.
+   */
+  grammarVocabulary(size: number): { pieces: string[]; type: 'byte_fallback' | 'byte_level' | 'raw'; prependSpace: boolean } {
+    const pieces = new Array<string>(size);
+    for (let id = 0; id < size; id++) pieces[id] = this.specialIds.has(id) ? '' : (this.hf.id_to_token(id) ?? '');
+    return { pieces, type: this.vocabType, prependSpace: this.prependsSpace };
   }
 
   /**

@@ -163,7 +163,7 @@ function importsFor(env: InstanceEnv): Record<string, object> {
     runtime: guestRuntime(env),
     model: guestModel(env),
     context: guestContext(env),
-    grammar: guestGrammar(),
+    grammar: guestGrammar(env),
     inference: guestInference(env),
     chat: guestChat(),
     messaging: guestMessaging(env),

@@ -19,6 +19,7 @@ import { Worker } from 'node:worker_threads';
 import type { Engine } from '../engine/index.ts';
 import { AbiError } from './abi.ts';
 import { contextHandlers } from './bindings/context.ts';
+import { grammarHandlers } from './bindings/grammar.ts';
 import type { HostSide, Handlers } from './bindings/host-side.ts';
 import { inferenceHandlers } from './bindings/inference.ts';
 import { messagingHandlers } from './bindings/messaging.ts';
@@ -74,7 +75,7 @@ export interface HostStats {
   workerRestarts: number;
 }
 
-const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
+const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...grammarHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
 
 class WorkerSlot {
   readonly worker: Worker;
@@ -342,6 +343,8 @@ export class InferletHost implements HostSide {
     inv.generations.clear();
     for (const { engine, ctx } of inv.contexts.values()) engine.release(ctx);
     inv.contexts.clear();
+    for (const { matcher } of inv.matchers.values()) matcher.dispose();
+    inv.matchers.clear();
     for (const { topic, box } of inv.subscriptions.values()) this.hub.unsubscribe(inv.tenant, topic, box);
     inv.subscriptions.clear();
     inv.reservations.clear();

@@ -9,7 +9,8 @@
  *      │  ├──limit / watchdog───────► failed
  *      │  └──cancel() / signal──────► cancelled
  */
-import type { Context, Engine, Generation, GenerationChunk } from '../engine/index.ts';
+import type { Context, Engine, Generation, GenerationChunk, Matcher } from '../engine/index.ts';
+import type { HeldMatcher } from './bindings/grammar.ts';
 import type { PageReservation } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from './protocol.ts';
@@ -56,6 +57,8 @@ export interface HeldGeneration {
   lastChunkAt: number;
   /** Events it streamed to the caller. */
   streamed: number;
+  /** The guest's matcher constraining it, if any. */
+  matcher: Matcher | null;
 }
 
 /** Token timing of an invocation's generations, for metrics. */
@@ -83,6 +86,7 @@ export class Invocation {
   readonly contexts = new Map<number, HeldContext>();
   readonly generations = new Map<number, HeldGeneration>();
   readonly subscriptions = new Map<number, { topic: string; box: Mailbox }>();
+  readonly matchers = new Map<number, HeldMatcher>();
   /** Aborted when the invocation ends: ends its waits on other inferlets. */
   readonly signal: AbortSignal;
   private readonly abort = new AbortController();

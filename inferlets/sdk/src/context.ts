@@ -4,6 +4,7 @@ import * as abi from 'pie:inferlet/context@0.1.0';
 import * as inference from 'pie:inferlet/inference@0.1.0';
 import { call } from './errors.ts';
 import { Generation } from './generation.ts';
+import { Grammar, Matcher } from './grammar.ts';
 import type { ChatMessage, ChatOptions, Model } from './model.ts';
 import { toAbiMessages, toAbiTools } from './model.ts';
 import { toSampling, type SamplingOptions } from './sampling.ts';
@@ -28,6 +29,16 @@ export interface GenerateOptions {
    * ctx.generate({ stream: { event: 'message', template: '{"delta":{{delta}}}' } });
    */
   stream?: boolean | string | StreamFormat;
+  /**
+   * Constrain the output: every token is drawn from what the grammar allows,
+   * at any temperature, and the generation ends (finish_reason "stop") when
+   * the grammar is complete. A `Matcher` continues from its state and is
+   * advanced by the generation.
+   *
+   * @example
+   * const city = ctx.generate({ grammar: Grammar.json({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }) }).json();
+   */
+  grammar?: Grammar | Matcher;
 }
 
 export interface StreamFormat {
@@ -169,6 +180,10 @@ export class Context {
   generate(options: GenerateOptions = {}): Generation {
     this.known = undefined; // the host appends what it generates
     const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
+    const g = options.grammar;
+    // A grammar gets a matcher of its own, released with the generation.
+    const owned = g instanceof Grammar ? call(() => g.open(this.model)) : undefined;
+    const constraint = owned ?? (g instanceof Matcher ? g.raw : undefined);
     const raw = call(() =>
       inference.generate(
         this.raw,
@@ -180,10 +195,10 @@ export class Context {
           logprobs: options.logprobs,
           stream: toStreamFormat(options.stream),
         },
-        undefined,
+        constraint,
       ),
     );
-    return new Generation(raw);
+    return new Generation(raw, owned);
   }
 
   /**

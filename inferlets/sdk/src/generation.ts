@@ -1,4 +1,5 @@
 /** A running host-side generation: iterate its chunks, or wait for its result. */
+import type * as grammar from 'pie:inferlet/grammar@0.1.0';
 import type * as abi from 'pie:inferlet/inference@0.1.0';
 import { call } from './errors.ts';
 
@@ -43,10 +44,13 @@ export interface GenerationResult {
 export class Generation implements Iterable<Chunk> {
   private readonly raw: abi.Generation;
   private done: GenerationResult | undefined;
+  /** The matcher made for its grammar, released when it ends. */
+  private matcher: grammar.Matcher | undefined;
 
   /** @internal */
-  constructor(raw: abi.Generation) {
+  constructor(raw: abi.Generation, matcher?: grammar.Matcher) {
     this.raw = raw;
+    this.matcher = matcher;
   }
 
   *[Symbol.iterator](): Iterator<Chunk> {
@@ -60,7 +64,12 @@ export class Generation implements Iterable<Chunk> {
   /** Waits for the end and returns everything produced. */
   result(): GenerationResult {
     if (this.done) return this.done;
-    const r = call(() => this.raw.finish());
+    let r: abi.GenerateResult;
+    try {
+      r = call(() => this.raw.finish());
+    } finally {
+      this.releaseMatcher();
+    }
     this.done = {
       text: r.text,
       tokens: Array.from(r.tokens),
@@ -79,7 +88,10 @@ export class Generation implements Iterable<Chunk> {
     return this.result().text;
   }
 
-  /** Waits for the end and parses the text as JSON. */
+  /**
+   * Waits for the end and parses the text as JSON (a grammar-constrained
+   * generation cut off by max_tokens is incomplete JSON: this then throws).
+   */
   json<T = unknown>(): T {
     return JSON.parse(this.text()) as T;
   }
@@ -87,5 +99,10 @@ export class Generation implements Iterable<Chunk> {
   /** Stops it; `result()` then reports finish_reason "cancelled". */
   cancel(): void {
     this.raw.cancel();
+  }
+
+  private releaseMatcher(): void {
+    this.matcher?.[Symbol.dispose]();
+    this.matcher = undefined;
   }
 }

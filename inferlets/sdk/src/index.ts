@@ -16,6 +16,7 @@ export { Model, type ChatMessage, type ChatOptions, type ModelInfo, type ToolDef
 export { Context, type GenerateOptions, type StreamFormat, type StepOptions, type StepOutput, type StepResult } from './context.ts';
 export { Generation, type Chunk, type GenerationResult, type TokenLogprob } from './generation.ts';
 export { Sampler, type SamplingOptions } from './sampling.ts';
+export { Grammar, Matcher } from './grammar.ts';
 export { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
 export { queue, topic } from './messaging.ts';
 export { emit, isCancelled, setHeader, setResult, setStatus } from './output.ts';

@@ -1,21 +1,170 @@
 /**
- * pie:inferlet/grammar. The ABI is fixed now; matchers arrive with
- * structured outputs, so every constructor answers `unsupported` until then.
+ * pie:inferlet/grammar. A guest's matcher is a handle; the matcher itself
+ * lives beside the engine, which advances it during host-run generations.
+ * Compiled grammars are cached by source in the engine's `Grammars`.
  */
-import { GuestResultError } from '../guest-env.ts';
+import type { Engine, GrammarSource, Matcher, TokenMask } from '../../engine/index.ts';
+import { GrammarError } from '../../engine/index.ts';
+import { AbiError } from '../abi.ts';
+import type { GuestEnv } from '../guest-env.ts';
+import type { Invocation } from '../invocation.ts';
+import type { GuestModel } from './model.ts';
+import type { Handlers } from './host-side.ts';
 
-export function guestGrammar() {
-  const unsupported = (): never => {
-    throw new GuestResultError('unsupported', 'grammar matchers are not available yet in this server');
-  };
-  class Matcher {
-    static fromJsonSchema = unsupported;
-    static fromRegex = unsupported;
-    static fromEbnf = unsupported;
-    allowed = unsupported;
-    accept = unsupported;
-    isTerminated = unsupported;
-    reset = unsupported;
+export interface GuestMatcher {
+  readonly handle: number;
+}
+
+/** Matchers one invocation may hold at once. */
+export const MAX_MATCHERS = 1024;
+
+export function guestGrammar(env: GuestEnv) {
+  class Matcher implements GuestMatcher {
+    readonly handle: number;
+    private dropped = false;
+    private constructor(handle: number) {
+      this.handle = handle;
+    }
+    private static async create(model: GuestModel, source: GrammarSource) {
+      const h = env.handle();
+      await env.call('grammar.create', [h, model.name, source]);
+      return new Matcher(h);
+    }
+    static fromJsonSchema(model: GuestModel, schema: string) {
+      return Matcher.create(model, { type: 'json_schema', schema });
+    }
+    static fromJsonObject(model: GuestModel) {
+      return Matcher.create(model, { type: 'json_object' });
+    }
+    static fromRegex(model: GuestModel, pattern: string) {
+      return Matcher.create(model, { type: 'regex', pattern });
+    }
+    static fromEbnf(model: GuestModel, grammar: string, root: string) {
+      return Matcher.create(model, { type: 'ebnf', grammar, root });
+    }
+    static fromChoice(model: GuestModel, choices: string[]) {
+      return Matcher.create(model, { type: 'choice', choices });
+    }
+    allowed() {
+      return env.call('grammar.allowed', [this.handle]);
+    }
+    accept(token: number) {
+      return env.call('grammar.accept', [this.handle, token]);
+    }
+    async rollback(tokens: number) {
+      await env.call('grammar.rollback', [this.handle, tokens]);
+    }
+    isTerminated() {
+      return env.call('grammar.is-terminated', [this.handle]);
+    }
+    reset() {
+      env.send('grammar.reset', [this.handle]);
+    }
+    async fork() {
+      const h = env.handle();
+      await env.call('grammar.fork', [this.handle, h]);
+      return new Matcher(h);
+    }
+    [Symbol.dispose]() {
+      if (this.dropped) return;
+      this.dropped = true;
+      env.send('grammar.drop', [this.handle]);
+    }
   }
   return { Matcher };
 }
+
+export interface HeldMatcher {
+  engine: Engine;
+  matcher: Matcher;
+}
+
+/** The matcher behind a guest handle. */
+export function heldMatcher(inv: Invocation, handle: number): HeldMatcher {
+  const held = inv.matchers.get(handle);
+  if (!held) throw new AbiError('invalid-argument', `matcher ${handle} has been released`);
+  return held;
+}
+
+/** A bitset over the vocabulary as runs [in, out, in, ...] starting with an included run. */
+export function maskToRuns(mask: TokenMask, vocabSize: number): Uint32Array {
+  const runs: number[] = [];
+  let inSet = true;
+  let start = 0;
+  for (let t = 0; t < vocabSize; t++) {
+    const bit = ((mask[t >>> 5]! >>> (t & 31)) & 1) === 1;
+    if (bit !== inSet) {
+      runs.push(t - start);
+      start = t;
+      inSet = bit;
+    }
+  }
+  if (inSet) runs.push(vocabSize - start);
+  return Uint32Array.from(runs);
+}
+
+function checkSource(source: unknown): GrammarSource {
+  const s = source as GrammarSource;
+  const ok =
+    (s?.type === 'json_schema' && typeof s.schema === 'string') ||
+    s?.type === 'json_object' ||
+    (s?.type === 'regex' && typeof s.pattern === 'string') ||
+    (s?.type === 'ebnf' && typeof s.grammar === 'string' && typeof (s.root ?? '') === 'string') ||
+    (s?.type === 'choice' && Array.isArray(s.choices) && s.choices.every((c) => typeof c === 'string'));
+  if (!ok) throw new AbiError('invalid-argument', 'not a grammar source');
+  return s;
+}
+
+function hold(inv: Invocation, h: number, held: HeldMatcher): void {
+  if (inv.done) {
+    held.matcher.dispose();
+    return;
+  }
+  inv.matchers.set(h, held);
+}
+
+function guard<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof RangeError) throw new AbiError('invalid-argument', err.message);
+    throw err;
+  }
+}
+
+export const grammarHandlers: Handlers = {
+  'grammar.create': async (inv, [h, model, source], host) => {
+    const engine = host.engine(inv, model);
+    if (inv.matchers.size >= MAX_MATCHERS) throw new AbiError('limit-exceeded', `an invocation holds at most ${MAX_MATCHERS} matchers`);
+    try {
+      const grammar = await engine.grammars.compile(checkSource(source));
+      hold(inv, h, { engine, matcher: await engine.grammars.matcher(grammar) });
+    } catch (err) {
+      if (err instanceof GrammarError) throw new AbiError('invalid-argument', err.message);
+      throw err;
+    }
+  },
+  'grammar.allowed': async (inv, [h]) => {
+    const { engine, matcher } = heldMatcher(inv, h);
+    return maskToRuns(await matcher.mask(), engine.model.config.vocabSize);
+  },
+  'grammar.accept': (inv, [h, token]) => {
+    const { engine, matcher } = heldMatcher(inv, h);
+    if (!Number.isInteger(token) || token < 0 || token >= engine.model.config.vocabSize) return false;
+    return matcher.accept(token);
+  },
+  'grammar.rollback': (inv, [h, n]) => guard(() => heldMatcher(inv, h).matcher.rollback(n)),
+  'grammar.is-terminated': (inv, [h]) => heldMatcher(inv, h).matcher.isTerminated,
+  'grammar.reset': (inv, [h]) => inv.matchers.get(h)?.matcher.reset(),
+  'grammar.fork': async (inv, [h, child]) => {
+    const { engine, matcher } = heldMatcher(inv, h);
+    if (inv.matchers.size >= MAX_MATCHERS) throw new AbiError('limit-exceeded', `an invocation holds at most ${MAX_MATCHERS} matchers`);
+    hold(inv, child, { engine, matcher: await matcher.fork() });
+  },
+  'grammar.drop': (inv, [h]) => {
+    const held = inv.matchers.get(h);
+    if (!held) return;
+    inv.matchers.delete(h);
+    held.matcher.dispose();
+  },
+};

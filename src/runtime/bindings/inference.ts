@@ -9,6 +9,7 @@ import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
 import { reservePages, reserveTokens, tokensWithinPages, type PageReservation } from '../limits.ts';
 import type { GuestContext } from './context.ts';
+import { heldMatcher, type GuestMatcher } from './grammar.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
 import type { Handlers } from './host-side.ts';
@@ -60,10 +61,9 @@ export function guestInference(env: GuestEnv) {
   return {
     Generation,
     forward: (ctx: GuestContext, args: WitForwardArgs) => env.call('inference.forward', [ctx.handle, args]),
-    generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: unknown) => {
-      if (constraint != null) throw new AbiError('unsupported', 'grammar constraints are not available yet');
+    generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: GuestMatcher | undefined) => {
       const h = env.handle();
-      await env.call('inference.generate', [ctx.handle, h, args]);
+      await env.call('inference.generate', [ctx.handle, h, args, constraint?.handle ?? null]);
       return new Generation(h);
     },
   };
@@ -160,8 +160,13 @@ export const inferenceHandlers: Handlers = {
     }
   },
 
-  'inference.generate': (inv, [h, gh, args]: [number, number, WitGenerateArgs]) => {
+  'inference.generate': (inv, [h, gh, args, mh]: [number, number, WitGenerateArgs, number | null]) => {
     const { engine, ctx } = heldContext(inv, h);
+    const constraint = mh === null ? undefined : heldMatcher(inv, mh);
+    if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');
+    if (constraint && [...inv.generations.values()].some((g) => g.matcher === constraint.matcher && !g.gen.finished)) {
+      throw new AbiError('busy', 'the matcher is constraining another generation');
+    }
     const V = engine.model.config.vocabSize;
     if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);
@@ -177,12 +182,13 @@ export const inferenceHandlers: Handlers = {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0 };
+    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null };
     try {
       held.gen = engine.generate(ctx, {
         sampling,
         maxTokens: tokens,
         stop: args.stop,
+        ...(constraint ? { grammar: constraint.matcher } : {}),
         ...(args.stopTokenIds ? { stopTokenIds: Array.from(args.stopTokenIds) } : {}),
         onChunk: (c) => {
           const now = performance.now();

@@ -10,6 +10,10 @@ declare module 'pie:inferlet/inference@0.1.0' {
   /**
    * Starts generating on the context (its pending tokens are the prompt) and
    * returns at once: start several and they decode in the same batches.
+   * With a `constraint`, every token is drawn from what the matcher allows
+   * (whatever the sampling settings; logprobs are over the allowed tokens),
+   * the matcher advances with them, and the generation ends with `stop` when
+   * the grammar is complete. One matcher serves one generation at a time.
    */
   export function generate(ctx: Context, args: GenerateArgs, constraint: Matcher | undefined): Generation;
   export type Error = import('pie:inferlet/types@0.1.0').Error;

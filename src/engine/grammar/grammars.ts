@@ -1,0 +1,189 @@
+/**
+ * A model's grammars: the tokenizer info xgrammar needs (built once), the
+ * compiled grammars (a bounded LRU keyed by source), and matchers on them.
+ *
+ *   compile(source) ─► cached? ─► yes: the grammar
+ *                       no ─► checker worker compiles it (refused: 400-able error,
+ *                             too slow: refused) ─► compiled here ─► cached
+ *
+ * Only grammars the worker compiled without error are compiled on this
+ * thread, so this thread's copy of the library never aborts.
+ */
+import type { CompiledGrammar, GrammarCompiler } from '@mlc-ai/web-xgrammar';
+import type { Tokenizer } from '../../model/tokenizer.ts';
+import { GrammarChecker } from './checker.ts';
+import type { GrammarVocabulary } from './check-worker.ts';
+import { Matcher } from './matcher.ts';
+import { checkSource, compileSource, sourceKey, type GrammarSource } from './source.ts';
+import { xgrammar } from './xgrammar.ts';
+
+/** A grammar the library cannot honour (the message says why); a client error. */
+export class GrammarError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'GrammarError';
+  }
+}
+
+export interface GrammarsOptions {
+  /** Compiled grammars kept (default 128). */
+  cacheSize?: number;
+  /** A grammar that takes longer to compile is refused (default 5000 ms). */
+  compileTimeoutMs?: number;
+  /** Shared by every model (default: one per process). */
+  checker?: GrammarChecker;
+}
+
+export interface GrammarStats {
+  compiled: number;
+  cacheHits: number;
+  refused: number;
+  cached: number;
+  /** Mask computations and their total time. */
+  masks: number;
+  maskMs: number;
+}
+
+/** A compiled grammar. Its memory is freed once it has left the cache and no matcher uses it. */
+export class Grammar {
+  readonly key: string;
+  readonly source: GrammarSource;
+  readonly owner: Grammars;
+  /** Milliseconds its compile took in the checker. */
+  readonly compileMs: number;
+  private readonly compiledGrammar: CompiledGrammar;
+  private numUsers = 0;
+  private evicted = false;
+
+  /** @internal */
+  constructor(key: string, source: GrammarSource, compiled: CompiledGrammar, owner: Grammars, compileMs: number) {
+    this.key = key;
+    this.source = source;
+    this.compiledGrammar = compiled;
+    this.owner = owner;
+    this.compileMs = compileMs;
+  }
+
+  /** @internal the library's object, for a new matcher (which then holds it). */
+  use(): CompiledGrammar {
+    if (this.evicted && this.numUsers === 0) throw new Error('the grammar was released');
+    this.numUsers++;
+    return this.compiledGrammar;
+  }
+
+  /** @internal */
+  release(): void {
+    if (--this.numUsers === 0 && this.evicted) this.compiledGrammar.dispose();
+  }
+
+  /** @internal */
+  evict(): void {
+    this.evicted = true;
+    if (this.numUsers === 0) this.compiledGrammar.dispose();
+  }
+}
+
+let sharedChecker: GrammarChecker | null = null;
+let nextVocabKey = 1;
+
+export class Grammars {
+  readonly vocabSize: number;
+  readonly stopTokenIds: readonly number[];
+  /** Called with each mask's milliseconds (metrics). */
+  onMask: ((ms: number) => void) | null = null;
+  private readonly vocab: GrammarVocabulary;
+  private readonly vocabKey = `vocab-${nextVocabKey++}`;
+  private readonly checker: GrammarChecker;
+  private readonly cacheSize: number;
+  private readonly timeoutMs: number;
+  private readonly cache = new Map<string, Grammar>();
+  private readonly inFlight = new Map<string, Promise<Grammar>>();
+  private compiler: Promise<GrammarCompiler> | null = null;
+  private readonly counts = { compiled: 0, cacheHits: 0, refused: 0, masks: 0, maskMs: 0 };
+
+  constructor(tokenizer: Tokenizer, vocabSize: number, stopTokenIds: readonly number[], options: GrammarsOptions = {}) {
+    const v = tokenizer.grammarVocabulary(vocabSize);
+    this.vocab = { pieces: v.pieces, type: v.type, prependSpace: v.prependSpace, stopTokenIds: [...stopTokenIds] };
+    this.vocabSize = vocabSize;
+    this.stopTokenIds = stopTokenIds;
+    this.cacheSize = options.cacheSize ?? 128;
+    this.timeoutMs = options.compileTimeoutMs ?? 5000;
+    this.checker = options.checker ?? (sharedChecker ??= new GrammarChecker());
+    this.checker.addVocabulary(this.vocabKey, this.vocab);
+  }
+
+  /** The compiled grammar of a source; throws GrammarError when it cannot be honoured. */
+  async compile(source: GrammarSource): Promise<Grammar> {
+    const problem = checkSource(source);
+    if (problem) {
+      this.counts.refused++;
+      throw new GrammarError(problem);
+    }
+    const key = sourceKey(source);
+    const hit = this.cache.get(key);
+    if (hit) {
+      this.counts.cacheHits++;
+      this.cache.delete(key);
+      this.cache.set(key, hit); // most recently used last
+      return hit;
+    }
+    let p = this.inFlight.get(key);
+    if (!p) {
+      p = this.compileNew(key, source).finally(() => this.inFlight.delete(key));
+      this.inFlight.set(key, p);
+    }
+    return p;
+  }
+
+  /** A matcher at the start of `grammar`; end tokens are `stopTokenIds` (none: the grammar ends by itself). */
+  async matcher(grammar: Grammar, stopTokenIds: readonly number[] = this.stopTokenIds): Promise<Matcher> {
+    const xg = await xgrammar();
+    const stops = stopTokenIds.length > 0 ? [...stopTokenIds] : undefined;
+    const compiled = grammar.use();
+    try {
+      return new Matcher(grammar, await xg.GrammarMatcher.createGrammarMatcher(compiled, stops, stops === undefined), stopTokenIds);
+    } catch (err) {
+      grammar.release();
+      throw err;
+    }
+  }
+
+  stats(): GrammarStats {
+    return { ...this.counts, cached: this.cache.size };
+  }
+
+  /** @internal */
+  noteMask(ms: number): void {
+    this.counts.masks++;
+    this.counts.maskMs += ms;
+    this.onMask?.(ms);
+  }
+
+  private async compileNew(key: string, source: GrammarSource): Promise<Grammar> {
+    const checked = await this.checker.check(this.vocabKey, source, this.timeoutMs);
+    if (!checked.ok) {
+      this.counts.refused++;
+      throw new GrammarError(checked.message);
+    }
+    const compiled = await compileSource(await this.compilerHere(), source);
+    this.counts.compiled++;
+    const grammar = new Grammar(key, source, compiled, this, checked.ms);
+    this.cache.set(key, grammar);
+    while (this.cache.size > this.cacheSize) {
+      const [oldKey, old] = this.cache.entries().next().value!;
+      this.cache.delete(oldKey);
+      old.evict();
+    }
+    return grammar;
+  }
+
+  private compilerHere(): Promise<GrammarCompiler> {
+    this.compiler ??= (async () => {
+      const xg = await xgrammar();
+      const v = this.vocab;
+      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, this.vocabSize, v.stopTokenIds);
+      return xg.GrammarCompiler.createGrammarCompiler(info, false);
+    })();
+    return this.compiler;
+  }
+}

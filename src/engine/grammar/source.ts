@@ -1,0 +1,90 @@
+/**
+ * What a grammar is made from, and how xgrammar compiles each kind. JSON is
+ * compact (one line, `", "` and `": "` separators, no free whitespace), so a
+ * model can never fill its token budget with spaces between values.
+ */
+import type { CompiledGrammar, GrammarCompiler } from '@mlc-ai/web-xgrammar';
+
+export type GrammarSource =
+  /** JSON valid against a JSON Schema (a JSON text). */
+  | { type: 'json_schema'; schema: string }
+  /** Any JSON object (OpenAI's `json_object`). */
+  | { type: 'json_object' }
+  /** Text matching a regular expression (the whole output). */
+  | { type: 'regex'; pattern: string }
+  /** An EBNF grammar (xgrammar's dialect, W3C-style) and its root rule. */
+  | { type: 'ebnf'; grammar: string; root?: string }
+  /** Exactly one of these strings. */
+  | { type: 'choice'; choices: string[] };
+
+/** A grammar's cache key: equal sources compile to the same grammar. */
+export function sourceKey(s: GrammarSource): string {
+  switch (s.type) {
+    case 'json_schema':
+      return `json_schema\u0000${s.schema}`;
+    case 'json_object':
+      return 'json_object';
+    case 'regex':
+      return `regex\u0000${s.pattern}`;
+    case 'ebnf':
+      return `ebnf\u0000${s.root ?? 'root'}\u0000${s.grammar}`;
+    case 'choice':
+      return `choice\u0000${JSON.stringify(s.choices)}`;
+  }
+}
+
+const SEPARATORS: [string, string] = [', ', ': '];
+const ONE_LINE = -1;
+
+/** Compiles a source (throws what xgrammar throws; see xgrammar.ts for its messages). */
+export function compileSource(compiler: GrammarCompiler, s: GrammarSource): Promise<CompiledGrammar> {
+  switch (s.type) {
+    case 'json_schema':
+      return compiler.compileJSONSchema(s.schema, false, ONE_LINE, SEPARATORS, true);
+    case 'json_object':
+      // Not strict: any property names and values.
+      return compiler.compileJSONSchema('{"type": "object"}', false, ONE_LINE, SEPARATORS, false);
+    case 'regex':
+      return compiler.compileStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: s.pattern } });
+    case 'ebnf':
+      return compiler.compileGrammar(s.grammar, s.root ?? 'root');
+    case 'choice':
+      return compiler.compileGrammar(choiceGrammar(s.choices), 'root');
+  }
+}
+
+/** Checks what xgrammar does not (so the message names the field's problem). */
+export function checkSource(s: GrammarSource): string | null {
+  if (s.type === 'json_schema') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(s.schema);
+    } catch (err) {
+      return `the schema is not JSON: ${(err as Error).message}`;
+    }
+    if (typeof parsed !== 'boolean' && (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed))) return 'a JSON schema is an object or a boolean';
+  }
+  if (s.type === 'choice') {
+    if (s.choices.length === 0) return 'a choice needs at least one string';
+    if (s.choices.some((c) => c === '')) return 'a choice cannot be the empty string';
+  }
+  if (s.type === 'regex' && s.pattern === '') return 'the regular expression is empty';
+  if (s.type === 'ebnf' && s.grammar.trim() === '') return 'the grammar is empty';
+  return null;
+}
+
+/** `root ::= "a" | "b"`, each string escaped for xgrammar's EBNF. */
+export function choiceGrammar(choices: string[]): string {
+  return `root ::= ${choices.map(ebnfString).join(' | ')}`;
+}
+
+function ebnfString(s: string): string {
+  let out = '"';
+  for (const ch of s) {
+    const c = ch.codePointAt(0)!;
+    if (ch === '"' || ch === '\\') out += '\\' + ch;
+    else if (c < 0x20 || c === 0x7f) out += '\\x' + c.toString(16).padStart(2, '0');
+    else out += ch;
+  }
+  return out + '"';
+}

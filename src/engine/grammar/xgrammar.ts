@@ -1,0 +1,81 @@
+/**
+ * Loads @mlc-ai/web-xgrammar in Node. Its package.json says ESM while it
+ * ships CommonJS, so a `.cjs` copy of it is required instead (written once
+ * next to the OS temp dir, keyed by the package's version).
+ *
+ * The library writes its fatal errors (an unknown `$ref`, an invalid regex)
+ * to `console.error` and then aborts the call: `captureErrors` routes those
+ * lines to the caller, so the message can name the problem. An abort also
+ * leaks the WebAssembly stack it unwound; after about a thousand of them the
+ * module stops working, which is why untrusted grammars are compiled first
+ * in a worker that can be thrown away (see checker.ts).
+ */
+import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import type * as Xg from '@mlc-ai/web-xgrammar';
+
+export type XGrammar = typeof Xg;
+
+const require = createRequire(import.meta.url);
+let loaded: Promise<XGrammar> | null = null;
+let sink: string[] | null = null;
+
+/** The library, initialised (its WebAssembly module instantiated). */
+export function xgrammar(): Promise<XGrammar> {
+  loaded ??= load();
+  return loaded;
+}
+
+async function load(): Promise<XGrammar> {
+  const pkgJson = require.resolve('@mlc-ai/web-xgrammar/package.json');
+  const version = (JSON.parse(readFileSync(pkgJson, 'utf8')) as { version: string }).version;
+  const dir = join(tmpdir(), 'pie-gateway');
+  const copy = join(dir, `web-xgrammar-${version}.cjs`);
+  if (!existsSync(copy)) {
+    mkdirSync(dir, { recursive: true });
+    const partial = `${copy}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+    copyFileSync(join(dirname(pkgJson), 'lib', 'index.js'), partial);
+    renameSync(partial, copy); // atomic: a concurrent loader never reads half a file
+  }
+  // The module binds console.error when it is instantiated: route it through
+  // a function that hands the library's lines to `captureErrors` callers.
+  const original = console.error;
+  const routed = (...args: unknown[]) => (sink ? sink.push(args.map(String).join(' ')) : original(...args));
+  console.error = routed;
+  try {
+    const xg = require(copy) as XGrammar;
+    await xg.Grammar.fromEBNF('root ::= "a"'); // instantiates the module while console.error is routed
+    return xg;
+  } finally {
+    if (console.error === routed) console.error = original;
+  }
+}
+
+/**
+ * Runs `fn`, turning the library's abort into an Error whose message is the
+ * library's own ("Regex parsing error at position 3: ..."), without the
+ * source path it prefixes.
+ */
+export async function captureErrors<T>(fn: () => Promise<T> | T): Promise<T> {
+  const lines: string[] = [];
+  const outer = sink;
+  sink = lines;
+  try {
+    return await fn();
+  } catch (err) {
+    const fatal = lines.find((l) => l.includes('[FATAL]')) ?? lines.find((l) => l.trim() !== '' && !l.startsWith('Aborted'));
+    throw new Error(fatal ? cleanMessage(fatal) : (err as Error).message);
+  } finally {
+    sink = outer;
+  }
+}
+
+/** "[FATAL] /path/x.cc:961: Check failed: (...) is false: Cannot find field defs" → the part after the last check text. */
+export function cleanMessage(line: string): string {
+  let m = line.replace(/^\[FATAL\]\s*\S+:\d+:\s*/, '');
+  const check = /^Check failed: .*? is false: (.*)$/s.exec(m);
+  if (check) m = check[1]!;
+  return m.replace(/\s*Aborted\(\).*$/s, '').trim();
+}

@@ -148,7 +148,8 @@ export class Sampler {
     if (this.params.logprobs === undefined) return { token };
     const lse = logSumExp(logits);
     const result: SampleResult = { token, logprob: logits[token]! - lse };
-    if (this.params.logprobs > 0) result.top = topK(logits, this.params.logprobs).map((t) => ({ token: t, logprob: logits[t]! - lse }));
+    // Alternatives are drawn from the allowed tokens only: a masked token is not an alternative.
+    if (this.params.logprobs > 0) result.top = topK(logits, this.params.logprobs).filter((t) => logits[t] !== -Infinity).map((t) => ({ token: t, logprob: logits[t]! - lse }));
     return result;
   }
 

@@ -39,6 +39,8 @@ export interface GrammarStats {
   cacheHits: number;
   refused: number;
   cached: number;
+  /** Matchers alive (not yet released). */
+  matchers: number;
   /** Mask computations and their total time. */
   masks: number;
   maskMs: number;
@@ -99,7 +101,7 @@ export class Grammars {
   private readonly cache = new Map<string, Grammar>();
   private readonly inFlight = new Map<string, Promise<Grammar>>();
   private compiler: Promise<GrammarCompiler> | null = null;
-  private readonly counts = { compiled: 0, cacheHits: 0, refused: 0, masks: 0, maskMs: 0 };
+  private readonly counts = { compiled: 0, cacheHits: 0, refused: 0, matchers: 0, masks: 0, maskMs: 0 };
 
   constructor(tokenizer: Tokenizer, vocabSize: number, stopTokenIds: readonly number[], options: GrammarsOptions = {}) {
     const v = tokenizer.grammarVocabulary(vocabSize);
@@ -141,7 +143,9 @@ export class Grammars {
     const stops = stopTokenIds.length > 0 ? [...stopTokenIds] : undefined;
     const compiled = grammar.use();
     try {
-      return new Matcher(grammar, await xg.GrammarMatcher.createGrammarMatcher(compiled, stops, stops === undefined), stopTokenIds);
+      const m = new Matcher(grammar, await xg.GrammarMatcher.createGrammarMatcher(compiled, stops, stops === undefined), stopTokenIds);
+      this.counts.matchers++;
+      return m;
     } catch (err) {
       grammar.release();
       throw err;
@@ -150,6 +154,11 @@ export class Grammars {
 
   stats(): GrammarStats {
     return { ...this.counts, cached: this.cache.size };
+  }
+
+  /** @internal */
+  noteReleased(): void {
+    this.counts.matchers--;
   }
 
   /** @internal */

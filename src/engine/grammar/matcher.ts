@@ -84,6 +84,7 @@ export class Matcher {
     this.disposed = true;
     this.m.dispose();
     this.grammar.release();
+    this.grammar.owner.noteReleased();
   }
 
   get isDisposed(): boolean {

@@ -10,7 +10,7 @@ import type { InferletHost } from '../src/runtime/host.ts';
 import { greedy, haveStories, REPO_ROOT, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 import { buildInferlet, testHost } from './inferlet-helpers.ts';
 
-const EXAMPLES = ['text-completion', 'parallel-generation', 'beam-search', 'best-of-n', 'tree-of-thought', 'cached-system-prompt', 'windowed-attention', 'watermark', 'agent-loop'] as const;
+const EXAMPLES = ['text-completion', 'parallel-generation', 'beam-search', 'best-of-n', 'tree-of-thought', 'cached-system-prompt', 'windowed-attention', 'watermark', 'agent-loop', 'constrained-beam-search'] as const;
 type Example = (typeof EXAMPLES)[number];
 
 const paths = {} as Record<Example, string>;
@@ -137,5 +137,28 @@ describe.skipIf(!haveStories)(`example inferlets on stories260K ${SKIP_STORIES}`
     expect(r.calls[0]).toEqual({ tool: 'describe', arguments: 'Lily', result: 'Lily is four, has a red kite and is afraid of the dark' });
     expect(r.text).toContain('Lily (Lily is four, has a red kite and is afraid of the dark)');
     expect(r.context_tokens).toBeGreaterThan(tokenize(prompt).length + 20);
+  });
+
+  it("constrained-beam-search: every beam valid under the schema; width 1 is the engine's greedy constrained generation", async () => {
+    await setup();
+    const prompt = 'Once upon a time, Lily had a pet';
+    const schema = { type: 'object', properties: { pet: { enum: ['cat', 'dog', 'bird'] }, age: { type: 'integer', minimum: 1, maximum: 9 } }, required: ['pet', 'age'], additionalProperties: false };
+    const r = await run('constrained-beam-search', { prompt, schema, width: 4, max_tokens: 40 });
+    expect(r.beams).toHaveLength(4);
+    for (const b of r.beams) {
+      expect(b.complete).toBe(true);
+      const v = JSON.parse(b.text);
+      expect(['cat', 'dog', 'bird']).toContain(v.pet);
+      expect(v.age).toBeGreaterThanOrEqual(1);
+    }
+    const scores = r.beams.map((b: { score: number }) => b.score);
+    expect(scores).toEqual([...scores].sort((a, b) => b - a));
+    const one = await run('constrained-beam-search', { prompt, schema, width: 1, max_tokens: 40 });
+    const grammar = await engine.grammars.compile({ type: 'json_schema', schema: JSON.stringify(schema) });
+    const native = await greedy(engine, tokenize(prompt), 40, { ignoreEos: false, grammar });
+    expect(one.best.text).toBe(native.text);
+    const choice = await run('constrained-beam-search', { prompt: 'The sky is', choices: ['blue', 'green', 'very dark'], width: 3 });
+    expect(choice.beams.map((b: { text: string }) => b.text).sort()).toEqual(['blue', 'green', 'very dark']);
+    expect(engine.grammars.stats().matchers).toBe(0);
   });
 });

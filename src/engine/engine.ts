@@ -60,6 +60,8 @@ export interface EngineStats {
   preemptions: number;
   promptTokensComputed: number;
   decodeTokensComputed: number;
+  /** Generations started under a grammar, and the grammar cache's counters. */
+  grammar: { constrained: number; compiled: number; cacheHits: number; refused: number; matchers: number };
 }
 
 export interface ForwardOptions {
@@ -87,6 +89,7 @@ export class Engine {
   numSteps = 0;
   numPromptTokensComputed = 0;
   numDecodeTokensComputed = 0;
+  numConstrainedGenerations = 0;
   /** Called after every step (metrics, benchmarks). */
   onStep: ((s: StepStats) => void) | null = null;
   /**
@@ -227,6 +230,7 @@ export class Engine {
     const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
       this.finishWork(g),
     );
+    if (options.grammar) this.numConstrainedGenerations++;
     if (maxTokens === 0) {
       gen.finish('length');
       return gen;
@@ -365,6 +369,7 @@ export class Engine {
   stats(): EngineStats {
     const pool = this.kv.pool;
     const cache = this.kv.prefixCache;
+    const g = this.grammarsOf?.stats(); // not made just to be asked
     return {
       pages: { total: pool.numPages, free: pool.numFree, cached: pool.numCached, inUse: pool.numInUse, pageSize: pool.pageSize },
       prefixCache: { hits: cache.numHits, misses: cache.numMisses, entries: cache.numEntries },
@@ -376,6 +381,7 @@ export class Engine {
       preemptions: this.scheduler.numPreemptions,
       promptTokensComputed: this.numPromptTokensComputed,
       decodeTokensComputed: this.numDecodeTokensComputed,
+      grammar: { constrained: this.numConstrainedGenerations, compiled: g?.compiled ?? 0, cacheHits: g?.cacheHits ?? 0, refused: g?.refused ?? 0, matchers: g?.matchers ?? 0 },
     };
   }
 

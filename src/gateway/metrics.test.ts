@@ -110,6 +110,23 @@ describe('GatewayMetrics', () => {
     expect(value(text, 'pie_inferlets_running')).toBe(3);
   });
 
+  it('counts constrained generations, grammar compiles and cache hits, and times the masks', async () => {
+    const { engine } = await mockEngine();
+    const m = track(new GatewayMetrics({ engines: [engine], collectDefaults: false }));
+    const model = engine.model.name;
+    const source = { type: 'regex', pattern: '[^\\n]{1,8}' } as const;
+    const a = await greedy(engine, [1, 2, 3], 3, { grammar: await engine.grammars.compile(source) });
+    const b = await greedy(engine, [1, 2, 4], 3, { grammar: await engine.grammars.compile(source) });
+    await engine.grammars.compile({ type: 'regex', pattern: '((' }).catch(() => undefined);
+    const text = await m.metrics();
+    expect(value(text, 'pie_constrained_requests_total', { model })).toBe(2);
+    expect(value(text, 'pie_grammar_compiles_total', { model })).toBe(1);
+    expect(value(text, 'pie_grammar_cache_hits_total', { model })).toBe(1);
+    expect(value(text, 'pie_grammar_refused_total', { model })).toBe(1);
+    // One observation per step that sampled a constrained row (the two ran one after the other).
+    expect(value(text, 'pie_grammar_mask_seconds_count', { model })).toBe(a.completionTokens + b.completionTokens);
+  });
+
   it('names every metric pie_* in snake_case, without colons', async () => {
     const { engine } = await mockEngine();
     const m = track(new GatewayMetrics({ engines: [engine], host: { stats: () => ({ running: 0 }) } }));

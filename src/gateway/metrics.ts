@@ -27,6 +27,7 @@ export const INTER_TOKEN_LATENCY_BUCKETS = [0.01, 0.025, 0.05, 0.075, 0.1, 0.15,
 export const E2E_LATENCY_BUCKETS = [0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0];
 const BATCH_TOKENS_BUCKETS = [1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384];
 const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+const MASK_BUCKETS = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25];
 // Streaming responses keep a request open for minutes, hence the long tail.
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
 
@@ -80,6 +81,13 @@ export class GatewayMetrics {
 
     const batchSize = new Histogram({ name: 'pie_batch_size', help: 'Sequences (rows) per engine step.', labelNames: model, buckets: BATCH_SIZE_BUCKETS, registers });
     const batchTokens = new Histogram({ name: 'pie_batch_tokens', help: 'Tokens per engine step.', labelNames: model, buckets: BATCH_TOKENS_BUCKETS, registers });
+    const maskTime = new Histogram({
+      name: 'pie_grammar_mask_seconds',
+      help: "Time an engine step spent computing its constrained rows' grammar masks (overlapped with the forward pass).",
+      labelNames: model,
+      buckets: MASK_BUCKETS,
+      registers,
+    });
     for (const engine of this.engines) {
       const previous = engine.onStep;
       const labels = { model: engine.model.name };
@@ -88,6 +96,7 @@ export class GatewayMetrics {
         if (this.closed) return;
         batchSize.observe(labels, s.rows);
         batchTokens.observe(labels, s.tokens);
+        if (s.constrained > 0) maskTime.observe(labels, s.maskMs / 1000);
       };
       engine.onStep = hook;
       this.hooks.push({ engine, previous, hook });
@@ -106,6 +115,10 @@ export class GatewayMetrics {
     this.engineCounter('pie_prefix_cache_hits_total', 'Prefix cache page hits.', (s) => s.prefixCache.hits);
     this.engineCounter('pie_prefix_cache_misses_total', 'Prefix cache page misses.', (s) => s.prefixCache.misses);
     this.engineCounter('pie_preemptions_total', 'Sequences preempted for lack of KV pages.', (s) => s.preemptions);
+    this.engineCounter('pie_constrained_requests_total', 'Generations constrained by a grammar (structured outputs).', (s) => s.grammar.constrained);
+    this.engineCounter('pie_grammar_compiles_total', 'Grammars compiled.', (s) => s.grammar.compiled);
+    this.engineCounter('pie_grammar_cache_hits_total', 'Grammars served from the compiled-grammar cache.', (s) => s.grammar.cacheHits);
+    this.engineCounter('pie_grammar_refused_total', 'Grammars refused (invalid, unsupported or too slow to compile).', (s) => s.grammar.refused);
 
     const host = options.host;
     if (host) {

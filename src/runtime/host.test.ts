@@ -29,6 +29,23 @@ async function until(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
 const run = async (host: InferletHost, probe: StoredComponent, input: object, options = {}) => JSON.parse((await host.invoke(probe, { input, ...options }).result).data!);
 
 describe('InferletHost', () => {
+  it('serves the grammar interface: refusals, allowed sets, accept, rollback, fork, reset, and generate from a matcher', async () => {
+    const { engine, host, probe } = await setup({}, { stepDelayMs: 30 }); // the first generation is still running when the second asks
+    const r = await run(host, probe, { action: 'grammar' });
+    expect(r.refused).toMatchObject({ code: 'invalid-argument' });
+    expect(r.refused.message).toMatch(/parenthesis/);
+    expect(r.early).toBe(false);
+    expect(r.sameAllowed).toBe(true);
+    expect(r.backAllowed).toBe(true);
+    expect(r.badRollback).toMatchObject({ code: 'invalid-argument' });
+    expect(['abc', 'abd']).toContain(r.text);
+    expect(r.finish).toBe('stop');
+    expect(r.terminated).toBe(true);
+    expect(r.forkTerminated).toBe(false);
+    expect(r.busy).toMatchObject({ code: 'busy' });
+    expect(engine.grammars.stats().matchers).toBe(0); // released with the invocation
+  });
+
   it('runs an invocation: input in, result out, its pages back in the pool', async () => {
     const { engine, host, probe } = await setup();
     expect(await run(host, probe, { action: 'echo' })).toEqual({ input: { action: 'echo' }, models: [engine.model.name] });

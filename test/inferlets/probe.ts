@@ -2,7 +2,7 @@
  * A test inferlet with one behaviour per `action`, so the runtime's tests
  * build a single component.
  */
-import { Context, emit, inferlet, input, log, Model, PieError, queue, rangesToRuns, Sampler, topic } from '@pie/inferlet';
+import { Context, emit, Grammar, inferlet, input, log, Model, PieError, queue, rangesToRuns, Sampler, topic } from '@pie/inferlet';
 
 interface Input {
   action: string;
@@ -20,6 +20,11 @@ function attempt(fn: () => unknown): unknown {
   } catch (err) {
     return err instanceof PieError ? { code: err.code, message: err.message } : { error: String(err) };
   }
+}
+
+/** The first token in a set of runs [in, out, in, ...]. */
+function firstOf(runs: Uint32Array): number {
+  return runs[0]! > 0 ? 0 : runs[1]!;
 }
 
 /** Module state: survives between invocations only on a reused instance. */
@@ -70,6 +75,31 @@ export const run = inferlet<Input>((args) => {
         noSnapshot: attempt(() => Context.open(model, 'never-saved')),
         badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })),
       };
+    case 'grammar': {
+      const refused = attempt(() => Grammar.regex('((').matcher(model));
+      const m = Grammar.choice(['abc', 'abd']).matcher(model);
+      const eos = model.info.eosTokenIds[0]!;
+      const early = m.accept(eos); // not where the grammar may end
+      const first = firstOf(m.allowed());
+      m.accept(first);
+      const fork = m.fork();
+      const sameAllowed = Array.from(fork.allowed()).join() === Array.from(m.allowed()).join();
+      const second = firstOf(m.allowed());
+      m.accept(second);
+      m.rollback(1);
+      const backAllowed = firstOf(m.allowed()) === second;
+      const badRollback = attempt(() => m.rollback(99));
+      // A generation continues from the matcher's state and advances it to the end.
+      const ctx = model.newContext().fill(prompt);
+      const busy = (() => {
+        const g = ctx.fork().generate({ grammar: m, sampling: Sampler.greedy(), max_tokens: 10 });
+        const again = attempt(() => ctx.fork().generate({ grammar: m, max_tokens: 10 }));
+        return { again, done: g.result() };
+      })();
+      const prefix = model.decode([first]);
+      fork.reset();
+      return { refused, early, sameAllowed, backAllowed, badRollback, text: prefix + busy.done.text, finish: busy.done.finish_reason, terminated: m.isTerminated, forkTerminated: fork.isTerminated, busy: busy.again };
+    }
     case 'tree': {
       // Two siblings after the prompt, at the same position, each blind to the other.
       const n = prompt.length;

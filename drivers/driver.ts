@@ -44,6 +44,14 @@ export interface Batch {
   copies?: { from: Int32Array; to: Int32Array };
   /** [S] 1 / temperature of each sampled row, for `probs` (1 where unused). */
   invTemperature: Float32Array;
+  /** Words per row of `tokenMask`: ceil(vocabulary / 32); 0 when the batch carries no masks (all allowed). */
+  maskWords: number;
+  /**
+   * [S, maskWords] tokens each sampled row may produce (grammars): bit t & 31
+   * of word t >>> 5. Every output (logits, probs, best) is over the allowed
+   * tokens only; all ones (the default) allows every token.
+   */
+  tokenMask: Uint32Array;
   /** Full rows the step needs besides each row's greedy token: logits, sampling probabilities, both or neither. */
   needLogits: boolean;
   needProbs: boolean;
@@ -69,6 +77,17 @@ export interface StepResult {
   best: Int32Array;
   /** [S] its log-probability. */
   bestLogprob: Float32Array;
+}
+
+/** Sets the logits of tokens outside each row's mask to -Infinity (drivers without masks in their graph). */
+export function maskRows(logits: Float32Array, vocab: number, tokenMask: Uint32Array, maskWords: number): void {
+  for (let r = 0; r < logits.length / vocab; r++) {
+    for (let w = 0; w < maskWords; w++) {
+      const bits = tokenMask[r * maskWords + w]!;
+      if (bits === 0xffffffff) continue;
+      for (let t = w * 32; t < Math.min(vocab, w * 32 + 32); t++) if (!((bits >>> (t & 31)) & 1)) logits[r * vocab + t] = -Infinity;
+    }
+  }
 }
 
 /** Sampling probabilities of each row of [S, V] logits (drivers without them in their graph). */

@@ -15,8 +15,8 @@
  * so every request bumps ctl[REQ], including those sent as messages.
  *
  * Request area: a header of int32 sizes, then the int32 arrays, then the
- * float32 arrays, each as a view the worker hands to ONNX Runtime without
- * copying. Reply area: best[S] int32, bestLogprob[S] float32, runMs, writeMs.
+ * float32 arrays, then the uint32 token masks, each as a view the worker
+ * hands to ONNX Runtime without copying. Reply area: best[S] int32, bestLogprob[S] float32, runMs, writeMs.
  * A batch that does not fit, or needs logits or probabilities, goes by message.
  */
 import type { Batch, StepResult } from '../driver.ts';
@@ -46,7 +46,7 @@ export function createChannel(requestBytes: number, maxRows: number): ChannelBuf
 
 function sizes(b: Batch) {
   const ints = [b.tokenIds, b.positions, b.writeSlots, b.kvGather, b.keyIndex, b.queryIndex, b.tokenIndex, b.sampleIndex, b.copies?.from, b.copies?.to];
-  return { ints, words: HEADER + ints.reduce((a, x) => a + (x?.length ?? 0), 0) + b.mask.length + b.invTemperature.length };
+  return { ints, words: HEADER + ints.reduce((a, x) => a + (x?.length ?? 0), 0) + b.mask.length + b.invTemperature.length + b.tokenMask.length };
 }
 
 /** Writes `b` into the request area; false when it does not fit or needs full rows. */
@@ -56,7 +56,7 @@ export function encodeBatch(b: Batch, ch: ChannelBuffers): boolean {
   if (words * 4 > ch.request.byteLength || 8 * b.sampleIndex.length + 16 > ch.reply.byteLength - 4096) return false;
   const i32 = new Int32Array(ch.request, 0, words);
   const f32 = new Float32Array(ch.request, 0, words);
-  i32.set([b.numTokens, b.numRows, b.queryLen, b.keyLen, b.kvGather.length, b.sampleIndex.length, b.copies?.from.length ?? 0, 0]);
+  i32.set([b.numTokens, b.numRows, b.queryLen, b.keyLen, b.kvGather.length, b.sampleIndex.length, b.copies?.from.length ?? 0, b.maskWords]);
   let at = HEADER;
   for (const x of ints) {
     if (!x) continue;
@@ -65,13 +65,14 @@ export function encodeBatch(b: Batch, ch: ChannelBuffers): boolean {
   }
   f32.set(b.mask, at);
   f32.set(b.invTemperature, at + b.mask.length);
+  new Uint32Array(ch.request, 0, words).set(b.tokenMask, at + b.mask.length + b.invTemperature.length);
   return true;
 }
 
 /** Views of a batch in the request area (worker side). */
 export function decodeBatch(request: SharedArrayBuffer): Batch {
   const head = new Int32Array(request, 0, HEADER);
-  const [T, B, Q, L, U, S, C] = head as unknown as number[];
+  const [T, B, Q, L, U, S, C, W] = head as unknown as number[];
   let at = HEADER * 4;
   const ints = (n: number) => {
     const v = new Int32Array(request, at, n);
@@ -94,6 +95,7 @@ export function decodeBatch(request: SharedArrayBuffer): Batch {
   const copies = C ? { from: ints(C), to: ints(C) } : undefined;
   const mask = floats(B! * Q! * L!);
   const invTemperature = floats(S!);
+  const tokenMask = new Uint32Array(request, at, S! * W!);
   return {
     numTokens: T!,
     numRows: B!,
@@ -109,6 +111,8 @@ export function decodeBatch(request: SharedArrayBuffer): Batch {
     mask,
     sampleIndex,
     invTemperature,
+    maskWords: W!,
+    tokenMask,
     needLogits: false,
     needProbs: false,
     ...(copies ? { copies } : {}),

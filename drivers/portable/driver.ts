@@ -126,6 +126,10 @@ export class PortableDriver implements Driver {
 
   private async runNow(batch: Batch): Promise<StepResult> {
     if (this.failure) throw this.failure;
+    if (batch.maskWords === 0) {
+      const W = Math.ceil(this.info.vocabSize / 32);
+      batch = { ...batch, maskWords: W, tokenMask: new Uint32Array(batch.sampleIndex.length * W).fill(0xffffffff) };
+    }
     if (encodeBatch(batch, this.channel)) {
       const seq = this.wake(IN_SHARED_MEMORY);
       while (Atomics.load(this.ctl, REP) !== seq) {

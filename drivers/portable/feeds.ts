@@ -15,6 +15,7 @@ export function batchFeeds(b: Batch, pool: ort.Tensor): Record<string, ort.Tenso
     attn_mask: new ort.Tensor('float32', b.mask, [b.numRows, b.queryLen, b.keyLen]),
     sample_index: i32(b.sampleIndex, [b.sampleIndex.length]),
     inv_temperature: new ort.Tensor('float32', b.invTemperature, [b.invTemperature.length]),
+    token_mask: new ort.Tensor('uint32', b.tokenMask, [b.sampleIndex.length, b.maskWords]),
   };
 }
 

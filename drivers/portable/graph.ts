@@ -5,9 +5,10 @@
  *   token_ids [T] i32, positions [T] i32, kv_pool [NL*2*KVH*NS, HD] f32,
  *   kv_gather [U] i32, key_index [B, L] i32, query_index [B, Q] i32,
  *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32,
- *   inv_temperature [S] f32
- * Outputs (a step fetches only those it needs):
- *   logits [S, V] f32, probs [S, V] f32 (softmax of logits × inv_temperature),
+ *   inv_temperature [S] f32, token_mask [S, ceil(V/32)] u32
+ * Outputs (a step fetches only those it needs), all over the allowed tokens
+ * of each row (token_mask: bit t of word t/32 set; -1 words allow all):
+ *   logits [S, V] f32 (-Infinity where masked), probs [S, V] f32 (softmax of logits × inv_temperature),
  *   best [S] i64 (argmax), best_logprob [S] f32, new_kv [T, NL*2*KVH, HD] f32
  *
  * The pool is one flat tensor, slot-major: row slot*P + (layer*2 + kind)*KVH + head
@@ -58,6 +59,8 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   const mask = g.input('attn_mask', DType.FLOAT, ['B', 'Q', 'L']);
   const sampleIndex = g.input('sample_index', DType.INT32, ['S']);
   const invTemperature = g.input('inv_temperature', DType.FLOAT, ['S']);
+  const maskWords = Math.ceil(c.vocabSize / 32);
+  const tokenMask = g.input('token_mask', DType.UINT32, ['S', maskWords]);
 
   const shape = (...dims: number[]) => g.constInt64(dims);
   const rmsNorm = (x: string, w: Tensor, name: string, eps = c.rmsNormEps, weightScale = 1): string => {
@@ -166,7 +169,14 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
 
   const last = g.op('Gather', [x, sampleIndex], { axis: 0 });
   const normed = rmsNorm(last, weights.norm, 'final_norm');
-  const logits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
+  const rawLogits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
+  // Grammar masks: each word's 32 bits unpacked (shift right, mod 2), tokens
+  // outside the mask set to -Infinity. A row whose words are all ones is
+  // unchanged bit for bit (Where picks the logit itself).
+  const shifted = g.op('BitShift', [g.op('Unsqueeze', [tokenMask, shape(2)]), g.uint32s('mask_shifts', Array.from({ length: 32 }, (_, i) => i), [32])], { direction: 'RIGHT' });
+  const bits = g.op('Cast', [g.op('Mod', [shifted, g.uint32s('mask_two', [2], [])])], { to: DType.BOOL }); // [S, W, 32]
+  const allowed = g.op('Slice', [g.op('Reshape', [bits, shape(0, maskWords * 32)]), shape(0), shape(c.vocabSize), shape(1)]);
+  const logits = g.op('Where', [allowed, rawLogits, g.constFloat(-Infinity)]);
   g.output(logits, 'logits', DType.FLOAT, ['S', c.vocabSize]);
   // Per sampled row: the greedy token and its log-probability, so that a step
   // where every row is plain greedy need not fetch the logits at all.

@@ -12,7 +12,7 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
-export const DType = { FLOAT: 1, INT32: 6, INT64: 7 } as const;
+export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, UINT32: 12 } as const;
 
 /** Float initializers at least this large may go to external data. */
 const EXTERNAL_MIN_BYTES = 64 * 1024;
@@ -72,6 +72,11 @@ export class GraphBuilder {
       dataType: DType.INT64,
       rawData: new Uint8Array(BigInt64Array.from(data.map(BigInt)).buffer),
     });
+    return name;
+  }
+
+  uint32s(name: string, data: number[], dims: number[] = [data.length]): string {
+    this.initializers.push({ name, dims, dataType: DType.UINT32, rawData: new Uint8Array(Uint32Array.from(data).buffer) });
     return name;
   }
 

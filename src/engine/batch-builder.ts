@@ -66,7 +66,12 @@ export function chooseQueryRun(lengths: readonly number[], shape: AttentionShape
   return best;
 }
 
-export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape = { numHeads: 1, numKvHeads: 1 }): Batch {
+/**
+ * `shape` also gives the vocabulary size when known: the batch then carries
+ * all-ones token masks for the engine to narrow (else none, and the driver
+ * allows every token).
+ */
+export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape & { vocabSize?: number } = { numHeads: 1, numKvHeads: 1 }): Batch {
   if (pageSlotOf.length < numPages) pageSlotOf = new Int32Array(numPages).fill(-1);
   let T = 0;
   let maxKeys = 0;
@@ -151,6 +156,7 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     t0 += n;
   }
   for (const page of touched) pageSlotOf[page] = -1;
+  const W = shape.vocabSize ? Math.ceil(shape.vocabSize / 32) : 0;
 
   return {
     numTokens: T,
@@ -167,6 +173,8 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     mask,
     sampleIndex,
     invTemperature: new Float32Array(S).fill(1),
+    maskWords: W,
+    tokenMask: new Uint32Array(S * W).fill(0xffffffff),
     needLogits: true,
     needProbs: false,
   };

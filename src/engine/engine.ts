@@ -45,8 +45,10 @@ export interface StepStats {
   sampleMs: number;
   /** Rows sampled under a grammar. */
   constrained: number;
-  /** Computing their grammar masks (overlapped with driverMs). */
+  /** Computing their grammar masks: before the run for masks the driver applies (maskWaitMs), overlapped with it for the others. */
   maskMs: number;
+  /** The part of maskMs the step waited for before the driver could run. */
+  maskWaitMs: number;
 }
 
 export interface EngineStats {
@@ -290,6 +292,13 @@ export class Engine {
       this.failStuck();
       return;
     }
+    // Masks the driver applies are needed before the batch runs; the others are computed while it runs.
+    const isConstrained = (s: Scheduled) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained;
+    const constrained = planned.filter(isConstrained);
+    const inGraph = constrained.filter((s) => (s.work as Generation).maskInGraph);
+    const tm = performance.now();
+    if (inGraph.length > 0) await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
+    const maskWaitMs = performance.now() - tm;
     const rows = planned.map((s) => ({
       pageTable: s.work.ctx.pageTable,
       pastLen: s.plan.start,
@@ -308,16 +317,19 @@ export class Engine {
       batch.needLogits ||= s.work.needs === 'logits';
       batch.needProbs ||= s.work.needs === 'probs';
       batch.invTemperature.fill(s.work.invTemperature, row, row + s.numSample);
+      if (s.work instanceof Generation && s.work.maskInGraph) {
+        const mask = s.work.preparedMask;
+        if (mask) batch.tokenMask.set(mask, row * batch.maskWords);
+      }
       row += s.numSample;
     }
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
     const running = this.driver.run(batch);
     running.catch(() => undefined); // handled below, after the masks
-    // Grammar masks of the rows sampled this step are computed while the forward pass runs.
-    const constrained = planned.filter((s) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained);
-    const masking = constrained.length > 0 ? Promise.all(constrained.map((s) => (s.work as Generation).prepareMask())) : null;
-    const maskMs = masking ? await masking.then(() => performance.now() - t1) : 0;
+    const onHost = constrained.filter((s) => !(s.work as Generation).maskInGraph);
+    const masking = onHost.length > 0 ? Promise.all(onHost.map((s) => (s.work as Generation).prepareMask())) : null;
+    const maskMs = maskWaitMs + (masking ? await masking.then(() => performance.now() - t1) : 0);
     let result: StepResult;
     try {
       result = await running;
@@ -329,7 +341,7 @@ export class Engine {
     this.numSteps++;
     this.deliver(planned, result);
     const t3 = performance.now();
-    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0, sampleMs: t3 - t2, constrained: constrained.length, maskMs });
+    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0 - maskWaitMs, sampleMs: t3 - t2, constrained: constrained.length, maskMs, maskWaitMs });
   }
 
   private deliver(planned: Scheduled[], result: StepResult): void {

@@ -93,6 +93,12 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   /** The grammar's matcher (made at the first step when the generation owns it). */
   private matcher: Matcher | null;
   private readonly ownsMatcher: boolean;
+  /**
+   * Whether its mask is applied by the driver (computed before the step, so
+   * the step returns the best allowed token) rather than on the host after it
+   * (computed while the forward pass runs, for rows sampled on the host).
+   */
+  readonly maskInGraph: boolean;
   /** The next row's allowed tokens, computed while the step's forward pass runs. */
   private nextMask: TokenMask | null = null;
   private maskError: Error | null = null;
@@ -116,13 +122,20 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     const g = options.grammar;
     this.ownsMatcher = g instanceof Grammar;
     this.matcher = g === undefined || g instanceof Grammar ? null : g;
-    this.needs = this.sampler.isPlainGreedy && !g ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
+    // Greedy under a grammar keeps the fast path: its mask goes into the graph, which returns the best allowed token.
+    this.maskInGraph = g !== undefined && this.sampler.isPlainGreedy;
+    this.needs = this.sampler.isPlainGreedy ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
     this.invTemperature = this.sampler.invTemperature;
     this.result = new Promise((r) => (this.resolve = r));
   }
 
   get isConstrained(): boolean {
     return this.options.grammar !== undefined;
+  }
+
+  /** The mask `prepareMask` computed, for the driver (null if it failed: the row then runs unmasked and fails on delivery). */
+  get preparedMask(): TokenMask | null {
+    return this.nextMask;
   }
 
   /**
@@ -158,7 +171,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       ? this.sampler.sampleProbs(row.probs, this.history, mask)
       : row.logits
         ? this.sampler.sample(row.logits, this.history, mask)
-        : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
+        : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) }; // masked by the driver when constrained
     if (this.matcher && !this.matcher.accept(s.token)) throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);
     this.ctx.push(s.token);
     this.generated.push(s.token);

@@ -28,6 +28,8 @@ export interface Config {
     prefixCaching: boolean;
     threads: number;
     spinWait: boolean;
+    grammarCacheSize: number;
+    grammarCompileTimeoutMs: number;
   };
   inferlets: {
     workers: number;
@@ -138,6 +140,8 @@ const SCHEMA: Record<string, Schema> = {
     prefix_caching: [bool, true, 'prefixCaching'],
     threads: [nonNegativeInt, 0, 'threads'],
     spin_wait: [bool, true, 'spinWait'],
+    grammar_cache_size: [positiveInt, 128, 'grammarCacheSize'],
+    grammar_compile_timeout_ms: [positiveInt, 5000, 'grammarCompileTimeoutMs'],
   },
   inferlets: {
     workers: [positiveInt, 2, 'workers'],

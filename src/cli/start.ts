@@ -22,6 +22,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     prefixCaching: e.prefixCaching,
     threads: e.threads || undefined,
     spinWait: e.spinWait,
+    grammars: { cacheSize: e.grammarCacheSize, compileTimeoutMs: e.grammarCompileTimeoutMs },
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
     ...(servedName ? { name: servedName } : {}),
   });

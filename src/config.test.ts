@@ -5,7 +5,7 @@ describe('configuration', () => {
   it('reads the shipped default.toml', () => {
     const c = loadConfig(new URL('../config/default.toml', import.meta.url).pathname);
     expect(c.model.path).toBe('models/default');
-    expect(c.engine).toEqual({ pageSize: 16, kvMemoryMb: 256, maxTokensPerStep: 512, maxRowsPerStep: 256, prefixCaching: true, threads: 0, spinWait: true, grammarCacheSize: 128, grammarCompileTimeoutMs: 5000 });
+    expect(c.engine).toEqual({ pageSize: 16, kvMemoryMb: 256, maxTokensPerStep: 512, maxRowsPerStep: 256, prefixCaching: true, threads: 0, spinWait: true, grammarCacheSize: 128, grammarCompileTimeoutMs: 1000 });
   });
 
   it('fills defaults for what is not given', () => {

@@ -141,7 +141,7 @@ const SCHEMA: Record<string, Schema> = {
     threads: [nonNegativeInt, 0, 'threads'],
     spin_wait: [bool, true, 'spinWait'],
     grammar_cache_size: [positiveInt, 128, 'grammarCacheSize'],
-    grammar_compile_timeout_ms: [positiveInt, 5000, 'grammarCompileTimeoutMs'],
+    grammar_compile_timeout_ms: [positiveInt, 1000, 'grammarCompileTimeoutMs'],
   },
   inferlets: {
     workers: [positiveInt, 2, 'workers'],

@@ -316,3 +316,66 @@ describe('Engine on the mock driver', () => {
     for (const c of [masked, child, plain, again]) engine.release(c);
   });
 });
+
+describe('grammar-constrained generation', () => {
+  const run = async (engine: Awaited<ReturnType<typeof mockEngine>>['engine'], options: Parameters<typeof greedy>[3], tokens = prompt(5, 3)) => {
+    const ctx = engine.createContext();
+    engine.append(ctx, tokens);
+    const r = await engine.generate(ctx, { maxTokens: 20, ...options }).result;
+    engine.release(ctx);
+    return r;
+  };
+
+  it('samples at any temperature even where the allowed tokens are far below the best (the softmax sees the mask)', async () => {
+    const { engine } = await mockEngine();
+    const grammar = await engine.grammars.compile({ type: 'choice', choices: ['yes', 'yesyes'] });
+    for (const [temperature, seed] of [[1, 3], [0.1, 4], [2, 5], [0.7, 6]] as const) {
+      const r = await run(engine, { grammar, sampling: { temperature, seed, topP: 0.9 } });
+      expect(r.finishReason, r.error?.message).toBe('stop');
+      expect(['yes', 'yesyes']).toContain(r.text);
+    }
+  });
+
+  it('without end tokens, ends only when nothing else may follow', async () => {
+    const { engine } = await mockEngine();
+    const both = await run(engine, { grammar: await engine.grammars.compile({ type: 'choice', choices: ['a', 'ab'] }), ignoreEos: true, sampling: { temperature: 0 } });
+    expect(both.text).toBe('ab');
+    expect(both.finishReason).toBe('stop');
+    const open = await run(engine, { grammar: await engine.grammars.compile({ type: 'regex', pattern: '[a-z]*' }), ignoreEos: true, sampling: { temperature: 0 }, maxTokens: 5 });
+    expect(open.finishReason).toBe('length');
+    expect(open.tokens).toHaveLength(5);
+    expect(open.text).toMatch(/^[a-z]+$/);
+  });
+
+  it("ends on the generation's stop tokens, not the matcher's, and advances the caller's matcher to its end", async () => {
+    const { engine } = await mockEngine();
+    const matcher = await engine.grammars.matcher(await engine.grammars.compile({ type: 'choice', choices: ['hi'] }));
+    const stop = 1; // a special token: never text to the grammar
+    const r = await run(engine, { grammar: matcher, stopTokenIds: [stop], sampling: { temperature: 0 } });
+    expect(r.text).toBe('hi');
+    expect(r.finishReason).toBe('stop');
+    expect(r.stopReason).toBe(stop);
+    expect(r.tokens.at(-1)).toBe(stop);
+    expect(matcher.isTerminated).toBe(true);
+    matcher.dispose();
+  });
+
+  it('keeps its grammar while it waits, even after the cache has let it go', async () => {
+    const { engine } = await mockEngine({ maxRowsPerStep: 1, grammars: { cacheSize: 1 } });
+    const busy = engine.createContext();
+    engine.append(busy, prompt(4, 1));
+    const hog = engine.generate(busy, { maxTokens: 100_000, ignoreEos: true, sampling: { temperature: 0 } });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(5, 2));
+    const waiting = engine.generate(ctx, { grammar: await engine.grammars.compile({ type: 'choice', choices: ['ok'] }), sampling: { temperature: 0 }, maxTokens: 10 });
+    await engine.grammars.compile({ type: 'choice', choices: ['b'] });
+    await engine.grammars.compile({ type: 'choice', choices: ['c'] }); // the first has left the cache
+    hog.cancel();
+    const r = await waiting.result;
+    expect(r.error?.message).toBeUndefined();
+    expect(r.text).toBe('ok');
+    engine.release(ctx);
+    engine.release(busy);
+    expect(engine.grammars.stats().matchers).toBe(0);
+  });
+});

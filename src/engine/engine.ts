@@ -287,17 +287,27 @@ export class Engine {
   private async step(): Promise<void> {
     const t0 = performance.now();
     const copies = { from: [] as number[], to: [] as number[] };
-    const planned = this.scheduler.schedule(copies);
+    let planned = this.scheduler.schedule(copies);
     if (planned.length === 0) {
       this.failStuck();
       return;
     }
     // Masks the driver applies are needed before the batch runs; the others are computed while it runs.
     const isConstrained = (s: Scheduled) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained;
-    const constrained = planned.filter(isConstrained);
+    let constrained = planned.filter(isConstrained);
     const inGraph = constrained.filter((s) => (s.work as Generation).maskInGraph);
     const tm = performance.now();
-    if (inGraph.length > 0) await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
+    if (inGraph.length > 0) {
+      await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
+      // A grammar that is complete with no end token to follow: that generation is done, before running its row.
+      const complete = inGraph.filter((s) => (s.work as Generation).grammarComplete);
+      for (const s of complete) (s.work as Generation).finish('stop');
+      if (complete.length > 0) {
+        planned = planned.filter((s) => !complete.includes(s));
+        constrained = constrained.filter((s) => !complete.includes(s));
+      }
+      if (planned.length === 0) return;
+    }
     const maskWaitMs = performance.now() - tm;
     const rows = planned.map((s) => ({
       pageTable: s.work.ctx.pageTable,

@@ -7,7 +7,7 @@
 import type { Context } from './context.ts';
 import { IncrementalDecoder } from './detokenizer.ts';
 import { Grammar } from './grammar/grammars.ts';
-import type { Matcher } from './grammar/matcher.ts';
+import { isEmptyMask, type Matcher } from './grammar/matcher.ts';
 import { Sampler, TokenHistory, type SampleResult, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
 import type { SampledRow, Work } from './scheduler.ts';
 import { StopMatcher } from './stop-matcher.ts';
@@ -27,8 +27,10 @@ export interface GenerateOptions {
   stop?: readonly string[];
   /**
    * Constrains the output to a grammar: a compiled grammar (the generation
-   * makes its own matcher, whose end tokens are this generation's stop
-   * tokens), or a matcher the caller owns, which the generation advances.
+   * makes its own matcher), or a matcher the caller owns, which the generation
+   * continues from and advances. Either way the generation's stop tokens are
+   * what the grammar may end on; without any, it ends when the grammar is
+   * complete (nothing else may follow).
    */
   grammar?: Grammar | Matcher;
   /** Cancels the generation. */
@@ -95,13 +97,17 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   private readonly ownsMatcher: boolean;
   /**
    * Whether its mask is applied by the driver (computed before the step, so
-   * the step returns the best allowed token) rather than on the host after it
-   * (computed while the forward pass runs, for rows sampled on the host).
+   * the step returns the best allowed token and a softmax over the allowed
+   * tokens only) rather than on the host after the step (computed while the
+   * forward pass runs, for rows whose full logits the host processes).
    */
   readonly maskInGraph: boolean;
-  /** The next row's allowed tokens, computed while the step's forward pass runs. */
+  /** The next row's allowed tokens. */
   private nextMask: TokenMask | null = null;
   private maskError: Error | null = null;
+  /** The grammar is complete and no end token may follow: nothing to sample. */
+  grammarComplete = false;
+  private grammarReleased = false;
 
   constructor(ctx: Context, tokenizer: Tokenizer, defaultStopIds: readonly number[], maxTokens: number, window: number | null, options: GenerateOptions, onFinish: (g: Generation) => void) {
     this.ctx = ctx;
@@ -122,9 +128,12 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     const g = options.grammar;
     this.ownsMatcher = g instanceof Grammar;
     this.matcher = g === undefined || g instanceof Grammar ? null : g;
-    // Greedy under a grammar keeps the fast path: its mask goes into the graph, which returns the best allowed token.
-    this.maskInGraph = g !== undefined && this.sampler.isPlainGreedy;
+    // Held until the end, so that the cache cannot free it before the first step makes the matcher.
+    if (g instanceof Grammar) g.retain();
     this.needs = this.sampler.isPlainGreedy ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
+    // Greedy keeps its fast path (the best allowed token comes from the graph), and a softmax must see
+    // the mask (allowed tokens far below the best would round to probability 0): both mask in the graph.
+    this.maskInGraph = g !== undefined && this.needs !== 'logits';
     this.invTemperature = this.sampler.invTemperature;
     this.result = new Promise((r) => (this.resolve = r));
   }
@@ -139,8 +148,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   }
 
   /**
-   * Computes the allowed tokens of the row this step samples; the engine
-   * calls it right after starting the forward pass, so the two overlap.
+   * Computes the allowed tokens of the row this step samples: before the
+   * step when the driver applies them, else while the forward pass runs.
    * Never rejects: a failure fails this generation when its row arrives.
    */
   async prepareMask(): Promise<void> {
@@ -152,7 +161,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
         this.matcher = await own.owner.matcher(own, [...this.stopIds]);
         if (this.finished) return this.disposeMatcher();
       }
-      this.nextMask = await this.matcher.mask();
+      this.nextMask = await this.matcher.maskFor(this.stopIds);
+      this.grammarComplete = isEmptyMask(this.nextMask);
     } catch (err) {
       this.maskError = err as Error;
     }
@@ -166,13 +176,20 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       if (this.maskError || !this.nextMask) throw this.maskError ?? new Error('the grammar mask was not computed');
       mask = this.nextMask;
       this.nextMask = null;
+      if (this.grammarComplete) {
+        this.finish('stop', null);
+        return false;
+      }
     }
     const s: SampleResult = row.probs
       ? this.sampler.sampleProbs(row.probs, this.history, mask)
       : row.logits
         ? this.sampler.sample(row.logits, this.history, mask)
         : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) }; // masked by the driver when constrained
-    if (this.matcher && !this.matcher.accept(s.token)) throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);
+    // A stop token ends the grammar where it was allowed as an end (it may also be ordinary text to the grammar).
+    if (this.matcher && !this.matcher.accept(s.token) && !(this.stopIds.has(s.token) && this.matcher.acceptEnd())) {
+      throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);
+    }
     this.ctx.push(s.token);
     this.generated.push(s.token);
     this.history?.addOutput(s.token);
@@ -187,12 +204,6 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     if (this.stopMatcher.stopped) {
       this.emit(delta, [s.token], lp);
       this.finish('stop', this.stopMatcher.matched);
-      return false;
-    }
-    if (this.matcher?.isTerminated) {
-      // The grammar is complete and takes no end token (a caller's matcher without one, or ignoreEos).
-      this.emit(delta + this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
-      this.finish('stop', null);
       return false;
     }
     if (this.generated.length >= this.maxTokens) {
@@ -239,7 +250,14 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   }
 
   private disposeMatcher(): void {
-    if (this.ownsMatcher) this.matcher?.dispose();
+    if (!this.ownsMatcher) return;
+    this.matcher?.dispose();
+    this.matcher = null;
+    const g = this.options.grammar as Grammar;
+    if (!this.grammarReleased) {
+      this.grammarReleased = true;
+      g.release();
+    }
   }
 
   private emit(text: string, tokens: number[], lp: TokenLogprob | undefined): void {

@@ -18,9 +18,14 @@ export interface GrammarVocabulary {
 
 export type CheckRequest =
   | { t: 'vocab'; key: string; vocab: GrammarVocabulary }
+  /** Build every vocabulary's compiler now, then answer (so that a check's time is its compile). */
+  | { t: 'warm'; id: number }
   | { t: 'check'; id: number; key: string; source: GrammarSource };
 
-export type CheckReply = { t: 'checked'; id: number; ok: true; ms: number } | { t: 'checked'; id: number; ok: false; message: string; aborted: boolean };
+export type CheckReply =
+  | { t: 'warm'; id: number }
+  | { t: 'checked'; id: number; ok: true; ms: number }
+  | { t: 'checked'; id: number; ok: false; message: string; aborted: boolean };
 
 const port = parentPort!;
 const vocabs = new Map<string, GrammarVocabulary>();
@@ -45,6 +50,13 @@ let queue = Promise.resolve();
 port.on('message', (req: CheckRequest) => {
   if (req.t === 'vocab') {
     vocabs.set(req.key, req.vocab);
+    return;
+  }
+  if (req.t === 'warm') {
+    queue = queue.then(async () => {
+      for (const key of vocabs.keys()) await compilerFor(key).catch(() => undefined);
+      port.postMessage({ t: 'warm', id: req.id } satisfies CheckReply);
+    });
     return;
   }
   queue = queue.then(() => check(req));

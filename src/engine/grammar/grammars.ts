@@ -28,7 +28,7 @@ export class GrammarError extends Error {
 export interface GrammarsOptions {
   /** Compiled grammars kept (default 128). */
   cacheSize?: number;
-  /** A grammar that takes longer to compile is refused (default 5000 ms). */
+  /** A grammar that takes longer to compile is refused (default 1000 ms). */
   compileTimeoutMs?: number;
   /** Shared by every model (default: one per process). */
   checker?: GrammarChecker;
@@ -68,12 +68,16 @@ export class Grammar {
 
   /** @internal the library's object, for a new matcher (which then holds it). */
   use(): CompiledGrammar {
-    if (this.evicted && this.numUsers === 0) throw new Error('the grammar was released');
-    this.numUsers++;
+    this.retain();
     return this.compiledGrammar;
   }
 
-  /** @internal */
+  /** Keeps it alive (past its eviction from the cache) until `release`. */
+  retain(): void {
+    if (this.evicted && this.numUsers === 0) throw new Error('the grammar was released');
+    this.numUsers++;
+  }
+
   release(): void {
     if (--this.numUsers === 0 && this.evicted) this.compiledGrammar.dispose();
   }
@@ -109,7 +113,7 @@ export class Grammars {
     this.vocabSize = vocabSize;
     this.stopTokenIds = stopTokenIds;
     this.cacheSize = options.cacheSize ?? 128;
-    this.timeoutMs = options.compileTimeoutMs ?? 5000;
+    this.timeoutMs = options.compileTimeoutMs ?? 1000;
     this.checker = options.checker ?? (sharedChecker ??= new GrammarChecker());
     this.checker.addVocabulary(this.vocabKey, this.vocab);
   }
@@ -137,13 +141,18 @@ export class Grammars {
     return p;
   }
 
-  /** A matcher at the start of `grammar`; end tokens are `stopTokenIds` (none: the grammar ends by itself). */
-  async matcher(grammar: Grammar, stopTokenIds: readonly number[] = this.stopTokenIds): Promise<Matcher> {
+  /**
+   * A matcher at the start of `grammar` whose end tokens are `endTokenIds`
+   * (default, or when empty: the model's; a generation that ends on other
+   * tokens, or none, asks the matcher for `maskFor` its own).
+   */
+  async matcher(grammar: Grammar, endTokenIds: readonly number[] = this.stopTokenIds): Promise<Matcher> {
     const xg = await xgrammar();
-    const stops = stopTokenIds.length > 0 ? [...stopTokenIds] : undefined;
+    const ends = (endTokenIds.length > 0 ? endTokenIds : this.stopTokenIds).filter((t) => Number.isInteger(t) && t >= 0 && t < this.vocabSize);
     const compiled = grammar.use();
     try {
-      const m = new Matcher(grammar, await xg.GrammarMatcher.createGrammarMatcher(compiled, stops, stops === undefined), stopTokenIds);
+      // The library refuses (aborts on) an empty override: then the tokenizer info's own end tokens apply.
+      const m = new Matcher(grammar, await xg.GrammarMatcher.createGrammarMatcher(compiled, ends.length > 0 ? ends : undefined, false), ends);
       this.counts.matchers++;
       return m;
     } catch (err) {

@@ -1,7 +1,19 @@
 /**
  * A grammar matcher: where a generation stands in its grammar. It gives the
- * tokens allowed next as a bitset (bit t of word t >>> 5, as the sampler
- * takes it) and advances over the tokens chosen.
+ * tokens allowed next as a bitset (bit t & 31 of word t >>> 5, as the sampler
+ * and the driver take it) and advances over the tokens chosen.
+ *
+ * End tokens. xgrammar allows a matcher's end tokens exactly where the
+ * grammar may end, and terminates on one. A generation may end on other
+ * tokens than the matcher was made with (a request's `stop_token_ids`, or none
+ * at all): `maskFor(endTokens)` moves "may end here" onto those tokens (none:
+ * the grammar ends only when nothing else may follow), and `acceptEnd`
+ * terminates the matcher on one of them.
+ *
+ * Calls into the library that would abort it (a mask or a token after it has
+ * terminated, a token outside the vocabulary, a rollback past its history) are
+ * answered here instead: an abort on the engine thread's copy of the library
+ * leaks its stack and eventually breaks it for everyone.
  */
 import type { GrammarMatcher } from '@mlc-ai/web-xgrammar';
 import type { TokenMask } from '../sampler.ts';
@@ -9,35 +21,60 @@ import type { Grammar } from './grammars.ts';
 
 export class Matcher {
   readonly grammar: Grammar;
-  /** Tokens accepted since the start (or the last reset), for forks. */
+  /** The tokens it ends on (allowed only where the grammar may end). */
+  readonly endTokenIds: readonly number[];
+  /** Tokens accepted since the start (or the last reset), for forks and rollbacks. */
   private readonly accepted: number[] = [];
   private readonly m: GrammarMatcher;
-  private readonly stopTokenIds: readonly number[];
   private disposed = false;
 
   /** @internal use Grammars.matcher */
-  constructor(grammar: Grammar, m: GrammarMatcher, stopTokenIds: readonly number[]) {
+  constructor(grammar: Grammar, m: GrammarMatcher, endTokenIds: readonly number[]) {
     this.grammar = grammar;
     this.m = m;
-    this.stopTokenIds = stopTokenIds;
+    this.endTokenIds = endTokenIds;
   }
 
-  /** Tokens allowed next (end-of-sequence tokens only where the grammar may end). */
+  /** Tokens allowed next (its end tokens only where the grammar may end); none once terminated. */
   async mask(): Promise<TokenMask> {
     this.checkLive();
+    const words = Math.ceil(this.grammar.owner.vocabSize / 32);
+    if (this.m.isTerminated()) return new Uint32Array(words);
     const t0 = performance.now();
     const bits = await this.m.getNextTokenBitmask();
     this.grammar.owner.noteMask(performance.now() - t0);
     return new Uint32Array(bits.buffer, bits.byteOffset, bits.length);
   }
 
+  /**
+   * The tokens allowed next for a generation that ends on `endTokenIds`: where
+   * the grammar may end, those instead of the matcher's own end tokens; an
+   * empty set when the grammar is complete and `endTokenIds` is empty.
+   */
+  async maskFor(endTokenIds: ReadonlySet<number>): Promise<TokenMask> {
+    const mask = await this.mask();
+    let mayEnd = false;
+    for (const t of this.endTokenIds) {
+      if (!has(mask, t)) continue;
+      mayEnd = true;
+      if (!endTokenIds.has(t)) mask[t >>> 5]! &= ~(1 << (t & 31));
+    }
+    if (mayEnd) for (const t of endTokenIds) if (t >>> 5 < mask.length) mask[t >>> 5]! |= 1 << (t & 31);
+    return mask;
+  }
+
   /** Advances over a token; false (and no change) if the grammar does not allow it. */
   accept(token: number): boolean {
     this.checkLive();
-    if (this.m.isTerminated()) return false;
+    if (this.m.isTerminated() || !Number.isInteger(token) || token < 0 || token >= this.grammar.owner.vocabSize) return false;
     const ok = this.m.acceptToken(token);
     if (ok) this.accepted.push(token);
     return ok;
+  }
+
+  /** Ends the grammar as if one of its end tokens came (the generation ended on one of its own); false where it may not end. */
+  acceptEnd(): boolean {
+    return this.endTokenIds.some((t) => this.accept(t));
   }
 
   /** Undoes the last `n` accepted tokens. */
@@ -53,7 +90,7 @@ export class Matcher {
     for (const t of this.accepted) this.m.acceptToken(t);
   }
 
-  /** Whether the grammar is complete and an end token was accepted (or, without end tokens, whether it is complete). */
+  /** Whether it has accepted an end token (the grammar is complete). */
   get isTerminated(): boolean {
     this.checkLive();
     return this.m.isTerminated();
@@ -73,7 +110,7 @@ export class Matcher {
   /** A new matcher on the same grammar that has accepted the same tokens. */
   async fork(): Promise<Matcher> {
     this.checkLive();
-    const m = await this.grammar.owner.matcher(this.grammar, this.stopTokenIds);
+    const m = await this.grammar.owner.matcher(this.grammar, this.endTokenIds);
     for (const t of this.accepted) m.accept(t);
     return m;
   }
@@ -94,4 +131,14 @@ export class Matcher {
   private checkLive(): void {
     if (this.disposed) throw new Error('the grammar matcher was released');
   }
+}
+
+function has(mask: TokenMask, t: number): boolean {
+  return ((mask[t >>> 5]! >>> (t & 31)) & 1) === 1;
+}
+
+/** Whether a mask allows no token at all. */
+export function isEmptyMask(mask: TokenMask): boolean {
+  for (let i = 0; i < mask.length; i++) if (mask[i] !== 0) return false;
+  return true;
 }

@@ -1,7 +1,7 @@
 /**
  * Loads @mlc-ai/web-xgrammar in Node. Its package.json says ESM while it
- * ships CommonJS, so a `.cjs` copy of it is required instead (written once
- * next to the OS temp dir, keyed by the package's version).
+ * ships CommonJS, so a `.cjs` copy of it is required instead (made in a
+ * private temporary folder, removed once loaded).
  *
  * The library writes its fatal errors (an unknown `$ref`, an invalid regex)
  * to `console.error` and then aborts the call: `captureErrors` routes those
@@ -10,7 +10,7 @@
  * module stops working, which is why untrusted grammars are compiled first
  * in a worker that can be thrown away (see checker.ts).
  */
-import { copyFileSync, existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -30,15 +30,10 @@ export function xgrammar(): Promise<XGrammar> {
 
 async function load(): Promise<XGrammar> {
   const pkgJson = require.resolve('@mlc-ai/web-xgrammar/package.json');
-  const version = (JSON.parse(readFileSync(pkgJson, 'utf8')) as { version: string }).version;
-  const dir = join(tmpdir(), 'pie-gateway');
-  const copy = join(dir, `web-xgrammar-${version}.cjs`);
-  if (!existsSync(copy)) {
-    mkdirSync(dir, { recursive: true });
-    const partial = `${copy}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-    copyFileSync(join(dirname(pkgJson), 'lib', 'index.js'), partial);
-    renameSync(partial, copy); // atomic: a concurrent loader never reads half a file
-  }
+  // A private folder (mkdtemp makes it 0700) that lives only while the copy is required: nobody else can plant or change it.
+  const dir = mkdtempSync(join(tmpdir(), 'pie-xgrammar-'));
+  const copy = join(dir, 'web-xgrammar.cjs');
+  copyFileSync(join(dirname(pkgJson), 'lib', 'index.js'), copy);
   // The module binds console.error when it is instantiated: route it through
   // a function that hands the library's lines to `captureErrors` callers.
   const original = console.error;
@@ -50,6 +45,7 @@ async function load(): Promise<XGrammar> {
     return xg;
   } finally {
     if (console.error === routed) console.error = original;
+    rmSync(dir, { recursive: true, force: true });
   }
 }
 

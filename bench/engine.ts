@@ -19,7 +19,7 @@
  * building, messaging, KV writes, sampling, detokenizing).
  * Prints a table; writes bench/results/engine.json.
  */
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,7 +29,7 @@ import { PortableDriver, sessionOptions } from '../drivers/portable/driver.ts';
 import { batchFeeds, batchFetches } from '../drivers/portable/feeds.ts';
 import { buildGraph } from '../drivers/portable/graph.ts';
 import { Engine, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
-import { createRandomModel, PRESETS } from '../src/model/random.ts';
+import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 
 const { values: args } = parseArgs({
@@ -54,15 +54,6 @@ const PAGE_SIZE = 16;
 const BUDGET = 512;
 
 
-function modelDir(): string {
-  if (args.model) return args.model;
-  const dir = join(import.meta.dirname, '..', 'models', 'bench');
-  if (!existsSync(dir)) {
-    console.error(`creating the bench model in ${dir} ...`);
-    createRandomModel(dir, PRESETS.bench, 0);
-  }
-  return dir;
-}
 
 function prompts(B: number, vocab: number, round: number): number[][] {
   return Array.from({ length: B }, (_, b) => Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919 + b * 104729 + round * 15485863) % (vocab - 3))));
@@ -143,7 +134,7 @@ interface Round {
 }
 
 async function main() {
-  const model = loadModel(modelDir());
+  const model = loadModel(benchModelDir(args.model));
   const maxB = Math.max(...BATCHES);
   const numPages = Math.max(pagesForBudget(model, PAGE_SIZE, 256 * 1024 * 1024), 2 * maxB * Math.ceil((PROMPT + DECODE) / PAGE_SIZE));
   console.error(`model ${model.name}: hidden ${model.config.hiddenSize}, ${model.config.numLayers} layers, vocabulary ${model.config.vocabSize}; ${numPages} pages of ${PAGE_SIZE}; ${cpus().length} cores`);

@@ -21,6 +21,7 @@ import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { MockDriver } from '../drivers/mock/driver.ts';
+import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 import { startEngine, type Engine } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
@@ -152,22 +153,13 @@ async function overhead(kind: GuestEngine) {
   };
 }
 
-function benchModelDir(): string {
-  if (args.model) return args.model;
-  const dir = join(here, '..', 'models', 'bench');
-  if (!existsSync(dir)) {
-    console.error(`creating the bench model in ${dir} ...`);
-    createRandomModel(dir, PRESETS.bench, 0);
-  }
-  return dir;
-}
 
 function prompts(vocab: number, salt: number): number[][] {
   return Array.from({ length: C }, (_, b) => Array.from({ length: PROMPT }, (_, i) => 3 + ((i * 7919 + b * 104729 + salt * 15485863) % (vocab - 3))));
 }
 
 async function throughput() {
-  const engine = await startEngine(benchModelDir(), { kvMemoryBytes: 1024 * 2 ** 20 });
+  const engine = await startEngine(benchModelDir(args.model), { kvMemoryBytes: 1024 * 2 ** 20 });
   const host = await InferletHost.start({ engines: [engine], cacheDir: join(tmpdir(), 'pie-bench-components'), log: () => {} });
   const gen = await host.load(await component('generate', 'qjs'));
   const loop = await host.load(await component('forward-loop', 'qjs'));

@@ -40,7 +40,7 @@
  * --warm-instances and --workers set the [inferlets] keys (default: the config's defaults).
  * Prints tables; writes bench/results/serve.json.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -350,18 +350,11 @@ async function main(): Promise<void> {
   const root = join(here, '..');
 
   const { startEngine } = await import('../src/engine/index.ts');
-  const { createRandomModel, PRESETS } = await import('../src/model/random.ts');
   const { parseConfig } = await import('../src/config.ts');
   const { serve } = await import('../src/gateway/start.ts');
 
-  let modelDir = args.model;
-  if (!modelDir) {
-    modelDir = join(root, 'models', 'bench');
-    if (!existsSync(modelDir)) {
-      console.error(`creating the bench model in ${modelDir} ...`);
-      createRandomModel(modelDir, PRESETS.bench, 0);
-    }
-  }
+  const { benchModelDir } = await import('./bench-model.ts');
+  const modelDir = benchModelDir(args.model);
   // As bench/inferlets.ts: page size 16, ONNX Runtime's own thread count, the default prefix caching.
   const groups = new ThreadGroups();
   groups.mark('v8+libuv'); // V8's platform threads (GC, compilers; shared by all isolates) and libuv's

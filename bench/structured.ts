@@ -29,8 +29,8 @@ import { PortableDriver } from '../drivers/portable/driver.ts';
 import { Engine, Grammars, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
 import { compileSource, type GrammarSource } from '../src/engine/grammar/source.ts';
 import { xgrammar } from '../src/engine/grammar/xgrammar.ts';
-import { createRandomModel, PRESETS } from '../src/model/random.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
+import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 
 const { values: args } = parseArgs({
@@ -52,15 +52,6 @@ const COMPILES = Number(args.compiles);
 const PAGE_SIZE = 16;
 const SHARED_TOKENIZER = join(import.meta.dirname, '..', '..', 'shared', 'models', 'tiny-random-llama-onnx');
 
-function modelDir(): string {
-  if (args.model) return args.model;
-  const dir = join(import.meta.dirname, '..', 'models', 'bench');
-  if (!existsSync(dir)) {
-    console.error(`creating the bench model in ${dir} ...`);
-    createRandomModel(dir, PRESETS.bench, 0);
-  }
-  return dir;
-}
 
 /** JSON as the grammars write it: one line, ", " and ": " between items. */
 function compact(v: unknown): string {
@@ -220,7 +211,7 @@ async function decodeRun(engine: Engine, B: number, sampling: SamplingParams, co
 }
 
 async function main() {
-  const model = loadModel(modelDir());
+  const model = loadModel(benchModelDir(args.model));
   const shared = existsSync(join(SHARED_TOKENIZER, 'tokenizer.json'));
   const tok = shared
     ? new Tokenizer(JSON.parse(readFileSync(join(SHARED_TOKENIZER, 'tokenizer.json'), 'utf8')), JSON.parse(readFileSync(join(SHARED_TOKENIZER, 'tokenizer_config.json'), 'utf8')))

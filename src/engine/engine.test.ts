@@ -379,3 +379,68 @@ describe('grammar-constrained generation', () => {
     expect(engine.grammars.stats().matchers).toBe(0);
   });
 });
+
+describe('grammar-constrained generation, edge cases', () => {
+  it('leaves the KV cache right when a grammar is complete before its first token (a forked context)', async () => {
+    const { engine } = await mockEngine();
+    const matcher = await engine.grammars.matcher(await engine.grammars.compile({ type: 'choice', choices: ['a'] }));
+    expect(matcher.accept(engine.model.tokenizer.tokenToId('a')!)).toBe(true);
+    expect(matcher.acceptEnd()).toBe(true);
+    const p = prompt(6, 9);
+    const ctx = engine.createContext();
+    engine.append(ctx, p);
+    await engine.forward(ctx);
+    const child = engine.fork(ctx);
+    const done = await engine.generate(child, { grammar: matcher, stopTokenIds: [2], ignoreEos: false, sampling: { temperature: 0 } }).result;
+    expect(done.finishReason).toBe('stop');
+    expect(done.tokens).toEqual([2]); // the end token, at once
+    const after = await engine.generate(child, { maxTokens: 4, ignoreEos: true, sampling: { temperature: 0 } }).result;
+    expect(after.tokens).toEqual(expected([...p, 2], 4));
+    // Without end tokens nothing at all is generated, and the fork's copied page is still written.
+    const child2 = engine.fork(ctx);
+    const none = await engine.generate(child2, { grammar: matcher, ignoreEos: true, sampling: { temperature: 0 } }).result;
+    expect(none.tokens).toEqual([]);
+    expect((await engine.generate(child2, { maxTokens: 4, ignoreEos: true, sampling: { temperature: 0 } }).result).tokens).toEqual(expected(p, 4));
+    matcher.dispose();
+    engine.release(child2);
+    engine.release(child);
+    engine.release(ctx);
+  });
+
+  it('releases text held back for a stop string when the grammar completes', async () => {
+    const { engine } = await mockEngine();
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(5, 1));
+    const r = await engine.generate(ctx, { grammar: await engine.grammars.compile({ type: 'choice', choices: ['ab'] }), ignoreEos: true, stop: ['bc'], sampling: { temperature: 0 } }).result;
+    expect(r.text).toBe('ab');
+    engine.release(ctx);
+  });
+
+  it('never passes off text the grammar does not allow when a stop token is also text to it', async () => {
+    let tilde = -1;
+    const { engine } = await mockEngine({ behaviour: () => tilde });
+    tilde = engine.model.tokenizer.tokenToId('~')!;
+    for (const choices of [['~!'], ['!~!'], ['~']]) {
+      const ctx = engine.createContext();
+      engine.append(ctx, prompt(5, 2));
+      const r = await engine.generate(ctx, { grammar: await engine.grammars.compile({ type: 'choice', choices }), stopTokenIds: [tilde], sampling: { temperature: 0 }, maxTokens: 10 }).result;
+      if (r.finishReason === 'error') expect(r.error!.message).toMatch(/cannot go on/);
+      else {
+        expect(r.finishReason).toBe('stop');
+        expect(choices).toContain(r.text);
+      }
+      engine.release(ctx);
+    }
+  });
+
+  it('lets go of its grammar when the engine refuses the generation', async () => {
+    const { engine } = await mockEngine({ numPages: 4, pageSize: 4 });
+    const grammar = await engine.grammars.compile({ type: 'choice', choices: ['x'] });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(40, 3)); // more than the whole pool
+    expect(() => engine.generate(ctx, { grammar })).toThrow(/KV cache/);
+    expect(grammar.numUsers).toBe(0);
+    expect(engine.stats().grammar.constrained).toBe(0);
+    engine.release(ctx);
+  });
+});

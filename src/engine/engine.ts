@@ -232,7 +232,6 @@ export class Engine {
     const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
       this.finishWork(g),
     );
-    if (options.grammar) this.numConstrainedGenerations++;
     if (maxTokens === 0) {
       gen.finish('length');
       return gen;
@@ -247,7 +246,13 @@ export class Engine {
       signal.addEventListener('abort', onAbort, { once: true });
       void gen.result.then(() => signal.removeEventListener('abort', onAbort));
     }
-    this.submit(gen);
+    try {
+      this.submit(gen);
+    } catch (err) {
+      gen.finish('error', null, err as Error); // releases what it holds (its grammar)
+      throw err;
+    }
+    if (options.grammar) this.numConstrainedGenerations++;
     return gen;
   }
 
@@ -256,6 +261,7 @@ export class Engine {
     if (this.closed) return;
     this.closed = true;
     for (const work of [...this.active.values()]) this.cancelWork(work, errors.engineClosed());
+    this.grammarsOf?.close();
     await this.driver.close();
   }
 
@@ -287,27 +293,19 @@ export class Engine {
   private async step(): Promise<void> {
     const t0 = performance.now();
     const copies = { from: [] as number[], to: [] as number[] };
-    let planned = this.scheduler.schedule(copies);
+    const planned = this.scheduler.schedule(copies);
     if (planned.length === 0) {
       this.failStuck();
       return;
     }
     // Masks the driver applies are needed before the batch runs; the others are computed while it runs.
     const isConstrained = (s: Scheduled) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained;
-    let constrained = planned.filter(isConstrained);
+    const constrained = planned.filter(isConstrained);
     const inGraph = constrained.filter((s) => (s.work as Generation).maskInGraph);
     const tm = performance.now();
-    if (inGraph.length > 0) {
-      await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
-      // A grammar that is complete with no end token to follow: that generation is done, before running its row.
-      const complete = inGraph.filter((s) => (s.work as Generation).grammarComplete);
-      for (const s of complete) (s.work as Generation).finish('stop');
-      if (complete.length > 0) {
-        planned = planned.filter((s) => !complete.includes(s));
-        constrained = constrained.filter((s) => !complete.includes(s));
-      }
-      if (planned.length === 0) return;
-    }
+    // (A grammar found complete here still runs its row: the schedule has committed its pages and
+    // copy-on-write copies, which the driver applies; the generation ends when its row is delivered.)
+    if (inGraph.length > 0) await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
     const maskWaitMs = performance.now() - tm;
     const rows = planned.map((s) => ({
       pageTable: s.work.ctx.pageTable,

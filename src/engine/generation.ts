@@ -158,11 +158,15 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     try {
       if (!this.matcher) {
         const own = g as Grammar;
-        this.matcher = await own.owner.matcher(own, [...this.stopIds]);
+        this.matcher = await own.owner.matcher(own);
         if (this.finished) return this.disposeMatcher();
       }
       this.nextMask = await this.matcher.maskFor(this.stopIds);
-      this.grammarComplete = isEmptyMask(this.nextMask);
+      if (isEmptyMask(this.nextMask)) {
+        // Complete (it may end, and no end token is wanted), or a dead end: everything it allows next is a stop token.
+        if (!this.matcher.lastMayEnd) throw new Error('the grammar cannot go on: every token it allows next is one of the stop tokens');
+        this.grammarComplete = true;
+      }
     } catch (err) {
       this.maskError = err as Error;
     }
@@ -177,6 +181,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       mask = this.nextMask;
       this.nextMask = null;
       if (this.grammarComplete) {
+        // Nothing may follow and no end token is wanted: what is held back is released.
+        this.emit(this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [], undefined);
         this.finish('stop', null);
         return false;
       }
@@ -186,8 +192,8 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       : row.logits
         ? this.sampler.sample(row.logits, this.history, mask)
         : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) }; // masked by the driver when constrained
-    // A stop token ends the grammar where it was allowed as an end (it may also be ordinary text to the grammar).
-    if (this.matcher && !this.matcher.accept(s.token) && !(this.stopIds.has(s.token) && this.matcher.acceptEnd())) {
+    // A stop token only ever ends the grammar (the mask allows it only where the grammar may end).
+    if (this.matcher && !(this.stopIds.has(s.token) ? this.matcher.acceptEnd() : this.matcher.accept(s.token))) {
       throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);
     }
     this.ctx.push(s.token);

@@ -18,6 +18,7 @@ export interface GrammarVocabulary {
 
 export type CheckRequest =
   | { t: 'vocab'; key: string; vocab: GrammarVocabulary }
+  | { t: 'forget'; key: string }
   /** Build every vocabulary's compiler now, then answer (so that a check's time is its compile). */
   | { t: 'warm'; id: number }
   | { t: 'check'; id: number; key: string; source: GrammarSource };
@@ -38,7 +39,7 @@ async function compilerFor(key: string): Promise<GrammarCompiler> {
     if (!v) throw new Error(`no vocabulary named ${key}`);
     c = (async () => {
       const xg = await xgrammar();
-      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, v.pieces.length, v.stopTokenIds);
+      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, v.pieces.length, v.stopTokenIds.length > 0 ? v.stopTokenIds : undefined);
       return xg.GrammarCompiler.createGrammarCompiler(info, false);
     })();
     compilers.set(key, c);
@@ -50,6 +51,13 @@ let queue = Promise.resolve();
 port.on('message', (req: CheckRequest) => {
   if (req.t === 'vocab') {
     vocabs.set(req.key, req.vocab);
+    return;
+  }
+  if (req.t === 'forget') {
+    vocabs.delete(req.key);
+    const compiler = compilers.get(req.key);
+    compilers.delete(req.key);
+    void compiler?.then((c) => c.dispose(), () => undefined);
     return;
   }
   if (req.t === 'warm') {

@@ -42,8 +42,16 @@ export class GrammarChecker {
   private readonly queue: Pending[] = [];
   private current: { p: Pending; timer: NodeJS.Timeout } | null = null;
   private closed = false;
+  /** Workers that went away before they were ready, in a row. */
+  private numFailedStarts = 0;
   /** Workers started (tests read it). */
   numWorkers = 0;
+
+  /** Forgets a vocabulary (its engine closed). */
+  removeVocabulary(key: string): void {
+    this.vocabs.delete(key);
+    this.slot?.worker.postMessage({ t: 'forget', key } satisfies CheckRequest);
+  }
 
   /** Registers a model's vocabulary under a key (every worker builds its tokenizer info before checking). */
   addVocabulary(key: string, vocab: GrammarVocabulary): void {
@@ -107,6 +115,7 @@ export class GrammarChecker {
       if (r.t === 'warm') {
         if (r.id === slot.warmId) {
           slot.ready = true;
+          this.numFailedStarts = 0;
           this.pump();
         }
         return;
@@ -118,7 +127,14 @@ export class GrammarChecker {
     const onGone = (err?: Error) => {
       if (slot !== this.slot) return;
       this.slot = null;
-      this.finish({ ok: false, message: `the grammar checker stopped${err ? `: ${err.message}` : ''}` });
+      const why = `the grammar checker stopped${err ? `: ${err.message}` : ''}`;
+      if (!slot.ready && ++this.numFailedStarts >= 3) {
+        // It cannot start: refuse what waits rather than restart for ever (the next check tries again).
+        this.numFailedStarts = 0;
+        for (const p of this.queue.splice(0)) p.resolve({ ok: false, message: why });
+      }
+      this.finish({ ok: false, message: why });
+      queueMicrotask(() => this.pump()); // what still waits gets a new worker
     };
     worker.on('error', onGone);
     worker.on('exit', () => onGone());

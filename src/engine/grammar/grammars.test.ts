@@ -316,6 +316,19 @@ describe('grammar errors', () => {
     expect(grammars.stats().cached).toBe(2);
   });
 
+  it('gives waiting checks a new worker when the one warming up dies', async () => {
+    const own = new GrammarChecker();
+    try {
+      const g = new Grammars(tokenizer, tokenizer.eosTokenId! + 1, [tokenizer.eosTokenId!], { checker: own });
+      const pending = g.compile({ type: 'regex', pattern: 'waits' });
+      await (own as unknown as { slot: { worker: { terminate(): Promise<number> } } }).slot.worker.terminate(); // dies before it is warm
+      await expect(pending).resolves.toBeDefined();
+      expect(own.numWorkers).toBe(2);
+    } finally {
+      await own.close();
+    }
+  });
+
   it('answers a finished matcher without asking the library (which would abort)', async () => {
     const g = await grammars.compile({ type: 'choice', choices: ['a'] });
     for (let i = 0; i < 400; i++) {

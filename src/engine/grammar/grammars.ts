@@ -54,7 +54,7 @@ export class Grammar {
   /** Milliseconds its compile took in the checker. */
   readonly compileMs: number;
   private readonly compiledGrammar: CompiledGrammar;
-  private numUsers = 0;
+  private users = 0;
   private evicted = false;
 
   /** @internal */
@@ -74,18 +74,23 @@ export class Grammar {
 
   /** Keeps it alive (past its eviction from the cache) until `release`. */
   retain(): void {
-    if (this.evicted && this.numUsers === 0) throw new Error('the grammar was released');
-    this.numUsers++;
+    if (this.evicted && this.users === 0) throw new Error('the grammar was released');
+    this.users++;
   }
 
   release(): void {
-    if (--this.numUsers === 0 && this.evicted) this.compiledGrammar.dispose();
+    if (--this.users === 0 && this.evicted) this.compiledGrammar.dispose();
+  }
+
+  /** Matchers and generations holding it. */
+  get numUsers(): number {
+    return this.users;
   }
 
   /** @internal */
   evict(): void {
     this.evicted = true;
-    if (this.numUsers === 0) this.compiledGrammar.dispose();
+    if (this.users === 0) this.compiledGrammar.dispose();
   }
 }
 
@@ -143,8 +148,8 @@ export class Grammars {
 
   /**
    * A matcher at the start of `grammar` whose end tokens are `endTokenIds`
-   * (default, or when empty: the model's; a generation that ends on other
-   * tokens, or none, asks the matcher for `maskFor` its own).
+   * (default, or when empty: the model's end-of-sequence tokens; a generation
+   * that ends on other tokens, or none, asks the matcher for `maskFor` its own).
    */
   async matcher(grammar: Grammar, endTokenIds: readonly number[] = this.stopTokenIds): Promise<Matcher> {
     const xg = await xgrammar();
@@ -159,6 +164,11 @@ export class Grammars {
       grammar.release();
       throw err;
     }
+  }
+
+  /** Forgets this model's vocabulary in the shared checker (the engine closes). */
+  close(): void {
+    this.checker.removeVocabulary(this.vocabKey);
   }
 
   stats(): GrammarStats {
@@ -199,7 +209,7 @@ export class Grammars {
     this.compiler ??= (async () => {
       const xg = await xgrammar();
       const v = this.vocab;
-      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, this.vocabSize, v.stopTokenIds);
+      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, this.vocabSize, v.stopTokenIds.length > 0 ? v.stopTokenIds : undefined);
       return xg.GrammarCompiler.createGrammarCompiler(info, false);
     })();
     return this.compiler;

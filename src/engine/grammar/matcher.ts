@@ -3,12 +3,12 @@
  * tokens allowed next as a bitset (bit t & 31 of word t >>> 5, as the sampler
  * and the driver take it) and advances over the tokens chosen.
  *
- * End tokens. xgrammar allows a matcher's end tokens exactly where the
- * grammar may end, and terminates on one. A generation may end on other
- * tokens than the matcher was made with (a request's `stop_token_ids`, or none
- * at all): `maskFor(endTokens)` moves "may end here" onto those tokens (none:
- * the grammar ends only when nothing else may follow), and `acceptEnd`
- * terminates the matcher on one of them.
+ * End tokens. A matcher is made with the model's end-of-sequence tokens
+ * (special tokens, never text), which xgrammar allows exactly where the
+ * grammar may end, and terminates on. A generation may end on other tokens
+ * (a request's `stop_token_ids`, or none at all): `maskFor(endTokens)` moves
+ * "may end here" onto those (none: the grammar ends only when nothing else may
+ * follow), and `acceptEnd` terminates the matcher when one of them comes.
  *
  * Calls into the library that would abort it (a mask or a token after it has
  * terminated, a token outside the vocabulary, a rollback past its history) are
@@ -27,6 +27,8 @@ export class Matcher {
   private readonly accepted: number[] = [];
   private readonly m: GrammarMatcher;
   private disposed = false;
+  /** Whether the grammar could end where `maskFor` last looked (an empty mask then means complete, else a dead end). */
+  lastMayEnd = false;
 
   /** @internal use Grammars.matcher */
   constructor(grammar: Grammar, m: GrammarMatcher, endTokenIds: readonly number[]) {
@@ -47,19 +49,22 @@ export class Matcher {
   }
 
   /**
-   * The tokens allowed next for a generation that ends on `endTokenIds`: where
-   * the grammar may end, those instead of the matcher's own end tokens; an
+   * The tokens allowed next for a generation that ends on `endTokenIds`:
+   * those tokens exactly where the grammar may end (never as text, whatever
+   * the grammar says of them), instead of the matcher's own end tokens; an
    * empty set when the grammar is complete and `endTokenIds` is empty.
    */
   async maskFor(endTokenIds: ReadonlySet<number>): Promise<TokenMask> {
     const mask = await this.mask();
-    let mayEnd = false;
+    let mayEnd = this.m.isTerminated();
     for (const t of this.endTokenIds) {
       if (!has(mask, t)) continue;
       mayEnd = true;
-      if (!endTokenIds.has(t)) mask[t >>> 5]! &= ~(1 << (t & 31));
+      clear(mask, t);
     }
+    for (const t of endTokenIds) if (t >>> 5 < mask.length) clear(mask, t);
     if (mayEnd) for (const t of endTokenIds) if (t >>> 5 < mask.length) mask[t >>> 5]! |= 1 << (t & 31);
+    this.lastMayEnd = mayEnd;
     return mask;
   }
 
@@ -74,7 +79,7 @@ export class Matcher {
 
   /** Ends the grammar as if one of its end tokens came (the generation ended on one of its own); false where it may not end. */
   acceptEnd(): boolean {
-    return this.endTokenIds.some((t) => this.accept(t));
+    return this.isTerminated || this.endTokenIds.some((t) => this.accept(t));
   }
 
   /** Undoes the last `n` accepted tokens. */
@@ -131,6 +136,10 @@ export class Matcher {
   private checkLive(): void {
     if (this.disposed) throw new Error('the grammar matcher was released');
   }
+}
+
+function clear(mask: TokenMask, t: number): void {
+  mask[t >>> 5]! &= ~(1 << (t & 31));
 }
 
 function has(mask: TokenMask, t: number): boolean {

@@ -45,7 +45,11 @@ async function load(): Promise<XGrammar> {
     return xg;
   } finally {
     if (console.error === routed) console.error = original;
-    rmSync(dir, { recursive: true, force: true });
+    try {
+      rmSync(dir, { recursive: true, force: true });
+    } catch {
+      // left behind in the temporary folder; the library is loaded either way
+    }
   }
 }
 

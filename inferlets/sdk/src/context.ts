@@ -184,7 +184,7 @@ export class Context {
     // A grammar gets a matcher of its own, released with the generation.
     const owned = g instanceof Grammar ? call(() => g.open(this.model)) : undefined;
     const constraint = owned ?? (g instanceof Matcher ? g.raw : undefined);
-    const raw = call(() =>
+    const start = () =>
       inference.generate(
         this.raw,
         {
@@ -196,8 +196,14 @@ export class Context {
           stream: toStreamFormat(options.stream),
         },
         constraint,
-      ),
-    );
+      );
+    let raw: inference.Generation;
+    try {
+      raw = call(start);
+    } catch (err) {
+      owned?.[Symbol.dispose]();
+      throw err;
+    }
     return new Generation(raw, owned);
   }
 

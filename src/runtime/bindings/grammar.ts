@@ -165,6 +165,9 @@ export const grammarHandlers: Handlers = {
     const held = inv.matchers.get(h);
     if (!held) return;
     inv.matchers.delete(h);
-    held.matcher.dispose();
+    // A generation it constrains keeps it until it ends.
+    const user = [...inv.generations.values()].find((g) => g.matcher === held.matcher && !g.gen.finished);
+    if (user) void user.gen.result.then(() => held.matcher.dispose());
+    else held.matcher.dispose();
   },
 };

@@ -114,12 +114,21 @@ describe.skipIf(!haveStories)(`structured outputs on stories260K ${SKIP_STORIES}
   });
 
   it('json_object output parses as an object; max_tokens cuts it off with finish_reason length', async () => {
+    // Left alone this model writes a story inside the first string; biased towards closing quotes and braces
+    // (the grammar decides where they may go) it finishes objects.
+    const t = engine.model.tokenizer;
+    const quote = t.encode('x"', { addBos: false }).at(-1)!;
+    const brace = t.encode('x}', { addBos: false }).at(-1)!;
     for (const seed of [1, 2, 3]) {
-      const r = await client.chat.completions.create({ model, messages, response_format: { type: 'json_object' }, temperature: 0.7, seed, max_tokens: 400 });
+      const r = await client.chat.completions.create({ model, messages, response_format: { type: 'json_object' }, temperature: 0.7, seed, max_tokens: 400, logit_bias: { [quote]: 8, [brace]: 30 } });
       const c = r.choices[0]!;
-      if (c.finish_reason === 'stop') expect(typeof JSON.parse(c.message.content!)).toBe('object');
-      else expect(c.message.content!.startsWith('{')).toBe(true);
+      expect(c.finish_reason).toBe('stop');
+      const parsed = JSON.parse(c.message.content!);
+      expect(typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)).toBe(true);
     }
+    const story = await client.chat.completions.create({ model, messages, response_format: { type: 'json_object' }, temperature: 0.7, seed: 1, max_tokens: 60 });
+    expect(story.choices[0]!.finish_reason).toBe('length');
+    expect(story.choices[0]!.message.content!.startsWith('{"')).toBe(true);
     const cut = await client.chat.completions.create({ model, messages, response_format: zodResponseFormat(Pet, 'pet'), temperature: 0, max_tokens: 5 });
     expect(cut.choices[0]!.finish_reason).toBe('length');
     expect('{"name": "'.startsWith(cut.choices[0]!.message.content!.slice(0, 10))).toBe(true);

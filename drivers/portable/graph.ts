@@ -65,7 +65,7 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   const shape = (...dims: number[]) => g.constInt64(dims);
   const rmsNorm = (x: string, w: Tensor, name: string, eps = c.rmsNormEps, weightScale = 1): string => {
     // Written as x / sqrt(mean(x^2) + eps) * w: the pattern ONNX Runtime fuses into one kernel.
-    const mean = g.op('ReduceMean', [g.op('Pow', [x, g.constFloat(2)])], { axes: [-1], keepdims: 1 });
+    const mean = g.op('ReduceMean', [g.op('Pow', [x, g.constFloat(2)]), shape(-1)], { keepdims: 1 });
     const normed = g.op('Div', [x, g.op('Sqrt', [g.op('Add', [mean, g.constFloat(eps)])])]);
     const wData = weightScale === 1 ? w.data : w.data.map((v) => v * weightScale);
     return g.op('Mul', [normed, g.floats(name, wData, [w.shape[0]!])]);
@@ -181,8 +181,8 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   // Per sampled row: the greedy token and its log-probability, so that a step
   // where every row is plain greedy need not fetch the logits at all.
   g.output(g.op('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }), 'best', DType.INT64, ['S']);
-  const maxLogit = g.op('ReduceMax', [logits], { axes: [1], keepdims: 0 });
-  g.output(g.op('Sub', [maxLogit, g.op('ReduceLogSumExp', [logits], { axes: [1], keepdims: 0 })]), 'best_logprob', DType.FLOAT, ['S']);
+  const maxLogit = g.op('ReduceMax', [logits, shape(1)], { keepdims: 0 });
+  g.output(g.op('Sub', [maxLogit, g.op('ReduceLogSumExp', [logits, shape(1)], { keepdims: 0 })]), 'best_logprob', DType.FLOAT, ['S']);
   // Sampling distributions at each row's temperature: the exponentials run
   // vectorised in ONNX Runtime instead of one by one on the host.
   const scaled = g.op('Mul', [logits, g.op('Unsqueeze', [invTemperature, shape(1)])]);

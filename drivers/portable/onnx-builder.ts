@@ -120,13 +120,13 @@ export class GraphBuilder {
   }
 
   /** The whole model, weights included, as one protocol buffer (under 2 GB only). */
-  encode(opset = 17): Uint8Array {
+  encode(opset = 18): Uint8Array {
     for (const { proto, bytes } of this.large) proto.rawData = bytes;
     return this.modelBytes(opset);
   }
 
   /** Writes `modelPath` and its weights to `modelPath + '.data'` (ONNX external data), for models of any size. */
-  save(modelPath: string, opset = 17): void {
+  save(modelPath: string, opset = 18): void {
     const dataPath = `${modelPath}.data`;
     const fd = openSync(dataPath, 'w');
     try {

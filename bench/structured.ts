@@ -28,7 +28,7 @@ import { parseArgs } from 'node:util';
 import { PortableDriver } from '../drivers/portable/driver.ts';
 import { Engine, Grammars, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
 import { compileSource, type GrammarSource } from '../src/engine/grammar/source.ts';
-import { xgrammar } from '../src/engine/grammar/xgrammar.ts';
+import { newCompiler } from '../src/engine/grammar/xgrammar.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
 import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
@@ -153,10 +153,7 @@ async function maskBench(tok: Tokenizer, vocabSize: number, eos: number) {
 }
 
 async function compileBench(tok: Tokenizer, vocabSize: number, eos: number) {
-  const xg = await xgrammar();
-  const v = tok.grammarVocabulary(vocabSize);
-  const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, vocabSize, [eos]);
-  const compiler = await xg.GrammarCompiler.createGrammarCompiler(info, false);
+  const compiler = await newCompiler({ ...tok.grammarVocabulary(vocabSize), stopTokenIds: [eos] });
   const engineThread: number[] = [];
   for (let i = 0; i < COMPILES; i++) {
     const t0 = performance.now();

@@ -50,7 +50,7 @@ function extensionGrammar(s: StructuredOutputs): Grammar {
   if (set.length !== 1) throw new HttpError(400, `structured_outputs takes exactly one of json, regex, choice, grammar and json_object${set.length ? ` (got ${set.join(', ')})` : ''}`, 'structured_outputs');
   switch (set[0]!) {
     case 'json':
-      return typeof s.json === 'string' ? Grammar.json(s.json) : Grammar.json(s.json as object);
+      return Grammar.json(s.json as object | string);
     case 'regex':
       return Grammar.regex(s.regex!);
     case 'choice':

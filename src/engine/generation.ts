@@ -107,7 +107,6 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   private maskError: Error | null = null;
   /** The grammar is complete and no end token may follow: nothing to sample. */
   grammarComplete = false;
-  private grammarReleased = false;
 
   constructor(ctx: Context, tokenizer: Tokenizer, defaultStopIds: readonly number[], maxTokens: number, window: number | null, options: GenerateOptions, onFinish: (g: Generation) => void) {
     this.ctx = ctx;
@@ -161,10 +160,11 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
         this.matcher = await own.owner.matcher(own);
         if (this.finished) return this.disposeMatcher();
       }
-      this.nextMask = await this.matcher.maskFor(this.stopIds);
-      if (isEmptyMask(this.nextMask)) {
+      const { mask, mayEnd } = await this.matcher.maskFor(this.stopIds);
+      this.nextMask = mask;
+      if (isEmptyMask(mask)) {
         // Complete (it may end, and no end token is wanted), or a dead end: everything it allows next is a stop token.
-        if (!this.matcher.lastMayEnd) throw new Error('the grammar cannot go on: every token it allows next is one of the stop tokens');
+        if (!mayEnd) throw new Error('the grammar cannot go on: every token it allows next is one of the stop tokens');
         this.grammarComplete = true;
       }
     } catch (err) {
@@ -226,6 +226,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     if (this.finished) return;
     this.finished = true;
     this.disposeMatcher();
+    if (this.ownsMatcher) (this.options.grammar as Grammar).release(); // retained since the constructor
     this.onFinish(this);
     this.resolve({
       text: this.text,
@@ -259,11 +260,6 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     if (!this.ownsMatcher) return;
     this.matcher?.dispose();
     this.matcher = null;
-    const g = this.options.grammar as Grammar;
-    if (!this.grammarReleased) {
-      this.grammarReleased = true;
-      g.release();
-    }
   }
 
   private emit(text: string, tokens: number[], lp: TokenLogprob | undefined): void {

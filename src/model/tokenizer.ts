@@ -38,7 +38,7 @@ export class Tokenizer {
     const normalizer = JSON.stringify(json.normalizer ?? null);
     const metaspace = JSON.stringify(json.pre_tokenizer ?? null);
     this.prependsSpace =
-      /"type":"Prepend","prepend":"\u2581"|"type":"Prepend","prepend":"▁"/.test(normalizer) ||
+      normalizer.includes('"type":"Prepend","prepend":"\u2581"') ||
       (/"type":"Metaspace"/.test(metaspace) && !/"prepend_scheme":"never"|"add_prefix_space":false/.test(metaspace));
     this.vocabSize = this.hf.get_vocab(true).size;
     this.bosToken = tokenText(config.bos_token);

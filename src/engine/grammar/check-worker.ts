@@ -7,14 +7,7 @@
 import { parentPort } from 'node:worker_threads';
 import type { GrammarCompiler } from '@mlc-ai/web-xgrammar';
 import { compileSource, type GrammarSource } from './source.ts';
-import { captureErrors, xgrammar } from './xgrammar.ts';
-
-export interface GrammarVocabulary {
-  pieces: string[];
-  type: 'byte_fallback' | 'byte_level' | 'raw';
-  prependSpace: boolean;
-  stopTokenIds: number[];
-}
+import { captureErrors, newCompiler, type GrammarVocabulary } from './xgrammar.ts';
 
 export type CheckRequest =
   | { t: 'vocab'; key: string; vocab: GrammarVocabulary }
@@ -37,11 +30,7 @@ async function compilerFor(key: string): Promise<GrammarCompiler> {
   if (!c) {
     const v = vocabs.get(key);
     if (!v) throw new Error(`no vocabulary named ${key}`);
-    c = (async () => {
-      const xg = await xgrammar();
-      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, v.pieces.length, v.stopTokenIds.length > 0 ? v.stopTokenIds : undefined);
-      return xg.GrammarCompiler.createGrammarCompiler(info, false);
-    })();
+    c = newCompiler(v);
     compilers.set(key, c);
   }
   return c;

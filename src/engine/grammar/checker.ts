@@ -12,8 +12,9 @@
  *                                         abort / timeout ─► replaced, warmed again
  */
 import { Worker } from 'node:worker_threads';
-import type { CheckReply, CheckRequest, GrammarVocabulary } from './check-worker.ts';
+import type { CheckReply, CheckRequest } from './check-worker.ts';
 import type { GrammarSource } from './source.ts';
+import type { GrammarVocabulary } from './xgrammar.ts';
 
 export type CheckResult = { ok: true; ms: number } | { ok: false; message: string };
 

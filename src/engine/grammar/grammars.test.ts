@@ -350,9 +350,10 @@ describe('grammar errors', () => {
     const a = tokenizer.encode('a', { addBos: false })[0]!;
     expect(m.accept(a)).toBe(true);
     const other = 7;
-    const own = await m.maskFor(new Set([other]));
+    const { mask: own, mayEnd } = await m.maskFor(new Set([other]));
+    expect(mayEnd).toBe(true);
     expect(allows(own, other) && !allows(own, eos)).toBe(true);
-    const none = await m.maskFor(new Set());
+    const { mask: none } = await m.maskFor(new Set());
     expect(allows(none, eos) || allows(none, other)).toBe(false);
     expect(none.some((w) => w !== 0)).toBe(true); // "b" may still follow
     expect(m.acceptEnd()).toBe(true);

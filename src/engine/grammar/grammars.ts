@@ -12,10 +12,9 @@
 import type { CompiledGrammar, GrammarCompiler } from '@mlc-ai/web-xgrammar';
 import type { Tokenizer } from '../../model/tokenizer.ts';
 import { GrammarChecker } from './checker.ts';
-import type { GrammarVocabulary } from './check-worker.ts';
 import { Matcher } from './matcher.ts';
 import { checkSource, compileSource, sourceKey, type GrammarSource } from './source.ts';
-import { xgrammar } from './xgrammar.ts';
+import { newCompiler, xgrammar, type GrammarVocabulary } from './xgrammar.ts';
 
 /** A grammar the library cannot honour (the message says why); a client error. */
 export class GrammarError extends Error {
@@ -41,15 +40,10 @@ export interface GrammarStats {
   cached: number;
   /** Matchers alive (not yet released). */
   matchers: number;
-  /** Mask computations and their total time. */
-  masks: number;
-  maskMs: number;
 }
 
 /** A compiled grammar. Its memory is freed once it has left the cache and no matcher uses it. */
 export class Grammar {
-  readonly key: string;
-  readonly source: GrammarSource;
   readonly owner: Grammars;
   /** Milliseconds its compile took in the checker. */
   readonly compileMs: number;
@@ -58,9 +52,7 @@ export class Grammar {
   private evicted = false;
 
   /** @internal */
-  constructor(key: string, source: GrammarSource, compiled: CompiledGrammar, owner: Grammars, compileMs: number) {
-    this.key = key;
-    this.source = source;
+  constructor(compiled: CompiledGrammar, owner: Grammars, compileMs: number) {
     this.compiledGrammar = compiled;
     this.owner = owner;
     this.compileMs = compileMs;
@@ -100,8 +92,6 @@ let nextVocabKey = 1;
 export class Grammars {
   readonly vocabSize: number;
   readonly stopTokenIds: readonly number[];
-  /** Called with each mask's milliseconds (metrics). */
-  onMask: ((ms: number) => void) | null = null;
   private readonly vocab: GrammarVocabulary;
   private readonly vocabKey = `vocab-${nextVocabKey++}`;
   private readonly checker: GrammarChecker;
@@ -110,7 +100,7 @@ export class Grammars {
   private readonly cache = new Map<string, Grammar>();
   private readonly inFlight = new Map<string, Promise<Grammar>>();
   private compiler: Promise<GrammarCompiler> | null = null;
-  private readonly counts = { compiled: 0, cacheHits: 0, refused: 0, matchers: 0, masks: 0, maskMs: 0 };
+  private readonly counts = { compiled: 0, cacheHits: 0, refused: 0, matchers: 0 };
 
   constructor(tokenizer: Tokenizer, vocabSize: number, stopTokenIds: readonly number[], options: GrammarsOptions = {}) {
     const v = tokenizer.grammarVocabulary(vocabSize);
@@ -180,22 +170,16 @@ export class Grammars {
     this.counts.matchers--;
   }
 
-  /** @internal */
-  noteMask(ms: number): void {
-    this.counts.masks++;
-    this.counts.maskMs += ms;
-    this.onMask?.(ms);
-  }
-
   private async compileNew(key: string, source: GrammarSource): Promise<Grammar> {
     const checked = await this.checker.check(this.vocabKey, source, this.timeoutMs);
     if (!checked.ok) {
       this.counts.refused++;
       throw new GrammarError(checked.message);
     }
-    const compiled = await compileSource(await this.compilerHere(), source);
+    this.compiler ??= newCompiler(this.vocab);
+    const compiled = await compileSource(await this.compiler, source);
     this.counts.compiled++;
-    const grammar = new Grammar(key, source, compiled, this, checked.ms);
+    const grammar = new Grammar(compiled, this, checked.ms);
     this.cache.set(key, grammar);
     while (this.cache.size > this.cacheSize) {
       const [oldKey, old] = this.cache.entries().next().value!;
@@ -203,15 +187,5 @@ export class Grammars {
       old.evict();
     }
     return grammar;
-  }
-
-  private compilerHere(): Promise<GrammarCompiler> {
-    this.compiler ??= (async () => {
-      const xg = await xgrammar();
-      const v = this.vocab;
-      const info = await xg.TokenizerInfo.createTokenizerInfo(v.pieces, v.type, v.prependSpace, this.vocabSize, v.stopTokenIds.length > 0 ? v.stopTokenIds : undefined);
-      return xg.GrammarCompiler.createGrammarCompiler(info, false);
-    })();
-    return this.compiler;
   }
 }

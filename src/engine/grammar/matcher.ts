@@ -27,8 +27,6 @@ export class Matcher {
   private readonly accepted: number[] = [];
   private readonly m: GrammarMatcher;
   private disposed = false;
-  /** Whether the grammar could end where `maskFor` last looked (an empty mask then means complete, else a dead end). */
-  lastMayEnd = false;
 
   /** @internal use Grammars.matcher */
   constructor(grammar: Grammar, m: GrammarMatcher, endTokenIds: readonly number[]) {
@@ -42,9 +40,7 @@ export class Matcher {
     this.checkLive();
     const words = Math.ceil(this.grammar.owner.vocabSize / 32);
     if (this.m.isTerminated()) return new Uint32Array(words);
-    const t0 = performance.now();
     const bits = await this.m.getNextTokenBitmask();
-    this.grammar.owner.noteMask(performance.now() - t0);
     return new Uint32Array(bits.buffer, bits.byteOffset, bits.length);
   }
 
@@ -52,9 +48,11 @@ export class Matcher {
    * The tokens allowed next for a generation that ends on `endTokenIds`:
    * those tokens exactly where the grammar may end (never as text, whatever
    * the grammar says of them), instead of the matcher's own end tokens; an
-   * empty set when the grammar is complete and `endTokenIds` is empty.
+   * empty set when the grammar is complete and `endTokenIds` is empty. With
+   * it, whether the grammar may end here (an empty mask where it may not is a
+   * dead end).
    */
-  async maskFor(endTokenIds: ReadonlySet<number>): Promise<TokenMask> {
+  async maskFor(endTokenIds: ReadonlySet<number>): Promise<{ mask: TokenMask; mayEnd: boolean }> {
     const mask = await this.mask();
     let mayEnd = this.m.isTerminated();
     for (const t of this.endTokenIds) {
@@ -64,8 +62,7 @@ export class Matcher {
     }
     for (const t of endTokenIds) if (t >>> 5 < mask.length) clear(mask, t);
     if (mayEnd) for (const t of endTokenIds) if (t >>> 5 < mask.length) mask[t >>> 5]! |= 1 << (t & 31);
-    this.lastMayEnd = mayEnd;
-    return mask;
+    return { mask, mayEnd };
   }
 
   /** Advances over a token; false (and no change) if the grammar does not allow it. */

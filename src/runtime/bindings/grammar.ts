@@ -7,7 +7,7 @@ import type { Engine, GrammarSource, Matcher, TokenMask } from '../../engine/ind
 import { GrammarError } from '../../engine/index.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
-import type { Invocation } from '../invocation.ts';
+import type { HeldGeneration, Invocation } from '../invocation.ts';
 import type { GuestModel } from './model.ts';
 import type { Handlers } from './host-side.ts';
 
@@ -86,6 +86,11 @@ export function heldMatcher(inv: Invocation, handle: number): HeldMatcher {
   return held;
 }
 
+/** The running generation a matcher constrains, if any (one at a time). */
+export function generationUsing(inv: Invocation, matcher: Matcher): HeldGeneration | undefined {
+  return [...inv.generations.values()].find((g) => g.matcher === matcher && !g.gen.finished);
+}
+
 /** A bitset over the vocabulary as runs [in, out, in, ...] starting with an included run. */
 export function maskToRuns(mask: TokenMask, vocabSize: number): Uint32Array {
   const runs: number[] = [];
@@ -148,11 +153,7 @@ export const grammarHandlers: Handlers = {
     const { engine, matcher } = heldMatcher(inv, h);
     return maskToRuns(await matcher.mask(), engine.model.config.vocabSize);
   },
-  'grammar.accept': (inv, [h, token]) => {
-    const { engine, matcher } = heldMatcher(inv, h);
-    if (!Number.isInteger(token) || token < 0 || token >= engine.model.config.vocabSize) return false;
-    return matcher.accept(token);
-  },
+  'grammar.accept': (inv, [h, token]) => heldMatcher(inv, h).matcher.accept(token),
   'grammar.rollback': (inv, [h, n]) => guard(() => heldMatcher(inv, h).matcher.rollback(n)),
   'grammar.is-terminated': (inv, [h]) => heldMatcher(inv, h).matcher.isTerminated,
   'grammar.reset': (inv, [h]) => inv.matchers.get(h)?.matcher.reset(),
@@ -166,7 +167,7 @@ export const grammarHandlers: Handlers = {
     if (!held) return;
     inv.matchers.delete(h);
     // A generation it constrains keeps it until it ends.
-    const user = [...inv.generations.values()].find((g) => g.matcher === held.matcher && !g.gen.finished);
+    const user = generationUsing(inv, held.matcher);
     if (user) void user.gen.result.then(() => held.matcher.dispose());
     else held.matcher.dispose();
   },

@@ -9,7 +9,7 @@ import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
 import { reservePages, reserveTokens, tokensWithinPages, type PageReservation } from '../limits.ts';
 import type { GuestContext } from './context.ts';
-import { heldMatcher, type GuestMatcher } from './grammar.ts';
+import { generationUsing, heldMatcher, type GuestMatcher } from './grammar.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
 import type { Handlers } from './host-side.ts';
@@ -164,9 +164,7 @@ export const inferenceHandlers: Handlers = {
     const { engine, ctx } = heldContext(inv, h);
     const constraint = mh === null ? undefined : heldMatcher(inv, mh);
     if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');
-    if (constraint && [...inv.generations.values()].some((g) => g.matcher === constraint.matcher && !g.gen.finished)) {
-      throw new AbiError('busy', 'the matcher is constraining another generation');
-    }
+    if (constraint && generationUsing(inv, constraint.matcher)) throw new AbiError('busy', 'the matcher is constraining another generation');
     const V = engine.model.config.vocabSize;
     if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);

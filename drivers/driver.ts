@@ -79,15 +79,21 @@ export interface StepResult {
   bestLogprob: Float32Array;
 }
 
+/** Sets the entries of `row` outside `mask` (bit t & 31 of word t >>> 5; missing words allow nothing) to `value`. */
+export function maskRow(row: Float32Array, mask: ArrayLike<number>, value: number): void {
+  const V = row.length;
+  for (let w = 0; w * 32 < V; w++) {
+    const bits = mask[w] ?? 0;
+    if (bits === 0xffffffff || (bits | 0) === -1) continue;
+    const end = Math.min(V, w * 32 + 32);
+    for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) row[t] = value;
+  }
+}
+
 /** Sets the logits of tokens outside each row's mask to -Infinity (drivers without masks in their graph). */
 export function maskRows(logits: Float32Array, vocab: number, tokenMask: Uint32Array, maskWords: number): void {
-  for (let r = 0; r < logits.length / vocab; r++) {
-    for (let w = 0; w < maskWords; w++) {
-      const bits = tokenMask[r * maskWords + w]!;
-      if (bits === 0xffffffff) continue;
-      for (let t = w * 32; t < Math.min(vocab, w * 32 + 32); t++) if (!((bits >>> (t & 31)) & 1)) logits[r * vocab + t] = -Infinity;
-    }
-  }
+  if (maskWords === 0) return; // the batch carries no masks
+  for (let r = 0; r < logits.length / vocab; r++) maskRow(logits.subarray(r * vocab, (r + 1) * vocab), tokenMask.subarray(r * maskWords, (r + 1) * maskWords), -Infinity);
 }
 
 /** Sampling probabilities of each row of [S, V] logits (drivers without them in their graph). */

@@ -21,6 +21,7 @@
  * tail of a 32k vocabulary then weighs less than 1e-8, below float32
  * resolution, and skipping it saves an exponential per token.
  */
+import { maskRow } from '../../drivers/driver.ts';
 import { Rng } from '../util/rng.ts';
 import { drawFromProbs } from './select-probs.ts';
 
@@ -136,7 +137,7 @@ export class Sampler {
     if (history && (pres !== 0 || freq !== 0)) {
       for (const [t, n] of history.output) probs[t]! *= Math.exp(-(pres + freq * n) * invT);
     }
-    if (mask) applyMask(probs, mask, 0);
+    if (mask) maskRow(probs, mask, 0);
     return { token: drawFromProbs(probs, { topK: p.topK ?? 0, topP: p.topP ?? 1, minP: p.minP ?? 0 }, this.rng) };
   }
 
@@ -170,7 +171,7 @@ export class Sampler {
         for (const [t, n] of history.output) logits[t]! -= pres + freq * n;
       }
     }
-    if (mask) applyMask(logits, mask, -Infinity);
+    if (mask) maskRow(logits, mask, -Infinity);
   }
 
   private draw(logits: Float32Array): number {
@@ -254,16 +255,6 @@ export function topK(x: Float32Array, k: number): number[] {
   }
   if (heap.length < k) heap.sort((a, b) => (less(a, b) ? -1 : 1));
   return heap.reverse();
-}
-
-function applyMask(row: Float32Array, mask: TokenMask, value: number): void {
-  const V = row.length;
-  for (let w = 0; w * 32 < V; w++) {
-    const bits = mask[w] ?? 0;
-    if (bits === 0xffffffff || (bits | 0) === -1) continue;
-    const end = Math.min(V, w * 32 + 32);
-    for (let t = w * 32; t < end; t++) if (!((bits >>> (t & 31)) & 1)) row[t] = value;
-  }
 }
 
 function keepWhere(n: number, keep: (w: number) => boolean): number {

@@ -27,7 +27,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PortableDriver } from '../drivers/portable/driver.ts';
 import { Engine, Grammars, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
-import { compileSource, type GrammarSource } from '../src/engine/grammar/source.ts';
+import { compactJson, compileSource, type GrammarSource } from '../src/engine/grammar/source.ts';
 import { newCompiler } from '../src/engine/grammar/xgrammar.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
 import { benchModelDir } from './bench-model.ts';
@@ -52,13 +52,6 @@ const COMPILES = Number(args.compiles);
 const PAGE_SIZE = 16;
 const SHARED_TOKENIZER = join(import.meta.dirname, '..', '..', 'shared', 'models', 'tiny-random-llama-onnx');
 
-
-/** JSON as the grammars write it: one line, ", " and ": " between items. */
-function compact(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(compact).join(', ')}]`;
-  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(', ')}}`;
-  return JSON.stringify(v);
-}
 
 const SPREAD: Array<{ name: string; schema: object; instance: unknown }> = [
   {
@@ -138,7 +131,7 @@ async function maskBench(tok: Tokenizer, vocabSize: number, eos: number) {
     const times: number[] = [];
     for (let rep = 0; rep < 5; rep++) {
       const m = await grammars.matcher(grammar);
-      for (const t of [...continuationIds(tok, compact(s.instance)), eos]) {
+      for (const t of [...continuationIds(tok, compactJson(s.instance)), eos]) {
         const t0 = performance.now();
         const mask = await m.mask();
         times.push((performance.now() - t0) * 1000);

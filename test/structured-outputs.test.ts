@@ -9,6 +9,7 @@ import { zodResponseFormat, zodTextFormat } from 'openai/helpers/zod';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { startEngine, type Engine } from '../src/engine/index.ts';
+import { compactJson } from '../src/engine/grammar/source.ts';
 import { startGateway, type TestServer } from './gateway-helpers.ts';
 import { haveStories, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 
@@ -20,13 +21,6 @@ const Pet = z.object({
   toys: z.array(z.enum(['ball', 'rope', 'bell'])).max(3),
   owner: z.object({ name: z.string().max(10), nick: z.string().max(6).nullable() }),
 });
-
-/** JSON as the grammars write it: one line, ", " and ": " between items. */
-function compact(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(compact).join(', ')}]`;
-  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(', ')}}`;
-  return JSON.stringify(v);
-}
 
 const messages = [{ role: 'user' as const, content: 'Tell me about a pet.' }];
 
@@ -75,7 +69,7 @@ describe.skipIf(!haveStories)(`structured outputs on stories260K ${SKIP_STORIES}
       const choice = r.choices[0]!;
       expect(choice.finish_reason).toBe('stop');
       expect(Pet.parse(choice.message.parsed)).toEqual(choice.message.parsed);
-      expect(choice.message.content, 'one line, ", " and ": " between items').toBe(compact(JSON.parse(choice.message.content!)));
+      expect(choice.message.content, 'one line, ", " and ": " between items').toBe(compactJson(JSON.parse(choice.message.content!)));
       texts.add(choice.message.content!);
     }
     expect(texts.size).toBeGreaterThan(10); // sampled, not one forced answer

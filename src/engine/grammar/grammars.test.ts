@@ -7,14 +7,7 @@ import { Tokenizer } from '../../model/tokenizer.ts';
 import { GrammarChecker } from './checker.ts';
 import { GrammarError, Grammars } from './grammars.ts';
 import type { Matcher } from './matcher.ts';
-import { choiceGrammar, type GrammarSource } from './source.ts';
-
-/** JSON as the grammars write it: one line, ", " and ": " between items. */
-function compact(v: unknown): string {
-  if (Array.isArray(v)) return `[${v.map(compact).join(', ')}]`;
-  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(', ')}}`;
-  return JSON.stringify(v);
-}
+import { choiceGrammar, compactJson, type GrammarSource } from './source.ts';
 
 interface Case {
   name: string;
@@ -197,12 +190,12 @@ for (const v of vocabularies) {
         const grammar = await grammars.compile({ type: 'json_schema', schema: JSON.stringify(c.schema) });
         for (const instance of c.valid) {
           const m = await grammars.matcher(grammar);
-          expect(await forces(m, vocab.ids(compact(instance)), vocab.eos), compact(instance)).toBe(true);
+          expect(await forces(m, vocab.ids(compactJson(instance)), vocab.eos), compactJson(instance)).toBe(true);
           m.dispose();
         }
         for (const instance of c.invalid) {
           const m = await grammars.matcher(grammar);
-          expect(await forces(m, vocab.ids(compact(instance)), vocab.eos), compact(instance)).toBe(false);
+          expect(await forces(m, vocab.ids(compactJson(instance)), vocab.eos), compactJson(instance)).toBe(false);
           m.dispose();
         }
       });
@@ -359,6 +352,10 @@ describe('grammar errors', () => {
     expect(m.acceptEnd()).toBe(true);
     expect(m.isTerminated).toBe(true);
     m.dispose();
+  });
+
+  it('writes JSON as the grammars do: one line, ", " and ": " between items', () => {
+    expect(compactJson({ a: [1, { b: null }], c: 'x, y' })).toBe('{"a": [1, {"b": null}], "c": "x, y"}');
   });
 
   it('escapes choices for the grammar', () => {

@@ -36,6 +36,13 @@ export function sourceKey(s: GrammarSource): string {
 const SEPARATORS: [string, string] = [', ', ': '];
 const ONE_LINE = -1;
 
+/** A value as the JSON grammars write it: one line, SEPARATORS between items (tests and benchmarks force these texts through matchers). */
+export function compactJson(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(compactJson).join(SEPARATORS[0])}]`;
+  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}${SEPARATORS[1]}${compactJson(x)}`).join(SEPARATORS[0])}}`;
+  return JSON.stringify(v);
+}
+
 /** Compiles a source (throws what xgrammar throws; see xgrammar.ts for its messages). */
 export function compileSource(compiler: GrammarCompiler, s: GrammarSource): Promise<CompiledGrammar> {
   switch (s.type) {

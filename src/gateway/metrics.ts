@@ -83,7 +83,7 @@ export class GatewayMetrics {
     const batchTokens = new Histogram({ name: 'pie_batch_tokens', help: 'Tokens per engine step.', labelNames: model, buckets: BATCH_TOKENS_BUCKETS, registers });
     const maskTime = new Histogram({
       name: 'pie_grammar_mask_seconds',
-      help: "Time an engine step spent computing its constrained rows' grammar masks (overlapped with the forward pass).",
+      help: "Time an engine step spent computing its constrained rows' grammar masks (before the forward pass for masks the driver applies, during it for the others).",
       labelNames: model,
       buckets: MASK_BUCKETS,
       registers,

@@ -109,8 +109,8 @@ function summarizeDecode(steps: Recorded[], B: number) {
 }
 
 /** Replays batches with session.run alone; returns the total milliseconds. */
-async function replay(session: ort.InferenceSession, pool: ort.Tensor, batches: Batch[]): Promise<number> {
-  const feeds = batches.map((b) => batchFeeds(b, pool));
+async function replay(session: ort.InferenceSession, pool: ort.Tensor, maskWords: number, batches: Batch[]): Promise<number> {
+  const feeds = batches.map((b) => batchFeeds(b, pool, maskWords));
   const t = performance.now();
   for (let i = 0; i < feeds.length; i++) {
     await session.run(feeds[i]!, batchFetches(batches[i]!));
@@ -143,6 +143,7 @@ async function main() {
   const session = await ort.InferenceSession.create(buildGraph({ config: model.config, weights: model.weights, numSlots: numPages * PAGE_SIZE }), sessionOptions(THREADS, SPIN));
   const poolRows = driver.pool.byteLength / 4 / model.config.headDim;
   const pool = new ort.Tensor('float32', new Float32Array(driver.pool), [poolRows, model.config.headDim]);
+  const maskWords = Math.ceil(model.config.vocabSize / 32);
   await engineRun(engine, driver, 1, 4, { temperature: 0 }, 99); // warm-up
 
   const rows = [];
@@ -151,9 +152,9 @@ async function main() {
     for (let r = 0; r < ROUNDS; r++) {
       const dec = await engineRun(engine, driver, B, DECODE, { temperature: 0 }, r);
       const e = summarizeDecode(dec.steps, B);
-      const bareDecodeMs = await replay(session, pool, e.batches);
+      const bareDecodeMs = await replay(session, pool, maskWords, e.batches);
       const pre = await engineRun(engine, driver, B, 1, { temperature: 0 }, r + ROUNDS);
-      const barePrefillMs = await replay(session, pool, pre.steps.map((s) => s.batch));
+      const barePrefillMs = await replay(session, pool, maskWords, pre.steps.map((s) => s.batch));
       const decodeTokens = e.batches.reduce((a, b) => a + b.numTokens, 0);
       rounds.push({
         engineDecodeTps: e.tps,

@@ -30,8 +30,9 @@ describe('the portable driver', () => {
     const driver = engine.driver as PortableDriver;
     const V = engine.model.config.vocabSize;
     const batch = (needLogits: boolean) => {
-      const b = buildBatch([{ pageTable: [3], pastLen: 0, tokens: [1, 2, 3], numSample: 3 }], 16, 64, { numHeads: 4, numKvHeads: 2, vocabSize: V });
-      const W = b.maskWords;
+      const b = buildBatch([{ pageTable: [3], pastLen: 0, tokens: [1, 2, 3], numSample: 3 }], 16, 64, { numHeads: 4, numKvHeads: 2 });
+      const W = (b.maskWords = Math.ceil(V / 32));
+      b.tokenMask = new Uint32Array(3 * W).fill(0xffffffff);
       b.tokenMask.fill(0, W, 2 * W); // row 1: only tokens 40 and 77
       b.tokenMask[W + (40 >>> 5)]! |= 1 << (40 & 31);
       b.tokenMask[W + (77 >>> 5)]! |= 1 << (77 & 31);

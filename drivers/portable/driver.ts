@@ -88,7 +88,7 @@ export class PortableDriver implements Driver {
       graph = builder.encode();
     }
     const channel = createChannel(16 * 1024 * 1024, 4096);
-    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
+    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
     const worker = new Worker(WORKER_URL, {
       workerData: init,
       transferList: typeof graph === 'string' ? [] : [graph.buffer as ArrayBuffer],
@@ -126,10 +126,6 @@ export class PortableDriver implements Driver {
 
   private async runNow(batch: Batch): Promise<StepResult> {
     if (this.failure) throw this.failure;
-    if (batch.maskWords === 0) {
-      const W = Math.ceil(this.info.vocabSize / 32);
-      batch = { ...batch, maskWords: W, tokenMask: new Uint32Array(batch.sampleIndex.length * W).fill(0xffffffff) };
-    }
     if (encodeBatch(batch, this.channel)) {
       const seq = this.wake(IN_SHARED_MEMORY);
       while (Atomics.load(this.ctl, REP) !== seq) {

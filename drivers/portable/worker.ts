@@ -21,6 +21,8 @@ export interface WorkerInit {
   headDim: number;
   /** Rows of new_kv per token: layers × 2 × kv heads. */
   kvPlanes: number;
+  /** Words of a row's token mask in the graph: ceil(vocabulary / 32). */
+  maskWords: number;
   threads: number;
   spinWait: boolean;
 }
@@ -103,7 +105,7 @@ async function handle(msg: WorkerRequest): Promise<void> {
 async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; writeMs: number }> {
   const t0 = performance.now();
   if (b.copies) copySlots(b.copies.from, b.copies.to);
-  const feeds = batchFeeds(b, poolTensor);
+  const feeds = batchFeeds(b, poolTensor, init.maskWords);
   const t1 = performance.now();
   const out = await session.run(feeds, batchFetches(b));
   const t2 = performance.now();

@@ -66,12 +66,7 @@ export function chooseQueryRun(lengths: readonly number[], shape: AttentionShape
   return best;
 }
 
-/**
- * `shape` also gives the vocabulary size when known: the batch then carries
- * all-ones token masks for the engine to narrow (else none, and the driver
- * allows every token).
- */
-export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape & { vocabSize?: number } = { numHeads: 1, numKvHeads: 1 }): Batch {
+export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape = { numHeads: 1, numKvHeads: 1 }): Batch {
   if (pageSlotOf.length < numPages) pageSlotOf = new Int32Array(numPages).fill(-1);
   let T = 0;
   let maxKeys = 0;
@@ -156,7 +151,6 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     t0 += n;
   }
   for (const page of touched) pageSlotOf[page] = -1;
-  const W = shape.vocabSize ? Math.ceil(shape.vocabSize / 32) : 0;
 
   return {
     numTokens: T,
@@ -173,8 +167,8 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     mask,
     sampleIndex,
     invTemperature: new Float32Array(S).fill(1),
-    maskWords: W,
-    tokenMask: new Uint32Array(S * W).fill(0xffffffff),
+    maskWords: 0,
+    tokenMask: new Uint32Array(0),
     needLogits: true,
     needProbs: false,
   };

@@ -319,6 +319,11 @@ export class Engine {
     const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
     if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
     batch.needLogits = batch.needProbs = false;
+    if (inGraph.length > 0) {
+      // Only a batch with a row to narrow carries masks: without any, the driver allows every token.
+      batch.maskWords = Math.ceil(this.model.config.vocabSize / 32);
+      batch.tokenMask = new Uint32Array(batch.sampleIndex.length * batch.maskWords).fill(0xffffffff);
+    }
     let row = 0;
     for (const s of planned) {
       if (s.numSample === 0) continue;

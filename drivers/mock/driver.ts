@@ -7,7 +7,7 @@
  * token. So any mistake in page tables, prefix reuse, copy-on-write or masks
  * changes what the mock answers, as it would with a real model.
  */
-import { bestOfRows, maskRows, probsOfRows, type Batch, type Driver, type DriverInfo, type StepResult } from '../driver.ts';
+import { bestOfRows, headOfRows, maskRows, type Batch, type Driver, type DriverInfo, type StepResult } from '../driver.ts';
 
 /** Picks the most likely next token from the visible tokens (in position order). */
 export type MockBehaviour = (visible: readonly number[]) => number;
@@ -80,7 +80,8 @@ export class MockDriver implements Driver {
     });
     for (let t = 0; t < b.numTokens; t++) this.slots[b.writeSlots[t]!] = b.tokenIds[t]!;
     maskRows(logits, V, b.tokenMask, b.maskWords);
-    return { logits: b.needLogits ? logits : null, probs: b.needProbs ? probsOfRows(logits, V, b.invTemperature) : null, ...bestOfRows(logits, V) };
+    const { probs, head } = b.head ? headOfRows(logits, V, b.invTemperature, b.head) : { probs: null, head: null };
+    return { logits: b.needLogits ? logits : null, probs, head, ...bestOfRows(logits, V) };
   }
 
   async close(): Promise<void> {

@@ -17,7 +17,7 @@
  * Request area: a header of int32 sizes, then the int32 arrays, then the
  * float32 arrays, then the uint32 token masks, each as a view the worker
  * hands to ONNX Runtime without copying. Reply area: best[S] int32, bestLogprob[S] float32, runMs, writeMs.
- * A batch that does not fit, or needs logits or probabilities, goes by message.
+ * A batch that does not fit, or needs logits or the sampling head, goes by message.
  */
 import type { Batch, StepResult } from '../driver.ts';
 
@@ -51,7 +51,7 @@ function sizes(b: Batch) {
 
 /** Writes `b` into the request area; false when it does not fit or needs full rows. */
 export function encodeBatch(b: Batch, ch: ChannelBuffers): boolean {
-  if (b.needLogits || b.needProbs) return false;
+  if (b.needLogits || b.head) return false;
   const { ints, words } = sizes(b);
   if (words * 4 > ch.request.byteLength || 8 * b.sampleIndex.length + 16 > ch.reply.byteLength - 4096) return false;
   const i32 = new Int32Array(ch.request, 0, words);
@@ -114,7 +114,7 @@ export function decodeBatch(request: SharedArrayBuffer): Batch {
     maskWords: W!,
     tokenMask,
     needLogits: false,
-    needProbs: false,
+    head: null,
     ...(copies ? { copies } : {}),
   };
 }
@@ -131,7 +131,7 @@ export function encodeReply(reply: SharedArrayBuffer, r: StepResult, runMs: numb
 export function decodeReply(reply: SharedArrayBuffer, S: number): { result: StepResult; runMs: number; writeMs: number } {
   const [runMs, writeMs] = new Float64Array(reply, align8(8 * S), 2) as unknown as [number, number];
   return {
-    result: { logits: null, probs: null, best: new Int32Array(reply, 0, S).slice(), bestLogprob: new Float32Array(reply, 4 * S, S).slice() },
+    result: { logits: null, probs: null, head: null, best: new Int32Array(reply, 0, S).slice(), bestLogprob: new Float32Array(reply, 4 * S, S).slice() },
     runMs,
     writeMs,
   };

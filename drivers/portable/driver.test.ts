@@ -2,6 +2,15 @@ import { describe, expect, it } from 'vitest';
 import { randomModelDir, testEngine } from '../../test/helpers.ts';
 import { buildBatch } from '../../src/engine/batch-builder.ts';
 import type { PortableDriver } from './driver.ts';
+import { headOfProbs, type HeadInputs, type HeadOutputs } from '../driver.ts';
+import { HEAD_DRAWS, HEAD_SIZE } from '../../src/engine/sampling.ts';
+import { Rng } from '../../src/util/rng.ts';
+
+/** Head inputs with no adjustments and no min-p, random uniforms, and these rows' full distributions. */
+function plainHead(S: number, fullRows: number[], seed = 1): HeadInputs {
+  const rng = new Rng(seed);
+  return { adjustWidth: 1, adjustIds: new Int32Array(S), adjustValues: new Float32Array(S), minP: new Float32Array(S), uniforms: Float64Array.from({ length: S * HEAD_DRAWS }, () => rng.next()), fullRows: Int32Array.from(fullRows) };
+}
 
 /** A long greedy generation on the tiny model, two steps under way. */
 async function generating() {
@@ -38,7 +47,7 @@ describe('the portable driver', () => {
       b.tokenMask[W + (77 >>> 5)]! |= 1 << (77 & 31);
       b.tokenMask.fill(0, 2 * W, 3 * W); // row 2: only token 5
       b.tokenMask[2 * W] = 1 << 5;
-      return { ...b, needLogits, needProbs: needLogits };
+      return { ...b, needLogits, head: needLogits ? plainHead(3, [0, 1, 2]) : null };
     };
     const fast = await driver.run(batch(false));
     const full = await driver.run(batch(true));
@@ -58,6 +67,62 @@ describe('the portable driver', () => {
     // Row 2: one token allowed, so it is certain.
     expect(fast.best[2]).toBe(5);
     expect(fast.bestLogprob[2]).toBeCloseTo(0, 6);
+  });
+
+  it('computes the sampling head in the graph as the definition does on the distribution it returns', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const driver = engine.driver as PortableDriver;
+    const V = engine.model.config.vocabSize;
+    const H = Math.min(HEAD_SIZE, V);
+    const S = 6;
+    const b = buildBatch([{ pageTable: [3], pastLen: 0, tokens: [1, 2, 3, 4, 5, 6], numSample: S }], 16, 64, { numHeads: 4, numKvHeads: 2 });
+    b.invTemperature.set([1.25, 1, 0.5, 2, 1.25, 1.25]);
+    const head = plainHead(S, [0, 1, 2, 3, 4, 5], 7);
+    // Row 1: +100 on token 9 (certain, not an overflow) and -3 on token 2; row 2: min-p 0.2; row 3: a mask of 40 tokens.
+    head.adjustWidth = 2;
+    head.adjustIds = new Int32Array(2 * S);
+    head.adjustValues = new Float32Array(2 * S);
+    head.adjustIds.set([9, 2], 2);
+    head.adjustValues.set([100, -3], 2);
+    head.minP[2] = 0.2;
+    const W = (b.maskWords = Math.ceil(V / 32));
+    b.tokenMask = new Uint32Array(S * W).fill(0xffffffff);
+    b.tokenMask.fill(0, 3 * W, 4 * W);
+    b.tokenMask.fill(0xff, 3 * W, 3 * W + 5);
+    const plain = await driver.run({ ...b, needLogits: true, maskWords: 0, tokenMask: new Uint32Array(0) });
+    const out = await driver.run({ ...b, needLogits: false, head });
+    const probs = (r: number) => out.probs!.subarray(r * V, (r + 1) * V);
+    expect(probs(1)[9]).toBeCloseTo(1, 6);
+    expect(probs(2).filter((x) => x > 0).length).toBeLessThan(V);
+    expect(probs(3).filter((x) => x > 0).length).toBe(40);
+    let tailDraws = 0;
+    for (let r = 0; r < S; r++) {
+      // The distribution itself: a softmax of the logits at the row's temperature (row 0 exactly so, up to float32).
+      if (r === 0 || r === 4 || r === 5) {
+        const l = plain.logits!.subarray(r * V, (r + 1) * V);
+        const m = Math.max(...l);
+        const z = l.reduce((a, x) => a + Math.exp((x - m) * 1.25), 0);
+        expect(probs(r)[7]).toBeCloseTo(Math.exp((l[7]! - m) * 1.25) / z, 6);
+      }
+      const want: HeadOutputs = { ids: new Int32Array(H), p: new Float32Array(H), drawToken: new Int32Array(HEAD_DRAWS), draws: new Float64Array(1 + 3 * HEAD_DRAWS) };
+      headOfProbs(probs(r), head.uniforms.subarray(r * HEAD_DRAWS, (r + 1) * HEAD_DRAWS), want, 0);
+      expect(out.head!.ids.subarray(r * H, (r + 1) * H)).toEqual(want.ids);
+      expect(out.head!.p.subarray(r * H, (r + 1) * H)).toEqual(want.p);
+      const D = 1 + 3 * HEAD_DRAWS;
+      const got = out.head!.draws.subarray(r * D, (r + 1) * D);
+      expect(got[0]).toBe(want.draws[0]); // the tail's weight, exactly
+      for (let j = 0; j < HEAD_DRAWS; j++) {
+        const pick = Math.floor(head.uniforms[r * HEAD_DRAWS + j]! * (want.draws[0]! + want.p.reduce((a, x) => a + Math.floor(x * 2 ** 40), 0)));
+        if (pick < want.p.reduce((a, x) => a + Math.floor(x * 2 ** 40), 0)) continue; // landed in the head: the draw is not used
+        tailDraws++;
+        expect(out.head!.drawToken[r * HEAD_DRAWS + j]).toBe(want.drawToken[j]);
+        expect(got[1 + j]).toBe(want.draws[1 + j]); // weight before it, exactly
+        expect(got[1 + HEAD_DRAWS + j]).toBe(want.draws[1 + HEAD_DRAWS + j]); // its weight
+        expect(Math.abs(got[1 + 2 * HEAD_DRAWS + j]! - want.draws[1 + 2 * HEAD_DRAWS + j]!)).toBeLessThanOrEqual(255 * 2 ** -24 * want.draws[1 + 2 * HEAD_DRAWS + j]! + 1e-12);
+      }
+    }
+    expect(tailDraws).toBeGreaterThan(3);
+    await engine.close();
   });
 
   it('fails the work in flight, instead of hanging, when its worker dies', async () => {

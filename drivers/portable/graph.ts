@@ -5,11 +5,13 @@
  *   token_ids [T] i32, positions [T] i32, kv_pool [NL*2*KVH*NS, HD] f32,
  *   kv_gather [U] i32, key_index [B, L] i32, query_index [B, Q] i32,
  *   token_index [T] i32, attn_mask [B, Q, L] f32, sample_index [S] i32,
- *   inv_temperature [S] f32, token_mask [S, ceil(V/32)] u32
- * Outputs (a step fetches only those it needs), all over the allowed tokens
- * of each row (token_mask: bit t of word t/32 set; -1 words allow all):
- *   logits [S, V] f32 (-Infinity where masked), probs [S, V] f32 (softmax of logits × inv_temperature),
- *   best [S] i64 (argmax), best_logprob [S] f32, new_kv [T, NL*2*KVH, HD] f32
+ *   inv_temperature [S] f32, token_mask [S, ceil(V/32)] u32, want_logits [] bool,
+ *   want_head [] bool, and the sampling head's inputs (sampling-head.ts)
+ * Outputs, all over the allowed tokens of each row (token_mask: bit t of word
+ * t/32 set; -1 words allow all):
+ *   best [S] i64 (argmax), best_logprob [S] f32, new_kv [T, NL*2*KVH, HD] f32;
+ *   logits [S, V] f32 (-Infinity where masked; [0, V] unless want_logits);
+ *   the sampling head's outputs (empty unless want_head).
  *
  * The pool is one flat tensor, slot-major: row slot*P + (layer*2 + kind)*KVH + head
  * (P = NL*2*KVH planes) holds HD floats, so one token's keys and values for all
@@ -23,6 +25,7 @@ import { ropeInverseFrequencies } from '../../src/model/config.ts';
 import type { ModelWeights } from '../../src/model/weights.ts';
 import type { Tensor } from '../../src/model/safetensors.ts';
 import { DType, GraphBuilder } from './onnx-builder.ts';
+import { samplingHead, samplingHeadEmpty, samplingHeadOutputs } from './sampling-head.ts';
 
 export interface GraphSpec {
   config: ModelConfig;
@@ -177,16 +180,16 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   const bits = g.op('Cast', [g.op('Mod', [shifted, g.uint32s('mask_two', [2], [])])], { to: DType.BOOL }); // [S, W, 32]
   const allowed = g.op('Slice', [g.op('Reshape', [bits, shape(0, maskWords * 32)]), shape(0), shape(c.vocabSize), shape(1)]);
   const logits = g.op('Where', [allowed, rawLogits, g.constFloat(-Infinity)]);
-  g.output(logits, 'logits', DType.FLOAT, ['S', c.vocabSize]);
   // Per sampled row: the greedy token and its log-probability, so that a step
   // where every row is plain greedy need not fetch the logits at all.
   g.output(g.op('ArgMax', [logits], { axis: 1, keepdims: 0, select_last_index: 0 }), 'best', DType.INT64, ['S']);
   const maxLogit = g.op('ReduceMax', [logits, shape(1)], { keepdims: 0 });
   g.output(g.op('Sub', [maxLogit, g.op('ReduceLogSumExp', [logits, shape(1)], { keepdims: 0 })]), 'best_logprob', DType.FLOAT, ['S']);
-  // Sampling distributions at each row's temperature: the exponentials run
-  // vectorised in ONNX Runtime instead of one by one on the host.
-  const scaled = g.op('Mul', [logits, g.op('Unsqueeze', [invTemperature, shape(1)])]);
-  g.output(g.op('Softmax', [scaled], { axis: 1 }), 'probs', DType.FLOAT, ['S', c.vocabSize]);
+  // Full rows and the sampling head behind If nodes: ONNX Runtime runs every
+  // node of a graph whether its output is fetched or not, but only the branch an If takes.
+  const V = c.vocabSize;
+  g.outputsIf(g.input('want_logits', DType.BOOL, []), [{ name: 'logits', type: DType.FLOAT, shape: ['S', V] }], () => [logits], (b) => [b.empty(DType.FLOAT, [0, V])]);
+  g.outputsIf(g.input('want_head', DType.BOOL, []), samplingHeadOutputs(V), (b) => samplingHead(b, g, logits, invTemperature, V), (b) => samplingHeadEmpty(b, V));
   g.output(g.op('Concat', newKv, { axis: 1 }), 'new_kv', DType.FLOAT, ['T', planes, HD]);
   return g;
 }

@@ -12,14 +12,14 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
-export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, UINT32: 12 } as const;
+export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, DOUBLE: 11, UINT32: 12 } as const;
 
 /** Float initializers at least this large may go to external data. */
 const EXTERNAL_MIN_BYTES = 64 * 1024;
 export type DTypeCode = (typeof DType)[keyof typeof DType];
 
 export type Dim = number | string;
-export type AttrValue = number | number[] | string | { float: number };
+export type AttrValue = number | number[] | string | { float: number } | { graph: onnxProto.onnx.IGraphProto };
 
 export interface GraphIO {
   name: string;
@@ -29,13 +29,21 @@ export interface GraphIO {
 
 export class GraphBuilder {
   private readonly nodes: onnxProto.onnx.INodeProto[] = [];
-  private readonly initializers: onnxProto.onnx.ITensorProto[] = [];
+  private readonly initializers: onnxProto.onnx.ITensorProto[];
   private readonly inputs: GraphIO[] = [];
   private readonly outputs: GraphIO[] = [];
-  private counter = 0;
-  private readonly scalarCache = new Map<string, string>();
+  private readonly counter: { next: number };
+  private readonly scalarCache: Map<string, string>;
   /** Float initializers big enough to go to external data, in order. */
-  private readonly large: { proto: onnxProto.onnx.ITensorProto; bytes: Uint8Array }[] = [];
+  private readonly large: { proto: onnxProto.onnx.ITensorProto; bytes: Uint8Array }[];
+
+  /** `outer`: the graph a subgraph (an If branch) belongs to, whose names, initializers and constants it shares. */
+  constructor(outer?: GraphBuilder) {
+    this.initializers = outer?.initializers ?? [];
+    this.counter = outer?.counter ?? { next: 0 };
+    this.scalarCache = outer?.scalarCache ?? new Map();
+    this.large = outer?.large ?? [];
+  }
 
   input(name: string, type: DTypeCode, shape: Dim[]): string {
     this.inputs.push({ name, type, shape });
@@ -101,13 +109,25 @@ export class GraphBuilder {
     return name;
   }
 
+  /** A shared float64 scalar constant. */
+  constDouble(value: number): string {
+    const key = `f64:${value}`;
+    let name = this.scalarCache.get(key);
+    if (!name) {
+      name = `const_${this.scalarCache.size}`;
+      this.initializers.push({ name, dims: [], dataType: DType.DOUBLE, rawData: new Uint8Array(Float64Array.of(value).buffer) });
+      this.scalarCache.set(key, name);
+    }
+    return name;
+  }
+
   /** Adds a node; returns the name of its first output. */
   op(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}, output?: string): string {
     return this.opN(type, inputs, 1, attrs, output ? [output] : undefined)[0]!;
   }
 
   opN(type: string, inputs: string[], numOutputs: number, attrs: Record<string, AttrValue> = {}, outputs?: string[]): string[] {
-    const id = this.counter++;
+    const id = this.counter.next++;
     const outs = outputs ?? Array.from({ length: numOutputs }, (_, i) => `${type.toLowerCase()}_${id}_${i}`);
     this.nodes.push({
       opType: type,
@@ -117,6 +137,30 @@ export class GraphBuilder {
       attribute: Object.entries(attrs).map(([name, value]) => attribute(name, value)),
     });
     return outs;
+  }
+
+  /** An empty initializer of the given type (a branch that produces nothing). */
+  empty(type: DTypeCode, dims: number[]): string {
+    const name = `empty_${this.counter.next++}`;
+    if (dims.reduce((a, b) => a * b, 1) !== 0) throw new Error(`empty initializer ${name}: shape [${dims}] is not empty`);
+    this.initializers.push({ name, dims, dataType: type, rawData: new Uint8Array(0) });
+    return name;
+  }
+
+  /**
+   * An If node whose outputs are graph outputs: each branch builds its values
+   * (the else branch typically empty tensors); ONNX Runtime runs only the
+   * branch taken, where it would otherwise run every node whether fetched or not.
+   */
+  outputsIf(cond: string, outputs: GraphIO[], thenBranch: (b: GraphBuilder) => string[], elseBranch: (b: GraphBuilder) => string[]): void {
+    const branch = (label: string, build: (b: GraphBuilder) => string[]): onnxProto.onnx.IGraphProto => {
+      const sub = new GraphBuilder(this);
+      const values = build(sub);
+      const names = outputs.map((o, i) => sub.op('Identity', [values[i]!], {}, `${o.name}_${label}_${this.counter.next++}`));
+      return { name: label, node: sub.nodes, output: outputs.map((o, i) => valueInfo({ name: names[i]!, type: o.type, shape: [] }, false)) };
+    };
+    this.opN('If', [cond], outputs.length, { then_branch: { graph: branch('then', thenBranch) }, else_branch: { graph: branch('else', elseBranch) } }, outputs.map((o) => o.name));
+    this.outputs.push(...outputs);
   }
 
   /** The whole model, weights included, as one protocol buffer (under 2 GB only). */
@@ -164,8 +208,8 @@ export class GraphBuilder {
         name: 'main',
         node: this.nodes,
         initializer: this.initializers,
-        input: this.inputs.map(valueInfo),
-        output: this.outputs.map(valueInfo),
+        input: this.inputs.map((io) => valueInfo(io)),
+        output: this.outputs.map((io) => valueInfo(io)),
       },
     });
     return onnx.ModelProto.encode(model).finish();
@@ -177,17 +221,11 @@ function attribute(name: string, value: AttrValue): onnxProto.onnx.IAttributePro
   if (typeof value === 'number') return { name, type: T.INT, i: value };
   if (typeof value === 'string') return { name, type: T.STRING, s: new TextEncoder().encode(value) };
   if (Array.isArray(value)) return { name, type: T.INTS, ints: value };
+  if ('graph' in value) return { name, type: T.GRAPH, g: value.graph };
   return { name, type: T.FLOAT, f: value.float };
 }
 
-function valueInfo(io: GraphIO): onnxProto.onnx.IValueInfoProto {
-  return {
-    name: io.name,
-    type: {
-      tensorType: {
-        elemType: io.type,
-        shape: { dim: io.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) },
-      },
-    },
-  };
+function valueInfo(io: GraphIO, withShape = true): onnxProto.onnx.IValueInfoProto {
+  const shape = { dim: io.shape.map((d) => (typeof d === 'number' ? { dimValue: d } : { dimParam: d })) };
+  return { name: io.name, type: { tensorType: { elemType: io.type, ...(withShape ? { shape } : {}) } } };
 }

@@ -9,7 +9,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
 import { decodeBatch, encodeError, encodeReply, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
-import { batchFeeds, batchFetches } from './feeds.ts';
+import { batchFeeds, batchFetches, headOutputs } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
 export interface WorkerInit {
@@ -112,7 +112,8 @@ async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; 
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
   const result: StepResult = {
     logits: b.needLogits ? (out.logits!.data as Float32Array) : null,
-    probs: b.needProbs ? (out.probs!.data as Float32Array) : null,
+    probs: b.head ? (out.probs!.data as Float32Array) : null,
+    head: b.head ? headOutputs(out) : null,
     best: Int32Array.from(out.best!.data as BigInt64Array, Number),
     bestLogprob: out.best_logprob!.data as Float32Array,
   };

@@ -170,6 +170,6 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     maskWords: 0,
     tokenMask: new Uint32Array(0),
     needLogits: true,
-    needProbs: false,
+    head: null,
   };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { hashBehaviour } from '../../drivers/mock/driver.ts';
-import { greedy, mockEngine } from '../../test/helpers.ts';
+import { greedy, mockEngine, randomModelDir, testEngine } from '../../test/helpers.ts';
+import type { Engine } from './engine.ts';
 import { EngineError } from './errors.ts';
 import type { SamplingParams } from './sampler.ts';
 
@@ -442,5 +443,69 @@ describe('grammar-constrained generation, edge cases', () => {
     expect(grammar.numUsers).toBe(0);
     expect(engine.stats().grammar.constrained).toBe(0);
     engine.release(ctx);
+  });
+});
+
+describe('sampling from the driver\'s head', () => {
+  /** Tokens of four seeded generations at once, and how the engine drew them. */
+  async function sampleAll(engine: Engine, sampling: SamplingParams, maxTokens = 24) {
+    const counts = { headRows: 0, fullRows: 0, undecided: 0 };
+    engine.onStep = (s) => {
+      counts.headRows += s.headRows;
+      counts.fullRows += s.fullRows;
+      counts.undecided += s.undecided;
+    };
+    const runs = [0, 1, 2, 3].map(async (i) => {
+      const ctx = engine.createContext();
+      engine.append(ctx, [1 + i, 2, 3]);
+      const r = await engine.generate(ctx, { sampling: { ...sampling, seed: 100 + i }, maxTokens, ignoreEos: true }).result;
+      engine.release(ctx);
+      return r.tokens;
+    });
+    return { tokens: await Promise.all(runs), ...counts };
+  }
+
+  const settings: [string, SamplingParams][] = [
+    ['temperature and top-p', { temperature: 0.8, topP: 0.95 }],
+    ['top-k within the head', { temperature: 1, topK: 40 }],
+    ['min-p', { temperature: 1.2, minP: 0.1 }],
+    ['bias and penalties', { temperature: 0.7, topP: 0.5, presencePenalty: 0.5, frequencyPenalty: 0.3, logitBias: { 5: 2, 9: -100 } }],
+    ['top-k beyond the head', { temperature: 1, topK: 100 }],
+  ];
+  for (const [name, sampling] of settings) {
+    it(`draws the same tokens as full rows on the host, for the same seeds: ${name}`, async () => {
+      const withHead = await testEngine(randomModelDir(), { numPages: 64 });
+      const without = await testEngine(randomModelDir(), { numPages: 64, samplingHead: false });
+      const a = await sampleAll(withHead, sampling);
+      const b = await sampleAll(without, sampling);
+      expect(a.tokens).toEqual(b.tokens);
+      expect(new Set(a.tokens.flat()).size).toBeGreaterThan(10); // sampled, not greedy
+      expect(b.headRows).toBe(0);
+      if (sampling.topK === 100) expect(a.undecided).toBe(4 * 24); // every row needs its full distribution
+      else expect(a.headRows).toBeGreaterThan(a.fullRows);
+      expect(a.fullRows).toBe(a.undecided); // each undecided row came back once, in full
+    });
+  }
+
+  it('runs an undecided row again, with the same KV, uniforms and grammar state, losing nothing', async () => {
+    const { engine } = await mockEngine({ numPages: 12 });
+    const { engine: reference } = await mockEngine({ numPages: 12, samplingHead: false });
+    const grammar = await engine.grammars.compile({ type: 'regex', pattern: '[a-z ]{0,40}' });
+    const refGrammar = await reference.grammars.compile({ type: 'regex', pattern: '[a-z ]{0,40}' });
+    const run = async (e: Engine, g: typeof grammar) => {
+      const counts = { undecided: 0 };
+      e.onStep = (s) => (counts.undecided += s.undecided);
+      const ctx = e.createContext();
+      e.append(ctx, [1, 2, 3]);
+      const r = await e.generate(ctx, { sampling: { temperature: 1, topK: 200, seed: 5 }, maxTokens: 30, grammar: g }).result;
+      e.release(ctx);
+      return { ...r, ...counts };
+    };
+    const a = await run(engine, grammar);
+    const b = await run(reference, refGrammar);
+    expect(a.tokens).toEqual(b.tokens);
+    expect(a.text).toMatch(/^[a-z ]{0,40}$/);
+    expect(a.undecided).toBe(a.tokens.length);
+    expect(b.undecided).toBe(0);
   });
 });

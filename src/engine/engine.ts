@@ -9,7 +9,7 @@
  *
  * Everything here runs on one thread; the driver's work happens in its own.
  */
-import type { Driver, StepResult } from '../../drivers/driver.ts';
+import type { Driver, HeadInputs, StepResult } from '../../drivers/driver.ts';
 import type { LoadedModel } from '../model/load.ts';
 import { buildBatch } from './batch-builder.ts';
 import { Context } from './context.ts';
@@ -20,6 +20,7 @@ import { Grammars, type GrammarsOptions } from './grammar/grammars.ts';
 import { KvCache } from './kv-cache.ts';
 import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
 import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
+import { HEAD_DRAWS, headRow } from './sampling.ts';
 import { Snapshots } from './snapshots.ts';
 
 export interface EngineOptions {
@@ -31,6 +32,12 @@ export interface EngineOptions {
   prefixCaching?: boolean;
   /** Grammar cache size and compile time limit. */
   grammars?: GrammarsOptions;
+  /**
+   * Sampled rows draw from the driver's candidates and tail draws (true, the
+   * default), or every such row from its full distribution on the host
+   * (false: the same tokens, more host work; for comparison and tests).
+   */
+  samplingHead?: boolean;
 }
 
 export interface StepStats {
@@ -49,6 +56,11 @@ export interface StepStats {
   maskMs: number;
   /** The part of maskMs the step waited for before the driver could run. */
   maskWaitMs: number;
+  /** Rows drawn from the sampling head, and those drawn from their full distribution (asked for after the head could not decide). */
+  headRows: number;
+  fullRows: number;
+  /** Rows the head could not decide this step (run again next step with their full distribution). */
+  undecided: number;
 }
 
 export interface EngineStats {
@@ -107,6 +119,10 @@ export class Engine {
   private closed = false;
   private grammarsOf: Grammars | null = null;
   private readonly grammarOptions: GrammarsOptions;
+  /** Whether sampled rows draw from the driver's head (EngineOptions.samplingHead). */
+  private readonly samplingHead: boolean;
+  /** The rows whose full distribution the running step returns. */
+  private lastFullRows: Int32Array = new Int32Array(0);
 
   constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
     this.model = model;
@@ -119,6 +135,7 @@ export class Engine {
     });
     this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false));
     this.grammarOptions = options.grammars ?? {};
+    this.samplingHead = options.samplingHead ?? true;
   }
 
   /** The model's grammars (compiled on first use, cached by source). */
@@ -318,17 +335,18 @@ export class Engine {
     }));
     const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
     if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
-    batch.needLogits = batch.needProbs = false;
+    batch.needLogits = false;
     if (inGraph.length > 0) {
       // Only a batch with a row to narrow carries masks: without any, the driver allows every token.
       batch.maskWords = Math.ceil(this.model.config.vocabSize / 32);
       batch.tokenMask = new Uint32Array(batch.sampleIndex.length * batch.maskWords).fill(0xffffffff);
     }
+    const headRows: Generation[] = [];
     let row = 0;
     for (const s of planned) {
       if (s.numSample === 0) continue;
       batch.needLogits ||= s.work.needs === 'logits';
-      batch.needProbs ||= s.work.needs === 'probs';
+      if (s.work.needs === 'head') headRows[row] = s.work as Generation;
       batch.invTemperature.fill(s.work.invTemperature, row, row + s.numSample);
       if (s.work instanceof Generation && s.work.maskInGraph) {
         const mask = s.work.preparedMask;
@@ -336,6 +354,8 @@ export class Engine {
       }
       row += s.numSample;
     }
+    this.lastFullRows = new Int32Array(0);
+    if (headRows.length > 0) batch.head = this.headInputs(headRows, batch.sampleIndex.length);
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
     const running = this.driver.run(batch);
@@ -352,14 +372,55 @@ export class Engine {
     }
     const t2 = performance.now();
     this.numSteps++;
-    this.deliver(planned, result);
+    const undecided = this.deliver(planned, result);
     const t3 = performance.now();
-    this.onStep?.({ rows: planned.length, tokens: batch.numTokens, sampled: batch.sampleIndex.length, driverMs: t2 - t1, scheduleMs: t1 - t0 - maskWaitMs, sampleMs: t3 - t2, constrained: constrained.length, maskMs, maskWaitMs });
+    const fullRows = batch.head?.fullRows.length ?? 0;
+    this.onStep?.({
+      rows: planned.length,
+      tokens: batch.numTokens,
+      sampled: batch.sampleIndex.length,
+      driverMs: t2 - t1,
+      scheduleMs: t1 - t0 - maskWaitMs,
+      sampleMs: t3 - t2,
+      constrained: constrained.length,
+      maskMs,
+      maskWaitMs,
+      headRows: headRows.filter(Boolean).length - fullRows,
+      fullRows,
+      undecided,
+    });
   }
 
-  private deliver(planned: Scheduled[], result: StepResult): void {
+  /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */
+  private headInputs(rows: Generation[], S: number): HeadInputs {
     const V = this.driver.info.vocabSize;
-    const { logits, probs, best, bestLogprob } = result;
+    const inputs = rows.map((g) => g.headInputs(V, HEAD_DRAWS));
+    const A = Math.max(1, ...inputs.map((h) => h.adjustments.size));
+    const head: HeadInputs = { adjustWidth: A, adjustIds: new Int32Array(S * A), adjustValues: new Float32Array(S * A), minP: new Float32Array(S), uniforms: new Float64Array(S * HEAD_DRAWS), fullRows: new Int32Array(0) };
+    const full: number[] = [];
+    inputs.forEach((h, r) => {
+      let a = r * A;
+      for (const [t, v] of h.adjustments) {
+        head.adjustIds[a] = t;
+        head.adjustValues[a++] = v;
+      }
+      head.minP[r] = h.minP;
+      head.uniforms.set(h.uniforms, r * HEAD_DRAWS);
+      if (rows[r]!.wantsFullRow || !this.samplingHead) full.push(r);
+    });
+    head.fullRows = Int32Array.from(full);
+    this.lastFullRows = head.fullRows;
+    return head;
+  }
+
+  /** Hands each work its rows; returns how many rows the sampling head could not decide (run again next step). */
+  private deliver(planned: Scheduled[], result: StepResult): number {
+    const V = this.driver.info.vocabSize;
+    const { logits, best, bestLogprob } = result;
+    // Full distributions come for the rows the batch listed, in that order.
+    const fullRow = new Map<number, Float32Array>();
+    this.lastFullRows.forEach((r, i) => fullRow.set(r, result.probs!.subarray(i * V, (i + 1) * V)));
+    let undecided = 0;
     let row = 0;
     for (const s of planned) {
       const { work } = s;
@@ -368,8 +429,8 @@ export class Engine {
       else this.numPromptTokensComputed += s.numTokens;
       const rows: SampledRow[] = [];
       for (let i = 0; i < s.numSample; i++, row++) {
-        const slice = (a: Float32Array | null) => (a ? a.subarray(row * V, (row + 1) * V) : null);
-        rows.push({ logits: work.needs === 'logits' ? slice(logits) : null, probs: work.needs === 'probs' ? slice(probs) : null, best: best[row]!, bestLogprob: bestLogprob[row]! });
+        const head = work.needs === 'head' && result.head ? headRow(result.head, row, V) : null;
+        rows.push({ logits: work.needs === 'logits' && logits ? logits.subarray(row * V, (row + 1) * V) : null, probs: fullRow.get(row) ?? null, head, best: best[row]!, bestLogprob: bestLogprob[row]! });
       }
       if (ctx.released || this.active.get(ctx) !== work) continue;
       this.kv.advance(ctx, s.plan.upTo);
@@ -381,13 +442,18 @@ export class Engine {
         }
       } else if (work instanceof Generation && ctx.numPending === 0) {
         try {
-          work.deliver(rows[0]!);
+          if (work.deliver(rows[0]!) === 'again') {
+            // Its token is computed again next step (same KV, same uniforms), with the full distribution.
+            this.kv.rewindOne(ctx);
+            undecided++;
+          }
         } catch (err) {
           // A grammar that fails, or a fully masked row: this generation fails, the others go on.
           this.cancelWork(work, err as Error);
         }
       }
     }
+    return undecided;
   }
 
   /** A snapshot of the engine's counters, for metrics and tests. */
@@ -450,3 +516,4 @@ export class Engine {
     if (ctx.busy) throw errors.contextBusy(ctx.id);
   }
 }
+

@@ -72,8 +72,10 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   readonly window: number | null;
   admittedAt = -1;
   numCachedTokens = 0;
-  readonly needs: 'best' | 'logits' | 'probs';
+  readonly needs: 'best' | 'logits' | 'head';
   readonly invTemperature: number;
+  /** The head could not decide the last row: the engine recomputes it and returns its full distribution. */
+  wantsFullRow = false;
   readonly result: Promise<GenerationResult>;
   finished = false;
   private readonly options: GenerateOptions;
@@ -129,7 +131,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.matcher = g === undefined || g instanceof Grammar ? null : g;
     // Held until the end, so that the cache cannot free it before the first step makes the matcher.
     if (g instanceof Grammar) g.retain();
-    this.needs = this.sampler.isPlainGreedy ? 'best' : this.sampler.usesProbs ? 'probs' : 'logits';
+    this.needs = this.sampler.isPlainGreedy ? 'best' : this.sampler.usesHead ? 'head' : 'logits';
     // Greedy keeps its fast path (the best allowed token comes from the graph), and a softmax must see
     // the mask (allowed tokens far below the best would round to probability 0): both mask in the graph.
     this.maskInGraph = g !== undefined && this.needs !== 'logits';
@@ -172,14 +174,22 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     }
   }
 
-  /** Called by the engine with the last token's row; returns whether generation goes on. */
-  deliver(row: SampledRow): boolean {
+  /** What the driver needs for this generation's next head row (see Sampler). */
+  headInputs(vocab: number, draws: number): { adjustments: Map<number, number>; minP: number; uniforms: number[] } {
+    return { adjustments: this.sampler.adjustments(vocab, this.history), minP: this.sampler.params.minP ?? 0, uniforms: this.sampler.nextUniforms(draws) };
+  }
+
+  /**
+   * Called by the engine with the last token's row; returns whether generation
+   * goes on, or 'again' when the head could not decide the token: the engine
+   * then runs the row again and returns its full distribution.
+   */
+  deliver(row: SampledRow): boolean | 'again' {
     if (this.finished) return false;
     let mask: TokenMask | undefined;
     if (this.isConstrained) {
       if (this.maskError || !this.nextMask) throw this.maskError ?? new Error('the grammar mask was not computed');
       mask = this.nextMask;
-      this.nextMask = null;
       if (this.grammarComplete) {
         // Nothing may follow and no end token is wanted: what is held back is released.
         this.emit(this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [], undefined);
@@ -187,11 +197,17 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
         return false;
       }
     }
-    const s: SampleResult = row.probs
-      ? this.sampler.sampleProbs(row.probs, this.history, mask)
-      : row.logits
-        ? this.sampler.sample(row.logits, this.history, mask)
-        : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) }; // masked by the driver when constrained
+    // The driver has applied the mask and adjustments to head rows and to `best`.
+    const s: SampleResult | null = row.probs
+      ? this.sampler.sampleRow(row.probs)
+      : row.head
+        ? this.sampler.sampleHead(row.head)
+        : row.logits
+          ? this.sampler.sample(row.logits, this.history, mask)
+          : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
+    this.wantsFullRow = s === null;
+    if (s === null) return 'again'; // the mask is computed again for the same grammar state
+    this.nextMask = null;
     // A stop token only ever ends the grammar (the mask allows it only where the grammar may end).
     if (this.matcher && !(this.stopIds.has(s.token) ? this.matcher.acceptEnd() : this.matcher.accept(s.token))) {
       throw new Error(`the grammar did not accept token ${s.token} drawn from its own mask`);

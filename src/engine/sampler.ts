@@ -1,17 +1,17 @@
 /**
- * Host-side sampling over one row of logits.
+ * Sampling, one row at a time, by one of two routes.
  *
- *   processors (in place, sparse where they can be):
- *     logit bias → repetition penalty → presence / frequency penalties → mask
- *   selection:
- *     greedy (temperature 0)  |  temperature → min-p → top-k → top-p → draw
+ * From the driver's sampling head (`usesHead`: temperature > 0, no repetition
+ * penalty, no log-probabilities): the driver applies the mask, bias and
+ * presence/frequency penalties (`adjustments`), temperature and min-p in its
+ * graph and returns each row's candidates and tail draws, from which
+ * `sampleHead` draws as src/engine/sampling.ts defines; the rare row the
+ * candidates cannot decide is drawn from its full distribution next step
+ * (`sampleRow`), with the same uniforms and so the same token.
  *
- * The same selection also runs over a probability row that the driver has
- * already softmaxed at the request's temperature (`sampleProbs`): processors
- * then act as factors (a logit shift d at temperature T multiplies the
- * probability by e^(d/T)) and a mask zeroes. Used when no repetition penalty
- * and no log-probabilities are asked for: it spares the host 32k exponentials
- * per row.
+ * From full logits on the host (`sample`), in place:
+ *   processors: logit bias → repetition penalty → presence / frequency penalties → mask
+ *   selection:  greedy (temperature 0)  |  temperature → min-p → top-k → top-p → draw
  *
  * Log-probabilities are those of the processed logits (after bias, penalties
  * and mask, before temperature and truncation), so a constrained token's
@@ -23,7 +23,7 @@
  */
 import { maskRow } from '../../drivers/driver.ts';
 import { Rng } from '../util/rng.ts';
-import { drawFromProbs } from './select-probs.ts';
+import { drawFromHead, drawFromRow, type Drawn, type HeadRow } from './sampling.ts';
 
 export interface SamplingParams {
   /** 0 means greedy. Default 1. */
@@ -117,8 +117,8 @@ export class Sampler {
     return (p.repetitionPenalty ?? 1) !== 1 || (p.presencePenalty ?? 0) !== 0 || (p.frequencyPenalty ?? 0) !== 0;
   }
 
-  /** Whether this sampler can work from the driver's probabilities (see `sampleProbs`). */
-  get usesProbs(): boolean {
+  /** Whether this sampler draws from the driver's sampling head (see the top of this file). */
+  get usesHead(): boolean {
     return !this.isGreedy && (this.params.repetitionPenalty ?? 1) === 1 && this.params.logprobs === undefined;
   }
 
@@ -127,18 +127,50 @@ export class Sampler {
     return this.isGreedy ? 1 : 1 / (this.params.temperature ?? 1);
   }
 
-  /** Samples from a row of probabilities at this sampler's temperature (modified in place). */
-  sampleProbs(probs: Float32Array, history?: TokenHistory, mask?: TokenMask): SampleResult {
-    const p = this.params;
-    const invT = this.invTemperature;
-    for (const [t, v] of this.bias) if (t >= 0 && t < probs.length) probs[t]! *= Math.exp(v * invT);
-    const pres = p.presencePenalty ?? 0;
-    const freq = p.frequencyPenalty ?? 0;
-    if (history && (pres !== 0 || freq !== 0)) {
-      for (const [t, n] of history.output) probs[t]! *= Math.exp(-(pres + freq * n) * invT);
-    }
-    if (mask) maskRow(probs, mask, 0);
-    return { token: drawFromProbs(probs, { topK: p.topK ?? 0, topP: p.topP ?? 1, minP: p.minP ?? 0 }, this.rng) };
+  /** Logit adjustments for the driver: bias, then presence and frequency penalties of the output so far (token → amount). */
+  adjustments(vocab: number, history?: TokenHistory): Map<number, number> {
+    const out = new Map<number, number>();
+    for (const [t, v] of this.bias) if (t >= 0 && t < vocab) out.set(t, (out.get(t) ?? 0) + v);
+    const pres = this.params.presencePenalty ?? 0;
+    const freq = this.params.frequencyPenalty ?? 0;
+    if (history && (pres !== 0 || freq !== 0)) for (const [t, n] of history.output) out.set(t, (out.get(t) ?? 0) - (pres + freq * n));
+    return out;
+  }
+
+  /** The uniforms the next draw starts from (the generator moves only when a token is drawn). */
+  nextUniforms(n: number): number[] {
+    const r = this.rng.clone();
+    return Array.from({ length: n }, () => r.next());
+  }
+
+  /** Draws from the driver's head for this row; null when only the full row can decide (then call `sampleRow` with it). */
+  sampleHead(row: HeadRow): SampleResult | null {
+    return this.commit(drawFromHead(row, this.truncation, this.uniforms()));
+  }
+
+  /** Draws from the row's full distribution as the driver computed it (mask, adjustments, temperature and min-p applied). */
+  sampleRow(probs: Float32Array): SampleResult {
+    return this.commit(drawFromRow(probs, this.truncation, this.uniforms()))!;
+  }
+
+  private get truncation() {
+    return { topK: this.params.topK ?? 0, topP: this.params.topP ?? 1 };
+  }
+
+  /** The generator's next uniforms, read ahead without moving it. */
+  private uniforms(): (j: number) => number {
+    const r = this.rng.clone();
+    const seen: number[] = [];
+    return (j) => {
+      while (seen.length <= j) seen.push(r.next());
+      return seen[j]!;
+    };
+  }
+
+  private commit(drawn: Drawn | null): SampleResult | null {
+    if (!drawn) return null;
+    for (let i = 0; i < drawn.used; i++) this.rng.next();
+    return { token: drawn.token };
   }
 
   /** Samples one token from `logits` (modified in place). */

@@ -18,6 +18,7 @@
  */
 import type { Context } from './context.ts';
 import type { KvCache, PagePlan, SlotCopies } from './kv-cache.ts';
+import type { HeadRow } from './sampling.ts';
 
 export interface Work {
   readonly ctx: Context;
@@ -31,8 +32,8 @@ export interface Work {
   admittedAt: number;
   /** Prompt tokens served from the prefix cache so far. */
   numCachedTokens: number;
-  /** What the work needs of each sampled row besides its greedy token: full logits, sampling probabilities, or nothing. */
-  readonly needs: 'best' | 'logits' | 'probs';
+  /** What the work needs of each sampled row besides its greedy token: full logits, the sampling head, or nothing. */
+  readonly needs: 'best' | 'logits' | 'head';
   /** 1 / temperature for the driver's probabilities. */
   readonly invTemperature: number;
 }
@@ -41,8 +42,10 @@ export interface Work {
 export interface SampledRow {
   /** Null unless the work needs logits. */
   logits: Float32Array | null;
-  /** Null unless the work needs probabilities. */
+  /** The row's full distribution: only for a head row that asked for it (`Generation.wantsFullRow`). */
   probs: Float32Array | null;
+  /** Null unless the work needs the head. */
+  head: HeadRow | null;
   best: number;
   bestLogprob: number;
 }

@@ -24,6 +24,16 @@ export class Rng {
     this.d = next() || 1;
   }
 
+  /** A generator in the same state, that goes on independently. */
+  clone(): Rng {
+    const r = new Rng(0);
+    r.a = this.a;
+    r.b = this.b;
+    r.c = this.c;
+    r.d = this.d;
+    return r;
+  }
+
   /** A uniform 32-bit unsigned integer. */
   nextUint32(): number {
     const result = Math.imul(rotl(Math.imul(this.b, 5), 7), 9) >>> 0;

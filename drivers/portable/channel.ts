@@ -15,11 +15,16 @@
  * so every request bumps ctl[REQ], including those sent as messages.
  *
  * Request area: a header of int32 sizes, then the int32 arrays, then the
- * float32 arrays, then the uint32 token masks, each as a view the worker
- * hands to ONNX Runtime without copying. Reply area: best[S] int32, bestLogprob[S] float32, runMs, writeMs.
- * A batch that does not fit, or needs logits or the sampling head, goes by message.
+ * float32 arrays, then the uint32 token masks, then the sampling head's inputs
+ * (adjustment ids, amounts, min-p; its uniforms as float64, 8-byte aligned),
+ * each as a view the worker hands to ONNX Runtime without copying.
+ * Reply area: best[S] int32, bestLogprob[S] float32, runMs, writeMs (float64),
+ * then the head's outputs: ids[S, H] int32, p[S, H] float32, drawToken[S, R]
+ * int32, draws[S, 1 + 3R] float64.
+ * A batch that does not fit, needs full logits, or asks for any row's full
+ * distribution goes by message.
  */
-import type { Batch, StepResult } from '../driver.ts';
+import type { Batch, HeadInputs, HeadOutputs, StepResult } from '../driver.ts';
 
 export const REQ = 0;
 export const REP = 1;
@@ -28,7 +33,7 @@ export const KIND = 3;
 export const SENT = 4;
 export const IN_SHARED_MEMORY = 1;
 export const BY_MESSAGE = 2;
-const HEADER = 8;
+const HEADER = 12;
 
 export interface ChannelBuffers {
   ctl: SharedArrayBuffer;
@@ -36,27 +41,38 @@ export interface ChannelBuffers {
   reply: SharedArrayBuffer;
 }
 
-export function createChannel(requestBytes: number, maxRows: number): ChannelBuffers {
+/** Reply bytes per sampled row for its head (H candidates, R uniforms). */
+const headReplyBytes = (H: number, R: number) => 8 * H + 4 * R + 8 * (1 + 3 * R);
+
+export function createChannel(requestBytes: number, maxRows: number, headSize: number, draws: number): ChannelBuffers {
   return {
     ctl: new SharedArrayBuffer(32),
     request: new SharedArrayBuffer(requestBytes),
-    reply: new SharedArrayBuffer(8 * maxRows + 16 + 4096),
+    reply: new SharedArrayBuffer(8 * maxRows + 16 + maxRows * headReplyBytes(headSize, draws) + 4096),
   };
 }
 
 function sizes(b: Batch) {
   const ints = [b.tokenIds, b.positions, b.writeSlots, b.kvGather, b.keyIndex, b.queryIndex, b.tokenIndex, b.sampleIndex, b.copies?.from, b.copies?.to];
-  return { ints, words: HEADER + ints.reduce((a, x) => a + (x?.length ?? 0), 0) + b.mask.length + b.invTemperature.length + b.tokenMask.length };
+  const words = HEADER + ints.reduce((a, x) => a + (x?.length ?? 0), 0) + b.mask.length + b.invTemperature.length + b.tokenMask.length;
+  const h = b.head;
+  // Head inputs: ids, amounts, min-p, then the uniforms at the next 8-byte boundary.
+  const headAt = words;
+  const uniformsAt = h ? align8(4 * (headAt + 2 * h.adjustIds.length + h.minP.length)) : 0;
+  return { ints, words, headAt, bytes: h ? uniformsAt + 8 * h.uniforms.length : 4 * words, uniformsAt };
 }
 
-/** Writes `b` into the request area; false when it does not fit or needs full rows. */
-export function encodeBatch(b: Batch, ch: ChannelBuffers): boolean {
-  if (b.needLogits || b.head) return false;
-  const { ints, words } = sizes(b);
-  if (words * 4 > ch.request.byteLength || 8 * b.sampleIndex.length + 16 > ch.reply.byteLength - 4096) return false;
+/** Writes `b` into the request area; false when it goes by message (see above). */
+export function encodeBatch(b: Batch, ch: ChannelBuffers, headSize: number): boolean {
+  if (b.needLogits || (b.head && b.head.fullRows.length > 0)) return false;
+  const { ints, words, headAt, bytes, uniformsAt } = sizes(b);
+  const S = b.sampleIndex.length;
+  const R = b.head ? b.head.uniforms.length / Math.max(1, S) : 0;
+  const replyBytes = align8(8 * S) + 16 + (b.head ? S * headReplyBytes(headSize, R) : 0);
+  if (bytes > ch.request.byteLength || replyBytes > ch.reply.byteLength - 4096) return false;
   const i32 = new Int32Array(ch.request, 0, words);
   const f32 = new Float32Array(ch.request, 0, words);
-  i32.set([b.numTokens, b.numRows, b.queryLen, b.keyLen, b.kvGather.length, b.sampleIndex.length, b.copies?.from.length ?? 0, b.maskWords]);
+  i32.set([b.numTokens, b.numRows, b.queryLen, b.keyLen, b.kvGather.length, b.sampleIndex.length, b.copies?.from.length ?? 0, b.maskWords, b.head ? 1 : 0, b.head?.adjustWidth ?? 0, R]);
   let at = HEADER;
   for (const x of ints) {
     if (!x) continue;
@@ -66,13 +82,20 @@ export function encodeBatch(b: Batch, ch: ChannelBuffers): boolean {
   f32.set(b.mask, at);
   f32.set(b.invTemperature, at + b.mask.length);
   new Uint32Array(ch.request, 0, words).set(b.tokenMask, at + b.mask.length + b.invTemperature.length);
+  const h = b.head;
+  if (h) {
+    new Int32Array(ch.request, 4 * headAt, h.adjustIds.length).set(h.adjustIds);
+    new Float32Array(ch.request, 4 * (headAt + h.adjustIds.length), h.adjustValues.length).set(h.adjustValues);
+    new Float32Array(ch.request, 4 * (headAt + 2 * h.adjustIds.length), S).set(h.minP);
+    new Float64Array(ch.request, uniformsAt, h.uniforms.length).set(h.uniforms);
+  }
   return true;
 }
 
 /** Views of a batch in the request area (worker side). */
 export function decodeBatch(request: SharedArrayBuffer): Batch {
   const head = new Int32Array(request, 0, HEADER);
-  const [T, B, Q, L, U, S, C, W] = head as unknown as number[];
+  const [T, B, Q, L, U, S, C, W, hasHead, A, R] = head as unknown as number[];
   let at = HEADER * 4;
   const ints = (n: number) => {
     const v = new Int32Array(request, at, n);
@@ -96,6 +119,15 @@ export function decodeBatch(request: SharedArrayBuffer): Batch {
   const mask = floats(B! * Q! * L!);
   const invTemperature = floats(S!);
   const tokenMask = new Uint32Array(request, at, S! * W!);
+  at += S! * W! * 4;
+  let headInputs: HeadInputs | null = null;
+  if (hasHead) {
+    const adjustIds = ints(S! * A!);
+    const adjustValues = floats(S! * A!);
+    const minP = floats(S!);
+    at = align8(at);
+    headInputs = { adjustWidth: A!, adjustIds, adjustValues, minP, uniforms: new Float64Array(request, at, S! * R!), fullRows: new Int32Array(0) };
+  }
   return {
     numTokens: T!,
     numRows: B!,
@@ -114,9 +146,24 @@ export function decodeBatch(request: SharedArrayBuffer): Batch {
     maskWords: W!,
     tokenMask,
     needLogits: false,
-    head: null,
+    head: headInputs,
     ...(copies ? { copies } : {}),
   };
+}
+
+/** The head's outputs in the reply area, after best, bestLogprob and the timings: views of S rows. */
+function headViews(reply: SharedArrayBuffer, S: number, H: number, R: number): HeadOutputs {
+  let at = align8(8 * S) + 16;
+  const view = <T>(make: new (b: SharedArrayBuffer, at: number, n: number) => T, n: number, bytes: number): T => {
+    const v = new make(reply, at, n);
+    at += n * bytes;
+    return v;
+  };
+  const ids = view(Int32Array, S * H, 4);
+  const p = view(Float32Array, S * H, 4);
+  const drawToken = view(Int32Array, S * R, 4);
+  at = align8(at);
+  return { ids, p, drawToken, draws: view(Float64Array, S * (1 + 3 * R), 8) };
 }
 
 /** Worker side: the result into the reply area. */
@@ -125,13 +172,25 @@ export function encodeReply(reply: SharedArrayBuffer, r: StepResult, runMs: numb
   new Int32Array(reply, 0, S).set(r.best);
   new Float32Array(reply, 4 * S, S).set(r.bestLogprob);
   new Float64Array(reply, align8(8 * S), 2).set([runMs, writeMs]);
+  if (r.head) {
+    const v = headViews(reply, S, r.head.ids.length / Math.max(1, S), r.head.drawToken.length / Math.max(1, S));
+    v.ids.set(r.head.ids);
+    v.p.set(r.head.p);
+    v.drawToken.set(r.head.drawToken);
+    v.draws.set(r.head.draws);
+  }
 }
 
-/** Engine side: copies the result out of the reply area. */
-export function decodeReply(reply: SharedArrayBuffer, S: number): { result: StepResult; runMs: number; writeMs: number } {
+/** Engine side: copies the result out of the reply area (`head`: the head's shape, when the batch asked for it). */
+export function decodeReply(reply: SharedArrayBuffer, S: number, head: { size: number; draws: number } | null): { result: StepResult; runMs: number; writeMs: number } {
   const [runMs, writeMs] = new Float64Array(reply, align8(8 * S), 2) as unknown as [number, number];
+  let h: HeadOutputs | null = null;
+  if (head) {
+    const v = headViews(reply, S, head.size, head.draws);
+    h = { ids: v.ids.slice(), p: v.p.slice(), drawToken: v.drawToken.slice(), draws: v.draws.slice() };
+  }
   return {
-    result: { logits: null, probs: null, head: null, best: new Int32Array(reply, 0, S).slice(), bestLogprob: new Float32Array(reply, 4 * S, S).slice() },
+    result: { logits: null, probs: h ? new Float32Array(0) : null, head: h, best: new Int32Array(reply, 0, S).slice(), bestLogprob: new Float32Array(reply, 4 * S, S).slice() },
     runMs,
     writeMs,
   };

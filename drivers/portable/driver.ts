@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
+import { HEAD_DRAWS, HEAD_SIZE } from '../../src/engine/sampling.ts';
 import { BY_MESSAGE, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
 import { graphBuilder } from './graph.ts';
 export { sessionOptions } from './session-options.ts';
@@ -87,7 +88,7 @@ export class PortableDriver implements Driver {
     } else {
       graph = builder.encode();
     }
-    const channel = createChannel(16 * 1024 * 1024, 4096);
+    const channel = createChannel(16 * 1024 * 1024, 4096, Math.min(HEAD_SIZE, c.vocabSize), HEAD_DRAWS);
     const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
     const worker = new Worker(WORKER_URL, {
       workerData: init,
@@ -126,7 +127,8 @@ export class PortableDriver implements Driver {
 
   private async runNow(batch: Batch): Promise<StepResult> {
     if (this.failure) throw this.failure;
-    if (encodeBatch(batch, this.channel)) {
+    const headSize = Math.min(HEAD_SIZE, this.info.vocabSize);
+    if (encodeBatch(batch, this.channel, headSize)) {
       const seq = this.wake(IN_SHARED_MEMORY);
       while (Atomics.load(this.ctl, REP) !== seq) {
         const wait = Atomics.waitAsync(this.ctl, REP, seq - 1);
@@ -134,7 +136,9 @@ export class PortableDriver implements Driver {
       }
       const err = Atomics.load(this.ctl, ERR);
       if (err) throw new Error(`driver: ${decodeError(this.channel.reply, err)}`);
-      const { result, runMs, writeMs } = decodeReply(this.channel.reply, batch.sampleIndex.length);
+      const S = batch.sampleIndex.length;
+      const head = batch.head ? { size: headSize, draws: batch.head.uniforms.length / Math.max(1, S) } : null;
+      const { result, runMs, writeMs } = decodeReply(this.channel.reply, S, head);
       this.lastRunMs = runMs;
       this.lastWriteMs = writeMs;
       return result;

@@ -148,18 +148,28 @@ export class GraphBuilder {
   }
 
   /**
-   * An If node whose outputs are graph outputs: each branch builds its values
-   * (the else branch typically empty tensors); ONNX Runtime runs only the
-   * branch taken, where it would otherwise run every node whether fetched or not.
+   * An If node: each branch builds its values (the else branch typically
+   * empty tensors, or a cheaper way to the same); returns the node's outputs.
+   * ONNX Runtime runs only the branch taken, where it would otherwise run
+   * every node of a graph whether its output is fetched or not.
    */
-  outputsIf(cond: string, outputs: GraphIO[], thenBranch: (b: GraphBuilder) => string[], elseBranch: (b: GraphBuilder) => string[]): void {
+  valuesIf(cond: string, types: DTypeCode[], thenBranch: (b: GraphBuilder) => string[], elseBranch: (b: GraphBuilder) => string[], names?: string[]): string[] {
+    const id = this.counter.next++;
+    const outs = names ?? types.map((_, i) => `if_${id}_${i}`);
     const branch = (label: string, build: (b: GraphBuilder) => string[]): onnxProto.onnx.IGraphProto => {
       const sub = new GraphBuilder(this);
       const values = build(sub);
-      const names = outputs.map((o, i) => sub.op('Identity', [values[i]!], {}, `${o.name}_${label}_${this.counter.next++}`));
-      return { name: label, node: sub.nodes, output: outputs.map((o, i) => valueInfo({ name: names[i]!, type: o.type, shape: [] }, false)) };
+      // A value made in the branch is its output as is; one from outside needs an Identity (a copy).
+      const made = new Set(sub.nodes.flatMap((n) => n.output ?? []));
+      const inner = values.map((v, i) => (made.has(v) && values.indexOf(v) === i ? v : sub.op('Identity', [v], {}, `${outs[i]}_${label}_${id}`)));
+      return { name: `${label}_${id}`, node: sub.nodes, output: inner.map((name, i) => valueInfo({ name, type: types[i]!, shape: [] }, false)) };
     };
-    this.opN('If', [cond], outputs.length, { then_branch: { graph: branch('then', thenBranch) }, else_branch: { graph: branch('else', elseBranch) } }, outputs.map((o) => o.name));
+    return this.opN('If', [cond], outs.length, { then_branch: { graph: branch('then', thenBranch) }, else_branch: { graph: branch('else', elseBranch) } }, outs);
+  }
+
+  /** An If node whose outputs are graph outputs (see `valuesIf`). */
+  outputsIf(cond: string, outputs: GraphIO[], thenBranch: (b: GraphBuilder) => string[], elseBranch: (b: GraphBuilder) => string[]): void {
+    this.valuesIf(cond, outputs.map((o) => o.type), thenBranch, elseBranch, outputs.map((o) => o.name));
     this.outputs.push(...outputs);
   }
 

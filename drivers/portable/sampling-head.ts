@@ -57,10 +57,26 @@ export function samplingHead(b: GraphBuilder, g: GraphBuilder, logits: string, i
   const unsq = (x: string, axis: number) => b.op('Unsqueeze', [x, shape(axis)]);
   const zeroDouble = b.constDouble(0);
 
-  const adjusted = b.op('ScatterElements', [logits, adjustIds, adjustValues], { axis: 1, reduction: 'add' });
-  const soft = b.op('Softmax', [b.op('Mul', [adjusted, unsq(invTemperature, 1)])], { axis: 1 });
-  const floor = b.op('Mul', [unsq(minP, 1), b.op('ReduceMax', [soft, shape(1)], { keepdims: 1 })]);
-  const p = b.op('Mul', [soft, b.op('Cast', [b.op('GreaterOrEqual', [soft, floor])], { to: DType.FLOAT })]); // [S, V]
+  // Adjustments and min-p only when a row has some: each costs a pass over [S, V]. (Each branch
+  // makes its output, so that the branch not taken costs no copy.)
+  const any = (x: string) => b.op('Greater', [b.op('ReduceMax', [b.op('Abs', [x])], { keepdims: 0 }), b.constFloat(0)]);
+  const scale = (t: GraphBuilder) => t.op('Mul', [logits, unsq(invTemperature, 1)]);
+  const [scaled] = b.valuesIf(
+    any(adjustValues),
+    [DType.FLOAT],
+    (t) => [t.op('ScatterElements', [scale(t), adjustIds, t.op('Mul', [adjustValues, unsq(invTemperature, 1)])], { axis: 1, reduction: 'add' })],
+    (t) => [scale(t)],
+  ) as [string];
+  const [p] = b.valuesIf(
+    any(minP),
+    [DType.FLOAT],
+    (t) => {
+      const soft = t.op('Softmax', [scaled], { axis: 1 });
+      const floor = t.op('Mul', [unsq(minP, 1), t.op('ReduceMax', [soft, shape(1)], { keepdims: 1 })]);
+      return [t.op('Mul', [soft, t.op('Cast', [t.op('GreaterOrEqual', [soft, floor])], { to: DType.FLOAT })])];
+    },
+    (t) => [t.op('Softmax', [scaled], { axis: 1 })],
+  ) as [string]; // [S, V]
   const [headP, headIds] = b.opN('TopK', [p, shape(H)], 2, { axis: 1, largest: 1, sorted: 1 }) as [string, string];
 
   // Weights, exact: p·2⁴⁰ is exact in float32, so is its floor; sums of such integers are exact in float64.

@@ -509,3 +509,18 @@ describe('sampling from the driver\'s head', () => {
     expect(b.undecided).toBe(0);
   });
 });
+
+describe('sampling from the driver\'s head, in mixed batches', () => {
+  it('gives each row of a batch that mixes greedy, host-sampled and head rows what it gets alone', async () => {
+    const { engine } = await mockEngine({ numPages: 64 });
+    const settings: SamplingParams[] = [{ temperature: 0 }, { temperature: 1, seed: 3, logitBias: { 7: 1 } }, { temperature: 1, seed: 4, logprobs: 2 }, { temperature: 0.9, seed: 5, presencePenalty: 1 }, { temperature: 0, logitBias: { 8: 3 } }];
+    const run = (sampling: SamplingParams, i: number) => {
+      const ctx = engine.createContext();
+      engine.append(ctx, [10 + i, 20, 30]);
+      return engine.generate(ctx, { sampling, maxTokens: 12, ignoreEos: true }).result.then((r) => (engine.release(ctx), r.tokens));
+    };
+    const alone: number[][] = [];
+    for (const [i, s] of settings.entries()) alone.push(await run(s, i));
+    expect(await Promise.all(settings.map(run))).toEqual(alone);
+  });
+});

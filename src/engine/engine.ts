@@ -56,7 +56,7 @@ export interface StepStats {
   maskMs: number;
   /** The part of maskMs the step waited for before the driver could run. */
   maskWaitMs: number;
-  /** Rows drawn from the sampling head, and those drawn from their full distribution (asked for after the head could not decide). */
+  /** Rows decided by the sampling head, and those drawn from their full distribution (asked for after the head could not decide, or the head is off). */
   headRows: number;
   fullRows: number;
   /** Rows the head could not decide this step (run again next step with their full distribution). */
@@ -76,6 +76,8 @@ export interface EngineStats {
   decodeTokensComputed: number;
   /** Generations started under a grammar, and the grammar cache's counters. */
   grammar: { constrained: number; compiled: number; cacheHits: number; refused: number; matchers: number };
+  /** Sampled rows decided by the sampling head, and those drawn from their full distribution (left undecided by the head, or the head is off). */
+  sampling: { headRows: number; fullRows: number };
 }
 
 export interface ForwardOptions {
@@ -104,6 +106,8 @@ export class Engine {
   numPromptTokensComputed = 0;
   numDecodeTokensComputed = 0;
   numConstrainedGenerations = 0;
+  numHeadRows = 0;
+  numFullRows = 0;
   /** Called after every step (metrics, benchmarks). */
   onStep: ((s: StepStats) => void) | null = null;
   /**
@@ -375,6 +379,9 @@ export class Engine {
     const undecided = this.deliver(planned, result);
     const t3 = performance.now();
     const fullRows = batch.head?.fullRows.length ?? 0;
+    const decided = headRows.filter(Boolean).length - fullRows - undecided;
+    this.numHeadRows += decided;
+    this.numFullRows += fullRows;
     this.onStep?.({
       rows: planned.length,
       tokens: batch.numTokens,
@@ -385,7 +392,7 @@ export class Engine {
       constrained: constrained.length,
       maskMs,
       maskWaitMs,
-      headRows: headRows.filter(Boolean).length - fullRows,
+      headRows: decided,
       fullRows,
       undecided,
     });
@@ -394,8 +401,9 @@ export class Engine {
   /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */
   private headInputs(rows: Generation[], S: number): HeadInputs {
     const V = this.driver.info.vocabSize;
-    const inputs = rows.map((g) => g.headInputs(V, HEAD_DRAWS));
-    const A = Math.max(1, ...inputs.map((h) => h.adjustments.size));
+    const inputs = rows.map((g) => g.headInputs(V, HEAD_DRAWS)); // sparse, as `rows`
+    let A = 1;
+    inputs.forEach((h) => (A = Math.max(A, h.adjustments.size)));
     const head: HeadInputs = { adjustWidth: A, adjustIds: new Int32Array(S * A), adjustValues: new Float32Array(S * A), minP: new Float32Array(S), uniforms: new Float64Array(S * HEAD_DRAWS), fullRows: new Int32Array(0) };
     const full: number[] = [];
     inputs.forEach((h, r) => {
@@ -473,6 +481,7 @@ export class Engine {
       promptTokensComputed: this.numPromptTokensComputed,
       decodeTokensComputed: this.numDecodeTokensComputed,
       grammar: { constrained: this.numConstrainedGenerations, compiled: g?.compiled ?? 0, cacheHits: g?.cacheHits ?? 0, refused: g?.refused ?? 0, matchers: g?.matchers ?? 0 },
+      sampling: { headRows: this.numHeadRows, fullRows: this.numFullRows },
     };
   }
 

@@ -127,6 +127,17 @@ describe('GatewayMetrics', () => {
     expect(value(text, 'pie_grammar_mask_seconds_count', { model })).toBe(a.completionTokens + b.completionTokens);
   });
 
+  it("counts sampled tokens by how they were drawn: the sampling head, or the full distribution", async () => {
+    const { engine } = await mockEngine();
+    const m = track(new GatewayMetrics({ engines: [engine], collectDefaults: false }));
+    const model = engine.model.name;
+    await greedy(engine, [1, 2, 3], 5, { sampling: { temperature: 1, seed: 1 } });
+    await greedy(engine, [1, 2, 3], 3, { sampling: { temperature: 1, seed: 1, topK: 100 } }); // beyond the head: every token drawn in full
+    const text = await m.metrics();
+    expect(value(text, 'pie_sampling_head_rows_total', { model })).toBe(5);
+    expect(value(text, 'pie_sampling_full_rows_total', { model })).toBe(3);
+  });
+
   it('names every metric pie_* in snake_case, without colons', async () => {
     const { engine } = await mockEngine();
     const m = track(new GatewayMetrics({ engines: [engine], host: { stats: () => ({ running: 0 }) } }));

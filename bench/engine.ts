@@ -13,6 +13,9 @@
  *           thread, over the same KV pool (same data, same page layout), with
  *           the same session options and the same fetched outputs, and nothing
  *           else: the limit on this machine.
+ *   sampled B generations at T=0.8, top-p 0.95 through the engine, once: host
+ *           work and ONNX Runtime time per step, and the share of rows the
+ *           sampling head could not decide (drawn from their full distribution).
  * Decode throughput is over the steps where all B sequences decode; prefill
  * throughput over B prompts with one token generated. Host work per decode
  * step is everything besides ONNX Runtime's own run (scheduling, batch

@@ -13,7 +13,7 @@
  * first and padding last, and L is a multiple of `KEY_ALIGN`, so a sequence's
  * numbers do not depend on what else is in the batch (see batch-builder.ts).
  */
-import { HEAD_SIZE, rankOrder, weightOf } from '../src/engine/sampling.ts';
+import { HEAD_SIZE, likeliest, weightOf } from '../src/engine/sampling.ts';
 
 export interface Batch {
   /** New tokens in this step (T). */
@@ -161,7 +161,7 @@ export function headOfProbs(p: Float32Array, uniforms: ArrayLike<number>, head: 
   const H = Math.min(HEAD_SIZE, vocab);
   const R = uniforms.length;
   // The head: ranked tokens, then tokens of probability 0 by id (as a top-k over the whole row ranks them).
-  const ranked = rankOrder(p);
+  const ranked = likeliest(p, H);
   const inHead = new Uint8Array(vocab);
   for (let i = 0, zero = 0; i < H; i++) {
     while (i >= ranked.length && p[zero]! > 0) zero++;

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { hashBehaviour } from '../../drivers/mock/driver.ts';
 import { greedy, mockEngine, randomModelDir, testEngine } from '../../test/helpers.ts';
 import type { Engine } from './engine.ts';
+import { HEAD_DRAWS } from './sampling.ts';
 import { EngineError } from './errors.ts';
 import type { SamplingParams } from './sampler.ts';
 
@@ -481,14 +482,51 @@ describe('sampling from the driver\'s head', () => {
       expect(a.tokens).toEqual(b.tokens);
       expect(new Set(a.tokens.flat()).size).toBeGreaterThan(10); // sampled, not greedy
       expect(b.headRows).toBe(0);
-      if (sampling.topK === 100) expect(a.undecided).toBe(4 * 24); // every row needs its full distribution
-      else expect(a.headRows).toBeGreaterThan(a.fullRows);
-      expect(a.fullRows).toBe(a.undecided); // each undecided row came back once, in full
+      expect(b.fullRows).toBe(4 * 24);
+      if (sampling.topK === 100) {
+        // Beyond the head: every row comes with its full distribution from the start, none goes back.
+        expect(a.fullRows).toBe(4 * 24);
+        expect(a.undecided).toBe(0);
+      } else {
+        expect(a.headRows).toBeGreaterThan(a.fullRows);
+        expect(a.fullRows).toBe(a.undecided); // each undecided row came back once, in full
+      }
+      expect(a.headRows + a.fullRows).toBe(4 * 24);
     });
   }
 
+  it("computes a prompt's last row bit for bit the same in its prompt chunk and alone (what running a row again relies on)", async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64, prefixCaching: false });
+    const prompt = [5, 17, 33, 2, 99, 120, 7, 64, 3];
+    const a = engine.createContext();
+    engine.append(a, prompt);
+    const [whole] = (await engine.forward(a)).logits;
+    const b = engine.createContext();
+    engine.append(b, prompt.slice(0, -1));
+    await engine.forward(b);
+    engine.append(b, prompt.slice(-1));
+    const [alone] = (await engine.forward(b)).logits;
+    expect(alone).toEqual(whole);
+    engine.release(a);
+    engine.release(b);
+  });
+
   it('runs an undecided row again, with the same KV, uniforms and grammar state, losing nothing', async () => {
-    const { engine } = await mockEngine({ numPages: 12 });
+    const { engine, driver } = await mockEngine({ numPages: 12 });
+    // A head that can decide nothing: no weight in its candidates, all in a tail whose draws hold no pick.
+    const runStep = driver.run.bind(driver);
+    driver.run = async (b) => {
+      const r = await runStep(b);
+      if (r.head) {
+        r.head.p.fill(0);
+        const D = 1 + 3 * HEAD_DRAWS;
+        for (let row = 0; row < r.head.draws.length / D; row++) {
+          r.head.draws[row * D] = 1;
+          for (let j = 0; j < HEAD_DRAWS; j++) r.head.draws.set([-1], row * D + 1 + j), r.head.draws.set([0], row * D + 1 + HEAD_DRAWS + j);
+        }
+      }
+      return r;
+    };
     const { engine: reference } = await mockEngine({ numPages: 12, samplingHead: false });
     const grammar = await engine.grammars.compile({ type: 'regex', pattern: '[a-z ]{0,40}' });
     const refGrammar = await reference.grammars.compile({ type: 'regex', pattern: '[a-z ]{0,40}' });
@@ -497,7 +535,7 @@ describe('sampling from the driver\'s head', () => {
       e.onStep = (s) => (counts.undecided += s.undecided);
       const ctx = e.createContext();
       e.append(ctx, [1, 2, 3]);
-      const r = await e.generate(ctx, { sampling: { temperature: 1, topK: 200, seed: 5 }, maxTokens: 30, grammar: g }).result;
+      const r = await e.generate(ctx, { sampling: { temperature: 1, seed: 5 }, maxTokens: 30, grammar: g }).result;
       e.release(ctx);
       return { ...r, ...counts };
     };

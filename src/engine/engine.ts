@@ -56,7 +56,7 @@ export interface StepStats {
   maskMs: number;
   /** The part of maskMs the step waited for before the driver could run. */
   maskWaitMs: number;
-  /** Rows decided by the sampling head, and those drawn from their full distribution (asked for after the head could not decide, or the head is off). */
+  /** Tokens drawn by the sampling head, and from full distributions (rows the head could not decide, top-k beyond the head, or the head off). */
   headRows: number;
   fullRows: number;
   /** Rows the head could not decide this step (run again next step with their full distribution). */
@@ -76,7 +76,7 @@ export interface EngineStats {
   decodeTokensComputed: number;
   /** Generations started under a grammar, and the grammar cache's counters. */
   grammar: { constrained: number; compiled: number; cacheHits: number; refused: number; matchers: number };
-  /** Sampled rows decided by the sampling head, and those drawn from their full distribution (left undecided by the head, or the head is off). */
+  /** Tokens drawn by the sampling head, and from full distributions on the host (see StepStats). */
   sampling: { headRows: number; fullRows: number };
 }
 
@@ -376,12 +376,10 @@ export class Engine {
     }
     const t2 = performance.now();
     this.numSteps++;
-    const undecided = this.deliver(planned, result);
+    const drawn = this.deliver(planned, result);
     const t3 = performance.now();
-    const fullRows = batch.head?.fullRows.length ?? 0;
-    const decided = headRows.filter(Boolean).length - fullRows - undecided;
-    this.numHeadRows += decided;
-    this.numFullRows += fullRows;
+    this.numHeadRows += drawn.head;
+    this.numFullRows += drawn.full;
     this.onStep?.({
       rows: planned.length,
       tokens: batch.numTokens,
@@ -392,9 +390,9 @@ export class Engine {
       constrained: constrained.length,
       maskMs,
       maskWaitMs,
-      headRows: decided,
-      fullRows,
-      undecided,
+      headRows: drawn.head,
+      fullRows: drawn.full,
+      undecided: drawn.undecided,
     });
   }
 
@@ -414,21 +412,21 @@ export class Engine {
       }
       head.minP[r] = h.minP;
       head.uniforms.set(h.uniforms, r * HEAD_DRAWS);
-      if (rows[r]!.wantsFullRow || !this.samplingHead) full.push(r);
+      if (h.full || !this.samplingHead) full.push(r);
     });
     head.fullRows = Int32Array.from(full);
     this.lastFullRows = head.fullRows;
     return head;
   }
 
-  /** Hands each work its rows; returns how many rows the sampling head could not decide (run again next step). */
-  private deliver(planned: Scheduled[], result: StepResult): number {
+  /** Hands each work its rows; returns how many tokens were drawn by the sampling head and from full distributions, and how many rows the head could not decide (run again next step). */
+  private deliver(planned: Scheduled[], result: StepResult): { head: number; full: number; undecided: number } {
+    const drawn = { head: 0, full: 0, undecided: 0 };
     const V = this.driver.info.vocabSize;
     const { logits, best, bestLogprob } = result;
     // Full distributions come for the rows the batch listed, in that order.
     const fullRow = new Map<number, Float32Array>();
     this.lastFullRows.forEach((r, i) => fullRow.set(r, result.probs!.subarray(i * V, (i + 1) * V)));
-    let undecided = 0;
     let row = 0;
     for (const s of planned) {
       const { work } = s;
@@ -453,15 +451,15 @@ export class Engine {
           if (work.deliver(rows[0]!) === 'again') {
             // Its token is computed again next step (same KV, same uniforms), with the full distribution.
             this.kv.rewindOne(ctx);
-            undecided++;
-          }
+            drawn.undecided++;
+          } else if (work.drawnFrom) drawn[work.drawnFrom]++;
         } catch (err) {
           // A grammar that fails, or a fully masked row: this generation fails, the others go on.
           this.cancelWork(work, err as Error);
         }
       }
     }
-    return undecided;
+    return drawn;
   }
 
   /** A snapshot of the engine's counters, for metrics and tests. */

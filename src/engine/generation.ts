@@ -174,10 +174,18 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     }
   }
 
-  /** What the driver needs for this generation's next head row (see Sampler). */
-  headInputs(vocab: number, draws: number): { adjustments: Map<number, number>; minP: number; uniforms: number[] } {
-    return { adjustments: this.sampler.adjustments(vocab, this.history), minP: this.sampler.params.minP ?? 0, uniforms: this.sampler.nextUniforms(draws) };
+  /** What the driver needs for this generation's next head row (see Sampler), and whether the row must come in full. */
+  headInputs(vocab: number, draws: number): { adjustments: Map<number, number>; minP: number; uniforms: number[]; full: boolean } {
+    return {
+      adjustments: this.sampler.adjustments(vocab, this.history),
+      minP: this.sampler.params.minP ?? 0,
+      uniforms: this.sampler.nextUniforms(draws),
+      full: this.wantsFullRow || this.sampler.keepsBeyondHead(vocab),
+    };
   }
+
+  /** How the last delivered row's token was drawn: by the sampling head, from the full distribution, or neither (greedy, logits, no token). */
+  drawnFrom: 'head' | 'full' | null = null;
 
   /**
    * Called by the engine with the last token's row; returns whether generation
@@ -185,6 +193,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
    * then runs the row again and returns its full distribution.
    */
   deliver(row: SampledRow): boolean | 'again' {
+    this.drawnFrom = null;
     if (this.finished) return false;
     let mask: TokenMask | undefined;
     if (this.isConstrained) {
@@ -207,6 +216,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
           : { token: row.best, ...(this.logprobs ? { logprob: row.bestLogprob } : {}) };
     this.wantsFullRow = s === null;
     if (s === null) return 'again'; // the mask is computed again for the same grammar state
+    this.drawnFrom = row.probs ? 'full' : row.head ? 'head' : null;
     this.nextMask = null;
     // A stop token only ever ends the grammar (the mask allows it only where the grammar may end).
     if (this.matcher && !(this.stopIds.has(s.token) ? this.matcher.acceptEnd() : this.matcher.accept(s.token))) {

@@ -5,9 +5,10 @@
  * penalty, no log-probabilities): the driver applies the mask, bias and
  * presence/frequency penalties (`adjustments`), temperature and min-p in its
  * graph and returns each row's candidates and tail draws, from which
- * `sampleHead` draws as src/engine/sampling.ts defines; the rare row the
- * candidates cannot decide is drawn from its full distribution next step
- * (`sampleRow`), with the same uniforms and so the same token.
+ * `sampleHead` draws as src/engine/sampling.ts defines; a row they cannot
+ * decide is drawn from its full distribution next step (`sampleRow`), with the
+ * same uniforms and so the same token, and rows whose top-k keeps more than
+ * the head holds come with their full distribution from the start.
  *
  * From full logits on the host (`sample`), in place:
  *   processors: logit bias → repetition penalty → presence / frequency penalties → mask
@@ -23,7 +24,7 @@
  */
 import { maskRow } from '../../drivers/driver.ts';
 import { Rng } from '../util/rng.ts';
-import { drawFromHead, drawFromRow, type Drawn, type HeadRow } from './sampling.ts';
+import { drawFromHead, drawFromRow, HEAD_SIZE, type Drawn, type HeadRow } from './sampling.ts';
 
 export interface SamplingParams {
   /** 0 means greedy. Default 1. */
@@ -141,6 +142,12 @@ export class Sampler {
   nextUniforms(n: number): number[] {
     const r = this.rng.clone();
     return Array.from({ length: n }, () => r.next());
+  }
+
+  /** Whether the head can never decide this sampler's rows: top-k keeps more than the head holds. */
+  keepsBeyondHead(vocab: number): boolean {
+    const k = this.params.topK ?? 0;
+    return k > HEAD_SIZE && k < vocab;
   }
 
   /** Draws from the driver's head for this row; null when only the full row can decide (then call `sampleRow` with it). */

@@ -122,38 +122,43 @@ export function drawFromHead(row: HeadRow, t: Truncation, uniform: (j: number) =
   return draw(row.ids, weights, tail, t.topP, uniform);
 }
 
-/** The definition, on the whole row (also the way for rows the head cannot decide). */
+/** The definition, on the whole row (also the way for rows the head cannot decide). No sort: selections and passes over the row. */
 export function drawFromRow(p: Float32Array, t: Truncation, uniform: (j: number) => number): Drawn {
-  const rank = rankOrder(p);
-  const k = t.topK > 0 && t.topK < rank.length ? t.topK : rank.length;
-  const n = Math.min(HEAD_SIZE, k);
-  const weights = new Float64Array(k);
-  for (let r = 0; r < k; r++) weights[r] = weightOf(p[rank[r]!]!);
-  // Kept weight ranked above each kept token, and the kept tail in token-id order.
-  const above = new Float64Array(k);
-  for (let r = 1; r < k; r++) above[r] = above[r - 1]! + weights[r - 1]!;
-  const rankOf = new Int32Array(p.length).fill(-1);
-  for (let r = 0; r < k; r++) rankOf[rank[r]!] = r;
-  const tailRanks = new Int32Array(k - n);
-  const tailEnd = new Float64Array(k - n);
+  const V = p.length;
+  const keys = rankKeys(p);
+  let nonzero = 0;
+  for (let v = 0; v < V; v++) if (p[v]! > 0) nonzero++;
+  const k = t.topK > 0 && t.topK < nonzero ? t.topK : nonzero;
+  // Kept: the first k ranks (a key at most the k-th smallest).
+  const kth = k < nonzero ? nthSmallest(keys.slice(), k - 1) : Infinity;
+  const headIds = likeliest(keys, Math.min(HEAD_SIZE, k));
+  const weights = Float64Array.from(headIds, (v) => weightOf(p[v]!));
+  const inHead = new Uint8Array(V);
+  for (const v of headIds) inHead[v] = 1;
+  // The kept tail in token-id order.
+  const tailIds = new Int32Array(V);
+  const ends = new Float64Array(V);
+  let n = 0;
   let acc = 0;
-  for (let v = 0, i = 0; v < p.length; v++) {
-    const r = rankOf[v]!;
-    if (r < n) continue;
-    tailRanks[i] = r;
-    tailEnd[i++] = acc += weights[r]!;
+  for (let v = 0; v < V; v++) {
+    if (inHead[v] || !(p[v]! > 0) || keys[v]! > kth) continue;
+    tailIds[n] = v;
+    ends[n++] = acc += weightOf(p[v]!);
   }
   const tail: Tail | null =
-    tailRanks.length > 0
+    n > 0
       ? {
           weight: acc,
           pick(_j, x) {
-            const r = tailRanks[firstAbove(tailEnd, tailEnd.length, x)]!;
-            return { token: rank[r]!, aboveLo: above[r]!, aboveHi: above[r]! };
+            const token = tailIds[firstAbove(ends, n, x)]!;
+            // Kept weight ranked above it: one pass.
+            let above = 0;
+            for (let v = 0; v < V; v++) if (keys[v]! < keys[token]! && keys[v]! <= kth) above += weightOf(p[v]!);
+            return { token, aboveLo: above, aboveHi: above };
           },
         }
       : null;
-  const drawn = draw(rank.subarray(0, n), weights.subarray(0, n), tail, t.topP, uniform);
+  const drawn = draw(headIds, weights, tail, t.topP, uniform);
   if (!drawn) throw new Error('sampler: the full row left a draw undecided'); // cannot happen: every pick is exact
   return drawn;
 }
@@ -206,15 +211,61 @@ function firstAbove(end: Float64Array, n: number, x: number): number {
   return lo;
 }
 
-/** Token ids with p > 0, likeliest first, ties by lower id (one numeric sort of packed keys). */
-export function rankOrder(p: Float32Array): Int32Array {
+/**
+ * Rank keys: smaller is likelier, ties by lower id; Infinity for p = 0. For
+ * positive floats the bit pattern orders as the value: key = (larger first) · 2²¹ + id.
+ */
+function rankKeys(p: Float32Array): Float64Array {
   const bits = new Uint32Array(p.buffer, p.byteOffset, p.length);
   const keys = new Float64Array(p.length);
-  let n = 0;
-  // For positive floats the bit pattern orders as the value: key = (larger first) · 2²¹ + id.
-  for (let i = 0; i < p.length; i++) if (p[i]! > 0) keys[n++] = (0x7fffffff - bits[i]!) * 2 ** 21 + i;
-  const sorted = keys.subarray(0, n).sort();
-  const out = new Int32Array(n);
-  for (let r = 0; r < n; r++) out[r] = sorted[r]! % 2 ** 21;
-  return out;
+  for (let i = 0; i < p.length; i++) keys[i] = p[i]! > 0 ? (0x7fffffff - bits[i]!) * 2 ** 21 + i : Infinity;
+  return keys;
+}
+
+/** The n smallest finite keys, smallest first (one pass, keeping a sorted buffer). */
+function smallest(keys: Float64Array, n: number): Float64Array {
+  const out = new Float64Array(n).fill(Infinity);
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k]!;
+    if (!(key < out[n - 1]!)) continue;
+    let i = n - 1;
+    while (i > 0 && out[i - 1]! > key) {
+      out[i] = out[i - 1]!;
+      i--;
+    }
+    out[i] = key;
+  }
+  let m = 0;
+  while (m < n && out[m]! < Infinity) m++;
+  return out.subarray(0, m);
+}
+
+/** The (i+1)-th smallest value (quickselect; reorders `a`). */
+function nthSmallest(a: Float64Array, i: number): number {
+  let lo = 0;
+  let hi = a.length - 1;
+  while (lo < hi) {
+    const pivot = a[(lo + hi) >>> 1]!;
+    let l = lo;
+    let r = hi;
+    while (l <= r) {
+      while (a[l]! < pivot) l++;
+      while (a[r]! > pivot) r--;
+      if (l <= r) {
+        const x = a[l]!;
+        a[l++] = a[r]!;
+        a[r--] = x;
+      }
+    }
+    if (i <= r) hi = r;
+    else if (i >= l) lo = l;
+    else return a[i]!;
+  }
+  return a[i]!;
+}
+
+/** The ids of the (at most) n likeliest tokens of p > 0, likeliest first, ties by lower id. */
+export function likeliest(keysOrP: Float64Array | Float32Array, n: number): Int32Array {
+  const keys = keysOrP instanceof Float32Array ? rankKeys(keysOrP) : keysOrP;
+  return Int32Array.from(smallest(keys, n), (key) => key % 2 ** 21);
 }

@@ -119,8 +119,8 @@ export class GatewayMetrics {
     this.engineCounter('pie_grammar_compiles_total', 'Grammars compiled.', (s) => s.grammar.compiled);
     this.engineCounter('pie_grammar_cache_hits_total', 'Grammars served from the compiled-grammar cache.', (s) => s.grammar.cacheHits);
     this.engineCounter('pie_grammar_refused_total', 'Grammars refused (invalid, unsupported or too slow to compile).', (s) => s.grammar.refused);
-    this.engineCounter('pie_sampling_head_rows_total', "Sampled tokens decided by the graph's sampling head (candidates and tail draws).", (s) => s.sampling.headRows);
-    this.engineCounter('pie_sampling_full_rows_total', 'Sampled tokens drawn from their full distribution on the host, one step later (the head could not decide them).', (s) => s.sampling.fullRows);
+    this.engineCounter('pie_sampling_head_rows_total', "Sampled tokens drawn from the graph's sampling head (candidates and tail draws).", (s) => s.sampling.headRows);
+    this.engineCounter('pie_sampling_full_rows_total', 'Sampled tokens drawn from their full distribution on the host: rows the head could not decide (recomputed one step later), top-k beyond the head, or the head turned off.', (s) => s.sampling.fullRows);
 
     const host = options.host;
     if (host) {

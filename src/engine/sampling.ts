@@ -125,6 +125,7 @@ export function drawFromHead(row: HeadRow, t: Truncation, uniform: (j: number) =
 /** The definition, on the whole row (also the way for rows the head cannot decide). No sort: selections and passes over the row. */
 export function drawFromRow(p: Float32Array, t: Truncation, uniform: (j: number) => number): Drawn {
   const V = p.length;
+  const topP = t.topP;
   const keys = rankKeys(p);
   let nonzero = 0;
   for (let v = 0; v < V; v++) if (p[v]! > 0) nonzero++;
@@ -145,15 +146,31 @@ export function drawFromRow(p: Float32Array, t: Truncation, uniform: (j: number)
     tailIds[n] = v;
     ends[n++] = acc += weightOf(p[v]!);
   }
+  // Kept weight ranked above a token: a pass over the row for the first tail pick, then (a small
+  // top-p on a flat row may take many) the kept keys sorted once, with their running weights.
+  let picks = 0;
+  let sorted: { keys: Float64Array; before: Float64Array } | null = null;
+  const aboveOf = (token: number): number => {
+    if (picks++ === 0) {
+      let above = 0;
+      for (let v = 0; v < V; v++) if (keys[v]! < keys[token]! && keys[v]! <= kth) above += weightOf(p[v]!);
+      return above;
+    }
+    if (!sorted) {
+      const kept = keys.filter((key) => key <= kth && key < Infinity).sort();
+      const before = new Float64Array(kept.length + 1);
+      for (let i = 0; i < kept.length; i++) before[i + 1] = before[i]! + weightOf(p[kept[i]! % 2 ** 21]!);
+      sorted = { keys: kept, before };
+    }
+    return sorted.before[firstAbove(sorted.keys, sorted.keys.length, keys[token]! - 1)]!; // ranks before the token's key
+  };
   const tail: Tail | null =
     n > 0
       ? {
           weight: acc,
           pick(_j, x) {
             const token = tailIds[firstAbove(ends, n, x)]!;
-            // Kept weight ranked above it: one pass.
-            let above = 0;
-            for (let v = 0; v < V; v++) if (keys[v]! < keys[token]! && keys[v]! <= kth) above += weightOf(p[v]!);
+            const above = topP < 1 ? aboveOf(token) : 0; // without top-p every kept token is in the nucleus
             return { token, aboveLo: above, aboveHi: above };
           },
         }
@@ -222,22 +239,11 @@ function rankKeys(p: Float32Array): Float64Array {
   return keys;
 }
 
-/** The n smallest finite keys, smallest first (one pass, keeping a sorted buffer). */
+/** The n smallest finite keys, smallest first (a selection, then a sort of those n). */
 function smallest(keys: Float64Array, n: number): Float64Array {
-  const out = new Float64Array(n).fill(Infinity);
-  for (let k = 0; k < keys.length; k++) {
-    const key = keys[k]!;
-    if (!(key < out[n - 1]!)) continue;
-    let i = n - 1;
-    while (i > 0 && out[i - 1]! > key) {
-      out[i] = out[i - 1]!;
-      i--;
-    }
-    out[i] = key;
-  }
-  let m = 0;
-  while (m < n && out[m]! < Infinity) m++;
-  return out.subarray(0, m);
+  if (n <= 0) return new Float64Array(0);
+  const nth = n < keys.length ? nthSmallest(keys.slice(), n - 1) : Infinity;
+  return keys.filter((key) => key <= nth && key < Infinity).sort();
 }
 
 /** The (i+1)-th smallest value (quickselect; reorders `a`). */

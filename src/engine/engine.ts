@@ -523,4 +523,3 @@ export class Engine {
     if (ctx.busy) throw errors.contextBusy(ctx.id);
   }
 }
-

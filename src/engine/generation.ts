@@ -207,6 +207,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       }
     }
     // The driver has applied the mask and adjustments to head rows and to `best`.
+    if (this.needs === 'head' && !row.head && !row.probs) throw new Error('the driver returned no sampling head for a sampled row');
     const s: SampleResult | null = row.probs
       ? this.sampler.sampleRow(row.probs)
       : row.head

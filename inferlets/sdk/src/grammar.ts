@@ -1,4 +1,4 @@
-/** Grammars that constrain what a model writes: JSON schemas, regexes, EBNF, choices. */
+/** Grammars that constrain what a model writes: JSON schemas, regexes, EBNF, choices, structural tags. */
 import * as abi from 'pie:inferlet/grammar@0.1.0';
 import { call } from './errors.ts';
 import type { Model } from './model.ts';
@@ -8,7 +8,8 @@ type Source =
   | { type: 'json_object' }
   | { type: 'regex'; pattern: string }
   | { type: 'ebnf'; grammar: string; root: string }
-  | { type: 'choice'; choices: string[] };
+  | { type: 'choice'; choices: string[] }
+  | { type: 'structural_tag'; tag: string };
 
 /**
  * What the output must look like. A grammar is only a description: the
@@ -55,6 +56,20 @@ export class Grammar {
   }
 
   /**
+   * An xgrammar structural tag: free text with constrained tagged regions (the
+   * `format` of a `{type: "structural_tag"}`, or the whole object). JSON schemas
+   * in it give compact JSON, as `Grammar.json` does.
+   *
+   * @example
+   * // Free text, and any number of calls, each valid against its schema, once the tag starts.
+   * Grammar.structuralTag({ type: 'triggered_tags', triggers: ['<call>'], tags: [{ type: 'tag', begin: '<call>', content: { type: 'json_schema', json_schema: schema }, end: '</call>' }] });
+   */
+  static structuralTag(format: object): Grammar {
+    const tag = 'format' in format ? format : { type: 'structural_tag', format };
+    return new Grammar({ type: 'structural_tag', tag: JSON.stringify(tag) });
+  }
+
+  /**
    * A matcher at the start of this grammar, for step-level decoding.
    *
    * @example
@@ -80,6 +95,8 @@ export class Grammar {
         return abi.Matcher.fromEbnf(model.raw, s.grammar, s.root);
       case 'choice':
         return abi.Matcher.fromChoice(model.raw, s.choices);
+      case 'structural_tag':
+        return abi.Matcher.fromStructuralTag(model.raw, s.tag);
     }
   }
 }

@@ -231,6 +231,32 @@ for (const v of vocabularies) {
       }
     });
 
+    it('matches structural tags: free text, then tool calls whose arguments are compact JSON valid against their schema', async () => {
+      const weather = { type: 'object', properties: { city: { type: 'string' }, days: { type: 'integer' } }, required: ['city'], additionalProperties: false };
+      const call = (name: string, schema: object) => ({ type: 'tag', begin: `<tool_call>{"name": "${name}", "arguments": `, content: { type: 'json_schema', json_schema: schema }, end: '}</tool_call>' });
+      const tags = [call('get_weather', weather), call('noop', { type: 'object', properties: {}, additionalProperties: false })];
+      const auto = await grammars.compile({ type: 'structural_tag', tag: JSON.stringify({ type: 'structural_tag', format: { type: 'triggered_tags', triggers: ['<tool_call>'], tags } }) });
+      const only = await grammars.compile({ type: 'structural_tag', tag: JSON.stringify({ type: 'structural_tag', format: { type: 'tags_with_separator', tags, separator: ' ', at_least_one: true } }) });
+      const good = '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris", "days": 2}}</tool_call>';
+      const cases: Array<[typeof auto, string, boolean]> = [
+        [auto, 'It is sunny.', true],
+        [auto, `Let me look. ${good}`, true],
+        [auto, `${good} ${good.replace('Paris', 'Rome')}`, true],
+        [auto, 'Let me look. <tool_call>{"name": "get_weather", "arguments": {"city":  "Paris"}}</tool_call>', false], // free whitespace
+        [auto, 'Let me look. <tool_call>{"name": "get_weather", "arguments": {"days": 2}}</tool_call>', false], // a required property missing
+        [auto, 'Let me look. <tool_call>{"name": "get_time", "arguments": {}}</tool_call>', false], // no such tool
+        [only, good, true],
+        [only, `${good} <tool_call>{"name": "noop", "arguments": {}}</tool_call>`, true],
+        [only, `Sure. ${good}`, false], // calls only
+        [only, '', false], // at least one
+      ];
+      for (const [grammar, text, ok] of cases) {
+        const m = await grammars.matcher(grammar);
+        expect(await forces(m, vocab.ids(text), vocab.eos), text).toBe(ok);
+        m.dispose();
+      }
+    });
+
     it('rolls back, forks and resets', async () => {
       const m = await grammars.matcher(await grammars.compile({ type: 'choice', choices: ['abc', 'abd'] }));
       const ids = vocab.ids('abc');
@@ -258,6 +284,8 @@ describe('grammar errors', () => {
       [{ type: 'json_schema', schema: '{"$ref": "#/$defs/missing"}' }, /missing/],
       [{ type: 'json_schema', schema: '{"type": "object"' }, /not JSON/],
       [{ type: 'json_schema', schema: '[1]' }, /object or a boolean/],
+      [{ type: 'structural_tag', tag: '{"format": ' }, /not JSON/],
+      [{ type: 'structural_tag', tag: JSON.stringify({ format: { type: 'tag', begin: '<a>', content: { type: 'json_schema', json_schema: { $ref: '#/$defs/nowhere' } }, end: '</a>' } }) }, /nowhere/],
       [{ type: 'regex', pattern: '((' }, /parenthesis/],
       [{ type: 'ebnf', grammar: 'root ::= [a-' }, /character class/],
       [{ type: 'ebnf', grammar: 'root ::= other' }, /other/],

@@ -1,9 +1,12 @@
 /**
  * What a grammar is made from, and how xgrammar compiles each kind. JSON is
  * compact (one line, `", "` and `": "` separators, no free whitespace), so a
- * model can never fill its token budget with spaces between values.
+ * model can never fill its token budget with spaces between values; also the
+ * JSON inside structural tags, whose schemas are compiled here to compact
+ * grammars before the tag is (xgrammar's own allow any whitespace there).
  */
 import type { CompiledGrammar, GrammarCompiler } from '@mlc-ai/web-xgrammar';
+import { xgrammar } from './xgrammar.ts';
 
 export type GrammarSource =
   /** JSON valid against a JSON Schema (a JSON text). */
@@ -15,7 +18,14 @@ export type GrammarSource =
   /** An EBNF grammar (xgrammar's dialect, W3C-style) and its root rule. */
   | { type: 'ebnf'; grammar: string; root?: string }
   /** Exactly one of these strings. */
-  | { type: 'choice'; choices: string[] };
+  | { type: 'choice'; choices: string[] }
+  /**
+   * An xgrammar structural tag (its JSON text): text with tagged regions
+   * (`triggered_tags` for tool calls that may start anywhere,
+   * `tags_with_separator` for calls only, `sequence`, `or`, `tag`,
+   * `const_string`, `any_text`, `json_schema`, `regex`, `grammar`).
+   */
+  | { type: 'structural_tag'; tag: string };
 
 /** A grammar's cache key: equal sources compile to the same grammar. */
 export function sourceKey(s: GrammarSource): string {
@@ -30,6 +40,8 @@ export function sourceKey(s: GrammarSource): string {
       return `ebnf\u0000${s.root ?? 'root'}\u0000${s.grammar}`;
     case 'choice':
       return `choice\u0000${JSON.stringify(s.choices)}`;
+    case 'structural_tag':
+      return `structural_tag\u0000${s.tag}`;
   }
 }
 
@@ -57,7 +69,28 @@ export function compileSource(compiler: GrammarCompiler, s: GrammarSource): Prom
       return compiler.compileGrammar(s.grammar, s.root ?? 'root');
     case 'choice':
       return compiler.compileGrammar(choiceGrammar(s.choices), 'root');
+    case 'structural_tag':
+      return compactTag(JSON.parse(s.tag)).then((tag) => compiler.compileStructuralTag(tag as Record<string, unknown>));
   }
+}
+
+/** A structural tag whose JSON schemas are replaced by the compact grammars of those schemas. */
+async function compactTag(node: unknown): Promise<unknown> {
+  if (Array.isArray(node)) return Promise.all(node.map(compactTag));
+  if (node === null || typeof node !== 'object') return node;
+  const o = node as Record<string, unknown>;
+  if (o.type === 'json_schema' && 'json_schema' in o) {
+    const xg = await xgrammar();
+    const grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(o.json_schema), false, ONE_LINE, SEPARATORS, true);
+    try {
+      return { type: 'grammar', grammar: grammar.toString() };
+    } finally {
+      grammar.dispose();
+    }
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) out[k] = k === 'json_schema' ? v : await compactTag(v);
+  return out;
 }
 
 /** Checks what xgrammar does not (so the message names the field's problem). */
@@ -76,6 +109,15 @@ export function checkSource(s: GrammarSource): string | null {
     if (s.choices.some((c) => c === '')) return 'a choice cannot be the empty string';
   }
   if (s.type === 'regex' && s.pattern === '') return 'the regular expression is empty';
+  if (s.type === 'structural_tag') {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(s.tag);
+    } catch (err) {
+      return `the structural tag is not JSON: ${(err as Error).message}`;
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return 'a structural tag is a JSON object';
+  }
   if (s.type === 'ebnf' && s.grammar.trim() === '') return 'the grammar is empty';
   return null;
 }

@@ -45,6 +45,9 @@ export function guestGrammar(env: GuestEnv) {
     static fromChoice(model: GuestModel, choices: string[]) {
       return Matcher.create(model, { type: 'choice', choices });
     }
+    static fromStructuralTag(model: GuestModel, tag: string) {
+      return Matcher.create(model, { type: 'structural_tag', tag });
+    }
     allowed() {
       return env.call('grammar.allowed', [this.handle]);
     }
@@ -115,7 +118,8 @@ function checkSource(source: unknown): GrammarSource {
     s?.type === 'json_object' ||
     (s?.type === 'regex' && typeof s.pattern === 'string') ||
     (s?.type === 'ebnf' && typeof s.grammar === 'string' && typeof (s.root ?? '') === 'string') ||
-    (s?.type === 'choice' && Array.isArray(s.choices) && s.choices.every((c) => typeof c === 'string'));
+    (s?.type === 'choice' && Array.isArray(s.choices) && s.choices.every((c) => typeof c === 'string')) ||
+    (s?.type === 'structural_tag' && typeof s.tag === 'string');
   if (!ok) throw new AbiError('invalid-argument', 'not a grammar source');
   return s;
 }

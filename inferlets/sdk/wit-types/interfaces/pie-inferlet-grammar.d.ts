@@ -31,6 +31,12 @@ declare module 'pie:inferlet/grammar@0.1.0' {
     */
     static fromChoice(model: Model, choices: Array<string>): Matcher;
     /**
+    * An xgrammar structural tag (its JSON text): free text with constrained tagged regions, as tool calls are
+    * (`triggered_tags`, `tags_with_separator`, `sequence`, `or`, `tag`, `const_string`, `any_text`,
+    * `json_schema` (compact JSON), `regex`, `grammar`).
+    */
+    static fromStructuralTag(model: Model, tag: string): Matcher;
+    /**
     * Tokens allowed next (the model's end-of-sequence tokens only where the grammar may end).
     */
     allowed(): Runs;

@@ -22,6 +22,9 @@ export const haveStories = existsSync(join(STORIES_DIR, 'stories260K.bin'));
 export const haveLlamaTokenizer = existsSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer.json'));
 export const SKIP_STORIES = haveStories ? '' : `skipped: ${STORIES_DIR} is absent (the shared models folder is not on this machine)`;
 export const SKIP_TOKENIZER = haveLlamaTokenizer ? '' : `skipped: ${LLAMA_TOKENIZER_DIR} is absent (the shared models folder is not on this machine)`;
+export const CHAT_TEMPLATES_DIR = resolve(REPO_ROOT, '../shared/chat-templates');
+export const haveChatTemplates = existsSync(join(CHAT_TEMPLATES_DIR, 'hermes-tools.jinja'));
+export const SKIP_CHAT_TEMPLATES = haveChatTemplates ? '' : `skipped: ${CHAT_TEMPLATES_DIR} is absent (the shared chat templates are not on this machine)`;
 if (SKIP_STORIES) console.warn(SKIP_STORIES);
 
 const CACHE = join(tmpdir(), 'pie-gateway-test-models');

@@ -8,6 +8,7 @@ import { GrammarChecker } from './checker.ts';
 import { GrammarError, Grammars } from './grammars.ts';
 import type { Matcher } from './matcher.ts';
 import { choiceGrammar, compactJson, type GrammarSource } from './source.ts';
+import { parseToolCalls, toolCallTag, type ToolFormat } from '../../model/tool-calls.ts';
 
 interface Case {
   name: string;
@@ -254,6 +255,37 @@ for (const v of vocabularies) {
         const m = await grammars.matcher(grammar);
         expect(await forces(m, vocab.ids(text), vocab.eos), text).toBe(ok);
         m.dispose();
+      }
+    });
+
+    it('constrains tool calls in each model format to what the format reads back', async () => {
+      const tools = [
+        { name: 'get_weather', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'], additionalProperties: false } },
+        { name: 'noop', parameters: { type: 'object', properties: {}, additionalProperties: false } },
+      ];
+      const calls: Record<ToolFormat, string> = {
+        hermes: '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+        generic: '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>',
+        llama3_json: '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+        mistral: '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}, "id": "abcDEF123"}]',
+      };
+      for (const format of Object.keys(calls) as ToolFormat[]) {
+        const text = calls[format];
+        expect(parseToolCalls(format, text).calls).toEqual([{ name: 'get_weather', arguments: '{"city": "Paris"}', complete: true }]);
+        const compile = (choice: Parameters<typeof toolCallTag>[2]) => grammars.compile({ type: 'structural_tag', tag: JSON.stringify(toolCallTag(format, tools, choice, true)) });
+        const cases: Array<[Parameters<typeof toolCallTag>[2], string, boolean]> = [
+          [{ mode: 'required' }, text, true],
+          [{ mode: 'required' }, 'Hello.', false],
+          [{ mode: 'auto' }, `Let me see. ${text}`, true],
+          [{ mode: 'auto' }, 'Hello.', true],
+          [{ mode: 'function', name: 'noop' }, text, false],
+          [{ mode: 'required' }, text.replace('"Paris"', '3'), false],
+        ];
+        for (const [choice, t, ok] of cases) {
+          const m = await grammars.matcher(await compile(choice));
+          expect(await forces(m, vocab.ids(t), vocab.eos), `${format} ${choice.mode}: ${t}`).toBe(ok);
+          m.dispose();
+        }
       }
     });
 

@@ -244,7 +244,8 @@ describe('validation', () => {
     const cases: Array<[unknown, string | null, RegExp]> = [
       [{ model, messages: user('x'), foo: 1 }, 'foo', /Unrecognized request argument supplied: foo/],
       [{ model, messages: user('x'), temperature: 5 }, 'temperature', /must be <= 2/],
-      [{ model, messages: user('x'), tools: [{ type: 'function', function: { name: 'f' } }] }, 'tools', /tools is not supported/],
+      [{ model, messages: user('x'), functions: [{ name: 'f' }] }, 'functions', /functions is not supported/],
+      [{ model, messages: user('x'), tools: [{ type: 'function', function: { name: 'f g' } }] }, 'tools.0.function.name', /pattern/],
       [{ model, messages: user('x'), response_format: { type: 'json_schema', json_schema: { name: 'x', schema: { type: 'string', pattern: '((' } } } }, 'response_format', /parenthesis is not closed/],
       [{ model, messages: user('x'), response_format: { type: 'yaml' } }, 'response_format.type', /./],
       [{ model }, 'messages', /required/],

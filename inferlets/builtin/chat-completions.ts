@@ -3,13 +3,16 @@
  * template and filled once; `n` choices fork it after one prefill and decode
  * in the same batches. Streams are shaped here once per choice and filled by
  * the host per token (no round trip through this inferlet per token), except
- * with logprobs, where the chunks pass through here to get token texts.
+ * with logprobs, where the chunks pass through here to get token texts, and
+ * with tools, where they pass through here to be split into content and call
+ * deltas (tools.ts).
  */
 import { Model, type ChatMessage, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type ResponseFormat, type StructuredOutputs } from './structured.ts';
+import { callDeltas, checkToolMessages, openToolMatchers, toolCallsJson, toolsOf } from './tools.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
 type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
@@ -52,7 +55,10 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   if (body.top_logprobs != null && !wantLogprobs) throw new HttpError(400, 'top_logprobs requires logprobs to be true', 'top_logprobs');
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
 
-  const ctx = filling('messages', () => model.newContext().fillChat(toMessages(body.messages)));
+  const tools = toolsOf(body);
+  const messages = toMessages(body.messages);
+  checkToolMessages(messages);
+  const ctx = filling('messages', () => model.newContext().fillChat(messages, { tools: tools?.tools ?? [] }));
   const promptTokens = ctx.length;
   checkContextLength(model, promptTokens, maxTokens, 'messages');
 
@@ -63,12 +69,15 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, i) => samplingOf(body, model.info.vocabSize, i));
   const extension = body.structured_outputs as StructuredOutputs | null | undefined;
-  const matchers = openMatchers(model, grammarOf(body.response_format as ResponseFormat | undefined, 'response_format', extension), n);
+  const format = grammarOf(body.response_format as ResponseFormat | undefined, 'response_format', extension);
+  const calling = tools && tools.choice !== 'none' ? { tools: tools.tools, choice: tools.choice, parallel: tools.parallel } : undefined;
+  if (format && calling) throw new HttpError(400, `${format.param} cannot constrain the output while tools may be called: set tool_choice to "none", or leave ${format.param} out`, format.param);
+  const matchers = calling ? openToolMatchers(model, calling, n) : openMatchers(model, format, n);
   // n > 1: compute the prompt once; each choice forks it.
   if (n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
   if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
-  const fast = stream && !wantLogprobs;
+  const fast = stream && !wantLogprobs && !calling;
   const stop = stopList(body.stop);
   const stopTokenIds = model.stopTokenIds;
   const gens: Generation[] = contexts.map((c, i) =>
@@ -82,13 +91,22 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
       ...(fast ? { stream: { event: 'message', template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])) } } : {}),
     }),
   );
-  // With logprobs the chunks pass through here: each token's text and alternatives go with it.
-  if (stream && wantLogprobs) {
-    interleave(gens, (i, c) =>
-      sse(chunk([{ index: i, delta: { content: c.text }, logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null }, finish_reason: null }])),
-    );
+  // With logprobs the chunks pass through here: each token's text and alternatives go with it;
+  // with tools, to be split into content and call deltas.
+  if (stream && (wantLogprobs || calling)) {
+    const split = contexts.map(() => callDeltas(model));
+    interleave(gens, (i, c) => {
+      const lp = wantLogprobs ? { logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null } } : { logprobs: null };
+      const delta = calling ? split[i]!.push(c.text) : { content: c.text };
+      if (delta || wantLogprobs) sse(chunk([{ index: i, delta: delta ?? {}, ...lp, finish_reason: null }]));
+    });
+    if (calling) split.forEach((sp, i) => {
+      const delta = sp.end();
+      if (delta) sse(chunk([{ index: i, delta, logprobs: null, finish_reason: null }]));
+    });
   }
   const results: GenerationResult[] = gens.map((g) => g.result());
+  if (calling) for (const r of results) Object.assign(r, split(model.parseToolCalls(r.text)));
 
   const completionTokens = results.reduce((s, r) => s + r.usage.completion_tokens, 0);
   const usage = {
@@ -97,8 +115,10 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
     total_tokens: promptTokens + completionTokens,
     prompt_tokens_details: { cached_tokens: results[0]!.usage.cached_tokens },
   };
+  const called = (r: GenerationResult) => calling !== undefined && (r.tool_calls?.length ?? 0) > 0;
+  const finish = (r: GenerationResult) => (called(r) && r.finish_reason !== 'length' ? 'tool_calls' : finishReason(r));
   if (stream) {
-    results.forEach((r, i) => sse(chunk([{ index: i, delta: {}, logprobs: null, finish_reason: finishReason(r) }])));
+    results.forEach((r, i) => sse(chunk([{ index: i, delta: {}, logprobs: null, finish_reason: finish(r) }])));
     if (includeUsage) sse({ ...base, object: 'chat.completion.chunk', choices: [], usage });
     sse('[DONE]');
     return undefined;
@@ -108,11 +128,18 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
     object: 'chat.completion',
     choices: results.map((r, i) => ({
       index: i,
-      message: { role: 'assistant', content: r.text, refusal: null, annotations: [] },
+      message: called(r)
+        ? { role: 'assistant', content: r.content || null, refusal: null, annotations: [], tool_calls: toolCallsJson(r.tool_calls!) }
+        : { role: 'assistant', content: r.text, refusal: null, annotations: [] },
       logprobs: wantLogprobs ? { content: logprobsJson(model, r.logprobs, topLogprobs), refusal: null } : null,
-      finish_reason: finishReason(r),
+      finish_reason: finish(r),
     })),
     usage,
   };
   return completion;
 });
+
+/** Parsed calls as the SDK's result carries them; a call max_tokens cut off is not returned (its arguments would not parse). */
+function split(p: { content: string; calls: NonNullable<GenerationResult['tool_calls']> }): Pick<GenerationResult, 'content' | 'tool_calls'> {
+  return { content: p.content.trim(), tool_calls: p.calls.filter((c) => c.complete) };
+}

@@ -28,14 +28,12 @@ export function refuseFields(body: Record<string, unknown>, fields: Refusals, de
   }
 }
 
-const LATER = 'tool calling and stored chat completions are not available yet';
+const LATER = 'legacy functions, audio, predictions, reasoning effort, web search and stored chat completions are not available';
 
 const never = () => false;
 const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
 
 const CHAT_UNSUPPORTED: Refusals = {
-  tools: emptyList,
-  tool_choice: (v: unknown) => v === 'none' || v === 'auto',
   functions: emptyList,
   function_call: (v: unknown) => v === 'none' || v === 'auto',
   audio: never,

@@ -293,14 +293,13 @@ export interface components {
             user?: string;
             metadata?: components["schemas"]["Metadata"];
             service_tier?: components["schemas"]["ServiceTier"];
-            /** @description Accepted and ignored. */
+            /** @description Defaults to true: a turn may hold several calls. False: at most one (models whose format writes one call a turn, such as Llama 3.1's JSON calls, write one either way). */
             parallel_tool_calls?: boolean;
             /** @description Accepted and ignored; chat completions are not stored. */
             store?: boolean | null;
-            /** @description Not supported yet: rejected with 400. */
-            tools?: unknown;
-            /** @description Not supported yet: rejected with 400. */
-            tool_choice?: unknown;
+            /** @description Function tools. They reach the model through its chat template (Hermes-style, Llama 3.1 JSON and Mistral formats are known from the template; a model whose template has no tools gets them in a system message, and writes calls as `<tool_call>{"name": …, "arguments": …}</tool_call>`). Every call returned names one of these tools and carries arguments valid against its `parameters` (compact JSON), with `strict` true or false alike. */
+            tools?: components["schemas"]["ChatCompletionTool"][];
+            tool_choice?: components["schemas"]["ChatCompletionToolChoiceOption"];
             response_format?: components["schemas"]["ResponseFormat"];
             structured_outputs?: components["schemas"]["StructuredOutputs"];
             /** @description Not supported yet: rejected with 400. */
@@ -358,6 +357,39 @@ export interface components {
             role: "tool";
             content: components["schemas"]["ChatCompletionRequestTextContent"];
             tool_call_id: string;
+        };
+        ChatCompletionTool: {
+            /** @enum {string} */
+            type: "function";
+            function: components["schemas"]["FunctionObject"];
+        };
+        FunctionObject: {
+            name: string;
+            description?: string;
+            /** @description JSON Schema of the arguments (default an object with no properties). */
+            parameters?: {
+                [key: string]: unknown;
+            };
+            strict?: boolean | null;
+        };
+        /** @description `none`: plain text. `auto` (the default with tools): text, and any call the model starts is constrained to a valid call. `required`: one or more calls and nothing else. A named function: calls of that function only. Choices that end in calls have `finish_reason` "tool_calls", named ones included. */
+        ChatCompletionToolChoiceOption: ("none" | "auto" | "required") | components["schemas"]["ChatCompletionNamedToolChoice"];
+        ChatCompletionNamedToolChoice: {
+            /** @enum {string} */
+            type: "function";
+            function: {
+                name: string;
+            };
+        };
+        ChatCompletionMessageToolCallChunk: {
+            index: number;
+            id?: string;
+            /** @enum {string} */
+            type?: "function";
+            function?: {
+                name?: string;
+                arguments?: string;
+            };
         };
         ChatCompletionMessageToolCall: {
             id: string;
@@ -432,6 +464,8 @@ export interface components {
             role?: "assistant";
             content?: string | null;
             refusal?: string | null;
+            /** @description A call's first delta has its `index`, `id`, `type` and `function.name` (and empty arguments); then `function.arguments` fragments with its `index`. */
+            tool_calls?: components["schemas"]["ChatCompletionMessageToolCallChunk"][];
         };
         CreateCompletionRequest: {
             model: string;

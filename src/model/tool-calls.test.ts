@@ -37,7 +37,7 @@ describe('tool-call formats', () => {
       const call = written(format, 'get_weather', '{"city": "Paris, \\"FR\\" {x}"}');
       expect(parseToolCalls(format, call)).toEqual({ content: '', calls: [{ name: 'get_weather', arguments: '{"city": "Paris, \\"FR\\" {x}"}', complete: true }] });
       const withText = parseToolCalls(format, `Let me check. ${call}`);
-      expect(withText.content).toBe('Let me check.');
+      expect(withText.content).toBe('Let me check. ');
       expect(withText.calls.map((c) => c.name)).toEqual(['get_weather']);
       expect(parseToolCalls(format, 'No call here.')).toEqual({ content: 'No call here.', calls: [] });
     });
@@ -89,7 +89,7 @@ describe('tool-call formats', () => {
       true,
     );
     expect(messages[0]!.role).toBe('system');
-    expect(messages[0]!.content).toContain('"name":"get_weather"');
+    expect(messages[0]!.content).toBe('Tools:\nget_weather(city: string): The weather in a city\nCall one as <tool_call>{"name": "<name>", "arguments": {…}}</tool_call>.');
     expect(messages[2]).toEqual({ role: 'assistant', content: '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>' });
     expect(messages[3]).toEqual({ role: 'tool', content: '<tool_response>sunny</tool_response>' });
   });

@@ -35,7 +35,7 @@ export interface ParsedCall {
 }
 
 export interface ParsedCalls {
-  /** Text outside the calls (while streaming, without a tail that may yet start a call). */
+  /** Text outside the calls, as written (while streaming, without a tail that may yet start a call). */
   content: string;
   calls: ParsedCall[];
 }
@@ -127,7 +127,7 @@ export function parseToolCalls(format: ToolFormat, text: string, final = true): 
     at = format === 'mistral' ? readMistral(text, start, calls) : readCall(text, start, s, format, calls);
     if (at < 0) break; // incomplete (streaming), or not a call after all: stop reading
   }
-  return { content: final ? content.trim() : content, calls };
+  return { content, calls };
 }
 
 /** Reads one call at `start`; returns where reading goes on, or -1 at the end of what is there. */
@@ -209,10 +209,7 @@ function escapeRegex(s: string): string {
  */
 export function genericMessages(messages: ChatMessage[], tools: ToolSpec[], fallbackTemplate: boolean): ChatMessage[] {
   const s = shape('generic');
-  const described =
-    'You can call these tools, given as JSON schemas of their arguments:\n' +
-    tools.map((t) => JSON.stringify({ name: t.name, description: t.description ?? '', parameters: t.parameters })).join('\n') +
-    `\nTo call a tool, write ${s.before('<name>')}<arguments>${s.after}.`;
+  const described = `Tools:\n${tools.map((t) => `${t.name}(${signature(t.parameters)})${t.description ? `: ${t.description}` : ''}`).join('\n')}\nCall one as ${s.before('<name>')}{…}${s.after}.`;
   const out = messages.map((m): ChatMessage => {
     if (m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
       const calls = (m.tool_calls as Array<{ function: { name: string; arguments: unknown } }>).map((c) => `${s.before(c.function.name)}${typeof c.function.arguments === 'string' ? c.function.arguments : JSON.stringify(c.function.arguments)}${s.after}`);
@@ -225,4 +222,26 @@ export function genericMessages(messages: ChatMessage[], tools: ToolSpec[], fall
   const first = out[0];
   if (first && (first.role === 'system' || first.role === 'developer')) return [{ ...first, content: `${first.content ?? ''}\n\n${described}` }, ...out.slice(1)];
   return [{ role: 'system', content: described }, ...out];
+}
+
+/** A terse signature of an arguments schema: `city: string, unit: "c" | "f", days?: integer` (the grammar holds the call to the whole schema). */
+export function signature(schema: unknown): string {
+  const o = schema as { properties?: Record<string, unknown>; required?: string[] };
+  if (!o || typeof o !== 'object' || !o.properties) return '';
+  const required = new Set(o.required ?? []);
+  return Object.entries(o.properties)
+    .map(([k, v]) => `${k}${required.has(k) ? '' : '?'}: ${typeName(v)}`)
+    .join(', ');
+}
+
+function typeName(schema: unknown): string {
+  const s = schema as { type?: string | string[]; enum?: unknown[]; const?: unknown; items?: unknown; anyOf?: unknown[]; oneOf?: unknown[] };
+  if (!s || typeof s !== 'object') return 'any';
+  if (Array.isArray(s.enum)) return s.enum.map((v) => JSON.stringify(v)).join(' | ');
+  if ('const' in s) return JSON.stringify(s.const);
+  const union = s.anyOf ?? s.oneOf;
+  if (Array.isArray(union)) return union.map(typeName).join(' | ');
+  if (Array.isArray(s.type)) return s.type.join(' | ');
+  if (s.type === 'array') return `${typeName(s.items)}[]`;
+  return s.type ?? 'any';
 }

@@ -158,14 +158,15 @@ function guard<T extends object>(env: InstanceEnv, obj: T): T {
 }
 
 function importsFor(env: InstanceEnv): Record<string, object> {
+  const grammar = guestGrammar(env);
   const parts: Record<(typeof INTERFACES)[number], object> = {
     types: {},
     runtime: guestRuntime(env),
     model: guestModel(env),
     context: guestContext(env),
-    grammar: guestGrammar(env),
+    grammar,
     inference: guestInference(env),
-    chat: guestChat(),
+    chat: guestChat(grammar),
     messaging: guestMessaging(env),
     output: guestOutput(env),
   };

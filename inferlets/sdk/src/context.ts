@@ -2,10 +2,10 @@
 import * as chat from 'pie:inferlet/chat@0.1.0';
 import * as abi from 'pie:inferlet/context@0.1.0';
 import * as inference from 'pie:inferlet/inference@0.1.0';
-import { call } from './errors.ts';
+import { call, PieError } from './errors.ts';
 import { Generation } from './generation.ts';
 import { Grammar, Matcher } from './grammar.ts';
-import type { ChatMessage, ChatOptions, Model } from './model.ts';
+import type { ChatMessage, ChatOptions, Model, ToolDefinition } from './model.ts';
 import { toAbiMessages, toAbiTools } from './model.ts';
 import { toSampling, type SamplingOptions } from './sampling.ts';
 
@@ -39,6 +39,27 @@ export interface GenerateOptions {
    * const city = ctx.generate({ grammar: Grammar.json({ type: 'object', properties: { city: { type: 'string' } }, required: ['city'] }) }).json();
    */
   grammar?: Grammar | Matcher;
+  /**
+   * Tool calls in the model's own format (see `Model.toolCallFormat`): with
+   * `choice` "auto" (the default) the model writes text and any call it starts
+   * is valid; "required" gives one or more calls and nothing else; `{ name }`
+   * calls of that function. Calls name declared tools and carry arguments
+   * valid against their schemas; the result has them in `tool_calls`, the
+   * rest of the text in `content`. Not with `grammar`.
+   *
+   * @example
+   * const ctx = model.newContext().fillChat(messages, { tools });
+   * const { tool_calls } = ctx.generate({ tools: { tools, choice: 'required' }, max_tokens: 128 }).result();
+   */
+  tools?: ToolCallOptions;
+}
+
+export interface ToolCallOptions {
+  tools: ToolDefinition[];
+  /** "auto" (default), "required", or the one function to call. */
+  choice?: 'auto' | 'required' | { name: string };
+  /** Several calls in one turn (default true; models that write one call a turn write one). */
+  parallel?: boolean;
 }
 
 export interface StreamFormat {
@@ -181,8 +202,10 @@ export class Context {
     this.known = undefined; // the host appends what it generates
     const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;
     const g = options.grammar;
-    // A grammar gets a matcher of its own, released with the generation.
-    const owned = g instanceof Grammar ? call(() => g.open(this.model)) : undefined;
+    const tools = options.tools;
+    if (g && tools) throw new PieError('invalid-argument', 'generate takes a grammar or tools, not both');
+    // A grammar (or tools) gets a matcher of its own, released with the generation.
+    const owned = tools ? this.model.toolCallMatcher(tools).raw : g instanceof Grammar ? call(() => g.open(this.model)) : undefined;
     const constraint = owned ?? (g instanceof Matcher ? g.raw : undefined);
     const start = () =>
       inference.generate(
@@ -204,7 +227,7 @@ export class Context {
       owned?.[Symbol.dispose]();
       throw err;
     }
-    return new Generation(raw, owned);
+    return new Generation(raw, owned, tools ? (text) => this.model.parseToolCalls(text) : undefined);
   }
 
   /**

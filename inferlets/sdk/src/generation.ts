@@ -2,6 +2,7 @@
 import type * as grammar from 'pie:inferlet/grammar@0.1.0';
 import type * as abi from 'pie:inferlet/inference@0.1.0';
 import { call } from './errors.ts';
+import type { ParsedToolCalls, ToolCall } from './model.ts';
 
 /** A token's log-probability and, when asked for, the most likely alternatives at its position. */
 export interface TokenLogprob {
@@ -30,6 +31,9 @@ export interface GenerationResult {
   logprobs: TokenLogprob[];
   /** Events it streamed to the caller (continue `{{seq}}` numbering from `first_seq` plus this). */
   streamed: number;
+  /** With `tools`: the text outside the calls (trimmed), and the calls (the last one incomplete if max_tokens cut it off). */
+  content?: string;
+  tool_calls?: ToolCall[];
 }
 
 /**
@@ -47,10 +51,14 @@ export class Generation implements Iterable<Chunk> {
   /** The matcher made for its grammar, released when it ends. */
   private matcher: grammar.Matcher | undefined;
 
+  /** Reads tool calls out of the final text, when the generation was given tools. */
+  private readonly parseCalls: ((text: string) => ParsedToolCalls) | undefined;
+
   /** @internal */
-  constructor(raw: abi.Generation, matcher?: grammar.Matcher) {
+  constructor(raw: abi.Generation, matcher?: grammar.Matcher, parseCalls?: (text: string) => ParsedToolCalls) {
     this.raw = raw;
     this.matcher = matcher;
+    this.parseCalls = parseCalls;
   }
 
   *[Symbol.iterator](): Iterator<Chunk> {
@@ -80,6 +88,11 @@ export class Generation implements Iterable<Chunk> {
       logprobs: r.logprobs,
       streamed: r.streamed,
     };
+    if (this.parseCalls) {
+      const parsed = this.parseCalls(r.text);
+      this.done.content = parsed.content.trim();
+      this.done.tool_calls = parsed.calls;
+    }
     return this.done;
   }
 

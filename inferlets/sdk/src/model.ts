@@ -2,7 +2,8 @@
 import * as chat from 'pie:inferlet/chat@0.1.0';
 import * as abi from 'pie:inferlet/model@0.1.0';
 import { models } from 'pie:inferlet/runtime@0.1.0';
-import { Context } from './context.ts';
+import { Context, type ToolCallOptions } from './context.ts';
+import { Matcher } from './grammar.ts';
 import { call, PieError } from './errors.ts';
 
 export type ModelInfo = abi.ModelInfo;
@@ -24,6 +25,20 @@ export interface ToolDefinition {
   description?: string;
   /** JSON schema of the arguments. */
   parameters?: object;
+}
+
+/** A tool call read out of generated text. */
+export interface ToolCall {
+  name: string;
+  /** The arguments as JSON text (incomplete while `complete` is false, e.g. cut off by max_tokens). */
+  arguments: string;
+  complete: boolean;
+}
+
+/** Generated text split into what is outside the calls and the calls. */
+export interface ParsedToolCalls {
+  content: string;
+  calls: ToolCall[];
 }
 
 export interface ChatOptions {
@@ -112,5 +127,38 @@ export class Model {
   /** Token ids that end an assistant turn. */
   get stopTokenIds(): number[] {
     return Array.from(chat.stopTokenIds(this.raw));
+  }
+
+  /**
+   * How the model writes tool calls, known from its chat template: `hermes`,
+   * `llama3_json`, `mistral`, or `generic` (the server's format for models
+   * whose template has no tools).
+   */
+  get toolCallFormat(): string {
+    return chat.toolCallFormat(this.raw);
+  }
+
+  /**
+   * Splits generated text into content and tool calls in the model's format.
+   * With `final` false (while streaming) the last call may be incomplete and a
+   * tail of the content that may yet start a call is held back.
+   *
+   * @example
+   * const { content, calls } = model.parseToolCalls(gen.text());
+   */
+  parseToolCalls(text: string, options: { final?: boolean } = {}): ParsedToolCalls {
+    return chat.parseToolCalls(this.raw, text, options.final ?? true);
+  }
+
+  /**
+   * A matcher that holds output to tool calls in this model's format (what
+   * `generate({ tools })` uses); pass it as `grammar` and read the calls with
+   * `parseToolCalls`. Throws a `PieError` (`invalid-argument`) for a tool
+   * schema the grammar engine cannot honour.
+   */
+  toolCallMatcher(options: ToolCallOptions): Matcher {
+    const c = options.choice ?? 'auto';
+    const choice: chat.ToolChoice = c === 'auto' ? { tag: 'auto' } : c === 'required' ? { tag: 'required' } : { tag: 'function', val: c.name };
+    return Matcher.wrap(call(() => chat.toolCallMatcher(this.raw, toAbiTools(options.tools), choice, options.parallel ?? true)));
   }
 }

@@ -1,3 +1,4 @@
+/// <reference path="./pie-inferlet-grammar.d.ts" />
 /// <reference path="./pie-inferlet-model.d.ts" />
 /// <reference path="./pie-inferlet-types.d.ts" />
 declare module 'pie:inferlet/chat@0.1.0' {
@@ -13,8 +14,25 @@ declare module 'pie:inferlet/chat@0.1.0' {
    * Token ids that end an assistant turn.
    */
   export function stopTokenIds(model: Model): Uint32Array;
+  /**
+   * How the model writes tool calls, known from its chat template: hermes, llama3_json, mistral, or
+   * generic (this server's format for models whose template has no tools: they are described in a
+   * system message, calls are <tool_call>{"name": …, "arguments": …}</tool_call>).
+   */
+  export function toolCallFormat(model: Model): string;
+  /**
+   * A matcher that constrains output to the model's call format: calls name declared tools and carry
+   * compact JSON arguments valid against their schemas; `parallel` false allows one call.
+   */
+  export function toolCallMatcher(model: Model, tools: Array<Tool>, choice: ToolChoice, parallel: boolean): Matcher;
+  /**
+   * Splits generated text into content and calls. `final` false (while streaming): the last call may
+   * be incomplete, and a tail of the content that may yet start a call is held back.
+   */
+  export function parseToolCalls(model: Model, text: string, final: boolean): ParsedToolCalls;
   export type Error = import('pie:inferlet/types@0.1.0').Error;
   export type Model = import('pie:inferlet/model@0.1.0').Model;
+  export type Matcher = import('pie:inferlet/grammar@0.1.0').Matcher;
   export interface Message {
     /**
      * system, developer, user, assistant or tool.
@@ -38,5 +56,46 @@ declare module 'pie:inferlet/chat@0.1.0' {
      * JSON schema of the arguments.
      */
     parameters: string,
+  }
+  /**
+   * Which calls the output may hold.
+   */
+  export type ToolChoice = ToolChoiceAuto | ToolChoiceRequired | ToolChoiceFunction;
+  /**
+   * Free text; any call, once started, is valid.
+   */
+  export interface ToolChoiceAuto {
+    tag: 'auto',
+  }
+  /**
+   * One or more calls and nothing else.
+   */
+  export interface ToolChoiceRequired {
+    tag: 'required',
+  }
+  /**
+   * Calls of this function only.
+   */
+  export interface ToolChoiceFunction {
+    tag: 'function',
+    val: string,
+  }
+  /**
+   * A call read out of generated text.
+   */
+  export interface ToolCall {
+    name: string,
+    /**
+     * The arguments as JSON text (incomplete while `complete` is false).
+     */
+    arguments: string,
+    complete: boolean,
+  }
+  export interface ParsedToolCalls {
+    /**
+     * Text outside the calls.
+     */
+    content: string,
+    calls: Array<ToolCall>,
   }
 }

@@ -1,0 +1,123 @@
+/**
+ * Tool calling for the built-in chat endpoints: OpenAI's `tools`,
+ * `tool_choice` and `parallel_tool_calls` checked and turned into the SDK's
+ * tool-call options; calls as OpenAI returns them; and the split of a
+ * streamed generation into content deltas and `tool_calls` deltas.
+ */
+import { PieError, type ChatMessage, type Matcher, type Model, type ToolCall, type ToolCallOptions, type ToolDefinition } from '@pie/inferlet';
+import { HttpError } from './common.ts';
+
+export interface ToolsRequest {
+  tools?: Array<{ type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null } }> | null;
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } } | null;
+  parallel_tool_calls?: boolean | null;
+}
+
+export interface Tools {
+  tools: ToolDefinition[];
+  choice: 'none' | 'auto' | 'required' | { name: string };
+  parallel: boolean;
+}
+
+/** The request's tools (undefined without any), checked: names unique, a named choice among them. */
+export function toolsOf(body: ToolsRequest): Tools | undefined {
+  const list = body.tools ?? [];
+  const c = body.tool_choice ?? (list.length > 0 ? 'auto' : 'none');
+  if (list.length === 0) {
+    if (c !== 'none' && c !== 'auto') throw new HttpError(400, `tool_choice ${JSON.stringify(c)} needs tools`, 'tool_choice');
+    return undefined;
+  }
+  const seen = new Set<string>();
+  const tools = list.map((t, i) => {
+    const name = t.function.name;
+    if (seen.has(name)) throw new HttpError(400, `tools[${i}].function.name: "${name}" is declared twice`, `tools[${i}].function.name`);
+    seen.add(name);
+    return { name, ...(t.function.description !== undefined ? { description: t.function.description } : {}), parameters: t.function.parameters ?? { type: 'object', properties: {} } };
+  });
+  const choice = typeof c === 'string' ? c : { name: c.function.name };
+  if (typeof choice === 'object' && !seen.has(choice.name)) throw new HttpError(400, `tool_choice names the function "${choice.name}", which is not one of the tools`, 'tool_choice');
+  return { tools, choice, parallel: body.parallel_tool_calls ?? true };
+}
+
+/**
+ * One tool-call matcher per choice, before anything is streamed: the first
+ * compiles the tools' grammar (or refuses a schema with a 400 naming
+ * `tools`), the others are forks.
+ */
+export function openToolMatchers(model: Model, options: ToolCallOptions, n: number): Matcher[] {
+  let first: Matcher;
+  try {
+    first = model.toolCallMatcher(options);
+  } catch (err) {
+    if (err instanceof PieError && err.code === 'invalid-argument') throw new HttpError(400, `Invalid tools: ${err.message}`, 'tools');
+    throw err;
+  }
+  return Array.from({ length: n }, (_, i) => (i === 0 ? first : first.fork()));
+}
+
+/** Every tool result answers a call made earlier in the conversation. */
+export function checkToolMessages(messages: ChatMessage[]): void {
+  const calls = new Set<string>();
+  messages.forEach((m, i) => {
+    for (const c of (m.tool_calls ?? []) as Array<{ id?: string }>) if (c.id) calls.add(c.id);
+    if (m.role === 'tool' && !calls.has(m.tool_call_id ?? '')) {
+      throw new HttpError(400, `messages[${i}].tool_call_id "${m.tool_call_id}" matches no tool call of an earlier assistant message`, `messages[${i}].tool_call_id`);
+    }
+  });
+}
+
+/** A new call id, as OpenAI writes them. */
+export function callId(): string {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+  let id = 'call_';
+  for (let i = 0; i < 24; i++) id += alphabet[Math.floor(Math.random() * alphabet.length)];
+  return id;
+}
+
+export function toolCallsJson(calls: ToolCall[]): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> {
+  return calls.map((c) => ({ id: callId(), type: 'function', function: { name: c.name, arguments: c.arguments } }));
+}
+
+export interface CallDelta {
+  content?: string;
+  tool_calls?: Array<{ index: number; id?: string; type?: 'function'; function: { name?: string; arguments: string } }>;
+}
+
+/**
+ * Splits a streamed generation into deltas: text as `content` (held back
+ * while it may be the start of a call), then each call as OpenAI streams it:
+ * its index, id, type and name first, then its arguments in fragments.
+ */
+export function callDeltas(model: Model): { push(text: string): CallDelta | null; end(): CallDelta | null } {
+  let text = '';
+  let sentContent = 0;
+  const sentArgs: number[] = [];
+  const diff = (final: boolean): CallDelta | null => {
+    const parsed = model.parseToolCalls(text, { final });
+    const delta: CallDelta = {};
+    if (parsed.content.length > sentContent) {
+      delta.content = parsed.content.slice(sentContent);
+      sentContent = parsed.content.length;
+    }
+    const calls: NonNullable<CallDelta['tool_calls']> = [];
+    parsed.calls.forEach((c, k) => {
+      if (k >= sentArgs.length) {
+        sentArgs.push(0);
+        calls.push({ index: k, id: callId(), type: 'function', function: { name: c.name, arguments: '' } });
+      }
+      if (c.arguments.length > sentArgs[k]!) {
+        calls.push({ index: k, function: { arguments: c.arguments.slice(sentArgs[k]) } });
+        sentArgs[k] = c.arguments.length;
+      }
+    });
+    if (calls.length > 0) delta.tool_calls = calls;
+    return delta.content !== undefined || delta.tool_calls ? delta : null;
+  };
+  return {
+    push(t) {
+      text += t;
+      return t === '' ? null : diff(false);
+    },
+    end: () => diff(true),
+  };
+}

@@ -4,7 +4,7 @@
  * the page-leak check.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, renameSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,6 +60,31 @@ export const SMALL_SPEC: RandomModelSpec = {
 export function randomModelDir(spec: RandomModelSpec = PRESETS.tiny, seed = 1): string {
   const hash = createHash('sha256').update(JSON.stringify({ spec, seed, v: 1 })).digest('hex').slice(0, 12);
   return once(`random-${hash}`, (dir) => createRandomModel(dir, spec, seed));
+}
+
+/**
+ * The tiny random model with a chat template of `../shared/chat-templates`
+ * and, optionally, extra tokens added to its vocabulary (as Qwen adds
+ * `<tool_call>`): each replaces one of the last pieces, not special.
+ */
+export function templatedModelDir(templateFile: string, addedTokens: string[] = []): string {
+  const spec = PRESETS.tiny;
+  const hash = createHash('sha256').update(JSON.stringify({ templateFile, addedTokens, v: 1 })).digest('hex').slice(0, 12);
+  return once(`templated-${hash}`, (dir) => {
+    createRandomModel(dir, spec, 1);
+    const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
+    config.chat_template = readFileSync(join(CHAT_TEMPLATES_DIR, templateFile), 'utf8');
+    writeFileSync(join(dir, 'tokenizer_config.json'), JSON.stringify(config));
+    const tok = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+    const vocab = tok.model.vocab as Record<string, number>;
+    addedTokens.forEach((content, i) => {
+      const id = spec.vocabSize - addedTokens.length + i;
+      for (const [k, v] of Object.entries(vocab)) if (v === id) delete vocab[k];
+      vocab[content] = id;
+      tok.added_tokens.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false });
+    });
+    writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok));
+  });
 }
 
 export function storiesModelDir(): string {

@@ -211,6 +211,19 @@ for (const v of vocabularies) {
       m.dispose();
     });
 
+    it('keeps raw control characters out of JSON strings, also strings with length bounds (which xgrammar lets them into)', async () => {
+      const bounded = { type: 'object', properties: { s: { type: 'string', minLength: 1, maxLength: 8 } }, required: ['s'], additionalProperties: false };
+      const grammar = await grammars.compile({ type: 'json_schema', schema: JSON.stringify(bounded) });
+      const tag = await grammars.compile({ type: 'structural_tag', tag: JSON.stringify({ format: { type: 'tag', begin: '<a>', content: { type: 'json_schema', json_schema: bounded }, end: '</a>' } }) });
+      for (const [g, wrap] of [[grammar, (x: string) => x], [tag, (x: string) => `<a>${x}</a>`]] as const) {
+        for (const [text, ok] of [['{"s": "ab"}', true], ['{"s": "a\u000eb"}', false], ['{"s": "a\tb"}', false]] as const) {
+          const m = await grammars.matcher(g);
+          expect(await forces(m, vocab.ids(wrap(text)), vocab.eos), JSON.stringify(text)).toBe(ok);
+          m.dispose();
+        }
+      }
+    });
+
     it('matches a regex, an EBNF grammar and a choice as whole outputs', async () => {
       const cases: Array<[GrammarSource, string[], string[]]> = [
         [{ type: 'regex', pattern: '[0-9]{3}-[a-z]+' }, ['123-abc'], ['12-abc', '123-']],

@@ -59,10 +59,10 @@ export function compactJson(v: unknown): string {
 export function compileSource(compiler: GrammarCompiler, s: GrammarSource): Promise<CompiledGrammar> {
   switch (s.type) {
     case 'json_schema':
-      return compiler.compileJSONSchema(s.schema, false, ONE_LINE, SEPARATORS, true);
+      return jsonGrammar(s.schema, true).then((g) => compiler.compileGrammar(g, 'root'));
     case 'json_object':
       // Not strict: any property names and values.
-      return compiler.compileJSONSchema('{"type": "object"}', false, ONE_LINE, SEPARATORS, false);
+      return jsonGrammar('{"type": "object"}', false).then((g) => compiler.compileGrammar(g, 'root'));
     case 'regex':
       return compiler.compileStructuralTag({ type: 'structural_tag', format: { type: 'regex', pattern: s.pattern } });
     case 'ebnf':
@@ -74,20 +74,28 @@ export function compileSource(compiler: GrammarCompiler, s: GrammarSource): Prom
   }
 }
 
+/**
+ * The compact grammar (EBNF text) of a JSON schema. xgrammar 0.1.27 writes
+ * strings with length bounds as `[^"\\\r\n]`, which lets raw control
+ * characters into them (not JSON: `JSON.parse` refuses them); every negated
+ * class here leaves them out too (only string contents have such classes).
+ */
+export async function jsonGrammar(schema: string, strict: boolean): Promise<string> {
+  const xg = await xgrammar();
+  const grammar = await xg.Grammar.fromJSONSchema(schema, false, ONE_LINE, SEPARATORS, strict);
+  try {
+    return grammar.toString().replace(/\[\^(?!\\0-\\x1f)/g, '[^\\0-\\x1f');
+  } finally {
+    grammar.dispose();
+  }
+}
+
 /** A structural tag whose JSON schemas are replaced by the compact grammars of those schemas. */
 async function compactTag(node: unknown): Promise<unknown> {
   if (Array.isArray(node)) return Promise.all(node.map(compactTag));
   if (node === null || typeof node !== 'object') return node;
   const o = node as Record<string, unknown>;
-  if (o.type === 'json_schema' && 'json_schema' in o) {
-    const xg = await xgrammar();
-    const grammar = await xg.Grammar.fromJSONSchema(JSON.stringify(o.json_schema), false, ONE_LINE, SEPARATORS, true);
-    try {
-      return { type: 'grammar', grammar: grammar.toString() };
-    } finally {
-      grammar.dispose();
-    }
-  }
+  if (o.type === 'json_schema' && 'json_schema' in o) return { type: 'grammar', grammar: await jsonGrammar(JSON.stringify(o.json_schema), true) };
   const out: Record<string, unknown> = {};
   for (const [k, v] of Object.entries(o)) out[k] = k === 'json_schema' ? v : await compactTag(v);
   return out;

@@ -51,7 +51,10 @@ describe.skipIf(!haveStories)(`tool calling on stories260K ${SKIP_STORIES}`, () 
 
   afterEach(async () => {
     await new Promise((r) => setTimeout(r, 50));
-    expect(engine.stats().pages.inUse).toBe(0);
+    // Stored responses keep their conversation's KV state as snapshots (a follow-up's shares its prefix's pages).
+    const kept = new Set<number>();
+    for (const name of engine.listSnapshots('default')) for (const p of engine.snapshots.get(name, 'default')!.pageTable) kept.add(p);
+    expect(engine.stats().pages.inUse - kept.size).toBe(0);
     expect(engine.numContexts).toBe(0);
     expect(engine.grammars.stats().matchers, 'grammar matchers still alive').toBe(0);
   });
@@ -153,6 +156,39 @@ describe.skipIf(!haveStories)(`tool calling on stories260K ${SKIP_STORIES}`, () 
       );
     expect((await counts(false)).every((n) => n === 1)).toBe(true);
     expect(Math.max(...(await counts(true)))).toBeGreaterThan(1);
+  });
+
+  it('Responses: function calls, then their output through previous_response_id on the kept KV state', async () => {
+    const fnTools: OpenAI.Responses.FunctionTool[] = tools.map((t) => ({ type: 'function', name: (t as OpenAI.ChatCompletionFunctionTool).function.name, parameters: (t as OpenAI.ChatCompletionFunctionTool).function.parameters ?? null, strict: false }));
+    const first = await client.responses.create({ model, input: 'What is the weather in Paris?', tools: fnTools, tool_choice: 'required', parallel_tool_calls: false, temperature: 1, max_output_tokens: 120 });
+    expect(first.status).toBe('completed');
+    const calls = first.output.filter((o) => o.type === 'function_call');
+    expect(calls).toHaveLength(1);
+    const call = calls[0]!;
+    expect(call.call_id).toMatch(/^call_/);
+    schemas[call.name]!.parse(JSON.parse(call.arguments));
+    const next = await client.responses.create({ model, previous_response_id: first.id, input: [{ type: 'function_call_output', call_id: call.call_id, output: 'sunny' }], tools: fnTools, tool_choice: 'none', temperature: 0, max_output_tokens: 16 });
+    expect(next.output[0]!.type).toBe('message'); // free text now (tool_choice none), cut at 16 tokens or not
+    expect(next.usage!.input_tokens_details.cached_tokens).toBeGreaterThan(0);
+    // A result that answers no call of the conversation is refused.
+    const err = await client.responses.create({ model, previous_response_id: first.id, input: [{ type: 'function_call_output', call_id: 'call_nope', output: 'x' }], max_output_tokens: 4 }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(OpenAI.BadRequestError);
+  });
+
+  it('Responses: streams a call as output_item.added, function_call_arguments deltas and done events', async () => {
+    const fnTools: OpenAI.Responses.FunctionTool[] = [{ type: 'function', name: 'get_time', parameters: z.toJSONSchema(Time) as Record<string, unknown>, strict: true }];
+    const stream = client.responses.stream({ model, input: 'What time is it?', tools: fnTools, tool_choice: 'required', parallel_tool_calls: false, temperature: 1, max_output_tokens: 120 });
+    const types: string[] = [];
+    let args = '';
+    stream.on('event', (e) => {
+      types.push(e.type);
+      if (e.type === 'response.function_call_arguments.delta') args += e.delta;
+    });
+    const done = await stream.finalResponse();
+    const call = done.output.find((o) => o.type === 'function_call')!;
+    expect(call.type === 'function_call' && call.arguments).toBe(args);
+    Time.parse(JSON.parse(args));
+    expect(types.filter((t) => t !== 'response.function_call_arguments.delta')).toEqual(['response.created', 'response.in_progress', 'response.output_item.added', 'response.function_call_arguments.done', 'response.output_item.done', 'response.completed']);
   });
 
   it('refuses what cannot be honoured, naming the field', async () => {

@@ -32,6 +32,7 @@ export interface OpenAIInput<B> extends RouteInput<B> {
 export interface HistoryMessage {
   role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   content: string;
+  name?: string;
   tool_calls?: Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }>;
   tool_call_id?: string;
 }
@@ -45,6 +46,8 @@ export interface ConversationHistory {
   snapshot: string | null;
   tokens: number[] | null;
   messages: HistoryMessage[];
+  /** The function name of each tool call made so far, by call id. */
+  calls: Record<string, string>;
 }
 
 export interface ResponsesInput<B> extends OpenAIInput<B> {

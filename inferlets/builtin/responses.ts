@@ -3,14 +3,17 @@
  * conversation's KV snapshot when it is still kept, else refills the exact
  * tokens the gateway stored, so the answer is the same either way; the new
  * state is saved under `save_as` for the next turn. Streams the Responses
- * event sequence; the text deltas are filled in by the host per token.
+ * event sequence; the text deltas are filled in by the host per token, except
+ * with tools, where chunks pass through here to be split into a message item
+ * and function_call items.
  */
-import { Context, Model, PieError, type ChatMessage } from '@pie/inferlet';
+import { Context, Model, PieError, type ChatMessage, type Generation } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, filling, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
+import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
 import { responseObject } from './response-object.ts';
 import { grammarOf, openMatchers, type ResponseFormat } from './structured.ts';
+import { callDeltas, callId, checkToolMessages, openToolMatchers, responsesTools, toolsOf, type Tools } from './tools.ts';
 
 type Request = components['schemas']['CreateResponse'];
 type InputItem = Extract<Request['input'], unknown[]>[number];
@@ -59,15 +62,25 @@ function openConversation(model: Model, input: ResponsesInput<Request>): { ctx: 
 export const run = route<ResponsesInput<Request>>('input', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
+  const tools = toolsOf(responsesTools(body));
   const { ctx, reused } = openConversation(model, input);
   const turn: HistoryMessage[] = [];
   if (body.instructions) turn.push({ role: 'developer', content: body.instructions });
   turn.push(...(typeof body.input === 'string' ? [{ role: 'user' as const, content: body.input }] : itemsToMessages(body.input)));
-  filling('input', () => ctx.fillChat(turn as ChatMessage[]));
+  // A result of an earlier turn's call is named after it (templates want the name).
+  const earlier = input.history?.calls ?? {};
+  for (const m of turn) if (m.role === 'tool' && m.tool_call_id && earlier[m.tool_call_id]) m.name = earlier[m.tool_call_id];
+  checkToolMessages(turn as ChatMessage[], Object.keys(earlier));
+  // Tools go into the prompt with the conversation's first turn (a follow-up's context has them already).
+  const fresh = ctx.length === 0;
+  filling('input', () => ctx.fillChat(turn as ChatMessage[], { tools: fresh ? (tools?.tools ?? []) : [] }));
   const inputTokens = ctx.length;
   const maxTokens = body.max_output_tokens ?? undefined;
   checkContextLength(model, inputTokens, maxTokens, 'input');
-  const [matcher] = openMatchers(model, grammarOf(body.text?.format as ResponseFormat | undefined, 'text.format'), 1);
+  const format = grammarOf(body.text?.format as ResponseFormat | undefined, 'text.format');
+  const calling: Tools | undefined = tools && tools.choice !== 'none' ? tools : undefined;
+  if (format && calling) throw new HttpError(400, 'text.format cannot constrain the output while tools may be called: set tool_choice to "none", or leave text.format out', 'text.format');
+  const [matcher] = calling ? openToolMatchers(model, { tools: calling.tools, choice: calling.choice as 'auto' | 'required' | { name: string }, parallel: calling.parallel }, 1) : openMatchers(model, format, 1);
 
   const msgId = `msg_${input.id.replace(/^resp_/, '')}`;
   const response = (status: string, output: unknown[], extra: Record<string, unknown> = {}) => responseObject(input, status, output, extra);
@@ -78,25 +91,34 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   if (stream) {
     event('response.created', { response: response('in_progress', []) });
     event('response.in_progress', { response: response('in_progress', []) });
-    event('response.output_item.added', { output_index: 0, item: { id: msgId, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
-    event('response.content_part.added', { ...where, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+    if (!calling) {
+      event('response.output_item.added', { output_index: 0, item: { id: msgId, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
+      event('response.content_part.added', { ...where, part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+    }
     markStreaming();
   }
   const deltaEvent = { type: 'response.output_text.delta', sequence_number: SEQ, ...where, delta: DELTA, logprobs: [] };
-  const r = ctx
-    .generate({
-      sampling: samplingOf({ temperature: body.temperature, top_p: body.top_p }, model.info.vocabSize),
-      max_tokens: maxTokens,
-      stop_token_ids: model.stopTokenIds,
-      ...(matcher ? { grammar: matcher } : {}),
-      ...(stream ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
-    })
-    .result();
+  const gen = ctx.generate({
+    sampling: samplingOf({ temperature: body.temperature, top_p: body.top_p }, model.info.vocabSize),
+    max_tokens: maxTokens,
+    stop_token_ids: model.stopTokenIds,
+    ...(matcher ? { grammar: matcher } : {}),
+    ...(stream && !calling ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
+  });
+  const items = calling && stream ? streamItems(gen, model, msgId, event) : null;
+  const r = gen.result();
   seq += r.streamed;
 
   const incomplete = r.finish_reason === 'length' && maxTokens !== undefined;
-  const part = { type: 'output_text', text: r.text, annotations: [], logprobs: [] };
-  const item = { id: msgId, type: 'message', status: incomplete ? 'incomplete' : 'completed', role: 'assistant', content: [part] };
+  const status = incomplete ? 'incomplete' : 'completed';
+  const message = (text: string) => ({ id: msgId, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] });
+  let output: Array<Record<string, unknown>>;
+  if (items) output = items;
+  else if (calling) {
+    const parsed = model.parseToolCalls(r.text);
+    const content = parsed.content.trim();
+    output = [...(content ? [message(content)] : []), ...parsed.calls.filter((c) => c.complete).map((c) => functionCall(callId(), c.name, c.arguments))];
+  } else output = [message(r.text)];
   const usage = {
     input_tokens: inputTokens,
     input_tokens_details: { cached_tokens: r.usage.cached_tokens + reused },
@@ -104,17 +126,85 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
     output_tokens_details: { reasoning_tokens: 0 },
     total_tokens: inputTokens + r.usage.completion_tokens,
   };
-  const final = response(incomplete ? 'incomplete' : 'completed', [item], {
+  const final = response(status, output, {
     usage,
     ...(incomplete ? { incomplete_details: { reason: 'max_output_tokens' } } : {}),
   });
   if (input.save_as) ctx.save(input.save_as);
   if (stream) {
-    event('response.output_text.done', { ...where, text: r.text, logprobs: [] });
-    event('response.content_part.done', { ...where, part });
-    event('response.output_item.done', { output_index: 0, item });
+    if (!calling) {
+      const item = output[0]!;
+      const part = (item.content as unknown[])[0];
+      event('response.output_text.done', { ...where, text: r.text, logprobs: [] });
+      event('response.content_part.done', { ...where, part });
+      event('response.output_item.done', { output_index: 0, item });
+    }
     event(incomplete ? 'response.incomplete' : 'response.completed', { response: final });
   }
   const result: ResponsesResult = { response: final, context_tokens: ctx.tokens() };
   return result;
 });
+
+function functionCall(callIdValue: string, name: string, args: string): Record<string, unknown> {
+  return { id: `fc_${callIdValue.slice('call_'.length)}`, type: 'function_call', status: 'completed', call_id: callIdValue, name, arguments: args };
+}
+
+/**
+ * Streams a generation with tools as the Responses API does: text as a
+ * message item's output_text deltas, then each call as a function_call item
+ * whose arguments come in deltas. Returns the output items.
+ */
+function streamItems(gen: Generation, model: Model, msgId: string, event: (type: string, data: Record<string, unknown>) => void): Array<Record<string, unknown>> {
+  const output: Array<Record<string, unknown>> = [];
+  let text: string | null = null; // the open message's text
+  let call: Record<string, unknown> | null = null; // the open call
+  const where = () => ({ item_id: msgId, output_index: output.length, content_index: 0 });
+  const closeMessage = () => {
+    if (text === null) return;
+    const part = { type: 'output_text', text, annotations: [], logprobs: [] };
+    const item = { id: msgId, type: 'message', status: 'completed', role: 'assistant', content: [part] };
+    event('response.output_text.done', { ...where(), text, logprobs: [] });
+    event('response.content_part.done', { ...where(), part });
+    event('response.output_item.done', { output_index: output.length, item });
+    output.push(item);
+    text = null;
+  };
+  const closeCall = () => {
+    if (!call) return;
+    call.status = 'completed';
+    event('response.function_call_arguments.done', { item_id: call.id, output_index: output.length, arguments: call.arguments });
+    event('response.output_item.done', { output_index: output.length, item: call });
+    output.push(call);
+    call = null;
+  };
+  const apply = (delta: ReturnType<ReturnType<typeof callDeltas>['push']>) => {
+    if (!delta) return;
+    if (delta.content && !call && output.length === 0) {
+      if (text === null) {
+        text = '';
+        event('response.output_item.added', { output_index: 0, item: { id: msgId, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
+        event('response.content_part.added', { ...where(), part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
+      }
+      text += delta.content;
+      event('response.output_text.delta', { ...where(), delta: delta.content, logprobs: [] });
+    }
+    for (const d of delta.tool_calls ?? []) {
+      if (d.id) {
+        closeMessage();
+        closeCall();
+        call = { ...functionCall(d.id, d.function.name!, ''), status: 'in_progress' };
+        event('response.output_item.added', { output_index: output.length, item: { ...call } });
+      }
+      if (call && d.function.arguments) {
+        call.arguments = String(call.arguments) + d.function.arguments;
+        event('response.function_call_arguments.delta', { item_id: call.id, output_index: output.length, delta: d.function.arguments });
+      }
+    }
+  };
+  const split = callDeltas(model);
+  for (const chunk of gen) apply(split.push(chunk.text));
+  apply(split.end());
+  closeMessage();
+  closeCall();
+  return output;
+}

@@ -55,9 +55,23 @@ export function openToolMatchers(model: Model, options: ToolCallOptions, n: numb
   return Array.from({ length: n }, (_, i) => (i === 0 ? first : first.fork()));
 }
 
-/** Every tool result answers a call made earlier in the conversation. */
-export function checkToolMessages(messages: ChatMessage[]): void {
-  const calls = new Set<string>();
+/** The Responses API's tool fields in Chat Completions' shape. */
+export function responsesTools(body: {
+  tools?: Array<{ type: 'function'; name: string; description?: string | null; parameters?: Record<string, unknown> | null; strict?: boolean | null }> | null;
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; name: string } | null;
+  parallel_tool_calls?: boolean | null;
+}): ToolsRequest {
+  const c = body.tool_choice;
+  return {
+    tools: body.tools?.map((t) => ({ type: 'function', function: { name: t.name, ...(t.description != null ? { description: t.description } : {}), ...(t.parameters != null ? { parameters: t.parameters } : {}) } })) ?? null,
+    tool_choice: c && typeof c === 'object' ? { type: 'function', function: { name: c.name } } : (c ?? null),
+    parallel_tool_calls: body.parallel_tool_calls ?? null,
+  };
+}
+
+/** Every tool result answers a call made earlier in the conversation (`known`: calls of earlier turns). */
+export function checkToolMessages(messages: ChatMessage[], known: Iterable<string> = []): void {
+  const calls = new Set<string>(known);
   messages.forEach((m, i) => {
     for (const c of (m.tool_calls ?? []) as Array<{ id?: string }>) if (c.id) calls.add(c.id);
     if (m.role === 'tool' && !calls.has(m.tool_call_id ?? '')) {

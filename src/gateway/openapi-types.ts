@@ -543,7 +543,7 @@ export interface components {
             metadata?: components["schemas"]["Metadata"];
             /** @description Accepted and ignored. */
             user?: string;
-            /** @description Accepted and ignored. */
+            /** @description Defaults to true; false: at most one call. */
             parallel_tool_calls?: boolean | null;
             /**
              * @description `disabled` (the default): an input that does not fit the context is a 400. `auto` is not supported yet (refused with a 400).
@@ -552,10 +552,14 @@ export interface components {
             truncation?: "auto" | "disabled" | null;
             text?: components["schemas"]["ResponseTextParam"];
             service_tier?: components["schemas"]["ServiceTierResponses"];
-            /** @description Not supported yet: rejected with 400. */
-            tools?: unknown;
-            /** @description Not supported yet: rejected with 400. */
-            tool_choice?: unknown;
+            /** @description Function tools, as on Chat Completions (calls are valid by construction). Other tool types are refused. */
+            tools?: components["schemas"]["FunctionTool"][];
+            /** @description `none`, `auto` (the default with tools), `required`, or `{"type": "function", "name": …}`. */
+            tool_choice?: ("none" | "auto" | "required") | {
+                /** @enum {string} */
+                type: "function";
+                name: string;
+            };
             /** @description Not supported yet: rejected with 400. */
             reasoning?: unknown;
             /** @description Not supported yet: rejected with 400. */
@@ -605,6 +609,16 @@ export interface components {
             text: string;
             annotations?: unknown[];
             logprobs?: unknown[];
+        };
+        FunctionTool: {
+            /** @enum {string} */
+            type: "function";
+            name: string;
+            description?: string | null;
+            parameters?: {
+                [key: string]: unknown;
+            } | null;
+            strict?: boolean | null;
         };
         FunctionToolCall: {
             /** @enum {string} */
@@ -712,7 +726,7 @@ export interface components {
                 logprob?: number;
             }[];
         };
-        ResponseStreamEvent: components["schemas"]["ResponseCreatedEvent"] | components["schemas"]["ResponseInProgressEvent"] | components["schemas"]["ResponseOutputItemAddedEvent"] | components["schemas"]["ResponseContentPartAddedEvent"] | components["schemas"]["ResponseTextDeltaEvent"] | components["schemas"]["ResponseTextDoneEvent"] | components["schemas"]["ResponseContentPartDoneEvent"] | components["schemas"]["ResponseOutputItemDoneEvent"] | components["schemas"]["ResponseCompletedEvent"] | components["schemas"]["ResponseFailedEvent"] | components["schemas"]["ResponseIncompleteEvent"] | components["schemas"]["ResponseErrorEvent"];
+        ResponseStreamEvent: components["schemas"]["ResponseCreatedEvent"] | components["schemas"]["ResponseInProgressEvent"] | components["schemas"]["ResponseOutputItemAddedEvent"] | components["schemas"]["ResponseContentPartAddedEvent"] | components["schemas"]["ResponseTextDeltaEvent"] | components["schemas"]["ResponseTextDoneEvent"] | components["schemas"]["ResponseFunctionCallArgumentsDeltaEvent"] | components["schemas"]["ResponseFunctionCallArgumentsDoneEvent"] | components["schemas"]["ResponseContentPartDoneEvent"] | components["schemas"]["ResponseOutputItemDoneEvent"] | components["schemas"]["ResponseCompletedEvent"] | components["schemas"]["ResponseFailedEvent"] | components["schemas"]["ResponseIncompleteEvent"] | components["schemas"]["ResponseErrorEvent"];
         ResponseCreatedEvent: {
             /** @enum {string} */
             type: "response.created";
@@ -739,6 +753,22 @@ export interface components {
             output_index: number;
             content_index: number;
             part: components["schemas"]["OutputTextContent"];
+            sequence_number: number;
+        };
+        ResponseFunctionCallArgumentsDeltaEvent: {
+            /** @enum {string} */
+            type: "response.function_call_arguments.delta";
+            item_id: string;
+            output_index: number;
+            delta: string;
+            sequence_number: number;
+        };
+        ResponseFunctionCallArgumentsDoneEvent: {
+            /** @enum {string} */
+            type: "response.function_call_arguments.done";
+            item_id: string;
+            output_index: number;
+            arguments: string;
             sequence_number: number;
         };
         ResponseTextDeltaEvent: {

@@ -31,7 +31,7 @@ const EXTENSIONS = new Set(['top_k', 'min_p', 'repetition_penalty', 'structured_
  * Properties OpenAI defines that the reference extract lost with its prose
  * (it dropped every key named `description`): a response format's description.
  */
-const LOST_FROM_REFERENCE = /(response_format\.json_schema|text\.format|tools\[\]\.function)\.description$/;
+const LOST_FROM_REFERENCE = /(response_format\.json_schema|text\.format|tools\[\]\.function|\/responses request\.tools\[\])\.description$/;
 /** Operations whose 200 OpenAI's spec leaves without a body (the SDKs ignore it); ours is OpenAI's observed body. */
 const NO_REFERENCE_BODY = new Set(['delete /responses/{response_id}']);
 

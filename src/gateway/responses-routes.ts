@@ -23,8 +23,6 @@ type CreateResponse = components['schemas']['CreateResponse'];
 type Item = Record<string, unknown>;
 
 const UNSUPPORTED: Refusals = {
-  tools: (v: unknown) => Array.isArray(v) && v.length === 0,
-  tool_choice: (v: unknown) => v === 'auto' || v === 'none',
   reasoning: () => false,
   include: (v: unknown) => Array.isArray(v) && v.length === 0,
   background: (v: unknown) => v === false,
@@ -63,6 +61,13 @@ function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
   return out;
 }
 
+/** The function name of every call made in a stored conversation, by call id (a follow-up's results name their call). */
+function callNames(chain: StoredResponse[]): Record<string, string> {
+  const names: Record<string, string> = {};
+  for (const r of chain) for (const it of [...r.inputItems, ...r.outputItems]) if (it.type === 'function_call') names[String(it.call_id)] = String(it.name);
+  return names;
+}
+
 export function responsesRoutes(deps: ResponsesDeps): Router {
   const router = Router();
   const running = new Map<string, { inv: Invocation; input: ResponsesInput<CreateResponse> }>();
@@ -74,8 +79,10 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     const prev = store.get(prevId, tenant);
     if (!prev) throw new InvalidRequestError(`Previous response with id '${prevId}' not found.`, 'previous_response_id', 'previous_response_not_found');
     if (prev.status === 'in_progress') throw new InvalidRequestError(`Previous response with id '${prevId}' is still in progress.`, 'previous_response_id');
-    if (prev.model === model && prev.contextTokens) return { snapshot: snapshotName(prev.id), tokens: prev.contextTokens, messages: [] };
-    return { snapshot: null, tokens: null, messages: chainMessages(store.chain(prevId, tenant)) };
+    const chain = store.chain(prevId, tenant);
+    const calls = callNames(chain);
+    if (prev.model === model && prev.contextTokens) return { snapshot: snapshotName(prev.id), tokens: prev.contextTokens, messages: [], calls };
+    return { snapshot: null, tokens: null, messages: chainMessages(chain), calls };
   };
 
   const find = (req: Request, res: Response): StoredResponse => {
@@ -89,7 +96,7 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     const body = req.body as CreateResponse;
     const principal = principalOf(res);
     requireScope(principal, 'responses');
-    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'tool calling, reasoning, truncation and background responses are not available yet');
+    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'reasoning, includes, prompts, truncation and background responses are not available yet');
     const rt = deps.rt();
     const model = modelFor(rt, res, body.model);
     const tenant = principal.tenant;

@@ -130,13 +130,19 @@ describe.skipIf(!haveStories)(`example inferlets on stories260K ${SKIP_STORIES}`
     expect((await run('watermark', { detect: [last, ...marked.tokens] })).z).toBeCloseTo(marked.z, 6);
   });
 
-  it('agent-loop: stops at a tool trigger, runs the tool and resumes on the same context', async () => {
+  it('agent-loop: a constrained tool call, the tool run inside the inferlet, its result and the answer on the same context', async () => {
     await setup();
-    const prompt = 'Once upon a time, there was a little girl named';
-    const r = await run('agent-loop', { prompt, max_tokens: 40 });
-    expect(r.calls[0]).toEqual({ tool: 'describe', arguments: 'Lily', result: 'Lily is four, has a red kite and is afraid of the dark' });
-    expect(r.text).toContain('Lily (Lily is four, has a red kite and is afraid of the dark)');
-    expect(r.context_tokens).toBeGreaterThan(tokenize(prompt).length + 20);
+    const prompt = 'Who is Lily?';
+    const r = await run('agent-loop', { prompt, max_tokens: 160, max_calls: 2 });
+    expect(r.calls).toHaveLength(2);
+    for (const c of r.calls) {
+      expect(c.tool).toBe('describe');
+      const { name } = JSON.parse(c.arguments);
+      expect(['Lily', 'Tom', 'Ben', 'Sue']).toContain(name);
+      expect(c.result.startsWith(name)).toBe(true);
+    }
+    expect(typeof r.answer).toBe('string');
+    expect(r.context_tokens).toBeGreaterThan(tokenize(prompt).length + 40);
   });
 
   it("constrained-beam-search: every beam valid under the schema; width 1 is the engine's greedy constrained generation", async () => {

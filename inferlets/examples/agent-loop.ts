@@ -1,17 +1,19 @@
 /**
- * An agent loop with a tool implemented inside the inferlet. Generation stops
- * when the model reaches a tool trigger (here: naming a character the tool
- * knows); the inferlet runs the tool, writes its answer into the same context
- * and resumes generating there, so nothing is re-prefilled. A chat model would
- * use its tool-call markup as the stop string in the same loop.
+ * An agent loop with a tool implemented inside the inferlet, on real tool
+ * calls: the model is prompted with the tool through its chat template, its
+ * call is constrained to the model's call format with arguments valid against
+ * the tool's schema (so it always parses), the inferlet runs the tool and
+ * writes the result turn into the same context, and generation resumes there:
+ * nothing is re-prefilled. The last turn answers in free text.
  *
- *   pie run agent-loop.wasm -- '{"prompt": "Once upon a time, there was a little girl named"}'
+ *   pie run agent-loop.wasm -- '{"prompt": "Who is Lily?"}'
  */
-import { inferlet, log, Model } from '@pie/inferlet';
+import { inferlet, log, Model, type ToolDefinition } from '@pie/inferlet';
 
 interface Input {
   prompt: string;
   max_tokens?: number;
+  /** Tool calls before the answer (default 1). */
   max_calls?: number;
 }
 
@@ -23,30 +25,31 @@ const CHARACTERS: Record<string, string> = {
   Sue: 'Sue is a girl who collects shiny stones',
 };
 
-function describe(name: string): string {
-  return CHARACTERS[name] ?? `nobody called ${name} is known`;
-}
+const DESCRIBE: ToolDefinition = {
+  name: 'describe',
+  description: 'What is known about a character',
+  parameters: { type: 'object', properties: { name: { enum: Object.keys(CHARACTERS) } }, required: ['name'], additionalProperties: false },
+};
 
 export const run = inferlet<Input>((input) => {
-  const ctx = Model.load().newContext().fill(input.prompt);
+  const model = Model.load();
+  const tools = [DESCRIBE];
+  const ctx = model.newContext().fillChat([{ role: 'user', content: input.prompt }], { tools });
   const calls: { tool: string; arguments: string; result: string }[] = [];
-  let transcript = '';
-  let left = input.max_tokens ?? 64;
-  while (left > 0) {
-    const pendingNames = Object.keys(CHARACTERS).filter((n) => !calls.some((c) => c.arguments === n));
-    const canCall = calls.length < (input.max_calls ?? 3);
-    const r = ctx.generate({ sampling: { temperature: 0 }, max_tokens: left, stop: canCall ? pendingNames : [] }).result();
+  let left = input.max_tokens ?? 160;
+  for (let i = 0; i < (input.max_calls ?? 1) && left > 0; i++) {
+    const r = ctx.generate({ tools: { tools, choice: 'required', parallel: false }, max_tokens: left, stop_token_ids: model.stopTokenIds }).result();
     left -= r.usage.completion_tokens;
-    transcript += r.text;
-    if (r.stop_string === undefined) break; // end of text or of the token budget
-    const name = r.stop_string;
-    const result = describe(name);
+    const call = r.tool_calls?.find((c) => c.complete);
+    if (!call) break; // out of tokens mid-call
+    const { name } = JSON.parse(call.arguments) as { name: string };
+    const result = CHARACTERS[name]!;
     log(`tool describe(${name}) -> ${result}`);
-    calls.push({ tool: 'describe', arguments: name, result });
-    // The name's tokens are already in the context; the tool's answer goes after them.
-    const note = ` (${result})`;
-    ctx.fill(note, { bos: false });
-    transcript += name + note;
+    const id = `call_${i}`;
+    calls.push({ tool: call.name, arguments: call.arguments, result });
+    // The call is in the context already (generated there); its result turn goes after it.
+    ctx.fillChat([{ role: 'tool', tool_call_id: id, name: call.name, content: result }]);
   }
-  return { text: transcript, calls, context_tokens: ctx.length };
+  const answer = left > 0 ? ctx.generate({ max_tokens: left, stop_token_ids: model.stopTokenIds }).text() : '';
+  return { answer, calls, context_tokens: ctx.length };
 });

@@ -19,6 +19,9 @@
  *    is scheduling, batch building and sampling (mask time apart); the masks
  *    of rows the driver masks are computed before the run, the others while
  *    it runs.
+ * 4. Tool calls through the gateway (tool-requests.ts): N concurrent streaming
+ *    chat requests with tool_choice "required" beside plain chat, N = 1 and 32:
+ *    throughput and time to the first delta.
  * Prints a table; writes bench/results/structured.json.
  */
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -31,6 +34,7 @@ import { compactJson, compileSource, type GrammarSource } from '../src/engine/gr
 import { newCompiler } from '../src/engine/grammar/xgrammar.ts';
 import { Tokenizer } from '../src/model/tokenizer.ts';
 import { benchModelDir } from './bench-model.ts';
+import { toolRequests } from './tool-requests.ts';
 import { median, p99 } from './stats.ts';
 
 const { values: args } = parseArgs({
@@ -42,6 +46,7 @@ const { values: args } = parseArgs({
     compiles: { type: 'string', default: '40' },
     model: { type: 'string' },
     threads: { type: 'string', default: '0' },
+    'tool-streams': { type: 'string', default: '1,32' },
   },
 });
 const BATCHES = args.batches.split(',').map(Number);
@@ -245,6 +250,8 @@ async function main() {
       console.error(`B=${B} ${label}: constrained/unconstrained ${(100 * row.ratio).toFixed(1)}%`);
     }
   }
+  const toolStreams = args['tool-streams'].split(',').map(Number);
+  const toolRows = await toolRequests(engine, toolStreams, DECODE, ROUNDS);
   await engine.close();
 
   const f = (n: number, d = 1) => n.toFixed(d);
@@ -264,13 +271,17 @@ async function main() {
       (r) =>
         `| ${r.batch} | ${r.sampling} | ${f(r.freeTps)} | ${f(r.constrainedTps)} | ${f(100 * r.ratio)}% | ${f(r.freeHostMs, 2)} / ${f(r.constrainedHostMs, 2)} | ${f(r.maskMs, 2)} (${f(r.maskWaitMs, 2)}) | ${f(r.freeDriverMs, 2)} / ${f(r.constrainedDriverMs, 2)} |`,
     ),
+    '',
+    `| concurrent requests | plain chat tok/s | required tool calls tok/s | ratio | first delta ms (plain / tool call) |`,
+    `|---|---|---|---|---|`,
+    ...toolRows.map((r) => `| ${r.streams} | ${f(r.plainTps)} | ${f(r.toolsTps)} | ${f(100 * r.ratio)}% | ${f(r.plainFirstMs)} / ${f(r.toolsFirstMs)} |`),
   ];
   console.log(lines.join('\n'));
   const out = join(import.meta.dirname, 'results');
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'structured.json'),
-    JSON.stringify({ date: new Date().toISOString(), vocabulary: vocabName, model: model.name, cores: cpus().length, prompt: PROMPT, decode: DECODE, rounds: ROUNDS, masks, compiles, rows: decode }, null, 2) + '\n',
+    JSON.stringify({ date: new Date().toISOString(), vocabulary: vocabName, model: model.name, cores: cpus().length, prompt: PROMPT, decode: DECODE, rounds: ROUNDS, masks, compiles, rows: decode, toolRequests: toolRows }, null, 2) + '\n',
   );
   process.exit(0); // the grammar checker's worker is unref'd, but the xgrammar module keeps no handles either way
 }

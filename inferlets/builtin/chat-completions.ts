@@ -55,9 +55,9 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   if (body.top_logprobs != null && !wantLogprobs) throw new HttpError(400, 'top_logprobs requires logprobs to be true', 'top_logprobs');
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
 
-  const tools = toolsOf(body);
+  const tools = toolsOf(body, (i) => `tools[${i}].function.name`);
   const messages = toMessages(body.messages);
-  checkToolMessages(messages);
+  checkToolMessages(messages, [], (i) => `messages[${i}].tool_call_id`);
   const ctx = filling('messages', () => model.newContext().fillChat(messages, { tools: tools?.tools ?? [] }));
   const promptTokens = ctx.length;
   checkContextLength(model, promptTokens, maxTokens, 'messages');
@@ -129,8 +129,8 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
     choices: results.map((r, i) => ({
       index: i,
       message: called(r)
-        ? { role: 'assistant', content: r.content || null, refusal: null, annotations: [], tool_calls: toolCallsJson(r.tool_calls!) }
-        : { role: 'assistant', content: r.text, refusal: null, annotations: [] },
+        ? { role: 'assistant', content: r.content!.trim() || null, refusal: null, annotations: [], tool_calls: toolCallsJson(r.tool_calls!) }
+        : { role: 'assistant', content: calling ? r.content! : r.text, refusal: null, annotations: [] }, // a call cut off by max_tokens is left out
       logprobs: wantLogprobs ? { content: logprobsJson(model, r.logprobs, topLogprobs), refusal: null } : null,
       finish_reason: finish(r),
     })),
@@ -139,7 +139,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   return completion;
 });
 
-/** Parsed calls as the SDK's result carries them; a call max_tokens cut off is not returned (its arguments would not parse). */
+/** Parsed calls as the SDK's result carries them (content as written); a call max_tokens cut off is not returned (its arguments would not parse). */
 function split(p: { content: string; calls: NonNullable<GenerationResult['tool_calls']> }): Pick<GenerationResult, 'content' | 'tool_calls'> {
-  return { content: p.content.trim(), tool_calls: p.calls.filter((c) => c.complete) };
+  return { content: p.content, tool_calls: p.calls.filter((c) => c.complete) };
 }

@@ -7,13 +7,13 @@
  * with tools, where chunks pass through here to be split into a message item
  * and function_call items.
  */
-import { Context, Model, PieError, type ChatMessage, type Generation } from '@pie/inferlet';
+import { Context, Model, PieError, type ChatMessage } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
 import { responseObject } from './response-object.ts';
 import { grammarOf, openMatchers, type ResponseFormat } from './structured.ts';
-import { callDeltas, callId, checkToolMessages, openToolMatchers, responsesTools, toolsOf, type Tools } from './tools.ts';
+import { callDeltas, checkToolMessages, openToolMatchers, responsesTools, toolsOf, type Tools } from './tools.ts';
 
 type Request = components['schemas']['CreateResponse'];
 type InputItem = Extract<Request['input'], unknown[]>[number];
@@ -62,7 +62,7 @@ function openConversation(model: Model, input: ResponsesInput<Request>): { ctx: 
 export const run = route<ResponsesInput<Request>>('input', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
-  const tools = toolsOf(responsesTools(body));
+  const tools = toolsOf(responsesTools(body), (i) => `tools[${i}].name`);
   const { ctx, reused } = openConversation(model, input);
   const turn: HistoryMessage[] = [];
   if (body.instructions) turn.push({ role: 'developer', content: body.instructions });
@@ -70,7 +70,7 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   // A result of an earlier turn's call is named after it (templates want the name).
   const earlier = input.history?.calls ?? {};
   for (const m of turn) if (m.role === 'tool' && m.tool_call_id && earlier[m.tool_call_id]) m.name = earlier[m.tool_call_id];
-  checkToolMessages(turn as ChatMessage[], Object.keys(earlier));
+  checkToolMessages(turn as ChatMessage[], Object.keys(earlier), () => 'input');
   // Tools go into the prompt with the conversation's first turn (a follow-up's context has them already).
   const fresh = ctx.length === 0;
   filling('input', () => ctx.fillChat(turn as ChatMessage[], { tools: fresh ? (tools?.tools ?? []) : [] }));
@@ -105,7 +105,7 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
     ...(matcher ? { grammar: matcher } : {}),
     ...(stream && !calling ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
   });
-  const items = calling && stream ? streamItems(gen, model, msgId, event) : null;
+  const items = calling && stream ? outputItems(gen, model, msgId, event) : null;
   const r = gen.result();
   seq += r.streamed;
 
@@ -114,11 +114,8 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const message = (text: string) => ({ id: msgId, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] });
   let output: Array<Record<string, unknown>>;
   if (items) output = items;
-  else if (calling) {
-    const parsed = model.parseToolCalls(r.text);
-    const content = parsed.content.trim();
-    output = [...(content ? [message(content)] : []), ...parsed.calls.filter((c) => c.complete).map((c) => functionCall(callId(), c.name, c.arguments))];
-  } else output = [message(r.text)];
+  else if (calling) output = outputItems([r.text], model, msgId, () => {}); // the same items a stream makes
+  else output = [message(r.text)];
   const usage = {
     input_tokens: inputTokens,
     input_tokens_details: { cached_tokens: r.usage.cached_tokens + reused },
@@ -150,48 +147,54 @@ function functionCall(callIdValue: string, name: string, args: string): Record<s
 }
 
 /**
- * Streams a generation with tools as the Responses API does: text as a
- * message item's output_text deltas, then each call as a function_call item
- * whose arguments come in deltas. Returns the output items.
+ * The output items of a generation with tools, streamed as the Responses API
+ * does (`event`; a no-op for a whole text): text as a message item's
+ * output_text deltas (text after a call: a further message item), each call as
+ * a function_call item whose arguments come in deltas. A call cut off by
+ * max_output_tokens ends "incomplete".
  */
-function streamItems(gen: Generation, model: Model, msgId: string, event: (type: string, data: Record<string, unknown>) => void): Array<Record<string, unknown>> {
+function outputItems(texts: Iterable<{ text: string } | string>, model: Model, msgId: string, event: (type: string, data: Record<string, unknown>) => void): Array<Record<string, unknown>> {
   const output: Array<Record<string, unknown>> = [];
-  let text: string | null = null; // the open message's text
+  let message: { id: string; text: string } | null = null; // the open message item
   let call: Record<string, unknown> | null = null; // the open call
-  const where = () => ({ item_id: msgId, output_index: output.length, content_index: 0 });
+  let calls = 0;
+  const split = callDeltas(model);
+  const where = () => ({ item_id: message!.id, output_index: output.length, content_index: 0 });
   const closeMessage = () => {
-    if (text === null) return;
-    const part = { type: 'output_text', text, annotations: [], logprobs: [] };
-    const item = { id: msgId, type: 'message', status: 'completed', role: 'assistant', content: [part] };
-    event('response.output_text.done', { ...where(), text, logprobs: [] });
+    if (!message) return;
+    const part = { type: 'output_text', text: message.text, annotations: [], logprobs: [] };
+    const item = { id: message.id, type: 'message', status: 'completed', role: 'assistant', content: [part] };
+    event('response.output_text.done', { ...where(), text: message.text, logprobs: [] });
     event('response.content_part.done', { ...where(), part });
     event('response.output_item.done', { output_index: output.length, item });
     output.push(item);
-    text = null;
+    message = null;
   };
   const closeCall = () => {
     if (!call) return;
-    call.status = 'completed';
+    call.status = split.complete(calls - 1) ? 'completed' : 'incomplete';
     event('response.function_call_arguments.done', { item_id: call.id, output_index: output.length, arguments: call.arguments });
     event('response.output_item.done', { output_index: output.length, item: call });
     output.push(call);
     call = null;
   };
-  const apply = (delta: ReturnType<ReturnType<typeof callDeltas>['push']>) => {
+  const apply = (delta: ReturnType<typeof split.push>) => {
     if (!delta) return;
-    if (delta.content && !call && output.length === 0) {
-      if (text === null) {
-        text = '';
-        event('response.output_item.added', { output_index: 0, item: { id: msgId, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
+    if (delta.content) {
+      closeCall();
+      if (!message) {
+        message = { id: output.some((o) => o.type === 'message') ? `${msgId}_${output.length}` : msgId, text: '' };
+        event('response.output_item.added', { output_index: output.length, item: { id: message.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
         event('response.content_part.added', { ...where(), part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
       }
-      text += delta.content;
+      message.text += delta.content;
       event('response.output_text.delta', { ...where(), delta: delta.content, logprobs: [] });
     }
     for (const d of delta.tool_calls ?? []) {
       if (d.id) {
         closeMessage();
         closeCall();
+        calls++;
         call = { ...functionCall(d.id, d.function.name!, ''), status: 'in_progress' };
         event('response.output_item.added', { output_index: output.length, item: { ...call } });
       }
@@ -201,8 +204,7 @@ function streamItems(gen: Generation, model: Model, msgId: string, event: (type:
       }
     }
   };
-  const split = callDeltas(model);
-  for (const chunk of gen) apply(split.push(chunk.text));
+  for (const chunk of texts) apply(split.push(typeof chunk === 'string' ? chunk : chunk.text));
   apply(split.end());
   closeMessage();
   closeCall();

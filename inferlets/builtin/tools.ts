@@ -19,8 +19,8 @@ export interface Tools {
   parallel: boolean;
 }
 
-/** The request's tools (undefined without any), checked: names unique, a named choice among them. */
-export function toolsOf(body: ToolsRequest): Tools | undefined {
+/** The request's tools (undefined without any), checked: names unique (`nameParam`: where the i-th name is), a named choice among them. */
+export function toolsOf(body: ToolsRequest, nameParam: (i: number) => string): Tools | undefined {
   const list = body.tools ?? [];
   const c = body.tool_choice ?? (list.length > 0 ? 'auto' : 'none');
   if (list.length === 0) {
@@ -30,7 +30,7 @@ export function toolsOf(body: ToolsRequest): Tools | undefined {
   const seen = new Set<string>();
   const tools = list.map((t, i) => {
     const name = t.function.name;
-    if (seen.has(name)) throw new HttpError(400, `tools[${i}].function.name: "${name}" is declared twice`, `tools[${i}].function.name`);
+    if (seen.has(name)) throw new HttpError(400, `${nameParam(i)}: "${name}" is declared twice`, nameParam(i));
     seen.add(name);
     return { name, ...(t.function.description !== undefined ? { description: t.function.description } : {}), parameters: t.function.parameters ?? { type: 'object', properties: {} } };
   });
@@ -69,13 +69,13 @@ export function responsesTools(body: {
   };
 }
 
-/** Every tool result answers a call made earlier in the conversation (`known`: calls of earlier turns). */
-export function checkToolMessages(messages: ChatMessage[], known: Iterable<string> = []): void {
+/** Every tool result answers a call made earlier in the conversation (`known`: calls of earlier turns; `param`: where the i-th message's call id is). */
+export function checkToolMessages(messages: ChatMessage[], known: Iterable<string>, param: (i: number) => string): void {
   const calls = new Set<string>(known);
   messages.forEach((m, i) => {
     for (const c of (m.tool_calls ?? []) as Array<{ id?: string }>) if (c.id) calls.add(c.id);
     if (m.role === 'tool' && !calls.has(m.tool_call_id ?? '')) {
-      throw new HttpError(400, `messages[${i}].tool_call_id "${m.tool_call_id}" matches no tool call of an earlier assistant message`, `messages[${i}].tool_call_id`);
+      throw new HttpError(400, `${param(i)} "${m.tool_call_id}" answers no tool call made earlier in the conversation`, param(i));
     }
   });
 }
@@ -102,12 +102,14 @@ export interface CallDelta {
  * while it may be the start of a call), then each call as OpenAI streams it:
  * its index, id, type and name first, then its arguments in fragments.
  */
-export function callDeltas(model: Model): { push(text: string): CallDelta | null; end(): CallDelta | null } {
+export function callDeltas(model: Model): { push(text: string): CallDelta | null; end(): CallDelta | null; complete(index: number): boolean } {
   let text = '';
+  let last: ToolCall[] = [];
   let sentContent = 0;
   const sentArgs: number[] = [];
   const diff = (final: boolean): CallDelta | null => {
     const parsed = model.parseToolCalls(text, { final });
+    last = parsed.calls;
     const delta: CallDelta = {};
     if (parsed.content.length > sentContent) {
       delta.content = parsed.content.slice(sentContent);
@@ -133,5 +135,7 @@ export function callDeltas(model: Model): { push(text: string): CallDelta | null
       return t === '' ? null : diff(false);
     },
     end: () => diff(true),
+    /** Whether the index-th call's arguments are complete (so far). */
+    complete: (index) => last[index]?.complete ?? false,
   };
 }

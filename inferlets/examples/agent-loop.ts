@@ -45,7 +45,7 @@ export const run = inferlet<Input>((input) => {
     const { name } = JSON.parse(call.arguments) as { name: string };
     const result = CHARACTERS[name]!;
     log(`tool describe(${name}) -> ${result}`);
-    const id = `call_${i}`;
+    const id = `call${String(i).padStart(9, '0')}`; // nine characters or more: Mistral's template wants them
     calls.push({ tool: call.name, arguments: call.arguments, result });
     // The call is in the context already (generated there); its result turn goes after it.
     ctx.fillChat([{ role: 'tool', tool_call_id: id, name: call.name, content: result }]);

@@ -664,8 +664,11 @@ export interface components {
             temperature: number | null;
             top_p: number | null;
             text?: components["schemas"]["ResponseTextParam"];
-            /** @enum {string} */
-            tool_choice: "none" | "auto" | "required";
+            tool_choice: ("none" | "auto" | "required") | {
+                /** @enum {string} */
+                type: "function";
+                name: string;
+            };
             tools: unknown[];
             /** @enum {string|null} */
             truncation?: "auto" | "disabled" | null;

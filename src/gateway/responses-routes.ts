@@ -64,7 +64,7 @@ function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
 /** The function name of every call made in a stored conversation, by call id (a follow-up's results name their call). */
 function callNames(chain: StoredResponse[]): Record<string, string> {
   const names: Record<string, string> = {};
-  for (const r of chain) for (const it of [...r.inputItems, ...r.outputItems]) if (it.type === 'function_call') names[String(it.call_id)] = String(it.name);
+  for (const r of chain) for (const it of [...r.inputItems, ...r.outputItems]) if (it.type === 'function_call' && it.status !== 'incomplete') names[String(it.call_id)] = String(it.name);
   return names;
 }
 

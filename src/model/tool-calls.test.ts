@@ -59,6 +59,14 @@ describe('tool-call formats', () => {
     });
   }
 
+  it('reads arguments that are not objects, and leaves the separator between calls out of the content', () => {
+    expect(parseToolCalls('hermes', '<tool_call>\n{"name": "f", "arguments": 5}\n</tool_call>').calls).toEqual([{ name: 'f', arguments: '5', complete: true }]);
+    expect(parseToolCalls('llama3_json', '{"name": "f", "parameters": true}').calls).toEqual([{ name: 'f', arguments: 'true', complete: true }]);
+    const two = `${written('hermes', 'a', '{}')}\n${written('hermes', 'b', '{}')}`;
+    for (let n = 1; n <= two.length; n++) expect(parseToolCalls('hermes', two.slice(0, n), false).content).toBe('');
+    expect(parseToolCalls('hermes', `${two}\nDone.`).content).toBe('\nDone.');
+  });
+
   it('reads several calls in one turn', () => {
     const two = `${written('hermes', 'a', '{}')}\n${written('hermes', 'b', '{"x": [1, 2]}')}`;
     expect(parseToolCalls('hermes', two).calls.map((c) => [c.name, c.arguments])).toEqual([['a', '{}'], ['b', '{"x": [1, 2]}']]);

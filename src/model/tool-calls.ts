@@ -120,10 +120,13 @@ export function parseToolCalls(format: ToolFormat, text: string, final = true): 
     const start = text.indexOf(s.trigger, at);
     if (start < 0) {
       const rest = text.slice(at);
-      content += final ? rest : rest.slice(0, rest.length - heldBack(rest, s.trigger));
+      const visible = final ? rest : rest.slice(0, rest.length - heldBack(rest, s.trigger));
+      // Whitespace between and after calls is the format's separator, not content.
+      if (calls.length === 0 || visible.trim() !== '') content += visible;
       break;
     }
-    content += text.slice(at, start);
+    const between = text.slice(at, start);
+    if (calls.length === 0 || between.trim() !== '') content += between;
     at = format === 'mistral' ? readMistral(text, start, calls) : readCall(text, start, s, format, calls);
     if (at < 0) break; // incomplete (streaming), or not a call after all: stop reading
   }
@@ -183,6 +186,7 @@ export function jsonEnd(text: string, from: number): number | null {
     } else if (c === '"') inString = true;
     else if (c === '{' || c === '[') depth++;
     else if (c === '}' || c === ']') {
+      if (depth === 0) return i > from ? i : null; // what closes the call after a bare number, true, false or null
       depth--;
       if (depth === 0) return i + 1;
     } else if (depth === 0 && /[\s,]/.test(c) && i > from) return i; // a bare number, true, false or null

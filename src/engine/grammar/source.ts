@@ -84,10 +84,34 @@ export async function jsonGrammar(schema: string, strict: boolean): Promise<stri
   const xg = await xgrammar();
   const grammar = await xg.Grammar.fromJSONSchema(schema, false, ONE_LINE, SEPARATORS, strict);
   try {
-    return grammar.toString().replace(/\[\^(?!\\0-\\x1f)/g, '[^\\0-\\x1f');
+    return withoutControlCharacters(grammar.toString());
   } finally {
     grammar.dispose();
   }
+}
+
+/** Every negated character class of an EBNF text (not a string literal that looks like one) made to leave out U+0000..U+001F. */
+export function withoutControlCharacters(ebnf: string): string {
+  const NO_CONTROL = '\\0-\\x1f';
+  let out = '';
+  let state: 'rule' | 'string' | 'class' = 'rule';
+  for (let i = 0; i < ebnf.length; i++) {
+    const c = ebnf[i]!;
+    out += c;
+    if (state === 'rule') {
+      if (c === '"') state = 'string';
+      else if (c === '[') {
+        state = 'class';
+        if (ebnf[i + 1] === '^') {
+          out += '^';
+          i++;
+          if (!ebnf.startsWith(NO_CONTROL, i + 1)) out += NO_CONTROL;
+        }
+      }
+    } else if (c === '\\') out += ebnf[++i] ?? '';
+    else if ((state === 'string' && c === '"') || (state === 'class' && c === ']')) state = 'rule';
+  }
+  return out;
 }
 
 /** A structural tag whose JSON schemas are replaced by the compact grammars of those schemas. */

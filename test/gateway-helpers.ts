@@ -7,8 +7,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import OpenAI from 'openai';
+import { afterAll, beforeAll, expect } from 'vitest';
 import { parseConfig } from '../src/config.ts';
-import type { Engine } from '../src/engine/index.ts';
+import { startEngine, type Engine, type StartOptions } from '../src/engine/index.ts';
 import { serve, type Serving } from '../src/gateway/start.ts';
 import { COMPONENT_CACHE } from './inferlet-helpers.ts';
 import { REPO_ROOT } from './helpers.ts';
@@ -38,6 +39,45 @@ export async function startGateway(engines: Engine[], options: { server?: string
     client: (apiKey = 'none') => new OpenAI({ baseURL: `${serving.url}/v1`, apiKey, maxRetries: 0, timeout: 60_000 }),
     close: () => serving.close(),
   };
+}
+
+/** The engine, gateway and client of a test file: started before its tests, closed after them with nothing left behind. */
+export interface Served {
+  engine: Engine;
+  server: TestServer;
+  client: OpenAI;
+  model: string;
+}
+
+/** Serves the model in `dir()` for the tests of the enclosing describe (or file); the fields fill in before the tests run. */
+export function servedEngine(dir: () => string, options: StartOptions = {}): Served {
+  const s = {} as Served;
+  beforeAll(async () => {
+    s.engine = await startEngine(dir(), { threads: 1, numPages: 256, pageSize: 16, ...options });
+    s.model = s.engine.model.name;
+    s.server = await startGateway([s.engine]);
+    s.client = s.server.client();
+  });
+  afterAll(async () => {
+    await s.server?.close();
+    expect(s.engine?.numContexts, 'contexts left behind by the gateway').toBe(0);
+    await s.engine?.close();
+  });
+  return s;
+}
+
+/**
+ * After a test: once invocations that answered have released, nothing is
+ * held but the KV state stored responses keep (a follow-up's snapshot shares
+ * its prefix's pages), no context, no grammar matcher.
+ */
+export async function expectNothingHeld(engine: Engine): Promise<void> {
+  await new Promise((r) => setTimeout(r, 50));
+  const kept = new Set<number>();
+  for (const name of engine.listSnapshots('default')) for (const p of engine.snapshots.get(name, 'default')!.pageTable) kept.add(p);
+  expect(engine.stats().pages.inUse - kept.size, 'pages held outside snapshots').toBe(0);
+  expect(engine.numContexts).toBe(0);
+  expect(engine.grammars.stats().matchers, 'grammar matchers still alive').toBe(0);
 }
 
 /** The example route of config/default.toml. */

@@ -6,11 +6,11 @@
  */
 import OpenAI from 'openai';
 import { zodResponseFormat, zodTextFormat } from 'openai/helpers/zod';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { startEngine, type Engine } from '../src/engine/index.ts';
+import type { Engine } from '../src/engine/index.ts';
 import { compactJson } from '../src/engine/grammar/source.ts';
-import { startGateway, type TestServer } from './gateway-helpers.ts';
+import { expectNothingHeld, servedEngine, type TestServer } from './gateway-helpers.ts';
 import { haveStories, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 
 const Pet = z.object({
@@ -30,33 +30,9 @@ let client: OpenAI;
 let model: string;
 
 describe.skipIf(!haveStories)(`structured outputs on stories260K ${SKIP_STORIES}`, () => {
-  beforeAll(async () => {
-    engine = await startEngine(storiesModelDir(), { threads: 1, numPages: 256, pageSize: 16 });
-    model = engine.model.name;
-    server = await startGateway([engine]);
-    client = server.client();
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    expect(engine.numContexts, 'contexts left behind by the gateway').toBe(0);
-    await engine?.close();
-  });
-
-  afterEach(async () => {
-    // Let invocations that answered finish releasing, then check nothing is held.
-    await new Promise((r) => setTimeout(r, 50));
-    expect(engine.stats().pages.inUse - snapshotPages(), 'pages held outside snapshots').toBe(0);
-    expect(engine.numContexts).toBe(0);
-    expect(engine.grammars.stats().matchers, 'grammar matchers still alive').toBe(0);
-  });
-
-  /** Pages kept by stored responses' snapshots. */
-  function snapshotPages(): number {
-    let n = 0;
-    for (const name of engine.listSnapshots('default')) n += Math.ceil(engine.snapshots.get(name, 'default')!.length / engine.kv.pageSize);
-    return n;
-  }
+  const served = servedEngine(storiesModelDir);
+  beforeAll(() => ({ engine, server, client, model } = served));
+  afterEach(() => expectNothingHeld(served.engine));
 
   it('chat.completions.parse with a zod schema: 20 seeds at temperature 1 all validate', async () => {
     const runs = await Promise.all(

@@ -6,10 +6,9 @@
  */
 import OpenAI from 'openai';
 import { zodFunction } from 'openai/helpers/zod';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { startEngine, type Engine } from '../src/engine/index.ts';
-import { startGateway, type TestServer } from './gateway-helpers.ts';
+import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
 import { haveStories, SKIP_STORIES, storiesModelDir } from './helpers.ts';
 
 const Weather = z.object({ city: z.string().max(12), unit: z.enum(['celsius', 'fahrenheit']) });
@@ -21,11 +20,6 @@ const tools: OpenAI.ChatCompletionTool[] = [
 const messages: OpenAI.ChatCompletionMessageParam[] = [{ role: 'user', content: 'What is the weather in Paris?' }];
 const schemas: Record<string, z.ZodType> = { get_weather: Weather, get_time: Time };
 
-let engine: Engine;
-let server: TestServer;
-let client: OpenAI;
-let model: string;
-
 /** A call this server returned: a declared tool, arguments valid against its schema. */
 function expectValid(call: OpenAI.ChatCompletionMessageToolCall): void {
   expect(call.type).toBe('function');
@@ -36,28 +30,11 @@ function expectValid(call: OpenAI.ChatCompletionMessageToolCall): void {
 }
 
 describe.skipIf(!haveStories)(`tool calling on stories260K ${SKIP_STORIES}`, () => {
-  beforeAll(async () => {
-    engine = await startEngine(storiesModelDir(), { threads: 1, numPages: 256, pageSize: 16 });
-    model = engine.model.name;
-    server = await startGateway([engine]);
-    client = server.client();
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    expect(engine.numContexts, 'contexts left behind by the gateway').toBe(0);
-    await engine?.close();
-  });
-
-  afterEach(async () => {
-    await new Promise((r) => setTimeout(r, 50));
-    // Stored responses keep their conversation's KV state as snapshots (a follow-up's shares its prefix's pages).
-    const kept = new Set<number>();
-    for (const name of engine.listSnapshots('default')) for (const p of engine.snapshots.get(name, 'default')!.pageTable) kept.add(p);
-    expect(engine.stats().pages.inUse - kept.size).toBe(0);
-    expect(engine.numContexts).toBe(0);
-    expect(engine.grammars.stats().matchers, 'grammar matchers still alive').toBe(0);
-  });
+  const served = servedEngine(storiesModelDir);
+  let client: OpenAI;
+  let model: string;
+  beforeAll(() => ({ client, model } = served));
+  afterEach(() => expectNothingHeld(served.engine));
 
   it('answers a named tool_choice with a valid call of that function', async () => {
     // (stories260K would go on calling until max_tokens: one call, then it must end.)

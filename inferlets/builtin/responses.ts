@@ -7,7 +7,7 @@
  * with tools, where chunks pass through here to be split into a message item
  * and function_call items.
  */
-import { Context, Model, PieError, type ChatMessage } from '@pie/inferlet';
+import { Context, Model, PieError, type ChatMessage, type ToolDefinition } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
@@ -43,7 +43,7 @@ export function itemsToMessages(items: InputItem[]): HistoryMessage[] {
   return out;
 }
 
-function openConversation(model: Model, input: ResponsesInput<Request>): { ctx: Context; reused: number } {
+function openConversation(model: Model, input: ResponsesInput<Request>, tools: ToolDefinition[]): { ctx: Context; reused: number } {
   const h = input.history;
   if (h?.snapshot) {
     try {
@@ -55,7 +55,7 @@ function openConversation(model: Model, input: ResponsesInput<Request>): { ctx: 
   }
   const ctx = model.newContext();
   if (h?.tokens) ctx.fill(h.tokens, { bos: false });
-  else if (h && h.messages.length > 0) ctx.fillChat(h.messages as ChatMessage[], { add_generation_prompt: false });
+  else if (h && h.messages.length > 0) ctx.fillChat(h.messages as ChatMessage[], { add_generation_prompt: false, tools });
   return { ctx, reused: 0 };
 }
 
@@ -63,7 +63,7 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const body = input.body;
   const model = Model.load(input.model);
   const tools = toolsOf(responsesTools(body), (i) => `tools[${i}].name`);
-  const { ctx, reused } = openConversation(model, input);
+  const { ctx, reused } = openConversation(model, input, tools?.tools ?? []);
   const turn: HistoryMessage[] = [];
   if (body.instructions) turn.push({ role: 'developer', content: body.instructions });
   turn.push(...(typeof body.input === 'string' ? [{ role: 'user' as const, content: body.input }] : itemsToMessages(body.input)));
@@ -71,7 +71,8 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const earlier = input.history?.calls ?? {};
   for (const m of turn) if (m.role === 'tool' && m.tool_call_id && earlier[m.tool_call_id]) m.name = earlier[m.tool_call_id];
   checkToolMessages(turn as ChatMessage[], Object.keys(earlier), () => 'input');
-  // Tools go into the prompt with the conversation's first turn (a follow-up's context has them already).
+  // Tools go into the prompt where the conversation starts: this turn, or the earlier turns rendered again
+  // (a follow-up on the kept context has them from its first turn).
   const fresh = ctx.length === 0;
   filling('input', () => ctx.fillChat(turn as ChatMessage[], { tools: fresh ? (tools?.tools ?? []) : [] }));
   const inputTokens = ctx.length;

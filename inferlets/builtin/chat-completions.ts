@@ -12,7 +12,7 @@ import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type ResponseFormat, type StructuredOutputs } from './structured.ts';
-import { callDeltas, checkToolMessages, openToolMatchers, toolCallsJson, toolsOf } from './tools.ts';
+import { callDeltas, callTemplates, checkToolMessages, openToolMatchers, toolCallsJson, toolsOf } from './tools.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
 type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
@@ -77,7 +77,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   if (n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
   if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
-  const fast = stream && !wantLogprobs && !calling;
+  const fast = stream && !wantLogprobs;
   const stop = stopList(body.stop);
   const stopTokenIds = model.stopTokenIds;
   const gens: Generation[] = contexts.map((c, i) =>
@@ -88,12 +88,21 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
       stop_token_ids: stopTokenIds,
       ...(matchers[i] ? { grammar: matchers[i] } : {}),
       ...(wantLogprobs ? { logprobs: topLogprobs } : {}),
-      ...(fast ? { stream: { event: 'message', template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])) } } : {}),
+      ...(fast
+        ? {
+            stream: {
+              event: 'message',
+              template: template(chunk([{ index: i, delta: { content: DELTA }, logprobs: null, finish_reason: null }])),
+              // With tools the host splits the text into content and calls (tools.ts for the shapes).
+              ...(calling ? { tool_calls: callTemplates((delta) => chunk([{ index: i, delta, logprobs: null, finish_reason: null }])) } : {}),
+            },
+          }
+        : {}),
     }),
   );
-  // With logprobs the chunks pass through here: each token's text and alternatives go with it;
-  // with tools, to be split into content and call deltas.
-  if (stream && (wantLogprobs || calling)) {
+  // With logprobs the chunks pass through here: each token's text and alternatives go with it
+  // (with tools, split into content and call deltas here too).
+  if (stream && wantLogprobs) {
     const split = contexts.map(() => callDeltas(model));
     interleave(gens, (i, c) => {
       const lp = wantLogprobs ? { logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null } } : { logprobs: null };

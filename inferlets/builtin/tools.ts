@@ -5,7 +5,8 @@
  * streamed generation into content deltas and `tool_calls` deltas.
  */
 import { PieError, type ChatMessage, type Matcher, type Model, type ToolCall, type ToolCallOptions, type ToolDefinition } from '@pie/inferlet';
-import { HttpError } from './common.ts';
+import { newCallId, ToolCallStream, type ToolCallDelta } from '../../src/model/tool-calls.ts';
+import { DELTA, HttpError } from './common.ts';
 
 export interface ToolsRequest {
   tools?: Array<{ type: 'function'; function: { name: string; description?: string; parameters?: Record<string, unknown>; strict?: boolean | null } }> | null;
@@ -81,12 +82,7 @@ export function checkToolMessages(messages: ChatMessage[], known: Iterable<strin
 }
 
 /** A new call id, as OpenAI writes them. */
-export function callId(): string {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-  let id = 'call_';
-  for (let i = 0; i < 24; i++) id += alphabet[Math.floor(Math.random() * alphabet.length)];
-  return id;
-}
+export const callId = newCallId;
 
 export function toolCallsJson(calls: ToolCall[]): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> {
   return calls.map((c) => ({ id: callId(), type: 'function', function: { name: c.name, arguments: c.arguments } }));
@@ -98,44 +94,37 @@ export interface CallDelta {
 }
 
 /**
- * Splits a streamed generation into deltas: text as `content` (held back
- * while it may be the start of a call), then each call as OpenAI streams it:
+ * Splits a streamed generation into deltas in OpenAI's chat shape: text as
+ * `content` (held back while it may be the start of a call), then each call:
  * its index, id, type and name first, then its arguments in fragments.
  */
 export function callDeltas(model: Model): { push(text: string): CallDelta | null; end(): CallDelta | null; complete(index: number): boolean } {
-  let text = '';
-  let last: ToolCall[] = [];
-  let sentContent = 0;
-  const sentArgs: number[] = [];
-  const diff = (final: boolean): CallDelta | null => {
-    const parsed = model.parseToolCalls(text, { final });
-    last = parsed.calls;
-    const delta: CallDelta = {};
-    if (parsed.content.length > sentContent) {
-      delta.content = parsed.content.slice(sentContent);
-      sentContent = parsed.content.length;
-    }
-    const calls: NonNullable<CallDelta['tool_calls']> = [];
-    parsed.calls.forEach((c, k) => {
-      if (k >= sentArgs.length) {
-        sentArgs.push(0);
-        calls.push({ index: k, id: callId(), type: 'function', function: { name: c.name, arguments: '' } });
-      }
-      if (c.arguments.length > sentArgs[k]!) {
-        calls.push({ index: k, function: { arguments: c.arguments.slice(sentArgs[k]) } });
-        sentArgs[k] = c.arguments.length;
-      }
-    });
-    if (calls.length > 0) delta.tool_calls = calls;
-    return delta.content !== undefined || delta.tool_calls ? delta : null;
+  const stream = new ToolCallStream((text, final) => model.parseToolCalls(text, { final }), newCallId);
+  const shape = (d: ToolCallDelta | null): CallDelta | null => {
+    if (!d) return null;
+    const out: CallDelta = d.content !== undefined ? { content: d.content } : {};
+    if (d.calls.length > 0) out.tool_calls = d.calls.map((c) => ('id' in c ? { index: c.index, id: c.id, type: 'function', function: { name: c.name, arguments: '' } } : { index: c.index, function: { arguments: c.arguments } }));
+    return out;
+  };
+  return { push: (t) => shape(stream.push(t)), end: () => shape(stream.end()), complete: (i) => stream.complete(i) };
+}
+
+/**
+ * The host's stream templates of a call's events, as `chunk` wraps a delta:
+ * its first (index, id, type, name, empty arguments), then its arguments'
+ * fragments (index and arguments).
+ */
+export function callTemplates(chunk: (delta: CallDelta) => object): { start: string; arguments: string } {
+  const INDEX = 987654329;
+  const id = '\u0000id';
+  const name = '\u0000name';
+  const fill = (c: object, marks: Record<string, string>) => {
+    let json = JSON.stringify(c).replace(String(INDEX), '{{index}}');
+    for (const [mark, slot] of Object.entries(marks)) json = json.replace(JSON.stringify(mark), slot);
+    return json;
   };
   return {
-    push(t) {
-      text += t;
-      return t === '' ? null : diff(false);
-    },
-    end: () => diff(true),
-    /** Whether the index-th call's arguments are complete (so far). */
-    complete: (index) => last[index]?.complete ?? false,
+    start: fill(chunk({ tool_calls: [{ index: INDEX, id, type: 'function', function: { name, arguments: '' } }] }), { [id]: '{{id}}', [name]: '{{name}}' }),
+    arguments: fill(chunk({ tool_calls: [{ index: INDEX, function: { arguments: DELTA } }] }), { [DELTA]: '{{delta}}' }),
   };
 }

@@ -59,6 +59,8 @@ export interface HeldGeneration {
   streamed: number;
   /** The guest's matcher constraining it, if any. */
   matcher: Matcher | null;
+  /** Sends what its stream held back, once it has ended (tool-call streams). */
+  end: (() => void) | null;
 }
 
 /** Token timing of an invocation's generations, for metrics. */

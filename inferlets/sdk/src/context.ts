@@ -69,13 +69,20 @@ export interface StreamFormat {
   template?: string;
   /** What `{{seq}}` is in the first event (then one more per event; default 0). */
   first_seq?: number;
+  /**
+   * With tool calls (`tools`, or a matcher from `Model.toolCallMatcher`): the
+   * host splits the text into content (`template`) and calls, each streamed
+   * with these templates: `start` with `{{index}}`, `{{id}}` and `{{name}}`
+   * (the call's first event), `arguments` with `{{index}}` and `{{delta}}`.
+   */
+  tool_calls?: { start: string; arguments: string };
 }
 
 function toStreamFormat(stream: GenerateOptions['stream']): inference.StreamFormat | undefined {
   if (!stream) return undefined;
   if (stream === true) return { event: 'text', firstSeq: 0 };
   if (typeof stream === 'string') return { event: stream, firstSeq: 0 };
-  return { event: stream.event ?? 'text', template: stream.template, firstSeq: stream.first_seq ?? 0 };
+  return { event: stream.event ?? 'text', template: stream.template, firstSeq: stream.first_seq ?? 0, ...(stream.tool_calls ? { toolCalls: stream.tool_calls } : {}) };
 }
 
 /** One output wanted from a forward step. */

@@ -4,6 +4,8 @@
  * engine's step; the guest only pulls chunks if it asks for them.
  */
 import { TokenHistory, type GenerationChunk, type GenerationResult, type TokenLogprob } from '../../engine/index.ts';
+import type { ChatTemplate } from '../../model/chat-template.ts';
+import { detectToolFormat, newCallId, parseToolCalls, ToolCallStream, type ToolCallDelta } from '../../model/tool-calls.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
@@ -28,7 +30,7 @@ interface WitGenerateArgs {
   stop: string[];
   stopTokenIds?: Uint32Array;
   logprobs?: number;
-  stream?: { event: string; template?: string; firstSeq: number };
+  stream?: { event: string; template?: string; firstSeq: number; toolCalls?: { start: string; arguments: string } };
 }
 
 export function guestInference(env: GuestEnv) {
@@ -91,6 +93,29 @@ export function streamData(template: string | undefined, firstSeq = 0): (text: s
 
 const DELTA = '{{delta}}';
 const SEQ = '{{seq}}';
+
+/**
+ * A generation's stream split into content events (`content`: the stream's
+ * own template) and tool-call events (`templates`) in the model's format;
+ * `push` and `end` emit and return how many events went out.
+ */
+function toolCallEvents(templates: { start: string; arguments: string }, chatTemplate: ChatTemplate, emit: (data: string) => void) {
+  for (const [name, t] of Object.entries(templates)) if (!t.includes('{{index}}')) throw new AbiError('invalid-argument', `the ${name} template of tool calls must contain {{index}}`);
+  const format = detectToolFormat(chatTemplate);
+  const stream = new ToolCallStream((text, final) => parseToolCalls(format, text, final), newCallId);
+  const fill = (t: string, values: Record<string, string>) => t.replace(/\{\{(index|id|name|delta)\}\}/g, (_, k: string) => values[k] ?? '');
+  const send = (d: ToolCallDelta | null, content: (text: string) => string): number => {
+    if (!d) return 0;
+    let n = 0;
+    if (d.content) (emit(content(d.content)), n++);
+    for (const c of d.calls) {
+      emit('id' in c ? fill(templates.start, { index: String(c.index), id: JSON.stringify(c.id), name: JSON.stringify(c.name) }) : fill(templates.arguments, { index: String(c.index), delta: JSON.stringify(c.arguments) }));
+      n++;
+    }
+    return n;
+  };
+  return { push: (text: string, content: (text: string) => string) => send(stream.push(text), content), end: (content: (text: string) => string) => send(stream.end(), content) };
+}
 
 function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   const g = inv.generations.get(h);
@@ -170,6 +195,7 @@ export const inferenceHandlers: Handlers = {
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);
     const streamEvent = args.stream?.event;
     const format = streamData(args.stream?.template, args.stream?.firstSeq);
+    const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, (text) => inv.emit(streamEvent!, text)) : null;
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
     const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
     const tokens = reserveTokens(inv, wanted);
@@ -180,7 +206,9 @@ export const inferenceHandlers: Handlers = {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null };
+    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
+    // The tail a tool-call stream held back goes out when the guest waits for the result, before its own last events.
+    if (calls) held.end = () => (held.streamed += calls.end((text) => format(text, held.streamed)));
     try {
       held.gen = engine.generate(ctx, {
         sampling,
@@ -192,7 +220,8 @@ export const inferenceHandlers: Handlers = {
           const now = performance.now();
           inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
           held.lastChunkAt = now;
-          if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
+          if (calls) held.streamed += calls.push(c.text, (text) => format(text, held.streamed));
+          else if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
           held.chunks.push(c);
           if (held.waiter) {
             held.waiter(held.chunks.splice(0));
@@ -225,7 +254,10 @@ export const inferenceHandlers: Handlers = {
 
   'generation.finish': async (inv, [gh]) => {
     const held = heldGeneration(inv, gh);
-    return toWitResult(await held.gen.result, held.streamed);
+    const result = await held.gen.result;
+    held.end?.();
+    held.end = null;
+    return toWitResult(result, held.streamed);
   },
 
   'generation.cancel': (inv, [gh]) => inv.generations.get(gh)?.gen.cancel(),

@@ -96,6 +96,14 @@ declare module 'pie:inferlet/inference@0.1.0' {
     val: number,
   }
   /**
+   * A call's first event: `{{index}}` (a number), `{{id}}` and `{{name}}` (JSON strings) filled in;
+   * its arguments' events: `{{index}}` and `{{delta}}` (a JSON string) filled in.
+   */
+  export interface ToolCallTemplates {
+    start: string,
+    arguments: string,
+  }
+  /**
    * ---- the host-run loop: no boundary crossing per token ----
    * How a generation streams to the caller.
    */
@@ -113,6 +121,11 @@ declare module 'pie:inferlet/inference@0.1.0' {
      */
     template?: string,
     firstSeq: number,
+    /**
+     * With a tool-call matcher: the host splits the text into content (the template above) and calls
+     * in the model's format (chat.parse-tool-calls), each streamed with these templates.
+     */
+    toolCalls?: ToolCallTemplates,
   }
   export interface GenerateArgs {
     sampling: Sampling,

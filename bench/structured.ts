@@ -19,8 +19,9 @@
  *    is scheduling, batch building and sampling (mask time apart); the masks
  *    of rows the driver masks are computed before the run, the others while
  *    it runs.
- * 4. Tool calls through the gateway (tool-requests.ts): N concurrent streaming
- *    chat requests with tool_choice "required" beside plain chat, N = 1 and 32:
+ * 4. Tool calls through the gateway (tool-requests.ts), on an engine with the
+ *    server's defaults (prefix caching on): N concurrent streaming chat
+ *    requests with tool_choice "required" beside plain chat, N = 1 and 32:
  *    throughput and time to the first delta.
  * Prints a table; writes bench/results/structured.json.
  */
@@ -250,9 +251,12 @@ async function main() {
       console.error(`B=${B} ${label}: constrained/unconstrained ${(100 * row.ratio).toFixed(1)}%`);
     }
   }
-  const toolStreams = args['tool-streams'].split(',').map(Number);
-  const toolRows = await toolRequests(engine, toolStreams, DECODE, ROUNDS);
   await engine.close();
+  // Tool calls through the gateway as a server runs it: prefix caching on (the default), so the
+  // tools' description, the same in every request, is computed once.
+  const served = new Engine(model, await PortableDriver.create(model, { numPages, pageSize: PAGE_SIZE, threads: Number(args.threads) }), {});
+  const toolRows = await toolRequests(served, args['tool-streams'].split(',').map(Number), DECODE, ROUNDS);
+  await served.close();
 
   const f = (n: number, d = 1) => n.toFixed(d);
   const lines = [

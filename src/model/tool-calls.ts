@@ -216,7 +216,8 @@ export function genericMessages(messages: ChatMessage[], tools: ToolSpec[], fall
   const described = `Tools:\n${tools.map((t) => `${t.name}(${signature(t.parameters)})${t.description ? `: ${t.description}` : ''}`).join('\n')}\nCall one as ${s.before('<name>')}{…}${s.after}.`;
   const out = messages.map((m): ChatMessage => {
     if (m.role === 'assistant' && Array.isArray(m.tool_calls) && m.tool_calls.length > 0) {
-      const calls = (m.tool_calls as Array<{ function: { name: string; arguments: unknown } }>).map((c) => `${s.before(c.function.name)}${typeof c.function.arguments === 'string' ? c.function.arguments : JSON.stringify(c.function.arguments)}${s.after}`);
+      // As the model is to write them: compact JSON, ", " and ": " between items.
+      const calls = (m.tool_calls as Array<{ function: { name: string; arguments: unknown } }>).map((c) => `${s.before(c.function.name)}${typeof c.function.arguments === 'string' ? c.function.arguments : compact(c.function.arguments)}${s.after}`);
       return { role: 'assistant', content: [m.content ?? '', ...calls].filter((x) => x !== '').join('\n') };
     }
     if (m.role === 'tool') return { role: fallbackTemplate ? 'tool' : 'user', content: `<tool_response>${m.content ?? ''}</tool_response>` };
@@ -226,6 +227,12 @@ export function genericMessages(messages: ChatMessage[], tools: ToolSpec[], fall
   const first = out[0];
   if (first && (first.role === 'system' || first.role === 'developer')) return [{ ...first, content: `${first.content ?? ''}\n\n${described}` }, ...out.slice(1)];
   return [{ role: 'system', content: described }, ...out];
+}
+
+function compact(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(compact).join(', ')}]`;
+  if (v !== null && typeof v === 'object') return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${compact(x)}`).join(', ')}}`;
+  return JSON.stringify(v);
 }
 
 /** A terse signature of an arguments schema: `city: string, unit: "c" | "f", days?: integer` (the grammar holds the call to the whole schema). */

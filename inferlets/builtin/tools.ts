@@ -115,16 +115,17 @@ export function callDeltas(model: Model): { push(text: string): CallDelta | null
  * fragments (index and arguments).
  */
 export function callTemplates(chunk: (delta: CallDelta) => object): { start: string; arguments: string } {
-  const INDEX = 987654329;
+  // String markers (no other JSON string holds a NUL), each replaced, quotes and all, by its slot.
+  const index = '\u0000index' as unknown as number;
   const id = '\u0000id';
   const name = '\u0000name';
   const fill = (c: object, marks: Record<string, string>) => {
-    let json = JSON.stringify(c).replace(String(INDEX), '{{index}}');
+    let json = JSON.stringify(c);
     for (const [mark, slot] of Object.entries(marks)) json = json.replace(JSON.stringify(mark), slot);
     return json;
   };
   return {
-    start: fill(chunk({ tool_calls: [{ index: INDEX, id, type: 'function', function: { name, arguments: '' } }] }), { [id]: '{{id}}', [name]: '{{name}}' }),
-    arguments: fill(chunk({ tool_calls: [{ index: INDEX, function: { arguments: DELTA } }] }), { [DELTA]: '{{delta}}' }),
+    start: fill(chunk({ tool_calls: [{ index, id, type: 'function', function: { name, arguments: '' } }] }), { [index]: '{{index}}', [id]: '{{id}}', [name]: '{{name}}' }),
+    arguments: fill(chunk({ tool_calls: [{ index, function: { arguments: DELTA } }] }), { [index]: '{{index}}', [DELTA]: '{{delta}}' }),
   };
 }

@@ -99,22 +99,46 @@ const SEQ = '{{seq}}';
  * own template) and tool-call events (`templates`) in the model's format;
  * `push` and `end` emit and return how many events went out.
  */
-function toolCallEvents(templates: { start: string; arguments: string }, chatTemplate: ChatTemplate, emit: (data: string) => void) {
-  for (const [name, t] of Object.entries(templates)) if (!t.includes('{{index}}')) throw new AbiError('invalid-argument', `the ${name} template of tool calls must contain {{index}}`);
+function toolCallEvents(templates: { start: string; arguments: string }, chatTemplate: ChatTemplate, firstSeq: number, emit: (data: string) => void) {
+  const slots = { start: ['{{index}}', '{{id}}', '{{name}}'], arguments: ['{{index}}', '{{delta}}'] } as const;
+  for (const [name, required] of Object.entries(slots)) {
+    for (const slot of required) if (!templates[name as keyof typeof slots].includes(slot)) throw new AbiError('invalid-argument', `the ${name} template of tool calls must contain ${slot}`);
+  }
   const format = detectToolFormat(chatTemplate);
   const stream = new ToolCallStream((text, final) => parseToolCalls(format, text, final), newCallId);
-  const fill = (t: string, values: Record<string, string>) => t.replace(/\{\{(index|id|name|delta)\}\}/g, (_, k: string) => values[k] ?? '');
-  const send = (d: ToolCallDelta | null, content: (text: string) => string): number => {
+  // Each slot is filled once, at its first place (as the content template's {{delta}} is), whatever the values hold.
+  const fill = (t: string, values: Record<string, string>) => {
+    const at = Object.keys(values)
+      .map((slot) => [t.indexOf(slot), slot] as const)
+      .filter(([i]) => i >= 0)
+      .sort((a, b) => a[0] - b[0]);
+    let out = '';
+    let from = 0;
+    for (const [i, slot] of at) {
+      out += t.slice(from, i) + values[slot]!;
+      from = i + slot.length;
+    }
+    return out + t.slice(from);
+  };
+  const send = (d: ToolCallDelta | null, streamed: number, content: (text: string) => string): number => {
     if (!d) return 0;
     let n = 0;
     if (d.content) (emit(content(d.content)), n++);
     for (const c of d.calls) {
-      emit('id' in c ? fill(templates.start, { index: String(c.index), id: JSON.stringify(c.id), name: JSON.stringify(c.name) }) : fill(templates.arguments, { index: String(c.index), delta: JSON.stringify(c.arguments) }));
+      const seq = String(firstSeq + streamed + n);
+      emit(
+        'id' in c
+          ? fill(templates.start, { '{{index}}': String(c.index), '{{id}}': JSON.stringify(c.id), '{{name}}': JSON.stringify(c.name), '{{seq}}': seq })
+          : fill(templates.arguments, { '{{index}}': String(c.index), '{{delta}}': JSON.stringify(c.arguments), '{{seq}}': seq }),
+      );
       n++;
     }
     return n;
   };
-  return { push: (text: string, content: (text: string) => string) => send(stream.push(text), content), end: (content: (text: string) => string) => send(stream.end(), content) };
+  return {
+    push: (text: string, streamed: number, content: (text: string) => string) => send(stream.push(text), streamed, content),
+    end: (streamed: number, content: (text: string) => string) => send(stream.end(), streamed, content),
+  };
 }
 
 function heldGeneration(inv: Invocation, h: number): HeldGeneration {
@@ -195,7 +219,7 @@ export const inferenceHandlers: Handlers = {
     const sampling = toSamplingParams(args.sampling, V, args.logprobs);
     const streamEvent = args.stream?.event;
     const format = streamData(args.stream?.template, args.stream?.firstSeq);
-    const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, (text) => inv.emit(streamEvent!, text)) : null;
+    const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
     const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
     const tokens = reserveTokens(inv, wanted);
@@ -208,7 +232,7 @@ export const inferenceHandlers: Handlers = {
     }
     const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
     // The tail a tool-call stream held back goes out when the guest waits for the result, before its own last events.
-    if (calls) held.end = () => (held.streamed += calls.end((text) => format(text, held.streamed)));
+    if (calls) held.end = () => (held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed)));
     try {
       held.gen = engine.generate(ctx, {
         sampling,
@@ -220,7 +244,7 @@ export const inferenceHandlers: Handlers = {
           const now = performance.now();
           inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
           held.lastChunkAt = now;
-          if (calls) held.streamed += calls.push(c.text, (text) => format(text, held.streamed));
+          if (calls) held.streamed += calls.push(c.text, held.streamed, (text) => format(text, held.streamed));
           else if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
           held.chunks.push(c);
           if (held.waiter) {
@@ -236,6 +260,9 @@ export const inferenceHandlers: Handlers = {
     }
     inv.generations.set(gh, held);
     void held.gen.result.then((r) => {
+      // What a tool-call stream held back goes out before the guest can learn the generation ended.
+      held.end?.();
+      held.end = null;
       inv.reservations.delete(reservation);
       if (!inv.done) inv.reservedTokens -= tokens;
       inv.numTokens += r.completionTokens;

@@ -97,7 +97,10 @@ declare module 'pie:inferlet/inference@0.1.0' {
   }
   /**
    * A call's first event: `{{index}}` (a number), `{{id}}` and `{{name}}` (JSON strings) filled in;
-   * its arguments' events: `{{index}}` and `{{delta}}` (a JSON string) filled in.
+   * its arguments' events: `{{index}}` and `{{delta}}` (a JSON string); `{{seq}}` (optional) as in
+   * `template`. Each slot is filled at its first place. Meant with a tool-call matcher: the host reads
+   * the text in the model's call format (without one, text from the format's opening on is held back
+   * as a call).
    */
   export interface ToolCallTemplates {
     start: string,

@@ -65,11 +65,12 @@ export function randomModelDir(spec: RandomModelSpec = PRESETS.tiny, seed = 1): 
 /**
  * The tiny random model with a chat template of `../shared/chat-templates`
  * and, optionally, extra tokens added to its vocabulary (as Qwen adds
- * `<tool_call>`): each replaces one of the last pieces, not special.
+ * `<tool_call>`, or Mistral its special `[TOOL_CALLS]`): each replaces one of
+ * the last pieces.
  */
-export function templatedModelDir(templateFile: string, addedTokens: string[] = []): string {
+export function templatedModelDir(templateFile: string, addedTokens: string[] = [], special = false): string {
   const spec = PRESETS.tiny;
-  const hash = createHash('sha256').update(JSON.stringify({ templateFile, addedTokens, v: 1 })).digest('hex').slice(0, 12);
+  const hash = createHash('sha256').update(JSON.stringify({ templateFile, addedTokens, special, v: 1 })).digest('hex').slice(0, 12);
   return once(`templated-${hash}`, (dir) => {
     createRandomModel(dir, spec, 1);
     const config = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
@@ -81,7 +82,7 @@ export function templatedModelDir(templateFile: string, addedTokens: string[] = 
       const id = spec.vocabSize - addedTokens.length + i;
       for (const [k, v] of Object.entries(vocab)) if (v === id) delete vocab[k];
       vocab[content] = id;
-      tok.added_tokens.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: false });
+      tok.added_tokens.push({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special });
     });
     writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tok));
   });

@@ -48,17 +48,19 @@ describe.skipIf(!haveChatTemplates)(`tool-aware chat templates ${SKIP_CHAT_TEMPL
   describe('through the gateway', () => {
     let hermes: Engine;
     let llama: Engine;
+    let mistral: Engine;
     let server: TestServer;
     let client: OpenAI;
     beforeAll(async () => {
       hermes = await startEngine(templatedModelDir('hermes-tools.jinja', ['<tool_call>', '</tool_call>']), { threads: 1, numPages: 256, name: 'hermes' });
       llama = await startEngine(templatedModelDir('llama3.1-json-tools.jinja'), { threads: 1, numPages: 256, name: 'llama' });
-      server = await startGateway([hermes, llama]);
+      mistral = await startEngine(templatedModelDir('mistral-parallel-tools.jinja', ['[TOOL_CALLS]'], true), { threads: 1, numPages: 256, name: 'mistral' });
+      server = await startGateway([hermes, llama, mistral]);
       client = server.client();
     });
     afterAll(async () => {
       await server?.close();
-      for (const e of [hermes, llama]) {
+      for (const e of [hermes, llama, mistral]) {
         expect(e?.numContexts).toBe(0);
         await e?.close();
       }
@@ -100,6 +102,18 @@ describe.skipIf(!haveChatTemplates)(`tool-aware chat templates ${SKIP_CHAT_TEMPL
         expect(args.join('')).toBe(m.tool_calls[0]!.type === 'function' ? m.tool_calls[0]!.function.arguments : '');
       }
       expect(found, 'some seed writes text, then calls').toBe(true);
+    });
+
+    it("auto on Mistral's format, whose [TOOL_CALLS] is a special token: the model's own token starts a valid call", async () => {
+      const marker = mistral.model.tokenizer.encode('[TOOL_CALLS]', { addBos: false });
+      expect(marker).toHaveLength(1);
+      expect(mistral.model.tokenizer.markerIds.has(marker[0]!)).toBe(true);
+      const r = await client.chat.completions.create({ model: 'mistral', messages, tools, parallel_tool_calls: false, logit_bias: { [marker[0]!]: 100 }, temperature: 1, seed: 4, max_tokens: 80 });
+      const choice = r.choices[0]!;
+      expect(choice.finish_reason).toBe('tool_calls');
+      const call = choice.message.tool_calls![0]!;
+      expect(call.type === 'function' && call.function.name).toBe('get_weather');
+      expect(call.type === 'function' && typeof JSON.parse(call.function.arguments).city).toBe('string');
     });
 
     it('required on the Llama 3.1 format: one call a turn, valid', async () => {

@@ -18,7 +18,15 @@ export class Tokenizer {
   readonly eosToken: string | null;
   readonly bosTokenId: number | null;
   readonly eosTokenId: number | null;
+  /** Special tokens that are never text (tool-call markers excepted: see `markerIds`). */
   readonly specialIds: ReadonlySet<number>;
+  /**
+   * Special tokens that mark tool calls (`[TOOL_CALLS]` in Mistral's
+   * vocabularies, `<tool_call>` where a vocabulary makes it special): text to
+   * grammars and in decoded output, so a call the model starts with its own
+   * token is read as the call it is.
+   */
+  readonly markerIds: ReadonlySet<number>;
   private readonly hf: HfTokenizer;
   /** Whether the tokenizer's post-processor adds BOS by itself. */
   private readonly postProcessorAddsBos: boolean;
@@ -45,7 +53,9 @@ export class Tokenizer {
     this.eosToken = tokenText(config.eos_token);
     this.bosTokenId = this.bosToken == null ? null : (this.hf.token_to_id(this.bosToken) ?? null);
     this.eosTokenId = this.eosToken == null ? null : (this.hf.token_to_id(this.eosToken) ?? null);
-    this.specialIds = new Set([...this.hf.get_added_tokens_decoder()].filter(([, t]) => t.special).map(([id]) => id));
+    const special = [...this.hf.get_added_tokens_decoder()].filter(([, t]) => t.special);
+    this.markerIds = new Set(special.filter(([, t]) => TOOL_MARKERS.has(t.content)).map(([id]) => id));
+    this.specialIds = new Set(special.map(([id]) => id).filter((id) => !this.markerIds.has(id)));
     const probe = this.hf.encode('a', { add_special_tokens: true }).ids;
     this.postProcessorAddsBos = this.bosTokenId != null && probe[0] === this.bosTokenId;
     this.addBos = config.add_bos_token ?? this.postProcessorAddsBos;
@@ -70,7 +80,10 @@ export class Tokenizer {
 
   decode(ids: readonly number[], options: { skipSpecial?: boolean } = {}): string {
     if (ids.length === 0) return '';
-    return this.hf.decode(ids as number[], { skip_special_tokens: options.skipSpecial ?? true, clean_up_tokenization_spaces: false });
+    const skip = options.skipSpecial ?? true;
+    // Tool-call markers stay: the other special tokens are dropped here rather than by the library.
+    if (skip && this.markerIds.size > 0) return this.hf.decode(ids.filter((id) => !this.specialIds.has(id)), { skip_special_tokens: false, clean_up_tokenization_spaces: false });
+    return this.hf.decode(ids as number[], { skip_special_tokens: skip, clean_up_tokenization_spaces: false });
   }
 
   tokenToId(token: string): number | undefined {
@@ -113,6 +126,9 @@ export class Tokenizer {
 }
 
 const UTF8 = new TextEncoder();
+
+/** Special tokens that open or close tool calls in the formats of model/tool-calls.ts. */
+const TOOL_MARKERS = new Set(['[TOOL_CALLS]', '<tool_call>', '</tool_call>']);
 
 /** GPT-2's bytes_to_unicode, reversed: printable bytes stand for themselves, the rest for 256 + n. */
 const BYTE_LEVEL_DECODE: ReadonlyMap<string, number> = (() => {

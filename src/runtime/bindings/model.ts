@@ -46,7 +46,7 @@ export function guestModel(env: GuestEnv) {
     }
     specialTokens() {
       const tok = this.text.tokenizer;
-      return [...tok.specialIds].sort((a, b) => a - b).map((id) => [tok.idToToken(id) ?? '', id] as [string, number]);
+      return [...tok.specialIds, ...tok.markerIds].sort((a, b) => a - b).map((id) => [tok.idToToken(id) ?? '', id] as [string, number]);
     }
   }
   return { Model };

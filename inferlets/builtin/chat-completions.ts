@@ -105,9 +105,8 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   if (stream && wantLogprobs) {
     const split = contexts.map(() => callDeltas(model));
     interleave(gens, (i, c) => {
-      const lp = wantLogprobs ? { logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null } } : { logprobs: null };
       const delta = calling ? split[i]!.push(c.text) : { content: c.text };
-      if (delta || wantLogprobs) sse(chunk([{ index: i, delta: delta ?? {}, ...lp, finish_reason: null }]));
+      sse(chunk([{ index: i, delta: delta ?? {}, logprobs: { content: logprobsJson(model, c.logprobs, topLogprobs), refusal: null }, finish_reason: null }]));
     });
     if (calling) split.forEach((sp, i) => {
       const delta = sp.end();

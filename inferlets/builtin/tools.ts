@@ -5,7 +5,7 @@
  * streamed generation into content deltas and `tool_calls` deltas.
  */
 import { PieError, type ChatMessage, type Matcher, type Model, type ToolCall, type ToolCallOptions, type ToolDefinition } from '@pie/inferlet';
-import { newCallId, ToolCallStream, type ToolCallDelta } from '../../src/model/tool-calls.ts';
+import { newCallId, ToolCallStream, type ToolCallDelta } from '../../src/model/tool-call-stream.ts';
 import { DELTA, HttpError } from './common.ts';
 
 export interface ToolsRequest {

@@ -5,7 +5,8 @@
  */
 import { TokenHistory, type GenerationChunk, type GenerationResult, type TokenLogprob } from '../../engine/index.ts';
 import type { ChatTemplate } from '../../model/chat-template.ts';
-import { detectToolFormat, newCallId, parseToolCalls, ToolCallStream, type ToolCallDelta } from '../../model/tool-calls.ts';
+import { newCallId, ToolCallStream, type ToolCallDelta } from '../../model/tool-call-stream.ts';
+import { detectToolFormat, parseToolCalls } from '../../model/tool-calls.ts';
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
@@ -231,7 +232,7 @@ export const inferenceHandlers: Handlers = {
       throw err;
     }
     const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
-    // The tail a tool-call stream held back goes out when the guest waits for the result, before its own last events.
+    // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
     if (calls) held.end = () => (held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed)));
     try {
       held.gen = engine.generate(ctx, {

@@ -240,6 +240,31 @@ describe('models and health', () => {
 });
 
 describe('validation', () => {
+  it('takes a lone UTF-16 surrogate in any text as U+FFFD instead of trapping the inferlet', async () => {
+    // JSON text with the escape as is: JSON.parse makes it a lone surrogate.
+    const raw = (path: string, body: string) => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    const m = JSON.stringify(model);
+    for (const [path, body] of [
+      ['/v1/chat/completions', `{"model": ${m}, "messages": [{"role": "user", "content": "\\ud800x"}], "max_tokens": 2, "stop": ["\\udc00"]}`],
+      ['/v1/completions', `{"model": ${m}, "prompt": "a\\udfffb", "max_tokens": 2}`],
+      ['/v1/responses', `{"model": ${m}, "input": "\\ud800", "max_output_tokens": 2, "metadata": {"k": "\\ud83d"}}`],
+    ] as const) {
+      const res = await raw(path, body);
+      expect(res.status, `${path} ${body}`).toBe(200);
+    }
+  });
+
+  it('refuses a token id outside the vocabulary, however large, and an empty previous_response_id', async () => {
+    for (const id of [4294967301, 2 ** 53 - 1, 1e6]) {
+      const res = await post('/v1/completions', { model, prompt: [1, id], max_tokens: 1 });
+      expect(res.status, String(id)).toBe(400);
+      expect((await json(res)).error.param).toBe('prompt');
+    }
+    const res = await post('/v1/responses', { model, input: 'x', previous_response_id: '', max_output_tokens: 1 });
+    expect(res.status).toBe(400);
+    expect((await json(res)).error.param).toBe('previous_response_id');
+  });
+
   it('answers bad requests with OpenAI error JSON naming the field', async () => {
     const cases: Array<[unknown, string | null, RegExp]> = [
       [{ model, messages: user('x'), foo: 1 }, 'foo', /Unrecognized request argument supplied: foo/],

@@ -47,6 +47,13 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
   const echo = body.echo === true;
   if (echo && logprobs !== null) throw new HttpError(400, 'echo with logprobs (prompt logprobs) is not supported by this server', 'echo', 'unsupported_parameter');
   const list = prompts(body.prompt);
+  // Token ids as given (a number past 2³² must not wrap into the vocabulary when it becomes a u32).
+  const V = model.info.vocabSize;
+  for (const p of list) {
+    if (typeof p === 'string') continue;
+    const bad = p.find((t) => !Number.isInteger(t) || t < 0 || t >= V);
+    if (bad !== undefined) throw new HttpError(400, `prompt: ${bad} is not a token id of this model (0..${V - 1})`, 'prompt');
+  }
   const base = { id: input.id, created: input.created, model: input.model };
   const stream = body.stream === true;
   const includeUsage = stream && body.stream_options?.include_usage === true;

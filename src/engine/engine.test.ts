@@ -511,6 +511,15 @@ describe('sampling from the driver\'s head', () => {
     engine.release(b);
   });
 
+  it('holds at the extremes: a temperature of 1e-39 is greedy, a +100 bias makes its token certain, -100 on every token changes nothing', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const greedyTokens = (await sampleAll(engine, { temperature: 0 }, 8)).tokens;
+    expect((await sampleAll(engine, { temperature: 1e-39 }, 8)).tokens).toEqual(greedyTokens);
+    expect((await sampleAll(engine, { temperature: 1, logitBias: { 7: 100 } }, 8)).tokens.flat().every((t) => t === 7)).toBe(true);
+    const all = Object.fromEntries(Array.from({ length: engine.model.config.vocabSize }, (_, t) => [t, -100]));
+    expect((await sampleAll(engine, { temperature: 0.5, logitBias: all, topK: 1 }, 8)).tokens).toEqual(greedyTokens);
+  });
+
   it('runs an undecided row again, with the same KV, uniforms and grammar state, losing nothing', async () => {
     const { engine, driver } = await mockEngine({ numPages: 12 });
     // A head that can decide nothing: no weight in its candidates, all in a tail whose draws hold no pick.

@@ -80,6 +80,8 @@ export class TokenHistory {
 }
 
 const TAIL = 30;
+/** Temperatures below this sample greedily. */
+const MIN_TEMPERATURE = 1e-6;
 let scratchIdx = new Int32Array(0);
 let scratchW = new Float64Array(0);
 
@@ -95,8 +97,9 @@ export class Sampler {
     this.bias = !b ? [] : b instanceof Map ? [...b] : Object.entries(b).map(([k, v]) => [Number(k), v]);
   }
 
+  /** Temperature 0, or one so small (under 1e-6) that 1 / temperature would overflow the softmax: the likeliest token. */
   get isGreedy(): boolean {
-    return (this.params.temperature ?? 1) === 0;
+    return (this.params.temperature ?? 1) < MIN_TEMPERATURE;
   }
 
   /** Greedy with nothing that changes the logits and no alternatives wanted: the driver's own argmax will do. */

@@ -97,6 +97,7 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     const principal = principalOf(res);
     requireScope(principal, 'responses');
     refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'reasoning, includes, prompts, truncation and background responses are not available yet');
+    if (body.previous_response_id === '') throw new InvalidRequestError('previous_response_id is empty: give a response id, or leave it out', 'previous_response_id');
     const rt = deps.rt();
     const model = modelFor(rt, res, body.model);
     const tenant = principal.tenant;

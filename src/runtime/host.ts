@@ -168,7 +168,8 @@ export class InferletHost implements HostSide {
   /** Starts an invocation; its events, result and cancel are on the returned handle. */
   invoke(component: StoredComponent, options: InvokeOptions = {}): Invocation {
     if (this.closed) throw new Error('the inferlet host is closed');
-    const input = JSON.stringify(options.input ?? null); // throws before anything is registered
+    // Strings enter the guest as UTF-8 (WIT): a lone UTF-16 surrogate becomes U+FFFD here, once, rather than trapping it.
+    const input = JSON.stringify(wellFormed(options.input ?? null)); // throws before anything is registered
     const limits = resolveLimits(this.limits, options.limits);
     const inv = new Invocation(this.nextInv++, options.tenant ?? 'default', limits, (i, reason) => this.end(i, new InvocationError('cancelled', reason)));
     const models = options.models ?? [...this.engines.keys()];
@@ -359,4 +360,12 @@ export class InferletHost implements HostSide {
     const e = this.engines.get(name)!;
     return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.kv.pageSize };
   }
+}
+
+/** A JSON value with every string (keys included) well-formed UTF-16: lone surrogates replaced by U+FFFD. */
+export function wellFormed(v: unknown): unknown {
+  if (typeof v === 'string') return v.toWellFormed();
+  if (Array.isArray(v)) return v.map(wellFormed);
+  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.toWellFormed(), wellFormed(x)]));
+  return v;
 }

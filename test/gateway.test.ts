@@ -254,6 +254,25 @@ describe('validation', () => {
     }
   });
 
+  it('answers bodies it cannot read with the 4xx they are, in OpenAI error JSON', async () => {
+    const body = JSON.stringify({ model, messages: user('x'), max_tokens: 1 });
+    const send = (headers: Record<string, string>, path = '/v1/chat/completions') => fetch(`${server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body });
+    for (const [headers, status] of [
+      [{ 'content-type': 'application/json; charset=latin1' }, 415],
+      [{ 'content-encoding': 'foo' }, 415],
+      [{ 'content-encoding': 'gzip' }, 400], // not gzip
+    ] as const) {
+      const res = await send(headers);
+      expect(res.status, JSON.stringify(headers)).toBe(status);
+      const { error } = await json(res);
+      expect(error.type).toBe('invalid_request_error');
+      expect(error.message).not.toMatch(/server had an error/);
+    }
+    const path = await fetch(`${server.url}/v1/models/%E0%A4%A`);
+    expect(path.status).toBe(400);
+    expect((await json(path)).error.type).toBe('invalid_request_error');
+  });
+
   it('refuses a token id outside the vocabulary, however large, and an empty previous_response_id', async () => {
     for (const id of [4294967301, 2 ** 53 - 1, 1e6]) {
       const res = await post('/v1/completions', { model, prompt: [1, id], max_tokens: 1 });

@@ -75,6 +75,20 @@ function fromValidator(err: { status?: number; errors?: Array<{ path?: string; m
   return new InvalidRequestError(param && !detail.includes(param) ? `Invalid value for '${param}': ${detail}` : detail, param, 'invalid_value');
 }
 
+/**
+ * A client error raised before a route runs (body reading, path decoding):
+ * an unsupported charset or content-encoding (415), a body that does not
+ * decode, a path with a malformed percent-escape (400). Its status as raised,
+ * OpenAI's shape, no stack in the log: nothing went wrong on the server.
+ */
+function clientError(err: { status: number; type?: string; message?: string }): ApiError {
+  const detail = err.message ?? 'bad request';
+  if (err.type === 'charset.unsupported') return new ApiError(415, 'invalid_request_error', `The request body's charset is not supported (${detail}): send JSON in UTF-8.`, { code: 'unsupported_media_type' });
+  if (err.type === 'encoding.unsupported') return new ApiError(415, 'invalid_request_error', `The request body's content-encoding is not supported (${detail}): send it plain, gzip, deflate or br.`, { code: 'unsupported_media_type' });
+  if (/decode param/i.test(detail)) return new InvalidRequestError(`The request path does not decode: ${detail}.`, null, 'invalid_path');
+  return new ApiError(err.status, 'invalid_request_error', `The request could not be read: ${detail}.`);
+}
+
 export function errorHandler({ log }: { log: (line: string) => void }): ErrorRequestHandler {
   return function renderError(err: unknown, req: Request, res: Response, _next: NextFunction): void {
     let e: ApiError;
@@ -83,6 +97,7 @@ export function errorHandler({ log }: { log: (line: string) => void }): ErrorReq
     else if (any?.type === 'entity.too.large') e = new ApiError(413, 'invalid_request_error', `The request body is larger than the server accepts (${any.message}).`, { code: 'request_too_large' });
     else if (any?.type === 'entity.parse.failed') e = new InvalidRequestError('We could not parse the JSON body of your request: it is not valid JSON.', null, 'invalid_json');
     else if (any?.status && any.status < 500 && Array.isArray(any.errors)) e = fromValidator(any as Parameters<typeof fromValidator>[0]);
+    else if (typeof any?.status === 'number' && any.status >= 400 && any.status < 500) e = clientError(any as { status: number; type?: string; message?: string });
     else {
       log(`[${res.locals.requestId}] ${req.method} ${req.path}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
       e = new InternalServerError('The server had an error while processing your request.');

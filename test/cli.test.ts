@@ -67,6 +67,21 @@ describe('pie', () => {
     expect(existsSync(join(work, 'fresh', 'config.json'))).toBe(true);
   });
 
+  it("prints a command's usage for --help and exits 0, for every command", () => {
+    for (const [args, shows] of [
+      [['serve', '--help'], 'pie serve'],
+      [['generate', '-h'], 'pie generate'],
+      [['model', 'create-random', '--help'], 'pie model create-random'],
+      [['build', '--help'], 'pie build'],
+      [['run', 'x.wasm', '--help'], 'pie run'],
+    ] as const) {
+      const r = pie(...args);
+      expect(r.code, args.join(' ')).toBe(0);
+      expect(r.stdout).toContain(shows);
+      expect(r.stdout).not.toContain('pie model import'); // that command's lines only
+    }
+  });
+
   it('explains bad usage, bad config and bad models, with distinct exit codes', () => {
     const usage = pie('generate', '--max-tokens', 'many');
     expect(usage.code).toBe(2);

@@ -141,8 +141,26 @@ function model(argv: string[]): void {
   }
 }
 
+/** The usage lines of one command (all of them for an unknown one). */
+function usageOf(command: string): string {
+  const out: string[] = [];
+  let take = false;
+  for (const line of USAGE.split('\n').slice(1)) {
+    if (line.startsWith('  pie ')) take = line.startsWith(`  pie ${command} `) || line === `  pie ${command}`;
+    if (take) out.push(line);
+  }
+  return out.length > 0 ? `usage:\n${out.join('\n')}` : USAGE;
+}
+
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
+  // `pie COMMAND --help` (before a `--` that starts an inferlet's input): that command's usage.
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (command !== undefined && (own.includes('--help') || own.includes('-h'))) {
+    const sub = command === 'model' && own[0] && !own[0].startsWith('-') ? ` ${own[0]}` : '';
+    console.log(usageOf(command + sub));
+    return 0;
+  }
   try {
     if (command === 'serve') await serveCommand(rest);
     else if (command === 'generate') await generate(rest);

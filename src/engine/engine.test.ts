@@ -32,6 +32,19 @@ describe('Engine on the mock driver', () => {
     expect(r.completionTokens).toBe(20);
   });
 
+  it('starts work submitted together in the same step: 8 generations of 5 tokens take 5 steps', async () => {
+    const { engine } = await mockEngine({ numPages: 64 });
+    const ctxs = Array.from({ length: 8 }, (_, i) => {
+      const c = engine.createContext();
+      engine.append(c, prompt(5, i));
+      return c;
+    });
+    const before = engine.numSteps;
+    await Promise.all(ctxs.map((c) => engine.generate(c, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result));
+    expect(engine.numSteps - before).toBe(5);
+    for (const c of ctxs) engine.release(c);
+  });
+
   it('gives each of 16 concurrent generations exactly what it gets alone', async () => {
     const { engine, driver } = await mockEngine({ numPages: 256 });
     driver.recordBatches = true;

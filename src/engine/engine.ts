@@ -302,6 +302,9 @@ export class Engine {
     if (this.looping) return;
     this.looping = true;
     try {
+      // Work submitted in the same turn of the event loop (a fork's n choices, requests that arrived
+      // together) starts in the same step rather than the first alone.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       while (this.scheduler.hasWork && !this.closed) await this.step();
     } catch (err) {
       // A bug in the engine itself: fail what is in flight rather than the process.

@@ -81,11 +81,8 @@ export function checkToolMessages(messages: ChatMessage[], known: Iterable<strin
   });
 }
 
-/** A new call id, as OpenAI writes them. */
-export const callId = newCallId;
-
 export function toolCallsJson(calls: ToolCall[]): Array<{ id: string; type: 'function'; function: { name: string; arguments: string } }> {
-  return calls.map((c) => ({ id: callId(), type: 'function', function: { name: c.name, arguments: c.arguments } }));
+  return calls.map((c) => ({ id: newCallId(), type: 'function', function: { name: c.name, arguments: c.arguments } }));
 }
 
 export interface CallDelta {

@@ -125,8 +125,6 @@ export class Engine {
   private readonly grammarOptions: GrammarsOptions;
   /** Whether sampled rows draw from the driver's head (EngineOptions.samplingHead). */
   private readonly samplingHead: boolean;
-  /** The rows whose full distribution the running step returns. */
-  private lastFullRows: Int32Array = new Int32Array(0);
 
   constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
     this.model = model;
@@ -361,7 +359,6 @@ export class Engine {
       }
       row += s.numSample;
     }
-    this.lastFullRows = new Int32Array(0);
     if (headRows.length > 0) batch.head = this.headInputs(headRows, batch.sampleIndex.length);
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     const t1 = performance.now();
@@ -379,7 +376,7 @@ export class Engine {
     }
     const t2 = performance.now();
     this.numSteps++;
-    const drawn = this.deliver(planned, result);
+    const drawn = this.deliver(planned, result, batch.head?.fullRows ?? new Int32Array(0));
     const t3 = performance.now();
     this.numHeadRows += drawn.head;
     this.numFullRows += drawn.full;
@@ -418,18 +415,17 @@ export class Engine {
       if (h.full || !this.samplingHead) full.push(r);
     });
     head.fullRows = Int32Array.from(full);
-    this.lastFullRows = head.fullRows;
     return head;
   }
 
   /** Hands each work its rows; returns how many tokens were drawn by the sampling head and from full distributions, and how many rows the head could not decide (run again next step). */
-  private deliver(planned: Scheduled[], result: StepResult): { head: number; full: number; undecided: number } {
+  private deliver(planned: Scheduled[], result: StepResult, fullRows: Int32Array): { head: number; full: number; undecided: number } {
     const drawn = { head: 0, full: 0, undecided: 0 };
     const V = this.driver.info.vocabSize;
     const { logits, best, bestLogprob } = result;
     // Full distributions come for the rows the batch listed, in that order.
     const fullRow = new Map<number, Float32Array>();
-    this.lastFullRows.forEach((r, i) => fullRow.set(r, result.probs!.subarray(i * V, (i + 1) * V)));
+    fullRows.forEach((r, i) => fullRow.set(r, result.probs!.subarray(i * V, (i + 1) * V)));
     let row = 0;
     for (const s of planned) {
       const { work } = s;

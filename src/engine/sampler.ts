@@ -143,8 +143,8 @@ export class Sampler {
 
   /** The uniforms the next draw starts from (the generator moves only when a token is drawn). */
   nextUniforms(n: number): number[] {
-    const r = this.rng.clone();
-    return Array.from({ length: n }, () => r.next());
+    const u = this.uniforms();
+    return Array.from({ length: n }, (_, j) => u(j));
   }
 
   /** Whether the head can never decide this sampler's rows: top-k keeps more than the head holds. */

@@ -233,7 +233,12 @@ export const inferenceHandlers: Handlers = {
     }
     const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
     // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
-    if (calls) held.end = () => (held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed)));
+    if (calls) {
+      held.end = () => {
+        held.end = null; // once
+        held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed));
+      };
+    }
     try {
       held.gen = engine.generate(ctx, {
         sampling,
@@ -263,7 +268,6 @@ export const inferenceHandlers: Handlers = {
     void held.gen.result.then((r) => {
       // What a tool-call stream held back goes out before the guest can learn the generation ended.
       held.end?.();
-      held.end = null;
       inv.reservations.delete(reservation);
       if (!inv.done) inv.reservedTokens -= tokens;
       inv.numTokens += r.completionTokens;
@@ -284,7 +288,6 @@ export const inferenceHandlers: Handlers = {
     const held = heldGeneration(inv, gh);
     const result = await held.gen.result;
     held.end?.();
-    held.end = null;
     return toWitResult(result, held.streamed);
   },
 

@@ -28,6 +28,8 @@ const ENTRY = 'component';
 /** Bump when the transpile options change, so stale cache entries are not reused. */
 const CACHE_FORMAT = 3;
 
+const SUSPENDING_KEY = createHash('sha256').update(ASYNC_IMPORTS.join('\n')).digest('hex').slice(0, 8);
+
 export class ComponentStore {
   readonly cacheDir: string;
   private readonly loaded = new Map<string, Promise<StoredComponent>>();
@@ -55,7 +57,8 @@ export class ComponentStore {
   }
 
   private async prepare(hash: string, bytes: Uint8Array): Promise<StoredComponent> {
-    const dir = join(this.cacheDir, `v${CACHE_FORMAT}-${hash}`);
+    // The transpiled code depends on which imports suspend: a change to that list is a new cache entry.
+    const dir = join(this.cacheDir, `v${CACHE_FORMAT}-${SUSPENDING_KEY}-${hash}`);
     const manifestPath = join(dir, 'manifest.json');
     if (existsSync(manifestPath)) {
       const manifest = JSON.parse(readFileSync(manifestPath, 'utf8')) as { imports: string[] };

@@ -32,6 +32,11 @@ export function responseObject(input: ResponsesInput<Request>, status: string, o
     metadata: body.metadata ?? {},
     store: body.store ?? true,
     user: body.user ?? null,
+    top_logprobs: body.top_logprobs ?? null,
+    max_tool_calls: body.max_tool_calls ?? null,
+    prompt_cache_key: body.prompt_cache_key ?? null,
+    prompt_cache_retention: body.prompt_cache_retention ?? null,
+    safety_identifier: body.safety_identifier ?? null,
     ...extra,
   };
 }

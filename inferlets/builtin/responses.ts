@@ -5,11 +5,13 @@
  * state is saved under `save_as` for the next turn. Streams the Responses
  * event sequence; the text deltas are filled in by the host per token, except
  * with tools, where chunks pass through here to be split into a message item
- * and function_call items.
+ * and function_call items, and with logprobs (`include`
+ * message.output_text.logprobs), where they pass through here to carry each
+ * token's logprob.
  */
-import { Context, Model, PieError, type ChatMessage, type ToolDefinition } from '@pie/inferlet';
+import { Context, Model, PieError, type ChatMessage, type Chunk, type TokenLogprob, type ToolDefinition } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, DELTA, SEQ, sseNamed } from './common.ts';
+import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, logprobsJson, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
 import { responseObject } from './response-object.ts';
 import { grammarOf, openMatchers, type ResponseFormat } from './structured.ts';
@@ -17,6 +19,14 @@ import { callDeltas, checkToolMessages, openToolMatchers, responsesTools, toolsO
 
 type Request = components['schemas']['CreateResponse'];
 type InputItem = Extract<Request['input'], unknown[]>[number];
+type LogProb = components['schemas']['LogProb'];
+/** Turns a run of tokens' logprobs into an output_text part's. */
+type Logprobs = (lps: TokenLogprob[]) => LogProb[];
+
+/** The same logprobs as the text delta and done events carry them (OpenAI's events leave the bytes out). */
+function eventLogprobs(lps: LogProb[]): Array<{ token: string; logprob: number; top_logprobs: Array<{ token: string; logprob: number }> }> {
+  return lps.map((l) => ({ token: l.token, logprob: l.logprob, top_logprobs: l.top_logprobs.map((t) => ({ token: t.token, logprob: t.logprob })) }));
+}
 
 function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
@@ -82,6 +92,9 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const calling: Tools | undefined = tools && tools.choice !== 'none' ? tools : undefined;
   if (format && calling) throw new HttpError(400, 'text.format cannot constrain the output while tools may be called: set tool_choice to "none", or leave text.format out', 'text.format');
   const [matcher] = calling ? openToolMatchers(model, { tools: calling.tools, choice: calling.choice as 'auto' | 'required' | { name: string }, parallel: calling.parallel }, 1) : openMatchers(model, format, 1);
+  // top_logprobs alone asks for nothing: it is how many alternatives the included logprobs list.
+  const topLogprobs = body.top_logprobs ?? 0;
+  const logprobs: Logprobs | null = body.include?.includes('message.output_text.logprobs') ? (lps) => logprobsJson(model, lps, topLogprobs) : null;
 
   const msgId = `msg_${input.id.replace(/^resp_/, '')}`;
   const response = (status: string, output: unknown[], extra: Record<string, unknown> = {}) => responseObject(input, status, output, extra);
@@ -104,18 +117,32 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
     max_tokens: maxTokens,
     stop_token_ids: model.stopTokenIds,
     ...(matcher ? { grammar: matcher } : {}),
-    ...(stream && !calling ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
+    ...(logprobs ? { logprobs: topLogprobs } : {}),
+    ...(stream && !calling && !logprobs ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),
   });
-  const items = calling && stream ? outputItems(gen, model, msgId, event) : null;
+  // Chunks pass through here with tools (streamed, or to split logprobs between items), and to stream logprobs.
+  let items: Array<Record<string, unknown>> | null = null;
+  if (calling && (stream || logprobs)) items = outputItems(gen, model, msgId, stream ? event : () => {}, logprobs);
+  else if (stream && logprobs) {
+    // A token that ends inside a character goes out with the delta that completes it.
+    let held: TokenLogprob[] = [];
+    for (const c of gen) {
+      held.push(...c.logprobs);
+      if (c.text === '') continue;
+      event('response.output_text.delta', { ...where, delta: c.text, logprobs: eventLogprobs(logprobs(held)) });
+      held = [];
+    }
+    if (held.length > 0) event('response.output_text.delta', { ...where, delta: '', logprobs: eventLogprobs(logprobs(held)) });
+  }
   const r = gen.result();
   seq += r.streamed;
 
   const incomplete = r.finish_reason === 'length' && maxTokens !== undefined;
   const status = incomplete ? 'incomplete' : 'completed';
-  const message = (text: string) => ({ id: msgId, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: [] }] });
+  const message = (text: string) => ({ id: msgId, type: 'message', status, role: 'assistant', content: [{ type: 'output_text', text, annotations: [], logprobs: logprobs ? logprobs(r.logprobs) : [] }] });
   let output: Array<Record<string, unknown>>;
   if (items) output = items;
-  else if (calling) output = outputItems([r.text], model, msgId, () => {}); // the same items a stream makes
+  else if (calling) output = outputItems([r.text], model, msgId, () => {}, null); // the same items a stream makes
   else output = [message(r.text)];
   const usage = {
     input_tokens: inputTokens,
@@ -132,8 +159,8 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   if (stream) {
     if (!calling) {
       const item = output[0]!;
-      const part = (item.content as unknown[])[0];
-      event('response.output_text.done', { ...where, text: r.text, logprobs: [] });
+      const part = (item.content as Array<{ logprobs: LogProb[] }>)[0]!;
+      event('response.output_text.done', { ...where, text: r.text, logprobs: eventLogprobs(part.logprobs) });
       event('response.content_part.done', { ...where, part });
       event('response.output_item.done', { output_index: 0, item });
     }
@@ -152,20 +179,23 @@ function functionCall(callIdValue: string, name: string, args: string): Record<s
  * does (`event`; a no-op for a whole text): text as a message item's
  * output_text deltas (text after a call: a further message item), each call as
  * a function_call item whose arguments come in deltas. A call cut off by
- * max_output_tokens ends "incomplete".
+ * max_output_tokens ends "incomplete". With `logprobs`, each token's logprob
+ * goes with the message text it made (text held back while it may start a
+ * call goes with the text it turns out to be); a call's tokens carry none.
  */
-function outputItems(texts: Iterable<{ text: string } | string>, model: Model, msgId: string, event: (type: string, data: Record<string, unknown>) => void): Array<Record<string, unknown>> {
+function outputItems(texts: Iterable<Chunk | string>, model: Model, msgId: string, event: (type: string, data: Record<string, unknown>) => void, logprobs: Logprobs | null): Array<Record<string, unknown>> {
   const output: Array<Record<string, unknown>> = [];
-  let message: { id: string; text: string } | null = null; // the open message item
+  let message: { id: string; text: string; logprobs: LogProb[] } | null = null; // the open message item
   let call: Record<string, unknown> | null = null; // the open call
   let calls = 0;
+  let pending: LogProb[] = []; // of tokens whose text is held back
   const split = callDeltas(model);
   const where = () => ({ item_id: message!.id, output_index: output.length, content_index: 0 });
   const closeMessage = () => {
     if (!message) return;
-    const part = { type: 'output_text', text: message.text, annotations: [], logprobs: [] };
+    const part = { type: 'output_text', text: message.text, annotations: [], logprobs: message.logprobs };
     const item = { id: message.id, type: 'message', status: 'completed', role: 'assistant', content: [part] };
-    event('response.output_text.done', { ...where(), text: message.text, logprobs: [] });
+    event('response.output_text.done', { ...where(), text: message.text, logprobs: eventLogprobs(message.logprobs) });
     event('response.content_part.done', { ...where(), part });
     event('response.output_item.done', { output_index: output.length, item });
     output.push(item);
@@ -179,17 +209,20 @@ function outputItems(texts: Iterable<{ text: string } | string>, model: Model, m
     output.push(call);
     call = null;
   };
-  const apply = (delta: ReturnType<typeof split.push>) => {
+  const apply = (delta: ReturnType<typeof split.push>, lps: LogProb[]) => {
+    pending.push(...lps);
     if (!delta) return;
     if (delta.content) {
       closeCall();
       if (!message) {
-        message = { id: output.some((o) => o.type === 'message') ? `${msgId}_${output.length}` : msgId, text: '' };
+        message = { id: output.some((o) => o.type === 'message') ? `${msgId}_${output.length}` : msgId, text: '', logprobs: [] };
         event('response.output_item.added', { output_index: output.length, item: { id: message.id, type: 'message', status: 'in_progress', role: 'assistant', content: [] } });
         event('response.content_part.added', { ...where(), part: { type: 'output_text', text: '', annotations: [], logprobs: [] } });
       }
       message.text += delta.content;
-      event('response.output_text.delta', { ...where(), delta: delta.content, logprobs: [] });
+      message.logprobs.push(...pending);
+      event('response.output_text.delta', { ...where(), delta: delta.content, logprobs: eventLogprobs(pending) });
+      pending = [];
     }
     for (const d of delta.tool_calls ?? []) {
       if (d.id) {
@@ -204,9 +237,13 @@ function outputItems(texts: Iterable<{ text: string } | string>, model: Model, m
         event('response.function_call_arguments.delta', { item_id: call.id, output_index: output.length, delta: d.function.arguments });
       }
     }
+    if (call) pending = [];
   };
-  for (const chunk of texts) apply(split.push(typeof chunk === 'string' ? chunk : chunk.text));
-  apply(split.end());
+  for (const chunk of texts) {
+    if (typeof chunk === 'string') apply(split.push(chunk), []);
+    else apply(split.push(chunk.text), logprobs ? logprobs(chunk.logprobs) : []);
+  }
+  apply(split.end(), []);
   closeMessage();
   closeCall();
   return output;

@@ -140,6 +140,42 @@ describe('ResponseStore', () => {
     expect(store.inputItems('resp_1', 'acme', { after: 'msg_nope' })).toEqual({ object: 'list', data: [], first_id: null, last_id: null, has_more: false });
   });
 
+  it('finds a stored item by id for its tenant only: output items first, then input items', () => {
+    const store = memory();
+    store.put(response('resp_a'));
+    // resp_b passed resp_a's answer back as input, under the same id; the original is found.
+    store.put(response('resp_b', { inputItems: [{ ...message('msg_out_resp_a', 'changed', 'assistant') }, message('msg_in_b', 'next')] }));
+    expect(store.item('msg_out_resp_a', 'acme')).toEqual(message('msg_out_resp_a', 'reply to resp_a', 'assistant'));
+    expect(store.item('msg_in_resp_a', 'acme')).toEqual(message('msg_in_resp_a', 'hello from resp_a'));
+    expect(store.item('msg_in_b', 'acme')).toEqual(message('msg_in_b', 'next'));
+    expect(store.item('msg_out_resp_a', 'other')).toBeUndefined();
+    expect(store.item('msg_nope', 'acme')).toBeUndefined();
+    store.delete('resp_a', 'acme');
+    expect(store.item('msg_out_resp_a', 'acme')).toEqual(message('msg_out_resp_a', 'changed', 'assistant'));
+  });
+
+  it('upgrades a file of schema version 1 in place', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pie-store-'));
+    dirs.push(dir);
+    const path = join(dir, 'r.sqlite');
+    const first = ResponseStore.open(path);
+    first.put(response('resp_old'));
+    first.close();
+    const raw = new DatabaseSync(path);
+    raw.exec('DROP INDEX items_by_item_id; PRAGMA user_version = 1;');
+    raw.close();
+    const again = ResponseStore.open(path);
+    stores.push(again);
+    expect(again.item('msg_out_resp_old', 'acme')).toMatchObject({ role: 'assistant' });
+    const check = new DatabaseSync(path);
+    try {
+      expect(check.prepare('PRAGMA user_version').get()?.user_version).toBe(2);
+      expect(check.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'items_by_item_id'").get()?.n).toBe(1);
+    } finally {
+      check.close();
+    }
+  });
+
   it('gives an empty list for a response without input items', () => {
     const store = memory();
     store.put(response('resp_1', { inputItems: [] }));
@@ -185,7 +221,7 @@ describe('ResponseStore', () => {
     try {
       expect(raw.prepare('SELECT COUNT(*) AS n FROM items').get()?.n).toBe(2);
       expect(raw.prepare('PRAGMA journal_mode').get()?.journal_mode).toBe('wal');
-      expect(raw.prepare('PRAGMA user_version').get()?.user_version).toBe(1);
+      expect(raw.prepare('PRAGMA user_version').get()?.user_version).toBe(2);
     } finally {
       raw.close();
     }

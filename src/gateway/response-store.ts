@@ -3,7 +3,8 @@
  *
  * responses   one row per (tenant, id); an integer key `pk` joins the items
  * items       (response_pk, kind input|output, position) → item JSON, so
- *             input_items pages with a query instead of loading everything
+ *             input_items pages with a query instead of loading everything;
+ *             indexed by item id too, for `item_reference` inputs
  *
  * `previous_response_id` is deliberately not a foreign key: deleting a
  * response must not delete or break its continuations, chain() just stops
@@ -54,10 +55,9 @@ export interface ItemListOptions {
   order?: 'asc' | 'desc';
 }
 
-const SCHEMA_VERSION = 1;
 const MAX_CHAIN = 10_000;
 
-const SCHEMA = `
+const SCHEMA_V1 = `
 CREATE TABLE responses (
   pk INTEGER PRIMARY KEY,
   tenant TEXT NOT NULL,
@@ -81,6 +81,10 @@ CREATE TABLE items (
 CREATE INDEX items_by_id ON items (response_pk, kind, item_id);
 `;
 
+/** What each schema version adds to the one before it: MIGRATIONS[v] takes a file from version v to v + 1. */
+const MIGRATIONS = [SCHEMA_V1, 'CREATE INDEX items_by_item_id ON items (item_id);'];
+const SCHEMA_VERSION = MIGRATIONS.length;
+
 // Little-endian whatever the host, so a file moves between machines intact.
 function encodeTokens(tokens: number[] | null): Uint8Array | null {
   if (!tokens) return null;
@@ -102,7 +106,7 @@ type Row = Record<string, SQLOutputValue>;
 
 export class ResponseStore {
   private readonly db: DatabaseSync;
-  private readonly q: Record<'upsert' | 'update' | 'row' | 'items' | 'insertItem' | 'deleteItems' | 'delete' | 'itemPosition' | 'pageAsc' | 'pageDesc', StatementSync>;
+  private readonly q: Record<'upsert' | 'update' | 'row' | 'items' | 'insertItem' | 'deleteItems' | 'delete' | 'itemPosition' | 'pageAsc' | 'pageDesc' | 'item', StatementSync>;
 
   /** Opens (creating if needed) a store at a file path, parent directories included, or ':memory:'. */
   static open(pathOrMemory: string): ResponseStore {
@@ -115,7 +119,7 @@ export class ResponseStore {
     db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
     const version = Number((db.prepare('PRAGMA user_version').get() as Row).user_version);
     if (version > SCHEMA_VERSION) throw new Error(`response store schema version ${version} is newer than this server understands (${SCHEMA_VERSION})`);
-    if (version < SCHEMA_VERSION) this.transaction(() => db.exec(`${SCHEMA} PRAGMA user_version = ${SCHEMA_VERSION};`));
+    if (version < SCHEMA_VERSION) this.transaction(() => db.exec(`${MIGRATIONS.slice(version).join('\n')} PRAGMA user_version = ${SCHEMA_VERSION};`));
     // No run survives a restart: what was in progress when the server stopped has failed.
     db.exec(`UPDATE responses SET status = 'failed',
       response = json_set(response, '$.status', 'failed', '$.error', json('{"code":"server_error","message":"the server stopped while the response was in progress"}'))
@@ -137,6 +141,9 @@ export class ResponseStore {
       itemPosition: db.prepare("SELECT position FROM items WHERE response_pk = ? AND kind = 'input' AND item_id = ?"),
       pageAsc: db.prepare("SELECT item_id, json FROM items WHERE response_pk = ? AND kind = 'input' AND position > ? ORDER BY position ASC LIMIT ?"),
       pageDesc: db.prepare("SELECT item_id, json FROM items WHERE response_pk = ? AND kind = 'input' AND position < ? ORDER BY position DESC LIMIT ?"),
+      // An item passed back as input is stored again under its id: the response that made it comes first.
+      item: db.prepare(`SELECT items.json FROM items JOIN responses ON responses.pk = items.response_pk
+        WHERE items.item_id = ? AND responses.tenant = ? ORDER BY items.kind = 'output' DESC, responses.pk LIMIT 1`),
     };
   }
 
@@ -183,6 +190,12 @@ export class ResponseStore {
       next = row.previous_response_id as string | null;
     }
     return out.reverse();
+  }
+
+  /** The item with this id among the tenant's stored responses (their output items, then their input items), or undefined. */
+  item(id: string, tenant: string): Record<string, unknown> | undefined {
+    const row = this.q.item.get(id, tenant) as Row | undefined;
+    return row && JSON.parse(row.json as string);
   }
 
   /** OpenAI's list shape for GET /v1/responses/{id}/input_items; undefined when the response does not exist for the tenant. An unknown `after` gives an empty page. */

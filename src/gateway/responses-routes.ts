@@ -3,7 +3,9 @@
  * `store` (the default) the response, its items and the conversation's exact
  * tokens go to SQLite and its KV state stays as a snapshot, so a
  * previous_response_id follow-up continues it without re-prefilling (or, once
- * the snapshot is evicted, refills the stored tokens: the same answer).
+ * the snapshot is evicted, refills the stored tokens: the same answer). An
+ * `item_reference` input item stands for a stored item of the tenant, put in
+ * its place before the inferlet sees the request.
  */
 import { Router, type Request, type Response } from 'express';
 import type { StoredComponent } from '../runtime/component-store.ts';
@@ -12,6 +14,7 @@ import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResu
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';
 import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
+import { responseFinishReasons } from './finish-reasons.ts';
 import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
 import { modelFor, refuseFields, type Refusals } from './openai-routes.ts';
 import { sseEvent } from './relay.ts';
@@ -24,7 +27,6 @@ type Item = Record<string, unknown>;
 
 const UNSUPPORTED: Refusals = {
   reasoning: () => false,
-  include: (v: unknown) => Array.isArray(v) && v.length === 0,
   background: (v: unknown) => v === false,
   prompt: () => false,
   truncation: (v: unknown) => v === 'disabled',
@@ -43,6 +45,24 @@ const snapshotName = (id: string) => `response:${id}`;
 function inputItems(body: CreateResponse, id: string): Item[] {
   const items: Item[] = typeof body.input === 'string' ? [{ type: 'message', role: 'user', content: [{ type: 'input_text', text: body.input }] }] : (body.input as Item[]);
   return items.map((it, i) => ({ ...(it.type === undefined ? { type: 'message' } : {}), ...it, id: (it.id as string | undefined) ?? `msg_${id.slice(5)}_${i}` }));
+}
+
+type InputItem = Extract<CreateResponse['input'], unknown[]>[number];
+type ItemReference = components['schemas']['ItemReferenceParam'];
+
+/** An item_reference (its `type` may be left out: then it is the only item without a role and without another type). */
+const isReference = (it: InputItem): it is ItemReference => !('role' in it) && (it.type === 'item_reference' || it.type == null);
+
+/** The request with each item_reference in its input replaced by the tenant's stored item of that id; an id it has no item for is a 400 naming it. */
+function resolveReferences(body: CreateResponse, store: ResponseStore, tenant: string): CreateResponse {
+  if (typeof body.input === 'string' || !body.input.some(isReference)) return body;
+  const input = body.input.map((it) => {
+    if (!isReference(it)) return it;
+    const item = store.item(it.id, tenant);
+    if (!item) throw new InvalidRequestError(`Item with id '${it.id}' not found.`, 'input');
+    return item as InputItem;
+  });
+  return { ...body, input };
 }
 
 /** A stored conversation as chat messages (for a follow-up on another model, where tokens do not carry over). */
@@ -93,14 +113,14 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
   };
 
   router.post('/v1/responses', async (req, res) => {
-    const body = req.body as CreateResponse;
     const principal = principalOf(res);
     requireScope(principal, 'responses');
-    refuseFields(body as Record<string, unknown>, UNSUPPORTED, 'reasoning, includes, prompts, truncation and background responses are not available yet');
+    const tenant = principal.tenant;
+    refuseFields(req.body as Record<string, unknown>, UNSUPPORTED, 'reasoning, prompts, truncation and background responses are not available yet');
+    const body = resolveReferences(req.body as CreateResponse, store, tenant);
     if (body.previous_response_id === '') throw new InvalidRequestError('previous_response_id is empty: give a response id, or leave it out', 'previous_response_id');
     const rt = deps.rt();
     const model = modelFor(rt, res, body.model);
-    const tenant = principal.tenant;
     const input: ResponsesInput<CreateResponse> = {
       method: req.method,
       path: req.path,
@@ -144,7 +164,16 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
       const outcome = await invokeAndRelay(
         rt,
         res,
-        { component: deps.component(), input, tenant, model, builtin: true, started: (inv) => running.set(id, { inv, input }) },
+        {
+          component: deps.component(),
+          input,
+          tenant,
+          model,
+          builtin: true,
+          started: (inv) => running.set(id, { inv, input }),
+          finishReasons: responseFinishReasons(),
+          params: { ...(typeof body.max_output_tokens === 'number' ? { maxTokens: body.max_output_tokens } : {}), n: 1 },
+        },
         {
           // The terminal event goes out once the response is stored, so a client may retrieve it at once.
           holdUntilResult: (e) => e.event === 'response.completed' || e.event === 'response.incomplete',

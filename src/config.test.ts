@@ -2,10 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { loadConfig, parseConfig } from './config.ts';
 
 describe('configuration', () => {
-  it('reads the shipped default.toml', () => {
-    const c = loadConfig(new URL('../config/default.toml', import.meta.url).pathname);
+  it('reads the shipped pie.toml', () => {
+    const c = loadConfig(new URL('../pie.toml', import.meta.url).pathname);
     expect(c.model.path).toBe('models/default');
     expect(c.engine).toEqual({ pageSize: 16, kvMemoryMb: 256, maxTokensPerStep: 512, maxRowsPerStep: 256, prefixCaching: true, threads: 0, spinWait: true, grammarCacheSize: 128, grammarCompileTimeoutMs: 1000 });
+    expect(c.metrics).toEqual({ names: 'pie' });
+  });
+
+  it("switches the metric names to vLLM's with [metrics] names, and names a scheme it does not know", () => {
+    expect(parseConfig('', 'x.toml', '/').metrics.names).toBe('pie');
+    expect(parseConfig('[metrics]\nnames = "vllm"\n', 'x.toml', '/').metrics.names).toBe('vllm');
+    expect(() => parseConfig('[metrics]\nnames = "prometheus"\n', 'x.toml', '/')).toThrow(/metrics\.names must be one of "pie", "vllm", got "prometheus"/);
   });
 
   it('fills defaults for what is not given', () => {

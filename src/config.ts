@@ -41,6 +41,10 @@ export interface Config {
     maxTokens: number;
     wallTimeS: number;
   };
+  metrics: {
+    /** "pie": our names; "vllm": vLLM's names and model_name label, for a dashboard built for vLLM. */
+    names: 'pie' | 'vllm';
+  };
 }
 
 /** An API key and what it may do. */
@@ -161,6 +165,9 @@ const SCHEMA: Record<string, Schema> = {
     max_snapshots: [nonNegativeInt, 1024, 'maxSnapshots'],
     api_key_env: [str, 'PIE_API_KEY', 'apiKeyEnv'],
   },
+  metrics: {
+    names: [oneOf('pie', 'vllm'), 'pie', 'names'],
+  },
 };
 
 /** Arrays of tables ([[keys]], [[routes]]): key → [check, default (undefined: required), name]. */
@@ -237,7 +244,7 @@ function checkKeys(keys: KeyConfig[]): void {
   });
 }
 
-/** Reads a config file; relative paths in it resolve against the repository root (the parent of its folder). */
+/** Reads a config file; relative paths in it resolve against the folder the file is in. */
 export function loadConfig(path: string): Config {
   let text: string;
   try {
@@ -245,5 +252,5 @@ export function loadConfig(path: string): Config {
   } catch (err) {
     throw new ConfigError(`cannot read config file ${path}: ${(err as Error).message}`);
   }
-  return parseConfig(text, path, resolve(dirname(resolve(path)), '..'));
+  return parseConfig(text, path, dirname(resolve(path)));
 }

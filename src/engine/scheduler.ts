@@ -70,6 +70,9 @@ export class Scheduler {
   readonly waiting: Work[] = [];
   readonly running: Work[] = [];
   numPreemptions = 0;
+  /** Prompt tokens looked up in the prefix cache at admission, and those it served (vLLM's queries and hits, in tokens). */
+  numPrefixQueryTokens = 0;
+  numPrefixHitTokens = 0;
   private readonly kv: KvCache;
   private readonly options: SchedulerOptions;
   private admissions = 0;
@@ -123,18 +126,31 @@ export class Scheduler {
 
     while (this.waiting.length > 0 && budget > 0 && rowsLeft() > 0) {
       const work = this.waiting[0]!;
-      const plan = this.kv.plan(work.ctx, budget, work.numSample <= 1);
+      const usePrefix = work.numSample <= 1;
+      const plan = this.kv.plan(work.ctx, budget, usePrefix);
       if (!this.kv.canCommit(plan)) {
         if (this.options.reclaim?.()) continue;
         break;
       }
       this.waiting.shift();
+      if (usePrefix) this.countPrefixQuery(work.ctx, plan);
       work.admittedAt = this.admissions++;
       this.running.push(work);
       budget -= this.take(work, plan, copies, out);
       chosen.add(work);
     }
     return out;
+  }
+
+  /**
+   * Counted once per admission (a preempted work again when readmitted, as
+   * vLLM does), before the commit moves its computed prefix: every pending
+   * token is a query, a prompt shorter than a page included.
+   */
+  private countPrefixQuery(ctx: Context, plan: PagePlan): void {
+    if (!this.kv.prefixCache.enabled || ctx.customKv) return;
+    this.numPrefixQueryTokens += ctx.length - ctx.numComputed;
+    this.numPrefixHitTokens += plan.hits.length * this.kv.pageSize;
   }
 
   private take(work: Work, plan: PagePlan, copies: SlotCopies, out: Scheduled[]): number {

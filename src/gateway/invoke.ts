@@ -1,6 +1,8 @@
 /**
  * Runs one inferlet for one HTTP request: starts the invocation as the
- * caller's tenant, relays it, and records its token timing in the metrics.
+ * caller's tenant, relays it, and records it in the metrics: its tokens as
+ * the engine produces them (the invocation's observer), its latency and
+ * finish reasons when it ends.
  */
 import { randomBytes } from 'node:crypto';
 import type { Response } from 'express';
@@ -9,7 +11,8 @@ import type { InferletHost } from '../runtime/host.ts';
 import type { StoredComponent } from '../runtime/component-store.ts';
 import type { Invocation } from '../runtime/invocation.ts';
 import type { InstanceLimits } from '../runtime/protocol.ts';
-import type { GatewayMetrics } from './metrics.ts';
+import type { FinishReason, FinishReasonReader } from './finish-reasons.ts';
+import type { GatewayMetrics, RequestMetrics, RequestParams } from './metrics.ts';
 import { relay, type RelayOptions, type RelayOutcome } from './relay.ts';
 
 export interface Runtime {
@@ -30,6 +33,10 @@ export interface InvokeRequest {
   builtin?: boolean;
   /** Called as soon as the invocation exists (e.g. to make it cancellable by id). */
   started?: (inv: Invocation) => void;
+  /** Reads the finish reasons of the API's answer (the built-in routes); without one, they are its generations'. */
+  finishReasons?: FinishReasonReader;
+  /** The request's max_tokens and n, for the metrics. */
+  params?: RequestParams;
 }
 
 /** An id like OpenAI's: a prefix and 24 random base-62 characters. */
@@ -50,22 +57,41 @@ export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequ
     reuseInstance: req.builtin ?? false,
     ...(req.limits ? { limits: req.limits } : {}),
   });
+  // Set before the invocation's first engine step can run (steps start on a later turn of the event loop).
+  const recorder = rt.metrics.startRequest(req.model, inv.startedAt);
+  inv.observer = recorder;
   req.started?.(inv);
+  const reader = req.finishReasons;
+  const relayOptions: RelayOptions = reader
+    ? {
+        ...options,
+        onEvent: (e) => {
+          reader.event(e);
+          options.onEvent?.(e);
+        },
+      }
+    : options;
   let outcome: RelayOutcome | null = null;
   try {
-    outcome = await relay(res, inv, options);
+    outcome = await relay(res, inv, relayOptions);
     return outcome;
   } finally {
-    record(rt.metrics, req.model, inv, outcome);
+    const reasons = finishReasons(inv, outcome, reader, recorder);
+    recorder.end({ reasons, promptTokens: inv.numPromptTokens, generationTokens: inv.numTokens, maxGenerationTokens: inv.maxGenerationTokens, params: req.params ?? {} });
   }
 }
 
-function record(m: GatewayMetrics, model: string, inv: Invocation, outcome: RelayOutcome | null): void {
-  const t = inv.timing;
-  if (t.firstTokenAt > 0) m.timeToFirstToken(model, (t.firstTokenAt - inv.startedAt) / 1000);
-  for (const gap of t.gapsMs) m.interTokenLatency(model, gap / 1000);
-  m.e2eLatency(model, (performance.now() - inv.startedAt) / 1000);
-  m.tokens(model, inv.numPromptTokens, inv.numTokens);
-  const answered = inv.state === 'succeeded' && outcome !== null && outcome.status < 400;
-  m.requestFinished(model, answered ? 'completed' : inv.state === 'cancelled' ? 'abort' : 'error');
+/**
+ * The request's finish reasons, one per choice: the API answer's own; for an
+ * answer without any (a custom route's, one request however many
+ * generations it ran), `length` if one of them ran out of tokens, else
+ * `stop`; `abort` when it was cancelled (the client went away, or a cancel
+ * call); `error` when it failed or was refused.
+ */
+function finishReasons(inv: Invocation, outcome: RelayOutcome | null, reader: FinishReasonReader | undefined, recorder: RequestMetrics): FinishReason[] {
+  if (inv.state === 'cancelled') return ['abort'];
+  if (inv.state !== 'succeeded' || !outcome?.result || outcome.status >= 400) return ['error'];
+  const read = reader?.reasons(outcome.result) ?? [];
+  if (read.length > 0) return read;
+  return [recorder.cutOff ? 'length' : 'stop'];
 }

@@ -9,14 +9,11 @@
  *      │  ├──limit / watchdog───────► failed
  *      │  └──cancel() / signal──────► cancelled
  */
-import type { Context, Engine, Generation, GenerationChunk, Matcher } from '../engine/index.ts';
+import type { Context, Engine, FinishReason, Generation, GenerationChunk, Matcher } from '../engine/index.ts';
 import type { HeldMatcher } from './bindings/grammar.ts';
 import type { PageReservation } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from './protocol.ts';
-
-/** Gaps kept per invocation (a long generation's first ones are a fair sample). */
-const MAX_GAPS = 4096;
 
 export interface OutputEvent {
   event: string;
@@ -45,6 +42,8 @@ export class InvocationError extends Error {
 export interface HeldContext {
   engine: Engine;
   ctx: Context;
+  /** The handle of the context it was forked from, through every fork (its own for a new or opened one): forks share their prompt. */
+  family: number;
 }
 
 export interface HeldGeneration {
@@ -53,7 +52,8 @@ export interface HeldGeneration {
   chunks: GenerationChunk[];
   /** A pending `next` call waiting for chunks. */
   waiter: ((chunks: GenerationChunk[] | null) => void) | null;
-  /** When its previous chunk arrived (inter-token latency). */
+  /** When its first token arrived, and its latest (inter-token latency); 0: none yet. */
+  firstTokenAt: number;
   lastChunkAt: number;
   /** Events it streamed to the caller. */
   streamed: number;
@@ -63,12 +63,28 @@ export interface HeldGeneration {
   end: (() => void) | null;
 }
 
-/** Token timing of an invocation's generations, for metrics. */
-export interface TokenTiming {
-  /** When the first generated token arrived (performance.now(); 0: none yet). */
+/** A host-run generation's life, as metrics read it (performance.now() times; 0: it never got there). */
+export interface GenerationTiming {
+  queuedAt: number;
+  /** The first step that ran it. */
+  scheduledAt: number;
   firstTokenAt: number;
-  /** Gaps between successive chunks of each generation, in ms. */
-  readonly gapsMs: number[];
+  lastTokenAt: number;
+  completionTokens: number;
+  finishReason: FinishReason;
+}
+
+/**
+ * Sees an invocation's work as it happens (metrics): tokens inside the engine
+ * step that produced them, the prompt when it is known, each generation when
+ * it ends. Whoever starts the invocation sets it.
+ */
+export interface InvocationObserver {
+  /** `count` tokens were produced at `now`; `gapMs` since the same generation's previous ones (null for its first). */
+  tokens(count: number, gapMs: number | null, now: number): void;
+  /** The request's prompt grew by `added` tokens (a generation started from a longer prompt than any before). */
+  prompt(added: number): void;
+  generation(g: GenerationTiming): void;
 }
 
 export class Invocation {
@@ -95,9 +111,12 @@ export class Invocation {
   /** Models this invocation may load. */
   allowedModels: ReadonlySet<string> = new Set();
   numTokens = 0;
-  /** Prompt tokens of the request: the longest prompt any of its generations started from. */
+  /** Prompt tokens of the request: the longest prompt any of its generations has read. */
   numPromptTokens = 0;
-  readonly timing: TokenTiming = { firstTokenAt: 0, gapsMs: [] };
+  private readonly promptByFamily = new Map<number, number>();
+  /** The most tokens one of its host-run generations produced (metrics). */
+  maxGenerationTokens = 0;
+  observer: InvocationObserver | null = null;
   reservedTokens = 0;
   /** Pages set aside for running forwards and generations (see limits.ts). */
   readonly reservations = new Set<PageReservation>();
@@ -148,11 +167,28 @@ export class Invocation {
     this.listeners.push(listener);
   }
 
-  /** A generation produced tokens: `gapMs` since its previous chunk (null for its first). */
+  /** Tokens were produced (a generation's chunk, or a forward pass's samples): `gapMs` since the same generation's previous chunk (null for its first). */
   noteTokens(count: number, gapMs: number | null, now: number): void {
-    if (count === 0) return;
-    if (this.timing.firstTokenAt === 0) this.timing.firstTokenAt = now;
-    if (gapMs !== null && this.timing.gapsMs.length < MAX_GAPS) this.timing.gapsMs.push(gapMs);
+    if (count > 0) this.observer?.tokens(count, gapMs, now);
+  }
+
+  /**
+   * A generation started from `numTokens` prompt tokens on a context of
+   * `family`. Forks share their prompt: a family counts its longest; several
+   * families (a request's several prompts) add up.
+   */
+  notePrompt(family: number, numTokens: number): void {
+    const had = this.promptByFamily.get(family) ?? 0;
+    if (numTokens <= had) return;
+    this.promptByFamily.set(family, numTokens);
+    this.observer?.prompt(numTokens - had);
+    this.numPromptTokens += numTokens - had;
+  }
+
+  /** A host-run generation ended. */
+  noteGeneration(g: GenerationTiming): void {
+    this.maxGenerationTokens = Math.max(this.maxGenerationTokens, g.completionTokens);
+    this.observer?.generation(g);
   }
 
   emit(event: string, data: string): void {

@@ -89,11 +89,11 @@ function guarded<T>(fn: () => T): T {
 export const contextHandlers: Handlers = {
   'context.create': (inv, [h, model], host) => {
     const engine = host.engine(inv, model);
-    inv.contexts.set(h, { engine, ctx: engine.createContext(inv.tenant) });
+    inv.contexts.set(h, { engine, ctx: engine.createContext(inv.tenant), family: h });
   },
   'context.fork': (inv, [h, child]) => {
-    const { engine, ctx } = heldContext(inv, h);
-    inv.contexts.set(child, { engine, ctx: guarded(() => engine.fork(ctx)) });
+    const { engine, ctx, family } = heldContext(inv, h);
+    inv.contexts.set(child, { engine, ctx: guarded(() => engine.fork(ctx)), family });
   },
   'context.fill': (inv, [h, tokens]) => {
     const { engine, ctx } = heldContext(inv, h);
@@ -118,7 +118,7 @@ export const contextHandlers: Handlers = {
   },
   'context.open': (inv, [h, model, name], host) => {
     const engine = host.engine(inv, model);
-    inv.contexts.set(h, { engine, ctx: guarded(() => engine.openSnapshot(name, inv.tenant)) });
+    inv.contexts.set(h, { engine, ctx: guarded(() => engine.openSnapshot(name, inv.tenant)), family: h });
   },
   'context.delete-snapshot': (inv, [model, name], host) => host.engine(inv, model).deleteSnapshot(name, inv.tenant),
   'context.list-snapshots': (inv, [model], host) => host.engine(inv, model).listSnapshots(inv.tenant),

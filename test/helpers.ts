@@ -134,3 +134,13 @@ export async function greedy(engine: Engine, prompt: number[], maxTokens: number
     engine.release(ctx);
   }
 }
+
+/** A row of logits as log-probabilities, in float64 (the reference for logprob tests). */
+export function logSoftmax(row: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const x of row) max = Math.max(max, x);
+  let sum = 0;
+  for (const x of row) sum += Math.exp(x - max);
+  const lse = max + Math.log(sum);
+  return Float64Array.from(row, (x) => x - lse);
+}

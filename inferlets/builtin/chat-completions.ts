@@ -7,44 +7,16 @@
  * with tools, where they pass through here to be split into content and call
  * deltas (tools.ts).
  */
-import { Model, type ChatMessage, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
+import { Model, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import { chatMessages, checkContextLength, DELTA, logprobsJson, filling, finishReason, HttpError, interleave, promptLogprobsJson, route, samplingOf, sse, stopList, template, tokenTable, vllmStopOptions } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type ResponseFormat, type StructuredOutputs } from './structured.ts';
 import { callDeltas, callTemplates, checkToolMessages, openToolMatchers, toolCallsJson, toolsOf } from './tools.ts';
 
 type Request = components['schemas']['CreateChatCompletionRequest'];
-type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
 type ChatCompletion = components['schemas']['ChatCompletion'];
 type Chunk = components['schemas']['ChatCompletionChunk'];
-type TokenLogprobJson = components['schemas']['ChatCompletionTokenLogprob'];
-
-function text(content: RequestMessage['content']): string {
-  if (content == null) return '';
-  if (typeof content === 'string') return content;
-  return content.map((p) => p.text).join('\n');
-}
-
-function toMessages(messages: RequestMessage[]): ChatMessage[] {
-  return messages.map((m) => ({
-    role: m.role,
-    content: text(m.content),
-    ...('name' in m && m.name ? { name: m.name } : {}),
-    ...('tool_calls' in m && m.tool_calls ? { tool_calls: m.tool_calls } : {}),
-    ...('tool_call_id' in m ? { tool_call_id: m.tool_call_id } : {}),
-  }));
-}
-
-function logprobsJson(model: Model, lps: TokenLogprob[], top: number): TokenLogprobJson[] {
-  const table = tokenTable(model, lps);
-  return lps.map((l) => ({
-    token: table.get(l.token)!.text,
-    logprob: l.logprob,
-    bytes: table.get(l.token)!.bytes,
-    top_logprobs: l.top.slice(0, top).map((t) => ({ token: table.get(t.token)!.text, logprob: t.logprob, bytes: table.get(t.token)!.bytes })),
-  }));
-}
 
 export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const body = input.body;
@@ -56,7 +28,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const maxTokens = body.max_completion_tokens ?? body.max_tokens ?? undefined;
 
   const tools = toolsOf(body, (i) => `tools[${i}].function.name`);
-  const messages = toMessages(body.messages);
+  const messages = chatMessages(body.messages);
   checkToolMessages(messages, [], (i) => `messages[${i}].tool_call_id`);
   const ctx = filling('messages', () => model.newContext().fillChat(messages, { tools: tools?.tools ?? [] }));
   const promptTokens = ctx.length;
@@ -73,19 +45,28 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const calling = tools && tools.choice !== 'none' ? { tools: tools.tools, choice: tools.choice, parallel: tools.parallel } : undefined;
   if (format && calling) throw new HttpError(400, `${format.param} cannot constrain the output while tools may be called: set tool_choice to "none", or leave ${format.param} out`, format.param);
   const matchers = calling ? openToolMatchers(model, calling, n) : openMatchers(model, format, n);
-  // n > 1: compute the prompt once; each choice forks it.
-  if (n > 1) ctx.prefill();
+  const stopOptions = vllmStopOptions(body, model.stopTokenIds, model.info.vocabSize, maxTokens);
+  // vLLM's prompt_logprobs score the prompt as they compute it; otherwise n > 1 computes it once. Each choice forks it.
+  const promptTop = body.prompt_logprobs ?? null;
+  const tokens = promptTop !== null ? ctx.tokens() : [];
+  const prompt_logprobs =
+    promptTop !== null ? promptLogprobsJson(model, ctx.promptLogprobs(promptTop).map((l, i) => l ?? { token: tokens[i]!, logprob: null, top: null }), promptTop) : undefined;
+  if (promptTop === null && n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
-  if (stream) for (let i = 0; i < n; i++) sse(chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]));
+  if (stream) {
+    for (let i = 0; i < n; i++) {
+      const first = chunk([{ index: i, delta: { role: 'assistant', content: '', refusal: null }, logprobs: null, finish_reason: null }]);
+      sse(i === 0 && prompt_logprobs ? { ...first, prompt_logprobs } : first);
+    }
+  }
   const fast = stream && !wantLogprobs;
   const stop = stopList(body.stop);
-  const stopTokenIds = model.stopTokenIds;
   const gens: Generation[] = contexts.map((c, i) =>
     c.generate({
       sampling: samplings[i],
       max_tokens: maxTokens,
       stop,
-      stop_token_ids: stopTokenIds,
+      ...stopOptions,
       ...(matchers[i] ? { grammar: matchers[i] } : {}),
       ...(wantLogprobs ? { logprobs: topLogprobs } : {}),
       ...(fast
@@ -143,6 +124,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
       finish_reason: finish(r),
     })),
     usage,
+    ...(prompt_logprobs ? { prompt_logprobs } : {}),
   };
   return completion;
 });

@@ -2,7 +2,8 @@
  * Shared by the built-in OpenAI inferlets: errors as OpenAI's JSON, sampling
  * options from request fields, logprobs with token text, stream templates.
  */
-import { emit, inferlet, PieError, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
+import type { components } from '../../src/gateway/openapi-types.ts';
+import { emit, inferlet, PieError, type ChatMessage, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
 
 /** An error answered as OpenAI's error JSON (before any stream event went out). */
 export class HttpError extends Error {
@@ -104,6 +105,70 @@ export function samplingOf(body: SamplingFields, vocabSize: number, index = 0): 
   };
 }
 
+type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
+
+/** Chat request messages as the SDK takes them (text parts joined by newlines). */
+export function chatMessages(messages: RequestMessage[]): ChatMessage[] {
+  const text = (content: RequestMessage['content']) => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('\n'));
+  return messages.map((m) => ({
+    role: m.role,
+    content: text(m.content),
+    ...('name' in m && m.name ? { name: m.name } : {}),
+    ...('tool_calls' in m && m.tool_calls ? { tool_calls: m.tool_calls } : {}),
+    ...('tool_call_id' in m ? { tool_call_id: m.tool_call_id } : {}),
+  }));
+}
+
+/** Tokens' logprobs as chat completions and Responses' output_text parts write them: text, bytes and `top` alternatives each. */
+export function logprobsJson(model: Model, lps: TokenLogprob[], top: number) {
+  const table = tokenTable(model, lps);
+  const entry = (token: number, logprob: number) => ({ token: table.get(token)!.text, logprob, bytes: table.get(token)!.bytes });
+  return lps.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.slice(0, top).map((t) => entry(t.token, t.logprob)) }));
+}
+
+/** vLLM's prompt_logprobs: per prompt token null (the first) or {token id: {logprob, rank, decoded_token}}, the token itself and its `top` alternatives. */
+export function promptLogprobsJson(model: Model, scores: ReadonlyArray<PromptLogprob | { token: number; logprob: null; top: null }>, top: number) {
+  const table = tokenTable(model, scores.map((s) => ({ token: s.token, top: s.top ?? [] })));
+  return scores.map((s) => {
+    if (s.logprob === null) return null;
+    const out: Record<string, { logprob: number; rank: number; decoded_token: string }> = {};
+    s.top!.slice(0, top).forEach((t, i) => (out[t.token] = { logprob: t.logprob, rank: i + 1, decoded_token: table.get(t.token)!.text }));
+    out[s.token] = { logprob: s.logprob, rank: (s as PromptLogprob).rank, decoded_token: table.get(s.token)!.text };
+    return out;
+  });
+}
+
+/** The request fields of vLLM's generation extensions. */
+export interface VllmStopFields {
+  ignore_eos?: boolean | null;
+  stop_token_ids?: number[] | null;
+  min_tokens?: number | null;
+  include_stop_str_in_output?: boolean | null;
+  skip_special_tokens?: boolean | null;
+}
+
+/**
+ * vLLM's stop extensions as generate options: `stop_token_ids` end the
+ * generation besides the model's end tokens (`endTokens`), which
+ * `ignore_eos` takes away; `min_tokens`, `include_stop_str_in_output` and
+ * `skip_special_tokens` as vLLM means them.
+ */
+export function vllmStopOptions(body: VllmStopFields, endTokens: number[], vocabSize: number, maxTokens: number | undefined) {
+  if (body.min_tokens != null && maxTokens !== undefined && body.min_tokens > maxTokens) {
+    throw new HttpError(400, `min_tokens (${body.min_tokens}) must be at most max_tokens (${maxTokens})`, 'min_tokens');
+  }
+  const extra = body.stop_token_ids ?? [];
+  const bad = extra.find((t) => t >= vocabSize);
+  if (bad !== undefined) throw new HttpError(400, `stop_token_ids: ${bad} is not a token id of this model (0..${vocabSize - 1})`, 'stop_token_ids');
+  const ids = [...new Set([...(body.ignore_eos ? [] : endTokens), ...extra])];
+  return {
+    stop_token_ids: ids,
+    ...(body.min_tokens ? { min_tokens: body.min_tokens } : {}),
+    include_stop_string: body.include_stop_str_in_output === true,
+    keep_special_tokens: body.skip_special_tokens === false,
+  };
+}
+
 export function stopList(stop: string | string[] | null | undefined): string[] {
   const list = stop == null ? [] : typeof stop === 'string' ? [stop] : stop;
   return list.filter((s) => s !== '');
@@ -153,7 +218,7 @@ export function tokenText(bytes: Uint8Array): string {
 }
 
 /** Token texts and bytes for every token and alternative in `lps`, in one call. */
-export function tokenTable(model: Model, lps: TokenLogprob[]): Map<number, { text: string; bytes: number[] }> {
+export function tokenTable(model: Model, lps: ReadonlyArray<{ token: number; top: ReadonlyArray<{ token: number }> }>): Map<number, { text: string; bytes: number[] }> {
   const ids = new Set<number>();
   for (const l of lps) {
     ids.add(l.token);

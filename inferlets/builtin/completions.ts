@@ -3,9 +3,9 @@
  * token ids), `n` choices each (forked after one prefill), `echo`, legacy
  * `logprobs`, streams filled by the host per token.
  */
-import { Model, type Context, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
+import { Model, type Context, type GenerationResult, type PromptLogprob, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, route, samplingOf, sse, stopList, template, tokenTable } from './common.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, promptLogprobsJson, route, samplingOf, sse, stopList, template, tokenTable, vllmStopOptions } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type StructuredOutputs } from './structured.ts';
 
@@ -20,21 +20,45 @@ function prompts(prompt: Request['prompt']): Array<string | number[]> {
   return prompt as Array<string | number[]>;
 }
 
-/** OpenAI's legacy logprobs object for generated tokens. */
-function legacyLogprobs(model: Model, lps: TokenLogprob[], top: number, offset: number): NonNullable<Choice['logprobs']> {
-  const table = tokenTable(model, lps);
+type Legacy = NonNullable<Choice['logprobs']>;
+
+/**
+ * OpenAI's legacy logprobs object for tokens (generated, or the prompt's with
+ * `echo`, whose first token has null for its log-probability and
+ * alternatives). Offsets count characters from `offset`; special tokens
+ * (a beginning-of-sequence token) take none, as their text is not in the
+ * text. `prompt`: the echoed prompt, whose first word's token may carry a
+ * space the text does not start with (SentencePiece's dummy prefix).
+ */
+function legacyLogprobs(model: Model, lps: Array<TokenLogprob | PromptLogprob | { token: number; logprob: null; top: null }>, top: number, offset: number, prompt?: string): Legacy {
+  const table = tokenTable(model, lps.map((l) => ({ token: l.token, top: l.top ?? [] })));
+  const special = new Set(model.specialTokens().values());
   const tokens = lps.map((l) => table.get(l.token)!.text);
   const text_offset: number[] = [];
   let at = offset;
-  for (const t of tokens) {
+  let first = prompt !== undefined;
+  tokens.forEach((t, i) => {
     text_offset.push(at);
-    at += t.startsWith('bytes:') ? 0 : t.length; // part of a character: it counts where the character ends
-  }
+    if (special.has(lps[i]!.token)) return;
+    const dropped = first && t.startsWith(' ') && !prompt!.startsWith(' ') ? 1 : 0;
+    first = false;
+    at += t.startsWith('bytes:') ? 0 : t.length - dropped; // part of a character: it counts where the character ends
+  });
   return {
     tokens,
     token_logprobs: lps.map((l) => l.logprob),
-    top_logprobs: lps.map((l) => Object.fromEntries(l.top.slice(0, top).map((t) => [table.get(t.token)!.text, t.logprob]))),
+    top_logprobs: lps.map((l) => (l.top ? Object.fromEntries(l.top.slice(0, top).map((t) => [table.get(t.token)!.text, t.logprob])) : null)),
     text_offset,
+  };
+}
+
+/** Two legacy logprobs objects one after the other (an echoed prompt's, then the completion's). */
+function concat(a: Legacy, b: Legacy): Legacy {
+  return {
+    tokens: [...a.tokens!, ...b.tokens!],
+    token_logprobs: [...a.token_logprobs!, ...b.token_logprobs!],
+    top_logprobs: [...a.top_logprobs!, ...b.top_logprobs!],
+    text_offset: [...a.text_offset!, ...b.text_offset!],
   };
 }
 
@@ -45,7 +69,10 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
   const logprobs = body.logprobs ?? null;
   const maxTokens = body.max_tokens ?? 16;
   const echo = body.echo === true;
-  if (echo && logprobs !== null) throw new HttpError(400, 'echo with logprobs (prompt logprobs) is not supported by this server', 'echo', 'unsupported_parameter');
+  // Prompt scores: with echo and logprobs (OpenAI's way, what lm-evaluation-harness asks for), or vLLM's prompt_logprobs.
+  const echoScores = echo && logprobs !== null;
+  const promptTop = body.prompt_logprobs ?? null;
+  const scoring = echoScores || promptTop !== null;
   const list = prompts(body.prompt);
   // Token ids as given (a number past 2³² must not wrap into the vocabulary when it becomes a u32).
   const V = model.info.vocabSize;
@@ -67,26 +94,36 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     return ctx;
   });
   const promptText = echo ? list.map((p) => (typeof p === 'string' ? p : model.decode(p))) : [];
+  const stopOptions = vllmStopOptions(body, Array.from(model.info.eosTokenIds), V, maxTokens);
   const promptTokens = roots.reduce((s, c) => s + c.length, 0);
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, j) => samplingOf(body, model.info.vocabSize, j));
   const extension = body.structured_outputs as StructuredOutputs | null | undefined;
   const matchers = openMatchers(model, grammarOf(undefined, '', extension), list.length * n);
-  const forked = roots.map((root) => {
-    if (n > 1) root.prefill();
-    return n > 1 ? Array.from({ length: n }, () => root.fork()) : [root];
+  // Scoring computes the prompt (before forking, so the forks share its KV); otherwise n > 1 computes it once to fork.
+  const scores = roots.map((root) => {
+    const tokens = scoring ? root.tokens() : [];
+    const lps = scoring ? root.promptLogprobs(Math.max(echoScores ? logprobs! : 0, promptTop ?? 0)) : [];
+    if (!scoring && n > 1) root.prefill();
+    return lps.map((l, i) => l ?? { token: tokens[i]!, logprob: null, top: null });
   });
+  const echoed = (p: number) => legacyLogprobs(model, scores[p]!, logprobs!, 0, promptText[p]!);
+  const promptLogprobs = (p: number) => (promptTop !== null ? { prompt_logprobs: promptLogprobsJson(model, scores[p]!, promptTop) } : {});
+  const forked = roots.map((root) => (n > 1 ? Array.from({ length: n }, () => root.fork()) : [root]));
   const stop = stopList(body.stop);
   // The host fills streamed text in per token, except with logprobs: then each chunk passes through here.
   const templated = stream && logprobs === null;
   const runs = forked.flatMap((contexts, p) =>
     contexts.map((ctx, j) => {
       const index = p * n + j;
-      if (stream && echo) sse(chunk([{ index, text: promptText[p]!, logprobs: null, finish_reason: null as never }]));
+      if (stream && (echo || promptTop !== null)) {
+        sse(chunk([{ index, text: echo ? promptText[p]! : '', logprobs: echoScores ? echoed(p) : null, finish_reason: null as never, ...promptLogprobs(p) }]));
+      }
       const gen = ctx.generate({
         sampling: samplings[j],
         max_tokens: maxTokens,
         stop,
+        ...stopOptions,
         ...(matchers[index] ? { grammar: matchers[index] } : {}),
         ...(logprobs !== null ? { logprobs } : {}),
         ...(templated ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
@@ -100,7 +137,7 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     interleave(
       runs.map((r) => r.gen),
       (i, c) => {
-        const lp = legacyLogprobs(model, c.logprobs, logprobs, offsets[i]!);
+        const lp = legacyLogprobs(model, c.logprobs, logprobs, (echo ? promptText[runs[i]!.p]!.length : 0) + offsets[i]!);
         offsets[i] = offsets[i]! + c.text.length;
         sse(chunk([{ index: runs[i]!.index, text: c.text, logprobs: lp, finish_reason: null as never }]));
       },
@@ -121,11 +158,13 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     object: 'text_completion',
     choices: results.map(({ p, index, r }) => {
       const prefix = echo ? promptText[p]! : '';
+      const generated = logprobs !== null ? legacyLogprobs(model, r.logprobs, logprobs, prefix.length) : null;
       return {
         index,
         text: prefix + r.text,
-        logprobs: logprobs !== null ? legacyLogprobs(model, r.logprobs, logprobs, prefix.length) : null,
+        logprobs: generated && echoScores ? concat(echoed(p), generated) : generated,
         finish_reason: finishReason(r),
+        ...promptLogprobs(p),
       };
     }),
     usage,

@@ -51,10 +51,15 @@ export class IncrementalDecoder {
   private prefixOffset: number;
   private readOffset: number;
   private started: boolean;
+  private readonly skipSpecial: boolean;
 
-  /** `context`: tokens that precede the stream (e.g. the prompt's last few), decoded but never emitted. */
-  constructor(tokenizer: Tokenizer, context: readonly number[] = []) {
+  /**
+   * `context`: tokens that precede the stream (e.g. the prompt's last few), decoded but never emitted.
+   * `skipSpecial` false keeps special tokens' text in the output.
+   */
+  constructor(tokenizer: Tokenizer, context: readonly number[] = [], skipSpecial = true) {
     this.tokenizer = tokenizer;
+    this.skipSpecial = skipSpecial;
     this.tokens = context.slice(-6);
     this.prefixOffset = 0;
     this.readOffset = this.tokens.length;
@@ -72,14 +77,18 @@ export class IncrementalDecoder {
       }
     }
     this.tokens.push(token);
-    const prefix = this.tokenizer.decode(this.tokens.slice(this.prefixOffset, this.readOffset));
-    const full = this.tokenizer.decode(this.tokens.slice(this.prefixOffset));
+    const prefix = this.decode(this.tokens.slice(this.prefixOffset, this.readOffset));
+    const full = this.decode(this.tokens.slice(this.prefixOffset));
     if (full.length > prefix.length && !full.endsWith('\uFFFD')) {
       this.advance();
       this.started = true;
       return full.slice(prefix.length);
     }
     return '';
+  }
+
+  private decode(ids: number[]): string {
+    return this.tokenizer.decode(ids, { skipSpecial: this.skipSpecial });
   }
 
   private advance(): void {
@@ -95,8 +104,8 @@ export class IncrementalDecoder {
 
   /** Text still held back at the end of the stream (a character that never completed). */
   flush(): string {
-    const prefix = this.tokenizer.decode(this.tokens.slice(this.prefixOffset, this.readOffset));
-    const full = this.tokenizer.decode(this.tokens.slice(this.prefixOffset));
+    const prefix = this.decode(this.tokens.slice(this.prefixOffset, this.readOffset));
+    const full = this.decode(this.tokens.slice(this.prefixOffset));
     this.prefixOffset = this.readOffset = this.tokens.length;
     return full.length > prefix.length ? full.slice(prefix.length) : '';
   }

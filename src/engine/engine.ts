@@ -18,7 +18,7 @@ import { ForwardWork } from './forward-work.ts';
 import { Generation, type GenerateOptions } from './generation.ts';
 import { Grammars, type GrammarsOptions } from './grammar/grammars.ts';
 import { KvCache } from './kv-cache.ts';
-import { Sampler, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask } from './sampler.ts';
+import { logSumExp, Sampler, topK, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask, type TopLogprob } from './sampler.ts';
 import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
 import { HEAD_DRAWS, headRow } from './sampling.ts';
 import { Snapshots } from './snapshots.ts';
@@ -50,7 +50,7 @@ export interface StepStats {
   scheduleMs: number;
   /** Handing out logits: sampling, detokenizing, streaming. */
   sampleMs: number;
-  /** Rows sampled under a grammar. */
+  /** Rows sampled under a token mask: a grammar's, or min_tokens' (stop tokens held back). */
   constrained: number;
   /** Computing their grammar masks: before the run for masks the driver applies (maskWaitMs), overlapped with it for the others. */
   maskMs: number;
@@ -65,7 +65,8 @@ export interface StepStats {
 
 export interface EngineStats {
   pages: { total: number; free: number; cached: number; inUse: number; pageSize: number };
-  prefixCache: { hits: number; misses: number; entries: number };
+  /** Page lookups (hits, misses), and the prompt tokens looked up at admission and served from it (vLLM's queries and hits). */
+  prefixCache: { hits: number; misses: number; entries: number; queryTokens: number; hitTokens: number };
   running: number;
   waiting: number;
   contexts: number;
@@ -89,6 +90,17 @@ export interface ForwardOptions {
   mask?: TokenMask;
   /** Custom attention for the pending tokens. */
   attend?: (pos: number, keyPos: number) => boolean;
+}
+
+/** A prompt token's score (Engine.promptLogprobs). */
+export interface ScoredToken {
+  token: number;
+  /** Its log-probability after the tokens before it. */
+  logprob: number;
+  /** Its place in the vocabulary by probability, 1 for the most likely (tokens as likely count before it, as in vLLM). */
+  rank: number;
+  /** The most likely tokens in its place, most likely first. */
+  top: TopLogprob[];
 }
 
 export interface ForwardResult {
@@ -242,13 +254,40 @@ export class Engine {
     return { logits: [], sample: sampler.sample(rows[0]!, options.history, options.mask) };
   }
 
+  /**
+   * Scores the pending tokens: per token, its log-probability after the tokens
+   * before it and the `top` most likely tokens in its place (null for a
+   * context's first token, which follows nothing, and for the first pending
+   * token of a context with custom-attention KV). Computes them in the shared
+   * batch, with the token before them again when there is one (its row scores
+   * the first), and never from the prefix cache: a work with several rows
+   * takes no prefix hits, so the numbers do not depend on it.
+   */
+  async promptLogprobs(ctx: Context, top = 0): Promise<Array<ScoredToken | null>> {
+    this.checkIdle(ctx);
+    const first = ctx.numComputed;
+    const scores: Array<ScoredToken | null> = new Array(ctx.numPending).fill(null);
+    if (scores.length === 0) return scores;
+    // The token before them is computed again to score the first, unless its KV came from a custom attention
+    // rule (tree-shaped decoding), which a causal recompute would change: then the first pending token has no score.
+    if (first > 0 && !ctx.customKv) this.kv.rewindOne(ctx);
+    const work = new ForwardWork(ctx, ctx.numPending, this.model.config.slidingWindow, undefined, (pos, logits) => {
+      const target = pos + 1;
+      if (target < first || target > first - 1 + scores.length) return; // the last row predicts a token not yet there
+      scores[target - first] = scoreToken(logits, ctx.tokens[target]!, top);
+    });
+    this.submit(work);
+    await work.done;
+    return scores;
+  }
+
   /** Starts a host-run generation on `ctx` (its pending tokens are the prompt). */
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
     this.ensurePending(ctx);
     const room = this.model.config.maxPositionEmbeddings - ctx.length;
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
-    const gen = new Generation(ctx, this.model.tokenizer, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
+    const gen = new Generation(ctx, this.model.tokenizer, this.model.config.vocabSize, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
       this.finishWork(g),
     );
     if (maxTokens === 0) {
@@ -265,6 +304,7 @@ export class Engine {
       signal.addEventListener('abort', onAbort, { once: true });
       void gen.result.then(() => signal.removeEventListener('abort', onAbort));
     }
+    gen.queuedAt = performance.now();
     try {
       this.submit(gen);
     } catch (err) {
@@ -361,6 +401,8 @@ export class Engine {
     }
     if (headRows.length > 0) batch.head = this.headInputs(headRows, batch.sampleIndex.length);
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
+    // The first step that runs a generation ends its queue time (a preempted one keeps its first, as vLLM's).
+    for (const s of planned) if (s.work instanceof Generation && s.work.scheduledAt === 0) s.work.scheduledAt = t0;
     const t1 = performance.now();
     const running = this.driver.run(batch);
     running.catch(() => undefined); // handled below, after the masks
@@ -440,10 +482,10 @@ export class Engine {
       if (ctx.released || this.active.get(ctx) !== work) continue;
       this.kv.advance(ctx, s.plan.upTo);
       if (work instanceof ForwardWork) {
-        work.rows.push(...rows.map((r) => r.logits!));
+        rows.forEach((r, i) => work.take(s.plan.upTo - s.numSample + i, r.logits!));
         if (ctx.numPending === 0) {
           this.finishWork(work);
-          work.resolve(work.rows.map((r) => r.slice()));
+          work.complete();
         }
       } else if (work instanceof Generation && ctx.numPending === 0) {
         try {
@@ -468,7 +510,13 @@ export class Engine {
     const g = this.grammarsOf?.stats(); // not made just to be asked
     return {
       pages: { total: pool.numPages, free: pool.numFree, cached: pool.numCached, inUse: pool.numInUse, pageSize: pool.pageSize },
-      prefixCache: { hits: cache.numHits, misses: cache.numMisses, entries: cache.numEntries },
+      prefixCache: {
+        hits: cache.numHits,
+        misses: cache.numMisses,
+        entries: cache.numEntries,
+        queryTokens: this.scheduler.numPrefixQueryTokens,
+        hitTokens: this.scheduler.numPrefixHitTokens,
+      },
       running: this.scheduler.running.length,
       waiting: this.scheduler.waiting.length,
       contexts: this.contexts.size,
@@ -521,4 +569,13 @@ export class Engine {
     this.checkAlive(ctx);
     if (ctx.busy) throw errors.contextBusy(ctx.id);
   }
+}
+
+/** A token's log-probability in a row of logits, its rank (1: the most likely), and the row's `top` most likely tokens. */
+function scoreToken(logits: Float32Array, token: number, top: number): ScoredToken {
+  const lse = logSumExp(logits);
+  const x = logits[token]!;
+  let rank = 0; // as vLLM counts it: tokens at least as likely, itself included
+  for (let i = 0; i < logits.length; i++) if (logits[i]! >= x) rank++;
+  return { token, logprob: x - lse, rank, top: top > 0 ? topK(logits, top).map((t) => ({ token: t, logprob: logits[t]! - lse })) : [] };
 }

@@ -23,8 +23,18 @@ export interface GenerateOptions {
   stopTokenIds?: readonly number[];
   /** Do not stop at EOS (benchmarks). */
   ignoreEos?: boolean;
-  /** Strings that end the generation; they are not part of the text. */
+  /** Strings that end the generation; they are not part of the text (unless includeStopString). */
   stop?: readonly string[];
+  /**
+   * Stop tokens are not drawn, and stop strings not looked for, until this
+   * many tokens are out (vLLM's `min_tokens`: the token after them may stop).
+   * Default 0.
+   */
+  minTokens?: number;
+  /** Keep the stop string (or the stop token's text) that ended the generation at the end of its text. */
+  includeStopString?: boolean;
+  /** Drop special tokens' text (the default, true); false keeps it in the output. Stop tokens never add text. */
+  skipSpecialTokens?: boolean;
   /**
    * Constrains the output to a grammar: a compiled grammar (the generation
    * makes its own matcher), or a matcher the caller owns, which the generation
@@ -72,6 +82,9 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   readonly window: number | null;
   admittedAt = -1;
   numCachedTokens = 0;
+  /** When it was submitted, and when a step first ran it (performance.now(); 0: not yet): its queue and prefill times, for metrics. */
+  queuedAt = 0;
+  scheduledAt = 0;
   readonly needs: 'best' | 'logits' | 'head';
   readonly invTemperature: number;
   /** The head could not decide the last row: the engine recomputes it and returns its full distribution. */
@@ -109,8 +122,19 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   private maskError: Error | null = null;
   /** The grammar is complete and no end token may follow: nothing to sample. */
   grammarComplete = false;
+  private readonly minTokens: number;
+  private readonly vocabSize: number;
 
-  constructor(ctx: Context, tokenizer: Tokenizer, defaultStopIds: readonly number[], maxTokens: number, window: number | null, options: GenerateOptions, onFinish: (g: Generation) => void) {
+  constructor(
+    ctx: Context,
+    tokenizer: Tokenizer,
+    vocabSize: number,
+    defaultStopIds: readonly number[],
+    maxTokens: number,
+    window: number | null,
+    options: GenerateOptions,
+    onFinish: (g: Generation) => void,
+  ) {
     this.ctx = ctx;
     this.options = options;
     this.window = window;
@@ -120,9 +144,12 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       this.history = new TokenHistory();
       this.history.addPrompt(ctx.tokens);
     }
-    this.decoder = new IncrementalDecoder(tokenizer, ctx.tokens);
-    this.stopMatcher = new StopMatcher(options.stop ?? []);
+    this.decoder = new IncrementalDecoder(tokenizer, ctx.tokens, options.skipSpecialTokens ?? true);
+    this.stopMatcher = new StopMatcher(options.stop ?? [], options.includeStopString ?? false);
     this.stopIds = new Set(options.ignoreEos ? [] : (options.stopTokenIds ?? defaultStopIds));
+    this.vocabSize = vocabSize;
+    // Holding back stop tokens only matters if there are any.
+    this.minTokens = this.stopIds.size > 0 || (options.stop ?? []).length > 0 ? Math.min(options.minTokens ?? 0, maxTokens) : 0;
     this.maxTokens = maxTokens;
     this.promptTokens = ctx.length;
     this.logprobs = options.sampling?.logprobs !== undefined ? [] : undefined;
@@ -134,13 +161,19 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     this.needs = this.sampler.isPlainGreedy ? 'best' : this.sampler.usesHead ? 'head' : 'logits';
     // Greedy keeps its fast path (the best allowed token comes from the graph), and a softmax must see
     // the mask (allowed tokens far below the best would round to probability 0): both mask in the graph.
-    this.maskInGraph = g !== undefined && this.needs !== 'logits';
+    this.maskInGraph = (g !== undefined || this.minTokens > 0) && this.needs !== 'logits';
     this.invTemperature = this.sampler.invTemperature;
     this.result = new Promise((r) => (this.resolve = r));
   }
 
+  /** Whether its next row is drawn under a mask: a grammar's, or one keeping stop tokens out until min_tokens. */
   get isConstrained(): boolean {
-    return this.options.grammar !== undefined;
+    return this.options.grammar !== undefined || this.holdsStopTokens;
+  }
+
+  /** Stop tokens may not come yet (min_tokens). */
+  private get holdsStopTokens(): boolean {
+    return this.generated.length < this.minTokens;
   }
 
   /** The mask `prepareMask` computed, for the driver (null if it failed: the row then runs unmasked and fails on delivery). */
@@ -155,14 +188,21 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
    */
   async prepareMask(): Promise<void> {
     const g = this.options.grammar;
-    if (!g || this.finished) return;
+    if (this.finished) return;
+    if (!g) {
+      if (this.holdsStopTokens) this.nextMask = this.withoutStopTokens();
+      return;
+    }
     try {
       if (!this.matcher) {
         const own = g as Grammar;
         this.matcher = await own.owner.matcher(own);
         if (this.finished) return this.disposeMatcher();
       }
-      const { mask, mayEnd } = await this.matcher.maskFor(this.stopIds);
+      // While stop tokens are held back (min_tokens), none is allowed: the grammar may end only where nothing else may follow.
+      const holding = this.holdsStopTokens;
+      const { mask, mayEnd } = await this.matcher.maskFor(holding ? new Set() : this.stopIds);
+      if (holding) for (const t of this.stopIds) if (t >>> 5 < mask.length) mask[t >>> 5]! &= ~(1 << (t & 31));
       this.nextMask = mask;
       if (isEmptyMask(mask)) {
         // Complete (it may end, and no end token is wanted), or a dead end: everything it allows next is a stop token.
@@ -172,6 +212,13 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     } catch (err) {
       this.maskError = err as Error;
     }
+  }
+
+  /** Every token but the stop tokens. */
+  private withoutStopTokens(): TokenMask {
+    const mask = new Uint32Array(Math.ceil(this.vocabSize / 32)).fill(0xffffffff);
+    for (const t of this.stopIds) if (t < this.vocabSize) mask[t >>> 5]! &= ~(1 << (t & 31));
+    return mask;
   }
 
   /** What the driver needs for this generation's next head row (see Sampler), and whether the row must come in full. */
@@ -197,7 +244,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     if (this.finished) return false;
     let mask: TokenMask | undefined;
     if (this.isConstrained) {
-      if (this.maskError || !this.nextMask) throw this.maskError ?? new Error('the grammar mask was not computed');
+      if (this.maskError || !this.nextMask) throw this.maskError ?? new Error('the token mask was not computed');
       mask = this.nextMask;
       if (this.grammarComplete) {
         // Nothing may follow and no end token is wanted: what is held back is released.
@@ -229,11 +276,14 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     const lp = s.logprob !== undefined ? { token: s.token, logprob: s.logprob, ...(s.top ? { top: s.top } : {}) } : undefined;
     if (lp) this.logprobs!.push(lp);
     if (this.stopIds.has(s.token)) {
-      this.emit(this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
+      // A stop token adds no text, unless asked (vLLM's include_stop_str_in_output; a special token's text stays out unless kept).
+      const own = this.options.includeStopString ? this.decoder.push(s.token) : '';
+      this.emit(this.stopMatcher.push(own + this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
       this.finish('stop', s.token);
       return false;
     }
-    const delta = this.stopMatcher.push(this.decoder.push(s.token));
+    // Stop strings count from the token after min_tokens (as the stop tokens do).
+    const delta = this.stopMatcher.push(this.decoder.push(s.token), this.generated.length > this.minTokens);
     if (this.stopMatcher.stopped) {
       this.emit(delta, [s.token], lp);
       this.finish('stop', this.stopMatcher.matched);

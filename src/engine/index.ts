@@ -10,7 +10,7 @@ import { loadModel, type LoadedModel } from '../model/load.ts';
 import { Engine, type EngineOptions } from './engine.ts';
 
 export { Engine } from './engine.ts';
-export type { EngineOptions, EngineStats, ForwardOptions, ForwardResult, StepStats } from './engine.ts';
+export type { EngineOptions, EngineStats, ForwardOptions, ForwardResult, ScoredToken, StepStats } from './engine.ts';
 export type { Context } from './context.ts';
 export { Generation } from './generation.ts';
 export type { FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob } from './generation.ts';

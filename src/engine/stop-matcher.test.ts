@@ -29,4 +29,26 @@ describe('StopMatcher', () => {
     expect(m.push('line\n')).toBe('line');
     expect(m.flush()).toBe('\n');
   });
+
+  it('keeps the stop string in the text when asked (include_stop_str_in_output)', () => {
+    const m = new StopMatcher(['<END>'], true);
+    expect(m.push('hello <E')).toBe('hello ');
+    expect(m.push('ND> more')).toBe('<END>');
+    expect(m.stopped).toBe(true);
+  });
+
+  it('lets text through unsearched when told not to match yet (min_tokens), then matches again', () => {
+    const m = new StopMatcher(['ab']);
+    expect(m.push('xab', false)).toBe('xab');
+    expect(m.stopped).toBe(false);
+    expect(m.push('ab')).toBe('');
+    expect(m.stopped).toBe(true);
+  });
+
+  it('finds a stop string that starts before the min_tokens boundary and ends after it', () => {
+    const m = new StopMatcher(['ab']);
+    expect(m.push('xa', false)).toBe('x');
+    expect(m.push('b')).toBe('');
+    expect(m.stopped).toBe(true);
+  });
 });

@@ -1,23 +1,35 @@
 /**
  * Stop strings matched across token boundaries. Text that could still be the
  * start of a stop string is held back until the next delta decides; the stop
- * string itself is never emitted.
+ * string itself is emitted only when asked (`includeStop`).
  */
 export class StopMatcher {
   private readonly stops: string[];
+  private readonly includeStop: boolean;
   private pending = '';
   stopped = false;
   /** The stop string that ended the text, once `stopped`. */
   matched: string | null = null;
 
-  constructor(stops: readonly string[]) {
+  constructor(stops: readonly string[], includeStop = false) {
     this.stops = stops.filter((s) => s.length > 0);
+    this.includeStop = includeStop;
   }
 
-  /** Feeds a text delta; returns the part that is safe to emit. */
-  push(text: string): string {
+  /**
+   * Feeds a text delta; returns the part that is safe to emit. With `match`
+   * false (min_tokens) no stop string is looked for in it, but a tail that
+   * could start one is still held back: a stop string that ends after the
+   * boundary is found, as vLLM finds it.
+   */
+  push(text: string, match = true): string {
     if (this.stopped) return '';
     const buf = this.pending + text;
+    if (!match) {
+      const hold = this.heldBack(buf);
+      this.pending = buf.slice(buf.length - hold);
+      return buf.slice(0, buf.length - hold);
+    }
     let cut = -1;
     for (const s of this.stops) {
       const i = buf.indexOf(s);
@@ -29,7 +41,7 @@ export class StopMatcher {
     if (cut >= 0) {
       this.stopped = true;
       this.pending = '';
-      return buf.slice(0, cut);
+      return buf.slice(0, this.includeStop ? cut + this.matched!.length : cut);
     }
     const hold = this.heldBack(buf);
     this.pending = buf.slice(buf.length - hold);

@@ -1,22 +1,25 @@
 /**
  * POST /v1/chat/completions and /v1/completions (each served by its built-in
- * inferlet), GET /v1/models. The handlers check what the OpenAPI validator
+ * inferlet), GET /v1/models, and vLLM's POST /tokenize, POST /detokenize
+ * (a built-in inferlet too) and GET /version. The handlers check what the OpenAPI validator
  * cannot (fields we do not implement, the model and the key's scopes) and
  * hand the request to the inferlet.
  */
-import { statSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { Router, type Request, type Response } from 'express';
 import type { StoredComponent } from '../runtime/component-store.ts';
 import type { OpenAIInput } from '../../inferlets/builtin/protocol.ts';
 import { mayUseModel, principalOf, requireModel, requireScope } from './auth.ts';
 import { ModelNotFoundError, UnsupportedFieldError } from './errors.ts';
+import { choicesFinishReasons } from './finish-reasons.ts';
 import { invokeAndRelay, newId, unixNow, type Runtime } from './invoke.ts';
+import { relay } from './relay.ts';
+import type { RequestParams } from './metrics.ts';
 import type { components } from './openapi-types.ts';
 
 type ChatRequest = components['schemas']['CreateChatCompletionRequest'];
 type CompletionRequest = components['schemas']['CreateCompletionRequest'];
 
-/** A field is refused unless its value is one that changes nothing (absent, null, empty, or a listed no-op). */
 /** Fields refused unless their value is harmless (the predicate says which values are). */
 export type Refusals = Record<string, (v: unknown) => boolean>;
 
@@ -28,7 +31,7 @@ export function refuseFields(body: Record<string, unknown>, fields: Refusals, de
   }
 }
 
-const LATER = 'legacy functions, audio, predictions, reasoning effort, web search and stored chat completions are not available';
+const LATER = 'legacy functions, audio, predictions, reasoning effort and web search are not available';
 
 const never = () => false;
 const emptyList = (v: unknown) => Array.isArray(v) && v.length === 0;
@@ -41,7 +44,6 @@ const CHAT_UNSUPPORTED: Refusals = {
   prediction: never,
   reasoning_effort: never,
   web_search_options: never,
-  store: (v: unknown) => v === false,
 };
 
 const COMPLETION_UNSUPPORTED: Refusals = { suffix: (v) => v === '', best_of: (v) => v === 1 };
@@ -52,11 +54,19 @@ export function modelFor(rt: Runtime, res: Response, model: string): string {
   return model;
 }
 
+/** The max_tokens (or max_completion_tokens) and n a request gave, for the metrics. */
+function requestParams(body: ChatRequest | CompletionRequest): RequestParams {
+  const maxTokens = ('max_completion_tokens' in body ? body.max_completion_tokens : undefined) ?? body.max_tokens;
+  return { ...(typeof maxTokens === 'number' ? { maxTokens } : {}), n: body.n ?? 1 };
+}
+
 export function openaiInput<B>(req: Request, body: B, model: string, id: string): OpenAIInput<B> {
   return { method: req.method, path: req.path, params: {}, query: {}, headers: {}, body, model, id, created: unixNow() };
 }
 
-export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredComponent; completions: StoredComponent }): Router {
+const VERSION = (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredComponent; completions: StoredComponent; tokenize: StoredComponent }): Router {
   const router = Router();
 
   /** A POST served by a built-in inferlet: scope, fields it refuses, then the invocation. */
@@ -66,7 +76,8 @@ export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredCo
       requireScope(principalOf(res), scope);
       refuseFields(body as Record<string, unknown>, refused, why);
       const model = modelFor(rt(), res, body.model);
-      await invokeAndRelay(rt(), res, { component: component(), input: openaiInput(req, body, model, newId(idPrefix)), tenant: principalOf(res).tenant, model, builtin: true });
+      const input = openaiInput(req, body, model, newId(idPrefix));
+      await invokeAndRelay(rt(), res, { component: component(), input, tenant: principalOf(res).tenant, model, builtin: true, finishReasons: choicesFinishReasons(), params: requestParams(body) });
     });
 
   builtinRoute('/v1/chat/completions', 'chat', () => builtins().chat, 'chatcmpl-', CHAT_UNSUPPORTED, LATER);
@@ -84,6 +95,21 @@ export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredCo
     if (!rt().engines.has(id) || !mayUseModel(principalOf(res), id)) throw new ModelNotFoundError(id);
     res.json(modelObject(id));
   });
+
+  // vLLM's utilities. Tokenizing runs no generation: it is not a request in the metrics.
+  const tokenizing = (path: string) =>
+    router.post(path, async (req, res) => {
+      const body = req.body as { model?: string; messages?: unknown };
+      const p = principalOf(res);
+      requireScope(p, body.messages !== undefined ? 'chat' : 'completions');
+      const served = [...rt().engines.keys()];
+      const model = modelFor(rt(), res, body.model ?? served.find((m) => mayUseModel(p, m)) ?? served[0]!);
+      const inv = rt().host.invoke(builtins().tokenize, { input: openaiInput(req, body, model, ''), tenant: p.tenant, models: [model], reuseInstance: true });
+      await relay(res, inv);
+    });
+  tokenizing('/tokenize');
+  tokenizing('/detokenize');
+  router.get('/version', (_req, res) => void res.json({ version: VERSION }));
 
   return router;
 }

@@ -138,6 +138,57 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/tokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Extension (vLLM's shape). The token ids of a text (`prompt`) or of a conversation rendered with the model's chat template (`messages`), exactly as a completion or chat request would be filled. Needs the `completions` scope for a prompt, `chat` for messages. */
+        post: operations["tokenize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/detokenize": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Extension (vLLM's shape). The text of token ids (special tokens' text dropped). Needs the `completions` scope. */
+        post: operations["detokenize"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/version": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Extension (vLLM's shape). The server's version. */
+        get: operations["version"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/health": {
         parameters: {
             query?: never;
@@ -236,9 +287,63 @@ export interface components {
             grammar?: string;
             json_object?: boolean;
         } | null;
+        /** @description A `prompt` or `messages`, not both. `model` defaults to the first model the key may use. */
+        TokenizeRequest: {
+            model?: string;
+            prompt?: string;
+            messages?: components["schemas"]["ChatCompletionRequestMessage"][];
+            tools?: components["schemas"]["ChatCompletionTool"][];
+            /** @description Prepend the beginning-of-sequence token (default true for a prompt; for messages the chat template writes it, default false). */
+            add_special_tokens?: boolean;
+            /**
+             * @description End with the assistant turn's opening (messages only).
+             * @default true
+             */
+            add_generation_prompt: boolean;
+            /** @description Only false: continuing the last message is not supported. */
+            continue_final_message?: boolean;
+            /**
+             * @description Also return each token's text (`token_strs`).
+             * @default false
+             */
+            return_token_strs: boolean;
+            /** @description Not supported: the model's own template is used; rejected with 400 unless null. */
+            chat_template?: unknown;
+        };
+        TokenizeResponse: {
+            count: number;
+            max_model_len: number;
+            tokens: number[];
+            token_strs: string[] | null;
+        };
+        DetokenizeRequest: {
+            model?: string;
+            tokens: number[];
+        };
+        /** @description Extension (as in vLLM). Generate past the model's end-of-sequence tokens (until max_tokens, a stop string or a stop_token_ids token). */
+        IgnoreEos: boolean | null;
+        /** @description Extension (as in vLLM). Stop tokens (end-of-sequence and stop_token_ids) are not generated, and stop strings not looked for, until this many tokens are out. */
+        MinTokens: number | null;
+        /** @description Extension (as in vLLM). Token ids that end the generation, besides the model's end-of-sequence tokens. Their text is not in the output. */
+        StopTokenIds: number[] | null;
+        /** @description Extension (as in vLLM). Keep the stop string that ended the generation at the end of the text. */
+        IncludeStopStrInOutput: boolean | null;
+        /** @description Extension (as in vLLM). Defaults to true; false keeps special tokens' text in the output. */
+        SkipSpecialTokens: boolean | null;
+        /** @description Extension (as in vLLM). Return the log-probability of every prompt token and this many alternatives as `prompt_logprobs` (per choice in completions, on the response in chat): per token null (the first) or an object from token id to `{logprob, rank, decoded_token}` holding the token and its alternatives. */
+        PromptLogprobs: number | null;
+        PromptLogprobsResult: ({
+            [key: string]: {
+                logprob: number;
+                rank: number;
+                decoded_token: string;
+            };
+        } | null)[] | null;
         ChatCompletionStreamOptions: {
             /** @description Send a last chunk with `usage` (and empty `choices`) before `data: [DONE]`. */
             include_usage?: boolean;
+            /** @description Accepted and ignored; events are never padded with an `obfuscation` field. */
+            include_obfuscation?: boolean;
         } | null;
         /**
          * @description Accepted and ignored; we have one tier.
@@ -295,13 +400,33 @@ export interface components {
             service_tier?: components["schemas"]["ServiceTier"];
             /** @description Defaults to true: a turn may hold several calls. False: at most one (models whose format writes one call a turn, such as Llama 3.1's JSON calls, write one either way). */
             parallel_tool_calls?: boolean;
-            /** @description Accepted and ignored; chat completions are not stored. */
+            /** @description Accepted and ignored: the answer is the same, but chat completions are not stored (there is no GET /v1/chat/completions); use the Responses API to keep a conversation's state. */
             store?: boolean | null;
             /** @description Function tools. They reach the model through its chat template (Hermes-style, Llama 3.1 JSON and Mistral formats are known from the template; a model whose template has no tools gets them in a system message, and writes calls as `<tool_call>{"name": …, "arguments": …}</tool_call>`). Every call returned names one of these tools and carries arguments valid against its `parameters` (compact JSON), with `strict` true or false alike. */
             tools?: components["schemas"]["ChatCompletionTool"][];
             tool_choice?: components["schemas"]["ChatCompletionToolChoiceOption"];
             response_format?: components["schemas"]["ResponseFormat"];
             structured_outputs?: components["schemas"]["StructuredOutputs"];
+            ignore_eos?: components["schemas"]["IgnoreEos"];
+            min_tokens?: components["schemas"]["MinTokens"];
+            stop_token_ids?: components["schemas"]["StopTokenIds"];
+            include_stop_str_in_output?: components["schemas"]["IncludeStopStrInOutput"];
+            skip_special_tokens?: components["schemas"]["SkipSpecialTokens"];
+            prompt_logprobs?: components["schemas"]["PromptLogprobs"];
+            /** @description Accepted and ignored; prompts that share a prefix share its KV pages whatever the key. */
+            prompt_cache_key?: string | null;
+            /**
+             * @description Accepted and ignored; the prefix cache is in memory and keeps pages while the KV pool has room.
+             * @enum {string|null}
+             */
+            prompt_cache_retention?: "in_memory" | "24h" | null;
+            /** @description Accepted and ignored. */
+            safety_identifier?: string | null;
+            /**
+             * @description Only `medium` (the default) or null; this model has no other verbosity, so `low` and `high` are rejected with 400.
+             * @enum {string|null}
+             */
+            verbosity?: "low" | "medium" | "high" | null;
             /** @description Not supported yet: rejected with 400. */
             functions?: unknown;
             /** @description Not supported yet: rejected with 400. */
@@ -418,6 +543,7 @@ export interface components {
                 finish_reason: "stop" | "length" | "tool_calls" | "content_filter" | "function_call";
             }[];
             usage?: components["schemas"]["CompletionUsage"];
+            prompt_logprobs?: components["schemas"]["PromptLogprobsResult"];
         };
         ChatCompletionResponseMessage: {
             /** @enum {string} */
@@ -456,6 +582,8 @@ export interface components {
                 /** @enum {string|null} */
                 finish_reason: "stop" | "length" | "tool_calls" | "content_filter" | "function_call" | null;
             }[];
+            /** @description With `prompt_logprobs`, on the first chunk only. */
+            prompt_logprobs?: components["schemas"]["PromptLogprobsResult"];
             /** @description Null on every chunk but the last when `stream_options.include_usage` is true. */
             usage?: components["schemas"]["CompletionUsage"] | null;
         };
@@ -497,6 +625,12 @@ export interface components {
             /** @description Accepted and ignored. */
             user?: string;
             structured_outputs?: components["schemas"]["StructuredOutputs"];
+            ignore_eos?: components["schemas"]["IgnoreEos"];
+            min_tokens?: components["schemas"]["MinTokens"];
+            stop_token_ids?: components["schemas"]["StopTokenIds"];
+            include_stop_str_in_output?: components["schemas"]["IncludeStopStrInOutput"];
+            skip_special_tokens?: components["schemas"]["SkipSpecialTokens"];
+            prompt_logprobs?: components["schemas"]["PromptLogprobs"];
             /** @description Not supported: rejected with 400 unless null. */
             suffix?: unknown;
             /** @description Only 1 (or null) is supported; other values are rejected with 400. */
@@ -514,14 +648,16 @@ export interface components {
                 index: number;
                 logprobs: {
                     tokens?: string[];
-                    token_logprobs?: number[];
-                    top_logprobs?: {
+                    /** @description With `echo`, the prompt's tokens come first; the first has null (nothing precedes it). */
+                    token_logprobs?: (number | null)[];
+                    top_logprobs?: ({
                         [key: string]: number;
-                    }[];
+                    } | null)[];
                     text_offset?: number[];
                 } | null;
                 /** @enum {string} */
                 finish_reason: "stop" | "length" | "content_filter";
+                prompt_logprobs?: components["schemas"]["PromptLogprobsResult"];
             }[];
             usage?: components["schemas"]["CompletionUsage"];
         };
@@ -560,10 +696,27 @@ export interface components {
                 type: "function";
                 name: string;
             };
+            /** @description `message.output_text.logprobs` puts each generated token's logprob (with `top_logprobs` alternatives) on the output_text parts, and on the text delta and done events of a stream. The other values name items this server never makes (reasoning, built-in tool calls, input images): accepted, they add nothing. */
+            include?: ("file_search_call.results" | "web_search_call.results" | "web_search_call.action.sources" | "message.input_image.image_url" | "computer_call_output.output.image_url" | "code_interpreter_call.outputs" | "reasoning.encrypted_content" | "message.output_text.logprobs")[] | null;
+            /** @description How many of the most likely alternatives each token of `message.output_text.logprobs` lists (0 to 20). Without that `include`, no logprobs are returned. */
+            top_logprobs?: number | null;
+            /** @description Accepted and ignored. It caps calls to built-in tools (web search and the like), which this server does not have; function calls do not count against it, as on OpenAI. */
+            max_tool_calls?: number | null;
+            /** @description Accepted and ignored. A prompt's prefix is found in the KV cache by its tokens, whatever key it comes with. */
+            prompt_cache_key?: string | null;
+            /**
+             * @description Accepted and ignored. Cached prefixes stay until their pages are needed; stored responses keep their state as snapshots.
+             * @enum {string|null}
+             */
+            prompt_cache_retention?: "in_memory" | "24h" | null;
+            /** @description Accepted and ignored. */
+            safety_identifier?: string | null;
+            /** @description Accepted. No `obfuscation` field is added to a stream's delta events, whatever `include_obfuscation` says. */
+            stream_options?: {
+                include_obfuscation?: boolean;
+            } | null;
             /** @description Not supported yet: rejected with 400. */
             reasoning?: unknown;
-            /** @description Not supported yet: rejected with 400. */
-            include?: unknown;
             /** @description Not supported yet: rejected with 400. */
             background?: unknown;
             /** @description Not supported yet: rejected with 400. */
@@ -572,7 +725,7 @@ export interface components {
         ResponseTextParam: {
             format?: components["schemas"]["ResponseFormatText"] | components["schemas"]["TextResponseFormatJsonSchema"] | components["schemas"]["ResponseFormatJsonObject"];
             /**
-             * @description Accepted and ignored.
+             * @description Only `medium` (the default) or null; this model has no other verbosity, so `low` and `high` are rejected with 400.
              * @enum {string|null}
              */
             verbosity?: "low" | "medium" | "high" | null;
@@ -586,7 +739,13 @@ export interface components {
             /** @description Accepted; the output is constrained to the schema either way. */
             strict?: boolean | null;
         };
-        InputItem: components["schemas"]["InputMessage"] | components["schemas"]["FunctionToolCall"] | components["schemas"]["FunctionToolCallOutput"];
+        InputItem: components["schemas"]["InputMessage"] | components["schemas"]["FunctionToolCall"] | components["schemas"]["FunctionToolCallOutput"] | components["schemas"]["ItemReferenceParam"];
+        /** @description An item of a stored response of the caller's tenant, by its id (one of that response's output items or input items): it stands in the input for that item. An id that no stored item of the tenant has is a 400 naming it (param `input`). */
+        ItemReferenceParam: {
+            /** @enum {string|null} */
+            type?: "item_reference" | null;
+            id: string;
+        };
         /** @description A message. An assistant message from an earlier response's output may be passed back as is (with `id`, `status` and `output_text` parts). */
         InputMessage: {
             /** @enum {string} */
@@ -676,6 +835,12 @@ export interface components {
             metadata: components["schemas"]["Metadata"];
             user?: string;
             service_tier?: components["schemas"]["ServiceTier"];
+            top_logprobs?: number | null;
+            max_tool_calls?: number | null;
+            prompt_cache_key?: string | null;
+            /** @enum {string|null} */
+            prompt_cache_retention?: "in_memory" | "24h" | null;
+            safety_identifier?: string | null;
         };
         ResponseError: {
             /** @enum {string} */
@@ -1265,6 +1430,93 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalServerError"];
             503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    tokenize: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TokenizeRequest"];
+            };
+        };
+        responses: {
+            /** @description The tokens. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TokenizeResponse"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalServerError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    detokenize: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DetokenizeRequest"];
+            };
+        };
+        responses: {
+            /** @description The text. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        prompt: string;
+                    };
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            500: components["responses"]["InternalServerError"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    version: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The version. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        version: string;
+                    };
+                };
+            };
+            401: components["responses"]["Unauthorized"];
         };
     };
     health: {

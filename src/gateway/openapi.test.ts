@@ -26,7 +26,20 @@ const readDoc = (path: string) => loadYaml(readFileSync(path, 'utf8')) as Doc;
 const isNode = (v: unknown): v is Node => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Our additions to OpenAI's request fields, as in vLLM. */
-const EXTENSIONS = new Set(['top_k', 'min_p', 'repetition_penalty', 'structured_outputs']);
+const EXTENSIONS = new Set([
+  'top_k',
+  'min_p',
+  'repetition_penalty',
+  'structured_outputs',
+  'ignore_eos',
+  'min_tokens',
+  'stop_token_ids',
+  'include_stop_str_in_output',
+  'skip_special_tokens',
+  'prompt_logprobs',
+]);
+/** vLLM's prompt_logprobs in answers: on a chat completion (and its first chunk), on each completion choice. */
+const RESPONSE_EXTENSIONS = /^post \/(chat\/completions 200 [^.]+|completions 200 [^.]+\.choices\[\])\.prompt_logprobs$/;
 /**
  * Properties OpenAI defines that the reference extract lost with its prose
  * (it dropped every key named `description`): a response format's description.
@@ -157,7 +170,7 @@ describe('openapi/openapi.yaml', () => {
           const refOk = mediaSchemas(ref, (refOp.responses as Node)['200']);
           for (const [type, schema] of mediaSchemas(ours, (op.responses as Node)['200'])) {
             const refSchema = refOk.get(type) ?? refOk.get('application/json');
-            if (refSchema) problems.push(...unknownNames(ours, [schema], ref, [refSchema], `${where} 200 ${type}`));
+            if (refSchema) problems.push(...unknownNames(ours, [schema], ref, [refSchema], `${where} 200 ${type}`).filter((p) => !RESPONSE_EXTENSIONS.test(p)));
             else if (!NO_REFERENCE_BODY.has(where)) problems.push(`${where}: OpenAI's 200 has no ${type} body`);
           }
 

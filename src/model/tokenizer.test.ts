@@ -73,6 +73,14 @@ describe.skipIf(!haveLlamaTokenizer)(`the 32k Llama tokenizer ${SKIP_TOKENIZER}`
     expect(deltas.filter((d) => d !== '')).toEqual(['🦙']);
   });
 
+  it('drops special tokens from the text unless told to keep them (skip_special_tokens)', () => {
+    const tok = llama();
+    const ids = [...tok.encode('Hi', { addBos: false }), 2, ...tok.encode('there', { addBos: false })];
+    const run = (dec: IncrementalDecoder) => ids.map((id) => dec.push(id)).join('') + dec.flush();
+    expect(run(new IncrementalDecoder(tok))).not.toContain('</s>');
+    expect(run(new IncrementalDecoder(tok, [], false))).toContain('</s>');
+  });
+
   it('keeps the leading space of a continuation when given the tokens before it', () => {
     const tok = llama();
     const ids = tok.encode('Once upon a time', { addBos: false });

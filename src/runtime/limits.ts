@@ -53,14 +53,17 @@ export function pagesReserved(inv: Invocation): number {
   return n;
 }
 
-/** Most new pages computing `ctx` up to `newTokens` more tokens can take (a shared partial page is copied). */
-export function worstCasePages(ctx: Context, newTokens: number, pageSize: number): number {
-  return Math.max(0, Math.ceil((ctx.length + newTokens) / pageSize) - Math.floor(ctx.numComputed / pageSize));
+/**
+ * Most new pages computing `ctx` up to `newTokens` more tokens can take (a
+ * shared partial page is copied), the last `recompute` computed tokens again.
+ */
+export function worstCasePages(ctx: Context, newTokens: number, pageSize: number, recompute = 0): number {
+  return Math.max(0, Math.ceil((ctx.length + newTokens) / pageSize) - Math.floor(Math.max(0, ctx.numComputed - recompute) / pageSize));
 }
 
 /** Reserves pages for work on `ctx` that adds `newTokens`, or throws limit-exceeded. */
-export function reservePages(inv: Invocation, ctx: Context, newTokens: number, pageSize: number): PageReservation {
-  const pages = worstCasePages(ctx, newTokens, pageSize);
+export function reservePages(inv: Invocation, ctx: Context, newTokens: number, pageSize: number, recompute = 0): PageReservation {
+  const pages = worstCasePages(ctx, newTokens, pageSize, recompute);
   const held = pagesHeld(inv);
   const reserved = pagesReserved(inv);
   if (held + reserved + pages > inv.limits.kvPages) {

@@ -17,6 +17,12 @@ export interface GenerateOptions {
   stop?: string | string[];
   /** Token ids that end it (default: the model's end-of-sequence ids). */
   stop_token_ids?: number[];
+  /** Stop tokens are not drawn, and stop strings not looked for, until this many tokens are out. */
+  min_tokens?: number;
+  /** Keep the stop string that ended the generation at the end of the text. */
+  include_stop_string?: boolean;
+  /** Keep special tokens' text in the output (dropped by default). */
+  keep_special_tokens?: boolean;
   /** Return the log-probability of each token and this many alternatives (0 to 20). */
   logprobs?: number;
   /**
@@ -52,6 +58,16 @@ export interface GenerateOptions {
    * const { tool_calls } = ctx.generate({ tools: { tools, choice: 'required' }, max_tokens: 128 }).result();
    */
   tools?: ToolCallOptions;
+}
+
+/** A prompt token's score (Context.promptLogprobs). */
+export interface PromptLogprob {
+  token: number;
+  logprob: number;
+  /** Its place in the vocabulary by probability (1: the most likely). */
+  rank: number;
+  /** The most likely tokens in its place, most likely first. */
+  top: Array<{ token: number; logprob: number }>;
 }
 
 export interface ToolCallOptions {
@@ -222,6 +238,9 @@ export class Context {
           maxTokens: options.max_tokens,
           stop,
           stopTokenIds: options.stop_token_ids ? Uint32Array.from(options.stop_token_ids) : undefined,
+          minTokens: options.min_tokens,
+          includeStopString: options.include_stop_string ?? false,
+          keepSpecialTokens: options.keep_special_tokens ?? false,
           logprobs: options.logprobs,
           stream: toStreamFormat(options.stream),
         },
@@ -259,6 +278,20 @@ export class Context {
     return results.map((r): StepResult =>
       r.tag === 'token' ? { kind: 'token', ...r.val } : r.tag === 'distribution' ? { kind: 'distribution', tokens: r.val } : { kind: 'entropy', entropy: r.val },
     );
+  }
+
+  /**
+   * Computes the pending tokens and scores them, as evaluation harnesses
+   * score text: per token, its log-probability after the tokens before it and
+   * the `top` (0 to 20) most likely tokens in its place; null for the
+   * context's first token, which follows nothing.
+   *
+   * @example
+   * const ctx = model.newContext().fill('The cat sat on the mat');
+   * const total = ctx.promptLogprobs().reduce((s, t) => s + (t?.logprob ?? 0), 0);
+   */
+  promptLogprobs(top = 0): Array<PromptLogprob | null> {
+    return call(() => inference.promptLogprobs(this.raw, top)).map((s) => (s ? { token: s.token, logprob: s.logprob, rank: s.rank, top: s.top } : null));
   }
 
   /** Computes the pending tokens now (e.g. once, before forking, so the forks share the prompt's KV). */

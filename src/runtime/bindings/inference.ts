@@ -30,6 +30,9 @@ interface WitGenerateArgs {
   maxTokens?: number;
   stop: string[];
   stopTokenIds?: Uint32Array;
+  minTokens?: number;
+  includeStopString: boolean;
+  keepSpecialTokens: boolean;
   logprobs?: number;
   stream?: { event: string; template?: string; firstSeq: number; toolCalls?: { start: string; arguments: string } };
 }
@@ -64,6 +67,7 @@ export function guestInference(env: GuestEnv) {
   return {
     Generation,
     forward: (ctx: GuestContext, args: WitForwardArgs) => env.call('inference.forward', [ctx.handle, args]),
+    promptLogprobs: (ctx: GuestContext, top: number) => env.call('inference.prompt-logprobs', [ctx.handle, top]),
     generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: GuestMatcher | undefined) => {
       const h = env.handle();
       await env.call('inference.generate', [ctx.handle, h, args, constraint?.handle ?? null]);
@@ -201,6 +205,7 @@ export const inferenceHandlers: Handlers = {
       };
       const outputs = args.outputs.map((o, i) => compute[i]!(logits[rowOf(o) - firstRow]!, getHistory));
       inv.numTokens += numSampled;
+      inv.noteTokens(numSampled, null, performance.now());
       return outputs;
     } catch (err) {
       throw toAbiError(err);
@@ -210,8 +215,23 @@ export const inferenceHandlers: Handlers = {
     }
   },
 
-  'inference.generate': (inv, [h, gh, args, mh]: [number, number, WitGenerateArgs, number | null]) => {
+  'inference.prompt-logprobs': async (inv, [h, top]: [number, number]) => {
     const { engine, ctx } = heldContext(inv, h);
+    if (!Number.isInteger(top) || top > 20) throw new AbiError('invalid-argument', `top must be at most 20, got ${top}`);
+    // The pending tokens take pages as a forward pass's would, and the computed token before them is computed again.
+    const reservation = reservePages(inv, ctx, 0, engine.kv.pageSize, 1);
+    try {
+      const scores = await engine.promptLogprobs(ctx, top);
+      return scores.map((s) => s ?? undefined);
+    } catch (err) {
+      throw toAbiError(err);
+    } finally {
+      inv.reservations.delete(reservation);
+    }
+  },
+
+  'inference.generate': (inv, [h, gh, args, mh]: [number, number, WitGenerateArgs, number | null]) => {
+    const { engine, ctx, family } = heldContext(inv, h);
     const constraint = mh === null ? undefined : heldMatcher(inv, mh);
     if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');
     if (constraint && generationUsing(inv, constraint.matcher)) throw new AbiError('busy', 'the matcher is constraining another generation');
@@ -231,7 +251,8 @@ export const inferenceHandlers: Handlers = {
       inv.reservedTokens -= tokens;
       throw err;
     }
-    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
+    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, firstTokenAt: 0, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
+    const promptTokens = ctx.length;
     // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
     if (calls) {
       held.end = () => {
@@ -246,10 +267,20 @@ export const inferenceHandlers: Handlers = {
         stop: args.stop,
         ...(constraint ? { grammar: constraint.matcher } : {}),
         ...(args.stopTokenIds ? { stopTokenIds: Array.from(args.stopTokenIds) } : {}),
+        ...(args.minTokens ? { minTokens: args.minTokens } : {}),
+        includeStopString: args.includeStopString,
+        skipSpecialTokens: !args.keepSpecialTokens,
         onChunk: (c) => {
-          const now = performance.now();
-          inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
-          held.lastChunkAt = now;
+          // Noted inside the engine step that produced them: metrics follow a long stream as it goes.
+          if (c.tokens.length > 0) {
+            const now = performance.now();
+            if (held.firstTokenAt === 0) {
+              held.firstTokenAt = now;
+              inv.notePrompt(family, promptTokens);
+            }
+            inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
+            held.lastChunkAt = now;
+          }
           if (calls) held.streamed += calls.push(c.text, held.streamed, (text) => format(text, held.streamed));
           else if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
           held.chunks.push(c);
@@ -271,7 +302,10 @@ export const inferenceHandlers: Handlers = {
       inv.reservations.delete(reservation);
       if (!inv.done) inv.reservedTokens -= tokens;
       inv.numTokens += r.completionTokens;
-      inv.numPromptTokens = Math.max(inv.numPromptTokens, r.promptTokens);
+      // A prompt whose generation ended before its first token counts if it was read to the end (a cancelled one was not).
+      if (r.finishReason === 'stop' || r.finishReason === 'length') inv.notePrompt(family, r.promptTokens);
+      const timing = { queuedAt: held.gen.queuedAt, scheduledAt: held.gen.scheduledAt, firstTokenAt: held.firstTokenAt, lastTokenAt: held.lastChunkAt };
+      inv.noteGeneration({ ...timing, completionTokens: r.completionTokens, finishReason: r.finishReason });
       held.waiter?.(null);
       held.waiter = null;
     });

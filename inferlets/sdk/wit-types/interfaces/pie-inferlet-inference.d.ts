@@ -8,6 +8,15 @@ declare module 'pie:inferlet/inference@0.1.0' {
    */
   export function forward(ctx: Context, args: ForwardArgs): Array<Output>;
   /**
+   * Computes the context's pending tokens and scores them, as evaluation
+   * harnesses score text: one entry per pending token, none for the
+   * context's first token, which follows nothing (nor for the first pending
+   * token after tokens computed under a custom attention mask); `top` (0 to 20)
+   * alternatives each. Never served from the prefix cache, so the numbers
+   * are the same whatever it holds.
+   */
+  export function promptLogprobs(ctx: Context, top: number): Array<Scored | undefined>;
+  /**
    * Starts generating on the context (its pending tokens are the prompt) and
    * returns at once: start several and they decode in the same batches.
    * With a `constraint`, every token is drawn from what the matcher allows
@@ -96,6 +105,24 @@ declare module 'pie:inferlet/inference@0.1.0' {
     val: number,
   }
   /**
+   * A prompt token's score.
+   */
+  export interface Scored {
+    token: number,
+    /**
+     * Its log-probability after the tokens before it.
+     */
+    logprob: number,
+    /**
+     * Its place among the vocabulary, most likely first (1: the greedy choice).
+     */
+    rank: number,
+    /**
+     * The most likely tokens in its place, most likely first.
+     */
+    top: Array<TokenLogprob>,
+  }
+  /**
    * A call's first event: `{{index}}` (a number), `{{id}}` and `{{name}}` (JSON strings) filled in;
    * its arguments' events: `{{index}}` and `{{delta}}` (a JSON string); `{{seq}}` (optional) as in
    * `template`. Each slot is filled at its first place. Meant with a tool-call matcher: the host reads
@@ -144,6 +171,20 @@ declare module 'pie:inferlet/inference@0.1.0' {
      * Token ids that end the generation (default: the model's EOS ids).
      */
     stopTokenIds?: Uint32Array,
+    /**
+     * Stop tokens are not drawn, and stop strings not looked for, until this
+     * many tokens are out (default 0).
+     */
+    minTokens?: number,
+    /**
+     * Keep the stop string that ended the generation at the end of its text.
+     */
+    includeStopString: boolean,
+    /**
+     * Keep special tokens' text (beginning-of-sequence, chat markers) in the
+     * text; by default it is dropped. Stop tokens never add text.
+     */
+    keepSpecialTokens: boolean,
     /**
      * Top alternatives to return with every token (0: no logprobs).
      */

@@ -16,8 +16,7 @@ function pie(...args: string[]) {
 
 describe('pie', () => {
   it('serves: listens at once, becomes ready, answers a chat request, stops on SIGTERM', async () => {
-    const config = join(work, 'config', 'serve.toml');
-    mkdirSync(join(work, 'config'), { recursive: true });
+    const config = join(work, 'serve.toml');
     writeFileSync(config, `[server]\nport = 0\ndata_dir = "serve-data"\napi_key_env = ""\n[inferlets]\ncache_dir = ${JSON.stringify(join(tmpdir(), 'pie-gateway-test-components'))}\n`);
     const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), 'serve', '--config', config, '--model', `tiny=${randomModelDir()}`], { cwd: REPO_ROOT });
     let stderr = '';
@@ -56,15 +55,15 @@ describe('pie', () => {
     const out = join(work, 'rand');
     expect(pie('model', 'create-random', out, '--preset', 'tiny', '--seed', '2').code).toBe(0);
     expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
-    const config = join(work, 'config', 'c.toml');
-    rmSync(join(work, 'config'), { recursive: true, force: true });
-    spawnSync('mkdir', ['-p', join(work, 'config')]);
+    // Relative paths in a config file are relative to its own folder.
+    mkdirSync(join(work, 'conf'), { recursive: true });
+    const config = join(work, 'conf', 'c.toml');
     writeFileSync(config, '[model]\npath = "fresh"\n[engine]\nkv_memory_mb = 16\n');
     const r = pie('generate', '--config', config, '--max-tokens', '3');
     expect(r.code).toBe(0);
     expect(r.stderr).toMatch(/No model at .*fresh: created a "tiny" random-weight model there/);
     expect(r.stderr).toMatch(/npx pie model import-llama2c/);
-    expect(existsSync(join(work, 'fresh', 'config.json'))).toBe(true);
+    expect(existsSync(join(work, 'conf', 'fresh', 'config.json'))).toBe(true);
   });
 
   it("prints a command's usage for --help and exits 0, for every command", () => {
@@ -110,8 +109,7 @@ describe('pie', () => {
     const b = pie('build', 'inferlets/examples/text-completion.ts', '-o', wasm);
     expect(b.code).toBe(0);
     expect(b.stderr).toMatch(/wrote .*tc\.wasm \([\d.]+ MB, qjs\)/);
-    mkdirSync(join(work, 'config'), { recursive: true });
-    const cfg = join(work, 'config', 'run.toml');
+    const cfg = join(work, 'run.toml');
     writeFileSync(cfg, '[engine]\nkv_memory_mb = 16\n[inferlets]\ncache_dir = "components"\n');
     const r = pie('run', wasm, '--model', randomModelDir(), '--config', cfg, '--', '{"prompt": "abc", "max_tokens": 5}');
     expect(r.code).toBe(0);
@@ -130,7 +128,7 @@ describe('pie', () => {
     expect(b.stderr).toMatch(/imports node:fs: an inferlet may import only the SDK and pie:inferlet/);
     const notWasm = join(work, 'not.wasm');
     writeFileSync(notWasm, 'hello');
-    const refused = pie('run', notWasm, '--model', randomModelDir(), '--config', join(work, 'config', 'run.toml'));
+    const refused = pie('run', notWasm, '--model', randomModelDir(), '--config', join(work, 'run.toml'));
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/not a valid WebAssembly component/);
     const input = pie('run', notWasm, '--', '{not json');

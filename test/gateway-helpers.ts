@@ -80,7 +80,7 @@ export async function expectNothingHeld(engine: Engine): Promise<void> {
   expect(engine.grammars.stats().matchers, 'grammar matchers still alive').toBe(0);
 }
 
-/** The example route of config/default.toml. */
+/** The example route of pie.toml. */
 export const EXAMPLE_ROUTE = `
 [[routes]]
 method = "POST"

@@ -1,5 +1,5 @@
 /**
- * An example custom route (config: [[routes]] in config/default.toml):
+ * An example custom route (config: [[routes]] in pie.toml):
  *
  *   POST /v1/examples/best-of/:n   {"prompt": "...", "max_tokens": 32, "temperature": 0.8}
  *

@@ -21,7 +21,7 @@ import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
 import { engineFromConfig } from './start.ts';
 import { serve } from '../gateway/start.ts';
 
-const DEFAULT_CONFIG = fileURLToPath(new URL('../../config/default.toml', import.meta.url));
+const DEFAULT_CONFIG = fileURLToPath(new URL('../../pie.toml', import.meta.url));
 
 const USAGE = `usage:
   pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]

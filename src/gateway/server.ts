@@ -10,7 +10,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import express, { Router, type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
@@ -21,6 +21,7 @@ import { customRoutes, type LoadedRoute } from './custom-routes.ts';
 import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
 import type { Runtime } from './invoke.ts';
 import { openaiRoutes } from './openai-routes.ts';
+import { checkRequestShapes } from './request-shapes.ts';
 import type { ResponseStore } from './response-store.ts';
 import { responsesRoutes } from './responses-routes.ts';
 import type { SnapshotKeeper } from './snapshot-keeper.ts';
@@ -31,6 +32,8 @@ export interface Builtins {
   chat: StoredComponent;
   completions: StoredComponent;
   responses: StoredComponent;
+  /** POST /tokenize and /detokenize. */
+  tokenize: StoredComponent;
 }
 
 export interface GatewayOptions {
@@ -58,14 +61,31 @@ export function requestId(): RequestHandler {
   };
 }
 
+type ValidatorError = { path?: string; message?: string; errorCode?: string };
+
 /** Reads the validator's errors (express-openapi-validator) as one 400 naming the field. */
-function fromValidator(err: { status?: number; errors?: Array<{ path?: string; message?: string; errorCode?: string }>; message?: string }): ApiError {
+function fromValidator(err: { status?: number; errors?: ValidatorError[]; message?: string }): ApiError {
   if (err.status === 415) return new ApiError(415, 'invalid_request_error', err.message ?? 'unsupported media type');
   if (err.status === 405) return new ApiError(405, 'invalid_request_error', err.message ?? 'method not allowed');
-  // Inside oneOf/anyOf every branch reports; the most telling error is an unknown field, then any that is not the oneOf summary.
-  const errors = err.errors ?? [];
-  const first =
-    errors.find((e) => e.errorCode?.startsWith('additionalProperties')) ?? errors.find((e) => !/^(oneOf|anyOf)\./.test(e.errorCode ?? '')) ?? errors[0];
+  // Inside oneOf/anyOf every branch reports. A branch whose tag (role, type) is not the request's was never meant
+  // (checkRequestShapes has made sure the tag is one we take): its errors go. So does a branch that stopped at a
+  // field it does not know when another branch of the same union got further (its errors lie under the union).
+  // Then the most telling error is an unknown field, then any that is not a union's summary.
+  const all = err.errors ?? [];
+  const summary = (e: ValidatorError) => /^(oneOf|anyOf)\./.test(e.errorCode ?? '');
+  const unknownField = (e: ValidatorError) => e.errorCode?.startsWith('additionalProperties') === true;
+  const wrongTag = (e: ValidatorError) => /\/(role|type)$/.test(e.path ?? '') && /^(enum|const)\./.test(e.errorCode ?? '');
+  const tagged = all.some((e) => !wrongTag(e)) ? all.filter((e) => !wrongTag(e)) : all;
+  const parentOf = (path = '') => path.slice(0, path.lastIndexOf('/'));
+  const otherBranchWentFurther = (e: ValidatorError) => {
+    const parent = parentOf(e.path);
+    return tagged.some((x) => summary(x) && x.path === parent) && tagged.some((x) => !summary(x) && !unknownField(x) && (x.path ?? '').startsWith(parent + '/'));
+  };
+  const errors = tagged.filter((e) => !(unknownField(e) && otherBranchWentFurther(e)));
+  // Every branch reports a field none of them knows (errors are collected in full); one some branch knows, fewer do.
+  const times = (e: ValidatorError) => errors.filter((x) => unknownField(x) && x.path === e.path).length;
+  const unknown = errors.filter(unknownField).sort((a, b) => times(b) - times(a))[0];
+  const first = unknown ?? errors.find((e) => !summary(e)) ?? errors[0];
   const path = (first?.path ?? '').replace(/^\/?(body|query|params|path)\/?/, '');
   const param = path ? path.replace(/\//g, '.') : null;
   if (first?.errorCode?.startsWith('additionalProperties')) {
@@ -110,6 +130,24 @@ export function errorHandler({ log }: { log: (line: string) => void }): ErrorReq
   };
 }
 
+/** Sends one invalid request per validated route through `validator`, on a private loopback server, so that it compiles its schemas now. */
+async function warmValidator(validator: RequestHandler[]): Promise<void> {
+  const app = express();
+  app.use(express.json());
+  app.use(validator);
+  app.use(((_err, _req, res, _next) => void res.status(400).end()) as ErrorRequestHandler);
+  const server = createServer(app);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  try {
+    for (const path of ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/tokenize', '/detokenize']) {
+      await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.arrayBuffer());
+    }
+  } finally {
+    server.close();
+  }
+}
+
 export class Gateway {
   readonly app = express();
   private loaded: Loaded | null = null;
@@ -148,12 +186,19 @@ export class Gateway {
     app.use(errorHandler({ log: this.log }));
   }
 
-  /** Serves the API on loaded models (before this, it answers 503). */
-  attach(loaded: Loaded): void {
-    this.loaded = loaded;
+  /**
+   * Serves the API on loaded models (before this, it answers 503). The
+   * request validator is warmed first: it compiles its schemas on the first
+   * request it sees (~0.8 s), which would otherwise be a user's.
+   */
+  async attach(loaded: Loaded): Promise<void> {
     const api = Router();
     api.use(express.json({ limit: this.options.maxBodyBytes }));
-    api.use(OpenApiValidator.middleware({ apiSpec: OPENAPI_DOCUMENT, validateRequests: true, validateResponses: false, ignoreUndocumented: true }));
+    api.use(checkRequestShapes);
+    const validator = OpenApiValidator.middleware({ apiSpec: OPENAPI_DOCUMENT, validateRequests: { allErrors: true }, validateResponses: false, ignoreUndocumented: true });
+    await warmValidator(validator);
+    this.loaded = loaded;
+    api.use(validator);
     api.use(openaiRoutes(() => this.runtime(), () => loaded.builtins));
     api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store, snapshots: this.options.snapshots }));
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));

@@ -47,8 +47,30 @@ const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (
 /** Builds the built-in inferlets (cached by content) and loads them into the host. */
 export async function loadBuiltins(host: InferletHost, cacheDir: string): Promise<Builtins> {
   const load = async (name: string) => host.load(await buildCached(resolve(BUILTIN_DIR, `${name}.ts`), resolve(cacheDir, 'builds')));
-  const [chat, completions, responses] = await Promise.all([load('chat-completions'), load('completions'), load('responses')]);
-  return { chat, completions, responses };
+  const [chat, completions, responses, tokenize] = await Promise.all([load('chat-completions'), load('completions'), load('responses'), load('tokenize')]);
+  return { chat, completions, responses, tokenize };
+}
+
+/**
+ * Runs each built-in once per worker on each model (a one-token request),
+ * so that /ready means ready: the first request after it would otherwise pay
+ * the engine's first forward pass and each guest's first run. Nothing is
+ * stored, and no request is counted in the metrics (the engines' own totals,
+ * such as steps, include these).
+ */
+export async function warmUp(host: InferletHost, builtins: Builtins, engines: Engine[]): Promise<void> {
+  const base = { method: 'POST', params: {}, query: {}, headers: {}, id: 'warm-up', created: 0 };
+  const runs = engines.flatMap((e) => {
+    const model = e.model.name;
+    const inputs: Array<[keyof Builtins, unknown]> = [
+      ['chat', { ...base, path: '/v1/chat/completions', model, body: { model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 } }],
+      ['completions', { ...base, path: '/v1/completions', model, body: { model, prompt: 'Hi', max_tokens: 1 } }],
+      ['responses', { ...base, path: '/v1/responses', model, body: { model, input: 'Hi', max_output_tokens: 1, store: false }, history: null, save_as: null }],
+      ['tokenize', { ...base, path: '/tokenize', model, body: { model, prompt: 'Hi' } }],
+    ];
+    return inputs.flatMap(([name, input]) => Array.from({ length: host.stats().workers }, () => ({ component: builtins[name], input, model })));
+  });
+  await Promise.all(runs.map(({ component, input, model }) => host.invoke(component, { input, models: [model], reuseInstance: true }).result.catch(() => undefined)));
 }
 
 export async function serve(options: ServeOptions): Promise<Serving> {
@@ -89,9 +111,10 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     const twice = names.find((n, i) => names.indexOf(n) !== i);
     if (twice) throw new ConfigError(`two models would be served as "${twice}": name them with --model NAME=DIR`);
     const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
-    const metrics = new GatewayMetrics({ engines, host: inferletHost });
+    await warmUp(inferletHost, builtins, engines); // before the metrics watch the engines: it is not traffic
+    const metrics = new GatewayMetrics({ engines, host: inferletHost, names: config.metrics.names });
     for (const e of engines) snapshots.serve(e);
-    gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });
+    await gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });
     log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)`);
   })();
   loaded.catch(() => {});

@@ -39,6 +39,16 @@ describe('validation messages', () => {
     expect(tool.error.param).toBe('messages.0.content');
     const unknown = await post('/v1/chat/completions', { messages: [{ role: 'tool', tool_call_id: 'c1', content: 'x', colour: 'red' }] });
     expect(unknown.error).toMatchObject({ param: 'messages.0.colour', code: 'unknown_parameter' });
+    for (const role of ['system', 'user', 'assistant']) {
+      const extra = await post('/v1/chat/completions', { messages: [{ role, content: 'x', reasoning_content: 'y' }] });
+      expect(extra.error, role).toMatchObject({ param: 'messages.0.reasoning_content', code: 'unknown_parameter' });
+    }
+    const input = await post('/v1/responses', { input: [{ role: 'user', content: 'x', foo: 1 }] });
+    expect(input.error).toMatchObject({ param: 'input.0.foo', code: 'unknown_parameter' });
+    const call = await post('/v1/responses', { input: [{ type: 'function_call_output', call_id: 5, output: 'x' }] });
+    expect(call.error.param).toBe('input.0.call_id');
+    const refusal = await post('/v1/chat/completions', { messages: [{ role: 'user', content: 'x' }, { role: 'assistant', content: [{ type: 'refusal', refusal: 'no' }] }, { role: 'user', content: 'y' }] });
+    expect(refusal.error).toMatchObject({ param: 'messages.1.content.0.type', code: 'unsupported_value' });
     const item = await post('/v1/responses', { input: [{ type: 'reasoning', id: 'r1', summary: [] }] });
     expect(item).toMatchObject({ status: 400, error: { param: 'input.0.type', code: 'unsupported_value' } });
     const bogus = await post('/v1/responses', { input: [{ type: 'banana' }] });

@@ -60,6 +60,23 @@ describe.skipIf(!haveStories)(`prompt log-probabilities and vLLM extensions thro
     await expectNothingHeld(s.engine);
   });
 
+  it('places every echoed token at its offset: characters split over byte tokens, a prompt that starts with a space', async () => {
+    for (const prompt of [' Hi there, 🦙 café!', 'Lily saw 🦙🦙 and said "héllo".']) {
+      const c = await s.client.completions.create({ model: s.model, prompt, echo: true, logprobs: 1, max_tokens: 0 });
+      const { tokens, text_offset } = c.choices[0]!.logprobs!;
+      expect(c.choices[0]!.text).toBe(prompt);
+      let last = 0;
+      tokens!.forEach((t, i) => {
+        const at = text_offset![i]!;
+        expect(at).toBeGreaterThanOrEqual(last);
+        last = at;
+        if (i === 0 || t.startsWith('bytes:')) return; // the BOS token, or part of a character
+        const first = i === 1;
+        expect(prompt.slice(at).startsWith(first && !prompt.startsWith(' ') ? t.trimStart() : t), `${JSON.stringify(prompt)} token ${i} ${JSON.stringify(t)} at ${at}`).toBe(true);
+      });
+    }
+  });
+
   it('streams the echoed prompt with its scores in the first chunk', async () => {
     const stream = await s.client.completions.create({ model: s.model, prompt: TEXT, echo: true, logprobs: 1, max_tokens: 3, temperature: 0, stream: true });
     const chunks = [];

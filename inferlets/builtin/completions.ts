@@ -25,31 +25,64 @@ type Legacy = NonNullable<Choice['logprobs']>;
 /**
  * OpenAI's legacy logprobs object for tokens (generated, or the prompt's with
  * `echo`, whose first token has null for its log-probability and
- * alternatives). Offsets count characters from `offset`; special tokens
- * (a beginning-of-sequence token) take none, as their text is not in the
- * text. `prompt`: the echoed prompt, whose first word's token may carry a
- * space the text does not start with (SentencePiece's dummy prefix).
+ * alternatives). `text_offset` counts characters from `offset`: a token adds
+ * the characters its bytes complete (a character split over byte tokens
+ * counts at its last), a special token none unless its text is in the output
+ * (`specialText`). `prompt`: the echoed prompt, whose tokens may spell one
+ * leading space more than it has (SentencePiece's dummy prefix).
  */
-function legacyLogprobs(model: Model, lps: Array<TokenLogprob | PromptLogprob | { token: number; logprob: null; top: null }>, top: number, offset: number, prompt?: string): Legacy {
+function legacyLogprobs(
+  model: Model,
+  lps: Array<TokenLogprob | PromptLogprob | { token: number; logprob: null; top: null }>,
+  top: number,
+  offset: number,
+  options: { prompt?: string; specialText?: boolean } = {},
+): Legacy {
   const table = tokenTable(model, lps.map((l) => ({ token: l.token, top: l.top ?? [] })));
   const special = new Set(model.specialTokens().values());
-  const tokens = lps.map((l) => table.get(l.token)!.text);
+  const counted = lps.map((l) => options.specialText === true || !special.has(l.token));
+  const lengths = utf16Lengths(lps.map((l, i) => (counted[i] ? table.get(l.token)!.bytes : [])));
+  const spelled = lengths.reduce((a, b) => a + b, 0);
+  const firstText = lengths.findIndex((n) => n > 0);
+  if (options.prompt !== undefined && firstText >= 0 && spelled === options.prompt.length + 1 && table.get(lps[firstText]!.token)!.text.startsWith(' ')) lengths[firstText]!--;
   const text_offset: number[] = [];
   let at = offset;
-  let first = prompt !== undefined;
-  tokens.forEach((t, i) => {
+  for (const n of lengths) {
     text_offset.push(at);
-    if (special.has(lps[i]!.token)) return;
-    const dropped = first && t.startsWith(' ') && !prompt!.startsWith(' ') ? 1 : 0;
-    first = false;
-    at += t.startsWith('bytes:') ? 0 : t.length - dropped; // part of a character: it counts where the character ends
-  });
+    at += n;
+  }
   return {
-    tokens,
+    tokens: lps.map((l) => table.get(l.token)!.text),
     token_logprobs: lps.map((l) => l.logprob),
     top_logprobs: lps.map((l) => (l.top ? Object.fromEntries(l.top.slice(0, top).map((t) => [table.get(t.token)!.text, t.logprob])) : null)),
     text_offset,
   };
+}
+
+/**
+ * The length (in UTF-16 units, as JavaScript counts text) of the characters
+ * each token's UTF-8 bytes complete: a character split over byte tokens
+ * counts at its last byte; a broken sequence counts as one U+FFFD.
+ */
+function utf16Lengths(tokens: number[][]): number[] {
+  let need = 0; // continuation bytes still to come
+  let units = 0; // the length of the character they complete
+  return tokens.map((bytes) => {
+    let n = 0;
+    for (const b of bytes) {
+      if (need > 0 && (b & 0xc0) === 0x80) {
+        if (--need === 0) n += units;
+        continue;
+      }
+      if (need > 0) (n++, (need = 0)); // cut short: a replacement character
+      if (b < 0x80) n++;
+      else if ((b & 0xe0) === 0xc0) [need, units] = [1, 1];
+      else if ((b & 0xf0) === 0xe0) [need, units] = [2, 1];
+      else if ((b & 0xf8) === 0xf0) [need, units] = [3, 2];
+      else n++; // a stray continuation byte
+    }
+    return n;
+  });
 }
 
 /** Two legacy logprobs objects one after the other (an echoed prompt's, then the completion's). */
@@ -107,7 +140,8 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     if (!scoring && n > 1) root.prefill();
     return lps.map((l, i) => l ?? { token: tokens[i]!, logprob: null, top: null });
   });
-  const echoed = (p: number) => legacyLogprobs(model, scores[p]!, logprobs!, 0, promptText[p]!);
+  const echoed = (p: number) => legacyLogprobs(model, scores[p]!, logprobs!, 0, { prompt: promptText[p]! });
+  const specialText = body.skip_special_tokens === false;
   const promptLogprobs = (p: number) => (promptTop !== null ? { prompt_logprobs: promptLogprobsJson(model, scores[p]!, promptTop) } : {});
   const forked = roots.map((root) => (n > 1 ? Array.from({ length: n }, () => root.fork()) : [root]));
   const stop = stopList(body.stop);
@@ -137,7 +171,7 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     interleave(
       runs.map((r) => r.gen),
       (i, c) => {
-        const lp = legacyLogprobs(model, c.logprobs, logprobs, (echo ? promptText[runs[i]!.p]!.length : 0) + offsets[i]!);
+        const lp = legacyLogprobs(model, c.logprobs, logprobs, (echo ? promptText[runs[i]!.p]!.length : 0) + offsets[i]!, { specialText });
         offsets[i] = offsets[i]! + c.text.length;
         sse(chunk([{ index: runs[i]!.index, text: c.text, logprobs: lp, finish_reason: null as never }]));
       },
@@ -158,7 +192,7 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     object: 'text_completion',
     choices: results.map(({ p, index, r }) => {
       const prefix = echo ? promptText[p]! : '';
-      const generated = logprobs !== null ? legacyLogprobs(model, r.logprobs, logprobs, prefix.length) : null;
+      const generated = logprobs !== null ? legacyLogprobs(model, r.logprobs, logprobs, prefix.length, { specialText }) : null;
       return {
         index,
         text: prefix + r.text,

@@ -248,7 +248,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       mask = this.nextMask;
       if (this.grammarComplete) {
         // Nothing may follow and no end token is wanted: what is held back is released.
-        this.emit(this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [], undefined);
+        this.emit(this.stopMatcher.push(this.decoder.flush(), this.generated.length > this.minTokens) + this.stopMatcher.flush(), [], undefined);
         this.finish('stop', null);
         return false;
       }
@@ -290,7 +290,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       return false;
     }
     if (this.generated.length >= this.maxTokens) {
-      this.emit(delta + this.stopMatcher.push(this.decoder.flush()) + this.stopMatcher.flush(), [s.token], lp);
+      this.emit(delta + this.stopMatcher.push(this.decoder.flush(), this.generated.length > this.minTokens) + this.stopMatcher.flush(), [s.token], lp);
       this.finish('length', null);
       return false;
     }

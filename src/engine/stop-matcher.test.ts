@@ -45,6 +45,15 @@ describe('StopMatcher', () => {
     expect(m.stopped).toBe(true);
   });
 
+  it('does not find, after the boundary, a stop string that ended before it (vLLM looks only at stops ending in new text)', () => {
+    const m = new StopMatcher(['\n', '\n\n']);
+    expect(m.push('x\n', false)).toBe('x');
+    expect(m.push('y')).toBe('\ny');
+    expect(m.stopped).toBe(false);
+    expect(m.push('\n')).toBe('');
+    expect(m.stopped).toBe(true);
+  });
+
   it('finds a stop string that starts before the min_tokens boundary and ends after it', () => {
     const m = new StopMatcher(['ab']);
     expect(m.push('xa', false)).toBe('x');

@@ -7,6 +7,8 @@ export class StopMatcher {
   private readonly stops: string[];
   private readonly includeStop: boolean;
   private pending = '';
+  /** How much of `pending` was pushed unsearched: a stop string that ends within it does not count. */
+  private unsearched = 0;
   stopped = false;
   /** The stop string that ended the text, once `stopped`. */
   matched: string | null = null;
@@ -28,11 +30,12 @@ export class StopMatcher {
     if (!match) {
       const hold = this.heldBack(buf);
       this.pending = buf.slice(buf.length - hold);
+      this.unsearched = hold;
       return buf.slice(0, buf.length - hold);
     }
     let cut = -1;
     for (const s of this.stops) {
-      const i = buf.indexOf(s);
+      const i = buf.indexOf(s, Math.max(0, this.unsearched - s.length + 1));
       if (i >= 0 && (cut < 0 || i < cut)) {
         cut = i;
         this.matched = s;
@@ -45,6 +48,7 @@ export class StopMatcher {
     }
     const hold = this.heldBack(buf);
     this.pending = buf.slice(buf.length - hold);
+    this.unsearched = 0;
     return buf.slice(0, buf.length - hold);
   }
 

@@ -451,26 +451,38 @@ export interface components {
         /** @description A string, or text parts that are concatenated. */
         ChatCompletionRequestTextContent: string | components["schemas"]["ChatCompletionRequestMessageContentPartText"][];
         ChatCompletionRequestSystemMessage: {
-            /** @enum {string} */
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
             role: "system";
             content: components["schemas"]["ChatCompletionRequestTextContent"];
             name?: string;
         };
         ChatCompletionRequestDeveloperMessage: {
-            /** @enum {string} */
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
             role: "developer";
             content: components["schemas"]["ChatCompletionRequestTextContent"];
             name?: string;
         };
         /** @description Text only; image, audio and file parts are not supported. */
         ChatCompletionRequestUserMessage: {
-            /** @enum {string} */
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
             role: "user";
             content: components["schemas"]["ChatCompletionRequestTextContent"];
             name?: string;
         };
         ChatCompletionRequestAssistantMessage: {
-            /** @enum {string} */
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
             role: "assistant";
             content?: components["schemas"]["ChatCompletionRequestTextContent"] | null;
             refusal?: string | null;
@@ -478,7 +490,10 @@ export interface components {
             tool_calls?: components["schemas"]["ChatCompletionMessageToolCall"][];
         };
         ChatCompletionRequestToolMessage: {
-            /** @enum {string} */
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
             role: "tool";
             content: components["schemas"]["ChatCompletionRequestTextContent"];
             tool_call_id: string;
@@ -739,6 +754,7 @@ export interface components {
             /** @description Accepted; the output is constrained to the schema either way. */
             strict?: boolean | null;
         };
+        /** @description A message (it has a `role`), a function call or its output (by `type`), or a reference to a stored item. */
         InputItem: components["schemas"]["InputMessage"] | components["schemas"]["FunctionToolCall"] | components["schemas"]["FunctionToolCallOutput"] | components["schemas"]["ItemReferenceParam"];
         /** @description An item of a stored response of the caller's tenant, by its id (one of that response's output items or input items): it stands in the input for that item. An id that no stored item of the tenant has is a 400 naming it (param `input`). */
         ItemReferenceParam: {

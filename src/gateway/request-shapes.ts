@@ -22,17 +22,18 @@ interface Tags {
 }
 
 const TEXT_ONLY = 'this model takes text only';
+const REFUSAL = 'send an earlier refusal as text';
 
 const CHAT_ROLES: Tags = { name: 'role', served: ['system', 'developer', 'user', 'assistant', 'tool'], unsupported: { function: 'legacy function messages are not supported: use tool messages' } };
 const CHAT_PARTS: Tags = {
   name: 'type',
-  served: ['text', 'refusal'],
-  unsupported: { image_url: TEXT_ONLY, input_audio: TEXT_ONLY, file: TEXT_ONLY },
+  served: ['text'],
+  unsupported: { image_url: TEXT_ONLY, input_audio: TEXT_ONLY, file: TEXT_ONLY, refusal: REFUSAL },
 };
 const RESPONSE_PARTS: Tags = {
   name: 'type',
-  served: ['input_text', 'output_text', 'refusal'],
-  unsupported: { input_image: TEXT_ONLY, input_file: TEXT_ONLY, input_audio: TEXT_ONLY },
+  served: ['input_text', 'output_text'],
+  unsupported: { input_image: TEXT_ONLY, input_file: TEXT_ONLY, input_audio: TEXT_ONLY, refusal: REFUSAL },
 };
 const RESPONSE_ITEMS: Tags = {
   name: 'type',

@@ -22,6 +22,7 @@ import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableE
 import type { Runtime } from './invoke.ts';
 import { openaiRoutes } from './openai-routes.ts';
 import { checkRequestShapes } from './request-shapes.ts';
+import { validatorDocument } from './validator-document.ts';
 import type { ResponseStore } from './response-store.ts';
 import { responsesRoutes } from './responses-routes.ts';
 import type { SnapshotKeeper } from './snapshot-keeper.ts';
@@ -67,25 +68,14 @@ type ValidatorError = { path?: string; message?: string; errorCode?: string };
 function fromValidator(err: { status?: number; errors?: ValidatorError[]; message?: string }): ApiError {
   if (err.status === 415) return new ApiError(415, 'invalid_request_error', err.message ?? 'unsupported media type');
   if (err.status === 405) return new ApiError(405, 'invalid_request_error', err.message ?? 'method not allowed');
-  // Inside oneOf/anyOf every branch reports. A branch whose tag (role, type) is not the request's was never meant
-  // (checkRequestShapes has made sure the tag is one we take): its errors go. So does a branch that stopped at a
-  // field it does not know when another branch of the same union got further (its errors lie under the union).
-  // Then the most telling error is an unknown field, then any that is not a union's summary.
-  const all = err.errors ?? [];
+  // Inside a union every branch reports (tagged unions report only their tag's branch: validator-document.ts).
+  // The most telling error is an unknown field, then the deepest that is not a union's summary (the branch that
+  // got furthest: an array of items whose item is wrong, rather than "must be string").
+  const errors = err.errors ?? [];
   const summary = (e: ValidatorError) => /^(oneOf|anyOf)\./.test(e.errorCode ?? '');
-  const unknownField = (e: ValidatorError) => e.errorCode?.startsWith('additionalProperties') === true;
-  const wrongTag = (e: ValidatorError) => /\/(role|type)$/.test(e.path ?? '') && /^(enum|const)\./.test(e.errorCode ?? '');
-  const tagged = all.some((e) => !wrongTag(e)) ? all.filter((e) => !wrongTag(e)) : all;
-  const parentOf = (path = '') => path.slice(0, path.lastIndexOf('/'));
-  const otherBranchWentFurther = (e: ValidatorError) => {
-    const parent = parentOf(e.path);
-    return tagged.some((x) => summary(x) && x.path === parent) && tagged.some((x) => !summary(x) && !unknownField(x) && (x.path ?? '').startsWith(parent + '/'));
-  };
-  const errors = tagged.filter((e) => !(unknownField(e) && otherBranchWentFurther(e)));
-  // Every branch reports a field none of them knows (errors are collected in full); one some branch knows, fewer do.
-  const times = (e: ValidatorError) => errors.filter((x) => unknownField(x) && x.path === e.path).length;
-  const unknown = errors.filter(unknownField).sort((a, b) => times(b) - times(a))[0];
-  const first = unknown ?? errors.find((e) => !summary(e)) ?? errors[0];
+  const depth = (e: ValidatorError) => (e.path ?? '').split('/').length;
+  const deepest = errors.filter((e) => !summary(e)).sort((a, b) => depth(b) - depth(a))[0];
+  const first = errors.find((e) => e.errorCode?.startsWith('additionalProperties')) ?? deepest ?? errors[0];
   const path = (first?.path ?? '').replace(/^\/?(body|query|params|path)\/?/, '');
   const param = path ? path.replace(/\//g, '.') : null;
   if (first?.errorCode?.startsWith('additionalProperties')) {
@@ -137,12 +127,17 @@ async function warmValidator(validator: RequestHandler[]): Promise<void> {
   app.use(validator);
   app.use(((_err, _req, res, _next) => void res.status(400).end()) as ErrorRequestHandler);
   const server = createServer(app);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
   try {
+    // Loopback, any address family it has; a machine without one skips the warm-up rather than failing to start.
+    await new Promise<void>((resolve, reject) => server.once('error', reject).listen(0, 'localhost', resolve));
+    const { port, family, address } = server.address() as AddressInfo;
+    const host = family === 'IPv6' ? `[${address}]` : address;
     for (const path of ['/v1/chat/completions', '/v1/completions', '/v1/responses', '/tokenize', '/detokenize']) {
-      await fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }).then((r) => r.arrayBuffer());
+      const res = await fetch(`http://${host}:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}', signal: AbortSignal.timeout(30_000) });
+      await res.arrayBuffer();
     }
+  } catch {
+    // Not warm: the first request compiles the schemas instead.
   } finally {
     server.close();
   }
@@ -195,7 +190,12 @@ export class Gateway {
     const api = Router();
     api.use(express.json({ limit: this.options.maxBodyBytes }));
     api.use(checkRequestShapes);
-    const validator = OpenApiValidator.middleware({ apiSpec: OPENAPI_DOCUMENT, validateRequests: { allErrors: true }, validateResponses: false, ignoreUndocumented: true });
+    const validator = OpenApiValidator.middleware({
+      apiSpec: validatorDocument(OPENAPI_DOCUMENT) as never,
+      validateRequests: { discriminator: true },
+      validateResponses: false,
+      ignoreUndocumented: true,
+    });
     await warmValidator(validator);
     this.loaded = loaded;
     api.use(validator);

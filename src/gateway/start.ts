@@ -58,7 +58,7 @@ export async function loadBuiltins(host: InferletHost, cacheDir: string): Promis
  * stored, and no request is counted in the metrics (the engines' own totals,
  * such as steps, include these).
  */
-export async function warmUp(host: InferletHost, builtins: Builtins, engines: Engine[]): Promise<void> {
+export async function warmUp(host: InferletHost, builtins: Builtins, engines: Engine[], log: (line: string) => void = () => {}): Promise<void> {
   const base = { method: 'POST', params: {}, query: {}, headers: {}, id: 'warm-up', created: 0 };
   const runs = engines.flatMap((e) => {
     const model = e.model.name;
@@ -70,7 +70,18 @@ export async function warmUp(host: InferletHost, builtins: Builtins, engines: En
     ];
     return inputs.flatMap(([name, input]) => Array.from({ length: host.stats().workers }, () => ({ component: builtins[name], input, model })));
   });
-  await Promise.all(runs.map(({ component, input, model }) => host.invoke(component, { input, models: [model], reuseInstance: true }).result.catch(() => undefined)));
+  // A warm-up that fails or takes over a minute is said in the log and does not hold readiness back: requests will say what is wrong.
+  const limits = { wallTimeMs: 60_000 };
+  const failed = new Set<string>();
+  await Promise.all(
+    runs.map(({ component, input, model }) =>
+      host
+        .invoke(component, { input, models: [model], reuseInstance: true, limits })
+        .result.then((r) => (r.status >= 400 ? failed.add(`${(input as { path: string }).path} on ${model}: status ${r.status}`) : undefined))
+        .catch((err: Error) => failed.add(`${(input as { path: string }).path} on ${model}: ${err.message}`)),
+    ),
+  );
+  for (const f of failed) log(`pie: warm-up request failed: ${f}`);
 }
 
 export async function serve(options: ServeOptions): Promise<Serving> {
@@ -111,7 +122,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     const twice = names.find((n, i) => names.indexOf(n) !== i);
     if (twice) throw new ConfigError(`two models would be served as "${twice}": name them with --model NAME=DIR`);
     const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
-    await warmUp(inferletHost, builtins, engines); // before the metrics watch the engines: it is not traffic
+    await warmUp(inferletHost, builtins, engines, log); // before the metrics record requests: it is not traffic
     const metrics = new GatewayMetrics({ engines, host: inferletHost, names: config.metrics.names });
     for (const e of engines) snapshots.serve(e);
     await gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });

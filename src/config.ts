@@ -35,6 +35,7 @@ export interface Config {
     workers: number;
     cacheDir: string;
     stallMs: number;
+    cancelGraceMs: number;
     warmInstances: number;
     memoryMb: number;
     kvPages: number;
@@ -52,7 +53,7 @@ export interface KeyConfig {
   /** The key itself, or '' when it comes from the environment variable `keyEnv`. */
   key: string;
   keyEnv: string;
-  /** Snapshots, stored responses and messages are scoped to the tenant. */
+  /** Snapshots, stored responses and messages are scoped to the tenant ("": a tenant of the key's own). */
   tenant: string;
   /** Route scopes it may call ("chat", "completions", "responses", "metrics", a custom route's scope), or "*". */
   scopes: string[];
@@ -151,6 +152,7 @@ const SCHEMA: Record<string, Schema> = {
     workers: [positiveInt, 2, 'workers'],
     cache_dir: [str, '.cache/components', 'cacheDir'],
     stall_ms: [positiveInt, 2000, 'stallMs'],
+    cancel_grace_ms: [positiveInt, 2000, 'cancelGraceMs'],
     warm_instances: [nonNegativeInt, 2, 'warmInstances'],
     memory_mb: [positiveInt, 256, 'memoryMb'],
     kv_pages: [nonNegativeInt, 0, 'kvPages'],
@@ -175,7 +177,7 @@ const LISTS: Record<string, Schema> = {
   keys: {
     key: [str, '', 'key'],
     key_env: [str, '', 'keyEnv'],
-    tenant: [str, 'default', 'tenant'],
+    tenant: [str, '', 'tenant'],
     scopes: [strings, ['*'], 'scopes'],
     models: [strings, ['*'], 'models'],
   },

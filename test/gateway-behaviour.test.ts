@@ -164,6 +164,19 @@ describe('gateway behaviour', () => {
     expect(new TextDecoder().decode(new TextEncoder().encode(raw))).toBe(raw);
   });
 
+  it('gives a key that names no tenant a tenant of its own: its stored responses are not another such key\'s, nor the admin key\'s', async () => {
+    const { engine } = await mockEngine();
+    const model = engine.model.name;
+    const keys = ['sk-one', 'sk-two'].map((k) => `[[keys]]\nkey = "${k}"\nscopes = ["*"]\n`).join('');
+    const s = await gateway([engine], { extra: `${keys}[[keys]]\nkey = "sk-admin"\ntenant = "default"\nscopes = ["*"]\n` });
+    const mine = await s.client('sk-one').responses.create({ model, input: 'Hi', max_output_tokens: 2 });
+    expect((await s.client('sk-one').responses.retrieve(mine.id)).id).toBe(mine.id);
+    for (const other of ['sk-two', 'sk-admin']) await expect(s.client(other).responses.retrieve(mine.id)).rejects.toBeInstanceOf(OpenAI.NotFoundError);
+    // An unauthenticated probe learns nothing about what is served.
+    expect(await (await fetch(`${s.url}/ready`)).json()).toEqual({ status: 'ready' });
+    await s.client('sk-one').responses.delete(mine.id); // and its KV snapshot
+  });
+
   it('requires an API key with the route scope and the model', async () => {
     const { engine } = await mockEngine();
     const model = engine.model.name;

@@ -50,12 +50,12 @@ export interface Served {
 }
 
 /** Serves the model in `dir()` for the tests of the enclosing describe (or file); the fields fill in before the tests run. */
-export function servedEngine(dir: () => string, options: StartOptions = {}): Served {
+export function servedEngine(dir: () => string, options: StartOptions = {}, gateway: Parameters<typeof startGateway>[1] = {}): Served {
   const s = {} as Served;
   beforeAll(async () => {
     s.engine = await startEngine(dir(), { threads: 1, numPages: 256, pageSize: 16, ...options });
     s.model = s.engine.model.name;
-    s.server = await startGateway([s.engine]);
+    s.server = await startGateway([s.engine], gateway);
     s.client = s.server.client();
   });
   afterAll(async () => {

@@ -35,6 +35,7 @@ export function hostFromConfig(config: Config, engines: Engine[], log: (line: st
     workers: i.workers,
     cacheDir: resolve(config.root, i.cacheDir),
     stallMs: i.stallMs,
+    cancelGraceMs: i.cancelGraceMs,
     warmInstances: i.warmInstances,
     limits: {
       memoryBytes: i.memoryMb * 1024 * 1024,

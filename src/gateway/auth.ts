@@ -1,7 +1,9 @@
 /**
  * API keys: `Authorization: Bearer KEY`, each key with a tenant and scopes
- * (which routes and which models). With no key configured every request runs
- * as the "default" tenant with every scope, and the server stays on loopback.
+ * (which routes and which models). A key that names no tenant has one of its
+ * own, never another key's. With no key configured every request runs as the
+ * "default" tenant with every scope, and the server stays on loopback. A
+ * request that reached a route without a principal is refused, never opened.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
@@ -32,7 +34,9 @@ export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: s
   for (const [i, k] of keys.entries()) {
     const value = k.key || env[k.keyEnv];
     if (!value) throw new Error(`keys[${i}]: the environment variable ${k.keyEnv} is not set`);
-    out.push({ digest: digest(value), tenant: k.tenant, scopes: set(k.scopes), models: set(k.models) });
+    const d = digest(value);
+    // Its own tenant, stable for as long as the key is the same.
+    out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models) });
   }
   const fromEnv = envVar ? env[envVar] : undefined;
   if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null });
@@ -58,7 +62,9 @@ export function auth({ keys }: { keys: ApiKey[] }): RequestHandler {
 }
 
 export function principalOf(res: Response): Principal {
-  return (res.locals.principal as Principal | undefined) ?? OPEN;
+  const p = res.locals.principal as Principal | undefined;
+  if (!p) throw new AuthenticationError('This request was not authenticated.');
+  return p;
 }
 
 /** Throws 403 unless the principal has the scope. */

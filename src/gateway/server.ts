@@ -166,7 +166,8 @@ export class Gateway {
     app.use(helmet());
     app.get('/health', (_req, res) => void res.json({ status: 'ok' }));
     app.get('/ready', (_req, res) => {
-      if (this.loaded) res.json({ status: 'ready', models: [...this.loaded.engines.keys()] });
+      // Unauthenticated: it says ready or not, and nothing about what is served (GET /v1/models, with a key, does).
+      if (this.loaded) res.json({ status: 'ready' });
       else res.status(503).json(new ServiceUnavailableError('The server is loading its models.').toJSON());
     });
     app.use(auth({ keys: options.keys }));

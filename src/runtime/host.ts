@@ -8,10 +8,16 @@
  *   done / cancel / wall time / watchdog ─► release contexts, generations,
  *                          subscriptions ─► settle the invocation
  *
- * Watchdog: each worker bumps a shared counter from its event loop. A worker
- * whose counter stops is passed over for new work at once, and after
- * `stallMs` it is terminated: the invocation that was running fails as stuck,
- * the others it hosted fail as collateral, and a fresh worker takes its place.
+ * Watchdog: each worker bumps a shared counter from its event loop and at
+ * every host call. A worker whose counter stops is passed over for new work at
+ * once, and once it has spent `stallMs` of its own CPU time since the last
+ * bump it is terminated: the invocation that was running fails as stuck, the
+ * others it hosted fail as collateral, and a fresh worker takes its place. CPU
+ * time, not wall time: a healthy worker starved of the CPU by a loaded
+ * machine is not mistaken for a stuck one. A guest that beats (it calls the
+ * host in a loop) but goes on running `cancelGraceMs` after its invocation
+ * was cancelled or passed its wall time is terminated the same way: it would
+ * otherwise hold its worker for ever.
  */
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,8 +46,10 @@ export interface HostOptions {
   limits?: Partial<InstanceLimits>;
   /** Where transpiled components are cached (default: a folder in the OS temp dir). */
   cacheDir?: string;
-  /** A worker whose event loop has not turned for this long is terminated (default 2000 ms). */
+  /** A worker that spends this much CPU time without its event loop turning is terminated (default 2000 ms). */
   stallMs?: number;
+  /** A guest still running this long after its invocation was cancelled or timed out has its worker terminated (default 2000 ms). */
+  cancelGraceMs?: number;
   /** Instances kept instantiated ahead of need, per component and worker (default 2). */
   warmInstances?: number;
   /** Where guests' log lines go (default: stderr). */
@@ -85,6 +93,10 @@ class WorkerSlot {
   readonly ready: Promise<void>;
   lastBeat = -1;
   lastBeatAt = performance.now();
+  /** The worker thread's CPU time (µs) when its counter last moved; null where it cannot be read. */
+  cpuAtBeat: number | null = null;
+  /** Invocations the host has ended that the guest has not yet returned from, with when. */
+  readonly ending = new Map<number, number>();
   replies: Reply[] = [];
   warmed = new Set<string>();
   dead = false;
@@ -132,6 +144,8 @@ export class InferletHost implements HostSide {
   private readonly running = new Map<number, Invocation>();
   private readonly limits: InstanceLimits;
   private readonly stallMs: number;
+  private readonly cancelGraceMs: number;
+  private watching = false;
   private readonly warmInstances: number;
   private readonly logLine: (line: string) => void;
   private readonly watchdog: NodeJS.Timeout;
@@ -145,11 +159,12 @@ export class InferletHost implements HostSide {
     this.limits = resolveLimits({ ...DEFAULT_LIMITS, kvPages: smallestPool }, options.limits);
     this.store = new ComponentStore(options.cacheDir ?? join(tmpdir(), 'pie-components'));
     this.stallMs = options.stallMs ?? 2000;
+    this.cancelGraceMs = options.cancelGraceMs ?? 2000;
     this.warmInstances = options.warmInstances ?? 2;
     this.logLine = options.log ?? ((l) => process.stderr.write(l + '\n'));
     const n = Math.max(1, options.workers ?? Math.min(2, cpus().length));
     for (let i = 0; i < n; i++) this.slots.push(this.spawn());
-    this.watchdog = setInterval(() => this.watch(), Math.max(10, Math.min(100, this.stallMs / 4)));
+    this.watchdog = setInterval(() => void this.watch(), Math.max(10, Math.min(100, this.stallMs / 4, this.cancelGraceMs / 4)));
     this.watchdog.unref();
   }
 
@@ -256,17 +271,35 @@ export class InferletHost implements HostSide {
     return best ?? this.slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
   }
 
-  private watch(): void {
+  private async watch(): Promise<void> {
+    if (this.watching) return;
+    this.watching = true;
+    try {
+      await Promise.all(this.slots.map((slot) => this.watchSlot(slot)));
+    } finally {
+      this.watching = false;
+    }
+  }
+
+  private async watchSlot(slot: WorkerSlot): Promise<void> {
+    if (slot.dead) return;
+    const cpu = await workerCpuMicros(slot.worker); // read before the counter: a bump after it still counts
+    const beat = Atomics.load(slot.heartbeat, HEARTBEAT.beat);
     const now = performance.now();
-    for (const slot of this.slots) {
-      const beat = Atomics.load(slot.heartbeat, HEARTBEAT.beat);
-      if (beat !== slot.lastBeat) {
-        slot.lastBeat = beat;
-        slot.lastBeatAt = now;
-      } else if (now - slot.lastBeatAt > this.stallMs && !slot.dead) {
-        const stuck = Atomics.load(slot.heartbeat, HEARTBEAT.running);
-        this.lose(slot, `its worker was stopped because another invocation on it did not yield for ${this.stallMs} ms`, stuck);
-      }
+    if (slot.dead) return;
+    if (beat !== slot.lastBeat) {
+      slot.lastBeat = beat;
+      slot.lastBeatAt = now;
+      slot.cpuAtBeat = cpu;
+    } else if (cpu !== null && slot.cpuAtBeat !== null ? cpu - slot.cpuAtBeat > this.stallMs * 1000 : now - slot.lastBeatAt > this.stallMs) {
+      const stuck = Atomics.load(slot.heartbeat, HEARTBEAT.running);
+      this.lose(slot, `its worker was stopped because another invocation on it did not yield for ${this.stallMs} ms of CPU time`, stuck);
+      return;
+    }
+    for (const [id, at] of slot.ending) {
+      if (now - at <= this.cancelGraceMs) continue;
+      this.lose(slot, `its worker was stopped because another invocation on it went on running ${this.cancelGraceMs} ms after it was stopped`, id);
+      return;
     }
   }
 
@@ -297,6 +330,7 @@ export class InferletHost implements HostSide {
       case 'done': {
         const inv = this.running.get(m.inv);
         slot.invocations.delete(m.inv);
+        slot.ending.delete(m.inv);
         if (!inv) return;
         inv.peakMemoryBytes = m.peakMemoryBytes;
         inv.instantiateMs = m.instantiateMs;
@@ -339,7 +373,10 @@ export class InferletHost implements HostSide {
     this.running.delete(inv.id);
     const slot = this.where.get(inv.id);
     this.where.delete(inv.id);
-    if (error && slot && !slot.dead && slot.invocations.has(inv.id)) slot.send({ t: 'cancel', inv: inv.id, reason: error.message });
+    if (error && slot && !slot.dead && slot.invocations.has(inv.id)) {
+      slot.send({ t: 'cancel', inv: inv.id, reason: error.message });
+      slot.ending.set(inv.id, performance.now()); // it has cancelGraceMs to return
+    }
     for (const g of inv.generations.values()) g.gen.cancel();
     inv.generations.clear();
     for (const { engine, ctx } of inv.contexts.values()) engine.release(ctx);
@@ -359,6 +396,18 @@ export class InferletHost implements HostSide {
   private describe(name: string): ModelDescriptor {
     const e = this.engines.get(name)!;
     return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.kv.pageSize };
+  }
+}
+
+/** A worker thread's CPU time so far in µs (Node 24's `worker.cpuUsage()`), or null where it cannot be read. */
+async function workerCpuMicros(worker: Worker): Promise<number | null> {
+  const read = (worker as Worker & { cpuUsage?: () => Promise<{ user: number; system: number }> }).cpuUsage;
+  if (!read) return null;
+  try {
+    const u = await read.call(worker);
+    return u.user + u.system;
+  } catch {
+    return null; // exited
   }
 }
 

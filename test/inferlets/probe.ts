@@ -2,7 +2,7 @@
  * A test inferlet with one behaviour per `action`, so the runtime's tests
  * build a single component.
  */
-import { Context, emit, Grammar, inferlet, input, log, Model, PieError, queue, rangesToRuns, Sampler, topic } from '@pie/inferlet';
+import { Context, emit, Grammar, inferlet, input, isCancelled, log, Model, PieError, queue, rangesToRuns, Sampler, topic } from '@pie/inferlet';
 
 interface Input {
   action: string;
@@ -58,6 +58,9 @@ export const run = inferlet<Input>((args) => {
     }
     case 'spin':
       for (;;);
+    case 'spin-until-cancelled':
+      // Calls the host in a loop (so its worker keeps beating) and ignores being cancelled.
+      for (;;) isCancelled();
     case 'throw': {
       model.newContext().fill(prompt).generate({ max_tokens: 2 }).result(); // holds pages when it throws
       throw new Error(args.message ?? 'boom');

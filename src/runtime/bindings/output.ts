@@ -9,6 +9,21 @@ function checkSize(what: string, data: string): void {
   if (data.length > MAX_OUTPUT) throw new Error(`${what} is at most ${MAX_OUTPUT} characters, got ${data.length}`);
 }
 
+/** Headers that frame the response or the connection: the server's alone (one from a guest could split a keep-alive stream). */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+
+/** Why a status or header may not be set, or null. Checked in the guest and again on the host. */
+export function statusProblem(status: unknown): string | null {
+  return Number.isInteger(status) && (status as number) >= 200 && (status as number) <= 599 ? null : `HTTP status ${String(status)} is not in 200..599`;
+}
+
+export function headerProblem(name: unknown, value: unknown): string | null {
+  if (typeof name !== 'string' || typeof value !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(value)) {
+    return `invalid HTTP header ${JSON.stringify(String(name).slice(0, 130))}`;
+  }
+  return FRAMING.has(name.toLowerCase()) ? `the ${name.toLowerCase()} header is the server's to set (it frames the response)` : null;
+}
+
 export function guestOutput(env: GuestEnv) {
   return {
     emit: (event: string, data: string) => {
@@ -21,11 +36,13 @@ export function guestOutput(env: GuestEnv) {
       env.send('output.set-result', [data]);
     },
     setStatus: (status: number) => {
-      if (status < 100 || status > 599) throw new Error(`HTTP status ${status} is not in 100..599`);
+      const problem = statusProblem(status);
+      if (problem) throw new Error(problem);
       env.send('output.set-status', [status]);
     },
     setHeader: (name: string, value: string) => {
-      if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n]/.test(value)) throw new Error(`invalid HTTP header ${JSON.stringify(name)}`);
+      const problem = headerProblem(name, value);
+      if (problem) throw new Error(problem);
       env.send('output.set-header', [name, value]);
     },
     isCancelled: () => env.cancelled,
@@ -37,10 +54,11 @@ export const outputHandlers: Handlers = {
   'output.set-result': (inv, [data]) => {
     inv.data = data;
   },
+  // The guest side checked these; a message that did not pass is dropped, never applied.
   'output.set-status': (inv, [status]) => {
-    inv.status = status;
+    if (statusProblem(status) === null) inv.status = status;
   },
   'output.set-header': (inv, [name, value]) => {
-    inv.headers[name.toLowerCase()] = value;
+    if (headerProblem(name, value) === null) inv.headers[name.toLowerCase()] = value;
   },
 };

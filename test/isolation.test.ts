@@ -1,0 +1,61 @@
+/**
+ * Isolation (issue 12): one tenant or one inferlet can never starve, crash or
+ * break the others. A deliberately misbehaving route inferlet
+ * (test/inferlets/hostile.ts) runs beside ordinary traffic.
+ */
+import { request } from 'node:http';
+import { describe, expect, it } from 'vitest';
+import { servedEngine } from './gateway-helpers.ts';
+import { randomModelDir } from './helpers.ts';
+
+const HOSTILE_ROUTE = `
+[[routes]]
+method = "POST"
+path = "/v1/hostile"
+inferlet = "test/inferlets/hostile.ts"
+`;
+
+describe('isolation', () => {
+  const s = servedEngine(() => randomModelDir(), {}, { extra: HOSTILE_ROUTE });
+  const hostile = async (body: object) => {
+    const res = await fetch(`${s.server.url}/v1/hostile`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, string> };
+  };
+
+  it('lets no route frame the response: framing and hop-by-hop headers and statuses outside 200..599 fail the inferlet, never reach the wire', async () => {
+    for (const name of ['Content-Length', 'transfer-encoding', 'Connection', 'keep-alive', 'upgrade', 'TE', 'trailer']) {
+      const r = await hostile({ action: 'header', name, value: '0' });
+      expect(r.status, name).toBe(500);
+      expect(JSON.stringify(r.json), name).toMatch(/header is the server's to set/);
+    }
+    const fine = await hostile({ action: 'header', name: 'x-fine', value: 'yes' });
+    expect(fine.status).toBe(200);
+    expect(fine.headers.get('x-fine')).toBe('yes');
+    for (const status of [100, 101, 199, 600]) {
+      const r = await hostile({ action: 'status', status });
+      expect(r.status, String(status)).toBe(500);
+      expect(JSON.stringify(r.json)).toMatch(/not in 200\.\.599/);
+    }
+    // The connection still frames the next response on keep-alive: two requests on one socket both answer.
+    const agentBodies = await new Promise<string[]>((resolve, reject) => {
+      const out: string[] = [];
+      const url = new URL(`${s.server.url}/v1/hostile`);
+      const send = (n: number) => {
+        const req = request({ host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-type': 'application/json', connection: 'keep-alive' } }, (res) => {
+          let data = '';
+          res.on('data', (d) => (data += d));
+          res.on('end', () => {
+            out.push(data);
+            if (n > 1) send(n - 1);
+            else resolve(out);
+          });
+        });
+        req.on('error', reject);
+        req.end(JSON.stringify({ action: 'header', name: 'content-length', value: '1' }));
+      };
+      send(2);
+    });
+    expect(agentBodies).toHaveLength(2);
+    for (const b of agentBodies) expect(b).toMatch(/server's to set/);
+  });
+});

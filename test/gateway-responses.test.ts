@@ -18,6 +18,7 @@ let model: string;
 const KEYS = `
 [[keys]]
 key = "none"
+tenant = "default"
 [[keys]]
 key = "sk-other"
 tenant = "other"

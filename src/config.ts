@@ -36,6 +36,10 @@ export interface Config {
     cacheDir: string;
     stallMs: number;
     cancelGraceMs: number;
+    messageMaxKb: number;
+    messagesMaxMbPerTenant: number;
+    queuesPerTenant: number;
+    messageTtlS: number;
     warmInstances: number;
     memoryMb: number;
     kvPages: number;
@@ -153,6 +157,10 @@ const SCHEMA: Record<string, Schema> = {
     cache_dir: [str, '.cache/components', 'cacheDir'],
     stall_ms: [positiveInt, 2000, 'stallMs'],
     cancel_grace_ms: [positiveInt, 2000, 'cancelGraceMs'],
+    message_max_kb: [positiveInt, 1024, 'messageMaxKb'],
+    messages_max_mb_per_tenant: [positiveInt, 64, 'messagesMaxMbPerTenant'],
+    queues_per_tenant: [positiveInt, 1024, 'queuesPerTenant'],
+    message_ttl_s: [positiveInt, 600, 'messageTtlS'],
     warm_instances: [nonNegativeInt, 2, 'warmInstances'],
     memory_mb: [positiveInt, 256, 'memoryMb'],
     kv_pages: [nonNegativeInt, 0, 'kvPages'],

@@ -36,6 +36,12 @@ export function hostFromConfig(config: Config, engines: Engine[], log: (line: st
     cacheDir: resolve(config.root, i.cacheDir),
     stallMs: i.stallMs,
     cancelGraceMs: i.cancelGraceMs,
+    messageLimits: {
+      maxMessageChars: i.messageMaxKb * 1024,
+      maxCharsPerTenant: i.messagesMaxMbPerTenant * 1024 * 1024,
+      maxQueuesPerTenant: i.queuesPerTenant,
+      ttlMs: i.messageTtlS * 1000,
+    },
     warmInstances: i.warmInstances,
     limits: {
       memoryBytes: i.memoryMb * 1024 * 1024,

@@ -29,7 +29,7 @@ const SUSPENDING: Record<string, string[]> = {
   grammar: ['[static]matcher.from-json-schema', '[static]matcher.from-json-object', '[static]matcher.from-regex', '[static]matcher.from-ebnf', '[static]matcher.from-choice', '[static]matcher.from-structural-tag', '[method]matcher.allowed', '[method]matcher.accept', '[method]matcher.rollback', '[method]matcher.is-terminated', '[method]matcher.fork'],
   inference: ['forward', 'prompt-logprobs', 'generate', '[method]generation.next', '[method]generation.finish'],
   chat: ['tool-call-matcher'],
-  messaging: ['pull', '[method]subscription.next'],
+  messaging: ['push', 'pull', 'broadcast', '[method]subscription.next'],
 };
 
 export const ASYNC_IMPORTS: string[] = Object.entries(SUSPENDING).flatMap(([iface, fns]) => fns.map((fn) => `${WIT_PACKAGE}/${iface}@${WIT_VERSION}#${fn}`));

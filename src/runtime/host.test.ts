@@ -253,10 +253,26 @@ describe('InferletHost', () => {
     for (const s of subs) expect(JSON.parse((await s.result).data!)).toEqual({ got: ['all'] });
   });
 
+  it("bounds a tenant's messages: size, what its queues hold, how many queues, how long; other tenants are untouched", async () => {
+    const { host, probe } = await setup({ messageLimits: { maxMessageChars: 1000, maxCharsPerTenant: 10_000, maxQueuesPerTenant: 5, ttlMs: 300 } });
+    const flood = async (args: object, tenant = 'hoarder') => JSON.parse((await host.invoke(probe, { input: { action: 'flood', ...args }, tenant }).result).data!);
+    expect(await flood({ name: 'big', count: 1001 })).toMatchObject({ pushed: 0, error: { code: 'limit-exceeded', message: expect.stringMatching(/at most 1000 characters/) } });
+    expect(await flood({ name: 'q', count: 1000 })).toMatchObject({ pushed: 10, error: { code: 'limit-exceeded', message: expect.stringMatching(/hold 10000 characters unread/) } });
+    expect(host.hub.usage('hoarder')).toEqual({ chars: 10_000, queues: 1 });
+    // Another tenant has its own room.
+    expect(await flood({ name: 'q', count: 1000 }, 'neighbour')).toMatchObject({ pushed: 10 });
+    // Messages expire: then the room is back.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(await flood({ name: 'q', count: 1000 })).toMatchObject({ pushed: 10 });
+    expect(host.hub.usage('hoarder')).toEqual({ chars: 10_000, queues: 1 });
+    expect(await run(host, probe, { action: 'pull', name: 'q' }, { tenant: 'hoarder' })).toEqual({ got: 'x'.repeat(1000) });
+    expect(await flood({ name: 'many', count: 1, mb: 1 })).toMatchObject({ pushed: 4, error: { code: 'limit-exceeded', message: expect.stringMatching(/5 queues/) } }); // 'q' is the fifth
+  });
+
   it('fails an invocation that overfills a queue, and keeps what the queue holds', async () => {
     const { host, probe } = await setup();
     const flood = host.invoke(probe, { input: { action: 'push', name: 'full', message: 'm', count: 10_001 } });
-    await expect(flood.result).rejects.toThrow(/messaging.push failed: the queue holds 10000 unread messages/);
+    await expect(flood.result).rejects.toThrow(/limit-exceeded: the queue holds 10000 unread messages/);
     expect(await run(host, probe, { action: 'pull', name: 'full' })).toEqual({ got: 'm' });
   });
 

@@ -34,7 +34,7 @@ import { runtimeHandlers } from './bindings/runtime.ts';
 import { ComponentStore, type StoredComponent } from './component-store.ts';
 import { Invocation, InvocationError } from './invocation.ts';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
-import { MessageHub } from './message-hub.ts';
+import { MessageHub, type MessageLimits } from './message-hub.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from './protocol.ts';
 
 export interface HostOptions {
@@ -50,6 +50,8 @@ export interface HostOptions {
   stallMs?: number;
   /** A guest still running this long after its invocation was cancelled or timed out has its worker terminated (default 2000 ms). */
   cancelGraceMs?: number;
+  /** Bounds on inferlets' messages, per tenant (message-hub.ts has the defaults). */
+  messageLimits?: Partial<MessageLimits>;
   /** Instances kept instantiated ahead of need, per component and worker (default 2). */
   warmInstances?: number;
   /** Where guests' log lines go (default: stderr). */
@@ -137,7 +139,7 @@ class WorkerSlot {
 
 export class InferletHost implements HostSide {
   readonly store: ComponentStore;
-  readonly hub = new MessageHub();
+  readonly hub: MessageHub;
   private readonly engines = new Map<string, Engine>();
   private readonly slots: WorkerSlot[] = [];
   private readonly where = new Map<number, WorkerSlot>();
@@ -160,6 +162,7 @@ export class InferletHost implements HostSide {
     this.store = new ComponentStore(options.cacheDir ?? join(tmpdir(), 'pie-components'));
     this.stallMs = options.stallMs ?? 2000;
     this.cancelGraceMs = options.cancelGraceMs ?? 2000;
+    this.hub = new MessageHub(options.messageLimits);
     this.warmInstances = options.warmInstances ?? 2;
     this.logLine = options.log ?? ((l) => process.stderr.write(l + '\n'));
     const n = Math.max(1, options.workers ?? Math.min(2, cpus().length));
@@ -233,6 +236,7 @@ export class InferletHost implements HostSide {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.watchdog);
+    this.hub.close();
     for (const inv of [...this.running.values()]) this.end(inv, new InvocationError('cancelled', 'the server is shutting down'));
     await Promise.all(this.slots.map((s) => ((s.dead = true), s.worker.terminate())));
   }

@@ -139,6 +139,18 @@ export const run = inferlet<Input>((args) => {
     case 'push':
       for (let i = 0; i < (args.count ?? 1); i++) queue(args.name!).push(args.message!);
       return null;
+    case 'flood': {
+      // Pushes messages of `count` characters (to queue `name`, or to a new queue each with `mb` set) until refused.
+      const message = 'x'.repeat(args.count ?? 1);
+      for (let i = 0; i < 100_000; i++) {
+        try {
+          queue(args.mb ? `${args.name}-${i}` : args.name!).push(message);
+        } catch (err) {
+          return { pushed: i, error: err instanceof PieError ? { code: err.code, message: err.message } : String(err) };
+        }
+      }
+      return { pushed: 100_000 };
+    }
     case 'pull':
       return { got: queue(args.name!).pull({ timeout_ms: 5000 }) ?? null };
     case 'subscribe': {

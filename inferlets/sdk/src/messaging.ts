@@ -1,5 +1,6 @@
 /** Messages between running inferlets of the same tenant. */
 import * as abi from 'pie:inferlet/messaging@0.1.0';
+import { call } from './errors.ts';
 
 /**
  * A named queue: each message goes to exactly one puller, in order.
@@ -10,7 +11,8 @@ import * as abi from 'pie:inferlet/messaging@0.1.0';
  */
 export function queue(name: string) {
   return {
-    push: (message: string) => abi.push(name, message),
+    /** Throws PieError `limit-exceeded` past the tenant's bounds (nothing is queued then). */
+    push: (message: string) => call(() => abi.push(name, message)),
     pull: (options: { timeout_ms?: number } = {}): string | undefined => abi.pull(name, options.timeout_ms) ?? undefined,
   };
 }
@@ -25,7 +27,7 @@ export function queue(name: string) {
  */
 export function topic(name: string) {
   return {
-    broadcast: (message: string) => abi.broadcast(name, message),
+    broadcast: (message: string) => call(() => abi.broadcast(name, message)),
     subscribe: () => {
       const raw = new abi.Subscription(name);
       return { next: (options: { timeout_ms?: number } = {}): string | undefined => raw.next(options.timeout_ms) ?? undefined };

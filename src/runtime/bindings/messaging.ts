@@ -1,9 +1,8 @@
 /** pie:inferlet/messaging over the host's MessageHub, scoped to the invocation's tenant. */
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
+import { MessageLimitError } from '../message-hub.ts';
 import type { Handlers } from './host-side.ts';
-
-const MAX_MESSAGE = 1 << 20;
 
 export function guestMessaging(env: GuestEnv) {
   class Subscription {
@@ -21,32 +20,35 @@ export function guestMessaging(env: GuestEnv) {
   }
   return {
     Subscription,
-    push: (queue: string, message: string) => env.send('messaging.push', [queue, message]),
+    push: async (queue: string, message: string) => {
+      await env.call('messaging.push', [queue, message]);
+    },
     pull: async (queue: string, timeoutMs?: number) => (await env.call('messaging.pull', [queue, timeoutMs])) ?? undefined,
-    broadcast: (topic: string, message: string) => env.send('messaging.broadcast', [topic, message]),
+    broadcast: async (topic: string, message: string) => {
+      await env.call('messaging.broadcast', [topic, message]);
+    },
   };
 }
 
-function checkSize(message: string): void {
-  // One-way calls cannot return an error: an oversized message fails the invocation.
-  if (message.length > MAX_MESSAGE) throw new Error(`a message is at most ${MAX_MESSAGE} characters, got ${message.length}`);
+/** A bound the hub refused the message for: limit-exceeded to the guest. */
+function bounded(send: () => void): void {
+  try {
+    send();
+  } catch (err) {
+    if (err instanceof MessageLimitError) throw new AbiError('limit-exceeded', err.message);
+    throw err;
+  }
 }
 
 export const messagingHandlers: Handlers = {
-  'messaging.push': (inv, [queue, message], host) => {
-    checkSize(message);
-    host.hub.push(inv.tenant, queue, message);
-  },
+  'messaging.push': (inv, [queue, message], host) => bounded(() => host.hub.push(inv.tenant, queue, message)),
   'messaging.pull': async (inv, [queue, timeoutMs], host) => {
     const message = await host.hub.pull(inv.tenant, queue, timeoutMs, inv.signal);
     // Ended while the message was on its way: it goes back to the queue, not nowhere.
     if (message !== null && inv.done) host.hub.putBack(inv.tenant, queue, message);
     return message;
   },
-  'messaging.broadcast': (inv, [topic, message], host) => {
-    checkSize(message);
-    host.hub.broadcast(inv.tenant, topic, message);
-  },
+  'messaging.broadcast': (inv, [topic, message], host) => bounded(() => host.hub.broadcast(inv.tenant, topic, message)),
   'messaging.subscribe': (inv, [h, topic], host) => {
     inv.subscriptions.set(h, { topic, box: host.hub.subscribe(inv.tenant, topic) });
   },

@@ -112,9 +112,11 @@ export async function testEngine(dir: string, options: StartOptions = {}): Promi
   return e;
 }
 
-export async function mockEngine(options: StartOptions & { behaviour?: MockBehaviour; stepDelayMs?: number } = {}): Promise<{ engine: Engine; driver: MockDriver }> {
+export async function mockEngine(
+  options: StartOptions & { behaviour?: MockBehaviour; stepDelayMs?: number; spec?: RandomModelSpec } = {},
+): Promise<{ engine: Engine; driver: MockDriver }> {
   let driver!: MockDriver;
-  const engine = await testEngine(randomModelDir(), {
+  const engine = await testEngine(randomModelDir(options.spec), {
     numPages: 64,
     pageSize: 4,
     ...options,

@@ -5,7 +5,7 @@
  */
 import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
-import { servedEngine } from './gateway-helpers.ts';
+import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
 import { randomModelDir } from './helpers.ts';
 
 const HOSTILE_ROUTE = `
@@ -57,5 +57,24 @@ describe('isolation', () => {
     });
     expect(agentBodies).toHaveLength(2);
     for (const b of agentBodies) expect(b).toMatch(/server's to set/);
+  });
+
+  it("answers a prompt no context can hold with a 400 at once, and the other requests on the same workers all succeed", async () => {
+    const post = (path: string, body: object) => fetch(`${s.server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const huge = 'word '.repeat(600_000); // 3 MB
+    const host = s.server.serving.gateway.runtime().host;
+    const restarts = host.stats().workerRestarts;
+    const ordinary = Array.from({ length: 6 }, (_, i) => post('/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: `Hello ${i}` }], max_tokens: 4 }));
+    const [chat, completion] = await Promise.all([
+      post('/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: huge }], max_tokens: 4 }),
+      post('/v1/completions', { model: s.model, prompt: huge, max_tokens: 4 }),
+    ]);
+    for (const r of [chat, completion]) {
+      expect(r.status).toBe(400);
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('context_length_exceeded');
+    }
+    for (const r of await Promise.all(ordinary)) expect(r.status).toBe(200);
+    expect(host.stats().workerRestarts).toBe(restarts);
+    await expectNothingHeld(s.engine);
   });
 });

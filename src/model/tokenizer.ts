@@ -111,6 +111,20 @@ export class Tokenizer {
    * byte-fallback piece `<0xE2>` is that byte, SentencePiece's `▁` a space,
    * byte-level pieces map back through GPT-2's byte alphabet.
    */
+  /**
+   * The most UTF-8 bytes one token stands for (special tokens' text included):
+   * a text of n characters is at least n / this tokens, whatever it is.
+   */
+  get maxTokenBytes(): number {
+    if (this.maxBytes === undefined) {
+      let max = 1;
+      for (let id = 0; id < this.vocabSize; id++) max = Math.max(max, this.tokenBytes(id).length);
+      this.maxBytes = max;
+    }
+    return this.maxBytes;
+  }
+  private maxBytes: number | undefined;
+
   tokenBytes(id: number): Uint8Array {
     const piece = this.hf.id_to_token(id);
     if (piece === undefined) return new Uint8Array();

@@ -29,12 +29,17 @@ import { guestOutput } from './bindings/output.ts';
 import { guestRuntime } from './bindings/runtime.ts';
 import { GuestResultError, type GuestEnv } from './guest-env.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from './protocol.ts';
+import { onHostWork } from './host-work.ts';
 
 const port = parentPort!;
 const heartbeat = new Int32Array(workerData.heartbeat as SharedArrayBuffer);
 const BEAT_MS = 20;
 /** Progress: the event loop turned, an instance was started, or a guest called the host. */
 const beat = () => Atomics.add(heartbeat, HEARTBEAT.beat, 1);
+onHostWork((busy) => {
+  Atomics.store(heartbeat, HEARTBEAT.hostWork, busy ? 1 : 0);
+  beat();
+});
 setInterval(beat, BEAT_MS);
 
 const post = (m: WorkerToHost) => port.postMessage(m);

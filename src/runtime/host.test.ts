@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mockEngine, randomModelDir, REPO_ROOT, SMALL_SPEC, testEngine } from '../../test/helpers.ts';
+import { PRESETS } from '../model/random.ts';
 import { buildInferlet, testHost } from '../../test/inferlet-helpers.ts';
 import type { StoredComponent } from './component-store.ts';
 import type { InferletHost } from './host.ts';
@@ -217,6 +218,30 @@ describe('InferletHost', () => {
       await Promise.all(burners.map((b) => b.terminate()));
     }
   }, 30_000);
+
+  it("takes tokenizing for the host's own work, not a stall: a long prompt does not get its worker (and its neighbours) killed", async () => {
+    // A long context, so that a text it can hold takes far longer to tokenize (about a second) than the stall limit.
+    const spec = { ...PRESETS.tiny, maxPositionEmbeddings: 1 << 17 };
+    const { engine, host, probe } = await setup({ workers: 1, stallMs: 300 }, { spec });
+    const cap = engine.model.config.maxPositionEmbeddings * engine.model.tokenizer.maxTokenBytes * 3;
+    // Varied words, so that no tokenizer cache makes it quick.
+    let seed = 7;
+    const text = Array.from({ length: Math.floor(cap * 0.5) }, () => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 7 === 0 ? ' ' : String.fromCharCode(97 + (seed % 26)))).join('');
+    const long = host.invoke(probe, { input: { action: 'encode', message: text, count: 1 } });
+    const neighbour = run(host, probe, { action: 'generate', prompt: [1, 2, 3], max_tokens: 2 });
+    const r = JSON.parse((await long.result).data!);
+    expect(r.tokens).toBeGreaterThan(0);
+    expect((await neighbour).tokens).toHaveLength(2);
+    expect(host.stats().workerRestarts).toBe(0);
+  });
+
+  it('refuses a text no context can hold before tokenizing it (invalid-argument, the model accepts at most …)', async () => {
+    const { host, probe } = await setup({ workers: 1, stallMs: 200 });
+    // Refused before tokenizing (which would take seconds), whatever the text.
+    const r = await run(host, probe, { action: 'encode-huge', mb: 3 });
+    expect(r).toMatchObject({ code: 'invalid-argument', message: expect.stringMatching(/the model accepts at most/) });
+    expect(host.stats().workerRestarts).toBe(0);
+  });
 
   it('stops a guest that keeps calling the host after it was cancelled: its worker is replaced after the grace period', async () => {
     const { engine, host, probe } = await setup({ workers: 2, stallMs: 1000, cancelGraceMs: 400 });

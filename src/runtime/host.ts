@@ -102,12 +102,15 @@ class WorkerSlot {
   replies: Reply[] = [];
   warmed = new Set<string>();
   dead = false;
+  /** It has loaded and said so: only then can it stall (loading its modules is not a guest's doing). */
+  started = false;
 
   constructor() {
     this.worker = new Worker(new URL('./guest-worker.ts', import.meta.url), { workerData: { heartbeat: this.heartbeat.buffer } });
     this.ready = new Promise((resolve) => {
       const onReady = (m: WorkerToHost) => {
         if (m.t !== 'ready') return;
+        this.started = true;
         this.worker.off('message', onReady);
         resolve();
       };
@@ -286,12 +289,13 @@ export class InferletHost implements HostSide {
   }
 
   private async watchSlot(slot: WorkerSlot): Promise<void> {
-    if (slot.dead) return;
+    if (slot.dead || !slot.started) return;
     const cpu = await workerCpuMicros(slot.worker); // read before the counter: a bump after it still counts
     const beat = Atomics.load(slot.heartbeat, HEARTBEAT.beat);
     const now = performance.now();
     if (slot.dead) return;
-    if (beat !== slot.lastBeat) {
+    // Host-side work for a guest's call (tokenizing a long prompt) is progress, not a stall.
+    if (beat !== slot.lastBeat || Atomics.load(slot.heartbeat, HEARTBEAT.hostWork) === 1) {
       slot.lastBeat = beat;
       slot.lastBeatAt = now;
       slot.cpuAtBeat = cpu;

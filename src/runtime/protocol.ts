@@ -72,5 +72,7 @@ export const HEARTBEAT = {
   beat: 0,
   /** The invocation whose guest code is running now (0: none). */
   running: 1,
-  size: 2,
+  /** 1 while the worker runs host-side work for a guest's call (tokenizing): not a stall. */
+  hostWork: 2,
+  size: 3,
 } as const;

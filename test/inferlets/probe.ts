@@ -58,6 +58,14 @@ export const run = inferlet<Input>((args) => {
     }
     case 'spin':
       for (;;);
+    case 'encode': {
+      // Tokenizes the given text `count` times: host-side work, never a stall.
+      let n = 0;
+      for (let i = 0; i < (args.count ?? 1); i++) n += model.encode(args.message!).length;
+      return { chars: args.message!.length, tokens: n };
+    }
+    case 'encode-huge':
+      return attempt(() => model.encode('x'.repeat((args.mb ?? 3) << 20)));
     case 'spin-until-cancelled':
       // Calls the host in a loop (so its worker keeps beating) and ignores being cancelled.
       for (;;) isCancelled();

@@ -192,7 +192,7 @@ export class Context {
   fillChat(messages: ChatMessage[], options: ChatOptions = {}): this {
     const args = [this.model.raw, toAbiMessages(messages), toAbiTools(options.tools), options.add_generation_prompt ?? true] as const;
     if (this.length === 0) {
-      const ids = chat.encode(...args);
+      const ids = call(() => chat.encode(...args));
       call(() => this.raw.fill(ids));
       this.known = ids.length;
     } else this.fill(call(() => chat.render(...args)), { bos: false });

@@ -92,7 +92,7 @@ export class Model {
 
   /** Text to token ids (`bos`: prepend the beginning-of-sequence token, default false). */
   encode(text: string, options: { bos?: boolean } = {}): number[] {
-    return Array.from(this.raw.encode(text, options.bos ?? false));
+    return Array.from(call(() => this.raw.encode(text, options.bos ?? false)));
   }
 
   decode(tokens: ArrayLike<number>, options: { skipSpecialTokens?: boolean } = {}): string {

@@ -3,7 +3,8 @@ import type { ChatMessage } from '../../model/chat-template.ts';
 import { detectToolFormat, genericMessages, parseToolCalls, toolCallTag, type ToolChoice, type ToolSpec } from '../../model/tool-calls.ts';
 import { GuestResultError } from '../guest-env.ts';
 import type { guestGrammar } from './grammar.ts';
-import type { GuestModel } from './model.ts';
+import { encodeFor, type GuestModel } from './model.ts';
+import { hostWork } from '../host-work.ts';
 
 interface WitMessage {
   role: string;
@@ -95,8 +96,10 @@ function render(model: GuestModel, messages: WitMessage[], tools: WitTool[], add
 export function guestChat(grammar: ReturnType<typeof guestGrammar>) {
   return {
     render,
-    encode: (model: GuestModel, messages: WitMessage[], tools: WitTool[], addGenerationPrompt: boolean) =>
-      Uint32Array.from(model.text.tokenizer.encodeChat(render(model, messages, tools, addGenerationPrompt))),
+    encode: (model: GuestModel, messages: WitMessage[], tools: WitTool[], addGenerationPrompt: boolean) => {
+      const text = hostWork(() => render(model, messages, tools, addGenerationPrompt));
+      return encodeFor(model.text, text, () => model.text.tokenizer.encodeChat(text));
+    },
     stopTokenIds: (model: GuestModel) => Uint32Array.from(model.text.eosTokenIds),
     toolCallFormat: (model: GuestModel) => detectToolFormat(model.text.chatTemplate),
     toolCallMatcher: (model: GuestModel, tools: WitTool[], choice: WitToolChoice, parallel: boolean) => {

@@ -1,6 +1,27 @@
 /** pie:inferlet/model: tokenizers live in the worker, so none of these leave it. */
 import type { ModelText } from '../../model/load.ts';
 import { GuestResultError, type GuestEnv } from '../guest-env.ts';
+import { hostWork } from '../host-work.ts';
+
+/**
+ * Refuses, before tokenizing it, a text no context of the model can hold: it
+ * is at least length / (the longest token's bytes × 3) tokens (UTF-16 units
+ * never outnumber UTF-8 bytes; the 3 allows for normalization that composes
+ * characters). A 3 MB prompt is a 400 at once, not seconds of tokenizing.
+ */
+export function checkEncodable(text: ModelText, s: string): void {
+  const limit = text.config.maxPositionEmbeddings;
+  const atLeast = Math.ceil(s.length / (text.tokenizer.maxTokenBytes * 3));
+  if (atLeast > limit) {
+    throw new GuestResultError('invalid-argument', `a text of ${s.length} characters is at least ${atLeast} tokens; the model accepts at most ${limit}`);
+  }
+}
+
+/** Tokenizes a text for a guest, bounded (checkEncodable) and marked as host work for the watchdog. */
+export function encodeFor(text: ModelText, s: string, encode: () => number[]): Uint32Array {
+  checkEncodable(text, s);
+  return Uint32Array.from(hostWork(encode));
+}
 
 export interface GuestModel {
   readonly name: string;
@@ -33,7 +54,7 @@ export function guestModel(env: GuestEnv) {
       };
     }
     encode(text: string, addBos: boolean) {
-      return Uint32Array.from(this.text.tokenizer.encode(text, { addBos }));
+      return encodeFor(this.text, text, () => this.text.tokenizer.encode(text, { addBos }));
     }
     decode(tokens: Uint32Array, skipSpecialTokens: boolean) {
       return this.text.tokenizer.decode(Array.from(tokens), { skipSpecial: skipSpecialTokens });

@@ -16,6 +16,8 @@ export interface Config {
     maxBodyKb: number;
     dataDir: string;
     maxSnapshots: number;
+    responsesMaxMbPerTenant: number;
+    responsesTtlDays: number;
     apiKeyEnv: string;
   };
   keys: KeyConfig[];
@@ -173,6 +175,8 @@ const SCHEMA: Record<string, Schema> = {
     max_body_kb: [positiveInt, 4096, 'maxBodyKb'],
     data_dir: [str, 'data', 'dataDir'],
     max_snapshots: [nonNegativeInt, 1024, 'maxSnapshots'],
+    responses_max_mb_per_tenant: [positiveInt, 1024, 'responsesMaxMbPerTenant'],
+    responses_ttl_days: [positiveInt, 30, 'responsesTtlDays'],
     api_key_env: [str, 'PIE_API_KEY', 'apiKeyEnv'],
   },
   metrics: {

@@ -77,4 +77,25 @@ describe('isolation', () => {
     expect(host.stats().workerRestarts).toBe(restarts);
     await expectNothingHeld(s.engine);
   });
+
+  it("applies OpenAI's limits to what a stored response keeps: metadata (16 pairs, keys of 64, values of 512 characters) and user", async () => {
+    const post = async (body: object) => {
+      const res = await fetch(`${s.server.url}/v1/responses`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: s.model, input: 'Hi', max_output_tokens: 1, ...body }) });
+      return { status: res.status, json: (await res.json()) as { id?: string; error?: { param: string } } };
+    };
+    const pairs = (n: number, key = (i: number) => `k${i}`, value = 'v') => Object.fromEntries(Array.from({ length: n }, (_, i) => [key(i), value]));
+    for (const [metadata, param] of [
+      [pairs(17), 'metadata'],
+      [pairs(1, () => 'k'.repeat(65)), 'metadata'],
+      [pairs(1, undefined, 'v'.repeat(513)), 'metadata.k0'],
+    ] as const) {
+      const r = await post({ metadata });
+      expect(r.status, JSON.stringify(r.json)).toBe(400);
+      expect(r.json.error!.param.startsWith(param)).toBe(true);
+    }
+    expect((await post({ user: 'u'.repeat(513) })).status).toBe(400);
+    const ok = await post({ metadata: pairs(16, (i) => `${i}`.padEnd(64, 'k'), 'v'.repeat(512)), user: 'u'.repeat(512), store: false });
+    expect(ok.status).toBe(200);
+    await expectNothingHeld(s.engine);
+  });
 });

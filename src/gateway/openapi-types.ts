@@ -244,7 +244,7 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** @description Up to 16 string key/value pairs, stored with the object. */
+        /** @description Up to 16 string key/value pairs, stored with the object (keys up to 64 characters, values up to 512), as OpenAI limits them. */
         Metadata: {
             [key: string]: string;
         } | null;
@@ -394,7 +394,7 @@ export interface components {
             n?: number | null;
             stream?: boolean | null;
             stream_options?: components["schemas"]["ChatCompletionStreamOptions"];
-            /** @description Accepted and ignored. */
+            /** @description Accepted and ignored (up to 512 characters). */
             user?: string;
             metadata?: components["schemas"]["Metadata"];
             service_tier?: components["schemas"]["ServiceTier"];
@@ -637,7 +637,7 @@ export interface components {
             logit_bias?: components["schemas"]["LogitBias"];
             logprobs?: number | null;
             echo?: boolean | null;
-            /** @description Accepted and ignored. */
+            /** @description Accepted and ignored (up to 512 characters). */
             user?: string;
             structured_outputs?: components["schemas"]["StructuredOutputs"];
             ignore_eos?: components["schemas"]["IgnoreEos"];
@@ -692,7 +692,7 @@ export interface components {
             store: boolean | null;
             previous_response_id?: string | null;
             metadata?: components["schemas"]["Metadata"];
-            /** @description Accepted and ignored. */
+            /** @description Accepted and ignored (up to 512 characters). */
             user?: string;
             /** @description Defaults to true; false: at most one call. */
             parallel_tool_calls?: boolean | null;

@@ -12,8 +12,8 @@ afterEach(() => {
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
 
-function memory(): ResponseStore {
-  const s = ResponseStore.open(':memory:');
+function memory(limits: Parameters<typeof ResponseStore.open>[1] = { ttlSeconds: 1e12 }): ResponseStore {
+  const s = ResponseStore.open(':memory:', limits);
   stores.push(s);
   return s;
 }
@@ -158,19 +158,21 @@ describe('ResponseStore', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pie-store-'));
     dirs.push(dir);
     const path = join(dir, 'r.sqlite');
-    const first = ResponseStore.open(path);
+    const first = ResponseStore.open(path, { ttlSeconds: 1e12 });
     first.put(response('resp_old'));
     first.close();
     const raw = new DatabaseSync(path);
-    raw.exec('DROP INDEX items_by_item_id; PRAGMA user_version = 1;');
+    raw.exec('DROP INDEX items_by_item_id; DROP INDEX responses_by_tenant; ALTER TABLE responses DROP COLUMN bytes; PRAGMA user_version = 1;');
     raw.close();
-    const again = ResponseStore.open(path);
+    const again = ResponseStore.open(path, { ttlSeconds: 1e12 });
     stores.push(again);
     expect(again.item('msg_out_resp_old', 'acme')).toMatchObject({ role: 'assistant' });
     const check = new DatabaseSync(path);
     try {
-      expect(check.prepare('PRAGMA user_version').get()?.user_version).toBe(2);
+      expect(check.prepare('PRAGMA user_version').get()?.user_version).toBe(3);
       expect(check.prepare("SELECT COUNT(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'items_by_item_id'").get()?.n).toBe(1);
+      // The quota counts what was stored before the upgrade too.
+      expect(again.tenantBytes('acme')).toBeGreaterThan(100);
     } finally {
       check.close();
     }
@@ -186,11 +188,11 @@ describe('ResponseStore', () => {
     const dir = mkdtempSync(join(tmpdir(), 'pie-store-'));
     dirs.push(dir);
     const path = join(dir, 'r.sqlite');
-    const first = ResponseStore.open(path);
+    const first = ResponseStore.open(path, { ttlSeconds: 1e12 });
     first.put(response('resp_running', { status: 'in_progress', response: { id: 'resp_running', object: 'response', status: 'in_progress', output: [] } }));
     first.put(response('resp_done'));
     first.close();
-    const again = ResponseStore.open(path);
+    const again = ResponseStore.open(path, { ttlSeconds: 1e12 });
     stores.push(again);
     const r = again.get('resp_running', 'acme')!;
     expect(r.status).toBe('failed');
@@ -203,12 +205,12 @@ describe('ResponseStore', () => {
     dirs.push(dir);
     const path = join(dir, 'nested', 'data', 'responses.db');
     const tokens = Array.from({ length: 1000 }, (_, i) => (i * 7919) % 32000);
-    const first = ResponseStore.open(path);
+    const first = ResponseStore.open(path, { ttlSeconds: 1e12 });
     first.put(response('resp_a'));
     first.put(response('resp_b', { previousResponseId: 'resp_a', contextTokens: tokens }));
     first.close();
 
-    const again = ResponseStore.open(path);
+    const again = ResponseStore.open(path, { ttlSeconds: 1e12 });
     stores.push(again);
     expect(again.get('resp_b', 'acme')?.contextTokens).toEqual(tokens);
     expect(again.chain('resp_b', 'acme').map((r) => r.id)).toEqual(['resp_a', 'resp_b']);
@@ -221,9 +223,42 @@ describe('ResponseStore', () => {
     try {
       expect(raw.prepare('SELECT COUNT(*) AS n FROM items').get()?.n).toBe(2);
       expect(raw.prepare('PRAGMA journal_mode').get()?.journal_mode).toBe('wal');
-      expect(raw.prepare('PRAGMA user_version').get()?.user_version).toBe(2);
+      expect(raw.prepare('PRAGMA user_version').get()?.user_version).toBe(3);
     } finally {
       raw.close();
     }
+  });
+
+  it("keeps each tenant within its quota, deleting the tenant's oldest responses first and never another tenant's", () => {
+    const s = memory({ maxBytesPerTenant: 20_000, ttlSeconds: 1e12 });
+    const big = (id: string, tenant = 'acme') => response(id, { tenant, inputItems: [message(`in_${id}`, 'x'.repeat(4000))] });
+    s.put(big('other-1', 'other'));
+    const evicted: string[] = [];
+    for (let i = 0; i < 8; i++) evicted.push(...s.put(big(`r${i}`)));
+    expect(s.tenantBytes('acme')).toBeLessThanOrEqual(20_000);
+    expect(evicted).toEqual(['r0', 'r1', 'r2', 'r3']);
+    expect(s.get('r0', 'acme')).toBeUndefined();
+    expect(s.get('r7', 'acme')?.id).toBe('r7');
+    expect(s.get('other-1', 'other')?.id).toBe('other-1');
+    // One response larger than the whole quota is still stored (it was asked for), alone.
+    s.put(big('huge', 'solo'));
+    expect(s.put(response('huger', { tenant: 'solo', inputItems: [message('in_huger', 'y'.repeat(30_000))] }))).toEqual(['huge']);
+    expect(s.get('huger', 'solo')?.id).toBe('huger');
+  });
+
+  it('deletes responses past their time to live: on a write (at most once a minute) or when asked', () => {
+    const s = memory({ ttlSeconds: 3600 });
+    const now = Math.floor(Date.now() / 1000);
+    s.put(response('new', { createdAt: now }));
+    s.put(response('old', { createdAt: now - 7200 })); // the first write already ran the expiry this minute
+    expect(s.get('old', 'acme')?.id).toBe('old');
+    expect(s.purgeExpired()).toBe(1);
+    expect(s.get('old', 'acme')).toBeUndefined();
+    expect(s.get('new', 'acme')?.id).toBe('new');
+    // A fresh store expires on its first write.
+    const t = memory({ ttlSeconds: 3600 });
+    t.put(response('old', { createdAt: now - 7200 }));
+    t.put(response('new', { createdAt: now })); // within the minute: no expiry yet
+    expect(t.get('old', 'acme')?.id).toBe('old');
   });
 });

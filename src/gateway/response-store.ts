@@ -82,7 +82,14 @@ CREATE INDEX items_by_id ON items (response_pk, kind, item_id);
 `;
 
 /** What each schema version adds to the one before it: MIGRATIONS[v] takes a file from version v to v + 1. */
-const MIGRATIONS = [SCHEMA_V1, 'CREATE INDEX items_by_item_id ON items (item_id);'];
+const MIGRATIONS = [
+  SCHEMA_V1,
+  'CREATE INDEX items_by_item_id ON items (item_id);',
+  // What each response takes on disk (its JSON, items and tokens), for the per-tenant quota; the oldest go first.
+  `ALTER TABLE responses ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0; CREATE INDEX responses_by_tenant ON responses (tenant, pk);
+   UPDATE responses SET bytes = length(response) + COALESCE(length(context_tokens), 0)
+     + (SELECT COALESCE(SUM(length(json)), 0) FROM items WHERE response_pk = responses.pk);`,
+];
 const SCHEMA_VERSION = MIGRATIONS.length;
 
 // Little-endian whatever the host, so a file moves between machines intact.
@@ -104,18 +111,34 @@ function decodeTokens(blob: SQLOutputValue): number[] | null {
 
 type Row = Record<string, SQLOutputValue>;
 
+/** Bounds on what the store keeps. */
+export interface StoreLimits {
+  /** Bytes of stored responses per tenant; storing past it deletes the tenant's oldest responses first. */
+  maxBytesPerTenant: number;
+  /** Responses older than this (seconds) are deleted. */
+  ttlSeconds: number;
+}
+
+export const DEFAULT_STORE_LIMITS: StoreLimits = { maxBytesPerTenant: 1 << 30, ttlSeconds: 30 * 24 * 3600 };
+
 export class ResponseStore {
   private readonly db: DatabaseSync;
-  private readonly q: Record<'upsert' | 'update' | 'row' | 'items' | 'insertItem' | 'deleteItems' | 'delete' | 'itemPosition' | 'pageAsc' | 'pageDesc' | 'item', StatementSync>;
+  readonly limits: StoreLimits;
+  private lastExpiry = 0;
+  private readonly q: Record<
+    'upsert' | 'update' | 'row' | 'items' | 'insertItem' | 'deleteItems' | 'delete' | 'itemPosition' | 'pageAsc' | 'pageDesc' | 'item' | 'setBytes' | 'tenantBytes' | 'oldest' | 'expire',
+    StatementSync
+  >;
 
   /** Opens (creating if needed) a store at a file path, parent directories included, or ':memory:'. */
-  static open(pathOrMemory: string): ResponseStore {
+  static open(pathOrMemory: string, limits: Partial<StoreLimits> = {}): ResponseStore {
     if (pathOrMemory !== ':memory:') mkdirSync(dirname(pathOrMemory), { recursive: true });
-    return new ResponseStore(new DatabaseSync(pathOrMemory));
+    return new ResponseStore(new DatabaseSync(pathOrMemory), { ...DEFAULT_STORE_LIMITS, ...limits });
   }
 
-  private constructor(db: DatabaseSync) {
+  private constructor(db: DatabaseSync, limits: StoreLimits) {
     this.db = db;
+    this.limits = limits;
     db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;');
     const version = Number((db.prepare('PRAGMA user_version').get() as Row).user_version);
     if (version > SCHEMA_VERSION) throw new Error(`response store schema version ${version} is newer than this server understands (${SCHEMA_VERSION})`);
@@ -144,16 +167,63 @@ export class ResponseStore {
       // An item passed back as input is stored again under its id: the response that made it comes first.
       item: db.prepare(`SELECT items.json FROM items JOIN responses ON responses.pk = items.response_pk
         WHERE items.item_id = ? AND responses.tenant = ? ORDER BY items.kind = 'output' DESC, responses.pk LIMIT 1`),
+      setBytes: db.prepare(`UPDATE responses SET bytes = length(response) + COALESCE(length(context_tokens), 0)
+        + (SELECT COALESCE(SUM(length(json)), 0) FROM items WHERE response_pk = responses.pk) WHERE pk = ?`),
+      tenantBytes: db.prepare('SELECT COALESCE(SUM(bytes), 0) AS total FROM responses WHERE tenant = ?'),
+      oldest: db.prepare('SELECT pk, bytes FROM responses WHERE tenant = ? AND pk <> ? ORDER BY pk LIMIT 64'),
+      expire: db.prepare('DELETE FROM responses WHERE created_at < ?'),
     };
   }
 
-  /** Inserts, or replaces the response with this id for this tenant (its items too). */
-  put(r: StoredResponse): void {
+  /**
+   * Inserts, or replaces the response with this id for this tenant (its items
+   * too). Past the tenant's quota, its oldest other responses are deleted
+   * first; responses past their time to live go (checked at most once a
+   * minute). Returns the ids deleted to make room (their KV snapshots can go).
+   */
+  put(r: StoredResponse): string[] {
+    this.expire();
+    let evicted: string[] = [];
     this.transaction(() => {
       const { pk } = this.q.upsert.get(r.tenant, r.id, r.model, r.createdAt, r.status, r.previousResponseId, JSON.stringify(r.response), encodeTokens(r.contextTokens)) as Row;
       this.writeItems(pk as number, 'input', r.inputItems);
       this.writeItems(pk as number, 'output', r.outputItems);
+      this.q.setBytes.run(pk);
+      evicted = this.makeRoom(r.tenant, pk as number);
     });
+    return evicted;
+  }
+
+  /** Bytes the tenant's stored responses take. */
+  tenantBytes(tenant: string): number {
+    return Number((this.q.tenantBytes.get(tenant) as Row).total);
+  }
+
+  /** Deletes the tenant's oldest responses (never `keep`) until it is within its quota; their ids. */
+  private makeRoom(tenant: string, keep: number): string[] {
+    const out: string[] = [];
+    let total = this.tenantBytes(tenant);
+    while (total > this.limits.maxBytesPerTenant) {
+      const rows = this.q.oldest.all(tenant, keep) as Row[];
+      if (rows.length === 0) break; // the one being stored is over the quota alone: it stays (it was asked for)
+      for (const row of rows) {
+        if (total <= this.limits.maxBytesPerTenant) break;
+        const { id } = this.db.prepare('DELETE FROM responses WHERE pk = ? RETURNING id').get(row.pk) as Row;
+        out.push(id as string);
+        total -= row.bytes as number;
+      }
+    }
+    return out;
+  }
+
+  /** Deletes responses past their time to live; how many. Writes run it at most once a minute. */
+  purgeExpired(): number {
+    this.lastExpiry = Date.now();
+    return Number(this.q.expire.run(Math.floor(this.lastExpiry / 1000) - this.limits.ttlSeconds).changes);
+  }
+
+  private expire(): void {
+    if (Date.now() - this.lastExpiry >= 60_000) this.purgeExpired();
   }
 
   get(id: string, tenant: string): StoredResponse | undefined {
@@ -169,6 +239,8 @@ export class ResponseStore {
       const tokens = patch.contextTokens !== undefined;
       this.q.update.run(patch.status ?? null, patch.response ? JSON.stringify(patch.response) : null, tokens ? 1 : 0, tokens ? encodeTokens(patch.contextTokens ?? null) : null, row.pk);
       if (patch.outputItems !== undefined) this.writeItems(row.pk as number, 'output', patch.outputItems);
+      this.q.setBytes.run(row.pk);
+      this.makeRoom(row.tenant as string, row.pk as number);
     });
     return true;
   }

@@ -138,8 +138,8 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     const keep = body.store !== false;
     if (keep && snapshots.enabled) input.save_as = snapshotName(id);
     const engine = rt.engines.get(model)!;
-    const record = (status: StoredResponse['status'], response: Record<string, unknown>, tokens: number[] | null) =>
-      store.put({
+    const record = (status: StoredResponse['status'], response: Record<string, unknown>, tokens: number[] | null) => {
+      const evicted = store.put({
         id,
         tenant,
         model,
@@ -151,6 +151,9 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
         outputItems: response.output as Item[],
         contextTokens: tokens,
       });
+      // Responses deleted to keep the tenant within its storage quota take their KV snapshots with them.
+      for (const old of evicted) for (const e of rt.engines.values()) snapshots.remove(e, tenant, snapshotName(old));
+    };
     // Stored from the start, so GET shows it in progress; the outcome replaces it.
     if (keep) record('in_progress', responseObject(input, 'in_progress', []), null);
     /** What the store keeps of a response that did not finish: cancelled, or failed with its error. */

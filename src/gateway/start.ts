@@ -95,7 +95,10 @@ export async function serve(options: ServeOptions): Promise<Serving> {
   } else if (keys.length === 0) {
     log('pie: no API key is configured: anyone on this machine may call the server (loopback only)');
   }
-  const store = ResponseStore.open(resolve(config.root, config.server.dataDir, 'responses.sqlite'));
+  const store = ResponseStore.open(resolve(config.root, config.server.dataDir, 'responses.sqlite'), {
+    maxBytesPerTenant: config.server.responsesMaxMbPerTenant * 1024 * 1024,
+    ttlSeconds: config.server.responsesTtlDays * 24 * 3600,
+  });
   const snapshots = new SnapshotKeeper(config.server.maxSnapshots);
   const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots, log });
   const port = options.port ?? config.server.port;

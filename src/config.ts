@@ -32,6 +32,7 @@ export interface Config {
     spinWait: boolean;
     grammarCacheSize: number;
     grammarCompileTimeoutMs: number;
+    snapshotPagesPerTenant: number;
   };
   inferlets: {
     workers: number;
@@ -153,6 +154,7 @@ const SCHEMA: Record<string, Schema> = {
     spin_wait: [bool, true, 'spinWait'],
     grammar_cache_size: [positiveInt, 128, 'grammarCacheSize'],
     grammar_compile_timeout_ms: [positiveInt, 1000, 'grammarCompileTimeoutMs'],
+    snapshot_pages_per_tenant: [nonNegativeInt, 0, 'snapshotPagesPerTenant'],
   },
   inferlets: {
     workers: [positiveInt, 2, 'workers'],

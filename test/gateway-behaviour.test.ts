@@ -60,7 +60,7 @@ describe('gateway behaviour', () => {
   });
 
   it('takes KV pages back from kept conversation snapshots when a request needs them', async () => {
-    const { engine } = await mockEngine({ numPages: 64, pageSize: 4, behaviour: () => 100 });
+    const { engine } = await mockEngine({ numPages: 64, pageSize: 4, behaviour: () => 100, snapshotPagesPerTenant: 64 }); // no quota in the way
     const s = await gateway([engine]);
     const client = s.client();
     const model = engine.model.name;

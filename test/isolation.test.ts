@@ -19,7 +19,7 @@ describe('isolation', () => {
   const s = servedEngine(() => randomModelDir(), {}, { extra: HOSTILE_ROUTE });
   const hostile = async (body: object) => {
     const res = await fetch(`${s.server.url}/v1/hostile`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, string> };
+    return { status: res.status, headers: res.headers, json: (await res.json()) as Record<string, unknown> };
   };
 
   it('lets no route frame the response: framing and hop-by-hop headers and statuses outside 200..599 fail the inferlet, never reach the wire', async () => {
@@ -96,6 +96,22 @@ describe('isolation', () => {
     expect((await post({ user: 'u'.repeat(513) })).status).toBe(400);
     const ok = await post({ metadata: pairs(16, (i) => `${i}`.padEnd(64, 'k'), 'v'.repeat(512)), user: 'u'.repeat(512), store: false });
     expect(ok.status).toBe(200);
+    await expectNothingHeld(s.engine);
+  });
+
+  it("evicts snapshots an inferlet hoards when others need the pages: a hoarder cannot pin the pool, and others' chats succeed", async () => {
+    const pool = s.engine.kv.pool;
+    const r = await hostile({ action: 'hoard', count: 40, tokens: 200 }); // 40 × 13 pages, the pool has 256
+    expect(r.status).toBe(200);
+    // Within its tenant's quota (half the pool), its least recently used went as it saved more.
+    expect(pool.numInUse).toBeLessThanOrEqual(pool.numPages / 2 + 13);
+    const chats = await Promise.all(
+      Array.from({ length: 4 }, (_, i) =>
+        fetch(`${s.server.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: s.model, messages: [{ role: 'user', content: `Story ${i}` }], max_tokens: 600 }) }),
+      ),
+    );
+    for (const c of chats) expect(c.status).toBe(200);
+    for (const name of s.engine.listSnapshots('default')) s.engine.deleteSnapshot(name, 'default');
     await expectNothingHeld(s.engine);
   });
 });

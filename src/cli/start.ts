@@ -23,6 +23,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     threads: e.threads || undefined,
     spinWait: e.spinWait,
     grammars: { cacheSize: e.grammarCacheSize, compileTimeoutMs: e.grammarCompileTimeoutMs },
+    ...(e.snapshotPagesPerTenant > 0 ? { snapshotPagesPerTenant: e.snapshotPagesPerTenant } : {}),
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
     ...(servedName ? { name: servedName } : {}),
   });

@@ -153,7 +153,7 @@ describe('Engine on the mock driver', () => {
   });
 
   it('asks its reclaim hook for pages held by snapshots before refusing work that needs them', async () => {
-    const { engine } = await mockEngine({ numPages: 16, pageSize: 4 });
+    const { engine } = await mockEngine({ numPages: 16, pageSize: 4, snapshotPagesPerTenant: 16 });
     const ctx = engine.createContext();
     engine.append(ctx, prompt(40, 3));
     await engine.forward(ctx);
@@ -166,6 +166,50 @@ describe('Engine on the mock driver', () => {
     expect(r.tokens).toEqual(expected(prompt(30, 4), 20));
     expect(asked).toBeGreaterThan(0);
     expect(engine.listSnapshots()).toEqual([]);
+  });
+
+  it('evicts the least recently used snapshot when running work needs its pages, and says so to whoever opens it', async () => {
+    const { engine } = await mockEngine({ numPages: 16, pageSize: 4, snapshotPagesPerTenant: 16 });
+    const save = async (name: string, seed: number) => {
+      const ctx = engine.createContext('hoarder');
+      engine.append(ctx, prompt(20, seed));
+      await engine.forward(ctx);
+      engine.saveSnapshot(ctx, name);
+      engine.release(ctx);
+    };
+    await save('old', 1);
+    await save('new', 2);
+    engine.release(engine.openSnapshot('old', 'hoarder')); // used again: now 'new' is the least recently used
+    expect(engine.kv.pool.numInUse).toBe(10);
+    const r = await greedy(engine, prompt(30, 4), 20); // 50 tokens: 13 of the 16 pages
+    expect(r.tokens).toEqual(expected(prompt(30, 4), 20));
+    expect(() => engine.openSnapshot('new', 'hoarder')).toThrow(/the snapshot "new" was evicted \(the KV cache needed its pages/);
+    expect(engine.listSnapshots('hoarder')).not.toContain('new');
+    for (const name of engine.listSnapshots('hoarder')) engine.deleteSnapshot(name, 'hoarder');
+  });
+
+  it("keeps a tenant's snapshots within its page quota: the least recently used go first; one alone past it is refused", async () => {
+    const { engine } = await mockEngine({ numPages: 32, pageSize: 4, snapshotPagesPerTenant: 6 });
+    const save = async (tenant: string, name: string, tokens: number) => {
+      const ctx = engine.createContext(tenant);
+      try {
+        engine.append(ctx, prompt(tokens, name.length + tokens));
+        await engine.forward(ctx);
+        engine.saveSnapshot(ctx, name);
+      } finally {
+        engine.release(ctx);
+      }
+    };
+    await save('t', 'a', 12); // 3 pages
+    await save('t', 'bb', 12);
+    await save('other', 'x', 12);
+    await save('t', 'ccc', 12); // 9 pages for t: 'a' goes
+    expect(engine.listSnapshots('t').sort()).toEqual(['bb', 'ccc']);
+    expect(() => engine.openSnapshot('a', 't')).toThrow(/passed their quota of 6 KV pages/);
+    expect(engine.listSnapshots('other')).toEqual(['x']);
+    await expect(save('t', 'huge', 28)).rejects.toMatchObject({ code: 'snapshot_quota_exceeded' });
+    expect(engine.listSnapshots('t').sort()).toEqual(['bb', 'ccc']); // a refused save takes nothing away
+    for (const [t, n] of [['t', 'bb'], ['t', 'ccc'], ['other', 'x']]) engine.deleteSnapshot(n!, t!);
   });
 
   it('returns the logits of the last n pending tokens from forward()', async () => {

@@ -38,6 +38,8 @@ export interface EngineOptions {
    * (false: the same tokens, more host work; for comparison and tests).
    */
   samplingHead?: boolean;
+  /** KV pages one tenant's named snapshots may hold together (default: half the pool). */
+  snapshotPagesPerTenant?: number;
 }
 
 export interface StepStats {
@@ -145,9 +147,11 @@ export class Engine {
     this.scheduler = new Scheduler(this.kv, {
       maxTokensPerStep: options.maxTokensPerStep ?? 512,
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
-      reclaim: () => this.reclaim?.() ?? false,
+      // Snapshots kept by their owner as a cache first (the gateway's), then any snapshot, least recently used first.
+      reclaim: () => (this.reclaim?.() ?? false) || this.snapshots.evictOldest(),
     });
-    this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false));
+    const perTenant = options.snapshotPagesPerTenant ?? Math.max(1, Math.floor(driver.info.numPages / 2));
+    this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false), perTenant);
     this.grammarOptions = options.grammars ?? {};
     this.samplingHead = options.samplingHead ?? true;
   }
@@ -226,7 +230,7 @@ export class Engine {
 
   openSnapshot(name: string, tenant = 'default'): Context {
     const snap = this.snapshots.get(name, tenant);
-    if (!snap) throw errors.snapshotNotFound(name);
+    if (!snap) throw errors.snapshotNotFound(name, this.snapshots.evictedBecause(name, tenant));
     return this.fork(snap);
   }
 

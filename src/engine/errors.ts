@@ -17,7 +17,8 @@ export const kvExhausted = (needed: number, total: number, inUse: number) =>
     'kv_cache_exhausted',
     `not enough KV cache: the request needs ${needed} pages, the pool has ${total} and ${inUse} are held by idle contexts and snapshots`,
   );
-export const snapshotNotFound = (name: string) => new EngineError('snapshot_not_found', `no snapshot named "${name}"`);
+export const snapshotNotFound = (name: string, evicted?: string) =>
+  new EngineError('snapshot_not_found', evicted ? `the snapshot "${name}" was evicted (${evicted}): save it again` : `no snapshot named "${name}"`);
 export const engineClosed = () => new EngineError('engine_closed', 'the engine has been shut down');
 export const invalidToken = (t: unknown, vocab: number) =>
   new EngineError('invalid_token', `token id ${String(t)} is outside the vocabulary [0, ${vocab})`);

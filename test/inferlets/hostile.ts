@@ -3,10 +3,10 @@
  * something a careless or hostile program might do to the server or to its
  * neighbours. The tests check that the server holds.
  */
-import { inferlet, setHeader, setStatus } from '@pie/inferlet';
+import { inferlet, Model, PieError, setHeader, setStatus } from '@pie/inferlet';
 
 interface Input {
-  body: { action: string; name?: string; value?: string; status?: number } | null;
+  body: { action: string; name?: string; value?: string; status?: number; count?: number; tokens?: number } | null;
 }
 
 function attempt(fn: () => void): string {
@@ -25,6 +25,26 @@ export const run = inferlet<Input>((req) => {
       return { header: attempt(() => setHeader(body.name!, body.value!)) };
     case 'status':
       return { status: attempt(() => setStatus(body.status!)) };
+    case 'hoard': {
+      // Saves `count` snapshots of `tokens` tokens each, to keep their pages for ever.
+      const model = Model.load();
+      const errors: string[] = [];
+      let saved = 0;
+      for (let i = 0; i < (body.count ?? 10); i++) {
+        const ctx = model.newContext();
+        try {
+          ctx.fill(Array.from({ length: body.tokens ?? 200 }, (_, j) => 3 + ((i * 31 + j * 7) % 400)));
+          ctx.prefill();
+          ctx.save(`hoard-${i}`);
+          saved++;
+        } catch (err) {
+          errors.push(err instanceof PieError ? err.code : String(err));
+        } finally {
+          ctx.release();
+        }
+      }
+      return { saved, errors };
+    }
     default:
       throw new Error(`unknown action ${body.action}`);
   }

@@ -11,6 +11,7 @@ const CODES: Record<string, ErrorCode> = {
   invalid_positions: 'invalid-argument',
   kv_cache_exhausted: 'kv-cache-exhausted',
   snapshot_not_found: 'not-found',
+  snapshot_quota_exceeded: 'limit-exceeded',
   engine_closed: 'cancelled',
 };
 

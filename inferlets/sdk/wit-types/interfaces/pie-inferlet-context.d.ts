@@ -32,6 +32,10 @@ declare module 'pie:inferlet/context@0.1.0' {
     release(): void;
     /**
     * Keeps this context's KV state under a name after the invocation ends.
+    * Snapshots are a cache: within a per-tenant page quota (saving past it
+    * evicts the tenant's least recently used; one alone past it is
+    * `limit-exceeded`), and evicted when running work needs their pages;
+    * `open` of an evicted one is `not-found` saying so.
     */
     save(name: string): void;
     /**

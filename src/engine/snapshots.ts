@@ -14,6 +14,8 @@ import type { KvCache } from './kv-cache.ts';
 
 /** Names of evicted snapshots remembered for their owners' next open. */
 const MAX_REMEMBERED = 4096;
+/** Snapshots one tenant may keep, whatever their pages (an empty one holds none, but costs memory). */
+export const MAX_SNAPSHOTS_PER_TENANT = 4096;
 
 export class Snapshots {
   /** In order of last use (saved or opened), oldest first. */
@@ -50,9 +52,13 @@ export class Snapshots {
     }
     this.delete(name, ctx.tenant);
     this.evicted.delete(k);
+    let count = this.names(ctx.tenant).length;
     for (const [other, s] of this.byKey) {
-      if (this.pagesOf(ctx.tenant, snap) <= this.maxPagesPerTenant) break;
-      if (s.tenant === ctx.tenant) this.evict(other, `the tenant's snapshots passed their quota of ${this.maxPagesPerTenant} KV pages`);
+      const overCount = count >= MAX_SNAPSHOTS_PER_TENANT;
+      if (!overCount && this.pagesOf(ctx.tenant, snap) <= this.maxPagesPerTenant) break;
+      if (s.tenant !== ctx.tenant) continue;
+      this.evict(other, overCount ? `the tenant keeps at most ${MAX_SNAPSHOTS_PER_TENANT} snapshots` : `the tenant's snapshots passed their quota of ${this.maxPagesPerTenant} KV pages`);
+      count--;
     }
     this.byKey.set(k, snap);
   }

@@ -243,6 +243,16 @@ describe('InferletHost', () => {
     expect(host.stats().workerRestarts).toBe(0);
   });
 
+  it('bounds what one invocation holds: contexts, and the logits one forward call brings to the host', async () => {
+    const { host, probe } = await setup({}, { spec: { ...PRESETS.tiny, vocabSize: 32000 }, numPages: 512 });
+    // 32 000 logits a row: at most 524 rows from one call.
+    expect(await run(host, probe, { action: 'wide-forward', count: 500 })).toEqual({ ok: 1 });
+    expect(await run(host, probe, { action: 'wide-forward', count: 600 })).toMatchObject({ code: 'limit-exceeded', message: expect.stringMatching(/at most 524 rows/) });
+    expect(await run(host, probe, { action: 'contexts', count: 4000 })).toEqual({ made: 4000 });
+    const hoarder = host.invoke(probe, { input: { action: 'contexts', count: 5000 } });
+    await expect(hoarder.result).rejects.toMatchObject({ kind: 'limit', message: expect.stringMatching(/holds 4096 contexts; the limit is 4096/) });
+  });
+
   it('stops a guest that keeps calling the host after it was cancelled: its worker is replaced after the grace period', async () => {
     const { engine, host, probe } = await setup({ workers: 2, stallMs: 1000, cancelGraceMs: 400 });
     const spinner = host.invoke(probe, { input: { action: 'spin-until-cancelled' }, limits: { wallTimeMs: 300 } });

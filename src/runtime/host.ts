@@ -359,8 +359,8 @@ export class InferletHost implements HostSide {
     if (!inv) return answer([id, false, { kind: 'trap', code: 'cancelled', message: 'the invocation has ended' }]);
     const fail = (err: unknown) => {
       const message = err instanceof Error ? err.message : String(err);
-      // A call without an answer has nobody to return an error to: it fails the invocation.
-      if (id === 0) return this.end(inv, new InvocationError('guest', `${op} failed: ${message}`));
+      // A call without an answer has nobody to return an error to: it fails the invocation (a limit's as a limit).
+      if (id === 0) return this.end(inv, new InvocationError(err instanceof AbiError && err.code === 'limit-exceeded' ? 'limit' : 'guest', `${op} failed: ${message}`));
       if (err instanceof AbiError) return answer([id, false, { kind: 'abi', code: err.code, message }]);
       answer([id, false, { kind: 'trap', code: 'internal', message: `${op} failed: ${message}` }]);
     };

@@ -66,6 +66,17 @@ export const run = inferlet<Input>((args) => {
     }
     case 'encode-huge':
       return attempt(() => model.encode('x'.repeat((args.mb ?? 3) << 20)));
+    case 'wide-forward': {
+      // Asks for an output at the first of `count` pending tokens: every row from there comes back.
+      const ctx = model.newContext().fill(Array.from({ length: args.count ?? 8 }, (_, i) => 3 + (i % 200)));
+      return attempt(() => ctx.forward([{ row: 0, distribution: 1 }]).length);
+    }
+    case 'contexts': {
+      // Makes contexts and never releases them.
+      const held: Context[] = [];
+      for (let i = 0; i < (args.count ?? 1); i++) held.push(model.newContext());
+      return { made: held.length };
+    }
     case 'spin-until-cancelled':
       // Calls the host in a loop (so its worker keeps beating) and ignores being cancelled.
       for (;;) isCancelled();

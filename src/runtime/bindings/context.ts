@@ -86,12 +86,21 @@ function guarded<T>(fn: () => T): T {
   }
 }
 
+/** Contexts one invocation may hold at once (each costs host memory even without pages). */
+export const MAX_CONTEXTS = 4096;
+
+function checkRoom(inv: Invocation): void {
+  if (inv.contexts.size >= MAX_CONTEXTS) throw new AbiError('limit-exceeded', `the invocation holds ${inv.contexts.size} contexts; the limit is ${MAX_CONTEXTS} (release those it is done with)`);
+}
+
 export const contextHandlers: Handlers = {
   'context.create': (inv, [h, model], host) => {
+    checkRoom(inv);
     const engine = host.engine(inv, model);
     inv.contexts.set(h, { engine, ctx: engine.createContext(inv.tenant), family: h });
   },
   'context.fork': (inv, [h, child]) => {
+    checkRoom(inv);
     const { engine, ctx, family } = heldContext(inv, h);
     inv.contexts.set(child, { engine, ctx: guarded(() => engine.fork(ctx)), family });
   },
@@ -117,6 +126,7 @@ export const contextHandlers: Handlers = {
     guarded(() => engine.saveSnapshot(ctx, name));
   },
   'context.open': (inv, [h, model, name], host) => {
+    checkRoom(inv);
     const engine = host.engine(inv, model);
     inv.contexts.set(h, { engine, ctx: guarded(() => engine.openSnapshot(name, inv.tenant)), family: h });
   },

@@ -37,6 +37,9 @@ interface WitGenerateArgs {
   stream?: { event: string; template?: string; firstSeq: number; toolCalls?: { start: string; arguments: string } };
 }
 
+/** Logits one forward call may bring back to the host (64 MiB of floats: 512 rows at a 32k vocabulary). */
+export const MAX_FORWARD_FLOATS = 16 << 20;
+
 export function guestInference(env: GuestEnv) {
   class Generation {
     readonly handle: number;
@@ -178,7 +181,13 @@ export const inferenceHandlers: Handlers = {
     if (args.attention && args.attention.length !== pending) {
       throw new AbiError('invalid-argument', `attention has ${args.attention.length} rows for ${pending} pending tokens`);
     }
-    const compute = args.outputs.map((o) => prepareOutput(o, engine.model.config.vocabSize));
+    // The rows from the first asked for to the last come back whole: bound what one call may bring to the host.
+    const V = engine.model.config.vocabSize;
+    const span = args.outputs.length ? pending - Math.min(...args.outputs.map(rowOf)) : 0;
+    if (span * V > MAX_FORWARD_FLOATS) {
+      throw new AbiError('limit-exceeded', `outputs from row ${pending - span} to the last bring ${span} rows of ${V} logits to the host; one call may bring at most ${Math.floor(MAX_FORWARD_FLOATS / V)} rows (ask for rows nearer the end, or split the pass)`);
+    }
+    const compute = args.outputs.map((o) => prepareOutput(o, V));
     const numSampled = args.outputs.filter((o) => o.kind.tag === 'sample').length;
     if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
       throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);

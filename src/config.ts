@@ -33,6 +33,7 @@ export interface Config {
     grammarCacheSize: number;
     grammarCompileTimeoutMs: number;
     snapshotPagesPerTenant: number;
+    queueTimeoutMs: number;
   };
   inferlets: {
     workers: number;
@@ -155,6 +156,7 @@ const SCHEMA: Record<string, Schema> = {
     grammar_cache_size: [positiveInt, 128, 'grammarCacheSize'],
     grammar_compile_timeout_ms: [positiveInt, 1000, 'grammarCompileTimeoutMs'],
     snapshot_pages_per_tenant: [nonNegativeInt, 0, 'snapshotPagesPerTenant'],
+    queue_timeout_ms: [positiveInt, 30000, 'queueTimeoutMs'],
   },
   inferlets: {
     workers: [positiveInt, 2, 'workers'],

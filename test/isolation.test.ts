@@ -115,3 +115,40 @@ describe('isolation', () => {
     await expectNothingHeld(s.engine);
   });
 });
+
+describe('isolation: KV capacity', () => {
+  // 64 pages of 16 tokens: 1024 tokens for everyone.
+  const s = servedEngine(() => randomModelDir(), { numPages: 64, queueTimeoutMs: 3000 });
+  const chat = (body: object) =>
+    fetch(`${s.server.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: s.model, messages: [{ role: 'user', content: 'Tell me a story.' }], ...body }) });
+
+  it('serves concurrent n = 16 requests whose choices together need more than the pool: finished choices give their pages back', async () => {
+    // Each fits the pool alone (its worst case is within the invocation's page limit); together they do not.
+    const results = await Promise.all([chat({ n: 16, max_tokens: 20 }), chat({ n: 16, max_tokens: 20 }), ...Array.from({ length: 4 }, () => chat({ n: 5, max_tokens: 40 }))]);
+    for (const r of results) {
+      const body = (await r.json()) as { choices?: unknown[]; error?: unknown };
+      expect(r.status, JSON.stringify(body.error)).toBe(200);
+    }
+    await expectNothingHeld(s.engine);
+  });
+
+  it("answers a transient lack of room with a 503 and Retry-After (not context_length_exceeded), and a prompt that could never fit with context_length_exceeded", async () => {
+    // Fill the pool with contexts that cannot give their pages back (custom attention), as a hostile program could.
+    const engine = s.engine;
+    const hog = engine.createContext('hog');
+    engine.append(hog, Array.from({ length: 60 * 16 }, (_, i) => 3 + (i % 300)));
+    await engine.forward(hog, { attend: (pos, key) => key <= pos, numLogits: 0 });
+    try {
+      const r = await chat({ max_tokens: 200 });
+      expect(r.status).toBe(503);
+      expect(r.headers.get('retry-after')).toBe('1');
+      expect(((await r.json()) as { error: { code: string } }).error.code).toBe('overloaded');
+    } finally {
+      engine.release(hog);
+    }
+    const ok = await chat({ max_tokens: 8 });
+    expect(ok.status).toBe(200);
+    await expectNothingHeld(s.engine);
+  });
+});
+

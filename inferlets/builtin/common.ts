@@ -3,7 +3,7 @@
  * options from request fields, logprobs with token text, stream templates.
  */
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { emit, inferlet, PieError, type ChatMessage, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
+import { emit, inferlet, PieError, setHeader, type ChatMessage, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
 
 /** An error answered as OpenAI's error JSON (before any stream event went out). */
 export class HttpError extends Error {
@@ -54,6 +54,7 @@ export function route<I>(promptParam: string, main: (input: I) => unknown): () =
       const e = toHttpError(err, promptParam);
       if (!e) throw err;
       setStatus(e.status);
+      if (e.status === 503) setHeader('retry-after', '1');
       setResult({ error: { message: e.message, type: e.type, param: e.param, code: e.code } });
       return undefined;
     }
@@ -68,6 +69,8 @@ function toHttpError(err: unknown, promptParam: string): HttpError | null {
     if (err.code === 'limit-exceeded') return new HttpError(400, err.message, null, 'limit_exceeded');
     // Even an empty KV cache (kept snapshots given back) cannot hold the request.
     if (err.code === 'kv-cache-exhausted') return new HttpError(400, err.message, promptParam, 'context_length_exceeded');
+    // No room now (the cache stayed full with other work): a transient lack of capacity, worth retrying.
+    if (err.code === 'overloaded') return new HttpError(503, err.message, null, 'overloaded', 'server_error');
   }
   return null;
 }

@@ -24,6 +24,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     spinWait: e.spinWait,
     grammars: { cacheSize: e.grammarCacheSize, compileTimeoutMs: e.grammarCompileTimeoutMs },
     ...(e.snapshotPagesPerTenant > 0 ? { snapshotPagesPerTenant: e.snapshotPagesPerTenant } : {}),
+    queueTimeoutMs: e.queueTimeoutMs,
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
     ...(servedName ? { name: servedName } : {}),
   });

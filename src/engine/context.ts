@@ -20,6 +20,8 @@ export class Context {
   released = false;
   /** The request currently running on this context, if any. */
   busy = false;
+  /** When it last ran or was made (ms): idle contexts give their pages back under pressure, least recently used first. */
+  lastUsedAt = performance.now();
   /**
    * Some of its KV was computed under a custom attention mask: its pages are
    * not what the tokens alone would give, so they never enter the prefix

@@ -89,18 +89,38 @@ describe('Engine on the mock driver', () => {
     engine.release(ctx);
   });
 
-  it('fails, instead of hanging, when idle contexts hold the pages a request needs', async () => {
+  it('takes back the pages of an idle context when a request needs them; the idle context computes its tokens again when next used', async () => {
     const { engine } = await mockEngine({ numPages: 4, pageSize: 4 });
     const holder = engine.createContext();
     engine.append(holder, prompt(12, 1));
-    await engine.forward(holder);
+    const before = (await engine.forward(holder)).logits[0]!;
     const ctx = engine.createContext();
     engine.append(ctx, prompt(8, 2));
     const r = await engine.generate(ctx, { maxTokens: 4 }).result;
-    expect(r.finishReason).toBe('error');
-    expect((r.error as EngineError).code).toBe('kv_cache_exhausted');
-    engine.release(holder);
+    expect(r.finishReason).toBe('length');
+    expect(holder.numComputed).toBe(0); // its pages went to the request
     engine.release(ctx);
+    expect((await engine.forward(holder)).logits[0]).toEqual(before);
+    engine.release(holder);
+  });
+
+  it('lets work wait for room, then fails it as overloaded (kv_cache_full) after the queueing time; work that could never fit fails at once', async () => {
+    const { engine } = await mockEngine({ numPages: 4, pageSize: 4, queueTimeoutMs: 100 });
+    // An idle context whose KV came from a custom attention rule cannot be recomputed: its pages stay.
+    const holder = engine.createContext();
+    engine.append(holder, prompt(12, 1));
+    await engine.forward(holder, { attend: (pos, key) => key <= pos });
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(8, 2));
+    const t0 = performance.now();
+    const r = await engine.generate(ctx, { maxTokens: 4 }).result;
+    expect(r.finishReason).toBe('error');
+    expect((r.error as EngineError).code).toBe('kv_cache_full');
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(90); // it waited
+    const huge = engine.createContext();
+    engine.append(huge, prompt(20, 3)); // 5 pages: more than the pool
+    expect(() => engine.generate(huge, { maxTokens: 1 })).toThrow(/not enough KV cache/);
+    for (const c of [holder, ctx, huge]) engine.release(c);
   });
 
   it('forks a context: shared prefix, independent continuations', async () => {

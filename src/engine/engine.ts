@@ -40,6 +40,12 @@ export interface EngineOptions {
   samplingHead?: boolean;
   /** KV pages one tenant's named snapshots may hold together (default: half the pool). */
   snapshotPagesPerTenant?: number;
+  /**
+   * How long work that cannot get pages waits for room before it fails as
+   * overloaded (default 30 s). Work that could not fit in the whole pool
+   * fails at once (kv_cache_exhausted).
+   */
+  queueTimeoutMs?: number;
 }
 
 export interface StepStats {
@@ -139,6 +145,9 @@ export class Engine {
   private readonly grammarOptions: GrammarsOptions;
   /** Whether sampled rows draw from the driver's head (EngineOptions.samplingHead). */
   private readonly samplingHead: boolean;
+  private readonly queueTimeoutMs: number;
+  /** Since when steps have found nothing they could run (null while they do). */
+  private stuckSince: number | null = null;
 
   constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
     this.model = model;
@@ -148,11 +157,12 @@ export class Engine {
       maxTokensPerStep: options.maxTokensPerStep ?? 512,
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
       // Snapshots kept by their owner as a cache first (the gateway's), then any snapshot, least recently used first.
-      reclaim: () => (this.reclaim?.() ?? false) || this.snapshots.evictOldest(),
+      reclaim: () => (this.reclaim?.() ?? false) || this.snapshots.evictOldest() || this.evictIdleContext(),
     });
     const perTenant = options.snapshotPagesPerTenant ?? Math.max(1, Math.floor(driver.info.numPages / 2));
     this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false), perTenant);
     this.grammarOptions = options.grammars ?? {};
+    this.queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.samplingHead = options.samplingHead ?? true;
   }
 
@@ -361,9 +371,11 @@ export class Engine {
     const copies = { from: [] as number[], to: [] as number[] };
     const planned = this.scheduler.schedule(copies);
     if (planned.length === 0) {
-      this.failStuck();
+      // Nothing fits now: wait for room (released contexts, finished work), within the queueing time.
+      if (!this.failStuck()) await new Promise((r) => setTimeout(r, 5));
       return;
     }
+    this.stuckSince = null;
     // Masks the driver applies are needed before the batch runs; the others are computed while it runs.
     const isConstrained = (s: Scheduled) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained;
     const constrained = planned.filter(isConstrained);
@@ -534,11 +546,45 @@ export class Engine {
     };
   }
 
-  private failStuck(): void {
+  /**
+   * The first waiting work cannot get pages even after everything
+   * reclaimable was reclaimed: if it could never fit it fails at once
+   * (kv_cache_exhausted), else once the queueing time has passed
+   * (kv_cache_full: the server is overloaded). True when it failed.
+   */
+  private failStuck(): boolean {
     const head = this.scheduler.waiting[0];
-    if (!head) return;
+    if (!head) return false;
     const needed = Math.ceil(head.ctx.length / this.kv.pageSize);
-    this.cancelWork(head, errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse));
+    if (needed > this.kv.pool.numPages) {
+      this.cancelWork(head, errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse));
+      return true;
+    }
+    const now = performance.now();
+    this.stuckSince ??= now;
+    if (now - this.stuckSince < this.queueTimeoutMs) return false;
+    this.cancelWork(head, errors.kvCacheFull(needed, now - this.stuckSince));
+    this.stuckSince = now; // the next in line waits its own time
+    return true;
+  }
+
+  /**
+   * Gives back the pages of the least recently used idle context whose
+   * pages are its own alone (a finished fork whose siblings still run, a
+   * context a guest keeps for later): its tokens stay and are computed again
+   * when it is next used. Contexts whose KV came from a custom attention rule
+   * are never dropped (a plain recompute would differ). False when none would free a page.
+   */
+  private evictIdleContext(): boolean {
+    let best: Context | null = null;
+    for (const ctx of this.contexts.values()) {
+      if (ctx.busy || ctx.released || ctx.customKv || ctx.pageTable.length === 0) continue;
+      if (best && ctx.lastUsedAt >= best.lastUsedAt) continue;
+      if (ctx.pageTable.some((p) => this.kv.pool.refCount(p) === 1)) best = ctx;
+    }
+    if (!best) return false;
+    this.kv.drop(best);
+    return true;
   }
 
   private cancelWork(work: Work, err: Error): void {
@@ -551,6 +597,7 @@ export class Engine {
     this.scheduler.remove(work);
     if (this.active.get(work.ctx) === work) this.active.delete(work.ctx);
     work.ctx.busy = false;
+    work.ctx.lastUsedAt = performance.now();
   }
 
   private newContext(tenant: string, tracked: boolean): Context {

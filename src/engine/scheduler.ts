@@ -10,9 +10,11 @@
  *   1. running decodes (one pending token each), oldest first;
  *   2. running prefills, a chunk each from what budget is left;
  *   3. waiting work, first come first served, admitted while pages fit.
- * A running work that cannot get a page preempts the youngest running work not
- * yet scheduled this step (possibly itself). Waiting work is never skipped
- * over, so a large request cannot starve.
+ * A running work that cannot get a page preempts a running work not yet
+ * scheduled this step (possibly itself): the youngest of the tenant whose
+ * running work holds the most pages, so that under contention each tenant
+ * keeps a fair share of the pool. Waiting work is never skipped over, so a
+ * large request cannot starve.
  *
  * `schedule` returns data; the engine builds the batch and runs it.
  */
@@ -115,7 +117,7 @@ export class Scheduler {
           return;
         }
         if (this.options.reclaim?.()) continue;
-        const victim = [...this.running].reverse().find((w) => !chosen.has(w)) ?? work;
+        const victim = this.victim(chosen) ?? work;
         this.preempt(victim);
         if (victim === work) return;
       }
@@ -161,6 +163,19 @@ export class Scheduler {
     const numSample = Math.max(0, plan.upTo - Math.max(plan.start, firstSampled));
     out.push({ work, plan, numTokens, numSample });
     return numTokens;
+  }
+
+  /** The youngest running work not chosen this step of the tenant whose running work holds the most pages. */
+  private victim(chosen: ReadonlySet<Work>): Work | undefined {
+    const held = new Map<string, number>();
+    for (const w of this.running) held.set(w.ctx.tenant, (held.get(w.ctx.tenant) ?? 0) + w.ctx.pageTable.length);
+    let best: Work | undefined;
+    for (const w of this.running) {
+      if (chosen.has(w)) continue;
+      // Later in `running` is younger: on a tie of tenants, the later one wins.
+      if (!best || held.get(w.ctx.tenant)! >= held.get(best.ctx.tenant)!) best = w;
+    }
+    return best;
   }
 
   private preempt(work: Work): void {

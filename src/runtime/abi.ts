@@ -47,7 +47,7 @@ export function checkImport(name: string): ImportVerdict {
 }
 
 /** Error codes of the ABI's `error` record. */
-export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
+export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
 
 /** An expected failure, returned to the guest as `err({code, message})`. */
 export class AbiError extends Error {

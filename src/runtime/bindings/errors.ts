@@ -10,6 +10,7 @@ const CODES: Record<string, ErrorCode> = {
   empty_context: 'invalid-argument',
   invalid_positions: 'invalid-argument',
   kv_cache_exhausted: 'kv-cache-exhausted',
+  kv_cache_full: 'overloaded',
   snapshot_not_found: 'not-found',
   snapshot_quota_exceeded: 'limit-exceeded',
   engine_closed: 'cancelled',

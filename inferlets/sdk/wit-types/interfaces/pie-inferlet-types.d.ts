@@ -15,6 +15,10 @@ declare module 'pie:inferlet/types@0.1.0' {
    * ## `"kv-cache-exhausted"`
    * 
    * The KV cache cannot hold the request even when empty.
+   * ## `"overloaded"`
+   * 
+   * No room now: the KV cache stayed full with other work for the
+   * server's queueing time. Worth trying again later.
    * ## `"busy"`
    * 
    * The context is already running a forward pass or a generation.
@@ -28,7 +32,7 @@ declare module 'pie:inferlet/types@0.1.0' {
    * 
    * A bug in the server.
    */
-  export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
+  export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
   export interface Error {
     code: ErrorCode,
     message: string,

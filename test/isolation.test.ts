@@ -152,3 +152,46 @@ describe('isolation: KV capacity', () => {
   });
 });
 
+describe('isolation: a flooding tenant beside an ordinary one', () => {
+  const KEYS = `
+[[keys]]
+key = "sk-flood"
+tenant = "flood"
+scopes = ["*"]
+[[keys]]
+key = "sk-calm"
+tenant = "calm"
+scopes = ["*"]
+`;
+  const s = servedEngine(() => randomModelDir(), { numPages: 128, queueTimeoutMs: 10_000 }, { extra: HOSTILE_ROUTE + KEYS });
+  const post = (key: string, path: string, body: object) =>
+    fetch(`${s.server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` }, body: JSON.stringify(body) });
+
+  it("serves every ordinary chat while the other tenant floods with huge prompts, 16-way forks, snapshot hoarding and messages; afterwards everything is accounted for", async () => {
+    const huge = 'word '.repeat(600_000);
+    const flood = [
+      ...Array.from({ length: 3 }, () => post('sk-flood', '/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: huge }], max_tokens: 4 })),
+      ...Array.from({ length: 3 }, () => post('sk-flood', '/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: 'Go' }], n: 16, max_tokens: 30 })),
+      post('sk-flood', '/v1/hostile', { action: 'hoard', count: 30, tokens: 200 }),
+      post('sk-flood', '/v1/hostile', { action: 'flood-messages', count: 200 }),
+    ];
+    const calm = Array.from({ length: 12 }, (_, i) => post('sk-calm', '/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: `Hello ${i}` }], max_tokens: 16 }));
+    const calmResults = await Promise.all(calm);
+    for (const r of calmResults) expect(r.status).toBe(200);
+    const floodStatuses = await Promise.all(flood.map(async (p) => (await p).status));
+    expect(floodStatuses.every((st) => st < 500)).toBe(true); // refused or served, never a server error
+    // Accounted for: no invocation running, no context, no page outside snapshots, the hoarder's snapshots within its quota.
+    const host = s.server.serving.gateway.runtime().host;
+    expect(host.stats().running).toBe(0);
+    expect(host.hub.usage('flood').chars).toBeLessThanOrEqual(host.hub.limits.maxCharsPerTenant);
+    const engine = s.engine;
+    expect(engine.numContexts).toBe(0);
+    const snapshotPages = new Set<number>();
+    for (const t of ['flood', 'calm']) for (const n of engine.listSnapshots(t)) for (const p of engine.snapshots.get(n, t)!.pageTable) snapshotPages.add(p);
+    expect(engine.kv.pool.numInUse).toBe(snapshotPages.size);
+    expect(snapshotPages.size).toBeLessThanOrEqual(engine.kv.pool.numPages / 2);
+    for (const t of ['flood', 'calm']) for (const n of engine.listSnapshots(t)) engine.deleteSnapshot(n, t);
+    expect(engine.kv.pool.numInUse).toBe(0);
+  }, 120_000);
+});
+

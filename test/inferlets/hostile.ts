@@ -3,7 +3,7 @@
  * something a careless or hostile program might do to the server or to its
  * neighbours. The tests check that the server holds.
  */
-import { inferlet, Model, PieError, setHeader, setStatus } from '@pie/inferlet';
+import { inferlet, Model, PieError, queue, setHeader, setStatus } from '@pie/inferlet';
 
 interface Input {
   body: { action: string; name?: string; value?: string; status?: number; count?: number; tokens?: number } | null;
@@ -25,6 +25,18 @@ export const run = inferlet<Input>((req) => {
       return { header: attempt(() => setHeader(body.name!, body.value!)) };
     case 'status':
       return { status: attempt(() => setStatus(body.status!)) };
+    case 'flood-messages': {
+      // Pushes 1 MB messages to queues nobody reads until refused.
+      const message = 'm'.repeat(1 << 20);
+      for (let i = 0; i < (body.count ?? 1000); i++) {
+        try {
+          queue(`flood-${i % 8}`).push(message);
+        } catch (err) {
+          return { pushed: i, refused: err instanceof PieError ? err.code : String(err) };
+        }
+      }
+      return { pushed: body.count ?? 1000 };
+    }
     case 'hoard': {
       // Saves `count` snapshots of `tokens` tokens each, to keep their pages for ever.
       const model = Model.load();

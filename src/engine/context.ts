@@ -17,6 +17,14 @@ export class Context {
   readonly pageTable: number[] = [];
   readonly pageKeys: number[] = [];
   numComputed = 0;
+  /**
+   * Tokens computed as far as its holder knows: where the pending tokens of
+   * the ABI (forward rows, prompt scores) start. It moves when work on the
+   * context completes, and stays when the KV is dropped behind the holder's
+   * back (an idle context giving its pages back under pressure): those tokens
+   * are then computed again, silently, by the next work.
+   */
+  settled = 0;
   released = false;
   /** The request currently running on this context, if any. */
   busy = false;
@@ -46,6 +54,11 @@ export class Context {
 
   get numPending(): number {
     return this.tokens.length - this.numComputed;
+  }
+
+  /** Pending as its holder sees it (see `settled`). */
+  get numUnsettled(): number {
+    return this.tokens.length - this.settled;
   }
 
   /** Appends a token at the position after the last one. */

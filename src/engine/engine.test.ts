@@ -99,8 +99,20 @@ describe('Engine on the mock driver', () => {
     const r = await engine.generate(ctx, { maxTokens: 4 }).result;
     expect(r.finishReason).toBe('length');
     expect(holder.numComputed).toBe(0); // its pages went to the request
+    expect(holder.numUnsettled).toBe(0); // as its holder sees it, nothing is pending: row numbers mean what they meant
     engine.release(ctx);
     expect((await engine.forward(holder)).logits[0]).toEqual(before);
+    // Scores after the eviction cover only the tokens appended since, as they would have.
+    const twin = engine.createContext();
+    engine.append(twin, prompt(12, 1));
+    await engine.forward(twin);
+    engine.kv.drop(holder); // given back again
+    engine.append(holder, [7, 8]);
+    engine.append(twin, [7, 8]);
+    const scored = await engine.promptLogprobs(holder, 1);
+    expect(scored).toHaveLength(2);
+    expect(scored).toEqual(await engine.promptLogprobs(twin, 1));
+    engine.release(twin);
     engine.release(holder);
   });
 

@@ -146,8 +146,8 @@ export class Engine {
   /** Whether sampled rows draw from the driver's head (EngineOptions.samplingHead). */
   private readonly samplingHead: boolean;
   private readonly queueTimeoutMs: number;
-  /** Since when steps have found nothing they could run (null while they do). */
-  private stuckSince: number | null = null;
+  /** Since when each waiting work has been first in line with nothing able to run. */
+  private readonly stuckSince = new WeakMap<Work, number>();
 
   constructor(model: LoadedModel, driver: Driver, options: EngineOptions = {}) {
     this.model = model;
@@ -279,13 +279,16 @@ export class Engine {
    */
   async promptLogprobs(ctx: Context, top = 0): Promise<Array<ScoredToken | null>> {
     this.checkIdle(ctx);
-    const first = ctx.numComputed;
-    const scores: Array<ScoredToken | null> = new Array(ctx.numPending).fill(null);
+    // Pending as the holder sees it: an idle context whose pages were given back computes the rest again too.
+    const first = ctx.settled;
+    const scores: Array<ScoredToken | null> = new Array(ctx.numUnsettled).fill(null);
     if (scores.length === 0) return scores;
     // The token before them is computed again to score the first, unless its KV came from a custom attention
     // rule (tree-shaped decoding), which a causal recompute would change: then the first pending token has no score.
-    if (first > 0 && !ctx.customKv) this.kv.rewindOne(ctx);
-    const work = new ForwardWork(ctx, ctx.numPending, this.model.config.slidingWindow, undefined, (pos, logits) => {
+    const scoreFirst = first > 0 && !ctx.customKv;
+    if (scoreFirst && ctx.numComputed === first) this.kv.rewindOne(ctx);
+    const rows = ctx.length - (scoreFirst ? first - 1 : first);
+    const work = new ForwardWork(ctx, rows, this.model.config.slidingWindow, undefined, (pos, logits) => {
       const target = pos + 1;
       if (target < first || target > first - 1 + scores.length) return; // the last row predicts a token not yet there
       scores[target - first] = scoreToken(logits, ctx.tokens[target]!, top);
@@ -375,7 +378,6 @@ export class Engine {
       if (!this.failStuck()) await new Promise((r) => setTimeout(r, 5));
       return;
     }
-    this.stuckSince = null;
     // Masks the driver applies are needed before the batch runs; the others are computed while it runs.
     const isConstrained = (s: Scheduled) => s.numSample > 0 && s.work instanceof Generation && s.work.isConstrained;
     const constrained = planned.filter(isConstrained);
@@ -561,10 +563,10 @@ export class Engine {
       return true;
     }
     const now = performance.now();
-    this.stuckSince ??= now;
-    if (now - this.stuckSince < this.queueTimeoutMs) return false;
-    this.cancelWork(head, errors.kvCacheFull(needed, now - this.stuckSince));
-    this.stuckSince = now; // the next in line waits its own time
+    const since = this.stuckSince.get(head) ?? now;
+    this.stuckSince.set(head, since);
+    if (now - since < this.queueTimeoutMs) return false;
+    this.cancelWork(head, errors.kvCacheFull(needed, now - since));
     return true;
   }
 
@@ -598,6 +600,7 @@ export class Engine {
     if (this.active.get(work.ctx) === work) this.active.delete(work.ctx);
     work.ctx.busy = false;
     work.ctx.lastUsedAt = performance.now();
+    work.ctx.settled = Math.max(work.ctx.settled, work.ctx.numComputed);
   }
 
   private newContext(tenant: string, tracked: boolean): Context {

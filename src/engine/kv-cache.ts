@@ -130,6 +130,7 @@ export class KvCache {
     for (const p of src.pageTable) dst.pageTable.push(p);
     for (const k of src.pageKeys) dst.pageKeys.push(k);
     dst.numComputed = src.numComputed;
+    dst.settled = src.settled;
     dst.customKv = src.customKv;
     dst.ropePositions = src.ropePositions ? src.ropePositions.slice() : null;
   }
@@ -140,6 +141,7 @@ export class KvCache {
     ctx.tokens.length = Math.min(ctx.tokens.length, length);
     if (ctx.ropePositions) ctx.ropePositions.length = ctx.tokens.length;
     ctx.numComputed = Math.min(ctx.numComputed, length);
+    ctx.settled = Math.min(ctx.settled, length);
     const keep = Math.ceil(ctx.numComputed / ps);
     for (const p of ctx.pageTable.splice(keep)) this.pool.release(p);
     ctx.pageKeys.length = Math.min(ctx.pageKeys.length, Math.floor(ctx.numComputed / ps));

@@ -165,10 +165,15 @@ export class Scheduler {
     return numTokens;
   }
 
-  /** The youngest running work not chosen this step of the tenant whose running work holds the most pages. */
+  /** The youngest running work not chosen this step of the tenant whose running work holds the most pages (distinct: forks share theirs). */
   private victim(chosen: ReadonlySet<Work>): Work | undefined {
-    const held = new Map<string, number>();
-    for (const w of this.running) held.set(w.ctx.tenant, (held.get(w.ctx.tenant) ?? 0) + w.ctx.pageTable.length);
+    const pages = new Map<string, Set<number>>();
+    for (const w of this.running) {
+      let set = pages.get(w.ctx.tenant);
+      if (!set) pages.set(w.ctx.tenant, (set = new Set()));
+      for (const p of w.ctx.pageTable) set.add(p);
+    }
+    const held = new Map([...pages].map(([t, set]) => [t, set.size]));
     let best: Work | undefined;
     for (const w of this.running) {
       if (chosen.has(w)) continue;

@@ -74,6 +74,11 @@ export class Snapshots {
     return snap;
   }
 
+  /** The snapshot without counting it as used (for bookkeeping that must not reorder the cache). */
+  peek(name: string, tenant: string): Context | undefined {
+    return this.byKey.get(key(tenant, name));
+  }
+
   /** Why `name` is gone, when it was evicted (rather than deleted or never saved). */
   evictedBecause(name: string, tenant: string): string | undefined {
     return this.evicted.get(key(tenant, name));

@@ -255,10 +255,16 @@ describe('ResponseStore', () => {
     expect(s.purgeExpired()).toBe(1);
     expect(s.get('old', 'acme')).toBeUndefined();
     expect(s.get('new', 'acme')?.id).toBe('new');
-    // A fresh store expires on its first write.
-    const t = memory({ ttlSeconds: 3600 });
-    t.put(response('old', { createdAt: now - 7200 }));
-    t.put(response('new', { createdAt: now })); // within the minute: no expiry yet
-    expect(t.get('old', 'acme')?.id).toBe('old');
+    // A store opened on a file with old responses expires them on its first write.
+    const dir = mkdtempSync(join(tmpdir(), 'pie-store-ttl-'));
+    dirs.push(dir);
+    const first = ResponseStore.open(join(dir, 'r.sqlite'), { ttlSeconds: 1e12 });
+    first.put(response('old', { createdAt: now - 7200 }));
+    first.close();
+    const again = ResponseStore.open(join(dir, 'r.sqlite'), { ttlSeconds: 3600 });
+    stores.push(again);
+    again.put(response('new', { createdAt: now }));
+    expect(again.get('old', 'acme')).toBeUndefined();
+    expect(again.get('new', 'acme')?.id).toBe('new');
   });
 });

@@ -87,8 +87,8 @@ const MIGRATIONS = [
   'CREATE INDEX items_by_item_id ON items (item_id);',
   // What each response takes on disk (its JSON, items and tokens), for the per-tenant quota; the oldest go first.
   `ALTER TABLE responses ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0; CREATE INDEX responses_by_tenant ON responses (tenant, pk);
-   UPDATE responses SET bytes = length(response) + COALESCE(length(context_tokens), 0)
-     + (SELECT COALESCE(SUM(length(json)), 0) FROM items WHERE response_pk = responses.pk);`,
+   UPDATE responses SET bytes = length(CAST(response AS BLOB)) + COALESCE(length(context_tokens), 0)
+     + (SELECT COALESCE(SUM(length(CAST(json AS BLOB))), 0) FROM items WHERE response_pk = responses.pk);`,
 ];
 const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -167,10 +167,12 @@ export class ResponseStore {
       // An item passed back as input is stored again under its id: the response that made it comes first.
       item: db.prepare(`SELECT items.json FROM items JOIN responses ON responses.pk = items.response_pk
         WHERE items.item_id = ? AND responses.tenant = ? ORDER BY items.kind = 'output' DESC, responses.pk LIMIT 1`),
-      setBytes: db.prepare(`UPDATE responses SET bytes = length(response) + COALESCE(length(context_tokens), 0)
-        + (SELECT COALESCE(SUM(length(json)), 0) FROM items WHERE response_pk = responses.pk) WHERE pk = ?`),
+      // Bytes, not characters: length() of a BLOB.
+      setBytes: db.prepare(`UPDATE responses SET bytes = length(CAST(response AS BLOB)) + COALESCE(length(context_tokens), 0)
+        + (SELECT COALESCE(SUM(length(CAST(json AS BLOB))), 0) FROM items WHERE response_pk = responses.pk) WHERE pk = ?`),
       tenantBytes: db.prepare('SELECT COALESCE(SUM(bytes), 0) AS total FROM responses WHERE tenant = ?'),
-      oldest: db.prepare('SELECT pk, bytes FROM responses WHERE tenant = ? AND pk <> ? ORDER BY pk LIMIT 64'),
+      // A response still running is never evicted (its run is about to store it again).
+      oldest: db.prepare("SELECT pk, bytes FROM responses WHERE tenant = ? AND pk <> ? AND status NOT IN ('in_progress', 'queued') ORDER BY pk LIMIT 64"),
       expire: db.prepare('DELETE FROM responses WHERE created_at < ?'),
     };
   }

@@ -47,6 +47,8 @@ export class SnapshotKeeper {
     const key = `${tenant}\u0000${name}`;
     this.kept.delete(key);
     this.kept.set(key, { engine, tenant, name });
+    // Those the engine evicted itself (under pressure, or past a tenant's quota) no longer count.
+    for (const [k, old] of this.kept) if (!old.engine.snapshots.peek(old.name, old.tenant)) this.kept.delete(k);
     for (const [k, old] of this.kept) {
       if (this.kept.size <= this.max || k === key) break;
       this.kept.delete(k);
@@ -70,7 +72,7 @@ export class SnapshotKeeper {
     const pool = engine.kv.pool;
     for (const [k, old] of this.kept) {
       if (old.engine !== engine) continue;
-      const snap = engine.snapshots.get(old.name, old.tenant);
+      const snap = engine.snapshots.peek(old.name, old.tenant);
       if (!snap) {
         this.kept.delete(k); // gone already (deleted through the engine)
         continue;

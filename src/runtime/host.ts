@@ -104,6 +104,8 @@ class WorkerSlot {
   dead = false;
   /** It has loaded and said so: only then can it stall (loading its modules is not a guest's doing). */
   started = false;
+  /** A check of it is under way. */
+  watching = false;
 
   constructor() {
     this.worker = new Worker(new URL('./guest-worker.ts', import.meta.url), { workerData: { heartbeat: this.heartbeat.buffer } });
@@ -150,7 +152,6 @@ export class InferletHost implements HostSide {
   private readonly limits: InstanceLimits;
   private readonly stallMs: number;
   private readonly cancelGraceMs: number;
-  private watching = false;
   private readonly warmInstances: number;
   private readonly logLine: (line: string) => void;
   private readonly watchdog: NodeJS.Timeout;
@@ -278,13 +279,12 @@ export class InferletHost implements HostSide {
     return best ?? this.slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
   }
 
-  private async watch(): Promise<void> {
-    if (this.watching) return;
-    this.watching = true;
-    try {
-      await Promise.all(this.slots.map((slot) => this.watchSlot(slot)));
-    } finally {
-      this.watching = false;
+  private watch(): void {
+    // Each slot on its own: a worker slow to answer (busy in native code) holds back nobody else's check.
+    for (const slot of this.slots) {
+      if (slot.watching) continue;
+      slot.watching = true;
+      void this.watchSlot(slot).finally(() => (slot.watching = false));
     }
   }
 
@@ -304,8 +304,10 @@ export class InferletHost implements HostSide {
       this.lose(slot, `its worker was stopped because another invocation on it did not yield for ${this.stallMs} ms of CPU time`, stuck);
       return;
     }
+    const running = Atomics.load(slot.heartbeat, HEARTBEAT.running);
     for (const [id, at] of slot.ending) {
-      if (now - at <= this.cancelGraceMs) continue;
+      // Only a guest still running its code counts (one waiting to start, or on the host, is not holding the worker).
+      if (id !== running || now - at <= this.cancelGraceMs) continue;
       this.lose(slot, `its worker was stopped because another invocation on it went on running ${this.cancelGraceMs} ms after it was stopped`, id);
       return;
     }
@@ -412,8 +414,9 @@ async function workerCpuMicros(worker: Worker): Promise<number | null> {
   const read = (worker as Worker & { cpuUsage?: () => Promise<{ user: number; system: number }> }).cpuUsage;
   if (!read) return null;
   try {
-    const u = await read.call(worker);
-    return u.user + u.system;
+    // A read a dying worker never answers must not hold the watchdog: then wall time decides.
+    const u = await Promise.race([read.call(worker), new Promise<null>((r) => setTimeout(() => r(null), 250).unref())]);
+    return u ? u.user + u.system : null;
   } catch {
     return null; // exited
   }

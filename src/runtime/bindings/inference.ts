@@ -175,7 +175,8 @@ export const inferenceHandlers: Handlers = {
   'inference.forward': async (inv, [h, args]: [number, WitForwardArgs]) => {
     const { engine, ctx } = heldContext(inv, h);
     // Everything is checked before the tokens are appended: a refused call changes nothing.
-    const pending = Math.max(1, ctx.numPending + args.tokens.length);
+    // Rows count from the first token not yet computed as far as the guest knows (its pages may have been given back since).
+    const pending = Math.max(1, ctx.numUnsettled + args.tokens.length);
     const rowOf = (o: WitOutputRequest) => o.row ?? pending - 1;
     for (const o of args.outputs) if (rowOf(o) >= pending) throw new AbiError('invalid-argument', `output row ${o.row} is past the ${pending} pending tokens`);
     if (args.attention && args.attention.length !== pending) {

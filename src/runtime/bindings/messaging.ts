@@ -30,6 +30,9 @@ export function guestMessaging(env: GuestEnv) {
   };
 }
 
+/** Subscriptions one invocation may hold at once. */
+export const MAX_SUBSCRIPTIONS = 256;
+
 /** A bound the hub refused the message for: limit-exceeded to the guest. */
 function bounded(send: () => void): void {
   try {
@@ -50,6 +53,8 @@ export const messagingHandlers: Handlers = {
   },
   'messaging.broadcast': (inv, [topic, message], host) => bounded(() => host.hub.broadcast(inv.tenant, topic, message)),
   'messaging.subscribe': (inv, [h, topic], host) => {
+    // One-way: past the bound it fails the invocation as a limit.
+    if (inv.subscriptions.size >= MAX_SUBSCRIPTIONS) throw new AbiError('limit-exceeded', `the invocation holds ${inv.subscriptions.size} subscriptions; the limit is ${MAX_SUBSCRIPTIONS}`);
     inv.subscriptions.set(h, { topic, box: host.hub.subscribe(inv.tenant, topic) });
   },
   'messaging.next': (inv, [h, timeoutMs]) => {

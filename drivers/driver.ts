@@ -229,6 +229,8 @@ export interface Driver {
   readonly info: DriverInfo;
   /** Applies `batch.copies`, runs the model, writes the new keys and values into the pool. */
   run(batch: Batch): Promise<StepResult>;
+  /** After a failure that took the driver down (its worker died): start again over the same KV pool; true if it did. */
+  recover?(): Promise<boolean>;
   close(): Promise<void>;
 }
 

@@ -125,17 +125,34 @@ describe('the portable driver', () => {
     await engine.close();
   });
 
-  it('fails the work in flight, instead of hanging, when its worker dies', async () => {
-    const { engine, ctx, gen, driver } = await generating();
+  it('fails only the work in flight when its worker dies, then starts a new worker over the same KV pool: other contexts keep their state', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const driver = engine.driver as PortableDriver;
+    // A context computed before the crash, idle through it.
+    const kept = engine.createContext();
+    engine.append(kept, [1, 5, 9, 13, 17, 21]);
+    await engine.forward(kept, { numLogits: 0 });
+    const ctx = engine.createContext();
+    engine.append(ctx, [1, 2, 3]);
+    const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 100_000, ignoreEos: true });
+    while (engine.numSteps < 2) await new Promise((r) => setTimeout(r, 1));
     await driver['worker'].terminate();
     const r = await gen.result;
     expect(r.finishReason).toBe('error');
     expect(r.error!.message).toMatch(/driver worker exited/);
     engine.release(ctx);
-    const again = engine.createContext();
-    engine.append(again, [1]);
-    await expect(engine.forward(again)).rejects.toThrow(/driver worker exited/);
-    engine.release(again);
+    while (engine.numDriverRestarts === 0) await new Promise((r) => setTimeout(r, 5));
+    // The kept context goes on from its KV, not recomputed: the same tokens as a fresh context computing it all.
+    const computed = kept.numComputed;
+    const going = await engine.generate(kept, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result;
+    expect(computed).toBe(6);
+    const fresh = engine.createContext();
+    engine.append(fresh, [1, 5, 9, 13, 17, 21]);
+    const reference = await engine.generate(fresh, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result;
+    expect(going.tokens).toEqual(reference.tokens);
+    expect(going.cachedTokens).toBe(0); // nothing came from the prefix cache: the kept KV was used as it was
+    engine.release(kept);
+    engine.release(fresh);
   });
 });
 

@@ -30,6 +30,50 @@ export interface PortableDriverOptions {
   externalData?: boolean;
 }
 
+interface Started {
+  worker: Worker;
+  channel: ChannelBuffers;
+}
+
+/** Builds the graph and starts a worker running it over `pool`; resolves once it is ready. */
+async function startWorker(model: LoadedModel, options: PortableDriverOptions, pool: SharedArrayBuffer, restart = false): Promise<Started> {
+  const c = model.config;
+  const numSlots = options.numPages * options.pageSize;
+  const kvPlanes = c.numLayers * 2 * c.numKvHeads;
+  const builder = graphBuilder({ config: c, weights: model.weights, numSlots });
+  let graph: Uint8Array | string;
+  let graphDir: string | null = null;
+  if (options.externalData ?? builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) {
+    graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
+    graph = join(graphDir, 'model.onnx');
+    builder.save(graph);
+  } else {
+    graph = builder.encode();
+  }
+  const channel = createChannel(16 * 1024 * 1024, 4096, Math.min(HEAD_SIZE, c.vocabSize), HEAD_DRAWS);
+  const init: WorkerInit = { graph, channel, pool, restart, poolRows: kvPlanes * numSlots, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
+  const worker = new Worker(WORKER_URL, {
+    workerData: init,
+    transferList: typeof graph === 'string' ? [] : [graph.buffer as ArrayBuffer],
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onMessage = (msg: WorkerReply) => {
+      if (msg.type === 'ready') {
+        worker.off('error', onError);
+        worker.off('message', onMessage);
+        resolve();
+      }
+    };
+    const onError = (err: Error) => reject(new Error(`driver worker failed to start: ${err.message}`));
+    worker.on('message', onMessage);
+    worker.once('error', onError);
+  }).finally(() => {
+    // ONNX Runtime has read (or mapped) the files by now.
+    if (graphDir) rmSync(graphDir, { recursive: true, force: true });
+  });
+  return { worker, channel };
+}
+
 /** Weights above this go to external data: a protocol buffer must stay under 2 GB. */
 const MAX_INLINE_WEIGHT_BYTES = 1.5 * 1024 ** 3;
 
@@ -41,23 +85,62 @@ export class PortableDriver implements Driver {
   private nextId = 0;
   private readonly pending = new Map<number, { resolve: (r: WorkerReply) => void; reject: (e: Error) => void }>();
   private failure: Error | null = null;
-  private readonly worker: Worker;
-  private readonly channel: ChannelBuffers;
-  private readonly ctl: Int32Array;
+  private closed = false;
+  private worker!: Worker;
+  private channel!: ChannelBuffers;
+  private ctl!: Int32Array;
   /** Rejects when the worker fails, to wake a run waiting on the shared-memory lane. */
-  private readonly failed: Promise<never>;
+  private failed!: Promise<never>;
   private rejectFailed!: (err: Error) => void;
   /** Runs go one at a time (the lane has one request area). */
   private last: Promise<unknown> = Promise.resolve();
   /** The KV pool, shared with the worker (benchmarks replay batches over it). */
   readonly pool: SharedArrayBuffer;
+  private readonly model: LoadedModel;
+  private readonly options: PortableDriverOptions;
 
-  private constructor(worker: Worker, info: DriverInfo, pool: SharedArrayBuffer, channel: ChannelBuffers) {
-    this.worker = worker;
+  private constructor(model: LoadedModel, options: PortableDriverOptions, info: DriverInfo, pool: SharedArrayBuffer, started: Started) {
+    this.model = model;
+    this.options = options;
     this.info = info;
     this.pool = pool;
+    this.attach(started);
+  }
+
+  static async create(model: LoadedModel, options: PortableDriverOptions): Promise<PortableDriver> {
+    const c = model.config;
+    const numSlots = options.numPages * options.pageSize;
+    const kvPlanes = c.numLayers * 2 * c.numKvHeads;
+    const pool = new SharedArrayBuffer(kvPlanes * numSlots * c.headDim * 4);
+    const started = await startWorker(model, options, pool);
+    return new PortableDriver(model, options, {
+      name: 'portable',
+      vocabSize: c.vocabSize,
+      numSlots,
+      pageSize: options.pageSize,
+      numPages: options.numPages,
+      bytesPerSlot: kvPlanes * c.headDim * 4,
+    }, pool, started);
+  }
+
+  /**
+   * After its worker died (not after close): a new worker on the same KV
+   * pool, so every context's keys and values survive. The step that was
+   * running failed with it; what it wrote belongs to that step's work alone
+   * (failed too), so nothing else is touched.
+   */
+  async recover(): Promise<boolean> {
+    if (!this.failure || this.closed) return false;
+    this.attach(await startWorker(this.model, this.options, this.pool, true));
+    return true;
+  }
+
+  private attach({ worker, channel }: Started): void {
+    this.worker = worker;
     this.channel = channel;
     this.ctl = new Int32Array(channel.ctl);
+    this.failure = null;
+    this.last = Promise.resolve();
     this.failed = new Promise<never>((_, reject) => (this.rejectFailed = reject));
     this.failed.catch(() => undefined);
     worker.on('message', (msg: WorkerReply) => {
@@ -68,55 +151,12 @@ export class PortableDriver implements Driver {
       if (msg.type === 'error') p.reject(new Error(`driver: ${msg.message}`));
       else p.resolve(msg);
     });
-    worker.on('error', (err) => this.fail(err));
-    worker.on('exit', (code) => this.fail(new Error(`driver worker exited with code ${code}`)));
-  }
-
-  static async create(model: LoadedModel, options: PortableDriverOptions): Promise<PortableDriver> {
-    const c = model.config;
-    const numSlots = options.numPages * options.pageSize;
-    const kvPlanes = c.numLayers * 2 * c.numKvHeads;
-    const poolRows = kvPlanes * numSlots;
-    const pool = new SharedArrayBuffer(poolRows * c.headDim * 4);
-    const builder = graphBuilder({ config: c, weights: model.weights, numSlots });
-    let graph: Uint8Array | string;
-    let graphDir: string | null = null;
-    if (options.externalData ?? builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) {
-      graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
-      graph = join(graphDir, 'model.onnx');
-      builder.save(graph);
-    } else {
-      graph = builder.encode();
-    }
-    const channel = createChannel(16 * 1024 * 1024, 4096, Math.min(HEAD_SIZE, c.vocabSize), HEAD_DRAWS);
-    const init: WorkerInit = { graph, channel, pool, poolRows, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
-    const worker = new Worker(WORKER_URL, {
-      workerData: init,
-      transferList: typeof graph === 'string' ? [] : [graph.buffer as ArrayBuffer],
-    });
-    await new Promise<void>((resolve, reject) => {
-      const onMessage = (msg: WorkerReply) => {
-        if (msg.type === 'ready') {
-          worker.off('error', onError);
-          worker.off('message', onMessage);
-          resolve();
-        }
-      };
-      const onError = (err: Error) => reject(new Error(`driver worker failed to start: ${err.message}`));
-      worker.on('message', onMessage);
-      worker.once('error', onError);
-    }).finally(() => {
-      // ONNX Runtime has read (or mapped) the files by now.
-      if (graphDir) rmSync(graphDir, { recursive: true, force: true });
-    });
-    return new PortableDriver(worker, {
-      name: 'portable',
-      vocabSize: c.vocabSize,
-      numSlots,
-      pageSize: options.pageSize,
-      numPages: options.numPages,
-      bytesPerSlot: kvPlanes * c.headDim * 4,
-    }, pool, channel);
+    // Only this worker's death fails the driver (a replaced one's late exit does not).
+    const dead = (err: Error) => {
+      if (this.worker === worker) this.fail(err);
+    };
+    worker.on('error', dead);
+    worker.on('exit', (code) => dead(new Error(`driver worker exited with code ${code}`)));
   }
 
   run(batch: Batch): Promise<StepResult> {
@@ -151,6 +191,7 @@ export class PortableDriver implements Driver {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.failure) return;
     await this.last; // a run in flight finishes first: the worker answers one request at a time
     await this.request({ type: 'close', id: this.nextId++ }).catch(() => undefined);

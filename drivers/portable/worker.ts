@@ -18,6 +18,8 @@ export interface WorkerInit {
   channel: ChannelBuffers;
   pool: SharedArrayBuffer;
   poolRows: number;
+  /** Started again after its predecessor died: the pool holds live KV, not to be cleared. */
+  restart?: boolean;
   headDim: number;
   /** Rows of new_kv per token: layers × 2 × kv heads. */
   kvPlanes: number;
@@ -41,7 +43,7 @@ const port = parentPort!;
 const pool = new Float32Array(init.pool);
 // Touch every page of the pool now, so that first writes during serving do
 // not pay the operating system's page faults (the budget is committed up front).
-pool.fill(0);
+if (!init.restart) pool.fill(0); // a restarted worker runs over the pool as its predecessor left it
 const poolTensor = new ort.Tensor('float32', pool, [init.poolRows, init.headDim]);
 
 const graph = init.graph!;

@@ -123,6 +123,8 @@ export class Engine {
   readonly scheduler: Scheduler;
   readonly snapshots: Snapshots;
   numSteps = 0;
+  /** Times the driver went down mid-step and started again over the same KV pool. */
+  numDriverRestarts = 0;
   numPromptTokensComputed = 0;
   numDecodeTokensComputed = 0;
   numConstrainedGenerations = 0;
@@ -431,7 +433,10 @@ export class Engine {
     try {
       result = await running;
     } catch (err) {
+      // Only this step's work fails. A driver that went down (its worker died) starts again over the same
+      // KV pool, so every other context keeps its state; if it cannot, later steps fail as they come.
       for (const s of planned) this.cancelWork(s.work, err as Error);
+      if (await this.driver.recover?.().catch(() => false)) this.numDriverRestarts++;
       return;
     }
     const t2 = performance.now();

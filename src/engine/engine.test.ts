@@ -96,7 +96,7 @@ describe('Engine on the mock driver', () => {
     const before = (await engine.forward(holder)).logits[0]!;
     const ctx = engine.createContext();
     engine.append(ctx, prompt(8, 2));
-    const r = await engine.generate(ctx, { maxTokens: 4 }).result;
+    const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 4, ignoreEos: true }).result; // greedy: sampled, it could end early
     expect(r.finishReason).toBe('length');
     expect(holder.numComputed).toBe(0); // its pages went to the request
     expect(holder.numUnsettled).toBe(0); // as its holder sees it, nothing is pending: row numbers mean what they meant
@@ -116,6 +116,25 @@ describe('Engine on the mock driver', () => {
     engine.release(holder);
   });
 
+  it('gives back pages that idle holders share (a root, its fork and its snapshot) together when no one of them would free any alone', async () => {
+    const { engine } = await mockEngine({ numPages: 8, pageSize: 4, queueTimeoutMs: 300, snapshotPagesPerTenant: 8 });
+    const root = engine.createContext();
+    engine.append(root, prompt(16, 1));
+    const before = (await engine.forward(root)).logits[0]!;
+    const fork = engine.fork(root);
+    engine.saveSnapshot(root, 'kept');
+    expect(engine.kv.pool.numInUse).toBe(4); // every page held three times
+    const ctx = engine.createContext();
+    engine.append(ctx, prompt(20, 2)); // 6 pages with its output: more than the 4 left
+    const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 4, ignoreEos: true }).result;
+    expect(r.finishReason).toBe('length');
+    expect(() => engine.openSnapshot('kept')).toThrow(/was evicted \(the KV cache needed its pages/);
+    engine.release(ctx);
+    expect((await engine.forward(root)).logits[0]).toEqual(before); // computed again
+    engine.release(root);
+    engine.release(fork);
+  });
+
   it('lets work wait for room, then fails it as overloaded (kv_cache_full) after the queueing time; work that could never fit fails at once', async () => {
     const { engine } = await mockEngine({ numPages: 4, pageSize: 4, queueTimeoutMs: 100 });
     // An idle context whose KV came from a custom attention rule cannot be recomputed: its pages stay.
@@ -125,7 +144,7 @@ describe('Engine on the mock driver', () => {
     const ctx = engine.createContext();
     engine.append(ctx, prompt(8, 2));
     const t0 = performance.now();
-    const r = await engine.generate(ctx, { maxTokens: 4 }).result;
+    const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 4, ignoreEos: true }).result; // greedy: sampled, it could end early
     expect(r.finishReason).toBe('error');
     expect((r.error as EngineError).code).toBe('kv_cache_full');
     expect(performance.now() - t0).toBeGreaterThanOrEqual(90); // it waited

@@ -583,15 +583,59 @@ export class Engine {
    * are never dropped (a plain recompute would differ). False when none would free a page.
    */
   private evictIdleContext(): boolean {
+    const idle = (ctx: Context) => !ctx.busy && !ctx.released && !ctx.customKv && ctx.pageTable.length > 0;
     let best: Context | null = null;
     for (const ctx of this.contexts.values()) {
-      if (ctx.busy || ctx.released || ctx.customKv || ctx.pageTable.length === 0) continue;
-      if (best && ctx.lastUsedAt >= best.lastUsedAt) continue;
+      if (!idle(ctx) || (best && ctx.lastUsedAt >= best.lastUsedAt)) continue;
       if (ctx.pageTable.some((p) => this.kv.pool.refCount(p) === 1)) best = ctx;
     }
-    if (!best) return false;
-    this.kv.drop(best);
-    return true;
+    if (best) {
+      this.kv.drop(best);
+      return true;
+    }
+    return this.evictIdleGroup(idle);
+  }
+
+  /**
+   * When no idle context frees a page alone (an idle root and its idle fork,
+   * a context and the snapshot it saved share every page): the least recently
+   * used idle context with every other holder of its pages, if they are all
+   * idle contexts or snapshots, go together. A group with running work, or a
+   * custom-attention context, stays.
+   */
+  private evictIdleGroup(idle: (ctx: Context) => boolean): boolean {
+    const snapshots = new Set(this.snapshots.contexts());
+    const holders = new Map<number, Context[]>();
+    for (const c of [...this.contexts.values(), ...snapshots]) {
+      for (const p of c.pageTable) {
+        const list = holders.get(p);
+        if (list) list.push(c);
+        else holders.set(p, [c]);
+      }
+    }
+    const candidates = [...this.contexts.values()].filter(idle).sort((a, b) => a.lastUsedAt - b.lastUsedAt);
+    for (const start of candidates) {
+      const group = new Set<Context>([start]);
+      const queue = [start];
+      let evictable = true;
+      while (evictable && queue.length > 0) {
+        for (const p of queue.pop()!.pageTable) {
+          for (const h of holders.get(p) ?? []) {
+            if (group.has(h)) continue;
+            if (!snapshots.has(h) && !idle(h)) evictable = false;
+            group.add(h);
+            queue.push(h);
+          }
+        }
+      }
+      if (!evictable) continue;
+      for (const c of group) {
+        if (snapshots.has(c)) this.snapshots.evictContext(c, 'the KV cache needed its pages for running work');
+        else this.kv.drop(c);
+      }
+      return true;
+    }
+    return false;
   }
 
   private cancelWork(work: Work, err: Error): void {

@@ -103,6 +103,16 @@ export class Snapshots {
     return false;
   }
 
+  /** Every snapshot's context (for the engine's page bookkeeping). */
+  contexts(): Context[] {
+    return [...this.byKey.values()];
+  }
+
+  /** Evicts the snapshot whose context this is. */
+  evictContext(snap: Context, why: string): void {
+    for (const [k, s] of this.byKey) if (s === snap) return this.evict(k, why);
+  }
+
   names(tenant: string): string[] {
     const prefix = `${tenant}\u0000`;
     return [...this.byKey.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length));

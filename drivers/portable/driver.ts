@@ -67,6 +67,7 @@ async function startWorker(model: LoadedModel, options: PortableDriverOptions, p
     const onError = (err: Error) => reject(new Error(`driver worker failed to start: ${err.message}`));
     worker.on('message', onMessage);
     worker.once('error', onError);
+    worker.once('exit', (code) => reject(new Error(`driver worker exited with code ${code} while starting`)));
   }).finally(() => {
     // ONNX Runtime has read (or mapped) the files by now.
     if (graphDir) rmSync(graphDir, { recursive: true, force: true });
@@ -131,7 +132,12 @@ export class PortableDriver implements Driver {
    */
   async recover(): Promise<boolean> {
     if (!this.failure || this.closed) return false;
-    this.attach(await startWorker(this.model, this.options, this.pool, true));
+    const started = await startWorker(this.model, this.options, this.pool, true);
+    if (this.closed) {
+      await started.worker.terminate(); // closed while it started
+      return false;
+    }
+    this.attach(started);
     return true;
   }
 
@@ -160,7 +166,11 @@ export class PortableDriver implements Driver {
   }
 
   run(batch: Batch): Promise<StepResult> {
-    const run = this.last.then(() => this.runNow(batch));
+    // A worker that died between steps is replaced before this one, which then runs as usual.
+    const run = this.last.then(async () => {
+      if (this.failure && !this.closed && this.failure.message.startsWith('driver worker exited')) await this.recover();
+      return this.runNow(batch);
+    });
     this.last = run.catch(() => undefined);
     return run;
   }

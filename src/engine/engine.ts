@@ -125,6 +125,7 @@ export class Engine {
   numSteps = 0;
   /** Times the driver went down mid-step and started again over the same KV pool. */
   numDriverRestarts = 0;
+  private driverDown = false;
   numPromptTokensComputed = 0;
   numDecodeTokensComputed = 0;
   numConstrainedGenerations = 0;
@@ -433,10 +434,20 @@ export class Engine {
     try {
       result = await running;
     } catch (err) {
-      // Only this step's work fails. A driver that went down (its worker died) starts again over the same
-      // KV pool, so every other context keeps its state; if it cannot, later steps fail as they come.
-      for (const s of planned) this.cancelWork(s.work, err as Error);
-      if (await this.driver.recover?.().catch(() => false)) this.numDriverRestarts++;
+      // Only this step's work fails. What the step was to write (new KV, copies into fresh pages) may not be
+      // there: its contexts give their pages back and compute again when next used (`settled` keeps their
+      // holders' view). A driver that went down (its worker died) starts again over the same KV pool, so every
+      // other context keeps its state; if it cannot, later steps fail as they come.
+      for (const s of planned) {
+        if (!s.work.ctx.released) this.kv.drop(s.work.ctx);
+        // A work cancelled while the step ran may have been followed by another on its context: that one stays.
+        if (this.active.get(s.work.ctx) === s.work) this.cancelWork(s.work, err as Error);
+      }
+      if (!this.driverDown) {
+        const restarted = await this.driver.recover?.().catch(() => null);
+        if (restarted) this.numDriverRestarts++;
+        else if (restarted === null) this.driverDown = true; // it tried and could not: no retry on every step
+      }
       return;
     }
     const t2 = performance.now();

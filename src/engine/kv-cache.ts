@@ -130,7 +130,8 @@ export class KvCache {
     for (const p of src.pageTable) dst.pageTable.push(p);
     for (const k of src.pageKeys) dst.pageKeys.push(k);
     dst.numComputed = src.numComputed;
-    dst.settled = src.settled;
+    // A busy source (a generation under way) has computed past what its holder knows: the copy starts from there.
+    dst.settled = Math.max(src.settled, src.numComputed);
     dst.customKv = src.customKv;
     dst.ropePositions = src.ropePositions ? src.ropePositions.slice() : null;
   }

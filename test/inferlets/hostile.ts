@@ -3,7 +3,7 @@
  * something a careless or hostile program might do to the server or to its
  * neighbours. The tests check that the server holds.
  */
-import { inferlet, Model, PieError, queue, setHeader, setStatus } from '@pie/inferlet';
+import { inferlet, isCancelled, Model, PieError, queue, setHeader, setStatus } from '@pie/inferlet';
 
 interface Input {
   body: { action: string; name?: string; value?: string; status?: number; count?: number; tokens?: number } | null;
@@ -21,6 +21,9 @@ function attempt(fn: () => void): string {
 export const run = inferlet<Input>((req) => {
   const body = req.body ?? { action: '' };
   switch (body.action) {
+    case 'spin':
+      // Calls the host in a loop and never stops, even when cancelled.
+      for (;;) isCancelled();
     case 'header':
       return { header: attempt(() => setHeader(body.name!, body.value!)) };
     case 'status':

@@ -59,6 +59,20 @@ describe('gateway behaviour', () => {
     expect(s.serving.gateway.runtime().host.stats().cancelled).toBe(1);
   });
 
+  it('runs a chat request again when its invocation is lost with its worker before anything was sent: the client gets its answer', async () => {
+    const { engine } = await mockEngine({ stepDelayMs: 20, numPages: 256, behaviour: () => 100 });
+    const s = await gateway([engine]);
+    const host = s.serving.gateway.runtime().host;
+    const body = { model: engine.model.name, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 20, temperature: 0 };
+    const pending = chat(s.url, body);
+    while (host.stats().running === 0 || engine.numSteps < 3) await new Promise((r) => setTimeout(r, 5));
+    for (const slot of (host as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots) await slot.worker.terminate();
+    const res = await pending;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(20);
+    expect(host.stats().workerRestarts).toBeGreaterThan(0);
+  });
+
   it('takes KV pages back from kept conversation snapshots when a request needs them', async () => {
     const { engine } = await mockEngine({ numPages: 64, pageSize: 4, behaviour: () => 100, snapshotPagesPerTenant: 64 }); // no quota in the way
     const s = await gateway([engine]);

@@ -9,7 +9,7 @@ import type { Response } from 'express';
 import type { Engine } from '../engine/index.ts';
 import type { InferletHost } from '../runtime/host.ts';
 import type { StoredComponent } from '../runtime/component-store.ts';
-import type { Invocation } from '../runtime/invocation.ts';
+import { InvocationError, type Invocation } from '../runtime/invocation.ts';
 import type { InstanceLimits } from '../runtime/protocol.ts';
 import type { FinishReason, FinishReasonReader } from './finish-reasons.ts';
 import type { GatewayMetrics, RequestMetrics, RequestParams } from './metrics.ts';
@@ -37,6 +37,8 @@ export interface InvokeRequest {
   finishReasons?: FinishReasonReader;
   /** The request's max_tokens and n, for the metrics. */
   params?: RequestParams;
+  /** Run it once more if its invocation is lost with its worker before anything was sent (built-ins: nothing else changes). */
+  retryLost?: boolean;
 }
 
 /** An id like OpenAI's: a prefix and 24 random base-62 characters. */
@@ -49,7 +51,34 @@ export function newId(prefix: string): string {
 
 export const unixNow = (): number => Math.floor(Date.now() / 1000);
 
+/**
+ * Runs the request's invocation and relays it. A built-in's invocation lost
+ * with its worker (a neighbour that would not stop got the worker replaced, or
+ * the worker crashed) before anything was sent is run once more: nothing of
+ * it reached the client, and a built-in changes nothing outside its answer.
+ */
 export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions = {}): Promise<RelayOutcome> {
+  try {
+    return await invokeOnce(rt, res, req, options);
+  } catch (err) {
+    if (!req.retryLost || res.headersSent || !(err instanceof LostInvocation)) throw err instanceof LostInvocation ? err.error : err;
+    rt.log(`pie: ${req.model}: an invocation was lost with its worker before it answered; running it again`);
+    return await invokeOnce(rt, res, req, options).catch((e) => {
+      throw e instanceof LostInvocation ? e.error : e;
+    });
+  }
+}
+
+/** A relay that failed because its invocation was lost with its worker (the ApiError it would have answered with inside). */
+class LostInvocation extends Error {
+  readonly error: unknown;
+  constructor(error: unknown) {
+    super('lost');
+    this.error = error;
+  }
+}
+
+async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions): Promise<RelayOutcome> {
   const inv = rt.host.invoke(req.component, {
     input: req.input,
     tenant: req.tenant,
@@ -75,6 +104,10 @@ export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequ
   try {
     outcome = await relay(res, inv, relayOptions);
     return outcome;
+  } catch (err) {
+    const reason = await inv.result.then(() => null, (e: unknown) => e);
+    if (reason instanceof InvocationError && reason.kind === 'guest' && reason.message.startsWith('the invocation was lost')) throw new LostInvocation(err);
+    throw err;
   } finally {
     const reasons = finishReasons(inv, outcome, reader, recorder);
     recorder.end({ reasons, promptTokens: inv.numPromptTokens, generationTokens: inv.numTokens, maxGenerationTokens: inv.maxGenerationTokens, params: req.params ?? {} });

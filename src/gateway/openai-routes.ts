@@ -77,7 +77,7 @@ export function openaiRoutes(rt: () => Runtime, builtins: () => { chat: StoredCo
       refuseFields(body as Record<string, unknown>, refused, why);
       const model = modelFor(rt(), res, body.model);
       const input = openaiInput(req, body, model, newId(idPrefix));
-      await invokeAndRelay(rt(), res, { component: component(), input, tenant: principalOf(res).tenant, model, builtin: true, finishReasons: choicesFinishReasons(), params: requestParams(body) });
+      await invokeAndRelay(rt(), res, { component: component(), input, tenant: principalOf(res).tenant, model, builtin: true, finishReasons: choicesFinishReasons(), params: requestParams(body), retryLost: true });
     });
 
   builtinRoute('/v1/chat/completions', 'chat', () => builtins().chat, 'chatcmpl-', CHAT_UNSUPPORTED, LATER);

@@ -148,6 +148,11 @@ export class KvCache {
     ctx.pageKeys.length = Math.min(ctx.pageKeys.length, Math.floor(ctx.numComputed / ps));
   }
 
+  /** Whether dropping the context would free a page (one it alone holds). */
+  wouldFree(ctx: Context): boolean {
+    return ctx.pageTable.some((p) => this.pool.refCount(p) === 1);
+  }
+
   /** Releases every page (the tokens stay: recompute after preemption). */
   drop(ctx: Context): void {
     this.pool.releaseAll(ctx.pageTable);

@@ -96,7 +96,7 @@ export class Snapshots {
   /** Evicts the least recently used snapshot whose pages are its own alone (so that evicting it frees some); false when none would. */
   evictOldest(): boolean {
     for (const [k, snap] of this.byKey) {
-      if (!snap.pageTable.some((p) => this.kv.pool.refCount(p) === 1)) continue;
+      if (!this.kv.wouldFree(snap)) continue;
       this.evict(k, 'the KV cache needed its pages for running work');
       return true;
     }

@@ -69,7 +69,6 @@ export class SnapshotKeeper {
    * no kept snapshot would free any.
    */
   private evictOldest(engine: Engine): boolean {
-    const pool = engine.kv.pool;
     for (const [k, old] of this.kept) {
       if (old.engine !== engine) continue;
       const snap = engine.snapshots.peek(old.name, old.tenant);
@@ -77,7 +76,7 @@ export class SnapshotKeeper {
         this.kept.delete(k); // gone already (deleted through the engine)
         continue;
       }
-      if (!snap.pageTable.some((page) => pool.refCount(page) === 1)) continue;
+      if (!engine.kv.wouldFree(snap)) continue;
       this.kept.delete(k);
       engine.deleteSnapshot(old.name, old.tenant);
       return true;

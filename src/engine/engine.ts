@@ -598,7 +598,7 @@ export class Engine {
     let best: Context | null = null;
     for (const ctx of this.contexts.values()) {
       if (!idle(ctx) || (best && ctx.lastUsedAt >= best.lastUsedAt)) continue;
-      if (ctx.pageTable.some((p) => this.kv.pool.refCount(p) === 1)) best = ctx;
+      if (this.kv.wouldFree(ctx)) best = ctx;
     }
     if (best) {
       this.kv.drop(best);

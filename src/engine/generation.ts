@@ -7,7 +7,7 @@
 import type { Context } from './context.ts';
 import { IncrementalDecoder } from './detokenizer.ts';
 import { Grammar } from './grammar/grammars.ts';
-import { isEmptyMask, type Matcher } from './grammar/matcher.ts';
+import { clear as clearToken, isEmptyMask, type Matcher } from './grammar/matcher.ts';
 import { Sampler, TokenHistory, type SampleResult, type SamplingParams, type TokenMask, type TopLogprob } from './sampler.ts';
 import type { SampledRow, Work } from './scheduler.ts';
 import { StopMatcher } from './stop-matcher.ts';
@@ -171,6 +171,11 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     return this.options.grammar !== undefined || this.holdsStopTokens;
   }
 
+  /** Stop strings count from the token after min_tokens (as the stop tokens do). */
+  private get matchesStopStrings(): boolean {
+    return this.generated.length > this.minTokens;
+  }
+
   /** Stop tokens may not come yet (min_tokens). */
   private get holdsStopTokens(): boolean {
     return this.generated.length < this.minTokens;
@@ -202,7 +207,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       // While stop tokens are held back (min_tokens), none is allowed: the grammar may end only where nothing else may follow.
       const holding = this.holdsStopTokens;
       const { mask, mayEnd } = await this.matcher.maskFor(holding ? new Set() : this.stopIds);
-      if (holding) for (const t of this.stopIds) if (t >>> 5 < mask.length) mask[t >>> 5]! &= ~(1 << (t & 31));
+      if (holding) for (const t of this.stopIds) if (t >>> 5 < mask.length) clearToken(mask, t);
       this.nextMask = mask;
       if (isEmptyMask(mask)) {
         // Complete (it may end, and no end token is wanted), or a dead end: everything it allows next is a stop token.
@@ -217,7 +222,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
   /** Every token but the stop tokens. */
   private withoutStopTokens(): TokenMask {
     const mask = new Uint32Array(Math.ceil(this.vocabSize / 32)).fill(0xffffffff);
-    for (const t of this.stopIds) if (t < this.vocabSize) mask[t >>> 5]! &= ~(1 << (t & 31));
+    for (const t of this.stopIds) if (t < this.vocabSize) clearToken(mask, t);
     return mask;
   }
 
@@ -248,7 +253,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       mask = this.nextMask;
       if (this.grammarComplete) {
         // Nothing may follow and no end token is wanted: what is held back is released.
-        this.emit(this.stopMatcher.push(this.decoder.flush(), this.generated.length > this.minTokens) + this.stopMatcher.flush(), [], undefined);
+        this.emit(this.stopMatcher.push(this.decoder.flush(), this.matchesStopStrings) + this.stopMatcher.flush(), [], undefined);
         this.finish('stop', null);
         return false;
       }
@@ -282,15 +287,14 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
       this.finish('stop', s.token);
       return false;
     }
-    // Stop strings count from the token after min_tokens (as the stop tokens do).
-    const delta = this.stopMatcher.push(this.decoder.push(s.token), this.generated.length > this.minTokens);
+    const delta = this.stopMatcher.push(this.decoder.push(s.token), this.matchesStopStrings);
     if (this.stopMatcher.stopped) {
       this.emit(delta, [s.token], lp);
       this.finish('stop', this.stopMatcher.matched);
       return false;
     }
     if (this.generated.length >= this.maxTokens) {
-      this.emit(delta + this.stopMatcher.push(this.decoder.flush(), this.generated.length > this.minTokens) + this.stopMatcher.flush(), [s.token], lp);
+      this.emit(delta + this.stopMatcher.push(this.decoder.flush(), this.matchesStopStrings) + this.stopMatcher.flush(), [s.token], lp);
       this.finish('length', null);
       return false;
     }

@@ -135,7 +135,8 @@ export class Matcher {
   }
 }
 
-function clear(mask: TokenMask, t: number): void {
+/** Disallows token `t`. */
+export function clear(mask: TokenMask, t: number): void {
   mask[t >>> 5]! &= ~(1 << (t & 31));
 }
 

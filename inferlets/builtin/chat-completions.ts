@@ -9,7 +9,7 @@
  */
 import { Model, type Context, type Generation, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { chatMessages, checkContextLength, DELTA, logprobsJson, filling, finishReason, HttpError, interleave, promptLogprobsJson, route, samplingOf, sse, stopList, template, tokenTable, vllmStopOptions } from './common.ts';
+import { chatMessages, checkContextLength, DELTA, logprobsJson, filling, finishReason, HttpError, interleave, promptLogprobsJson, promptScores, route, samplingOf, sse, stopList, template, vllmStopOptions } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type ResponseFormat, type StructuredOutputs } from './structured.ts';
 import { callDeltas, callTemplates, checkToolMessages, openToolMatchers, toolCallsJson, toolsOf } from './tools.ts';
@@ -48,9 +48,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const stopOptions = vllmStopOptions(body, model.stopTokenIds, model.info.vocabSize, maxTokens);
   // vLLM's prompt_logprobs score the prompt as they compute it; otherwise n > 1 computes it once. Each choice forks it.
   const promptTop = body.prompt_logprobs ?? null;
-  const tokens = promptTop !== null ? ctx.tokens() : [];
-  const prompt_logprobs =
-    promptTop !== null ? promptLogprobsJson(model, ctx.promptLogprobs(promptTop).map((l, i) => l ?? { token: tokens[i]!, logprob: null, top: null }), promptTop) : undefined;
+  const prompt_logprobs = promptTop !== null ? promptLogprobsJson(model, promptScores(ctx, promptTop), promptTop) : undefined;
   if (promptTop === null && n > 1) ctx.prefill();
   const contexts: Context[] = n > 1 ? Array.from({ length: n }, () => ctx.fork()) : [ctx];
   if (stream) {

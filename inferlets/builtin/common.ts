@@ -3,7 +3,7 @@
  * options from request fields, logprobs with token text, stream templates.
  */
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { emit, inferlet, PieError, setHeader, type ChatMessage, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
+import { emit, inferlet, PieError, setHeader, type ChatMessage, type Context, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
 
 /** An error answered as OpenAI's error JSON (before any stream event went out). */
 export class HttpError extends Error {
@@ -129,8 +129,19 @@ export function logprobsJson(model: Model, lps: TokenLogprob[], top: number) {
   return lps.map((l) => ({ ...entry(l.token, l.logprob), top_logprobs: l.top.slice(0, top).map((t) => entry(t.token, t.logprob)) }));
 }
 
+/** A prompt token's score, or the token alone where it has none (a context's first). */
+export type PromptScore = PromptLogprob | { token: number; logprob: null; top: null };
+
+/** Computes the context's pending tokens and scores them (Context.promptLogprobs), each unscored one by its token id. */
+export function promptScores(ctx: Context, top: number): PromptScore[] {
+  const tokens = ctx.tokens();
+  const scores = ctx.promptLogprobs(top);
+  const from = tokens.length - scores.length;
+  return scores.map((s, i) => s ?? { token: tokens[from + i]!, logprob: null, top: null });
+}
+
 /** vLLM's prompt_logprobs: per prompt token null (the first) or {token id: {logprob, rank, decoded_token}}, the token itself and its `top` alternatives. */
-export function promptLogprobsJson(model: Model, scores: ReadonlyArray<PromptLogprob | { token: number; logprob: null; top: null }>, top: number) {
+export function promptLogprobsJson(model: Model, scores: readonly PromptScore[], top: number) {
   const table = tokenTable(model, scores.map((s) => ({ token: s.token, top: s.top ?? [] })));
   return scores.map((s) => {
     if (s.logprob === null) return null;

@@ -3,9 +3,9 @@
  * token ids), `n` choices each (forked after one prefill), `echo`, legacy
  * `logprobs`, streams filled by the host per token.
  */
-import { Model, type Context, type GenerationResult, type PromptLogprob, type TokenLogprob } from '@pie/inferlet';
+import { Model, type Context, type GenerationResult, type TokenLogprob } from '@pie/inferlet';
 import type { components } from '../../src/gateway/openapi-types.ts';
-import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, promptLogprobsJson, route, samplingOf, sse, stopList, template, tokenTable, vllmStopOptions } from './common.ts';
+import { checkContextLength, DELTA, filling, finishReason, HttpError, interleave, markStreaming, promptLogprobsJson, promptScores, route, type PromptScore, samplingOf, sse, stopList, template, tokenTable, vllmStopOptions } from './common.ts';
 import type { OpenAIInput } from './protocol.ts';
 import { grammarOf, openMatchers, type StructuredOutputs } from './structured.ts';
 
@@ -33,7 +33,7 @@ type Legacy = NonNullable<Choice['logprobs']>;
  */
 function legacyLogprobs(
   model: Model,
-  lps: Array<TokenLogprob | PromptLogprob | { token: number; logprob: null; top: null }>,
+  lps: Array<TokenLogprob | PromptScore>,
   top: number,
   offset: number,
   options: { prompt?: string; specialText?: boolean } = {},
@@ -135,10 +135,9 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
   const matchers = openMatchers(model, grammarOf(undefined, '', extension), list.length * n);
   // Scoring computes the prompt (before forking, so the forks share its KV); otherwise n > 1 computes it once to fork.
   const scores = roots.map((root) => {
-    const tokens = scoring ? root.tokens() : [];
-    const lps = scoring ? root.promptLogprobs(Math.max(echoScores ? logprobs! : 0, promptTop ?? 0)) : [];
-    if (!scoring && n > 1) root.prefill();
-    return lps.map((l, i) => l ?? { token: tokens[i]!, logprob: null, top: null });
+    if (scoring) return promptScores(root, Math.max(echoScores ? logprobs! : 0, promptTop ?? 0));
+    if (n > 1) root.prefill();
+    return [];
   });
   const echoed = (p: number) => legacyLogprobs(model, scores[p]!, logprobs!, 0, { prompt: promptText[p]! });
   const specialText = body.skip_special_tokens === false;

@@ -34,7 +34,7 @@ describe('configuration', () => {
 
   it('reads [[keys]] and [[routes]] and names a bad entry', () => {
     const c = parseConfig('[[keys]]\nkey_env = "K"\nscopes = ["chat"]\n[[routes]]\npath = "/v1/x/:id"\ninferlet = "a.ts"\nmethod = "get"\n', 'x.toml', '/');
-    expect(c.keys).toEqual([{ key: '', keyEnv: 'K', tenant: '', scopes: ['chat'], models: ['*'] }]);
+    expect(c.keys).toEqual([{ key: '', keyEnv: 'K', tenant: '', scopes: ['chat'], models: ['*'], kvWeight: 1, kvPages: 0 }]);
     expect(c.routes[0]).toMatchObject({ method: 'GET', path: '/v1/x/:id', inferlet: 'a.ts', scope: 'custom', headers: [] });
     expect(() => parseConfig('[[keys]]\nscopes = ["chat"]\n', 'x.toml', '/')).toThrow(/keys\[0\] needs exactly one of key or key_env/);
     expect(() => parseConfig('[[routes]]\ninferlet = "a.ts"\n', 'x.toml', '/')).toThrow(/routes\[0\]\.path is required/);

@@ -45,6 +45,7 @@ export interface Config {
     queuesPerTenant: number;
     messageTtlS: number;
     warmInstances: number;
+    quarantineS: number;
     memoryMb: number;
     kvPages: number;
     maxTokens: number;
@@ -67,6 +68,10 @@ export interface KeyConfig {
   scopes: string[];
   /** Models it may use, or "*". */
   models: string[];
+  /** Its tenant's weight in the KV pool under contention (keys of one tenant must agree). */
+  kvWeight: number;
+  /** Most KV pages its tenant's running work may hold together (0: no cap). */
+  kvPages: number;
 }
 
 /** A custom route served by an inferlet. */
@@ -100,6 +105,10 @@ const positiveInt: Check = (v, key) => {
 };
 const nonNegativeInt: Check = (v, key) => {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) throw new ConfigError(`${key} must be a non-negative integer, got ${JSON.stringify(v)}`);
+  return v;
+};
+const positiveNumber: Check = (v, key) => {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new ConfigError(`${key} must be a positive number, got ${JSON.stringify(v)}`);
   return v;
 };
 const bool: Check = (v, key) => {
@@ -163,6 +172,7 @@ const SCHEMA: Record<string, Schema> = {
     cache_dir: [str, '.cache/components', 'cacheDir'],
     stall_ms: [positiveInt, 2000, 'stallMs'],
     cancel_grace_ms: [positiveInt, 2000, 'cancelGraceMs'],
+    quarantine_s: [nonNegativeInt, 600, 'quarantineS'],
     message_max_kb: [positiveInt, 1024, 'messageMaxKb'],
     messages_max_mb_per_tenant: [positiveInt, 64, 'messagesMaxMbPerTenant'],
     queues_per_tenant: [positiveInt, 1024, 'queuesPerTenant'],
@@ -196,6 +206,8 @@ const LISTS: Record<string, Schema> = {
     tenant: [str, '', 'tenant'],
     scopes: [strings, ['*'], 'scopes'],
     models: [strings, ['*'], 'models'],
+    kv_weight: [positiveNumber, 1, 'kvWeight'],
+    kv_pages: [nonNegativeInt, 0, 'kvPages'],
   },
   routes: {
     method: [method, 'POST', 'method'],

@@ -195,3 +195,41 @@ scopes = ["*"]
   }, 120_000);
 });
 
+
+describe("isolation: each key's share of the KV pool", () => {
+  const KEYS = `
+[[keys]]
+key = "sk-small"
+tenant = "small"
+scopes = ["*"]
+kv_pages = 4
+[[keys]]
+key = "sk-big"
+tenant = "big"
+scopes = ["*"]
+kv_weight = 3
+`;
+  // Pages of 16 tokens: the small tenant's running work holds at most 64 tokens.
+  const s = servedEngine(() => randomModelDir(), { numPages: 64 }, { extra: KEYS });
+  const chat = (key: string, content: string, body: object = {}) =>
+    fetch(`${s.server.url}/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
+      body: JSON.stringify({ model: s.model, messages: [{ role: 'user', content }], ...body }),
+    });
+
+  it("holds a capped key's tenant to its pages: a prompt past the cap is a 400, a long answer stops with length; other tenants are not capped", async () => {
+    const long = 'one two three four five six seven eight nine ten '.repeat(12);
+    const refused = await chat('sk-small', long, { max_tokens: 4 });
+    expect(refused.status).toBe(400);
+    const err = ((await refused.json()) as { error: { code: string; message: string } }).error;
+    expect(err.code).toBe('context_length_exceeded');
+    expect(err.message).toMatch(/this tenant's running work may hold at most 4/);
+    const stopped = (await (await chat('sk-small', 'Hi', { max_tokens: 500, temperature: 0 })).json()) as { choices: Array<{ finish_reason: string }>; usage: { total_tokens: number } };
+    expect(stopped.choices[0]!.finish_reason).toBe('length');
+    expect(stopped.usage.total_tokens).toBeLessThanOrEqual(64);
+    expect((await chat('sk-big', long, { max_tokens: 4 })).status).toBe(200);
+    expect(s.engine.shareOf('big')).toEqual({ weight: 3, maxPages: Infinity });
+    await expectNothingHeld(s.engine);
+  });
+});

@@ -30,7 +30,8 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
   });
 }
 
-export function hostFromConfig(config: Config, engines: Engine[], log: (line: string) => void): Promise<InferletHost> {
+/** The inferlet host; `tenants` is how many tenants the keys name (quarantine only separates several). */
+export function hostFromConfig(config: Config, engines: Engine[], log: (line: string) => void, tenants = 1): Promise<InferletHost> {
   const i = config.inferlets;
   return InferletHost.start({
     engines,
@@ -45,6 +46,7 @@ export function hostFromConfig(config: Config, engines: Engine[], log: (line: st
       ttlMs: i.messageTtlS * 1000,
     },
     warmInstances: i.warmInstances,
+    quarantineMs: tenants > 1 ? i.quarantineS * 1000 : 0,
     limits: {
       memoryBytes: i.memoryMb * 1024 * 1024,
       ...(i.kvPages > 0 ? { kvPages: i.kvPages } : {}),

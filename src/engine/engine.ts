@@ -19,7 +19,7 @@ import { Generation, type GenerateOptions } from './generation.ts';
 import { Grammars, type GrammarsOptions } from './grammar/grammars.ts';
 import { KvCache } from './kv-cache.ts';
 import { logSumExp, Sampler, topK, type SampleResult, type SamplingParams, type TokenHistory, type TokenMask, type TopLogprob } from './sampler.ts';
-import { Scheduler, type SampledRow, type Scheduled, type Work } from './scheduler.ts';
+import { EQUAL_SHARE, Scheduler, type SampledRow, type Scheduled, type TenantShare, type Work } from './scheduler.ts';
 import { HEAD_DRAWS, headRow } from './sampling.ts';
 import { Snapshots } from './snapshots.ts';
 
@@ -46,6 +46,8 @@ export interface EngineOptions {
    * fails at once (kv_cache_exhausted).
    */
   queueTimeoutMs?: number;
+  /** Tenants' shares of the pool under contention: weights and caps (others: weight 1, no cap). */
+  tenantShares?: ReadonlyMap<string, Partial<TenantShare>>;
 }
 
 export interface StepStats {
@@ -149,6 +151,7 @@ export class Engine {
   /** Whether sampled rows draw from the driver's head (EngineOptions.samplingHead). */
   private readonly samplingHead: boolean;
   private readonly queueTimeoutMs: number;
+  private tenantShares = new Map<string, TenantShare>();
   /** Since when each waiting work has been first in line with nothing able to run. */
   private readonly stuckSince = new WeakMap<Work, number>();
 
@@ -161,12 +164,37 @@ export class Engine {
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
       // Snapshots kept by their owner as a cache first (the gateway's), then any snapshot, least recently used first.
       reclaim: () => (this.reclaim?.() ?? false) || this.snapshots.evictOldest() || this.evictIdleContext(),
+      shareOf: (tenant) => this.shareOf(tenant),
     });
+    if (options.tenantShares) this.setTenantShares(options.tenantShares);
     const perTenant = options.snapshotPagesPerTenant ?? Math.max(1, Math.floor(driver.info.numPages / 2));
     this.snapshots = new Snapshots(this.kv, (tenant) => this.newContext(tenant, false), perTenant);
     this.grammarOptions = options.grammars ?? {};
     this.queueTimeoutMs = options.queueTimeoutMs ?? 30_000;
     this.samplingHead = options.samplingHead ?? true;
+  }
+
+  /**
+   * Sets the tenants' shares of the KV pool (replacing earlier ones): under
+   * contention a tenant's running work holds pages in proportion to its weight,
+   * and never more than its cap (work past it waits for the tenant's own work;
+   * work that could not fit under it alone is refused).
+   */
+  setTenantShares(shares: ReadonlyMap<string, Partial<TenantShare>>): void {
+    const out = new Map<string, TenantShare>();
+    for (const [tenant, s] of shares) {
+      const weight = s.weight ?? 1;
+      const maxPages = s.maxPages ?? Infinity;
+      if (!(weight > 0) || !Number.isFinite(weight)) throw new RangeError(`tenant ${tenant}: a weight must be a positive number, got ${weight}`);
+      if (!(maxPages >= 1)) throw new RangeError(`tenant ${tenant}: a page cap must be at least 1, got ${maxPages}`);
+      out.set(tenant, { weight, maxPages });
+    }
+    this.tenantShares = out;
+  }
+
+  /** The tenant's share of the KV pool. */
+  shareOf(tenant: string): TenantShare {
+    return this.tenantShares.get(tenant) ?? EQUAL_SHARE;
   }
 
   /** The model's grammars (compiled on first use, cached by source). */
@@ -305,7 +333,11 @@ export class Engine {
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
     this.ensurePending(ctx);
-    const room = this.model.config.maxPositionEmbeddings - ctx.length;
+    // A generation ends at the model's length, and where its context would pass its tenant's page cap.
+    const cap = this.shareOf(ctx.tenant).maxPages;
+    const needed = Math.ceil(ctx.length / this.kv.pageSize);
+    if (needed > cap) throw errors.tenantKvCap(needed, cap);
+    const room = Math.min(this.model.config.maxPositionEmbeddings, cap * this.kv.pageSize) - ctx.length;
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
     const gen = new Generation(ctx, this.model.tokenizer, this.model.config.vocabSize, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
       this.finishWork(g),
@@ -350,6 +382,8 @@ export class Engine {
     if (this.closed) throw errors.engineClosed();
     const needed = Math.ceil(work.ctx.length / this.kv.pageSize);
     if (needed > this.kv.pool.numPages) throw errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse);
+    const cap = this.shareOf(work.ctx.tenant).maxPages;
+    if (needed > cap) throw errors.tenantKvCap(needed, cap);
     this.active.set(work.ctx, work);
     work.ctx.busy = true;
     this.scheduler.submit(work);
@@ -376,6 +410,7 @@ export class Engine {
     const t0 = performance.now();
     const copies = { from: [] as number[], to: [] as number[] };
     const planned = this.scheduler.schedule(copies);
+    for (const r of this.scheduler.takeRefused()) this.cancelWork(r.work, errors.tenantKvCap(r.needed, r.cap));
     if (planned.length === 0) {
       // Nothing fits now: wait for room (released contexts, finished work), within the queueing time.
       if (!this.failStuck()) await new Promise((r) => setTimeout(r, 5));

@@ -17,6 +17,8 @@ export const kvExhausted = (needed: number, total: number, inUse: number) =>
     'kv_cache_exhausted',
     `not enough KV cache: the request needs ${needed} pages, the pool has ${total} and ${inUse} are held by idle contexts and snapshots`,
   );
+export const tenantKvCap = (needed: number, cap: number) =>
+  new EngineError('kv_cache_exhausted', `not enough KV cache: the request needs ${needed} pages, and this tenant's running work may hold at most ${cap}`);
 export const kvCacheFull = (needed: number, waitedMs: number) =>
   new EngineError('kv_cache_full', `no room in the KV cache for ${needed} pages: it stayed full with other work for ${Math.round(waitedMs)} ms; try again later`);
 export const snapshotNotFound = (name: string, evicted?: string) =>

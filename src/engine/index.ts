@@ -12,6 +12,7 @@ import { Engine, type EngineOptions } from './engine.ts';
 export { Engine } from './engine.ts';
 export type { EngineOptions, EngineStats, ForwardOptions, ForwardResult, ScoredToken, StepStats } from './engine.ts';
 export type { Context } from './context.ts';
+export type { TenantShare } from './scheduler.ts';
 export { Generation } from './generation.ts';
 export type { FinishReason, GenerateOptions, GenerationChunk, GenerationResult, TokenLogprob } from './generation.ts';
 export { logSumExp, Sampler, TokenHistory, topK } from './sampler.ts';

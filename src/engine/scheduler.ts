@@ -12,9 +12,15 @@
  *   3. waiting work, first come first served, admitted while pages fit.
  * A running work that cannot get a page preempts a running work not yet
  * scheduled this step (possibly itself): the youngest of the tenant whose
- * running work holds the most pages, so that under contention each tenant
- * keeps a fair share of the pool. Waiting work is never skipped over, so a
- * large request cannot starve.
+ * running work holds the most pages for its weight, so that under contention
+ * each tenant keeps its share of the pool. Waiting work is admitted the
+ * least loaded tenant's first (in order within a tenant) and never skipped
+ * over for want of pages, so a large request cannot starve.
+ *
+ * A tenant may also have a cap on the pages its running work holds: work
+ * that would pass it preempts the tenant's own youngest work (or waits, and
+ * others' waiting work goes ahead), and work that could not fit under the
+ * cap even alone is refused (`takeRefused`).
  *
  * `schedule` returns data; the engine builds the batch and runs it.
  */
@@ -61,11 +67,31 @@ export interface Scheduled {
   numSample: number;
 }
 
+/** A tenant's part of the KV pool under contention. */
+export interface TenantShare {
+  /** Relative weight: under contention, pages held per unit of weight are evened out. Default 1. */
+  weight: number;
+  /** Most pages its running work may hold together (distinct pages: forks share theirs). Default: no cap. */
+  maxPages: number;
+}
+
+export const EQUAL_SHARE: TenantShare = { weight: 1, maxPages: Infinity };
+
 export interface SchedulerOptions {
   maxTokensPerStep: number;
   maxRowsPerStep: number;
   /** Frees pages held outside running work (e.g. snapshots kept as a cache); true if it freed any. Tried before preempting or leaving work waiting. */
   reclaim?: () => boolean;
+  /** Each tenant's share (default: equal weights, no caps). */
+  shareOf?: (tenant: string) => TenantShare;
+}
+
+/** A work refused because it could never fit under its tenant's cap. */
+export interface Refused {
+  work: Work;
+  /** Pages it needs alone, and its tenant's cap. */
+  needed: number;
+  cap: number;
 }
 
 export class Scheduler {
@@ -77,11 +103,14 @@ export class Scheduler {
   numPrefixHitTokens = 0;
   private readonly kv: KvCache;
   private readonly options: SchedulerOptions;
+  private readonly shareOf: (tenant: string) => TenantShare;
   private admissions = 0;
+  private refused: Refused[] = [];
 
   constructor(kv: KvCache, options: SchedulerOptions) {
     this.kv = kv;
     this.options = options;
+    this.shareOf = options.shareOf ?? (() => EQUAL_SHARE);
   }
 
   get hasWork(): boolean {
@@ -106,19 +135,37 @@ export class Scheduler {
     const chosen = new Set<Work>();
     let budget = this.options.maxTokensPerStep;
     const rowsLeft = () => this.options.maxRowsPerStep - out.length;
+    // Built on first need (a cap to check, a victim to choose), then kept up to date through the step.
+    let held: TenantPages | null = null;
+    const pages = () => (held ??= TenantPages.of(this.running));
+    const waitingTenants = new Set(this.waiting.map((w) => w.ctx.tenant));
+    const fair = this.fairShares(waitingTenants);
+    const take = (work: Work, plan: PagePlan, wasRunning: boolean) => {
+      if (wasRunning) held?.remove(work.ctx); // a work just admitted was not counted: only running work is
+      budget -= this.take(work, plan, copies, out);
+      held?.add(work.ctx);
+      chosen.add(work);
+    };
+    const preempt = (work: Work) => {
+      held?.remove(work.ctx);
+      this.preempt(work);
+    };
 
     const tryRunning = (work: Work): void => {
       if (budget <= 0 || rowsLeft() <= 0 || !this.running.includes(work)) return;
       for (;;) {
         const plan = this.kv.plan(work.ctx, budget, false);
-        if (this.kv.canCommit(plan)) {
-          budget -= this.take(work, plan, copies, out);
-          chosen.add(work);
-          return;
+        if (this.overCap(work, plan, pages, fair)) {
+          // Past its tenant's cap: the tenant's own youngest work gives way (possibly this one).
+          const victim = this.youngestOf(work.ctx.tenant, chosen) ?? work;
+          preempt(victim);
+          if (victim === work) return;
+          continue;
         }
+        if (this.kv.canCommit(plan)) return take(work, plan, true);
         if (this.options.reclaim?.()) continue;
-        const victim = this.victim(chosen) ?? work;
-        this.preempt(victim);
+        const victim = this.victim(chosen, pages()) ?? work;
+        preempt(victim);
         if (victim === work) return;
       }
     };
@@ -126,22 +173,103 @@ export class Scheduler {
     for (const w of [...this.running]) if (w.ctx.numPending === 1) tryRunning(w);
     for (const w of [...this.running]) if (w.ctx.numPending > 1) tryRunning(w);
 
-    while (this.waiting.length > 0 && budget > 0 && rowsLeft() > 0) {
-      const work = this.waiting[0]!;
+    // Waiting work, the least loaded tenant's first (in order within a tenant, and on a tie); work held back by
+    // its own tenant's cap lets the rest go ahead.
+    const heldBack = new Set<Work>();
+    while (budget > 0 && rowsLeft() > 0) {
+      const work = this.nextWaiting(heldBack, pages, waitingTenants.size > 1);
+      if (!work) break;
+      const cap = this.shareOf(work.ctx.tenant).maxPages;
+      const needed = Math.ceil(work.ctx.length / this.kv.pageSize);
+      if (needed > cap) {
+        this.waiting.splice(this.waiting.indexOf(work), 1);
+        this.refused.push({ work, needed, cap });
+        continue;
+      }
       const usePrefix = work.numSample <= 1;
       const plan = this.kv.plan(work.ctx, budget, usePrefix);
+      if (this.overCap(work, plan, pages, fair)) {
+        heldBack.add(work);
+        continue;
+      }
       if (!this.kv.canCommit(plan)) {
         if (this.options.reclaim?.()) continue;
         break;
       }
-      this.waiting.shift();
+      this.waiting.splice(this.waiting.indexOf(work), 1);
       if (usePrefix) this.countPrefixQuery(work.ctx, plan);
       work.admittedAt = this.admissions++;
+      take(work, plan, false);
       this.running.push(work);
-      budget -= this.take(work, plan, copies, out);
-      chosen.add(work);
     }
     return out;
+  }
+
+  /**
+   * The waiting work to admit next: the first of the tenant whose running work
+   * holds the fewest pages for its weight (the first in line when only one
+   * tenant waits), skipping work held back by its tenant's cap.
+   */
+  private nextWaiting(heldBack: ReadonlySet<Work>, pages: () => TenantPages, mixed: boolean): Work | undefined {
+    const first = this.waiting.find((w) => !heldBack.has(w));
+    if (!first || !mixed) return first;
+    const t = pages();
+    const load = (w: Work) => t.held(w.ctx.tenant) / this.shareOf(w.ctx.tenant).weight;
+    let best = first;
+    let bestLoad = load(first);
+    for (const w of this.waiting) {
+      if (heldBack.has(w) || w.ctx.tenant === best.ctx.tenant) continue;
+      const l = load(w);
+      if (l < bestLoad) [best, bestLoad] = [w, l];
+    }
+    return best;
+  }
+
+  /** Work refused since the last call: it could never fit under its tenant's cap (the caller fails it). */
+  takeRefused(): Refused[] {
+    const out = this.refused;
+    this.refused = [];
+    return out;
+  }
+
+  /**
+   * Under contention (work of more than one tenant running or waiting, and
+   * some of it waiting), each tenant's fair share of the pool: its weight's
+   * part of the pages. Null without contention.
+   */
+  private fairShares(waitingTenants: ReadonlySet<string>): ((tenant: string) => number) | null {
+    if (waitingTenants.size === 0) return null;
+    const weights = new Map<string, number>();
+    for (const list of [this.waiting, this.running]) for (const w of list) if (!weights.has(w.ctx.tenant)) weights.set(w.ctx.tenant, this.shareOf(w.ctx.tenant).weight);
+    if (weights.size < 2) return null;
+    let total = 0;
+    for (const w of weights.values()) total += w;
+    const pool = this.kv.pool.numPages;
+    // Contended for a tenant when another tenant has work waiting.
+    return (tenant) => (waitingTenants.size > 1 || !waitingTenants.has(tenant) ? Math.max(1, Math.floor((pool * weights.get(tenant)!) / total)) : Infinity);
+  }
+
+  /**
+   * Whether committing the plan would take the work's tenant past its cap, or,
+   * under contention, past its fair share when the tenant has other work
+   * running (one work alone may always grow, so that none starves). It counts
+   * pages the tenant's running work does not already hold: the context's own
+   * when it is not running yet, prefix hits, new pages. The copy of a shared
+   * last page is not counted: it replaces a page of the context's own table.
+   */
+  private overCap(work: Work, plan: PagePlan, pages: () => TenantPages, fair: ((tenant: string) => number) | null): boolean {
+    const tenant = work.ctx.tenant;
+    let cap = this.shareOf(tenant).maxPages;
+    if (fair) {
+      const others = pages().works(tenant) - (work.admittedAt >= 0 ? 1 : 0);
+      if (others > 0) cap = Math.min(cap, fair(tenant));
+    }
+    if (cap === Infinity) return false;
+    const t = pages();
+    let extra = plan.numNew;
+    for (const p of work.ctx.pageTable) if (!t.holds(tenant, p)) extra++;
+    for (const p of plan.hits) if (!t.holds(tenant, p)) extra++;
+    return extra > 0 && t.held(tenant) + extra > cap;
   }
 
   /**
@@ -165,22 +293,25 @@ export class Scheduler {
     return numTokens;
   }
 
-  /** The youngest running work not chosen this step of the tenant whose running work holds the most pages (distinct: forks share theirs). */
-  private victim(chosen: ReadonlySet<Work>): Work | undefined {
-    const pages = new Map<string, Set<number>>();
-    for (const w of this.running) {
-      let set = pages.get(w.ctx.tenant);
-      if (!set) pages.set(w.ctx.tenant, (set = new Set()));
-      for (const p of w.ctx.pageTable) set.add(p);
-    }
-    const held = new Map([...pages].map(([t, set]) => [t, set.size]));
+  /** The youngest running work not chosen this step of the tenant whose running work holds the most pages per unit of its weight. */
+  private victim(chosen: ReadonlySet<Work>, pages: TenantPages): Work | undefined {
+    const load = (w: Work) => pages.held(w.ctx.tenant) / this.shareOf(w.ctx.tenant).weight;
     let best: Work | undefined;
     for (const w of this.running) {
       if (chosen.has(w)) continue;
       // Later in `running` is younger: on a tie of tenants, the later one wins.
-      if (!best || held.get(w.ctx.tenant)! >= held.get(best.ctx.tenant)!) best = w;
+      if (!best || load(w) >= load(best)) best = w;
     }
     return best;
+  }
+
+  /** The tenant's youngest running work not chosen this step. */
+  private youngestOf(tenant: string, chosen: ReadonlySet<Work>): Work | undefined {
+    for (let i = this.running.length - 1; i >= 0; i--) {
+      const w = this.running[i]!;
+      if (w.ctx.tenant === tenant && !chosen.has(w)) return w;
+    }
+    return undefined;
   }
 
   private preempt(work: Work): void {
@@ -189,5 +320,48 @@ export class Scheduler {
     this.remove(work);
     work.admittedAt = -1;
     this.waiting.unshift(work);
+  }
+}
+
+/** The distinct pages each tenant's running work holds (forks share theirs), kept as work is run and preempted. */
+class TenantPages {
+  private readonly counts = new Map<string, Map<number, number>>();
+  private readonly numWorks = new Map<string, number>();
+
+  static of(running: readonly Work[]): TenantPages {
+    const t = new TenantPages();
+    for (const w of running) t.add(w.ctx);
+    return t;
+  }
+
+  add(ctx: Context): void {
+    this.numWorks.set(ctx.tenant, (this.numWorks.get(ctx.tenant) ?? 0) + 1);
+    let m = this.counts.get(ctx.tenant);
+    if (!m) this.counts.set(ctx.tenant, (m = new Map()));
+    for (const p of ctx.pageTable) m.set(p, (m.get(p) ?? 0) + 1);
+  }
+
+  remove(ctx: Context): void {
+    this.numWorks.set(ctx.tenant, (this.numWorks.get(ctx.tenant) ?? 0) - 1);
+    const m = this.counts.get(ctx.tenant);
+    if (!m) return;
+    for (const p of ctx.pageTable) {
+      const n = (m.get(p) ?? 0) - 1;
+      if (n > 0) m.set(p, n);
+      else m.delete(p);
+    }
+  }
+
+  /** Running works of the tenant. */
+  works(tenant: string): number {
+    return this.numWorks.get(tenant) ?? 0;
+  }
+
+  held(tenant: string): number {
+    return this.counts.get(tenant)?.size ?? 0;
+  }
+
+  holds(tenant: string, page: number): boolean {
+    return this.counts.get(tenant)?.has(page) ?? false;
   }
 }

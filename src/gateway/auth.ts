@@ -7,7 +7,8 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import type { KeyConfig } from '../config.ts';
+import { ConfigError, type KeyConfig } from '../config.ts';
+import type { TenantShare } from '../engine/index.ts';
 import { AuthenticationError, ModelNotFoundError, PermissionDeniedError } from './errors.ts';
 
 export interface Principal {
@@ -20,6 +21,8 @@ export interface Principal {
 
 export interface ApiKey extends Principal {
   digest: Buffer;
+  /** Its tenant's share of the KV pool. */
+  share: TenantShare;
 }
 
 export const OPEN: Principal = { tenant: 'default', scopes: null, models: null };
@@ -36,10 +39,24 @@ export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: s
     if (!value) throw new Error(`keys[${i}]: the environment variable ${k.keyEnv} is not set`);
     const d = digest(value);
     // Its own tenant, stable for as long as the key is the same.
-    out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models) });
+    const share = { weight: k.kvWeight ?? 1, maxPages: k.kvPages ? k.kvPages : Infinity };
+    out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models), share });
   }
   const fromEnv = envVar ? env[envVar] : undefined;
-  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null });
+  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null, share: { weight: 1, maxPages: Infinity } });
+  return out;
+}
+
+/** Each tenant's share of the KV pool, from its keys (which must agree). */
+export function tenantShares(keys: readonly ApiKey[]): Map<string, TenantShare> {
+  const out = new Map<string, TenantShare>();
+  for (const k of keys) {
+    const seen = out.get(k.tenant);
+    if (seen && (seen.weight !== k.share.weight || seen.maxPages !== k.share.maxPages)) {
+      throw new ConfigError(`the keys of tenant "${k.tenant}" give it different kv_weight or kv_pages: give every key of a tenant the same`);
+    }
+    out.set(k.tenant, k.share);
+  }
   return out;
 }
 

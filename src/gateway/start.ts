@@ -12,7 +12,7 @@ import type { Engine } from '../engine/index.ts';
 import { buildCached } from '../runtime/build.ts';
 import type { InferletHost } from '../runtime/host.ts';
 import { engineFromConfig, hostFromConfig } from '../cli/start.ts';
-import { resolveKeys } from './auth.ts';
+import { resolveKeys, tenantShares } from './auth.ts';
 import { loadRoutes } from './custom-routes.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { ResponseStore } from './response-store.ts';
@@ -88,6 +88,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
   const { config } = options;
   const log = options.log ?? ((l: string) => process.stderr.write(l + '\n'));
   const keys = resolveKeys(config.keys, options.env ?? process.env, config.server.apiKeyEnv);
+  const shares = tenantShares(keys);
   let host = options.host ?? config.server.host;
   if (keys.length === 0 && !isLoopback(host)) {
     log(`pie: no API key is configured, so the server binds to 127.0.0.1 only (not ${host}); add [[keys]] or set ${config.server.apiKeyEnv || 'an API key'} to serve other hosts`);
@@ -118,7 +119,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       const [name, dir] = spec && eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [undefined, spec];
       engines.push(await engineFromConfig(config, dir, log, name));
     }
-    inferletHost = await hostFromConfig(config, engines, log);
+    for (const e of engines) e.setTenantShares(shares);
+    inferletHost = await hostFromConfig(config, engines, log, shares.size);
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
     const builtins = await loadBuiltins(inferletHost, cacheDir);
     const names = engines.map((e) => e.model.name);

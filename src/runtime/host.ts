@@ -54,6 +54,13 @@ export interface HostOptions {
   messageLimits?: Partial<MessageLimits>;
   /** Instances kept instantiated ahead of need, per component and worker (default 2). */
   warmInstances?: number;
+  /**
+   * A tenant whose guest got its worker terminated (it did not yield, or ran
+   * on past its end) has its invocations on a worker of their own for this
+   * long, so that doing it again loses nobody else's (default 0: never; the
+   * gateway sets it when it serves several tenants). Needs two workers or more.
+   */
+  quarantineMs?: number;
   /** Where guests' log lines go (default: stderr). */
   log?: (line: string) => void;
 }
@@ -83,6 +90,8 @@ export interface HostStats {
   failed: number;
   cancelled: number;
   workerRestarts: number;
+  /** Tenants whose invocations run on a worker of their own (HostOptions.quarantineMs). */
+  quarantined: number;
 }
 
 const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...grammarHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
@@ -153,6 +162,9 @@ export class InferletHost implements HostSide {
   private readonly stallMs: number;
   private readonly cancelGraceMs: number;
   private readonly warmInstances: number;
+  private readonly quarantineMs: number;
+  /** Tenants in quarantine, with until when. */
+  private readonly quarantined = new Map<string, number>();
   private readonly logLine: (line: string) => void;
   private readonly watchdog: NodeJS.Timeout;
   private nextInv = 1;
@@ -168,6 +180,7 @@ export class InferletHost implements HostSide {
     this.cancelGraceMs = options.cancelGraceMs ?? 2000;
     this.hub = new MessageHub(options.messageLimits);
     this.warmInstances = options.warmInstances ?? 2;
+    this.quarantineMs = options.quarantineMs ?? 0;
     this.logLine = options.log ?? ((l) => process.stderr.write(l + '\n'));
     const n = Math.max(1, options.workers ?? Math.min(2, cpus().length));
     for (let i = 0; i < n; i++) this.slots.push(this.spawn());
@@ -197,7 +210,7 @@ export class InferletHost implements HostSide {
     const models = options.models ?? [...this.engines.keys()];
     for (const m of models) if (!this.engines.has(m)) throw new Error(`no engine serves model "${m}"`);
     inv.allowedModels = new Set(models);
-    const slot = this.pick();
+    const slot = this.pick(inv.tenant);
     this.counts.started++;
     this.running.set(inv.id, inv);
     this.where.set(inv.id, slot);
@@ -233,7 +246,8 @@ export class InferletHost implements HostSide {
   }
 
   stats(): HostStats {
-    return { workers: this.slots.length, running: this.running.size, ...this.counts };
+    this.expireQuarantines();
+    return { workers: this.slots.length, running: this.running.size, ...this.counts, quarantined: this.quarantined.size };
   }
 
   async close(): Promise<void> {
@@ -269,14 +283,35 @@ export class InferletHost implements HostSide {
     return slot;
   }
 
-  private pick(): WorkerSlot {
+  /**
+   * The least loaded worker that is making progress. While any tenant is in
+   * quarantine, the first worker hosts those tenants' invocations and the
+   * others everybody else's.
+   */
+  private pick(tenant: string): WorkerSlot {
+    this.expireQuarantines();
+    const slots = this.quarantined.size === 0 || this.slots.length < 2 ? this.slots : this.quarantined.has(tenant) ? this.slots.slice(0, 1) : this.slots.slice(1);
     let best: WorkerSlot | undefined;
-    for (const s of this.slots) {
+    for (const s of slots) {
       if (s.dead || !s.responsive) continue;
       if (!best || s.invocations.size < best.invocations.size) best = s;
     }
     // All workers busy with guests that do not yield: queue behind the least loaded anyway.
-    return best ?? this.slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
+    return best ?? slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
+  }
+
+  private expireQuarantines(): void {
+    const now = performance.now();
+    for (const [t, until] of this.quarantined) if (until <= now) this.quarantined.delete(t);
+  }
+
+  /** Puts the tenant whose guest cost a worker in quarantine (see HostOptions.quarantineMs). */
+  private quarantine(tenant: string): void {
+    if (this.quarantineMs <= 0 || this.slots.length < 2) return;
+    if (!this.quarantined.has(tenant)) {
+      this.logLine(`pie: tenant "${tenant}" had an inferlet's worker terminated; its invocations run on a worker of their own for ${Math.round(this.quarantineMs / 1000)} s`);
+    }
+    this.quarantined.set(tenant, performance.now() + this.quarantineMs);
   }
 
   private watch(): void {
@@ -318,6 +353,8 @@ export class InferletHost implements HostSide {
     if (slot.dead) return;
     slot.dead = true;
     void slot.worker.terminate();
+    const culprit = stuck === null ? undefined : slot.invocations.get(stuck);
+    if (culprit) this.quarantine(culprit.tenant);
     for (const inv of [...slot.invocations.values()]) {
       const err =
         inv.id === stuck

@@ -71,6 +71,10 @@ describe('gateway behaviour', () => {
     expect(res.status).toBe(200);
     expect(((await res.json()) as { usage: { completion_tokens: number } }).usage.completion_tokens).toBe(20);
     expect(host.stats().workerRestarts).toBeGreaterThan(0);
+    // One request in the metrics: the run that was lost is not counted as a failed request of its own.
+    const metrics = await (await fetch(`${s.url}/metrics`)).text();
+    const requests = [...metrics.matchAll(/^pie_request_success_total\{[^}]*finished_reason="(\w+)"[^}]*\} (\d+)/gm)].filter((m) => m[2] !== '0');
+    expect(requests.map((m) => [m[1], m[2]])).toEqual([['length', '1']]);
   });
 
   it('takes KV pages back from kept conversation snapshots when a request needs them', async () => {

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { randomModelDir, testEngine } from '../../test/helpers.ts';
 import { buildBatch } from '../../src/engine/batch-builder.ts';
 import type { PortableDriver } from './driver.ts';
+import type { Context } from '../../src/engine/index.ts';
 import { headOfProbs, type HeadInputs, type HeadOutputs } from '../driver.ts';
 import { HEAD_DRAWS, HEAD_SIZE } from '../../src/engine/sampling.ts';
 import { Rng } from '../../src/util/rng.ts';
@@ -125,34 +126,63 @@ describe('the portable driver', () => {
     await engine.close();
   });
 
-  it('fails only the work in flight when its worker dies, then starts a new worker over the same KV pool: other contexts keep their state', async () => {
+  it('starts a new worker over the same KV pool when its worker dies: the work in flight runs again, other contexts keep their state', async () => {
     const engine = await testEngine(randomModelDir(), { numPages: 64 });
     const driver = engine.driver as PortableDriver;
     // A context computed before the crash, idle through it.
     const kept = engine.createContext();
     engine.append(kept, [1, 5, 9, 13, 17, 21]);
     await engine.forward(kept, { numLogits: 0 });
+    const greedy = (ctx: Context, maxTokens: number) => engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens, ignoreEos: true });
     const ctx = engine.createContext();
     engine.append(ctx, [1, 2, 3]);
-    const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 100_000, ignoreEos: true });
-    while (engine.numSteps < 2) await new Promise((r) => setTimeout(r, 1));
+    const gen = greedy(ctx, 40);
+    while (engine.numSteps < 3) await new Promise((r) => setTimeout(r, 1));
     await driver['worker'].terminate();
     const r = await gen.result;
-    expect(r.finishReason).toBe('error');
-    expect(r.error!.message).toMatch(/driver worker exited/);
+    expect(engine.numDriverRestarts).toBe(1); // it failed in its step, and ran again
+    // It went on from where it was: the same tokens as a run that never crashed.
+    const again = engine.createContext();
+    engine.append(again, [1, 2, 3]);
+    const reference = await greedy(again, 40).result;
+    expect(r.finishReason).toBe('length');
+    expect(r.tokens).toEqual(reference.tokens);
     engine.release(ctx);
-    while (engine.numDriverRestarts === 0) await new Promise((r) => setTimeout(r, 5));
+    engine.release(again);
     // The kept context goes on from its KV, not recomputed: the same tokens as a fresh context computing it all.
     const computed = kept.numComputed;
-    const going = await engine.generate(kept, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result;
+    const going = await greedy(kept, 5).result;
     expect(computed).toBe(6);
     const fresh = engine.createContext();
     engine.append(fresh, [1, 5, 9, 13, 17, 21]);
-    const reference = await engine.generate(fresh, { sampling: { temperature: 0 }, maxTokens: 5, ignoreEos: true }).result;
-    expect(going.tokens).toEqual(reference.tokens);
+    const expected = await greedy(fresh, 5).result;
+    expect(going.tokens).toEqual(expected.tokens);
     expect(going.cachedTokens).toBe(0); // nothing came from the prefix cache: the kept KV was used as it was
     engine.release(kept);
     engine.release(fresh);
+  });
+
+  it('fails work whose step loses the driver a second time (a batch that kills its worker is not run for ever)', async () => {
+    const engine = await testEngine(randomModelDir(), { numPages: 64 });
+    const driver = engine.driver as PortableDriver;
+    const ctx = engine.createContext();
+    engine.append(ctx, [1, 2, 3]);
+    const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 100_000, ignoreEos: true });
+    let settled = false;
+    void gen.result.finally(() => (settled = true));
+    // Kill its worker until the generation fails (a kill between two steps is recovered before the next one runs, and the work never sees it).
+    for (let kills = 0; !settled && kills < 20; kills++) {
+      const steps = engine.numSteps;
+      while (!settled && engine.numSteps < steps + 2) await new Promise((r) => setTimeout(r, 1));
+      if (!settled) await driver['worker'].terminate();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const r = await gen.result;
+    expect(engine.numDriverRestarts).toBeGreaterThanOrEqual(2);
+    expect(r.finishReason).toBe('error');
+    expect(r.error!.message).toMatch(/driver worker exited/);
+    engine.release(ctx);
+    expect(engine.kv.pool.numInUse).toBe(0);
   });
 });
 

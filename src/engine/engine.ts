@@ -152,6 +152,8 @@ export class Engine {
   private readonly samplingHead: boolean;
   private readonly queueTimeoutMs: number;
   private tenantShares = new Map<string, TenantShare>();
+  /** Work run again after its step's driver went down (it is not run a third time). */
+  private readonly rerun = new WeakSet<Work>();
   /** Since when each waiting work has been first in line with nothing able to run. */
   private readonly stuckSince = new WeakMap<Work, number>();
 
@@ -469,19 +471,26 @@ export class Engine {
     try {
       result = await running;
     } catch (err) {
-      // Only this step's work fails. What the step was to write (new KV, copies into fresh pages) may not be
-      // there: its contexts give their pages back and compute again when next used (`settled` keeps their
-      // holders' view). A driver that went down (its worker died) starts again over the same KV pool, so every
-      // other context keeps its state; if it cannot, later steps fail as they come.
-      for (const s of planned) {
-        if (!s.work.ctx.released) this.kv.drop(s.work.ctx);
-        // A work cancelled while the step ran may have been followed by another on its context: that one stays.
-        if (this.active.get(s.work.ctx) === s.work) this.cancelWork(s.work, err as Error);
-      }
+      // What the step was to write (new KV, copies into fresh pages) may not be there: its contexts give their
+      // pages back and compute again when next used (`settled` keeps their holders' view). A driver that went
+      // down (its worker died) starts again over the same KV pool, so every other context keeps its state, and
+      // this step's work runs again, once: a second failure fails it. A failed run of a driver still up (or one
+      // that could not start again) fails this step's work; later steps fail as they come.
+      for (const s of planned) if (!s.work.ctx.released) this.kv.drop(s.work.ctx);
+      let restarted = false;
       if (!this.driverDown) {
-        const restarted = await this.driver.recover?.().catch(() => null);
-        if (restarted) this.numDriverRestarts++;
-        else if (restarted === null) this.driverDown = true; // it tried and could not: no retry on every step
+        const r = await this.driver.recover?.().catch(() => null);
+        if (r) this.numDriverRestarts++;
+        else if (r === null) this.driverDown = true; // it tried and could not: no retry on every step
+        restarted = r === true;
+      }
+      for (const s of planned) {
+        // A work cancelled while the step ran may have been followed by another on its context: that one stays.
+        if (this.active.get(s.work.ctx) !== s.work) continue;
+        if (restarted && !this.rerun.has(s.work)) {
+          this.rerun.add(s.work);
+          this.scheduler.requeue(s.work);
+        } else this.cancelWork(s.work, err as Error);
       }
       return;
     }

@@ -130,6 +130,13 @@ export class Scheduler {
     }
   }
 
+  /** Puts running work back first in line, its pages already given back (its step failed): it is computed again. */
+  requeue(work: Work): void {
+    this.remove(work);
+    work.admittedAt = -1;
+    this.waiting.unshift(work);
+  }
+
   schedule(copies: SlotCopies): Scheduled[] {
     const out: Scheduled[] = [];
     const chosen = new Set<Work>();
@@ -317,9 +324,7 @@ export class Scheduler {
   private preempt(work: Work): void {
     this.numPreemptions++;
     this.kv.drop(work.ctx);
-    this.remove(work);
-    work.admittedAt = -1;
-    this.waiting.unshift(work);
+    this.requeue(work);
   }
 }
 

@@ -58,12 +58,15 @@ export const unixNow = (): number => Math.floor(Date.now() / 1000);
  * it reached the client, and a built-in changes nothing outside its answer.
  */
 export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions = {}): Promise<RelayOutcome> {
+  // One request in the metrics however many times it runs: the lost run is not ended there, the retry is.
+  const recorder = rt.metrics.startRequest(req.model);
   try {
-    return await invokeOnce(rt, res, req, options);
+    return await invokeOnce(rt, res, req, options, recorder, req.retryLost ?? false);
   } catch (err) {
     if (!req.retryLost || res.headersSent || !(err instanceof LostInvocation)) throw err instanceof LostInvocation ? err.error : err;
     rt.log(`pie: ${req.model}: an invocation was lost with its worker before it answered; running it again`);
-    return await invokeOnce(rt, res, req, options).catch((e) => {
+    recorder.restart();
+    return await invokeOnce(rt, res, req, options, recorder, false).catch((e) => {
       throw e instanceof LostInvocation ? e.error : e;
     });
   }
@@ -78,7 +81,8 @@ class LostInvocation extends Error {
   }
 }
 
-async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions): Promise<RelayOutcome> {
+/** One run of the request's invocation; the request's metrics end with it unless it is lost and `retrying`. */
+async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions, recorder: RequestMetrics, retrying: boolean): Promise<RelayOutcome> {
   const inv = rt.host.invoke(req.component, {
     input: req.input,
     tenant: req.tenant,
@@ -87,7 +91,6 @@ async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, option
     ...(req.limits ? { limits: req.limits } : {}),
   });
   // Set before the invocation's first engine step can run (steps start on a later turn of the event loop).
-  const recorder = rt.metrics.startRequest(req.model, inv.startedAt);
   inv.observer = recorder;
   req.started?.(inv);
   const reader = req.finishReasons;
@@ -101,16 +104,20 @@ async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, option
       }
     : options;
   let outcome: RelayOutcome | null = null;
+  let lost = false;
   try {
     outcome = await relay(res, inv, relayOptions);
     return outcome;
   } catch (err) {
     const reason = await inv.result.then(() => null, (e: unknown) => e);
-    if (reason instanceof InvocationError && reason.kind === 'guest' && reason.message.startsWith('the invocation was lost')) throw new LostInvocation(err);
+    lost = reason instanceof InvocationError && reason.kind === 'guest' && reason.message.startsWith('the invocation was lost');
+    if (lost) throw new LostInvocation(err);
     throw err;
   } finally {
-    const reasons = finishReasons(inv, outcome, reader, recorder);
-    recorder.end({ reasons, promptTokens: inv.numPromptTokens, generationTokens: inv.numTokens, maxGenerationTokens: inv.maxGenerationTokens, params: req.params ?? {} });
+    if (!(lost && retrying && !res.headersSent)) {
+      const reasons = finishReasons(inv, outcome, reader, recorder);
+      recorder.end({ reasons, promptTokens: inv.numPromptTokens, generationTokens: inv.numTokens, maxGenerationTokens: inv.maxGenerationTokens, params: req.params ?? {} });
+    }
   }
 }
 

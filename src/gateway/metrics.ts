@@ -171,6 +171,12 @@ export class RequestMetrics implements InvocationObserver {
     this.series.promptTokens.inc(added);
   }
 
+  /** The request runs again (its first run was lost): its first token and cut-off are the new run's. Tokens already counted stay counted: they were computed. */
+  restart(): void {
+    this.firstTokenSeen = false;
+    this.cutOff = false;
+  }
+
   /** vLLM's phases of a request: waiting, then prefill up to the first token, then decode up to the last. */
   generation(g: GenerationTiming): void {
     const s = this.series;

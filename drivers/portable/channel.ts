@@ -32,6 +32,8 @@ export const REP = 1;
 export const ERR = 2;
 export const KIND = 3;
 export const SENT = 4;
+/** Set to 1 to make the worker die right after its next run (PortableDriver.crashAfterNextRun). */
+export const CRASH = 5;
 export const IN_SHARED_MEMORY = 1;
 export const BY_MESSAGE = 2;
 const HEADER = 12;

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
 import { HEAD_DRAWS, HEAD_SIZE } from '../../src/engine/sampling.ts';
-import { BY_MESSAGE, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
+import { BY_MESSAGE, CRASH, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
 import { graphBuilder } from './graph.ts';
 export { sessionOptions } from './session-options.ts';
 import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
@@ -198,6 +198,18 @@ export class PortableDriver implements Driver {
     this.lastRunMs = reply.runMs ?? 0;
     this.lastWriteMs = reply.writeMs ?? 0;
     return reply.result;
+  }
+
+  /**
+   * Fault injection (the soak, tests): the worker dies right after its next
+   * run, before it writes that step's KV or replies, as a fault in its own
+   * JavaScript would end it. Terminating the worker from outside instead can
+   * abort the whole process: when it lands while ONNX Runtime is in a run,
+   * onnxruntime-node's conversion of the outputs throws a C++ exception
+   * (Napi::Error) that nothing catches.
+   */
+  crashAfterNextRun(): void {
+    Atomics.store(this.ctl, CRASH, 1);
   }
 
   async close(): Promise<void> {

@@ -8,7 +8,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Batch, StepResult } from '../driver.ts';
-import { decodeBatch, encodeError, encodeReply, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
+import { CRASH, decodeBatch, encodeError, encodeReply, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
 import { batchFeeds, batchFetches, headOutputs } from './feeds.ts';
 import { sessionOptions } from './session-options.ts';
 
@@ -110,6 +110,8 @@ async function runBatch(b: Batch): Promise<{ result: StepResult; runMs: number; 
   const feeds = batchFeeds(b, poolTensor, init.maskWords);
   const t1 = performance.now();
   const out = await session.run(feeds, batchFetches(b));
+  // Dies mid-step, as a fault in this thread's JavaScript would end it (never while ONNX Runtime is in a run).
+  if (Atomics.load(ctl, CRASH) === 1) process.exit(70);
   const t2 = performance.now();
   writeNewKv(out.new_kv!.data as Float32Array, b.writeSlots, b.numTokens);
   const result: StepResult = {

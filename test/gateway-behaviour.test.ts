@@ -64,8 +64,10 @@ describe('gateway behaviour', () => {
     const s = await gateway([engine]);
     const host = s.serving.gateway.runtime().host;
     const body = { model: engine.model.name, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 20, temperature: 0 };
+    const stepsBefore = engine.numSteps;
     const pending = chat(s.url, body);
-    while (host.stats().running === 0 || engine.numSteps < 3) await new Promise((r) => setTimeout(r, 5));
+    // Killed once it has generated some tokens (the lost run's timings must not count as the request's).
+    while (host.stats().running === 0 || engine.numSteps < stepsBefore + 8) await new Promise((r) => setTimeout(r, 5));
     for (const slot of (host as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots) await slot.worker.terminate();
     const res = await pending;
     expect(res.status).toBe(200);
@@ -75,6 +77,9 @@ describe('gateway behaviour', () => {
     const metrics = await (await fetch(`${s.url}/metrics`)).text();
     const requests = [...metrics.matchAll(/^pie_request_success_total\{[^}]*finished_reason="(\w+)"[^}]*\} (\d+)/gm)].filter((m) => m[2] !== '0');
     expect(requests.map((m) => [m[1], m[2]])).toEqual([['length', '1']]);
+    for (const name of ['time_to_first_token_seconds', 'request_queue_time_seconds', 'request_prefill_time_seconds', 'e2e_request_latency_seconds']) {
+      expect(metrics, name).toMatch(new RegExp(`^pie_${name}_count\\{[^}]*\\} 1$`, 'm'));
+    }
   });
 
   it('takes KV pages back from kept conversation snapshots when a request needs them', async () => {

@@ -90,6 +90,8 @@ export class PortableDriver implements Driver {
   private worker!: Worker;
   private channel!: ChannelBuffers;
   private ctl!: Int32Array;
+  /** A crash asked for while the worker was dead: its successor gets it (crashAfterNextRun). */
+  private crashPending = false;
   /** Rejects when the worker fails, to wake a run waiting on the shared-memory lane. */
   private failed!: Promise<never>;
   private rejectFailed!: (err: Error) => void;
@@ -145,6 +147,8 @@ export class PortableDriver implements Driver {
     this.worker = worker;
     this.channel = channel;
     this.ctl = new Int32Array(channel.ctl);
+    if (this.crashPending) Atomics.store(this.ctl, CRASH, 1);
+    this.crashPending = false;
     this.failure = null;
     this.last = Promise.resolve();
     this.failed = new Promise<never>((_, reject) => (this.rejectFailed = reject));
@@ -209,7 +213,8 @@ export class PortableDriver implements Driver {
    * (Napi::Error) that nothing catches.
    */
   crashAfterNextRun(): void {
-    Atomics.store(this.ctl, CRASH, 1);
+    if (this.failure) this.crashPending = true; // dead already: its successor crashes after its first run
+    else Atomics.store(this.ctl, CRASH, 1);
   }
 
   async close(): Promise<void> {

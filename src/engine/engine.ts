@@ -152,7 +152,7 @@ export class Engine {
   private readonly samplingHead: boolean;
   private readonly queueTimeoutMs: number;
   private tenantShares = new Map<string, TenantShare>();
-  /** Work run again after its step's driver went down (it is not run a third time). */
+  /** Work run again after its step's driver went down, until a step of it succeeds (a second failure in a row fails it). */
   private readonly rerun = new WeakSet<Work>();
   /** Since when each waiting work has been first in line with nothing able to run. */
   private readonly stuckSince = new WeakMap<Work, number>();
@@ -474,7 +474,7 @@ export class Engine {
       // What the step was to write (new KV, copies into fresh pages) may not be there: its contexts give their
       // pages back and compute again when next used (`settled` keeps their holders' view). A driver that went
       // down (its worker died) starts again over the same KV pool, so every other context keeps its state, and
-      // this step's work runs again, once: a second failure fails it. A failed run of a driver still up (or one
+      // this step's work runs again: a work whose step fails this way twice in a row fails. A failed run of a driver still up (or one
       // that could not start again) fails this step's work; later steps fail as they come.
       for (const s of planned) if (!s.work.ctx.released) this.kv.drop(s.work.ctx);
       let restarted = false;
@@ -484,7 +484,8 @@ export class Engine {
         else if (r === null) this.driverDown = true; // it tried and could not: no retry on every step
         restarted = r === true;
       }
-      for (const s of planned) {
+      // Last first: each goes to the front of the line, so they keep their order.
+      for (const s of [...planned].reverse()) {
         // A work cancelled while the step ran may have been followed by another on its context: that one stays.
         if (this.active.get(s.work.ctx) !== s.work) continue;
         if (restarted && !this.rerun.has(s.work)) {
@@ -496,6 +497,7 @@ export class Engine {
     }
     const t2 = performance.now();
     this.numSteps++;
+    for (const s of planned) this.rerun.delete(s.work); // it got through a step: a later crash may run it again
     const drawn = this.deliver(planned, result, batch.head?.fullRows ?? new Int32Array(0));
     const t3 = performance.now();
     this.numHeadRows += drawn.head;

@@ -146,7 +146,7 @@ export class Scheduler {
     let held: TenantPages | null = null;
     const pages = () => (held ??= TenantPages.of(this.running));
     const waitingTenants = new Set(this.waiting.map((w) => w.ctx.tenant));
-    const fair = this.fairShares(waitingTenants);
+    const fair = this.fairShares(pages);
     const take = (work: Work, plan: PagePlan, wasRunning: boolean) => {
       if (wasRunning) held?.remove(work.ctx); // a work just admitted was not counted: only running work is
       budget -= this.take(work, plan, copies, out);
@@ -240,43 +240,62 @@ export class Scheduler {
   }
 
   /**
-   * Under contention (work of more than one tenant running or waiting, and
-   * some of it waiting), each tenant's fair share of the pool: its weight's
-   * part of the pages. Null without contention.
+   * Each tenant's fair share of the pool, while there is a shortage: work of
+   * another tenant waits that its own cap admits but the pages available
+   * cannot hold. A share is the tenant's weight's part of the pool among the
+   * tenants running or so waiting (a tenant whose waiting work is all held
+   * back by its own cap does not count). Null when nobody so waits.
    */
-  private fairShares(waitingTenants: ReadonlySet<string>): ((tenant: string) => number) | null {
-    if (waitingTenants.size === 0) return null;
+  private fairShares(pages: () => TenantPages): ((tenant: string) => number) | null {
+    if (this.waiting.length === 0) return null;
+    // Per waiting tenant: the fewest pages one of its waiting works needs, of those its cap admits.
+    const need = new Map<string, number>();
+    for (const w of this.waiting) {
+      const t = w.ctx.tenant;
+      const n = Math.ceil(w.ctx.length / this.kv.pageSize);
+      const cap = this.shareOf(t).maxPages;
+      if (cap !== Infinity && pages().held(t) + n > cap) continue;
+      need.set(t, Math.min(need.get(t) ?? Infinity, n));
+    }
+    if (need.size === 0) return null;
     const weights = new Map<string, number>();
-    for (const list of [this.waiting, this.running]) for (const w of list) if (!weights.has(w.ctx.tenant)) weights.set(w.ctx.tenant, this.shareOf(w.ctx.tenant).weight);
+    for (const w of this.running) weights.set(w.ctx.tenant, this.shareOf(w.ctx.tenant).weight);
+    for (const t of need.keys()) weights.set(t, this.shareOf(t).weight);
     if (weights.size < 2) return null;
     let total = 0;
     for (const w of weights.values()) total += w;
-    const pool = this.kv.pool.numPages;
-    // Contended for a tenant when another tenant has work waiting.
-    return (tenant) => (waitingTenants.size > 1 || !waitingTenants.has(tenant) ? Math.max(1, Math.floor((pool * weights.get(tenant)!) / total)) : Infinity);
+    const pool = this.kv.pool;
+    return (tenant) => {
+      for (const [other, n] of need) if (other !== tenant && n > pool.numAvailable) return Math.max(1, Math.floor((pool.numPages * weights.get(tenant)!) / total));
+      return Infinity;
+    };
   }
 
   /**
-   * Whether committing the plan would take the work's tenant past its cap, or,
-   * under contention, past its fair share when the tenant has other work
+   * Whether committing the plan would leave the work's tenant past its cap,
+   * or, under a shortage, past its fair share when the tenant has other work
    * running (one work alone may always grow, so that none starves). It counts
-   * pages the tenant's running work does not already hold: the context's own
-   * when it is not running yet, prefix hits, new pages. The copy of a shared
-   * last page is not counted: it replaces a page of the context's own table.
+   * the distinct pages the tenant's running work would hold: the context's
+   * own when it is not running yet, prefix hits and new pages it does not
+   * hold already, and the private copy of a shared last page when another of
+   * the tenant's works keeps the original.
    */
   private overCap(work: Work, plan: PagePlan, pages: () => TenantPages, fair: ((tenant: string) => number) | null): boolean {
     const tenant = work.ctx.tenant;
+    const running = work.admittedAt >= 0;
     let cap = this.shareOf(tenant).maxPages;
-    if (fair) {
-      const others = pages().works(tenant) - (work.admittedAt >= 0 ? 1 : 0);
-      if (others > 0) cap = Math.min(cap, fair(tenant));
-    }
+    if (fair && pages().works(tenant) - (running ? 1 : 0) > 0) cap = Math.min(cap, fair(tenant));
     if (cap === Infinity) return false;
     const t = pages();
     let extra = plan.numNew;
-    for (const p of work.ctx.pageTable) if (!t.holds(tenant, p)) extra++;
+    const ctx = work.ctx;
+    for (const p of ctx.pageTable) if (!t.holds(tenant, p)) extra++;
     for (const p of plan.hits) if (!t.holds(tenant, p)) extra++;
-    return extra > 0 && t.held(tenant) + extra > cap;
+    if (plan.copyLast) {
+      const old = ctx.pageTable[Math.floor(ctx.numComputed / this.kv.pageSize)];
+      if (old !== undefined && t.holders(tenant, old) > (running ? 1 : 0)) extra++;
+    }
+    return t.held(tenant) + extra > cap;
   }
 
   /**
@@ -368,5 +387,10 @@ class TenantPages {
 
   holds(tenant: string, page: number): boolean {
     return this.counts.get(tenant)?.has(page) ?? false;
+  }
+
+  /** How many of the tenant's running works hold the page. */
+  holders(tenant: string, page: number): number {
+    return this.counts.get(tenant)?.get(page) ?? 0;
   }
 }

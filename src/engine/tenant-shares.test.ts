@@ -86,6 +86,39 @@ describe("tenants' shares of the KV pool", () => {
     expect(engine.stats().pages.inUse).toBe(0);
   });
 
+  it("counts the private copy of a shared last page against the cap: forks of a running context stay within their tenant's pages", async () => {
+    const { engine } = await mockEngine({ numPages: 64, pageSize: 4, stepDelayMs: 2 });
+    engine.setTenantShares(new Map([['b', { maxPages: 3 }]]));
+    const steps = recordHeld(engine);
+    const p = prompt(5, 5);
+    const root = engine.createContext('b');
+    engine.append(root, p);
+    const rootGen = engine.generate(root, { sampling: { temperature: 0 }, maxTokens: 6, ignoreEos: true });
+    // Forked while the root runs, when its last page is partial: each fork copies that page before writing to it,
+    // while the root keeps the original.
+    while (root.length < 7) await new Promise((r) => setTimeout(r, 1));
+    const forks = [engine.fork(root), engine.fork(root)];
+    const forkPrompts = forks.map((f) => [...f.tokens]);
+    const forkGens = forks.map((f) => engine.generate(f, { sampling: { temperature: 0 }, maxTokens: 2, ignoreEos: true }).result);
+    expect((await rootGen.result).tokens).toEqual(expected(p, 6));
+    (await Promise.all(forkGens)).forEach((r, i) => expect(r.tokens).toEqual(expected(forkPrompts[i]!, 2)));
+    for (const c of [root, ...forks]) engine.release(c);
+    expect(engine.stats().pages.inUse).toBe(0);
+  });
+
+  it('preempts nobody for fairness while the pool has room: work held back by its own cap is no shortage', async () => {
+    const { engine } = await mockEngine({ numPages: 64, pageSize: 4 });
+    engine.setTenantShares(new Map([['s', { maxPages: 8 }]]));
+    // s: one generation that grows to its 8-page cap, and a second one its cap holds back meanwhile;
+    // b: four that grow from 8 to 12 pages each, 48 of the 64 pages (more than half the pool, with room to spare).
+    const capped = [run(engine, 's', prompt(13, 1), 19), run(engine, 's', prompt(20, 2), 4)];
+    const grown = [1, 2, 3, 4].map((i) => run(engine, 'b', prompt(32, 10 + i), 16));
+    const results = await Promise.all([...capped, ...grown]);
+    results.slice(2).forEach((r, i) => expect(r.tokens).toEqual(expected(prompt(32, 11 + i), 16)));
+    expect(engine.scheduler.numPreemptions).toBe(0);
+    expect(engine.stats().pages.inUse).toBe(0);
+  });
+
   it('refuses a prompt that could never fit under its tenant cap, and ends a generation with "length" where its context would pass it', async () => {
     const { engine } = await mockEngine({ numPages: 64, pageSize: 4 });
     engine.setTenantShares(new Map([['b', { maxPages: 2 }]]));

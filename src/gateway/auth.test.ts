@@ -13,6 +13,12 @@ describe('API keys', () => {
     expect(shares.get(keys[2]!.tenant)).toEqual({ weight: 1, maxPages: Infinity });
   });
 
+  it("gives the environment's key the share its tenant has from [[keys]]", () => {
+    const keys = resolveKeys([key({ key: 'a', tenant: 'default', kvPages: 10 })], { PIE_API_KEY: 'env' }, 'PIE_API_KEY');
+    expect(keys).toHaveLength(2);
+    expect(tenantShares(keys).get('default')).toEqual({ weight: 1, maxPages: 10 });
+  });
+
   it('refuses keys of one tenant that disagree on its share', () => {
     const keys = resolveKeys([key({ key: 'a', tenant: 't', kvPages: 10 }), key({ key: 'b', tenant: 't' })], {}, '');
     expect(() => tenantShares(keys)).toThrow(/tenant "t" give it different kv_weight or kv_pages/);

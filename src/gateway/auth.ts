@@ -21,8 +21,8 @@ export interface Principal {
 
 export interface ApiKey extends Principal {
   digest: Buffer;
-  /** Its tenant's share of the KV pool. */
-  share: TenantShare;
+  /** Its tenant's share of the KV pool (none: whatever its tenant's other keys give it). */
+  share: TenantShare | null;
 }
 
 export const OPEN: Principal = { tenant: 'default', scopes: null, models: null };
@@ -43,7 +43,7 @@ export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: s
     out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models), share });
   }
   const fromEnv = envVar ? env[envVar] : undefined;
-  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null, share: { weight: 1, maxPages: Infinity } });
+  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null, share: null });
   return out;
 }
 
@@ -51,6 +51,7 @@ export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: s
 export function tenantShares(keys: readonly ApiKey[]): Map<string, TenantShare> {
   const out = new Map<string, TenantShare>();
   for (const k of keys) {
+    if (!k.share) continue;
     const seen = out.get(k.tenant);
     if (seen && (seen.weight !== k.share.weight || seen.maxPages !== k.share.maxPages)) {
       throw new ConfigError(`the keys of tenant "${k.tenant}" give it different kv_weight or kv_pages: give every key of a tenant the same`);

@@ -58,8 +58,9 @@ export const unixNow = (): number => Math.floor(Date.now() / 1000);
  * it reached the client, and a built-in changes nothing outside its answer.
  */
 export async function invokeAndRelay(rt: Runtime, res: Response, req: InvokeRequest, options: RelayOptions = {}): Promise<RelayOutcome> {
-  // One request in the metrics however many times it runs: the lost run is not ended there, the retry is.
+  // One request in the metrics however many times it runs: a lost run's timings are dropped, and it is ended once.
   const recorder = rt.metrics.startRequest(req.model);
+  if (req.retryLost) recorder.hold();
   try {
     return await invokeOnce(rt, res, req, options, recorder, req.retryLost ?? false);
   } catch (err) {
@@ -94,15 +95,14 @@ async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, option
   inv.observer = recorder;
   req.started?.(inv);
   const reader = req.finishReasons;
-  const relayOptions: RelayOptions = reader
-    ? {
-        ...options,
-        onEvent: (e) => {
-          reader.event(e);
-          options.onEvent?.(e);
-        },
-      }
-    : options;
+  const relayOptions: RelayOptions = {
+    ...options,
+    onEvent: (e) => {
+      reader?.event(e);
+      options.onEvent?.(e);
+      if (res.headersSent) recorder.release(); // it cannot run again now: its timings are the request's
+    },
+  };
   let outcome: RelayOutcome | null = null;
   let lost = false;
   try {

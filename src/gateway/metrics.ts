@@ -151,19 +151,49 @@ export class RequestMetrics implements InvocationObserver {
   private firstTokenSeen = false;
   /** One of its generations ran out of tokens (the reason of an answer that gives none). */
   cutOff = false;
+  /**
+   * Timings held back while the request may still run again (`hold`): a run
+   * lost with its worker is not the request's, and `restart` drops them.
+   * Token counts are not held: those tokens were computed.
+   */
+  private held: Array<() => void> | null = null;
 
   constructor(series: RequestSeries, startedAt: number) {
     this.series = series;
     this.startedAt = startedAt;
   }
 
+  /** Holds timings back until `end` or `release` (the request may run again). */
+  hold(): void {
+    this.held ??= [];
+  }
+
+  /** Records what was held back, and from now on records as it comes. */
+  release(): void {
+    const held = this.held;
+    this.held = null;
+    for (const observe of held ?? []) observe();
+  }
+
+  /** The request runs again (its run was lost): what that run timed is dropped; its first token and cut-off are the new run's. */
+  restart(): void {
+    if (this.held) this.held = [];
+    this.firstTokenSeen = false;
+    this.cutOff = false;
+  }
+
+  private observe(fn: () => void): void {
+    if (this.held) this.held.push(fn);
+    else fn();
+  }
+
   tokens(count: number, gapMs: number | null, now: number): void {
     const s = this.series;
     if (!this.firstTokenSeen) {
       this.firstTokenSeen = true;
-      s.ttft.observe((now - this.startedAt) / 1000);
+      this.observe(() => s.ttft.observe((now - this.startedAt) / 1000));
     }
-    if (gapMs !== null) s.itl.observe(gapMs / 1000);
+    if (gapMs !== null) this.observe(() => s.itl.observe(gapMs / 1000));
     s.generationTokens.inc(count);
   }
 
@@ -171,27 +201,25 @@ export class RequestMetrics implements InvocationObserver {
     this.series.promptTokens.inc(added);
   }
 
-  /** The request runs again (its first run was lost): its first token and cut-off are the new run's. Tokens already counted stay counted: they were computed. */
-  restart(): void {
-    this.firstTokenSeen = false;
-    this.cutOff = false;
-  }
-
   /** vLLM's phases of a request: waiting, then prefill up to the first token, then decode up to the last. */
   generation(g: GenerationTiming): void {
     const s = this.series;
     if (g.finishReason === 'length') this.cutOff = true;
     if (g.scheduledAt === 0) return; // cancelled while it waited: it has no phases
-    s.queue.observe((g.scheduledAt - g.queuedAt) / 1000);
-    if (g.firstTokenAt === 0) return;
-    s.prefill.observe((g.firstTokenAt - g.scheduledAt) / 1000);
-    s.decode.observe((g.lastTokenAt - g.firstTokenAt) / 1000);
-    s.inference.observe((g.lastTokenAt - g.scheduledAt) / 1000);
-    // One token has no time per output token (vLLM records a 0, which drags the quantiles down).
-    if (g.completionTokens > 1) s.tpot.observe((g.lastTokenAt - g.firstTokenAt) / 1000 / (g.completionTokens - 1));
+    const { queuedAt, scheduledAt, firstTokenAt, lastTokenAt, completionTokens } = g;
+    this.observe(() => {
+      s.queue.observe((scheduledAt - queuedAt) / 1000);
+      if (firstTokenAt === 0) return;
+      s.prefill.observe((firstTokenAt - scheduledAt) / 1000);
+      s.decode.observe((lastTokenAt - firstTokenAt) / 1000);
+      s.inference.observe((lastTokenAt - scheduledAt) / 1000);
+      // One token has no time per output token (vLLM records a 0, which drags the quantiles down).
+      if (completionTokens > 1) s.tpot.observe((lastTokenAt - firstTokenAt) / 1000 / (completionTokens - 1));
+    });
   }
 
   end(e: RequestEnd, now = performance.now()): void {
+    this.release();
     const s = this.series;
     s.e2e.observe((now - this.startedAt) / 1000);
     for (const reason of e.reasons) s.success(reason);

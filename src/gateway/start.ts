@@ -120,7 +120,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       engines.push(await engineFromConfig(config, dir, log, name));
     }
     for (const e of engines) e.setTenantShares(shares);
-    inferletHost = await hostFromConfig(config, engines, log, shares.size);
+    inferletHost = await hostFromConfig(config, engines, log, new Set(keys.map((k) => k.tenant)).size);
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
     const builtins = await loadBuiltins(inferletHost, cacheDir);
     const names = engines.map((e) => e.model.name);

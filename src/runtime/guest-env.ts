@@ -5,6 +5,7 @@
  */
 import type { ModelText } from '../model/load.ts';
 import type { ErrorCode } from './abi.ts';
+import type { ArgsOf, CallOp, ReplyOf, SendOp } from './ops.ts';
 import type { ModelDescriptor } from './protocol.ts';
 
 export interface GuestEnv {
@@ -18,9 +19,9 @@ export interface GuestEnv {
   /** The model's tokenizer and chat template, loaded once per worker. */
   modelText(name: string): ModelText;
   /** A call the guest waits on (the guest's stack is suspended meanwhile). */
-  call(op: string, args: unknown[]): Promise<unknown>;
+  call<K extends CallOp>(op: K, args: ArgsOf<K>): Promise<ReplyOf<K>>;
   /** A call with no answer; it reaches the host in order with the others. */
-  send(op: string, args: unknown[]): void;
+  send<K extends SendOp>(op: K, args: ArgsOf<K>): void;
   /** A fresh handle id for a host-side object of this invocation. */
   handle(): number;
 }

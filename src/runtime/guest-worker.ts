@@ -28,6 +28,7 @@ import { guestModel } from './bindings/model.ts';
 import { guestOutput } from './bindings/output.ts';
 import { guestRuntime } from './bindings/runtime.ts';
 import { GuestResultError, type GuestEnv } from './guest-env.ts';
+import type { ArgsOf, CallOp, ReplyOf, SendOp } from './ops.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from './protocol.ts';
 import { onHostWork } from './host-work.ts';
 
@@ -105,13 +106,13 @@ class InstanceEnv implements GuestEnv {
   modelText(name: string): ModelText {
     return modelText(this.models.get(name)!);
   }
-  call(op: string, args: unknown[]): Promise<unknown> {
+  call<K extends CallOp>(op: K, args: ArgsOf<K>): Promise<ReplyOf<K>> {
     if (this.cancelled) return Promise.reject(new Error('the invocation was cancelled'));
     const id = nextCallId++;
     enqueue([this.inv, id, op, args]);
-    return new Promise((resolve, reject) => pending.set(id, { inv: this.inv, resolve, reject }));
+    return new Promise((resolve, reject) => pending.set(id, { inv: this.inv, resolve: resolve as (v: unknown) => void, reject }));
   }
-  send(op: string, args: unknown[]): void {
+  send<K extends SendOp>(op: K, args: ArgsOf<K>): void {
     if (!this.cancelled) enqueue([this.inv, 0, op, args]);
   }
   handle(): number {

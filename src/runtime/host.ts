@@ -26,7 +26,7 @@ import type { Engine } from '../engine/index.ts';
 import { AbiError } from './abi.ts';
 import { contextHandlers } from './bindings/context.ts';
 import { grammarHandlers } from './bindings/grammar.ts';
-import type { HostSide, Handlers } from './bindings/host-side.ts';
+import type { Handler, HostSide, Handlers } from './bindings/host-side.ts';
 import { inferenceHandlers } from './bindings/inference.ts';
 import { messagingHandlers } from './bindings/messaging.ts';
 import { outputHandlers } from './bindings/output.ts';
@@ -35,6 +35,7 @@ import { ComponentStore, type StoredComponent } from './component-store.ts';
 import { Invocation, InvocationError } from './invocation.ts';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
+import { isOpName, type OpName } from './ops.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from './protocol.ts';
 
 export interface HostOptions {
@@ -403,10 +404,11 @@ export class InferletHost implements HostSide {
       if (err instanceof AbiError) return answer([id, false, { kind: 'abi', code: err.code, message }]);
       answer([id, false, { kind: 'trap', code: 'internal', message: `${op} failed: ${message}` }]);
     };
-    const handler = HANDLERS[op];
-    if (!handler) return fail(new Error(`unknown call ${op}`));
+    if (!isOpName(op)) return fail(new Error(`unknown call ${op}`));
+    // One table answers every operation (ops.ts); the arguments are what the guest side passed for `op`.
+    const handler = HANDLERS[op] as Handler<OpName>;
     try {
-      const value = handler(inv, args, this);
+      const value = handler(inv, args as never, this);
       if (value instanceof Promise) value.then((v) => answer([id, true, v]), fail);
       else answer([id, true, value]);
     } catch (err) {

@@ -7,7 +7,7 @@ import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { Invocation, HeldContext } from '../invocation.ts';
 import type { GuestModel } from './model.ts';
-import type { Handlers } from './host-side.ts';
+import type { Handlers, OpsIn } from './host-side.ts';
 import { toAbiError } from './errors.ts';
 
 export interface GuestContext {
@@ -93,7 +93,7 @@ function checkRoom(inv: Invocation): void {
   if (inv.contexts.size >= MAX_CONTEXTS) throw new AbiError('limit-exceeded', `the invocation holds ${inv.contexts.size} contexts; the limit is ${MAX_CONTEXTS} (release those it is done with)`);
 }
 
-export const contextHandlers: Handlers = {
+export const contextHandlers: Handlers<OpsIn<'context'>> = {
   'context.create': (inv, [h, model], host) => {
     checkRoom(inv);
     const engine = host.engine(inv, model);

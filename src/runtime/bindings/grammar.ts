@@ -9,7 +9,7 @@ import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
 import type { GuestModel } from './model.ts';
-import type { Handlers } from './host-side.ts';
+import type { Handlers, OpsIn } from './host-side.ts';
 
 export interface GuestMatcher {
   readonly handle: number;
@@ -141,7 +141,7 @@ function guard<T>(fn: () => T): T {
   }
 }
 
-export const grammarHandlers: Handlers = {
+export const grammarHandlers: Handlers<OpsIn<'grammar'>> = {
   'grammar.create': async (inv, [h, model, source], host) => {
     const engine = host.engine(inv, model);
     if (inv.matchers.size >= MAX_MATCHERS) throw new AbiError('limit-exceeded', `an invocation holds at most ${MAX_MATCHERS} matchers`);

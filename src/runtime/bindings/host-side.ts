@@ -2,6 +2,7 @@
 import type { Engine } from '../../engine/index.ts';
 import type { Invocation } from '../invocation.ts';
 import type { MessageHub } from '../message-hub.ts';
+import type { ArgsOf, OpName, ReplyOf } from '../ops.ts';
 
 export interface HostSide {
   /** The engine serving a model the invocation may use; AbiError not-found otherwise. */
@@ -10,7 +11,9 @@ export interface HostSide {
   log(inv: Invocation, level: string, message: string): void;
 }
 
-// Arguments arrive from a worker as structured clones of what the guest passed.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type Handler = (inv: Invocation, args: any, host: HostSide) => unknown;
-export type Handlers = Record<string, Handler>;
+/** Answers one operation; its arguments arrive as structured clones of what the guest side passed. */
+export type Handler<K extends OpName> = (inv: Invocation, args: ArgsOf<K>, host: HostSide) => ReplyOf<K> | Promise<ReplyOf<K>>;
+/** Handlers for the operations `K` (all of them by default: the host's table must answer every one). */
+export type Handlers<K extends OpName = OpName> = { [Op in K]: Handler<Op> };
+/** The operations of an interface, by prefix (`OpsIn<'context'>`). */
+export type OpsIn<P extends string> = Extract<OpName, `${P}.${string}`>;

@@ -15,27 +15,9 @@ import type { GuestContext } from './context.ts';
 import { generationUsing, heldMatcher, type GuestMatcher } from './grammar.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
-import type { Handlers } from './host-side.ts';
-import { prepareOutput, runsToFlags, toSamplingParams, type WitOutputRequest, type WitSampling } from './sampling.ts';
-
-interface WitForwardArgs {
-  tokens: Uint32Array;
-  positions?: Uint32Array;
-  attention?: Uint32Array[];
-  outputs: WitOutputRequest[];
-}
-
-interface WitGenerateArgs {
-  sampling: WitSampling;
-  maxTokens?: number;
-  stop: string[];
-  stopTokenIds?: Uint32Array;
-  minTokens?: number;
-  includeStopString: boolean;
-  keepSpecialTokens: boolean;
-  logprobs?: number;
-  stream?: { event: string; template?: string; firstSeq: number; toolCalls?: { start: string; arguments: string } };
-}
+import type { Handlers, OpsIn } from './host-side.ts';
+import { prepareOutput, runsToFlags, toSamplingParams } from './sampling.ts';
+import type { WitChunk, WitForwardArgs, WitGenerateArgs, WitGenerationResult, WitOutputRequest } from '../ops.ts';
 
 /** Logits one forward call may bring back to the host (64 MiB of floats: 512 rows at a 32k vocabulary). */
 export const MAX_FORWARD_FLOATS = 16 << 20;
@@ -82,7 +64,7 @@ export function guestInference(env: GuestEnv) {
 const witLogprobs = (lps: TokenLogprob[] | undefined) =>
   (lps ?? []).map((l) => ({ token: l.token, logprob: l.logprob, top: (l.top ?? []).map((t) => ({ token: t.token, logprob: t.logprob })) }));
 
-const wit = (c: GenerationChunk) => ({ text: c.text, tokens: Uint32Array.from(c.tokens), logprobs: witLogprobs(c.logprobs) });
+const wit = (c: GenerationChunk): WitChunk => ({ text: c.text, tokens: Uint32Array.from(c.tokens), logprobs: witLogprobs(c.logprobs) });
 
 /** Turns a chunk's text into its event data: the bare text, or the template with `{{delta}}` (and `{{seq}}`) filled. */
 export function streamData(template: string | undefined, firstSeq = 0): (text: string, index: number) => string {
@@ -155,7 +137,7 @@ function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   return g;
 }
 
-function toWitResult(r: GenerationResult, streamed: number) {
+function toWitResult(r: GenerationResult, streamed: number): WitGenerationResult {
   if (r.finishReason === 'error') throw toAbiError(r.error) ?? new AbiError('internal', 'generation failed');
   return {
     text: r.text,
@@ -171,8 +153,8 @@ function toWitResult(r: GenerationResult, streamed: number) {
   };
 }
 
-export const inferenceHandlers: Handlers = {
-  'inference.forward': async (inv, [h, args]: [number, WitForwardArgs]) => {
+export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
+  'inference.forward': async (inv, [h, args]) => {
     const { engine, ctx } = heldContext(inv, h);
     // Everything is checked before the tokens are appended: a refused call changes nothing.
     // Rows count from the first token not yet computed as far as the guest knows (its pages may have been given back since).
@@ -225,7 +207,7 @@ export const inferenceHandlers: Handlers = {
     }
   },
 
-  'inference.prompt-logprobs': async (inv, [h, top]: [number, number]) => {
+  'inference.prompt-logprobs': async (inv, [h, top]) => {
     const { engine, ctx } = heldContext(inv, h);
     if (!Number.isInteger(top) || top > 20) throw new AbiError('invalid-argument', `top must be at most 20, got ${top}`);
     // The pending tokens take pages as a forward pass's would, and the computed token before them is computed again.
@@ -240,7 +222,7 @@ export const inferenceHandlers: Handlers = {
     }
   },
 
-  'inference.generate': (inv, [h, gh, args, mh]: [number, number, WitGenerateArgs, number | null]) => {
+  'inference.generate': (inv, [h, gh, args, mh]) => {
     const { engine, ctx, family } = heldContext(inv, h);
     const constraint = mh === null ? undefined : heldMatcher(inv, mh);
     if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');

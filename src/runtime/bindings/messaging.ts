@@ -2,7 +2,7 @@
 import { AbiError } from '../abi.ts';
 import type { GuestEnv } from '../guest-env.ts';
 import { MessageLimitError } from '../message-hub.ts';
-import type { Handlers } from './host-side.ts';
+import type { Handlers, OpsIn } from './host-side.ts';
 
 export function guestMessaging(env: GuestEnv) {
   class Subscription {
@@ -43,7 +43,7 @@ function bounded(send: () => void): void {
   }
 }
 
-export const messagingHandlers: Handlers = {
+export const messagingHandlers: Handlers<OpsIn<'messaging'>> = {
   'messaging.push': (inv, [queue, message], host) => bounded(() => host.hub.push(inv.tenant, queue, message)),
   'messaging.pull': async (inv, [queue, timeoutMs], host) => {
     const message = await host.hub.pull(inv.tenant, queue, timeoutMs, inv.signal);

@@ -1,6 +1,6 @@
 /** pie:inferlet/output: events and the result go straight to the invocation; nothing waits. */
 import type { GuestEnv } from '../guest-env.ts';
-import type { Handlers } from './host-side.ts';
+import type { Handlers, OpsIn } from './host-side.ts';
 
 /** Largest event or result a guest may hand over, in characters. */
 const MAX_OUTPUT = 16 << 20;
@@ -49,7 +49,7 @@ export function guestOutput(env: GuestEnv) {
   };
 }
 
-export const outputHandlers: Handlers = {
+export const outputHandlers: Handlers<OpsIn<'output'>> = {
   'output.emit': (inv, [event, data]) => inv.emit(event, data),
   'output.set-result': (inv, [data]) => {
     inv.data = data;

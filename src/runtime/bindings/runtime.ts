@@ -1,6 +1,6 @@
 /** pie:inferlet/runtime: answered inside the worker, except the log line. */
 import type { GuestEnv } from '../guest-env.ts';
-import type { Handlers } from './host-side.ts';
+import type { Handlers, OpsIn } from './host-side.ts';
 
 export function guestRuntime(env: GuestEnv) {
   return {
@@ -14,6 +14,6 @@ export function guestRuntime(env: GuestEnv) {
   };
 }
 
-export const runtimeHandlers: Handlers = {
+export const runtimeHandlers: Handlers<OpsIn<'runtime'>> = {
   'runtime.log': (inv, [level, message], host) => host.log(inv, level, message),
 };

@@ -1,18 +1,7 @@
 /** ABI records to engine values: sampling parameters, run-length sets, step outputs. */
 import { logSumExp, Sampler, topK, TokenHistory, type SamplingParams, type TokenMask } from '../../engine/index.ts';
 import { AbiError } from '../abi.ts';
-
-export interface WitSampling {
-  temperature: number;
-  topP: number;
-  topK: number;
-  minP: number;
-  presencePenalty: number;
-  frequencyPenalty: number;
-  repetitionPenalty: number;
-  logitBias: Array<[number, number]>;
-  seed?: number;
-}
+import type { WitOutput, WitOutputRequest, WitSampling } from '../ops.ts';
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new AbiError('invalid-argument', what);
@@ -69,18 +58,10 @@ export function runsToMask(runs: ArrayLike<number>, vocabSize: number): TokenMas
   return mask;
 }
 
-export type WitOutputKind = { tag: 'sample'; val: WitSampling } | { tag: 'distribution'; val: number } | { tag: 'entropy' };
-export interface WitOutputRequest {
-  row?: number;
-  kind: WitOutputKind;
-  logitMask?: Uint32Array;
-  topLogprobs: number;
-}
-
 const MAX_TOP = 1024;
 
 /** Checks one output request and returns how to compute it from its row's logits (nothing runs before every request is valid). */
-export function prepareOutput(req: WitOutputRequest, vocabSize: number): (logits: Float32Array, history: () => TokenHistory) => unknown {
+export function prepareOutput(req: WitOutputRequest, vocabSize: number): (logits: Float32Array, history: () => TokenHistory) => WitOutput {
   const mask = req.logitMask ? runsToMask(req.logitMask, vocabSize) : undefined;
   switch (req.kind.tag) {
     case 'sample': {

@@ -66,6 +66,7 @@ function toHttpError(err: unknown, promptParam: string): HttpError | null {
   if (err instanceof HttpError) return err;
   if (err instanceof PieError) {
     if (err.code === 'invalid-argument') return new HttpError(400, err.message);
+    if (err.code === 'context-length-exceeded') return new HttpError(400, err.message, promptParam, 'context_length_exceeded');
     if (err.code === 'limit-exceeded') return new HttpError(400, err.message, null, 'limit_exceeded');
     // Even an empty KV cache (kept snapshots given back) cannot hold the request.
     if (err.code === 'kv-cache-exhausted') return new HttpError(400, err.message, promptParam, 'context_length_exceeded');
@@ -193,7 +194,7 @@ export function filling<T>(param: string, fill: () => T): T {
   try {
     return fill();
   } catch (err) {
-    if (err instanceof PieError && err.code === 'invalid-argument' && /the model accepts at most/.test(err.message)) {
+    if (err instanceof PieError && err.code === 'context-length-exceeded') {
       throw new HttpError(400, `This model's maximum context length was exceeded (${err.message}). Please reduce the length of the ${param}.`, param, 'context_length_exceeded');
     }
     throw err;

@@ -6,7 +6,7 @@
 import { fileURLToPath } from 'node:url';
 
 export const WIT_PACKAGE = 'pie:inferlet';
-export const WIT_VERSION = '0.1.0';
+export const WIT_VERSION = '0.2.0';
 /** The WIT folder `pie build` componentizes against. */
 export const WIT_DIR = fileURLToPath(new URL('../../wit', import.meta.url));
 export const WORLD = 'inferlet';
@@ -14,7 +14,7 @@ export const WORLD = 'inferlet';
 export const INTERFACES = ['types', 'runtime', 'model', 'context', 'grammar', 'inference', 'chat', 'messaging', 'output'] as const;
 export type InterfaceName = (typeof INTERFACES)[number];
 
-/** `pie:inferlet/context@0.1.0` → `pie:inferlet/context` (how jco keys the imports object). */
+/** `pie:inferlet/context@0.2.0` → `pie:inferlet/context` (how jco keys the imports object). */
 export function interfaceKey(name: InterfaceName): string {
   return `${WIT_PACKAGE}/${name}`;
 }
@@ -47,7 +47,7 @@ export function checkImport(name: string): ImportVerdict {
 }
 
 /** Error codes of the ABI's `error` record. */
-export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
+export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'context-length-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
 
 /** An expected failure, returned to the guest as `err({code, message})`. */
 export class AbiError extends Error {

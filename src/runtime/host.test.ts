@@ -234,11 +234,11 @@ describe('InferletHost', () => {
     expect(host.stats().workerRestarts).toBe(0);
   });
 
-  it('refuses a text no context can hold before tokenizing it (invalid-argument, the model accepts at most …)', async () => {
+  it('refuses a text no context can hold before tokenizing it (context-length-exceeded, the model accepts at most …)', async () => {
     const { host, probe } = await setup({ workers: 1, stallMs: 200 });
     // Refused before tokenizing (which would take seconds), whatever the text.
     const r = await run(host, probe, { action: 'encode-huge', mb: 3 });
-    expect(r).toMatchObject({ code: 'invalid-argument', message: expect.stringMatching(/the model accepts at most/) });
+    expect(r).toMatchObject({ code: 'context-length-exceeded', message: expect.stringMatching(/the model accepts at most/) });
     expect(host.stats().workerRestarts).toBe(0);
   });
 

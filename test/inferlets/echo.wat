@@ -3,9 +3,9 @@
 ;; It reads its input, emits it back as an "echo" event and sets it as the
 ;; result; on the input "trap" it executes `unreachable`.
 (module
-  (import "pie:inferlet/runtime@0.1.0" "input" (func $input (param i32)))
-  (import "pie:inferlet/output@0.1.0" "emit" (func $emit (param i32 i32 i32 i32)))
-  (import "pie:inferlet/output@0.1.0" "set-result" (func $set_result (param i32 i32)))
+  (import "pie:inferlet/runtime@0.2.0" "input" (func $input (param i32)))
+  (import "pie:inferlet/output@0.2.0" "emit" (func $emit (param i32 i32 i32 i32)))
+  (import "pie:inferlet/output@0.2.0" "set-result" (func $set_result (param i32 i32)))
   (memory (export "memory") 1)
   ;; 0..16: scratch for returned (ptr, len) pairs and the run result; 16..: "echo"; heap from 1024
   (data (i32.const 16) "echo")

@@ -1,7 +1,7 @@
 /** A context: tokens and their KV state on the server. */
-import * as chat from 'pie:inferlet/chat@0.1.0';
-import * as abi from 'pie:inferlet/context@0.1.0';
-import * as inference from 'pie:inferlet/inference@0.1.0';
+import * as chat from 'pie:inferlet/chat@0.2.0';
+import * as abi from 'pie:inferlet/context@0.2.0';
+import * as inference from 'pie:inferlet/inference@0.2.0';
 import { call, PieError } from './errors.ts';
 import { Generation } from './generation.ts';
 import { Grammar, Matcher } from './grammar.ts';

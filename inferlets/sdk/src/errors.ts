@@ -1,5 +1,5 @@
 /** Errors the server returns to an inferlet, as one class with the ABI's code. */
-import type { ErrorCode } from 'pie:inferlet/types@0.1.0';
+import type { ErrorCode } from 'pie:inferlet/types@0.2.0';
 
 export type { ErrorCode };
 

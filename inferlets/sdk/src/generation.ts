@@ -1,6 +1,6 @@
 /** A running host-side generation: iterate its chunks, or wait for its result. */
-import type * as grammar from 'pie:inferlet/grammar@0.1.0';
-import type * as abi from 'pie:inferlet/inference@0.1.0';
+import type * as grammar from 'pie:inferlet/grammar@0.2.0';
+import type * as abi from 'pie:inferlet/inference@0.2.0';
 import { call } from './errors.ts';
 import type { ParsedToolCalls, ToolCall } from './model.ts';
 

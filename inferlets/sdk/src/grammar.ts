@@ -1,5 +1,5 @@
 /** Grammars that constrain what a model writes: JSON schemas, regexes, EBNF, choices, structural tags. */
-import * as abi from 'pie:inferlet/grammar@0.1.0';
+import * as abi from 'pie:inferlet/grammar@0.2.0';
 import { call } from './errors.ts';
 import type { Model } from './model.ts';
 

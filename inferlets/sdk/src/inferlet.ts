@@ -1,5 +1,5 @@
 /** The entry point wrapper every inferlet exports as `run`. */
-import * as output from 'pie:inferlet/output@0.1.0';
+import * as output from 'pie:inferlet/output@0.2.0';
 import { input } from './runtime.ts';
 
 /**

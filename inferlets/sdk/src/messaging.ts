@@ -1,5 +1,5 @@
 /** Messages between running inferlets of the same tenant. */
-import * as abi from 'pie:inferlet/messaging@0.1.0';
+import * as abi from 'pie:inferlet/messaging@0.2.0';
 import { call } from './errors.ts';
 
 /**

@@ -1,7 +1,7 @@
 /** A model and its tokenizer. */
-import * as chat from 'pie:inferlet/chat@0.1.0';
-import * as abi from 'pie:inferlet/model@0.1.0';
-import { models } from 'pie:inferlet/runtime@0.1.0';
+import * as chat from 'pie:inferlet/chat@0.2.0';
+import * as abi from 'pie:inferlet/model@0.2.0';
+import { models } from 'pie:inferlet/runtime@0.2.0';
 import { Context, type ToolCallOptions } from './context.ts';
 import { Matcher } from './grammar.ts';
 import { call, PieError } from './errors.ts';

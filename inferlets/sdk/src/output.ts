@@ -1,5 +1,5 @@
 /** What the caller receives: events while running, then a result. */
-import * as abi from 'pie:inferlet/output@0.1.0';
+import * as abi from 'pie:inferlet/output@0.2.0';
 
 /**
  * Sends an event to the caller now (an SSE event for HTTP callers). Objects are sent as JSON.

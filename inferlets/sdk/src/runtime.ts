@@ -1,5 +1,5 @@
 /** The invocation itself: input, identity, time, log. */
-import * as abi from 'pie:inferlet/runtime@0.1.0';
+import * as abi from 'pie:inferlet/runtime@0.2.0';
 
 /** The invocation's input, parsed from JSON. */
 export function input<T = unknown>(): T {

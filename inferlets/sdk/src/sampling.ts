@@ -1,5 +1,5 @@
 /** Sampling parameters, named as in the OpenAI API, and presets. */
-import type { Sampling } from 'pie:inferlet/types@0.1.0';
+import type { Sampling } from 'pie:inferlet/types@0.2.0';
 
 export interface SamplingOptions {
   /** 0 is greedy (default 1). */

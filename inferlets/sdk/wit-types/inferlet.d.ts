@@ -7,16 +7,16 @@
 /// <reference path="./interfaces/pie-inferlet-output.d.ts" />
 /// <reference path="./interfaces/pie-inferlet-runtime.d.ts" />
 /// <reference path="./interfaces/pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/inferlet@0.1.0' {
-  export type * as PieInferletChat010 from 'pie:inferlet/chat@0.1.0'; // import pie:inferlet/chat@0.1.0
-  export type * as PieInferletContext010 from 'pie:inferlet/context@0.1.0'; // import pie:inferlet/context@0.1.0
-  export type * as PieInferletGrammar010 from 'pie:inferlet/grammar@0.1.0'; // import pie:inferlet/grammar@0.1.0
-  export type * as PieInferletInference010 from 'pie:inferlet/inference@0.1.0'; // import pie:inferlet/inference@0.1.0
-  export type * as PieInferletMessaging010 from 'pie:inferlet/messaging@0.1.0'; // import pie:inferlet/messaging@0.1.0
-  export type * as PieInferletModel010 from 'pie:inferlet/model@0.1.0'; // import pie:inferlet/model@0.1.0
-  export type * as PieInferletOutput010 from 'pie:inferlet/output@0.1.0'; // import pie:inferlet/output@0.1.0
-  export type * as PieInferletRuntime010 from 'pie:inferlet/runtime@0.1.0'; // import pie:inferlet/runtime@0.1.0
-  export type * as PieInferletTypes010 from 'pie:inferlet/types@0.1.0'; // import pie:inferlet/types@0.1.0
+declare module 'pie:inferlet/inferlet@0.2.0' {
+  export type * as PieInferletChat020 from 'pie:inferlet/chat@0.2.0'; // import pie:inferlet/chat@0.2.0
+  export type * as PieInferletContext020 from 'pie:inferlet/context@0.2.0'; // import pie:inferlet/context@0.2.0
+  export type * as PieInferletGrammar020 from 'pie:inferlet/grammar@0.2.0'; // import pie:inferlet/grammar@0.2.0
+  export type * as PieInferletInference020 from 'pie:inferlet/inference@0.2.0'; // import pie:inferlet/inference@0.2.0
+  export type * as PieInferletMessaging020 from 'pie:inferlet/messaging@0.2.0'; // import pie:inferlet/messaging@0.2.0
+  export type * as PieInferletModel020 from 'pie:inferlet/model@0.2.0'; // import pie:inferlet/model@0.2.0
+  export type * as PieInferletOutput020 from 'pie:inferlet/output@0.2.0'; // import pie:inferlet/output@0.2.0
+  export type * as PieInferletRuntime020 from 'pie:inferlet/runtime@0.2.0'; // import pie:inferlet/runtime@0.2.0
+  export type * as PieInferletTypes020 from 'pie:inferlet/types@0.2.0'; // import pie:inferlet/types@0.2.0
   /**
   * The invocation's entry point; an error fails the invocation with its message.
   */

@@ -5,7 +5,7 @@ import { AbiError, type ErrorCode } from '../abi.ts';
 const CODES: Record<string, ErrorCode> = {
   context_busy: 'busy',
   context_released: 'invalid-argument',
-  context_length_exceeded: 'invalid-argument',
+  context_length_exceeded: 'context-length-exceeded',
   invalid_token: 'invalid-argument',
   empty_context: 'invalid-argument',
   invalid_positions: 'invalid-argument',

@@ -13,7 +13,7 @@ export function checkEncodable(text: ModelText, s: string): void {
   const limit = text.config.maxPositionEmbeddings;
   const atLeast = Math.ceil(s.length / (text.tokenizer.maxTokenBytes * 3));
   if (atLeast > limit) {
-    throw new GuestResultError('invalid-argument', `a text of ${s.length} characters is at least ${atLeast} tokens; the model accepts at most ${limit}`);
+    throw new GuestResultError('context-length-exceeded', `a text of ${s.length} characters is at least ${atLeast} tokens; the model accepts at most ${limit}`);
   }
 }
 

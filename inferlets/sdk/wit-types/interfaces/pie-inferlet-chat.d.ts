@@ -1,7 +1,7 @@
 /// <reference path="./pie-inferlet-grammar.d.ts" />
 /// <reference path="./pie-inferlet-model.d.ts" />
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/chat@0.1.0' {
+declare module 'pie:inferlet/chat@0.2.0' {
   /**
    * Renders messages (and tools) through the model's chat template.
    */
@@ -31,9 +31,9 @@ declare module 'pie:inferlet/chat@0.1.0' {
    * be incomplete, and a tail of the content that may yet start a call is held back.
    */
   export function parseToolCalls(model: Model, text: string, final: boolean): ParsedToolCalls;
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
-  export type Model = import('pie:inferlet/model@0.1.0').Model;
-  export type Matcher = import('pie:inferlet/grammar@0.1.0').Matcher;
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
+  export type Model = import('pie:inferlet/model@0.2.0').Model;
+  export type Matcher = import('pie:inferlet/grammar@0.2.0').Matcher;
   export interface Message {
     /**
      * system, developer, user, assistant or tool.

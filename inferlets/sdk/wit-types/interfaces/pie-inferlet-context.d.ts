@@ -1,8 +1,8 @@
 /// <reference path="./pie-inferlet-model.d.ts" />
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/context@0.1.0' {
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
-  export type Model = import('pie:inferlet/model@0.1.0').Model;
+declare module 'pie:inferlet/context@0.2.0' {
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
+  export type Model = import('pie:inferlet/model@0.2.0').Model;
   
   export class Context implements Disposable {
     /**

@@ -1,9 +1,9 @@
 /// <reference path="./pie-inferlet-model.d.ts" />
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/grammar@0.1.0' {
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
-  export type Runs = import('pie:inferlet/types@0.1.0').Runs;
-  export type Model = import('pie:inferlet/model@0.1.0').Model;
+declare module 'pie:inferlet/grammar@0.2.0' {
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
+  export type Runs = import('pie:inferlet/types@0.2.0').Runs;
+  export type Model = import('pie:inferlet/model@0.2.0').Model;
   
   export class Matcher implements Disposable {
     /**

@@ -1,7 +1,7 @@
 /// <reference path="./pie-inferlet-context.d.ts" />
 /// <reference path="./pie-inferlet-grammar.d.ts" />
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/inference@0.1.0' {
+declare module 'pie:inferlet/inference@0.2.0' {
   /**
    * Computes the context's pending tokens in the server's next batch.
    * A sampled token is not appended: fill it in the next call.
@@ -25,12 +25,12 @@ declare module 'pie:inferlet/inference@0.1.0' {
    * the grammar is complete. One matcher serves one generation at a time.
    */
   export function generate(ctx: Context, args: GenerateArgs, constraint: Matcher | undefined): Generation;
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
-  export type Sampling = import('pie:inferlet/types@0.1.0').Sampling;
-  export type Runs = import('pie:inferlet/types@0.1.0').Runs;
-  export type TokenLogprob = import('pie:inferlet/types@0.1.0').TokenLogprob;
-  export type Context = import('pie:inferlet/context@0.1.0').Context;
-  export type Matcher = import('pie:inferlet/grammar@0.1.0').Matcher;
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
+  export type Sampling = import('pie:inferlet/types@0.2.0').Sampling;
+  export type Runs = import('pie:inferlet/types@0.2.0').Runs;
+  export type TokenLogprob = import('pie:inferlet/types@0.2.0').TokenLogprob;
+  export type Context = import('pie:inferlet/context@0.2.0').Context;
+  export type Matcher = import('pie:inferlet/grammar@0.2.0').Matcher;
   /**
    * ---- the step level: one forward pass, outputs chosen by the guest ----
    */

@@ -1,5 +1,5 @@
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/messaging@0.1.0' {
+declare module 'pie:inferlet/messaging@0.2.0' {
   /**
    * Appends a message to a queue; one puller receives it. Bounded per tenant
    * (a message's size, what the tenant's queues hold unread, how many queues,
@@ -16,7 +16,7 @@ declare module 'pie:inferlet/messaging@0.1.0' {
    * no room under the bounds misses it); `limit-exceeded` for a message too large.
    */
   export function broadcast(topic: string, message: string): void;
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
   
   export class Subscription implements Disposable {
     constructor(topic: string)

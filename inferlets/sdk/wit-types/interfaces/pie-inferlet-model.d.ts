@@ -1,6 +1,6 @@
 /// <reference path="./pie-inferlet-types.d.ts" />
-declare module 'pie:inferlet/model@0.1.0' {
-  export type Error = import('pie:inferlet/types@0.1.0').Error;
+declare module 'pie:inferlet/model@0.2.0' {
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
   export interface ModelInfo {
     name: string,
     architecture: string,

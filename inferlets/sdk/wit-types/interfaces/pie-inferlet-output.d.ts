@@ -1,4 +1,4 @@
-declare module 'pie:inferlet/output@0.1.0' {
+declare module 'pie:inferlet/output@0.2.0' {
   /**
    * Sends an event to the caller as it happens (an SSE event for HTTP callers).
    */

@@ -1,4 +1,4 @@
-declare module 'pie:inferlet/runtime@0.1.0' {
+declare module 'pie:inferlet/runtime@0.2.0' {
   /**
    * The invocation's input (JSON text; "null" when there is none).
    */

@@ -1,4 +1,4 @@
-declare module 'pie:inferlet/types@0.1.0' {
+declare module 'pie:inferlet/types@0.2.0' {
   /**
    * Why a call failed.
    * # Variants
@@ -12,9 +12,14 @@ declare module 'pie:inferlet/types@0.1.0' {
    * ## `"limit-exceeded"`
    * 
    * A per-invocation limit (pages, tokens, wall time) would be exceeded.
+   * ## `"context-length-exceeded"`
+   * 
+   * The context would be longer than the model accepts (a text to
+   * encode or tokens to append): no retry of the same request fits.
    * ## `"kv-cache-exhausted"`
    * 
-   * The KV cache cannot hold the request even when empty.
+   * The KV cache cannot hold the request even when empty (or within the
+   * tenant's share of it).
    * ## `"overloaded"`
    * 
    * No room now: the KV cache stayed full with other work for the
@@ -32,7 +37,7 @@ declare module 'pie:inferlet/types@0.1.0' {
    * 
    * A bug in the server.
    */
-  export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
+  export type ErrorCode = 'invalid-argument' | 'not-found' | 'limit-exceeded' | 'context-length-exceeded' | 'kv-cache-exhausted' | 'overloaded' | 'busy' | 'cancelled' | 'unsupported' | 'internal';
   export interface Error {
     code: ErrorCode,
     message: string,

@@ -25,9 +25,9 @@ import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 import { startEngine, type Engine } from '../src/engine/index.ts';
 import { createRandomModel, PRESETS } from '../src/model/random.ts';
-import { buildCached, type GuestEngine } from '../src/runtime/build.ts';
-import { ComponentStore, type StoredComponent } from '../src/runtime/component-store.ts';
-import { InferletHost } from '../src/runtime/host.ts';
+import { buildCached, type GuestEngine } from '../src/runtime/host/build.ts';
+import { ComponentStore, type StoredComponent } from '../src/runtime/host/component-store.ts';
+import { InferletHost } from '../src/runtime/host/host.ts';
 
 const { values: args } = parseArgs({
   options: {

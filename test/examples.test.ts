@@ -5,8 +5,8 @@
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
-import type { StoredComponent } from '../src/runtime/component-store.ts';
-import type { InferletHost } from '../src/runtime/host.ts';
+import type { StoredComponent } from '../src/runtime/host/component-store.ts';
+import type { InferletHost } from '../src/runtime/host/host.ts';
 import { greedy, haveStories, REPO_ROOT, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 import { buildInferlet, testHost } from './inferlet-helpers.ts';
 

@@ -6,8 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
-import { buildCached } from '../src/runtime/build.ts';
-import { InferletHost, type HostOptions } from '../src/runtime/host.ts';
+import { buildCached } from '../src/runtime/host/build.ts';
+import { InferletHost, type HostOptions } from '../src/runtime/host/host.ts';
 
 const BUILDS = join(tmpdir(), 'pie-gateway-test-inferlets');
 export const COMPONENT_CACHE = join(tmpdir(), 'pie-gateway-test-components');

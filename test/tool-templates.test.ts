@@ -8,8 +8,8 @@ import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startEngine, type Engine } from '../src/engine/index.ts';
 import { loadModelText } from '../src/model/load.ts';
-import { guestChat } from '../src/runtime/bindings/chat.ts';
-import type { GuestModel } from '../src/runtime/bindings/model.ts';
+import { guestChat } from '../src/runtime/guest/chat.ts';
+import type { GuestModel } from '../src/runtime/guest/model.ts';
 import { startGateway, type TestServer } from './gateway-helpers.ts';
 import { haveChatTemplates, SKIP_CHAT_TEMPLATES, templatedModelDir } from './helpers.ts';
 

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
-import { build, type GuestEngine } from '../runtime/build.ts';
+import { build, type GuestEngine } from '../runtime/host/build.ts';
 import { engineFromConfig, hostFromConfig } from './start.ts';
 
 export class UsageError extends Error {}

@@ -3,7 +3,7 @@ import { resolve } from 'node:path';
 import type { Config } from '../config.ts';
 import { startEngine, type Engine } from '../engine/index.ts';
 import { ensureDefaultModel } from '../model/default-model.ts';
-import { InferletHost } from '../runtime/host.ts';
+import { InferletHost } from '../runtime/host/host.ts';
 
 /**
  * Starts an engine on `modelDir` (or the config's model). Its served name is

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { InvocationResult } from '../runtime/invocation.ts';
+import type { InvocationResult } from '../runtime/host/invocation.ts';
 import { choicesFinishReasons, responseFinishReasons } from './finish-reasons.ts';
 
 const result = (body: unknown): InvocationResult => ({ data: body === null ? null : JSON.stringify(body), status: 200, headers: {} });

@@ -7,7 +7,7 @@
  *   chat / completions: each choice's `finish_reason` (the body, or a stream's final chunks)
  *   responses:          the response's status and output (incomplete → length, a function call → tool_calls)
  */
-import type { InvocationResult, OutputEvent } from '../runtime/invocation.ts';
+import type { InvocationResult, OutputEvent } from '../runtime/host/invocation.ts';
 
 /** vLLM's reasons, and the API's: a request that ended on its own, or was cut off, cancelled or failed. */
 export type FinishReason = 'stop' | 'length' | 'tool_calls' | 'abort' | 'error';

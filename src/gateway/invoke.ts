@@ -7,9 +7,9 @@
 import { randomBytes } from 'node:crypto';
 import type { Response } from 'express';
 import type { Engine } from '../engine/index.ts';
-import type { InferletHost } from '../runtime/host.ts';
-import type { StoredComponent } from '../runtime/component-store.ts';
-import { InvocationError, type Invocation } from '../runtime/invocation.ts';
+import type { InferletHost } from '../runtime/host/host.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
+import { InvocationError, type Invocation } from '../runtime/host/invocation.ts';
 import type { InstanceLimits } from '../runtime/protocol.ts';
 import type { FinishReason, FinishReasonReader } from './finish-reasons.ts';
 import type { GatewayMetrics, RequestMetrics, RequestParams } from './metrics.ts';

@@ -22,7 +22,7 @@
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { Engine, EngineStats, StepStats } from '../engine/index.ts';
-import type { GenerationTiming, InvocationObserver } from '../runtime/invocation.ts';
+import type { GenerationTiming, InvocationObserver } from '../runtime/host/invocation.ts';
 import type { FinishReason } from './finish-reasons.ts';
 
 /*

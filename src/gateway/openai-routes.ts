@@ -7,7 +7,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { Router, type Request, type Response } from 'express';
-import type { StoredComponent } from '../runtime/component-store.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { OpenAIInput } from '../../inferlets/builtin/protocol.ts';
 import { mayUseModel, principalOf, requireModel, requireScope } from './auth.ts';
 import { ModelNotFoundError, UnsupportedFieldError } from './errors.ts';

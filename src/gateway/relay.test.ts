@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { InvocationError } from '../runtime/invocation.ts';
+import { InvocationError } from '../runtime/host/invocation.ts';
 import { sseEvent, toApiError } from './relay.ts';
 
 describe('relay', () => {

@@ -9,8 +9,8 @@
  *   failure, no events ─► OpenAI error JSON       failure mid-stream ─► a final `data: {"error": …}`
  */
 import type { Response } from 'express';
-import type { Invocation, InvocationResult, OutputEvent } from '../runtime/invocation.ts';
-import { InvocationError } from '../runtime/invocation.ts';
+import type { Invocation, InvocationResult, OutputEvent } from '../runtime/host/invocation.ts';
+import { InvocationError } from '../runtime/host/invocation.ts';
 import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
 
 /** Formats one SSE event: `message` events are bare `data:` lines (as OpenAI's chat streams), others name themselves. */

@@ -8,8 +8,8 @@
  * its place before the inferlet sees the request.
  */
 import { Router, type Request, type Response } from 'express';
-import type { StoredComponent } from '../runtime/component-store.ts';
-import type { Invocation } from '../runtime/invocation.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
+import type { Invocation } from '../runtime/host/invocation.ts';
 import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';

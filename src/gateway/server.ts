@@ -15,7 +15,7 @@ import { fileURLToPath } from 'node:url';
 import express, { Router, type ErrorRequestHandler, type NextFunction, type Request, type RequestHandler, type Response } from 'express';
 import * as OpenApiValidator from 'express-openapi-validator';
 import helmet from 'helmet';
-import type { StoredComponent } from '../runtime/component-store.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
 import { auth, principalOf, requireScope, type ApiKey } from './auth.ts';
 import { customRoutes, type LoadedRoute } from './custom-routes.ts';
 import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
-import { runsToFlags } from '../../../src/runtime/bindings/sampling.ts';
+import { runsToFlags } from '../../../src/runtime/host/handlers/sampling.ts';
 
 const members = (runs: Uint32Array, size: number) => [...runsToFlags(runs, size)].flatMap((f, i) => (f ? [i] : []));
 

@@ -3,10 +3,10 @@
  * the models it may load (tokenizers live in the worker, so tokenizing and
  * chat rendering cost no message), and the two ways to reach the host.
  */
-import type { ModelText } from '../model/load.ts';
-import type { ErrorCode } from './abi.ts';
-import type { ArgsOf, CallOp, ReplyOf, SendOp } from './ops.ts';
-import type { ModelDescriptor } from './protocol.ts';
+import type { ModelText } from '../../model/load.ts';
+import type { ErrorCode } from '../abi.ts';
+import type { ArgsOf, CallOp, ReplyOf, SendOp } from '../ops.ts';
+import type { ModelDescriptor } from '../protocol.ts';
 
 export interface GuestEnv {
   readonly inv: number;

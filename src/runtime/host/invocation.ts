@@ -9,11 +9,11 @@
  *      │  ├──limit / watchdog───────► failed
  *      │  └──cancel() / signal──────► cancelled
  */
-import type { Context, Engine, FinishReason, Generation, GenerationChunk, Matcher } from '../engine/index.ts';
-import type { HeldMatcher } from './bindings/grammar.ts';
+import type { Context, Engine, FinishReason, Generation, GenerationChunk, Matcher } from '../../engine/index.ts';
+import type { HeldMatcher } from './handlers/grammar.ts';
 import type { PageReservation } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
-import type { InstanceLimits } from './protocol.ts';
+import type { InstanceLimits } from '../protocol.ts';
 
 export interface OutputEvent {
   event: string;

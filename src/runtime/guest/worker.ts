@@ -17,19 +17,12 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
-import { loadModelText, type ModelText } from '../model/load.ts';
-import { INTERFACES, interfaceKey } from './abi.ts';
-import { guestChat } from './bindings/chat.ts';
-import { guestContext } from './bindings/context.ts';
-import { guestGrammar } from './bindings/grammar.ts';
-import { guestInference } from './bindings/inference.ts';
-import { guestMessaging } from './bindings/messaging.ts';
-import { guestModel } from './bindings/model.ts';
-import { guestOutput } from './bindings/output.ts';
-import { guestRuntime } from './bindings/runtime.ts';
-import { GuestResultError, type GuestEnv } from './guest-env.ts';
-import type { ArgsOf, CallOp, ReplyOf, SendOp } from './ops.ts';
-import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from './protocol.ts';
+import { loadModelText, type ModelText } from '../../model/load.ts';
+import { INTERFACES, interfaceKey } from '../abi.ts';
+import { GuestResultError, type GuestEnv } from './env.ts';
+import { guestImports } from './imports.ts';
+import type { ArgsOf, CallOp, ReplyOf, SendOp } from '../ops.ts';
+import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from '../protocol.ts';
 import { onHostWork } from './host-work.ts';
 
 const port = parentPort!;
@@ -164,18 +157,7 @@ function guard<T extends object>(env: InstanceEnv, obj: T): T {
 }
 
 function importsFor(env: InstanceEnv): Record<string, object> {
-  const grammar = guestGrammar(env);
-  const parts: Record<(typeof INTERFACES)[number], object> = {
-    types: {},
-    runtime: guestRuntime(env),
-    model: guestModel(env),
-    context: guestContext(env),
-    grammar,
-    inference: guestInference(env),
-    chat: guestChat(grammar),
-    messaging: guestMessaging(env),
-    output: guestOutput(env),
-  };
+  const parts = guestImports(env);
   return Object.fromEntries(INTERFACES.map((name) => [interfaceKey(name), guard(env, parts[name])]));
 }
 

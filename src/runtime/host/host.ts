@@ -22,21 +22,16 @@
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import type { Engine } from '../engine/index.ts';
-import { AbiError } from './abi.ts';
-import { contextHandlers } from './bindings/context.ts';
-import { grammarHandlers } from './bindings/grammar.ts';
-import type { Handler, HostSide, Handlers } from './bindings/host-side.ts';
-import { inferenceHandlers } from './bindings/inference.ts';
-import { messagingHandlers } from './bindings/messaging.ts';
-import { outputHandlers } from './bindings/output.ts';
-import { runtimeHandlers } from './bindings/runtime.ts';
+import type { Engine } from '../../engine/index.ts';
+import { AbiError } from '../abi.ts';
+import type { Handler, HostSide } from './handlers/host-side.ts';
+import { HANDLERS } from './handlers/index.ts';
 import { ComponentStore, type StoredComponent } from './component-store.ts';
 import { Invocation, InvocationError } from './invocation.ts';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
-import { isOpName, type OpName } from './ops.ts';
-import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from './protocol.ts';
+import { isOpName, type OpName } from '../ops.ts';
+import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from '../protocol.ts';
 
 export interface HostOptions {
   /** The engines inferlets may use, by their model's served name. */
@@ -95,8 +90,6 @@ export interface HostStats {
   quarantined: number;
 }
 
-const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...grammarHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
-
 class WorkerSlot {
   readonly worker: Worker;
   readonly heartbeat = new Int32Array(new SharedArrayBuffer(HEARTBEAT.size * 4));
@@ -118,7 +111,7 @@ class WorkerSlot {
   watching = false;
 
   constructor() {
-    this.worker = new Worker(new URL('./guest-worker.ts', import.meta.url), { workerData: { heartbeat: this.heartbeat.buffer } });
+    this.worker = new Worker(new URL('../guest/worker.ts', import.meta.url), { workerData: { heartbeat: this.heartbeat.buffer } });
     this.ready = new Promise((resolve) => {
       const onReady = (m: WorkerToHost) => {
         if (m.t !== 'ready') return;
@@ -260,7 +253,7 @@ export class InferletHost implements HostSide {
     await Promise.all(this.slots.map((s) => ((s.dead = true), s.worker.terminate())));
   }
 
-  // ---- HostSide (what the bindings see) ----
+  // ---- HostSide (what the handlers see) ----
 
   engine(inv: Invocation, model: string): Engine {
     const e = inv.allowedModels.has(model) ? this.engines.get(model) : undefined;

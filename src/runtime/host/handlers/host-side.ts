@@ -1,8 +1,8 @@
 /** What the host-side half of a binding may use: engines by model name, the message hub, the log. */
-import type { Engine } from '../../engine/index.ts';
+import type { Engine } from '../../../engine/index.ts';
 import type { Invocation } from '../invocation.ts';
 import type { MessageHub } from '../message-hub.ts';
-import type { ArgsOf, OpName, ReplyOf } from '../ops.ts';
+import type { ArgsOf, OpName, ReplyOf } from '../../ops.ts';
 
 export interface HostSide {
   /** The engine serving a model the invocation may use; AbiError not-found otherwise. */

@@ -1,6 +1,6 @@
 /** Engine errors as the ABI's error codes. */
-import { EngineError } from '../../engine/index.ts';
-import { AbiError, type ErrorCode } from '../abi.ts';
+import { EngineError } from '../../../engine/index.ts';
+import { AbiError, type ErrorCode } from '../../abi.ts';
 
 const CODES: Record<string, ErrorCode> = {
   context_busy: 'busy',

@@ -1,7 +1,7 @@
 /** ABI records to engine values: sampling parameters, run-length sets, step outputs. */
-import { logSumExp, Sampler, topK, TokenHistory, type SamplingParams, type TokenMask } from '../../engine/index.ts';
-import { AbiError } from '../abi.ts';
-import type { WitOutput, WitOutputRequest, WitSampling } from '../ops.ts';
+import { logSumExp, Sampler, topK, TokenHistory, type SamplingParams, type TokenMask } from '../../../engine/index.ts';
+import { AbiError } from '../../abi.ts';
+import type { WitOutput, WitOutputRequest, WitSampling } from '../../ops.ts';
 
 function check(ok: boolean, what: string): void {
   if (!ok) throw new AbiError('invalid-argument', what);

@@ -5,10 +5,10 @@
  * plus reserved. A call that would pass a limit fails with limit-exceeded
  * before anything is queued.
  */
-import type { Context } from '../engine/index.ts';
-import { AbiError } from './abi.ts';
+import type { Context } from '../../engine/index.ts';
+import { AbiError } from '../abi.ts';
 import type { Invocation } from './invocation.ts';
-import type { InstanceLimits } from './protocol.ts';
+import type { InstanceLimits } from '../protocol.ts';
 
 /** The longest delay a Node.js timer takes (a longer one fires at once). */
 export const MAX_TIMER_MS = 2 ** 31 - 1;

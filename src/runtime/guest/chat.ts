@@ -1,10 +1,10 @@
 /** pie:inferlet/chat: rendered in the worker with the model's template; tool calls in the model's format (model/tool-calls.ts). */
 import type { ChatMessage } from '../../model/chat-template.ts';
 import { detectToolFormat, genericMessages, parseToolCalls, toolCallTag, type ToolChoice, type ToolSpec } from '../../model/tool-calls.ts';
-import { GuestResultError } from '../guest-env.ts';
+import { GuestResultError } from './env.ts';
 import type { guestGrammar } from './grammar.ts';
 import { encodeFor, type GuestModel } from './model.ts';
-import { hostWork } from '../host-work.ts';
+import { hostWork } from './host-work.ts';
 
 interface WitMessage {
   role: string;

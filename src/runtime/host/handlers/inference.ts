@@ -3,63 +3,22 @@
  * generate loop. A generation streams to the caller from here, inside the
  * engine's step; the guest only pulls chunks if it asks for them.
  */
-import { TokenHistory, type GenerationChunk, type GenerationResult, type TokenLogprob } from '../../engine/index.ts';
-import type { ChatTemplate } from '../../model/chat-template.ts';
-import { newCallId, ToolCallStream, type ToolCallDelta } from '../../model/tool-call-stream.ts';
-import { detectToolFormat, parseToolCalls } from '../../model/tool-calls.ts';
-import { AbiError } from '../abi.ts';
-import type { GuestEnv } from '../guest-env.ts';
+import { TokenHistory, type GenerationChunk, type GenerationResult, type TokenLogprob } from '../../../engine/index.ts';
+import type { ChatTemplate } from '../../../model/chat-template.ts';
+import { newCallId, ToolCallStream, type ToolCallDelta } from '../../../model/tool-call-stream.ts';
+import { detectToolFormat, parseToolCalls } from '../../../model/tool-calls.ts';
+import { AbiError } from '../../abi.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
 import { reservePages, reserveTokens, tokensWithinPages, type PageReservation } from '../limits.ts';
-import type { GuestContext } from './context.ts';
-import { generationUsing, heldMatcher, type GuestMatcher } from './grammar.ts';
+import { generationUsing, heldMatcher } from './grammar.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
 import { prepareOutput, runsToFlags, toSamplingParams } from './sampling.ts';
-import type { WitChunk, WitForwardArgs, WitGenerateArgs, WitGenerationResult, WitOutputRequest } from '../ops.ts';
+import type { WitChunk, WitForwardArgs, WitGenerateArgs, WitGenerationResult, WitOutputRequest } from '../../ops.ts';
 
 /** Logits one forward call may bring back to the host (64 MiB of floats: 512 rows at a 32k vocabulary). */
 export const MAX_FORWARD_FLOATS = 16 << 20;
-
-export function guestInference(env: GuestEnv) {
-  class Generation {
-    readonly handle: number;
-    /** Chunks fetched from the host, handed out one per `next`. */
-    private readonly buffered: unknown[] = [];
-    private ended = false;
-    constructor(handle: number) {
-      this.handle = handle;
-    }
-    async next() {
-      if (this.buffered.length === 0 && !this.ended) {
-        const chunks = (await env.call('generation.next', [this.handle])) as unknown[] | null;
-        if (chunks === null) this.ended = true;
-        else this.buffered.push(...chunks);
-      }
-      return this.buffered.shift();
-    }
-    finish() {
-      return env.call('generation.finish', [this.handle]);
-    }
-    cancel() {
-      env.send('generation.cancel', [this.handle]);
-    }
-    [Symbol.dispose]() {
-      env.send('generation.drop', [this.handle]);
-    }
-  }
-  return {
-    Generation,
-    forward: (ctx: GuestContext, args: WitForwardArgs) => env.call('inference.forward', [ctx.handle, args]),
-    promptLogprobs: (ctx: GuestContext, top: number) => env.call('inference.prompt-logprobs', [ctx.handle, top]),
-    generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: GuestMatcher | undefined) => {
-      const h = env.handle();
-      await env.call('inference.generate', [ctx.handle, h, args, constraint?.handle ?? null]);
-      return new Generation(h);
-    },
-  };
-}
 
 const witLogprobs = (lps: TokenLogprob[] | undefined) =>
   (lps ?? []).map((l) => ({ token: l.token, logprob: l.logprob, top: (l.top ?? []).map((t) => ({ token: t.token, logprob: t.logprob })) }));

@@ -1,34 +1,7 @@
 /** pie:inferlet/messaging over the host's MessageHub, scoped to the invocation's tenant. */
-import { AbiError } from '../abi.ts';
-import type { GuestEnv } from '../guest-env.ts';
+import { AbiError } from '../../abi.ts';
 import { MessageLimitError } from '../message-hub.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
-
-export function guestMessaging(env: GuestEnv) {
-  class Subscription {
-    readonly handle: number;
-    constructor(topic: string) {
-      this.handle = env.handle();
-      env.send('messaging.subscribe', [this.handle, topic]);
-    }
-    async next(timeoutMs?: number) {
-      return (await env.call('messaging.next', [this.handle, timeoutMs])) ?? undefined;
-    }
-    [Symbol.dispose]() {
-      env.send('messaging.unsubscribe', [this.handle]);
-    }
-  }
-  return {
-    Subscription,
-    push: async (queue: string, message: string) => {
-      await env.call('messaging.push', [queue, message]);
-    },
-    pull: async (queue: string, timeoutMs?: number) => (await env.call('messaging.pull', [queue, timeoutMs])) ?? undefined,
-    broadcast: async (topic: string, message: string) => {
-      await env.call('messaging.broadcast', [topic, message]);
-    },
-  };
-}
 
 /** Subscriptions one invocation may hold at once. */
 export const MAX_SUBSCRIPTIONS = 256;

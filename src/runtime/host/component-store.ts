@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ASYNC_IMPORTS, checkImport } from './abi.ts';
+import { ASYNC_IMPORTS, checkImport } from '../abi.ts';
 
 export interface StoredComponent {
   /** sha256 of the component's bytes (hex). */

@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { tmpdir } from 'node:os';
 import { basename, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { WIT_DIR, WORLD } from './abi.ts';
+import { WIT_DIR, WORLD } from '../abi.ts';
 
 export type GuestEngine = 'qjs' | 'sm';
 
@@ -30,7 +30,7 @@ export class BuildError extends Error {
   override name = 'BuildError';
 }
 
-const SDK_ENTRY = fileURLToPath(new URL('../../inferlets/sdk/src/index.ts', import.meta.url));
+const SDK_ENTRY = fileURLToPath(new URL('../../../inferlets/sdk/src/index.ts', import.meta.url));
 
 /** One ES module with the SDK inlined and only `pie:inferlet/*` left as imports. */
 export async function bundle(entry: string): Promise<string> {

@@ -1,7 +1,7 @@
 /** pie:inferlet/model: tokenizers live in the worker, so none of these leave it. */
 import type { ModelText } from '../../model/load.ts';
-import { GuestResultError, type GuestEnv } from '../guest-env.ts';
-import { hostWork } from '../host-work.ts';
+import { GuestResultError, type GuestEnv } from './env.ts';
+import { hostWork } from './host-work.ts';
 
 /**
  * Refuses, before tokenizing it, a text no context of the model can hold: it

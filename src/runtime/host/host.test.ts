@@ -1,9 +1,9 @@
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { mockEngine, randomModelDir, REPO_ROOT, SMALL_SPEC, testEngine } from '../../test/helpers.ts';
-import { PRESETS } from '../model/random.ts';
-import { buildInferlet, testHost } from '../../test/inferlet-helpers.ts';
+import { mockEngine, randomModelDir, REPO_ROOT, SMALL_SPEC, testEngine } from '../../../test/helpers.ts';
+import { PRESETS } from '../../model/random.ts';
+import { buildInferlet, testHost } from '../../../test/inferlet-helpers.ts';
 import type { StoredComponent } from './component-store.ts';
 import type { InferletHost } from './host.ts';
 import { InvocationError } from './invocation.ts';

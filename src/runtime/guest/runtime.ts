@@ -1,6 +1,5 @@
 /** pie:inferlet/runtime: answered inside the worker, except the log line. */
-import type { GuestEnv } from '../guest-env.ts';
-import type { Handlers, OpsIn } from './host-side.ts';
+import type { GuestEnv } from './env.ts';
 
 export function guestRuntime(env: GuestEnv) {
   return {
@@ -13,7 +12,3 @@ export function guestRuntime(env: GuestEnv) {
     log: (level: string, message: string) => env.send('runtime.log', [level, String(message).slice(0, 8192)]),
   };
 }
-
-export const runtimeHandlers: Handlers<OpsIn<'runtime'>> = {
-  'runtime.log': (inv, [level, message], host) => host.log(inv, level, message),
-};

@@ -1,0 +1,24 @@
+/** What a guest may hand to its caller: checked in the guest worker, and again on the host. */
+
+/** Largest event or result a guest may hand over, in characters. */
+export const MAX_OUTPUT = 16 << 20;
+
+export function checkSize(what: string, data: string): void {
+  if (data.length > MAX_OUTPUT) throw new Error(`${what} is at most ${MAX_OUTPUT} characters, got ${data.length}`);
+}
+
+/** Headers that frame the response or the connection: the server's alone (one from a guest could split a keep-alive stream). */
+const FRAMING = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'upgrade', 'te', 'trailer', 'host', 'http2-settings']);
+
+/** Why a status or header may not be set, or null. Checked in the guest and again on the host. */
+export function statusProblem(status: unknown): string | null {
+  return Number.isInteger(status) && (status as number) >= 200 && (status as number) <= 599 ? null : `HTTP status ${String(status)} is not in 200..599`;
+}
+
+export function headerProblem(name: unknown, value: unknown): string | null {
+  if (typeof name !== 'string' || typeof value !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(name) || /[\r\n\0]/.test(value)) {
+    return `invalid HTTP header ${JSON.stringify(String(name).slice(0, 130))}`;
+  }
+  return FRAMING.has(name.toLowerCase()) ? `the ${name.toLowerCase()} header is the server's to set (it frames the response)` : null;
+}
+

@@ -7,7 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import { build, type GuestEngine } from '../runtime/host/build.ts';
-import { engineFromConfig, hostFromConfig } from './start.ts';
+import { engineFromConfig, hostFromConfig } from '../startup.ts';
 
 export class UsageError extends Error {}
 

@@ -18,7 +18,7 @@ import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts'
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import { BuildError } from '../runtime/host/build.ts';
 import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
-import { engineFromConfig } from './start.ts';
+import { engineFromConfig } from '../startup.ts';
 import { serve } from '../gateway/start.ts';
 
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../pie.toml', import.meta.url));

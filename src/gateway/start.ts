@@ -11,7 +11,7 @@ import { ConfigError, type Config } from '../config.ts';
 import type { Engine } from '../engine/index.ts';
 import { buildCached } from '../runtime/host/build.ts';
 import type { InferletHost } from '../runtime/host/host.ts';
-import { engineFromConfig, hostFromConfig } from '../cli/start.ts';
+import { engineFromConfig, hostFromConfig } from '../startup.ts';
 import { resolveKeys, tenantShares } from './auth.ts';
 import { loadRoutes } from './custom-routes.ts';
 import { GatewayMetrics } from './metrics.ts';

@@ -5,8 +5,8 @@ import * as inference from 'pie:inferlet/inference@0.2.0';
 import { call, PieError } from './errors.ts';
 import { Generation } from './generation.ts';
 import { Grammar, Matcher } from './grammar.ts';
-import type { ChatMessage, ChatOptions, Model, ToolDefinition } from './model.ts';
-import { toAbiMessages, toAbiTools } from './model.ts';
+import { toAbiMessages, toAbiTools, type ChatMessage, type ChatOptions, type ToolDefinition } from './chat.ts';
+import type { Model } from './model.ts';
 import { toSampling, type SamplingOptions } from './sampling.ts';
 
 export interface GenerateOptions {

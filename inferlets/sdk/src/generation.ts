@@ -2,7 +2,7 @@
 import type * as grammar from 'pie:inferlet/grammar@0.2.0';
 import type * as abi from 'pie:inferlet/inference@0.2.0';
 import { call } from './errors.ts';
-import type { ParsedToolCalls, ToolCall } from './model.ts';
+import type { ParsedToolCalls, ToolCall } from './chat.ts';
 
 /** A token's log-probability and, when asked for, the most likely alternatives at its position. */
 export interface TokenLogprob {

@@ -1,9 +1,9 @@
-/** Starting the engine and the inferlet host from the configuration file. */
+/** Starting the engine and the inferlet host from the configuration file: shared by the CLI and the gateway. */
 import { resolve } from 'node:path';
-import type { Config } from '../config.ts';
-import { startEngine, type Engine } from '../engine/index.ts';
-import { ensureDefaultModel } from '../model/default-model.ts';
-import { InferletHost } from '../runtime/host/host.ts';
+import type { Config } from './config.ts';
+import { startEngine, type Engine } from './engine/index.ts';
+import { ensureDefaultModel } from './model/default-model.ts';
+import { InferletHost } from './runtime/host/host.ts';
 
 /**
  * Starts an engine on `modelDir` (or the config's model). Its served name is

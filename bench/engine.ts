@@ -76,7 +76,7 @@ async function engineRun(engine: Engine, driver: PortableDriver, B: number, maxT
   const batches: Batch[] = [];
   const run = driver.run.bind(driver);
   driver.run = (b) => (batches.push(b), run(b));
-  engine.onStep = (stats) => steps.push({ batch: batches[batches.length - 1]!, stats, at: performance.now(), ortMs: driver.lastRunMs, writeMs: driver.lastWriteMs });
+  const unlisten = engine.addStepListener((stats) => steps.push({ batch: batches[batches.length - 1]!, stats, at: performance.now(), ortMs: driver.lastRunMs, writeMs: driver.lastWriteMs }));
   const t0 = performance.now();
   const ctxs = prompts(B, engine.model.config.vocabSize, round).map((p) => {
     const c = engine.createContext();
@@ -86,7 +86,7 @@ async function engineRun(engine: Engine, driver: PortableDriver, B: number, maxT
   const results = await Promise.all(ctxs.map((c) => engine.generate(c, { sampling, maxTokens, ignoreEos: true }).result));
   const totalMs = performance.now() - t0;
   for (const c of ctxs) engine.release(c);
-  engine.onStep = null;
+  unlisten();
   driver.run = run;
   if (results.some((r) => r.completionTokens !== maxTokens)) throw new Error('a generation ended early');
   return { steps, t0, totalMs };

@@ -435,7 +435,7 @@ async function main(): Promise<void> {
 
   // ---- instrumented runs
   let steps: Step[] = [];
-  engine.onStep = (s) => steps.push({ ...s, at: performance.now(), ortMs: driver.lastRunMs ?? 0 });
+  const unlisten = engine.addStepListener((s) => steps.push({ ...s, at: performance.now(), ortMs: driver.lastRunMs ?? 0 }));
   const gcEntries: Array<{ startTime: number; duration: number }> = [];
   const gcObserver = new PerformanceObserver((list) => gcEntries.push(...list.getEntries().map((e) => ({ startTime: e.startTime, duration: e.duration }))));
   gcObserver.observe({ entryTypes: ['gc'] });
@@ -728,7 +728,7 @@ async function main(): Promise<void> {
     return { streaming: med(segs.streaming), json: med(segs.json), engine: med(segs.engine), lastTimeline: timelines };
   })();
 
-  engine.onStep = null;
+  unlisten();
   gcObserver.disconnect();
   await client.close();
   await serving.close();

@@ -182,7 +182,7 @@ const DECODE_SCHEMA = JSON.stringify({
 
 async function decodeRun(engine: Engine, B: number, sampling: SamplingParams, constrained: boolean, round: number) {
   const steps: Array<StepStats & { at: number }> = [];
-  engine.onStep = (s) => steps.push({ ...s, at: performance.now() });
+  const unlisten = engine.addStepListener((s) => steps.push({ ...s, at: performance.now() }));
   const grammar = constrained ? await engine.grammars.compile({ type: 'json_schema', schema: DECODE_SCHEMA }) : undefined;
   const V = engine.model.config.vocabSize;
   const ctxs = Array.from({ length: B }, (_, b) => {
@@ -192,7 +192,7 @@ async function decodeRun(engine: Engine, B: number, sampling: SamplingParams, co
   });
   const results = await Promise.all(ctxs.map((c, b) => engine.generate(c, { sampling: { ...sampling, seed: b }, maxTokens: DECODE, ignoreEos: true, ...(grammar ? { grammar } : {}) }).result));
   for (const c of ctxs) engine.release(c);
-  engine.onStep = null;
+  unlisten();
   if (results.some((r) => r.completionTokens !== DECODE)) throw new Error(`a generation ended early (${results.map((r) => r.finishReason).join(', ')})`);
   const first = steps.findIndex((s) => s.rows === B && s.tokens === B);
   const decode = steps.slice(first);

@@ -86,7 +86,7 @@ describe.skipIf(!haveStories)(`prompt log-probabilities on stories260K ${SKIP_ST
     engine.append(ctx, [1]);
     const gen = engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 20, ignoreEos: true });
     let shared = 0;
-    engine.onStep = (s) => (shared += s.rows > 1 ? 1 : 0);
+    engine.addStepListener((s) => void (shared += s.rows > 1 ? 1 : 0));
     const together = await score(engine, tokens, 1);
     await gen.result;
     engine.release(ctx);

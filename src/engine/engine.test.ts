@@ -212,7 +212,7 @@ describe('Engine on the mock driver', () => {
     engine.release(ctx);
     expect(engine.kv.pool.numInUse).toBe(10);
     let asked = 0;
-    engine.reclaim = () => (asked++, engine.deleteSnapshot('cache'));
+    engine.addReclaimer(() => (asked++, engine.deleteSnapshot('cache')));
     const r = await greedy(engine, prompt(30, 4), 20); // 50 tokens: 13 of the 16 pages
     expect(r.tokens).toEqual(expected(prompt(30, 4), 20));
     expect(asked).toBeGreaterThan(0);
@@ -559,11 +559,11 @@ describe('sampling from the driver\'s head', () => {
   /** Tokens of four seeded generations at once, and how the engine drew them. */
   async function sampleAll(engine: Engine, sampling: SamplingParams, maxTokens = 24) {
     const counts = { headRows: 0, fullRows: 0, undecided: 0 };
-    engine.onStep = (s) => {
+    const unlisten = engine.addStepListener((s) => {
       counts.headRows += s.headRows;
       counts.fullRows += s.fullRows;
       counts.undecided += s.undecided;
-    };
+    });
     const runs = [0, 1, 2, 3].map(async (i) => {
       const ctx = engine.createContext();
       engine.append(ctx, [1 + i, 2, 3]);
@@ -571,7 +571,9 @@ describe('sampling from the driver\'s head', () => {
       engine.release(ctx);
       return r.tokens;
     });
-    return { tokens: await Promise.all(runs), ...counts };
+    const tokens = await Promise.all(runs);
+    unlisten();
+    return { tokens, ...counts };
   }
 
   const settings: [string, SamplingParams][] = [
@@ -649,7 +651,7 @@ describe('sampling from the driver\'s head', () => {
     const refGrammar = await reference.grammars.compile({ type: 'regex', pattern: '[a-z ]{0,40}' });
     const run = async (e: Engine, g: typeof grammar) => {
       const counts = { undecided: 0 };
-      e.onStep = (s) => (counts.undecided += s.undecided);
+      e.addStepListener((s) => void (counts.undecided += s.undecided));
       const ctx = e.createContext();
       e.append(ctx, [1, 2, 3]);
       const r = await e.generate(ctx, { sampling: { temperature: 1, seed: 5 }, maxTokens: 30, grammar: g }).result;

@@ -134,13 +134,9 @@ export class Engine {
   numHeadRows = 0;
   numFullRows = 0;
   /** Called after every step (metrics, benchmarks). */
-  onStep: ((s: StepStats) => void) | null = null;
-  /**
-   * Asked to free pages held outside running work (snapshots kept as a cache
-   * by their owner) when work cannot get pages: before a preemption, and
-   * before waiting work is left waiting or failed. Returns whether it freed any.
-   */
-  reclaim: (() => boolean) | null = null;
+  private readonly stepListeners = new Set<(s: StepStats) => void>();
+  /** Asked, in order, to free pages held outside running work (see addReclaimer). */
+  private readonly reclaimers: Array<() => boolean> = [];
   private nextContextId = 1;
   private readonly contexts = new Map<number, Context>();
   private readonly active = new Map<Context, Work>();
@@ -165,7 +161,7 @@ export class Engine {
       maxTokensPerStep: options.maxTokensPerStep ?? 512,
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
       // Snapshots kept by their owner as a cache first (the gateway's), then any snapshot, least recently used first.
-      reclaim: () => (this.reclaim?.() ?? false) || this.snapshots.evictOldest() || this.evictIdleContext(),
+      reclaim: () => this.reclaimers.some((r) => r()) || this.snapshots.evictOldest() || this.evictIdleContext(),
       shareOf: (tenant) => this.shareOf(tenant),
     });
     if (options.tenantShares) this.setTenantShares(options.tenantShares);
@@ -192,6 +188,42 @@ export class Engine {
       out.set(tenant, { weight, maxPages });
     }
     this.tenantShares = out;
+  }
+
+  /** Calls `listener` after every step (metrics, benchmarks); returns what removes it. */
+  addStepListener(listener: (s: StepStats) => void): () => void {
+    this.stepListeners.add(listener);
+    return () => void this.stepListeners.delete(listener);
+  }
+
+  /**
+   * Adds a way to free pages held outside running work (snapshots kept as a
+   * cache by their owner), asked when work cannot get pages: before a
+   * preemption, and before waiting work is left waiting or failed. It returns
+   * whether it freed any; reclaimers are asked in the order they were added,
+   * before the engine's own snapshots and idle contexts. Returns what removes it.
+   */
+  addReclaimer(reclaim: () => boolean): () => void {
+    this.reclaimers.push(reclaim);
+    return () => {
+      const i = this.reclaimers.indexOf(reclaim);
+      if (i >= 0) this.reclaimers.splice(i, 1);
+    };
+  }
+
+  /** Tokens per KV page. */
+  get pageSize(): number {
+    return this.kv.pageSize;
+  }
+
+  /** KV pages in the pool. */
+  get numPages(): number {
+    return this.kv.pool.numPages;
+  }
+
+  /** Whether releasing the context (or deleting the snapshot) would give a page back to the pool. */
+  wouldFree(ctx: Context): boolean {
+    return this.kv.wouldFree(ctx);
   }
 
   /** The tenant's share of the KV pool. */
@@ -502,7 +534,7 @@ export class Engine {
     const t3 = performance.now();
     this.numHeadRows += drawn.head;
     this.numFullRows += drawn.full;
-    this.onStep?.({
+    const stats: StepStats = {
       rows: planned.length,
       tokens: batch.numTokens,
       sampled: batch.sampleIndex.length,
@@ -515,7 +547,8 @@ export class Engine {
       headRows: drawn.head,
       fullRows: drawn.full,
       undecided: drawn.undecided,
-    });
+    };
+    for (const listener of this.stepListeners) listener(stats);
   }
 
   /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */

@@ -29,7 +29,7 @@ async function run(engine: Engine, tenant: string, p: number[], maxTokens: numbe
 /** After each step: the distinct pages each tenant's running work holds, and the pool's free pages. */
 function recordHeld(engine: Engine): Array<{ held: Map<string, number>; free: number }> {
   const steps: Array<{ held: Map<string, number>; free: number }> = [];
-  engine.onStep = () => {
+  engine.addStepListener(() => {
     const pages = new Map<string, Set<number>>();
     for (const w of engine.scheduler.running) {
       const set = pages.get(w.ctx.tenant) ?? new Set<number>();
@@ -37,7 +37,7 @@ function recordHeld(engine: Engine): Array<{ held: Map<string, number>; free: nu
       pages.set(w.ctx.tenant, set);
     }
     steps.push({ held: new Map([...pages].map(([t, s]) => [t, s.size])), free: engine.stats().pages.free });
-  };
+  });
   return steps;
 }
 

@@ -254,18 +254,19 @@ describe('GatewayMetrics', () => {
     for (const line of text.split('\n').filter((l) => l && !l.startsWith('#'))) expect(line).toMatch(/^pie_[a-z0-9_]+[{ ]/);
   });
 
-  it('chains a previously set onStep and restores it on close()', async () => {
+  it("listens to the engine's steps beside other listeners, and stops on close()", async () => {
     const { engine } = await mockEngine();
     const seen: StepStats[] = [];
-    const previous = (s: StepStats) => void seen.push(s);
-    engine.onStep = previous;
+    engine.addStepListener((s) => void seen.push(s));
     const m = new GatewayMetrics({ engines: [engine], collectDefaults: false });
-    expect(engine.onStep).not.toBe(previous);
     await greedy(engine, [1, 2, 3], 2);
     expect(seen.length).toBeGreaterThan(0);
-    expect(value(await m.metrics(), 'pie_batch_size_count', { model: engine.model.name })).toBeGreaterThan(0);
+    const batches = value(await m.metrics(), 'pie_batch_size_count', { model: engine.model.name });
+    expect(batches).toBeGreaterThan(0);
     m.close();
-    expect(engine.onStep).toBe(previous);
+    const before = seen.length;
+    await greedy(engine, [1, 2, 3], 2);
+    expect(seen.length).toBeGreaterThan(before); // the other listener still hears
     expect(await m.metrics()).not.toContain('pie_');
   });
 });

@@ -237,7 +237,8 @@ export class GatewayMetrics {
   readonly names: MetricNames;
 
   private readonly engines: Engine[];
-  private readonly hooks: Array<{ engine: Engine; previous: Engine['onStep']; hook: (s: StepStats) => void }> = [];
+  /** What removes our step listeners from the engines. */
+  private readonly unhooks: Array<() => void> = [];
   private closed = false;
   /** The label naming the served model: `model`, or vLLM's `model_name`. */
   private readonly modelLabel: string;
@@ -305,17 +306,13 @@ export class GatewayMetrics {
       MASK_BUCKETS,
     );
     for (const engine of this.engines) {
-      const previous = engine.onStep;
       const labels = this.labels(engine.model.name);
-      const hook = (s: StepStats): void => {
-        previous?.(s);
-        if (this.closed) return;
+      const listener = (s: StepStats): void => {
         batchSize.observe(labels, s.rows);
         batchTokens.observe(labels, s.tokens);
         if (s.constrained > 0) maskTime.observe(labels, s.maskMs / 1000);
       };
-      engine.onStep = hook;
-      this.hooks.push({ engine, previous, hook });
+      this.unhooks.push(engine.addStepListener(listener));
     }
 
     const pages = (l: EngineStats[]) => ({ inUse: sum(l, (s) => s.pages.inUse), total: sum(l, (s) => s.pages.total) });
@@ -378,9 +375,7 @@ export class GatewayMetrics {
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    for (const { engine, previous, hook } of this.hooks.splice(0)) {
-      if (engine.onStep === hook) engine.onStep = previous;
-    }
+    for (const unhook of this.unhooks.splice(0)) unhook();
     this.registry.clear();
   }
 

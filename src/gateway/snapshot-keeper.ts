@@ -36,8 +36,7 @@ export class SnapshotKeeper {
   serve(engine: Engine): void {
     if (this.hooked.has(engine)) return;
     this.hooked.add(engine);
-    const previous = engine.reclaim;
-    engine.reclaim = () => this.evictOldest(engine) || (previous?.() ?? false);
+    engine.addReclaimer(() => this.evictOldest(engine));
   }
 
   /** Records a snapshot just saved, then evicts the oldest beyond `max` (never the one just saved). */
@@ -76,7 +75,7 @@ export class SnapshotKeeper {
         this.kept.delete(k); // gone already (deleted through the engine)
         continue;
       }
-      if (!engine.kv.wouldFree(snap)) continue;
+      if (!engine.wouldFree(snap)) continue;
       this.kept.delete(k);
       engine.deleteSnapshot(old.name, old.tenant);
       return true;

@@ -167,7 +167,7 @@ export class InferletHost implements HostSide {
 
   private constructor(options: HostOptions) {
     for (const e of options.engines) this.engines.set(e.model.name, e);
-    const smallestPool = Math.min(...options.engines.map((e) => e.kv.pool.numPages));
+    const smallestPool = Math.min(...options.engines.map((e) => e.numPages));
     this.limits = resolveLimits({ ...DEFAULT_LIMITS, kvPages: smallestPool }, options.limits);
     this.store = new ComponentStore(options.cacheDir ?? join(tmpdir(), 'pie-components'));
     this.stallMs = options.stallMs ?? 2000;
@@ -437,7 +437,7 @@ export class InferletHost implements HostSide {
 
   private describe(name: string): ModelDescriptor {
     const e = this.engines.get(name)!;
-    return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.kv.pageSize };
+    return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.pageSize };
   }
 }
 

@@ -134,7 +134,7 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
       throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
     }
-    const reservation = reservePages(inv, ctx, args.tokens.length, engine.kv.pageSize);
+    const reservation = reservePages(inv, ctx, args.tokens.length, engine.pageSize);
     try {
       engine.append(ctx, Array.from(args.tokens), args.positions ? Array.from(args.positions) : undefined);
     } catch (err) {
@@ -170,7 +170,7 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     const { engine, ctx } = heldContext(inv, h);
     if (!Number.isInteger(top) || top > 20) throw new AbiError('invalid-argument', `top must be at most 20, got ${top}`);
     // The pending tokens take pages as a forward pass's would, and the computed token before them is computed again.
-    const reservation = reservePages(inv, ctx, 0, engine.kv.pageSize, 1);
+    const reservation = reservePages(inv, ctx, 0, engine.pageSize, 1);
     try {
       const scores = await engine.promptLogprobs(ctx, top);
       return scores.map((s) => s ?? undefined);
@@ -193,11 +193,11 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     const format = streamData(args.stream?.template, args.stream?.firstSeq);
     const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
     const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
-    const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.kv.pageSize));
+    const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.pageSize));
     const tokens = reserveTokens(inv, wanted);
     let reservation: PageReservation;
     try {
-      reservation = reservePages(inv, ctx, tokens, engine.kv.pageSize);
+      reservation = reservePages(inv, ctx, tokens, engine.pageSize);
     } catch (err) {
       inv.reservedTokens -= tokens;
       throw err;

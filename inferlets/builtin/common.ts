@@ -88,7 +88,7 @@ export interface SamplingFields {
   seed?: number | null;
 }
 
-/** OpenAI's sampling fields (defaults as OpenAI's: temperature 1, top_p 1) for choice `index` (seeds differ per choice). */
+/** OpenAI's sampling fields for choice `index` (seeds differ per choice); a field left out or null takes the SDK's default (SAMPLING_DEFAULTS). */
 export function samplingOf(body: SamplingFields, vocabSize: number, index = 0): SamplingOptions {
   const bias: Record<number, number> = {};
   for (const [k, v] of Object.entries(body.logit_bias ?? {})) {
@@ -96,14 +96,15 @@ export function samplingOf(body: SamplingFields, vocabSize: number, index = 0): 
     if (!Number.isInteger(id) || id < 0 || id >= vocabSize) throw new HttpError(400, `logit_bias: ${JSON.stringify(k)} is not a token id of this model (0..${vocabSize - 1})`, 'logit_bias');
     bias[id] = v;
   }
+  const given = <T>(v: T | null | undefined): T | undefined => v ?? undefined;
   return {
-    temperature: body.temperature ?? 1,
-    top_p: body.top_p ?? 1,
-    top_k: body.top_k ?? 0,
-    min_p: body.min_p ?? 0,
-    repetition_penalty: body.repetition_penalty ?? 1,
-    presence_penalty: body.presence_penalty ?? 0,
-    frequency_penalty: body.frequency_penalty ?? 0,
+    temperature: given(body.temperature),
+    top_p: given(body.top_p),
+    top_k: body.top_k,
+    min_p: body.min_p,
+    repetition_penalty: body.repetition_penalty,
+    presence_penalty: given(body.presence_penalty),
+    frequency_penalty: given(body.frequency_penalty),
     logit_bias: bias,
     ...(body.seed != null ? { seed: (body.seed + index) >>> 0 } : {}),
   };

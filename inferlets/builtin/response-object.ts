@@ -3,6 +3,7 @@
  * and as the gateway builds it for a response cancelled before it finished.
  */
 import type { components } from '../../src/gateway/openapi-types.ts';
+import { SAMPLING_DEFAULTS } from '../sdk/src/sampling.ts'; // shared with the gateway: not through the SDK's entry (it imports the ABI)
 import type { ResponsesInput } from './protocol.ts';
 
 type Request = components['schemas']['CreateResponse'];
@@ -22,11 +23,11 @@ export function responseObject(input: ResponsesInput<Request>, status: string, o
     output,
     parallel_tool_calls: body.parallel_tool_calls ?? true,
     previous_response_id: body.previous_response_id ?? null,
-    temperature: body.temperature ?? 1,
+    temperature: body.temperature ?? SAMPLING_DEFAULTS.temperature,
     text: { format: body.text?.format ?? { type: 'text' } },
     tool_choice: body.tool_choice ?? 'auto',
     tools: body.tools ?? [],
-    top_p: body.top_p ?? 1,
+    top_p: body.top_p ?? SAMPLING_DEFAULTS.top_p,
     truncation: body.truncation ?? 'disabled',
     usage: null,
     metadata: body.metadata ?? {},

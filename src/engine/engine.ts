@@ -226,6 +226,15 @@ export class Engine {
     return this.kv.wouldFree(ctx);
   }
 
+  /**
+   * Tokens a generation on the context may still add: up to the model's
+   * length, and to where the context would pass its tenant's page cap.
+   */
+  roomFor(ctx: Context): number {
+    const cap = this.shareOf(ctx.tenant).maxPages;
+    return Math.max(0, Math.min(this.model.config.maxPositionEmbeddings, cap * this.kv.pageSize) - ctx.length);
+  }
+
   /** The tenant's share of the KV pool. */
   shareOf(tenant: string): TenantShare {
     return this.tenantShares.get(tenant) ?? EQUAL_SHARE;
@@ -367,11 +376,10 @@ export class Engine {
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
     this.ensurePending(ctx);
-    // A generation ends at the model's length, and where its context would pass its tenant's page cap.
     const cap = this.shareOf(ctx.tenant).maxPages;
     const needed = Math.ceil(ctx.length / this.kv.pageSize);
     if (needed > cap) throw errors.tenantKvCap(needed, cap);
-    const room = Math.min(this.model.config.maxPositionEmbeddings, cap * this.kv.pageSize) - ctx.length;
+    const room = this.roomFor(ctx);
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
     const gen = new Generation(ctx, this.model.tokenizer, this.model.config.vocabSize, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
       this.finishWork(g),

@@ -15,7 +15,7 @@ export { inferlet } from './inferlet.ts';
 export { Model, type ChatMessage, type ChatOptions, type ModelInfo, type ParsedToolCalls, type ToolCall, type ToolDefinition } from './model.ts';
 export { Context, type GenerateOptions, type PromptLogprob, type StreamFormat, type StepOptions, type StepOutput, type StepResult, type ToolCallOptions } from './context.ts';
 export { Generation, type Chunk, type GenerationResult, type TokenLogprob } from './generation.ts';
-export { Sampler, type SamplingOptions } from './sampling.ts';
+export { SAMPLING_DEFAULTS, Sampler, type SamplingOptions } from './sampling.ts';
 export { Grammar, Matcher } from './grammar.ts';
 export { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
 export { queue, topic } from './messaging.ts';

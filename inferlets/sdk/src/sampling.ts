@@ -16,6 +16,17 @@ export interface SamplingOptions {
   seed?: number;
 }
 
+/** What a field left out means (OpenAI's defaults): the one place they are written on the guest side. */
+export const SAMPLING_DEFAULTS = {
+  temperature: 1,
+  top_p: 1,
+  top_k: 0,
+  min_p: 0,
+  presence_penalty: 0,
+  frequency_penalty: 0,
+  repetition_penalty: 1,
+} as const satisfies Required<Omit<SamplingOptions, 'logit_bias' | 'seed'>>;
+
 /**
  * Ready-made sampling settings.
  *
@@ -28,21 +39,21 @@ export const Sampler = {
   /** Plain sampling at a temperature. */
   temperature: (temperature: number, seed?: number): SamplingOptions => ({ temperature, ...(seed !== undefined ? { seed } : {}) }),
   /** Nucleus sampling. */
-  topP: (top_p: number, temperature = 1, seed?: number): SamplingOptions => ({ temperature, top_p, ...(seed !== undefined ? { seed } : {}) }),
-  topK: (top_k: number, temperature = 1, seed?: number): SamplingOptions => ({ temperature, top_k, ...(seed !== undefined ? { seed } : {}) }),
-  minP: (min_p: number, temperature = 1, seed?: number): SamplingOptions => ({ temperature, min_p, ...(seed !== undefined ? { seed } : {}) }),
+  topP: (top_p: number, temperature: number = SAMPLING_DEFAULTS.temperature, seed?: number): SamplingOptions => ({ temperature, top_p, ...(seed !== undefined ? { seed } : {}) }),
+  topK: (top_k: number, temperature: number = SAMPLING_DEFAULTS.temperature, seed?: number): SamplingOptions => ({ temperature, top_k, ...(seed !== undefined ? { seed } : {}) }),
+  minP: (min_p: number, temperature: number = SAMPLING_DEFAULTS.temperature, seed?: number): SamplingOptions => ({ temperature, min_p, ...(seed !== undefined ? { seed } : {}) }),
 } as const;
 
 /** The ABI's record, every field filled. */
 export function toSampling(s: SamplingOptions = {}): Sampling {
   return {
-    temperature: s.temperature ?? 1,
-    topP: s.top_p ?? 1,
-    topK: s.top_k ?? 0,
-    minP: s.min_p ?? 0,
-    presencePenalty: s.presence_penalty ?? 0,
-    frequencyPenalty: s.frequency_penalty ?? 0,
-    repetitionPenalty: s.repetition_penalty ?? 1,
+    temperature: s.temperature ?? SAMPLING_DEFAULTS.temperature,
+    topP: s.top_p ?? SAMPLING_DEFAULTS.top_p,
+    topK: s.top_k ?? SAMPLING_DEFAULTS.top_k,
+    minP: s.min_p ?? SAMPLING_DEFAULTS.min_p,
+    presencePenalty: s.presence_penalty ?? SAMPLING_DEFAULTS.presence_penalty,
+    frequencyPenalty: s.frequency_penalty ?? SAMPLING_DEFAULTS.frequency_penalty,
+    repetitionPenalty: s.repetition_penalty ?? SAMPLING_DEFAULTS.repetition_penalty,
     logitBias: Object.entries(s.logit_bias ?? {}).map(([t, v]) => [Number(t), v] as [number, number]),
     seed: s.seed === undefined ? undefined : s.seed >>> 0,
   };

@@ -192,7 +192,7 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     const streamEvent = args.stream?.event;
     const format = streamData(args.stream?.template, args.stream?.firstSeq);
     const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
-    const room = Math.max(0, engine.model.config.maxPositionEmbeddings - ctx.length);
+    const room = engine.roomFor(ctx);
     const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.pageSize));
     const tokens = reserveTokens(inv, wanted);
     let reservation: PageReservation;

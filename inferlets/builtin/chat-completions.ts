@@ -45,7 +45,7 @@ export const run = route<OpenAIInput<Request>>('messages', (input) => {
   const calling = tools && tools.choice !== 'none' ? { tools: tools.tools, choice: tools.choice, parallel: tools.parallel } : undefined;
   if (format && calling) throw new HttpError(400, `${format.param} cannot constrain the output while tools may be called: set tool_choice to "none", or leave ${format.param} out`, format.param);
   const matchers = calling ? openToolMatchers(model, calling, n) : openMatchers(model, format, n);
-  const stopOptions = vllmStopOptions(body, model.stopTokenIds, model.info.vocabSize, maxTokens);
+  const stopOptions = vllmStopOptions(body, model.info.vocabSize, maxTokens);
   // vLLM's prompt_logprobs score the prompt as they compute it; otherwise n > 1 computes it once. Each choice forks it.
   const promptTop = body.prompt_logprobs ?? null;
   const prompt_logprobs = promptTop !== null ? promptLogprobsJson(model, promptScores(ctx, promptTop), promptTop) : undefined;

@@ -165,20 +165,20 @@ export interface VllmStopFields {
 
 /**
  * vLLM's stop extensions as generate options: `stop_token_ids` end the
- * generation besides the model's end tokens (`endTokens`), which
+ * generation besides the model's end tokens (the server's to know), which
  * `ignore_eos` takes away; `min_tokens`, `include_stop_str_in_output` and
  * `skip_special_tokens` as vLLM means them.
  */
-export function vllmStopOptions(body: VllmStopFields, endTokens: number[], vocabSize: number, maxTokens: number | undefined) {
+export function vllmStopOptions(body: VllmStopFields, vocabSize: number, maxTokens: number | undefined) {
   if (body.min_tokens != null && maxTokens !== undefined && body.min_tokens > maxTokens) {
     throw new HttpError(400, `min_tokens (${body.min_tokens}) must be at most max_tokens (${maxTokens})`, 'min_tokens');
   }
   const extra = body.stop_token_ids ?? [];
   const bad = extra.find((t) => t >= vocabSize);
   if (bad !== undefined) throw new HttpError(400, `stop_token_ids: ${bad} is not a token id of this model (0..${vocabSize - 1})`, 'stop_token_ids');
-  const ids = [...new Set([...(body.ignore_eos ? [] : endTokens), ...extra])];
   return {
-    stop_token_ids: ids,
+    stop_token_ids: extra,
+    ignore_eos: body.ignore_eos === true,
     ...(body.min_tokens ? { min_tokens: body.min_tokens } : {}),
     include_stop_string: body.include_stop_str_in_output === true,
     keep_special_tokens: body.skip_special_tokens === false,

@@ -127,7 +127,7 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     return ctx;
   });
   const promptText = echo ? list.map((p) => (typeof p === 'string' ? p : model.decode(p))) : [];
-  const stopOptions = vllmStopOptions(body, Array.from(model.info.eosTokenIds), V, maxTokens);
+  const stopOptions = vllmStopOptions(body, V, maxTokens);
   const promptTokens = roots.reduce((s, c) => s + c.length, 0);
   // Everything that can refuse the request runs before the first event goes out.
   const samplings = Array.from({ length: n }, (_, j) => samplingOf(body, model.info.vocabSize, j));

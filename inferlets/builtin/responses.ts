@@ -115,7 +115,6 @@ export const run = route<ResponsesInput<Request>>('input', (input) => {
   const gen = ctx.generate({
     sampling: samplingOf({ temperature: body.temperature, top_p: body.top_p }, model.info.vocabSize),
     max_tokens: maxTokens,
-    stop_token_ids: model.stopTokenIds,
     ...(matcher ? { grammar: matcher } : {}),
     ...(logprobs ? { logprobs: topLogprobs } : {}),
     ...(stream && !calling && !logprobs ? { stream: { event: 'response.output_text.delta', template: seqTemplate(deltaEvent), first_seq: seq } } : {}),

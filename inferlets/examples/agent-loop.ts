@@ -38,7 +38,7 @@ export const run = inferlet<Input>((input) => {
   const calls: { tool: string; arguments: string; result: string }[] = [];
   let left = input.max_tokens ?? 160;
   for (let i = 0; i < (input.max_calls ?? 1) && left > 0; i++) {
-    const r = ctx.generate({ tools: { tools, choice: 'required', parallel: false }, max_tokens: left, stop_token_ids: model.stopTokenIds }).result();
+    const r = ctx.generate({ tools: { tools, choice: 'required', parallel: false }, max_tokens: left }).result();
     left -= r.usage.completion_tokens;
     const call = r.tool_calls?.find((c) => c.complete);
     if (!call) break; // out of tokens mid-call
@@ -50,6 +50,6 @@ export const run = inferlet<Input>((input) => {
     // The call is in the context already (generated there); its result turn goes after it.
     ctx.fillChat([{ role: 'tool', tool_call_id: id, name: call.name, content: result }]);
   }
-  const answer = left > 0 ? ctx.generate({ max_tokens: left, stop_token_ids: model.stopTokenIds }).text() : '';
+  const answer = left > 0 ? ctx.generate({ max_tokens: left }).text() : '';
   return { answer, calls, context_tokens: ctx.length };
 });

@@ -76,6 +76,7 @@ export interface WitGenerateArgs {
   maxTokens?: number;
   stop: string[];
   stopTokenIds?: Uint32Array;
+  ignoreEos: boolean;
   minTokens?: number;
   includeStopString: boolean;
   keepSpecialTokens: boolean;

@@ -15,8 +15,10 @@ export interface GenerateOptions {
   max_tokens?: number;
   /** Strings that end the generation (matched across tokens; not part of the text). */
   stop?: string | string[];
-  /** Token ids that end it (default: the model's end-of-sequence ids). */
+  /** Token ids that end it besides the model's end-of-sequence ids. */
   stop_token_ids?: number[];
+  /** The model's end-of-sequence ids do not end it (stop_token_ids still do). */
+  ignore_eos?: boolean;
   /** Stop tokens are not drawn, and stop strings not looked for, until this many tokens are out. */
   min_tokens?: number;
   /** Keep the stop string that ended the generation at the end of the text. */
@@ -238,6 +240,7 @@ export class Context {
           maxTokens: options.max_tokens,
           stop,
           stopTokenIds: options.stop_token_ids ? Uint32Array.from(options.stop_token_ids) : undefined,
+          ignoreEos: options.ignore_eos ?? false,
           minTokens: options.min_tokens,
           includeStopString: options.include_stop_string ?? false,
           keepSpecialTokens: options.keep_special_tokens ?? false,

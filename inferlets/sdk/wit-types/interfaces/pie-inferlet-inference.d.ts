@@ -168,9 +168,15 @@ declare module 'pie:inferlet/inference@0.2.0' {
      */
     stop: Array<string>,
     /**
-     * Token ids that end the generation (default: the model's EOS ids).
+     * Token ids that end the generation besides the model's end tokens
+     * (its end-of-sequence ids, which the server supplies).
      */
     stopTokenIds?: Uint32Array,
+    /**
+     * The model's end tokens do not end the generation (the stop token ids
+     * given still do).
+     */
+    ignoreEos: boolean,
     /**
      * Stop tokens are not drawn, and stop strings not looked for, until this
      * many tokens are out (default 0).

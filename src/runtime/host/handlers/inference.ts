@@ -217,7 +217,8 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
         maxTokens: tokens,
         stop: args.stop,
         ...(constraint ? { grammar: constraint.matcher } : {}),
-        ...(args.stopTokenIds ? { stopTokenIds: Array.from(args.stopTokenIds) } : {}),
+        // The model's end tokens are the engine's to know; the guest only adds its own.
+        stopTokenIds: [...new Set([...(args.ignoreEos ? [] : engine.model.eosTokenIds), ...(args.stopTokenIds ?? [])])],
         ...(args.minTokens ? { minTokens: args.minTokens } : {}),
         includeStopString: args.includeStopString,
         skipSpecialTokens: !args.keepSpecialTokens,

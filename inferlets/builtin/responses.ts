@@ -13,12 +13,12 @@ import { Context, Model, PieError, type ChatMessage, type Chunk, type TokenLogpr
 import type { components } from '../../src/gateway/openapi-types.ts';
 import { checkContextLength, filling, HttpError, markStreaming, route, samplingOf, seqTemplate, logprobsJson, DELTA, SEQ, sseNamed } from './common.ts';
 import type { HistoryMessage, ResponsesInput, ResponsesResult } from './protocol.ts';
+import { itemsToMessages } from './response-items.ts';
 import { responseObject } from './response-object.ts';
 import { grammarOf, openMatchers, type ResponseFormat } from './structured.ts';
 import { callDeltas, checkToolMessages, openToolMatchers, responsesTools, toolsOf, type Tools } from './tools.ts';
 
 type Request = components['schemas']['CreateResponse'];
-type InputItem = Extract<Request['input'], unknown[]>[number];
 type LogProb = components['schemas']['LogProb'];
 /** Turns a run of tokens' logprobs into an output_text part's. */
 type Logprobs = (lps: TokenLogprob[]) => LogProb[];
@@ -26,31 +26,6 @@ type Logprobs = (lps: TokenLogprob[]) => LogProb[];
 /** The same logprobs as the text delta and done events carry them (OpenAI's events leave the bytes out). */
 function eventLogprobs(lps: LogProb[]): Array<{ token: string; logprob: number; top_logprobs: Array<{ token: string; logprob: number }> }> {
   return lps.map((l) => ({ token: l.token, logprob: l.logprob, top_logprobs: l.top_logprobs.map((t) => ({ token: t.token, logprob: t.logprob })) }));
-}
-
-function contentText(content: unknown): string {
-  if (typeof content === 'string') return content;
-  if (!Array.isArray(content)) return '';
-  return content.map((p: { text?: string }) => p.text ?? '').join('\n');
-}
-
-/** Input items as chat messages; consecutive function calls become one assistant message. */
-export function itemsToMessages(items: InputItem[]): HistoryMessage[] {
-  const out: HistoryMessage[] = [];
-  for (const item of items) {
-    const it = item as Record<string, unknown>;
-    if (it.type === 'function_call') {
-      const call = { id: String(it.call_id), type: 'function' as const, function: { name: String(it.name), arguments: String(it.arguments) } };
-      const last = out.at(-1);
-      if (last?.role === 'assistant' && last.tool_calls && last.content === '') last.tool_calls.push(call);
-      else out.push({ role: 'assistant', content: '', tool_calls: [call] });
-    } else if (it.type === 'function_call_output') {
-      out.push({ role: 'tool', content: String(it.output), tool_call_id: String(it.call_id) });
-    } else {
-      out.push({ role: it.role as HistoryMessage['role'], content: contentText(it.content) });
-    }
-  }
-  return out;
 }
 
 function openConversation(model: Model, input: ResponsesInput<Request>, tools: ToolDefinition[]): { ctx: Context; reused: number } {

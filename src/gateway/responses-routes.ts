@@ -11,6 +11,7 @@ import { Router, type Request, type Response } from 'express';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { Invocation } from '../runtime/host/invocation.ts';
 import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
+import { itemsToMessages } from '../../inferlets/builtin/response-items.ts';
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
 import { principalOf, requireScope } from './auth.ts';
 import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
@@ -65,18 +66,13 @@ function resolveReferences(body: CreateResponse, store: ResponseStore, tenant: s
   return { ...body, input };
 }
 
-/** A stored conversation as chat messages (for a follow-up on another model, where tokens do not carry over). */
-function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
+/** A stored conversation as chat messages (for a follow-up on another model, where tokens do not carry over): its items as the built-in reads a request's. */
+export function chainMessages(chain: StoredResponse[]): HistoryMessage[] {
   const out: HistoryMessage[] = [];
-  const text = (c: unknown) => (typeof c === 'string' ? c : Array.isArray(c) ? c.map((p: { text?: string }) => p.text ?? '').join('\n') : '');
   for (const r of chain) {
     const instructions = r.response.instructions;
     if (typeof instructions === 'string' && instructions) out.push({ role: 'developer', content: instructions });
-    for (const it of [...r.inputItems, ...r.outputItems]) {
-      if (it.type === 'function_call') out.push({ role: 'assistant', content: '', tool_calls: [{ id: String(it.call_id), type: 'function', function: { name: String(it.name), arguments: String(it.arguments) } }] });
-      else if (it.type === 'function_call_output') out.push({ role: 'tool', content: String(it.output), tool_call_id: String(it.call_id) });
-      else out.push({ role: (it.role as HistoryMessage['role']) ?? 'user', content: text(it.content) });
-    }
+    out.push(...itemsToMessages([...r.inputItems, ...r.outputItems]));
   }
   return out;
 }

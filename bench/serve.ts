@@ -29,7 +29,7 @@
  *   (append the prompt to a fresh context, generate 1 token, release),
  *   interleaved one by one.
  * Where the time goes (per N, medians over rounds): the engine's steps
- *   (onStep), ONNX Runtime's own run time, the main thread's time between
+ *   (a step listener), ONNX Runtime's own run time, the main thread's time between
  *   steps, its event-loop utilization and GC, the process's CPU time per
  *   token, CPU time per group of threads (Linux /proc: main, engine = the
  *   driver's worker and ONNX Runtime's threads, host = the guest workers,
@@ -225,7 +225,7 @@ class Client {
 // ---------------------------------------------------------------- the benchmark (main thread)
 
 interface Step extends StepStats {
-  /** When the step ended (onStep). */
+  /** When the step ended (the step listener). */
   at: number;
   /** ONNX Runtime's own run inside the driver's worker. */
   ortMs: number;

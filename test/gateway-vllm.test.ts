@@ -115,6 +115,9 @@ describe.skipIf(!haveStories)(`prompt log-probabilities and vLLM extensions thro
     const stopped = await post(s.server.url, '/v1/completions', { ...base, max_tokens: 30, stop_token_ids: [little] });
     expect(stopped.json.choices[0].finish_reason).toBe('stop');
     expect(ids.text.startsWith(stopped.json.choices[0].text + ' little')).toBe(true);
+    // ignore_eos keeps the stop_token_ids given: it still ends at " little".
+    const ignored = await post(s.server.url, '/v1/completions', { ...base, max_tokens: 30, stop_token_ids: [little], ignore_eos: true });
+    expect(ignored.json.choices[0]).toMatchObject({ finish_reason: 'stop', text: stopped.json.choices[0].text });
     // min_tokens past it: the token is held back, and the text goes on.
     const held = await post(s.server.url, '/v1/completions', { ...base, max_tokens: 30, stop_token_ids: [little], min_tokens: 10, ignore_eos: true });
     expect(held.json.usage.completion_tokens).toBeGreaterThanOrEqual(10);

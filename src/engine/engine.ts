@@ -161,7 +161,7 @@ export class Engine {
       maxTokensPerStep: options.maxTokensPerStep ?? 512,
       maxRowsPerStep: options.maxRowsPerStep ?? 256,
       // Snapshots kept by their owner as a cache first (the gateway's), then any snapshot, least recently used first.
-      reclaim: () => this.reclaimers.some((r) => r()) || this.snapshots.evictOldest() || this.evictIdleContext(),
+      reclaim: () => [...this.reclaimers].some((r) => r()) || this.snapshots.evictOldest() || this.evictIdleContext(),
       shareOf: (tenant) => this.shareOf(tenant),
     });
     if (options.tenantShares) this.setTenantShares(options.tenantShares);
@@ -556,7 +556,13 @@ export class Engine {
       fullRows: drawn.full,
       undecided: drawn.undecided,
     };
-    for (const listener of this.stepListeners) listener(stats);
+    for (const listener of this.stepListeners) {
+      try {
+        listener(stats);
+      } catch {
+        // A listener's failure is its own: the step's work has its results already.
+      }
+    }
   }
 
   /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */

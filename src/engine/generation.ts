@@ -19,9 +19,9 @@ export interface GenerateOptions {
   sampling?: SamplingParams;
   /** Most tokens to generate (default: until the context is full). */
   maxTokens?: number;
-  /** Token ids that end the generation (default: the model's EOS ids). */
+  /** Token ids that end the generation (default: the model's EOS ids; given, they replace them). */
   stopTokenIds?: readonly number[];
-  /** Do not stop at EOS (benchmarks). */
+  /** The model's EOS ids do not end it (benchmarks); stop token ids given still do. */
   ignoreEos?: boolean;
   /** Strings that end the generation; they are not part of the text (unless includeStopString). */
   stop?: readonly string[];
@@ -146,7 +146,7 @@ export class Generation implements Work, AsyncIterable<GenerationChunk> {
     }
     this.decoder = new IncrementalDecoder(tokenizer, ctx.tokens, options.skipSpecialTokens ?? true);
     this.stopMatcher = new StopMatcher(options.stop ?? [], options.includeStopString ?? false);
-    this.stopIds = new Set(options.ignoreEos ? [] : (options.stopTokenIds ?? defaultStopIds));
+    this.stopIds = new Set(options.stopTokenIds ?? (options.ignoreEos ? [] : defaultStopIds));
     this.vocabSize = vocabSize;
     // Holding back stop tokens only matters if there are any.
     this.minTokens = this.stopIds.size > 0 || (options.stop ?? []).length > 0 ? Math.min(options.minTokens ?? 0, maxTokens) : 0;

@@ -263,10 +263,14 @@ describe('GatewayMetrics', () => {
     expect(seen.length).toBeGreaterThan(0);
     const batches = value(await m.metrics(), 'pie_batch_size_count', { model: engine.model.name });
     expect(batches).toBeGreaterThan(0);
+    const histogram = m.registry.getSingleMetric('pie_batch_size')!;
+    const count = async () => ((await histogram.get()).values as Array<{ metricName?: string; value: number }>).find((v) => v.metricName === 'pie_batch_size_count')!.value;
+    expect(await count()).toBe(batches);
     m.close();
     const before = seen.length;
     await greedy(engine, [1, 2, 3], 2);
     expect(seen.length).toBeGreaterThan(before); // the other listener still hears
+    expect(await count()).toBe(batches); // ours does not
     expect(await m.metrics()).not.toContain('pie_');
   });
 });

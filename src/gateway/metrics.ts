@@ -9,7 +9,7 @@
  *   produced the tokens, so a long stream shows steady tokens/s and a request
  *   that hangs has its TTFT; the phases of each generation when it ends;
  *   latency, finish reasons and per-request histograms when the request ends;
- * - observed per engine step through `Engine.onStep` (batch size);
+ * - observed per engine step through `Engine.addStepListener` (batch size);
  * - read from `Engine.stats()` / `InferletHost.stats()` at scrape time, in
  *   `collect()` callbacks, so they cost nothing between scrapes.
  *

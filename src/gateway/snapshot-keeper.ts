@@ -1,8 +1,8 @@
 /**
  * Conversation snapshots kept for previous_response_id follow-ups: a cache
  * of KV state. They are evicted oldest first beyond `max`, and whenever an
- * engine's running work needs their pages (the engine asks through its
- * `reclaim` hook before preempting or refusing work). An evicted one costs
+ * engine's running work needs their pages (the engine asks its reclaimers
+ * before preempting or refusing work). An evicted one costs
  * only a re-prefill: the stored tokens rebuild the same state.
  */
 import type { Engine } from '../engine/index.ts';
@@ -17,7 +17,8 @@ export class SnapshotKeeper {
   private readonly max: number;
   /** Insertion order is age order (a Map keeps it). */
   private readonly kept = new Map<string, Kept>();
-  private readonly hooked = new Set<Engine>();
+  /** Engines served, with what removes the keeper's reclaimer from each. */
+  private readonly hooked = new Map<Engine, () => void>();
 
   constructor(max: number) {
     this.max = max;
@@ -35,8 +36,13 @@ export class SnapshotKeeper {
   /** Lets the engine take pages back from these snapshots when its work needs them. */
   serve(engine: Engine): void {
     if (this.hooked.has(engine)) return;
-    this.hooked.add(engine);
-    engine.addReclaimer(() => this.evictOldest(engine));
+    this.hooked.set(engine, engine.addReclaimer(() => this.evictOldest(engine)));
+  }
+
+  /** Stops serving the engines (the snapshots stay with them). */
+  close(): void {
+    for (const remove of this.hooked.values()) remove();
+    this.hooked.clear();
   }
 
   /** Records a snapshot just saved, then evicts the oldest beyond `max` (never the one just saved). */

@@ -143,6 +143,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       await loaded.catch(() => {});
       await gateway.close();
       await inferletHost?.close();
+      snapshots.close();
       if (!options.engines) for (const e of engines) await e.close();
       store.close();
     },

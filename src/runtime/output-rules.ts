@@ -3,8 +3,14 @@
 /** Largest event or result a guest may hand over, in characters. */
 export const MAX_OUTPUT = 16 << 20;
 
-export function checkSize(what: string, data: string): void {
-  if (data.length > MAX_OUTPUT) throw new Error(`${what} is at most ${MAX_OUTPUT} characters, got ${data.length}`);
+/** Why an event's name or an event's or result's data may not be handed over, or null. */
+export function sizeProblem(what: string, data: unknown): string | null {
+  if (typeof data !== 'string') return `${what} is not a string`;
+  return data.length > MAX_OUTPUT ? `${what} is at most ${MAX_OUTPUT} characters, got ${data.length}` : null;
+}
+
+export function eventNameProblem(event: unknown): string | null {
+  return typeof event === 'string' && /^[A-Za-z0-9_.:-]{1,128}$/.test(event) ? null : `invalid event name ${JSON.stringify(String(event).slice(0, 130))} (letters, digits and _ . : - only)`;
 }
 
 /** Headers that frame the response or the connection: the server's alone (one from a guest could split a keep-alive stream). */

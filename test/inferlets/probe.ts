@@ -12,6 +12,8 @@ interface Input {
   mb?: number;
   count?: number;
   message?: string;
+  stop_token_ids?: number[];
+  ignore_eos?: boolean;
 }
 
 function attempt(fn: () => unknown): unknown {
@@ -43,7 +45,8 @@ export const run = inferlet<Input>((args) => {
       return { info: model.info, special: [...model.specialTokens()], bos: model.tokenId('<s>') ?? null, roundTrip: model.decode(model.encode('hello there')) };
     case 'generate': {
       const ctx = model.newContext().fill(prompt);
-      return ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 8, stream: true }).result();
+      const stops = { ...(args.stop_token_ids ? { stop_token_ids: args.stop_token_ids } : {}), ...(args.ignore_eos ? { ignore_eos: true } : {}) };
+      return ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 8, stream: true, ...stops }).result();
     }
     case 'generate-pull': {
       const ctx = model.newContext().fill(prompt);

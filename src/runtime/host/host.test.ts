@@ -295,6 +295,19 @@ describe('InferletHost', () => {
     expect(host.stats()).toMatchObject({ workerRestarts: 1, quarantined: 0 });
   }, 20_000);
 
+  it("ends a generation at the model's end tokens, which the host supplies: the guest's stop ids are added to them, and ignore_eos takes only them away", async () => {
+    // The mock model says 100 until the sequence holds 6 tokens, then its end-of-sequence token.
+    const eos = 2;
+    const { engine, host, probe } = await setup({}, { behaviour: (seq) => (seq.length >= 6 ? eos : 100) });
+    expect(engine.model.eosTokenIds).toContain(eos);
+    const gen = (extra: object) => run(host, probe, { action: 'generate', prompt: [1, 2, 3], max_tokens: 8, ...extra });
+    // A stop id that never comes: the end token still ends it (the tokens end with the one that stopped it).
+    expect(await gen({ stop_token_ids: [7] })).toMatchObject({ finish_reason: 'stop', tokens: [100, 100, 100, eos] });
+    // ignore_eos: the end token does not end it, the given stop ids still do.
+    expect(await gen({ stop_token_ids: [7], ignore_eos: true })).toMatchObject({ finish_reason: 'length', tokens: [100, 100, 100, eos, eos, eos, eos, eos] });
+    expect(await gen({ stop_token_ids: [100], ignore_eos: true })).toMatchObject({ finish_reason: 'stop', tokens: [100] });
+  });
+
   it('keeps a named snapshot across invocations, per tenant', async () => {
     const { engine, host, probe } = await setup();
     await run(host, probe, { action: 'save', name: 'sys', prompt: [9, 8, 7, 6, 5, 4] }, { tenant: 'a' });

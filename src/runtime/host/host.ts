@@ -3,7 +3,7 @@
  * and answers their calls against the engines, on the caller's thread.
  *
  *   invoke ─► pick the least-loaded healthy worker ─► start
- *   worker batch of calls ─► binding handler (one file per WIT interface)
+ *   worker batch of calls ─► handler (handlers/, one table for every operation of ops.ts)
  *                          ─► replies batched back per worker
  *   done / cancel / wall time / watchdog ─► release contexts, generations,
  *                          subscriptions ─► settle the invocation

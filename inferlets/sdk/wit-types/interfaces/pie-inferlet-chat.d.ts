@@ -8,7 +8,7 @@ declare module 'pie:inferlet/chat@0.2.0' {
   export function render(model: Model, messages: Array<Message>, tools: Array<Tool>, addGenerationPrompt: boolean): string;
   /**
    * Renders and tokenizes, with exactly one beginning-of-sequence token.
-   * A conversation too long for any context of the model is `invalid-argument` before it is tokenized.
+   * A conversation too long for any context of the model is `context-length-exceeded` before it is tokenized.
    */
   export function encode(model: Model, messages: Array<Message>, tools: Array<Tool>, addGenerationPrompt: boolean): Uint32Array;
   /**

@@ -33,7 +33,7 @@ declare module 'pie:inferlet/model@0.2.0' {
     info(): ModelInfo;
     /**
     * Text to token ids; `add-bos` prepends the beginning-of-sequence token when the model uses one.
-    * A text too long for any context of the model is `invalid-argument` before it is tokenized.
+    * A text too long for any context of the model is `context-length-exceeded` before it is tokenized.
     */
     encode(text: string, addBos: boolean): Uint32Array;
     decode(tokens: Uint32Array, skipSpecialTokens: boolean): string;

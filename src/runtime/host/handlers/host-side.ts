@@ -1,4 +1,4 @@
-/** What the host-side half of a binding may use: engines by model name, the message hub, the log. */
+/** What a handler may use: engines by model name, the message hub, the log. */
 import type { Engine } from '../../../engine/index.ts';
 import type { Invocation } from '../invocation.ts';
 import type { MessageHub } from '../message-hub.ts';

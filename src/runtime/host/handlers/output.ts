@@ -1,13 +1,15 @@
 /** pie:inferlet/output on the host: events and the result go straight to the invocation. */
-import { headerProblem, statusProblem } from '../../output-rules.ts';
+import { eventNameProblem, headerProblem, sizeProblem, statusProblem } from '../../output-rules.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
 
+// The guest side checked all of these; a message that did not pass is dropped here, never applied.
 export const outputHandlers: Handlers<OpsIn<'output'>> = {
-  'output.emit': (inv, [event, data]) => inv.emit(event, data),
-  'output.set-result': (inv, [data]) => {
-    inv.data = data;
+  'output.emit': (inv, [event, data]) => {
+    if (eventNameProblem(event) === null && sizeProblem('an event', data) === null) inv.emit(event, data);
   },
-  // The guest side checked these; a message that did not pass is dropped, never applied.
+  'output.set-result': (inv, [data]) => {
+    if (sizeProblem('the result', data) === null) inv.data = data;
+  },
   'output.set-status': (inv, [status]) => {
     if (statusProblem(status) === null) inv.status = status;
   },

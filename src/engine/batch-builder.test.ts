@@ -56,4 +56,43 @@ describe('buildBatch', () => {
     expect(chooseQueryRun([300], shape)).toBe(300);
     expect(chooseQueryRun([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 480], shape)).toBeLessThan(64);
   });
+
+  it("finishes the batch's sampled side itself: temperatures, masks only when a row carries one, full logits only when a row needs them, the head's inputs, the copies", () => {
+    const shape = { numHeads: 1, numKvHeads: 1, vocabSize: 40, headDraws: 2 };
+    const plain = buildBatch(
+      [
+        { pageTable: [0], pastLen: 0, tokens: [1, 2], numSample: 1, sample: { needs: 'best', invTemperature: 1 } },
+        { pageTable: [1], pastLen: 0, tokens: [3], numSample: 1, sample: { needs: 'best', invTemperature: 2 } },
+      ],
+      4,
+      8,
+      shape,
+    );
+    expect(Array.from(plain.invTemperature)).toEqual([1, 2]);
+    expect(plain).toMatchObject({ maskWords: 0, needLogits: false, head: null });
+    expect(plain.tokenMask).toHaveLength(0);
+    expect(plain.copies).toBeUndefined();
+
+    const only5 = new Uint32Array(2);
+    only5[0] = 1 << 5;
+    const head = { adjustments: new Map([[7, -1.5]]), minP: 0.1, uniforms: [0.25, 0.75], full: true };
+    const mixed = buildBatch(
+      [
+        { pageTable: [0], pastLen: 0, tokens: [1], numSample: 1, sample: { needs: 'head', invTemperature: 0.5, mask: only5, head } },
+        { pageTable: [1], pastLen: 0, tokens: [2], numSample: 1, sample: { needs: 'logits', invTemperature: 1, mask: null } },
+        { pageTable: [2], pastLen: 0, tokens: [3], numSample: 0 },
+      ],
+      4,
+      8,
+      shape,
+      { from: [4], to: [8] },
+    );
+    expect(mixed.maskWords).toBe(2);
+    expect(Array.from(mixed.tokenMask)).toEqual([1 << 5, 0, 0xffffffff, 0xffffffff]); // a failed mask (null) allows everything
+    expect(mixed.needLogits).toBe(true);
+    expect(mixed.head).toMatchObject({ adjustWidth: 1, minP: Float32Array.from([0.1, 0]), uniforms: Float64Array.from([0.25, 0.75, 0, 0]), fullRows: Int32Array.from([0]) });
+    expect(Array.from(mixed.head!.adjustIds)).toEqual([7, 0]);
+    expect(Array.from(mixed.head!.adjustValues)).toEqual([-1.5, 0]);
+    expect(mixed.copies).toEqual({ from: Int32Array.from([4]), to: Int32Array.from([8]) });
+  });
 });

@@ -18,7 +18,29 @@
  * rows × (gathered keys per row + scored queries per row). Cutting never
  * changes a query's keys or their order, so it is invisible in the results.
  */
-import { KEY_ALIGN, type Batch } from '../../drivers/driver.ts';
+import { KEY_ALIGN, type Batch, type HeadInputs } from '../../drivers/driver.ts';
+import type { SlotCopies } from './kv-cache.ts';
+import type { TokenMask } from './sampler.ts';
+
+/** How a row's sampled tokens are drawn, as the driver needs to know it. */
+export interface RowSampling {
+  /** Full logits back to the host, the sampling head, or the greedy token alone. */
+  needs: 'best' | 'logits' | 'head';
+  /** 1 / temperature of each of its sampled tokens. */
+  invTemperature: number;
+  /** Tokens it may produce, applied in the graph (undefined: it carries no mask; null: its mask failed, every token allowed). */
+  mask?: TokenMask | null;
+  /** Its sampling head's inputs (needs 'head'); `full` asks for its whole distribution too. */
+  head?: { adjustments: Map<number, number>; minP: number; uniforms: ArrayLike<number>; full: boolean };
+}
+
+/** What a batch needs besides its rows: the model's shape, and the copies the schedule asked for. */
+export interface BatchShape extends AttentionShape {
+  /** Vocabulary size (the width of token masks). */
+  vocabSize?: number;
+  /** Uniforms per head row. */
+  headDraws?: number;
+}
 
 export interface BatchRow {
   /** Pages covering positions 0 .. pastLen + tokens.length - 1. */
@@ -38,6 +60,8 @@ export interface BatchRow {
   attend?: (pos: number, keyPos: number) => boolean;
   /** RoPE position of every token of the sequence, when not its index. */
   positions?: ArrayLike<number>;
+  /** How its sampled rows are drawn (none given: full logits back, temperature 1). */
+  sample?: RowSampling;
 }
 
 /** Scratch reused across steps: page → first row of that page in kv_gather. */
@@ -66,7 +90,7 @@ export function chooseQueryRun(lengths: readonly number[], shape: AttentionShape
   return best;
 }
 
-export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: AttentionShape = { numHeads: 1, numKvHeads: 1 }): Batch {
+export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages: number, shape: BatchShape = { numHeads: 1, numKvHeads: 1 }, copies?: SlotCopies): Batch {
   if (pageSlotOf.length < numPages) pageSlotOf = new Int32Array(numPages).fill(-1);
   let T = 0;
   let maxKeys = 0;
@@ -152,6 +176,7 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
   }
   for (const page of touched) pageSlotOf[page] = -1;
 
+  const sampling = sampledRows(rows, S, shape);
   return {
     numTokens: T,
     numRows: B,
@@ -166,10 +191,54 @@ export function buildBatch(rows: readonly BatchRow[], pageSize: number, numPages
     tokenIndex,
     mask,
     sampleIndex,
-    invTemperature: new Float32Array(S).fill(1),
-    maskWords: 0,
-    tokenMask: new Uint32Array(0),
-    needLogits: true,
-    head: null,
+    ...sampling,
+    ...(copies && copies.from.length > 0 ? { copies: { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) } } : {}),
   };
+}
+
+/**
+ * The sampled rows' side of the batch, in sampleIndex order: temperatures,
+ * whether full logits come back, token masks (only when some row carries one:
+ * without any, the driver allows every token) and the sampling head's inputs.
+ */
+function sampledRows(rows: readonly BatchRow[], S: number, shape: BatchShape): Pick<Batch, 'invTemperature' | 'maskWords' | 'tokenMask' | 'needLogits' | 'head'> {
+  const invTemperature = new Float32Array(S).fill(1);
+  let needLogits = false;
+  const masked = rows.some((r) => r.numSample > 0 && r.sample?.mask !== undefined);
+  const maskWords = masked ? Math.ceil((shape.vocabSize ?? 0) / 32) : 0;
+  const tokenMask = masked ? new Uint32Array(S * maskWords).fill(0xffffffff) : new Uint32Array(0);
+  const heads: Array<NonNullable<RowSampling['head']>> = [];
+  let row = 0;
+  for (const r of rows) {
+    if (r.numSample === 0) continue;
+    const s = r.sample;
+    needLogits ||= !s || s.needs === 'logits';
+    if (s) {
+      invTemperature.fill(s.invTemperature, row, row + r.numSample);
+      if (s.mask) tokenMask.set(s.mask, row * maskWords);
+      if (s.needs === 'head' && s.head) heads[row] = s.head;
+    }
+    row += r.numSample;
+  }
+  return { invTemperature, maskWords, tokenMask, needLogits, head: heads.length > 0 ? headInputs(heads, S, shape.headDraws ?? 0) : null };
+}
+
+/** The sampling head's inputs as [S, …] arrays from its rows' (sparse, by sampled row). */
+function headInputs(rows: Array<NonNullable<RowSampling['head']>>, S: number, draws: number): HeadInputs {
+  let A = 1;
+  rows.forEach((h) => (A = Math.max(A, h.adjustments.size)));
+  const head: HeadInputs = { adjustWidth: A, adjustIds: new Int32Array(S * A), adjustValues: new Float32Array(S * A), minP: new Float32Array(S), uniforms: new Float64Array(S * draws), fullRows: new Int32Array(0) };
+  const full: number[] = [];
+  rows.forEach((h, r) => {
+    let a = r * A;
+    for (const [t, v] of h.adjustments) {
+      head.adjustIds[a] = t;
+      head.adjustValues[a++] = v;
+    }
+    head.minP[r] = h.minP;
+    head.uniforms.set(h.uniforms, r * draws);
+    if (h.full) full.push(r);
+  });
+  head.fullRows = Int32Array.from(full);
+  return head;
 }

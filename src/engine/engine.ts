@@ -9,9 +9,9 @@
  *
  * Everything here runs on one thread; the driver's work happens in its own.
  */
-import type { Driver, HeadInputs, StepResult } from '../../drivers/driver.ts';
+import type { Driver, StepResult } from '../../drivers/driver.ts';
 import type { LoadedModel } from '../model/load.ts';
-import { buildBatch } from './batch-builder.ts';
+import { buildBatch, type BatchRow, type RowSampling } from './batch-builder.ts';
 import { Context } from './context.ts';
 import * as errors from './errors.ts';
 import { ForwardWork } from './forward-work.ts';
@@ -467,7 +467,8 @@ export class Engine {
     // copy-on-write copies, which the driver applies; the generation ends when its row is delivered.)
     if (inGraph.length > 0) await Promise.all(inGraph.map((s) => (s.work as Generation).prepareMask()));
     const maskWaitMs = performance.now() - tm;
-    const rows = planned.map((s) => ({
+    const V = this.driver.info.vocabSize;
+    const rows: BatchRow[] = planned.map((s) => ({
       pageTable: s.work.ctx.pageTable,
       pastLen: s.plan.start,
       tokens: s.work.ctx.tokens.slice(s.plan.start, s.plan.upTo),
@@ -475,29 +476,9 @@ export class Engine {
       numSample: s.numSample,
       window: s.work.window ?? null,
       ...(s.work.attend ? { attend: s.work.attend } : {}),
+      ...(s.numSample > 0 ? { sample: this.rowSampling(s.work, V) } : {}),
     }));
-    const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, this.model.config);
-    if (copies.from.length > 0) batch.copies = { from: Int32Array.from(copies.from), to: Int32Array.from(copies.to) };
-    batch.needLogits = false;
-    if (inGraph.length > 0) {
-      // Only a batch with a row to narrow carries masks: without any, the driver allows every token.
-      batch.maskWords = Math.ceil(this.model.config.vocabSize / 32);
-      batch.tokenMask = new Uint32Array(batch.sampleIndex.length * batch.maskWords).fill(0xffffffff);
-    }
-    const headRows: Generation[] = [];
-    let row = 0;
-    for (const s of planned) {
-      if (s.numSample === 0) continue;
-      batch.needLogits ||= s.work.needs === 'logits';
-      if (s.work.needs === 'head') headRows[row] = s.work as Generation;
-      batch.invTemperature.fill(s.work.invTemperature, row, row + s.numSample);
-      if (s.work instanceof Generation && s.work.maskInGraph) {
-        const mask = s.work.preparedMask;
-        if (mask) batch.tokenMask.set(mask, row * batch.maskWords);
-      }
-      row += s.numSample;
-    }
-    if (headRows.length > 0) batch.head = this.headInputs(headRows, batch.sampleIndex.length);
+    const batch = buildBatch(rows, this.kv.pageSize, this.kv.pool.numPages, { ...this.model.config, headDraws: HEAD_DRAWS }, copies);
     for (const s of planned) s.work.numCachedTokens += s.plan.hits.length * this.kv.pageSize;
     // The first step that runs a generation ends its queue time (a preempted one keeps its first, as vLLM's).
     for (const s of planned) if (s.work instanceof Generation && s.work.scheduledAt === 0) s.work.scheduledAt = t0;
@@ -566,25 +547,16 @@ export class Engine {
   }
 
   /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */
-  private headInputs(rows: Generation[], S: number): HeadInputs {
-    const V = this.driver.info.vocabSize;
-    const inputs = rows.map((g) => g.headInputs(V, HEAD_DRAWS)); // sparse, as `rows`
-    let A = 1;
-    inputs.forEach((h) => (A = Math.max(A, h.adjustments.size)));
-    const head: HeadInputs = { adjustWidth: A, adjustIds: new Int32Array(S * A), adjustValues: new Float32Array(S * A), minP: new Float32Array(S), uniforms: new Float64Array(S * HEAD_DRAWS), fullRows: new Int32Array(0) };
-    const full: number[] = [];
-    inputs.forEach((h, r) => {
-      let a = r * A;
-      for (const [t, v] of h.adjustments) {
-        head.adjustIds[a] = t;
-        head.adjustValues[a++] = v;
-      }
-      head.minP[r] = h.minP;
-      head.uniforms.set(h.uniforms, r * HEAD_DRAWS);
-      if (h.full || !this.samplingHead) full.push(r);
-    });
-    head.fullRows = Int32Array.from(full);
-    return head;
+  /** How a scheduled work's sampled rows are drawn: what comes back for them, their temperature, their mask in the graph, their head inputs. */
+  private rowSampling(work: Work, vocab: number): RowSampling {
+    const g = work instanceof Generation ? work : null;
+    return {
+      needs: work.needs,
+      invTemperature: work.invTemperature,
+      // A row drawn under a mask this step (prepared above) carries it: null if computing it failed (it fails on delivery).
+      ...(g?.maskInGraph && g.isConstrained ? { mask: g.preparedMask } : {}),
+      ...(work.needs === 'head' && g ? { head: ((h) => ({ ...h, full: h.full || !this.samplingHead }))(g.headInputs(vocab, HEAD_DRAWS)) } : {}),
+    };
   }
 
   /** Hands each work its rows; returns how many tokens were drawn by the sampling head and from full distributions, and how many rows the head could not decide (run again next step). */

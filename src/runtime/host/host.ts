@@ -427,8 +427,7 @@ export class InferletHost implements HostSide {
     inv.matchers.clear();
     for (const { topic, box } of inv.subscriptions.values()) this.hub.unsubscribe(inv.tenant, topic, box);
     inv.subscriptions.clear();
-    inv.reservations.clear();
-    inv.reservedTokens = 0;
+    inv.releaseReservations();
     if (!error) this.counts.succeeded++;
     else if (error.kind === 'cancelled') this.counts.cancelled++;
     else this.counts.failed++;

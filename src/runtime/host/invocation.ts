@@ -11,7 +11,9 @@
  */
 import type { Context, Engine, FinishReason, Generation, GenerationChunk, Matcher } from '../../engine/index.ts';
 import type { HeldMatcher } from './handlers/grammar.ts';
-import type { PageReservation } from './limits.ts';
+import { AbiError } from '../abi.ts';
+import { eventNameProblem, headerProblem, sizeProblem, statusProblem } from '../output-rules.ts';
+import { worstCasePages } from './limits.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from '../protocol.ts';
 
@@ -96,8 +98,9 @@ export class Invocation {
   /** The caller's result; rejects with an InvocationError. */
   readonly result: Promise<InvocationResult>;
   state: InvocationState = 'running';
+  /** What it answers with (for routes): set through setStatus, setHeader, setResult. */
   status = 200;
-  headers: Record<string, string> = {};
+  readonly headers: Record<string, string> = {};
   data: string | null = null;
 
   // host-side state of the guest
@@ -117,9 +120,10 @@ export class Invocation {
   /** The most tokens one of its host-run generations produced (metrics). */
   maxGenerationTokens = 0;
   observer: InvocationObserver | null = null;
-  reservedTokens = 0;
-  /** Pages set aside for running forwards and generations (see limits.ts). */
-  readonly reservations = new Set<PageReservation>();
+  /** Tokens set aside for running forwards and generations. */
+  private reservedTokens = 0;
+  /** What running forwards and generations have set aside (see reserve). */
+  private readonly reservations = new Set<Reservation>();
   peakMemoryBytes = 0;
   /** Time its worker took to get an instance ready, queued instantiations included (0 when a warm one was waiting). */
   instantiateMs = 0;
@@ -150,6 +154,69 @@ export class Invocation {
   cancel(reason = 'cancelled by the caller'): void {
     if (this.done) return;
     this.onCancel(this, reason);
+  }
+
+  /**
+   * Sets aside what a forward pass or generation on `ctx` may take: `tokens`
+   * it may produce (with `upTo`, as many of them as are left; the reservation
+   * says how many), and its worst case in pages for `newTokens` tokens
+   * appended (default: `tokens`) and the last `recompute` computed ones
+   * computed again. Pages count as the distinct pages the invocation's
+   * contexts hold (forks share theirs) plus what running work has set aside
+   * and not allocated yet. Throws limit-exceeded, having set nothing aside,
+   * when a limit would be passed.
+   */
+  reserve(ctx: Context, pageSize: number, want: { tokens?: number; upTo?: boolean; newTokens?: number; recompute?: number }): Reservation {
+    const left = this.limits.tokens - this.numTokens - this.reservedTokens;
+    const wanted = want.tokens ?? 0;
+    const tokens = want.upTo ? Math.min(wanted, left) : wanted;
+    if (want.upTo ? left <= 0 : tokens > left) throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${this.limits.tokens} tokens`);
+    const pages = worstCasePages(ctx, want.newTokens ?? tokens, pageSize, want.recompute ?? 0);
+    const held = this.pagesHeld();
+    const reserved = this.pagesReserved();
+    if (held + reserved + pages > this.limits.kvPages) {
+      throw new AbiError('limit-exceeded', `this needs up to ${pages} more KV pages; the invocation holds ${held} and has ${reserved} reserved, its limit is ${this.limits.kvPages}`);
+    }
+    const r = new Reservation(ctx, pages, tokens, (done) => {
+      this.reservations.delete(done);
+      this.reservedTokens -= done.tokens;
+    });
+    this.reservations.add(r);
+    this.reservedTokens += tokens;
+    return r;
+  }
+
+  /**
+   * Most tokens a generation on `ctx` may produce within the page limit (the
+   * limit caps a generation like max_tokens does); throws when even the
+   * prompt does not fit.
+   */
+  tokensWithinPages(ctx: Context, pageSize: number): number {
+    const free = this.limits.kvPages - this.pagesHeld() - this.pagesReserved();
+    const room = (free + Math.floor(ctx.numComputed / pageSize)) * pageSize - ctx.length;
+    if (room <= 0) {
+      throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than the invocation's limit of ${this.limits.kvPages} leaves`);
+    }
+    return room;
+  }
+
+  /** Everything set aside goes (the invocation ended). */
+  releaseReservations(): void {
+    for (const r of [...this.reservations]) r.release();
+  }
+
+  /** Distinct KV pages held by the invocation's contexts. */
+  private pagesHeld(): number {
+    const pages = new Set<number>();
+    for (const { ctx } of this.contexts.values()) for (const p of ctx.pageTable) pages.add(p);
+    return pages.size;
+  }
+
+  /** Pages set aside for running work that it has not allocated yet. */
+  private pagesReserved(): number {
+    let n = 0;
+    for (const r of this.reservations) n += Math.max(0, r.pages - Math.max(0, r.ctx.pageTable.length - r.startPages));
+    return n;
   }
 
   /** Output events as the guest emits them; consumed once. Ends when the invocation ends. */
@@ -191,6 +258,24 @@ export class Invocation {
     this.observer?.generation(g);
   }
 
+  /** An event from the guest: one whose name or size is not allowed is dropped (the guest side refused it already). */
+  emitChecked(event: string, data: string): void {
+    if (eventNameProblem(event) === null && sizeProblem('an event', data) === null) this.emit(event, data);
+  }
+
+  /** The guest's result, status and headers: a value that is not allowed is dropped, never applied (the guest side refused it already). */
+  setResult(data: string): void {
+    if (sizeProblem('the result', data) === null) this.data = data;
+  }
+
+  setStatus(status: number): void {
+    if (statusProblem(status) === null) this.status = status;
+  }
+
+  setHeader(name: string, value: string): void {
+    if (headerProblem(name, value) === null) this.headers[name.toLowerCase()] = value;
+  }
+
   emit(event: string, data: string): void {
     if (this.done) return;
     const e = { event, data };
@@ -211,5 +296,30 @@ export class Invocation {
       this.reject(error);
     }
     this.wake?.();
+  }
+}
+
+/** What one running forward pass or generation has set aside (Invocation.reserve); released once, when it ends. */
+export class Reservation {
+  readonly ctx: Context;
+  /** Its worst case in pages, and the context's page count when it started. */
+  readonly pages: number;
+  readonly startPages: number;
+  /** Tokens it may produce. */
+  readonly tokens: number;
+  private onRelease: ((r: Reservation) => void) | null;
+
+  constructor(ctx: Context, pages: number, tokens: number, onRelease: (r: Reservation) => void) {
+    this.ctx = ctx;
+    this.pages = pages;
+    this.startPages = ctx.pageTable.length;
+    this.tokens = tokens;
+    this.onRelease = onRelease;
+  }
+
+  release(): void {
+    const done = this.onRelease;
+    this.onRelease = null;
+    done?.(this);
   }
 }

@@ -9,7 +9,6 @@ import { newCallId, ToolCallStream, type ToolCallDelta } from '../../../model/to
 import { detectToolFormat, parseToolCalls } from '../../../model/tool-calls.ts';
 import { AbiError } from '../../abi.ts';
 import type { HeldGeneration, Invocation } from '../invocation.ts';
-import { reservePages, reserveTokens, tokensWithinPages, type PageReservation } from '../limits.ts';
 import { generationUsing, heldMatcher } from './grammar.ts';
 import { heldContext } from './context.ts';
 import { toAbiError } from './errors.ts';
@@ -131,17 +130,13 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     }
     const compute = args.outputs.map((o) => prepareOutput(o, V));
     const numSampled = args.outputs.filter((o) => o.kind.tag === 'sample').length;
-    if (inv.numTokens + inv.reservedTokens + numSampled > inv.limits.tokens) {
-      throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${inv.limits.tokens} tokens`);
-    }
-    const reservation = reservePages(inv, ctx, args.tokens.length, engine.pageSize);
+    const reservation = inv.reserve(ctx, engine.pageSize, { tokens: numSampled, newTokens: args.tokens.length });
     try {
       engine.append(ctx, Array.from(args.tokens), args.positions ? Array.from(args.positions) : undefined);
     } catch (err) {
-      inv.reservations.delete(reservation);
+      reservation.release();
       throw toAbiError(err);
     }
-    inv.reservedTokens += numSampled;
     try {
       const base = ctx.length - pending;
       const rows = args.attention?.map((runs, i) => runsToFlags(runs, base + i + 1));
@@ -161,8 +156,7 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     } catch (err) {
       throw toAbiError(err);
     } finally {
-      inv.reservations.delete(reservation);
-      if (!inv.done) inv.reservedTokens -= numSampled;
+      reservation.release();
     }
   },
 
@@ -170,14 +164,14 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     const { engine, ctx } = heldContext(inv, h);
     if (!Number.isInteger(top) || top > 20) throw new AbiError('invalid-argument', `top must be at most 20, got ${top}`);
     // The pending tokens take pages as a forward pass's would, and the computed token before them is computed again.
-    const reservation = reservePages(inv, ctx, 0, engine.pageSize, 1);
+    const reservation = inv.reserve(ctx, engine.pageSize, { recompute: 1 });
     try {
       const scores = await engine.promptLogprobs(ctx, top);
       return scores.map((s) => s ?? undefined);
     } catch (err) {
       throw toAbiError(err);
     } finally {
-      inv.reservations.delete(reservation);
+      reservation.release();
     }
   },
 
@@ -193,15 +187,9 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     const format = streamData(args.stream?.template, args.stream?.firstSeq);
     const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
     const room = engine.roomFor(ctx);
-    const wanted = Math.min(args.maxTokens ?? room, room, tokensWithinPages(inv, ctx, engine.pageSize));
-    const tokens = reserveTokens(inv, wanted);
-    let reservation: PageReservation;
-    try {
-      reservation = reservePages(inv, ctx, tokens, engine.pageSize);
-    } catch (err) {
-      inv.reservedTokens -= tokens;
-      throw err;
-    }
+    const wanted = Math.min(args.maxTokens ?? room, room, inv.tokensWithinPages(ctx, engine.pageSize));
+    const reservation = inv.reserve(ctx, engine.pageSize, { tokens: wanted, upTo: true });
+    const tokens = reservation.tokens;
     const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, firstTokenAt: 0, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
     const promptTokens = ctx.length;
     // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
@@ -243,16 +231,14 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
         },
       });
     } catch (err) {
-      inv.reservedTokens -= tokens;
-      inv.reservations.delete(reservation);
+      reservation.release();
       throw toAbiError(err);
     }
     inv.generations.set(gh, held);
     void held.gen.result.then((r) => {
       // What a tool-call stream held back goes out before the guest can learn the generation ended.
       held.end?.();
-      inv.reservations.delete(reservation);
-      if (!inv.done) inv.reservedTokens -= tokens;
+      reservation.release();
       inv.numTokens += r.completionTokens;
       // A prompt whose generation ended before its first token counts if it was read to the end (a cancelled one was not).
       if (r.finishReason === 'stop' || r.finishReason === 'length') inv.notePrompt(family, r.promptTokens);

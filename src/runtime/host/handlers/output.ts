@@ -1,19 +1,10 @@
 /** pie:inferlet/output on the host: events and the result go straight to the invocation. */
-import { eventNameProblem, headerProblem, sizeProblem, statusProblem } from '../../output-rules.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
 
-// The guest side checked all of these; a message that did not pass is dropped here, never applied.
+// The invocation owns its output and checks what it is given (the guest side checked it first).
 export const outputHandlers: Handlers<OpsIn<'output'>> = {
-  'output.emit': (inv, [event, data]) => {
-    if (eventNameProblem(event) === null && sizeProblem('an event', data) === null) inv.emit(event, data);
-  },
-  'output.set-result': (inv, [data]) => {
-    if (sizeProblem('the result', data) === null) inv.data = data;
-  },
-  'output.set-status': (inv, [status]) => {
-    if (statusProblem(status) === null) inv.status = status;
-  },
-  'output.set-header': (inv, [name, value]) => {
-    if (headerProblem(name, value) === null) inv.headers[name.toLowerCase()] = value;
-  },
+  'output.emit': (inv, [event, data]) => inv.emitChecked(event, data),
+  'output.set-result': (inv, [data]) => inv.setResult(data),
+  'output.set-status': (inv, [status]) => inv.setStatus(status),
+  'output.set-header': (inv, [name, value]) => inv.setHeader(name, value),
 };

@@ -546,7 +546,6 @@ export class Engine {
     }
   }
 
-  /** The sampling head's inputs for a step whose rows `rows[r]` (sparse) draw from it. */
   /** How a scheduled work's sampled rows are drawn: what comes back for them, their temperature, their mask in the graph, their head inputs. */
   private rowSampling(work: Work, vocab: number): RowSampling {
     const g = work instanceof Generation ? work : null;

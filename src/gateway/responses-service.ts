@@ -9,6 +9,7 @@
 import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
 import { itemsToMessages } from '../../inferlets/builtin/response-items.ts';
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
+import type { Engine } from '../engine/index.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { Invocation, InvocationResult } from '../runtime/host/invocation.ts';
 import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
@@ -75,6 +76,8 @@ function callNames(chain: StoredResponse[]): Record<string, string> {
 export interface ResponseRun {
   input: ResponsesInput<CreateResponse>;
   tenant: string;
+  /** The engine it runs on (its snapshot lives there). */
+  engine: Engine;
   /** Stored (store is not false). */
   keep: boolean;
   /** Its outcome has been stored with its snapshot. */
@@ -120,7 +123,7 @@ export class ResponsesService {
       history: resolved.previous_response_id ? this.history(resolved.previous_response_id, tenant, model) : null,
       save_as: null,
     };
-    const run: ResponseRun = { input, tenant, keep: resolved.store !== false, kept: false };
+    const run: ResponseRun = { input, tenant, engine: this.deps.rt().engines.get(model)!, keep: resolved.store !== false, kept: false };
     if (run.keep && this.deps.snapshots.enabled) input.save_as = snapshotName(input.id);
     // Stored from the start, so GET shows it in progress; the outcome replaces it.
     if (run.keep) this.record(run, 'in_progress', responseObject(input, 'in_progress', []), null);
@@ -145,7 +148,7 @@ export class ResponsesService {
     const out = JSON.parse(r.data) as ResponsesResult;
     if (run.keep) {
       this.record(run, out.response.status as StoredResponse['status'], out.response, out.context_tokens);
-      if (run.input.save_as) this.deps.snapshots.add(this.engineOf(run), run.tenant, run.input.save_as);
+      if (run.input.save_as) this.deps.snapshots.add(run.engine, run.tenant, run.input.save_as);
       run.kept = true;
     }
     return JSON.stringify(out.response);
@@ -169,7 +172,7 @@ export class ResponsesService {
     this.running.delete(run.input.id);
     this.cancelled.delete(run.input.id);
     // Failed, refused or cancelled: a snapshot the inferlet may have saved has no stored response to follow.
-    if (run.input.save_as && !run.kept) this.engineOf(run).deleteSnapshot(run.input.save_as, run.tenant);
+    if (run.input.save_as && !run.kept) run.engine.deleteSnapshot(run.input.save_as, run.tenant);
   }
 
   get(id: string, tenant: string): StoredResponse {
@@ -235,9 +238,5 @@ export class ResponsesService {
     });
     // Responses deleted to keep the tenant within its storage quota take their KV snapshots with them.
     for (const old of evicted) for (const e of this.deps.rt().engines.values()) this.deps.snapshots.remove(e, tenant, snapshotName(old));
-  }
-
-  private engineOf(run: ResponseRun) {
-    return this.deps.rt().engines.get(run.input.model)!;
   }
 }

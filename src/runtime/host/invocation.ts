@@ -170,7 +170,8 @@ export class Invocation {
     const left = this.limits.tokens - this.numTokens - this.reservedTokens;
     const wanted = want.tokens ?? 0;
     const tokens = want.upTo ? Math.min(wanted, left) : wanted;
-    if (want.upTo ? left <= 0 : tokens > left) throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${this.limits.tokens} tokens`);
+    // Work that produces no tokens (scoring a prompt) is not held to the token limit.
+    if (want.tokens !== undefined && (want.upTo ? left <= 0 : tokens > left)) throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${this.limits.tokens} tokens`);
     const pages = worstCasePages(ctx, want.newTokens ?? tokens, pageSize, want.recompute ?? 0);
     const held = this.pagesHeld();
     const reserved = this.pagesReserved();

@@ -156,7 +156,7 @@ export class RequestMetrics implements InvocationObserver {
    * lost with its worker is not the request's, and `restart` drops them.
    * Token counts are not held: those tokens were computed.
    */
-  private held: Array<() => void> | null = null;
+  private held: Array<[Histogram.Internal<string>, number]> | null = null;
 
   constructor(series: RequestSeries, startedAt: number) {
     this.series = series;
@@ -172,7 +172,7 @@ export class RequestMetrics implements InvocationObserver {
   release(): void {
     const held = this.held;
     this.held = null;
-    for (const observe of held ?? []) observe();
+    for (const [h, v] of held ?? []) h.observe(v);
   }
 
   /** The request runs again (its run was lost): what that run timed is dropped; its first token and cut-off are the new run's. */
@@ -182,18 +182,18 @@ export class RequestMetrics implements InvocationObserver {
     this.cutOff = false;
   }
 
-  private observe(fn: () => void): void {
-    if (this.held) this.held.push(fn);
-    else fn();
+  private observe(h: Histogram.Internal<string>, value: number): void {
+    if (this.held) this.held.push([h, value]);
+    else h.observe(value);
   }
 
   tokens(count: number, gapMs: number | null, now: number): void {
     const s = this.series;
     if (!this.firstTokenSeen) {
       this.firstTokenSeen = true;
-      this.observe(() => s.ttft.observe((now - this.startedAt) / 1000));
+      this.observe(s.ttft, (now - this.startedAt) / 1000);
     }
-    if (gapMs !== null) this.observe(() => s.itl.observe(gapMs / 1000));
+    if (gapMs !== null) this.observe(s.itl, gapMs / 1000);
     s.generationTokens.inc(count);
   }
 
@@ -206,16 +206,13 @@ export class RequestMetrics implements InvocationObserver {
     const s = this.series;
     if (g.finishReason === 'length') this.cutOff = true;
     if (g.scheduledAt === 0) return; // cancelled while it waited: it has no phases
-    const { queuedAt, scheduledAt, firstTokenAt, lastTokenAt, completionTokens } = g;
-    this.observe(() => {
-      s.queue.observe((scheduledAt - queuedAt) / 1000);
-      if (firstTokenAt === 0) return;
-      s.prefill.observe((firstTokenAt - scheduledAt) / 1000);
-      s.decode.observe((lastTokenAt - firstTokenAt) / 1000);
-      s.inference.observe((lastTokenAt - scheduledAt) / 1000);
-      // One token has no time per output token (vLLM records a 0, which drags the quantiles down).
-      if (completionTokens > 1) s.tpot.observe((lastTokenAt - firstTokenAt) / 1000 / (completionTokens - 1));
-    });
+    this.observe(s.queue, (g.scheduledAt - g.queuedAt) / 1000);
+    if (g.firstTokenAt === 0) return;
+    this.observe(s.prefill, (g.firstTokenAt - g.scheduledAt) / 1000);
+    this.observe(s.decode, (g.lastTokenAt - g.firstTokenAt) / 1000);
+    this.observe(s.inference, (g.lastTokenAt - g.scheduledAt) / 1000);
+    // One token has no time per output token (vLLM records a 0, which drags the quantiles down).
+    if (g.completionTokens > 1) this.observe(s.tpot, (g.lastTokenAt - g.firstTokenAt) / 1000 / (g.completionTokens - 1));
   }
 
   end(e: RequestEnd, now = performance.now()): void {

@@ -444,12 +444,15 @@ export class InferletHost implements HostSide {
 async function workerCpuMicros(worker: Worker): Promise<number | null> {
   const read = (worker as Worker & { cpuUsage?: () => Promise<{ user: number; system: number }> }).cpuUsage;
   if (!read) return null;
+  // A read a dying worker never answers must not hold the watchdog: then wall time decides.
+  let timer: NodeJS.Timeout | undefined;
   try {
-    // A read a dying worker never answers must not hold the watchdog: then wall time decides.
-    const u = await Promise.race([read.call(worker), new Promise<null>((r) => setTimeout(() => r(null), 250).unref())]);
+    const u = await Promise.race([read.call(worker), new Promise<null>((r) => (timer = setTimeout(() => r(null), 250).unref()))]);
     return u ? u.user + u.system : null;
   } catch {
     return null; // exited
+  } finally {
+    clearTimeout(timer); // read every watchdog tick: its timeout must not outlive it
   }
 }
 

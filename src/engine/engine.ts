@@ -235,6 +235,13 @@ export class Engine {
     return Math.max(0, Math.min(this.model.config.maxPositionEmbeddings, cap * this.kv.pageSize) - ctx.length);
   }
 
+  /** Throws when the context could not fit under its tenant's page cap even alone. */
+  private checkTenantCap(ctx: Context): void {
+    const cap = this.shareOf(ctx.tenant).maxPages;
+    const needed = Math.ceil(ctx.length / this.kv.pageSize);
+    if (needed > cap) throw errors.tenantKvCap(needed, cap);
+  }
+
   /** The tenant's share of the KV pool. */
   shareOf(tenant: string): TenantShare {
     return this.tenantShares.get(tenant) ?? EQUAL_SHARE;
@@ -376,9 +383,8 @@ export class Engine {
   generate(ctx: Context, options: GenerateOptions = {}): Generation {
     this.checkIdle(ctx);
     this.ensurePending(ctx);
-    const cap = this.shareOf(ctx.tenant).maxPages;
-    const needed = Math.ceil(ctx.length / this.kv.pageSize);
-    if (needed > cap) throw errors.tenantKvCap(needed, cap);
+    // Checked here too: past its cap the room is 0, and it would end at once as if by its length.
+    this.checkTenantCap(ctx);
     const room = this.roomFor(ctx);
     const maxTokens = Math.max(0, Math.min(options.maxTokens ?? room, room));
     const gen = new Generation(ctx, this.model.tokenizer, this.model.config.vocabSize, this.model.eosTokenIds, maxTokens, this.model.config.slidingWindow, options, (g) =>
@@ -424,8 +430,7 @@ export class Engine {
     if (this.closed) throw errors.engineClosed();
     const needed = Math.ceil(work.ctx.length / this.kv.pageSize);
     if (needed > this.kv.pool.numPages) throw errors.kvExhausted(needed, this.kv.pool.numPages, this.kv.pool.numInUse);
-    const cap = this.shareOf(work.ctx.tenant).maxPages;
-    if (needed > cap) throw errors.tenantKvCap(needed, cap);
+    this.checkTenantCap(work.ctx);
     this.active.set(work.ctx, work);
     work.ctx.busy = true;
     this.scheduler.submit(work);

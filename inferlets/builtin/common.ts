@@ -3,6 +3,7 @@
  * options from request fields, logprobs with token text, stream templates.
  */
 import type { components } from '../../src/gateway/openapi-types.ts';
+import { contentText } from './response-items.ts';
 import { emit, inferlet, PieError, setHeader, type ChatMessage, type Context, setResult, setStatus, type Chunk, type Generation, type GenerationResult, type Model, type PromptLogprob, type SamplingOptions, type TokenLogprob } from '@pie/inferlet';
 
 /** An error answered as OpenAI's error JSON (before any stream event went out). */
@@ -114,10 +115,9 @@ type RequestMessage = components['schemas']['ChatCompletionRequestMessage'];
 
 /** Chat request messages as the SDK takes them (text parts joined by newlines). */
 export function chatMessages(messages: RequestMessage[]): ChatMessage[] {
-  const text = (content: RequestMessage['content']) => (content == null ? '' : typeof content === 'string' ? content : content.map((p) => p.text).join('\n'));
   return messages.map((m) => ({
     role: m.role,
-    content: text(m.content),
+    content: contentText(m.content),
     ...('name' in m && m.name ? { name: m.name } : {}),
     ...('tool_calls' in m && m.tool_calls ? { tool_calls: m.tool_calls } : {}),
     ...('tool_call_id' in m ? { tool_call_id: m.tool_call_id } : {}),

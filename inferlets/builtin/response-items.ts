@@ -5,7 +5,8 @@
  */
 import type { HistoryMessage } from './protocol.ts';
 
-function contentText(content: unknown): string {
+/** A message's content as text: a string as it is, text parts joined by newlines (Chat Completions' and Responses' alike). */
+export function contentText(content: unknown): string {
   if (typeof content === 'string') return content;
   if (!Array.isArray(content)) return '';
   return content.map((p: { text?: string }) => p.text ?? '').join('\n');

@@ -171,8 +171,9 @@ export class RequestMetrics implements InvocationObserver {
   /** Records what was held back, and from now on records as it comes. */
   release(): void {
     const held = this.held;
+    if (!held) return; // called for every streamed event: nothing to do once released
     this.held = null;
-    for (const [h, v] of held ?? []) h.observe(v);
+    for (const [h, v] of held) h.observe(v);
   }
 
   /** The request runs again (its run was lost): what that run timed is dropped; its first token and cut-off are the new run's. */

@@ -649,8 +649,8 @@ async function main(): Promise<void> {
     const slots = (host as unknown as { slots: Array<{ worker: Worker }> }).slots.map((s) => s.worker);
     const onGuestMessage = (m: { t: string; calls?: Array<[number, number, string, unknown]> }) => {
       const now = performance.now() - (rec.invoke ?? NaN);
-      if (m.t === 'calls') for (const c of m.calls!) calls.push([now, c[2]]);
-      else calls.push([now, m.t]);
+      for (const c of m.calls ?? []) calls.push([now, c[2]]); // 'calls', and the last ones riding with 'done'
+      if (m.t !== 'calls') calls.push([now, m.t]);
     };
     for (const w of slots) w.on('message', onGuestMessage);
     const timelines: Record<'streaming' | 'json', Array<[number, string]>> = { streaming: [], json: [] };

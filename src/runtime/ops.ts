@@ -110,6 +110,8 @@ export interface Ops {
   'context.create': Send<[handle: number, model: string]>;
   'context.fork': Call<[handle: number, child: number], void>;
   'context.fill': Call<[handle: number, tokens: Uint32Array], void>;
+  /** A fill the guest side has checked (valid tokens, room in the context, no generation on it): it cannot fail, so it costs no wait. */
+  'context.append': Send<[handle: number, tokens: Uint32Array]>;
   'context.truncate': Call<[handle: number, length: number], void>;
   'context.length': Call<[handle: number], number>;
   'context.tokens': Call<[handle: number], Uint32Array>;
@@ -131,7 +133,8 @@ export interface Ops {
 
   'inference.forward': Call<[context: number, args: WitForwardArgs], WitOutput[]>;
   'inference.prompt-logprobs': Call<[context: number, top: number], Array<WitScored | undefined>>;
-  'inference.generate': Call<[context: number, generation: number, args: WitGenerateArgs, matcher: number | null], void>;
+  /** Starts a generation under the guest's handle; a generation that could not start reports why to its first next/finish. */
+  'inference.generate': Send<[context: number, generation: number, args: WitGenerateArgs, matcher: number | null]>;
   /** The chunks produced since the last call (waits for one), or null once the generation has ended. */
   'generation.next': Call<[generation: number], WitChunk[] | null>;
   'generation.finish': Call<[generation: number], WitGenerationResult>;
@@ -165,6 +168,7 @@ export const ONE_WAY: { readonly [K in OpName]: Ops[K]['oneWay'] } = {
   'context.create': true,
   'context.fork': false,
   'context.fill': false,
+  'context.append': true,
   'context.truncate': false,
   'context.length': false,
   'context.tokens': false,
@@ -183,7 +187,7 @@ export const ONE_WAY: { readonly [K in OpName]: Ops[K]['oneWay'] } = {
   'grammar.drop': true,
   'inference.forward': false,
   'inference.prompt-logprobs': false,
-  'inference.generate': false,
+  'inference.generate': true,
   'generation.next': false,
   'generation.finish': false,
   'generation.cancel': true,

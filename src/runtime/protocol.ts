@@ -16,6 +16,9 @@ export interface ModelDescriptor {
   dir: string;
   chatTemplate: string;
   pageSize: number;
+  /** The engine's: what a fill the guest side checks must agree with. */
+  vocabSize: number;
+  contextLength: number;
 }
 
 export interface InstanceLimits {
@@ -63,7 +66,8 @@ export type HostToWorker =
 export type WorkerToHost =
   | { t: 'ready' }
   | { t: 'calls'; calls: Call[] }
-  | { t: 'done'; inv: number; error: string | null; limit: boolean; peakMemoryBytes: number; instantiateMs: number }
+  /** `calls`: the worker's calls not yet sent (the guest's last one-way calls among them), dispatched before the end. */
+  | { t: 'done'; inv: number; error: string | null; limit: boolean; peakMemoryBytes: number; instantiateMs: number; calls: Call[] }
   | { t: 'log'; level: string; message: string };
 
 /** Shared words each worker updates so the host's watchdog can see it without a message. */

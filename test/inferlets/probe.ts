@@ -98,7 +98,13 @@ export const run = inferlet<Input>((args) => {
         badModel: attempt(() => Model.load('no-such-model')),
         badToken: attempt(() => model.newContext().fill([model.info.vocabSize + 5])),
         noSnapshot: attempt(() => Context.open(model, 'never-saved')),
-        badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })),
+        badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } }).result()), // a generation that cannot start says why at its result
+        badSamplingIterated: attempt(() => [...model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })]),
+        ...(() => {
+          // A fill the guest side sees cannot fit goes to the host as a call, for the exact error.
+          const ctx = model.newContext().fill([1, 2, 3]);
+          return { tooLong: attempt(() => ctx.fill(new Array<number>(model.info.contextLength).fill(1))), afterTooLong: ctx.tokens().length };
+        })(),
       };
     case 'grammar': {
       const refused = attempt(() => Grammar.regex('((').matcher(model));
@@ -118,7 +124,7 @@ export const run = inferlet<Input>((args) => {
       const ctx = model.newContext().fill(prompt);
       const busy = (() => {
         const g = ctx.fork().generate({ grammar: m, sampling: Sampler.greedy(), max_tokens: 10 });
-        const again = attempt(() => ctx.fork().generate({ grammar: m, max_tokens: 10 }));
+        const again = attempt(() => ctx.fork().generate({ grammar: m, max_tokens: 10 }).result());
         return { again, done: g.result() };
       })();
       const prefix = model.decode([first]);
@@ -147,7 +153,7 @@ export const run = inferlet<Input>((args) => {
     case 'limit-tokens': {
       const ctx = model.newContext().fill(prompt);
       const first = ctx.generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 100 }).result();
-      return { first: first.tokens.length, second: attempt(() => ctx.generate({ max_tokens: 5 })) };
+      return { first: first.tokens.length, second: attempt(() => ctx.generate({ max_tokens: 5 }).result()) };
     }
     case 'limit-pages':
       return attempt(() => model.newContext().fill(prompt).generate({ sampling: Sampler.greedy(), max_tokens: args.max_tokens ?? 1000 }).result());

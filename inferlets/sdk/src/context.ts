@@ -222,7 +222,11 @@ export class Context {
     call(() => this.raw.save(name));
   }
 
-  /** Starts the server's generate loop on this context and returns at once. */
+  /**
+   * Starts the server's generate loop on this context and returns at once. A
+   * generation the server refuses (a busy context, no room, a limit) throws
+   * its error from `result()` and from iterating it.
+   */
   generate(options: GenerateOptions = {}): Generation {
     this.known = undefined; // the host appends what it generates
     const stop = options.stop === undefined ? [] : typeof options.stop === 'string' ? [options.stop] : options.stop;

@@ -62,9 +62,12 @@ export class Generation implements Iterable<Chunk> {
   }
 
   *[Symbol.iterator](): Iterator<Chunk> {
-    for (;;) {
+    for (let first = true; ; first = false) {
       const c = this.raw.next();
-      if (c == null) return;
+      if (c == null) {
+        if (first) this.result(); // throws if it never started
+        return;
+      }
       yield { text: c.text, tokens: Array.from(c.tokens), logprobs: c.logprobs };
     }
   }

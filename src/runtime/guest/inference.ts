@@ -33,11 +33,16 @@ export function guestInference(env: GuestEnv) {
   }
   return {
     Generation,
-    forward: (ctx: GuestContext, args: WitForwardArgs) => env.call('inference.forward', [ctx.handle, args]),
+    forward: (ctx: GuestContext, args: WitForwardArgs) => {
+      ctx.known = undefined; // the host appends the tokens
+      return env.call('inference.forward', [ctx.handle, args]);
+    },
     promptLogprobs: (ctx: GuestContext, top: number) => env.call('inference.prompt-logprobs', [ctx.handle, top]),
-    generate: async (ctx: GuestContext, args: WitGenerateArgs, constraint: GuestMatcher | undefined) => {
+    /** Returns at once: a generation that could not start says why at its first next or finish. */
+    generate: (ctx: GuestContext, args: WitGenerateArgs, constraint: GuestMatcher | undefined) => {
+      ctx.known = undefined; // the host appends what it generates
       const h = env.handle();
-      await env.call('inference.generate', [ctx.handle, h, args, constraint?.handle ?? null]);
+      env.send('inference.generate', [ctx.handle, h, args, constraint?.handle ?? null]);
       return new Generation(h);
     },
   };

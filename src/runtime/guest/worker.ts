@@ -43,15 +43,34 @@ const post = (m: WorkerToHost) => port.postMessage(m);
 let nextCallId = 1;
 const pending = new Map<number, { inv: number; resolve: (v: unknown) => void; reject: (e: Error) => void }>();
 let outbox: Call[] = [];
+let flushInMicrotask = false;
+let flushInImmediate = false;
 /**
- * Flushed in a microtask: guests resumed by one batch of replies run one after
- * another before it, so their calls still leave together, and a burst of
- * instantiations on this thread does not hold them back (a setImmediate
- * flush waited for the whole burst).
+ * A call (the guest waits for it) is flushed in a microtask: guests resumed by
+ * one batch of replies run one after another before it, so their calls still
+ * leave together, and a burst of instantiations on this thread does not hold
+ * them back (a setImmediate flush waited for the whole burst). One-way calls
+ * wait for the next call, the guest's end, or at the latest the next turn of
+ * the event loop: a guest that creates, fills, generates and waits for the
+ * result sends it all in one message (jco runs a suspending import a few
+ * microtasks after the guest calls it, so a microtask flush per one-way call
+ * would send them one by one).
  */
-function enqueue(call: Call): void {
-  if (outbox.length === 0) queueMicrotask(flush);
+function enqueue(call: Call, waits: boolean): void {
   outbox.push(call);
+  if (waits && !flushInMicrotask) {
+    flushInMicrotask = true;
+    queueMicrotask(() => {
+      flushInMicrotask = false;
+      flush();
+    });
+  } else if (!waits && !flushInImmediate) {
+    flushInImmediate = true;
+    setImmediate(() => {
+      flushInImmediate = false;
+      flush();
+    });
+  }
 }
 function flush(): void {
   const calls = outbox;
@@ -102,11 +121,11 @@ class InstanceEnv implements GuestEnv {
   call<K extends CallOp>(op: K, args: ArgsOf<K>): Promise<ReplyOf<K>> {
     if (this.cancelled) return Promise.reject(new Error('the invocation was cancelled'));
     const id = nextCallId++;
-    enqueue([this.inv, id, op, args]);
+    enqueue([this.inv, id, op, args], true);
     return new Promise((resolve, reject) => pending.set(id, { inv: this.inv, resolve: resolve as (v: unknown) => void, reject }));
   }
   send<K extends SendOp>(op: K, args: ArgsOf<K>): void {
-    if (!this.cancelled) enqueue([this.inv, 0, op, args]);
+    if (!this.cancelled) enqueue([this.inv, 0, op, args], false);
   }
   handle(): number {
     return this.nextHandle++;
@@ -305,9 +324,11 @@ function describe(err: unknown): string {
 
 function finish(inv: number, env: InstanceEnv | undefined, error: string | null, instantiateMs: number): void {
   running.delete(inv);
-  flush(); // the guest's last one-way calls (set-result, emit) go before `done`
+  // The guest's last one-way calls (set-result, emit) ride in the same message, ahead of its end.
+  const calls = outbox;
+  outbox = [];
   const limit = env?.limitError ?? null;
-  post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0, instantiateMs });
+  post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0, instantiateMs, calls });
   if (Atomics.load(heartbeat, HEARTBEAT.running) === inv) Atomics.store(heartbeat, HEARTBEAT.running, 0);
 }
 

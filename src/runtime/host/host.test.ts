@@ -108,6 +108,24 @@ describe('InferletHost', () => {
     expect(r.noSnapshot).toMatchObject({ code: 'not-found' });
     expect(r.badSampling).toMatchObject({ code: 'invalid-argument' });
     expect(r.badSampling.message).toContain('temperature');
+    expect(r.badSamplingIterated).toMatchObject({ code: 'invalid-argument' }); // iterating a generation that never started throws too
+    expect(r.tooLong).toMatchObject({ code: 'context-length-exceeded' });
+    expect(r.afterTooLong).toBe(3); // the refused fill changed nothing
+  });
+
+  it('costs a guest one wait to fill a new context and generate: create, fill, generate and finish reach the host in one message', async () => {
+    const { engine, host, probe } = await setup();
+    const batches: string[][] = [];
+    for (const { worker } of (host as unknown as { slots: Array<{ worker: Worker }> }).slots) {
+      worker.on('message', (m: { t: string; calls?: Array<[number, number, string, unknown]> }) => {
+        const ops = (m.calls ?? []).map((c) => c[2]).filter((op) => op !== 'runtime.log');
+        if (ops.length > 0) batches.push(ops);
+      });
+    }
+    const r = await run(host, probe, { action: 'generate', max_tokens: 4 });
+    expect(r.tokens).toHaveLength(4);
+    expect(batches[0]).toEqual(['context.create', 'context.append', 'inference.generate', 'generation.finish']);
+    expect(engine.kv.pool.numInUse).toBe(0);
   });
 
   it('computes tree-shaped siblings in one forward step, each as if alone (real driver)', async () => {

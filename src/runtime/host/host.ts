@@ -369,6 +369,7 @@ export class InferletHost implements HostSide {
         for (const call of m.calls) this.dispatch(slot, call);
         return;
       case 'done': {
+        for (const call of m.calls) this.dispatch(slot, call);
         const inv = this.running.get(m.inv);
         slot.invocations.delete(m.inv);
         slot.ending.delete(m.inv);
@@ -421,6 +422,7 @@ export class InferletHost implements HostSide {
     }
     for (const g of inv.generations.values()) g.gen.cancel();
     inv.generations.clear();
+    inv.unstarted.clear();
     for (const { engine, ctx } of inv.contexts.values()) engine.release(ctx);
     inv.contexts.clear();
     for (const { matcher } of inv.matchers.values()) matcher.dispose();
@@ -436,7 +438,8 @@ export class InferletHost implements HostSide {
 
   private describe(name: string): ModelDescriptor {
     const e = this.engines.get(name)!;
-    return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.pageSize };
+    const { vocabSize, maxPositionEmbeddings } = e.model.config;
+    return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.pageSize, vocabSize, contextLength: maxPositionEmbeddings };
   }
 }
 

@@ -106,6 +106,8 @@ export class Invocation {
   // host-side state of the guest
   readonly contexts = new Map<number, HeldContext>();
   readonly generations = new Map<number, HeldGeneration>();
+  /** Generations that could not start, by handle: the error their first next/finish reports (generate expects no answer). */
+  readonly unstarted = new Map<number, Error>();
   readonly subscriptions = new Map<number, { topic: string; box: Mailbox }>();
   readonly matchers = new Map<number, HeldMatcher>();
   /** Aborted when the invocation ends: ends its waits on other inferlets. */

@@ -23,6 +23,10 @@ declare module 'pie:inferlet/inference@0.2.0' {
    * (whatever the sampling settings; logprobs are over the allowed tokens),
    * the matcher advances with them, and the generation ends with `stop` when
    * the grammar is complete. One matcher serves one generation at a time.
+   * The host checks the request after returning: a generation that could
+   * not start (invalid arguments, a busy context or matcher, no room, a
+   * limit) is returned all the same, its `next` returns none and its
+   * `finish` the error. (Errors known without the host are returned here.)
    */
   export function generate(ctx: Context, args: GenerateArgs, constraint: Matcher | undefined): Generation;
   export type Error = import('pie:inferlet/types@0.2.0').Error;

@@ -41,6 +41,11 @@ export const contextHandlers: Handlers<OpsIn<'context'>> = {
     const { engine, ctx } = heldContext(inv, h);
     guarded(() => engine.append(ctx, Array.from(tokens as Uint32Array)));
   },
+  // Checked by the guest side before it was sent (see guest/context.ts): a failure here fails the invocation.
+  'context.append': (inv, [h, tokens]) => {
+    const { engine, ctx } = heldContext(inv, h);
+    guarded(() => engine.append(ctx, Array.from(tokens)));
+  },
   'context.truncate': (inv, [h, length]) => {
     const { engine, ctx } = heldContext(inv, h);
     guarded(() => engine.truncate(ctx, length));

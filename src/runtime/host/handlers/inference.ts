@@ -91,8 +91,27 @@ function toolCallEvents(templates: { start: string; arguments: string }, chatTem
 
 function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   const g = inv.generations.get(h);
-  if (!g) throw new AbiError('invalid-argument', `generation ${h} does not exist`);
-  return g;
+  if (g) return g;
+  throw inv.unstarted.get(h) ?? new AbiError('invalid-argument', `generation ${h} does not exist`);
+}
+
+/** Failed generations kept for their next/finish to report (the oldest is forgotten past this). */
+const MAX_UNSTARTED = 4096;
+
+/**
+ * Starts a host-run generation (inference.generate). The guest does not wait
+ * for it: an expected failure (invalid arguments, a busy context or matcher,
+ * no room) is kept under the generation's handle, and its first next or
+ * finish returns it; anything else fails the invocation.
+ */
+function startGeneration(inv: Invocation, [h, gh, args, mh]: [number, number, WitGenerateArgs, number | null]): void {
+  try {
+    generate(inv, h, gh, args, mh);
+  } catch (err) {
+    if (!(err instanceof AbiError)) throw err;
+    if (inv.unstarted.size >= MAX_UNSTARTED) inv.unstarted.delete(inv.unstarted.keys().next().value!);
+    inv.unstarted.set(gh, err);
+  }
 }
 
 function toWitResult(r: GenerationResult, streamed: number): WitGenerationResult {
@@ -109,6 +128,80 @@ function toWitResult(r: GenerationResult, streamed: number): WitGenerationResult
     logprobs: witLogprobs(r.logprobs),
     streamed,
   };
+}
+
+function generate(inv: Invocation, h: number, gh: number, args: WitGenerateArgs, mh: number | null): void {
+  const { engine, ctx, family } = heldContext(inv, h);
+  const constraint = mh === null ? undefined : heldMatcher(inv, mh);
+  if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');
+  if (constraint && generationUsing(inv, constraint.matcher)) throw new AbiError('busy', 'the matcher is constraining another generation');
+  const V = engine.model.config.vocabSize;
+  if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
+  const sampling = toSamplingParams(args.sampling, V, args.logprobs);
+  const streamEvent = args.stream?.event;
+  const format = streamData(args.stream?.template, args.stream?.firstSeq);
+  const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
+  const room = engine.roomFor(ctx);
+  const wanted = Math.min(args.maxTokens ?? room, room, inv.tokensWithinPages(ctx, engine.pageSize));
+  const reservation = inv.reserve(ctx, engine.pageSize, { tokens: wanted, upTo: true });
+  const tokens = reservation.tokens;
+  const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, firstTokenAt: 0, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
+  const promptTokens = ctx.length;
+  // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
+  if (calls) {
+    held.end = () => {
+      held.end = null; // once
+      held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed));
+    };
+  }
+  try {
+    held.gen = engine.generate(ctx, {
+      sampling,
+      maxTokens: tokens,
+      stop: args.stop,
+      ...(constraint ? { grammar: constraint.matcher } : {}),
+      // The model's end tokens are the engine's to know; the guest only adds its own.
+      stopTokenIds: [...new Set([...(args.ignoreEos ? [] : engine.model.eosTokenIds), ...(args.stopTokenIds ?? [])])],
+      ...(args.minTokens ? { minTokens: args.minTokens } : {}),
+      includeStopString: args.includeStopString,
+      skipSpecialTokens: !args.keepSpecialTokens,
+      onChunk: (c) => {
+        // Noted inside the engine step that produced them: metrics follow a long stream as it goes.
+        if (c.tokens.length > 0) {
+          const now = performance.now();
+          if (held.firstTokenAt === 0) {
+            held.firstTokenAt = now;
+            inv.notePrompt(family, promptTokens);
+          }
+          inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
+          held.lastChunkAt = now;
+        }
+        if (calls) held.streamed += calls.push(c.text, held.streamed, (text) => format(text, held.streamed));
+        else if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
+        held.chunks.push(c);
+        if (held.waiter) {
+          held.waiter(held.chunks.splice(0));
+          held.waiter = null;
+        }
+      },
+    });
+  } catch (err) {
+    reservation.release();
+    throw toAbiError(err);
+  }
+  inv.generations.set(gh, held);
+  void held.gen.result.then((r) => {
+    // What a tool-call stream held back goes out before the guest can learn the generation ended.
+    held.end?.();
+    reservation.release();
+    inv.numTokens += r.completionTokens;
+    // A prompt whose generation ended before its first token counts if it was read to the end (a cancelled one was not).
+    if (r.finishReason === 'stop' || r.finishReason === 'length') inv.notePrompt(family, r.promptTokens);
+    const timing = { queuedAt: held.gen.queuedAt, scheduledAt: held.gen.scheduledAt, firstTokenAt: held.firstTokenAt, lastTokenAt: held.lastChunkAt };
+    inv.noteGeneration({ ...timing, completionTokens: r.completionTokens, finishReason: r.finishReason });
+    held.waiter?.(null);
+    held.waiter = null;
+  });
 }
 
 export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
@@ -175,81 +268,10 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
     }
   },
 
-  'inference.generate': (inv, [h, gh, args, mh]) => {
-    const { engine, ctx, family } = heldContext(inv, h);
-    const constraint = mh === null ? undefined : heldMatcher(inv, mh);
-    if (constraint && constraint.engine !== engine) throw new AbiError('invalid-argument', 'the matcher was made for another model than the context');
-    if (constraint && generationUsing(inv, constraint.matcher)) throw new AbiError('busy', 'the matcher is constraining another generation');
-    const V = engine.model.config.vocabSize;
-    if (args.logprobs !== undefined && args.logprobs > 20) throw new AbiError('invalid-argument', `logprobs must be at most 20, got ${args.logprobs}`);
-    const sampling = toSamplingParams(args.sampling, V, args.logprobs);
-    const streamEvent = args.stream?.event;
-    const format = streamData(args.stream?.template, args.stream?.firstSeq);
-    const calls = args.stream?.toolCalls ? toolCallEvents(args.stream.toolCalls, engine.model.chatTemplate, args.stream.firstSeq, (text) => inv.emit(streamEvent!, text)) : null;
-    const room = engine.roomFor(ctx);
-    const wanted = Math.min(args.maxTokens ?? room, room, inv.tokensWithinPages(ctx, engine.pageSize));
-    const reservation = inv.reserve(ctx, engine.pageSize, { tokens: wanted, upTo: true });
-    const tokens = reservation.tokens;
-    const held: HeldGeneration = { gen: null as never, chunks: [], waiter: null, firstTokenAt: 0, lastChunkAt: 0, streamed: 0, matcher: constraint?.matcher ?? null, end: null };
-    const promptTokens = ctx.length;
-    // The tail a tool-call stream held back goes out as the generation ends (or, at the latest, when the guest asks for the result).
-    if (calls) {
-      held.end = () => {
-        held.end = null; // once
-        held.streamed += calls.end(held.streamed, (text) => format(text, held.streamed));
-      };
-    }
-    try {
-      held.gen = engine.generate(ctx, {
-        sampling,
-        maxTokens: tokens,
-        stop: args.stop,
-        ...(constraint ? { grammar: constraint.matcher } : {}),
-        // The model's end tokens are the engine's to know; the guest only adds its own.
-        stopTokenIds: [...new Set([...(args.ignoreEos ? [] : engine.model.eosTokenIds), ...(args.stopTokenIds ?? [])])],
-        ...(args.minTokens ? { minTokens: args.minTokens } : {}),
-        includeStopString: args.includeStopString,
-        skipSpecialTokens: !args.keepSpecialTokens,
-        onChunk: (c) => {
-          // Noted inside the engine step that produced them: metrics follow a long stream as it goes.
-          if (c.tokens.length > 0) {
-            const now = performance.now();
-            if (held.firstTokenAt === 0) {
-              held.firstTokenAt = now;
-              inv.notePrompt(family, promptTokens);
-            }
-            inv.noteTokens(c.tokens.length, held.lastChunkAt ? now - held.lastChunkAt : null, now);
-            held.lastChunkAt = now;
-          }
-          if (calls) held.streamed += calls.push(c.text, held.streamed, (text) => format(text, held.streamed));
-          else if (streamEvent !== undefined && c.text !== '') inv.emit(streamEvent, format(c.text, held.streamed++));
-          held.chunks.push(c);
-          if (held.waiter) {
-            held.waiter(held.chunks.splice(0));
-            held.waiter = null;
-          }
-        },
-      });
-    } catch (err) {
-      reservation.release();
-      throw toAbiError(err);
-    }
-    inv.generations.set(gh, held);
-    void held.gen.result.then((r) => {
-      // What a tool-call stream held back goes out before the guest can learn the generation ended.
-      held.end?.();
-      reservation.release();
-      inv.numTokens += r.completionTokens;
-      // A prompt whose generation ended before its first token counts if it was read to the end (a cancelled one was not).
-      if (r.finishReason === 'stop' || r.finishReason === 'length') inv.notePrompt(family, r.promptTokens);
-      const timing = { queuedAt: held.gen.queuedAt, scheduledAt: held.gen.scheduledAt, firstTokenAt: held.firstTokenAt, lastTokenAt: held.lastChunkAt };
-      inv.noteGeneration({ ...timing, completionTokens: r.completionTokens, finishReason: r.finishReason });
-      held.waiter?.(null);
-      held.waiter = null;
-    });
-  },
+  'inference.generate': startGeneration,
 
   'generation.next': (inv, [gh]) => {
+    if (inv.unstarted.has(gh)) return null; // its finish says why
     const held = heldGeneration(inv, gh);
     if (held.chunks.length > 0) return held.chunks.splice(0).map(wit);
     if (held.gen.finished) return null;
@@ -266,6 +288,7 @@ export const inferenceHandlers: Handlers<OpsIn<'inference' | 'generation'>> = {
   'generation.cancel': (inv, [gh]) => inv.generations.get(gh)?.gen.cancel(),
 
   'generation.drop': (inv, [gh]) => {
+    inv.unstarted.delete(gh);
     const held = inv.generations.get(gh);
     if (!held) return;
     held.gen.cancel();

@@ -7,6 +7,7 @@ import { buildInferlet, testHost } from '../../../test/inferlet-helpers.ts';
 import type { StoredComponent } from './component-store.ts';
 import type { InferletHost } from './host.ts';
 import { InvocationError } from './invocation.ts';
+import { HEARTBEAT } from '../protocol.ts';
 
 let probePath: string;
 beforeAll(async () => {
@@ -210,7 +211,10 @@ describe('InferletHost', () => {
   it('keeps serving while a guest spins: ten others complete, the spinner is stopped, its worker replaced', async () => {
     const { engine, host, probe } = await setup({ workers: 3, stallMs: 1500 });
     const spinner = host.invoke(probe, { input: { action: 'spin' } });
-    await new Promise((r) => setTimeout(r, 600)); // the spinner's worker stops beating: no new work goes there
+    // The spinner's worker stops beating: no new work goes there (waited for, not timed: a loaded machine starts the spinner late).
+    const slots = (host as unknown as { slots: Array<{ heartbeat: Int32Array; responsive: boolean }> }).slots;
+    const spinning = (s: (typeof slots)[number]) => Atomics.load(s.heartbeat, HEARTBEAT.running) === spinner.id;
+    await until(() => slots.some((s) => spinning(s) && !s.responsive) && slots.every((s) => spinning(s) || s.responsive));
     const others = Array.from({ length: 10 }, (_, i) => run(host, probe, { action: 'generate', prompt: [1, 2, 3, i + 4], max_tokens: 4 }));
     const results = await Promise.all(others);
     expect(results.every((r) => r.tokens.length === 4)).toBe(true);

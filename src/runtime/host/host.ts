@@ -285,12 +285,15 @@ export class InferletHost implements HostSide {
   private pick(tenant: string): WorkerSlot {
     this.expireQuarantines();
     const slots = this.quarantined.size === 0 || this.slots.length < 2 ? this.slots : this.quarantined.has(tenant) ? this.slots.slice(0, 1) : this.slots.slice(1);
+    // The least loaded of the workers seen making progress lately; when none was (a loaded machine samples
+    // them late), of those not running a guest's code right now (a stuck guest's worker always is).
+    const order = (s: WorkerSlot) => (s.responsive ? 0 : Atomics.load(s.heartbeat, HEARTBEAT.running) === 0 ? 1 : 2);
     let best: WorkerSlot | undefined;
     for (const s of slots) {
-      if (s.dead || !s.responsive) continue;
-      if (!best || s.invocations.size < best.invocations.size) best = s;
+      if (s.dead) continue;
+      if (!best || order(s) < order(best) || (order(s) === order(best) && s.invocations.size < best.invocations.size)) best = s;
     }
-    // All workers busy with guests that do not yield: queue behind the least loaded anyway.
+    // All workers being replaced: queue behind the least loaded anyway.
     return best ?? slots.reduce((a, b) => (b.invocations.size < a.invocations.size ? b : a));
   }
 

@@ -225,6 +225,14 @@ kv_weight = 3
     const err = ((await refused.json()) as { error: { code: string; message: string } }).error;
     expect(err.code).toBe('context_length_exceeded');
     expect(err.message).toMatch(/this tenant's running work may hold at most 4/);
+    // Streamed, on the completions route (whose stream the host writes): still a 400 before anything went out.
+    const streamed = await fetch(`${s.server.url}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: 'Bearer sk-small' },
+      body: JSON.stringify({ model: s.model, prompt: long, max_tokens: 4, stream: true }),
+    });
+    expect(streamed.status).toBe(400);
+    expect(((await streamed.json()) as { error: { code: string } }).error.code).toBe('context_length_exceeded');
     const stopped = (await (await chat('sk-small', 'Hi', { max_tokens: 500, temperature: 0 })).json()) as { choices: Array<{ finish_reason: string }>; usage: { total_tokens: number } };
     expect(stopped.choices[0]!.finish_reason).toBe('length');
     expect(stopped.usage.total_tokens).toBeLessThanOrEqual(64);

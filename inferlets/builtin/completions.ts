@@ -161,10 +161,14 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
         ...(logprobs !== null ? { logprobs } : {}),
         ...(templated ? { stream: { event: 'message', template: template(chunk([{ index, text: DELTA, logprobs: null, finish_reason: null as never }])) } } : {}),
       });
-      if (templated) markStreaming(); // the host may stream from now on
       return { p, index, gen };
     }),
   );
+  if (templated) {
+    // A generation the server could not start says so at its first chunk: before the host may stream, an error is still a status.
+    for (const { gen } of runs) gen[Symbol.iterator]().next();
+    markStreaming(); // the host streams from now on
+  }
   if (stream && logprobs !== null) {
     const offsets = runs.map(() => 0);
     interleave(

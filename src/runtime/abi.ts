@@ -27,7 +27,7 @@ export function interfaceKey(name: InterfaceName): string {
 const SUSPENDING: Record<string, string[]> = {
   context: ['[method]context.fork', '[method]context.fill', '[method]context.truncate', '[method]context.length', '[method]context.tokens', '[method]context.save', '[static]context.open', '[static]context.delete-snapshot', '[static]context.list-snapshots'],
   grammar: ['[static]matcher.from-json-schema', '[static]matcher.from-json-object', '[static]matcher.from-regex', '[static]matcher.from-ebnf', '[static]matcher.from-choice', '[static]matcher.from-structural-tag', '[method]matcher.allowed', '[method]matcher.accept', '[method]matcher.rollback', '[method]matcher.is-terminated', '[method]matcher.fork'],
-  inference: ['forward', 'prompt-logprobs', 'generate', '[method]generation.next', '[method]generation.finish'],
+  inference: ['forward', 'prompt-logprobs', '[method]generation.next', '[method]generation.finish'],
   chat: ['tool-call-matcher'],
   messaging: ['push', 'pull', 'broadcast', '[method]subscription.next'],
 };

@@ -52,9 +52,9 @@ let flushInImmediate = false;
  * them back (a setImmediate flush waited for the whole burst). One-way calls
  * wait for the next call, the guest's end, or at the latest the next turn of
  * the event loop: a guest that creates, fills, generates and waits for the
- * result sends it all in one message (jco runs a suspending import a few
- * microtasks after the guest calls it, so a microtask flush per one-way call
- * would send them one by one).
+ * result sends it all in one message (a microtask flush per one-way call
+ * could send them one by one: jco's glue may run a suspending import some
+ * microtasks after the guest called it).
  */
 function enqueue(call: Call, waits: boolean): void {
   outbox.push(call);

@@ -95,7 +95,7 @@ function heldGeneration(inv: Invocation, h: number): HeldGeneration {
   throw inv.unstarted.get(h) ?? new AbiError('invalid-argument', `generation ${h} does not exist`);
 }
 
-/** Failed generations kept for their next/finish to report (the oldest is forgotten past this). */
+/** Failed generations kept for their next/finish to report; one more fails the invocation. */
 const MAX_UNSTARTED = 4096;
 
 /**
@@ -109,7 +109,7 @@ function startGeneration(inv: Invocation, [h, gh, args, mh]: [number, number, Wi
     generate(inv, h, gh, args, mh);
   } catch (err) {
     if (!(err instanceof AbiError)) throw err;
-    if (inv.unstarted.size >= MAX_UNSTARTED) inv.unstarted.delete(inv.unstarted.keys().next().value!);
+    if (inv.unstarted.size >= MAX_UNSTARTED) throw new AbiError('limit-exceeded', `${MAX_UNSTARTED} generations could not start and were not dropped: ${err.message}`);
     inv.unstarted.set(gh, err);
   }
 }

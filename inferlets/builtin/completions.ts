@@ -165,8 +165,9 @@ export const run = route<OpenAIInput<Request>>('prompt', (input) => {
     }),
   );
   if (templated) {
-    // A generation the server could not start says so at its first chunk: before the host may stream, an error is still a status.
-    for (const { gen } of runs) gen[Symbol.iterator]().next();
+    // A generation the server could not start says so at its first chunk. Until one of them has produced one, nothing
+    // has gone out and an error is still a status; after that, the host may have streamed, and it fails the stream.
+    for (const { gen } of runs) if (!gen[Symbol.iterator]().next().done) markStreaming();
     markStreaming(); // the host streams from now on
   }
   if (stream && logprobs !== null) {

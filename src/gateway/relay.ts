@@ -50,6 +50,20 @@ export function toApiError(err: unknown): ApiError {
   return new InternalServerError(err instanceof Error ? err.message : String(err));
 }
 
+/** The error an inferlet answered with (OpenAI's error JSON, or any body) as an ApiError. */
+function errorOf(r: InvocationResult): ApiError {
+  try {
+    const e = (JSON.parse(r.data ?? '') as { error?: { message?: unknown; type?: unknown; param?: unknown; code?: unknown } }).error;
+    if (e && typeof e.message === 'string') {
+      const type = typeof e.type === 'string' ? e.type : r.status >= 500 ? 'server_error' : 'invalid_request_error';
+      return new ApiError(r.status, type, e.message, { param: typeof e.param === 'string' ? e.param : null, code: typeof e.code === 'string' ? e.code : null });
+    }
+  } catch {
+    // not JSON: its text is the message
+  }
+  return new ApiError(r.status, r.status >= 500 ? 'server_error' : 'invalid_request_error', r.data || `the inferlet answered ${r.status} after its stream began`);
+}
+
 export interface RelayOptions {
   /** Called with each event before it is written (metrics, stores). */
   onEvent?: (e: OutputEvent) => void;
@@ -106,6 +120,13 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     const replaced = options.onResult?.(r, streamed);
     if (disconnected) return { result: r, error: null, streamed, disconnected, status: r.status };
     if (!streamed && held.length > 0) startStream();
+    if (streamed && r.status >= 400) {
+      // An error status set after the stream began cannot be sent: the stream ends with it as its error instead of just stopping.
+      const error = errorOf(r);
+      writeQueued();
+      res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
+      return { result: null, error, streamed, disconnected, status: res.statusCode };
+    }
     if (streamed) {
       writeQueued();
       res.end(held.map((e) => sseEvent(e.event, e.data)).join(''));

@@ -100,6 +100,13 @@ export const run = inferlet<Input>((args) => {
         noSnapshot: attempt(() => Context.open(model, 'never-saved')),
         badSampling: attempt(() => model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } }).result()), // a generation that cannot start says why at its result
         badSamplingIterated: attempt(() => [...model.newContext().fill(prompt).generate({ sampling: { temperature: -1 } })]),
+        // More refused generations than the host keeps unreported: each is forgotten once its result has said why.
+        refusedMany: (() => {
+          const ctx = model.newContext().fill(prompt);
+          let refused = 0;
+          for (let i = 0; i < 4200; i++) if ((attempt(() => ctx.generate({ sampling: { temperature: -1 } }).result()) as { code?: string }).code === 'invalid-argument') refused++;
+          return refused;
+        })(),
         ...(() => {
           // A fill the guest side sees cannot fit goes to the host as a call, for the exact error.
           const ctx = model.newContext().fill([1, 2, 3]);

@@ -48,6 +48,8 @@ export interface GenerationResult {
 export class Generation implements Iterable<Chunk> {
   private readonly raw: abi.Generation;
   private done: GenerationResult | undefined;
+  /** Why it failed (it never started, or ended in an error): its handle is released, and this is thrown again. */
+  private failed: { error: unknown } | undefined;
   /** The matcher made for its grammar, released when it ends. */
   private matcher: grammar.Matcher | undefined;
 
@@ -62,6 +64,7 @@ export class Generation implements Iterable<Chunk> {
   }
 
   *[Symbol.iterator](): Iterator<Chunk> {
+    if (this.failed) throw this.failed.error;
     for (let first = true; ; first = false) {
       const c = this.raw.next();
       if (c == null) {
@@ -75,9 +78,15 @@ export class Generation implements Iterable<Chunk> {
   /** Waits for the end and returns everything produced. */
   result(): GenerationResult {
     if (this.done) return this.done;
+    if (this.failed) throw this.failed.error;
     let r: abi.GenerateResult;
     try {
       r = call(() => this.raw.finish());
+    } catch (error) {
+      // Over either way: the server forgets it now (a guest retrying refused generations holds nothing).
+      this.failed = { error };
+      this.raw[Symbol.dispose]();
+      throw error;
     } finally {
       this.releaseMatcher();
     }
@@ -114,7 +123,7 @@ export class Generation implements Iterable<Chunk> {
 
   /** Stops it; `result()` then reports finish_reason "cancelled". */
   cancel(): void {
-    this.raw.cancel();
+    if (!this.failed) this.raw.cancel();
   }
 
   private releaseMatcher(): void {

@@ -110,6 +110,7 @@ describe('InferletHost', () => {
     expect(r.badSampling).toMatchObject({ code: 'invalid-argument' });
     expect(r.badSampling.message).toContain('temperature');
     expect(r.badSamplingIterated).toMatchObject({ code: 'invalid-argument' }); // iterating a generation that never started throws too
+    expect(r.refusedMany).toBe(4200);
     expect(r.tooLong).toMatchObject({ code: 'context-length-exceeded' });
     expect(r.afterTooLong).toBe(3); // the refused fill changed nothing
   });

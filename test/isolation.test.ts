@@ -211,12 +211,13 @@ kv_weight = 3
 `;
   // Pages of 16 tokens: the small tenant's running work holds at most 64 tokens.
   const s = servedEngine(() => randomModelDir(), { numPages: 64 }, { extra: KEYS });
-  const chat = (key: string, content: string, body: object = {}) =>
-    fetch(`${s.server.url}/v1/chat/completions`, {
+  const post = (key: string, path: string, body: object) =>
+    fetch(`${s.server.url}${path}`, {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${key}` },
-      body: JSON.stringify({ model: s.model, messages: [{ role: 'user', content }], ...body }),
+      body: JSON.stringify({ model: s.model, ...body }),
     });
+  const chat = (key: string, content: string, body: object = {}) => post(key, '/v1/chat/completions', { messages: [{ role: 'user', content }], ...body });
 
   it("holds a capped key's tenant to its pages: a prompt past the cap is a 400, a long answer stops with length; other tenants are not capped", async () => {
     const long = 'one two three four five six seven eight nine ten '.repeat(12);
@@ -226,11 +227,7 @@ kv_weight = 3
     expect(err.code).toBe('context_length_exceeded');
     expect(err.message).toMatch(/this tenant's running work may hold at most 4/);
     // Streamed, on the completions route (whose stream the host writes): still a 400 before anything went out.
-    const streamed = await fetch(`${s.server.url}/v1/completions`, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', authorization: 'Bearer sk-small' },
-      body: JSON.stringify({ model: s.model, prompt: long, max_tokens: 4, stream: true }),
-    });
+    const streamed = await post('sk-small', '/v1/completions', { prompt: long, max_tokens: 4, stream: true });
     expect(streamed.status).toBe(400);
     expect(((await streamed.json()) as { error: { code: string } }).error.code).toBe('context_length_exceeded');
     const stopped = (await (await chat('sk-small', 'Hi', { max_tokens: 500, temperature: 0 })).json()) as { choices: Array<{ finish_reason: string }>; usage: { total_tokens: number } };

@@ -102,6 +102,11 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     res.setHeader('x-accel-buffering', 'no');
     res.flushHeaders();
   };
+  /** Ends a stream that failed midway: what was queued, then the error. */
+  const endStreamWith = (error: ApiError) => {
+    writeQueued();
+    res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
+  };
   inv.onEvent((e) => {
     options.onEvent?.(e);
     if (disconnected) return;
@@ -123,8 +128,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     if (streamed && r.status >= 400) {
       // An error status set after the stream began cannot be sent: the stream ends with it as its error instead of just stopping.
       const error = errorOf(r);
-      writeQueued();
-      res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
+      endStreamWith(error);
       return { result: null, error, streamed, disconnected, status: res.statusCode };
     }
     if (streamed) {
@@ -142,8 +146,7 @@ export async function relay(res: Response, inv: Invocation, options: RelayOption
     const error = toApiError(err);
     if (disconnected) return { result: null, error, streamed, disconnected, status: 499 };
     if (streamed) {
-      writeQueued();
-      res.end(options.streamError ? options.streamError(error, numEvents) : sseEvent('message', JSON.stringify(error.toJSON())));
+      endStreamWith(error);
       return { result: null, error, streamed, disconnected, status: res.statusCode };
     }
     throw error;

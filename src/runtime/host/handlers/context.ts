@@ -26,6 +26,12 @@ function checkRoom(inv: Invocation): void {
   if (inv.contexts.size >= MAX_CONTEXTS) throw new AbiError('limit-exceeded', `the invocation holds ${inv.contexts.size} contexts; the limit is ${MAX_CONTEXTS} (release those it is done with)`);
 }
 
+/** context.fill and context.append: the tokens go on the engine context. */
+function append(inv: Invocation, [h, tokens]: [number, Uint32Array]): void {
+  const { engine, ctx } = heldContext(inv, h);
+  guarded(() => engine.append(ctx, Array.from(tokens)));
+}
+
 export const contextHandlers: Handlers<OpsIn<'context'>> = {
   'context.create': (inv, [h, model], host) => {
     checkRoom(inv);
@@ -37,15 +43,9 @@ export const contextHandlers: Handlers<OpsIn<'context'>> = {
     const { engine, ctx, family } = heldContext(inv, h);
     inv.contexts.set(child, { engine, ctx: guarded(() => engine.fork(ctx)), family });
   },
-  'context.fill': (inv, [h, tokens]) => {
-    const { engine, ctx } = heldContext(inv, h);
-    guarded(() => engine.append(ctx, Array.from(tokens as Uint32Array)));
-  },
-  // Checked by the guest side before it was sent (see guest/context.ts): a failure here fails the invocation.
-  'context.append': (inv, [h, tokens]) => {
-    const { engine, ctx } = heldContext(inv, h);
-    guarded(() => engine.append(ctx, Array.from(tokens)));
-  },
+  'context.fill': append,
+  // The same, checked by the guest side before it was sent (see guest/context.ts): a failure here fails the invocation.
+  'context.append': append,
   'context.truncate': (inv, [h, length]) => {
     const { engine, ctx } = heldContext(inv, h);
     guarded(() => engine.truncate(ctx, length));

@@ -5,7 +5,7 @@ describe('configuration', () => {
   it('reads the shipped pie.toml', () => {
     const c = loadConfig(new URL('../pie.toml', import.meta.url).pathname);
     expect(c.model.path).toBe('models/default');
-    expect(c.engine).toEqual({ pageSize: 16, kvMemoryMb: 256, maxTokensPerStep: 512, maxRowsPerStep: 256, prefixCaching: true, threads: 0, spinWait: true, grammarCacheSize: 128, grammarCompileTimeoutMs: 1000, snapshotPagesPerTenant: 0, queueTimeoutMs: 30000 });
+    expect(c.engine).toEqual({ pageSize: 16, kvMemoryMb: 256, maxTokensPerStep: 512, maxRowsPerStep: 256, prefixCaching: true, threads: 0, spinWait: true, ownThread: true, grammarCacheSize: 128, grammarCompileTimeoutMs: 1000, snapshotPagesPerTenant: 0, queueTimeoutMs: 30000 });
     expect(c.metrics).toEqual({ names: 'pie' });
   });
 

@@ -30,6 +30,8 @@ export interface Config {
     prefixCaching: boolean;
     threads: number;
     spinWait: boolean;
+    /** The engines and the inferlet host on a thread of their own (`pie serve`). */
+    ownThread: boolean;
     grammarCacheSize: number;
     grammarCompileTimeoutMs: number;
     snapshotPagesPerTenant: number;
@@ -162,6 +164,7 @@ const SCHEMA: Record<string, Schema> = {
     prefix_caching: [bool, true, 'prefixCaching'],
     threads: [nonNegativeInt, 0, 'threads'],
     spin_wait: [bool, true, 'spinWait'],
+    own_thread: [bool, true, 'ownThread'],
     grammar_cache_size: [positiveInt, 128, 'grammarCacheSize'],
     grammar_compile_timeout_ms: [positiveInt, 1000, 'grammarCompileTimeoutMs'],
     snapshot_pages_per_tenant: [nonNegativeInt, 0, 'snapshotPagesPerTenant'],

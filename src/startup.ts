@@ -1,9 +1,11 @@
-/** Starting the engine and the inferlet host from the configuration file: shared by the CLI and the gateway. */
+/** Starting the engines, the inferlet host and the snapshot keeper from the configuration file: shared by the CLI, the gateway and the engine thread. */
 import { resolve } from 'node:path';
-import type { Config } from './config.ts';
-import { startEngine, type Engine } from './engine/index.ts';
+import { ConfigError, type Config } from './config.ts';
+import { startEngine, type Engine, type TenantShare } from './engine/index.ts';
 import { ensureDefaultModel } from './model/default-model.ts';
 import { InferletHost } from './runtime/host/host.ts';
+import type { EngineSide } from './runtime/host/port.ts';
+import { SnapshotKeeper } from './runtime/host/snapshot-keeper.ts';
 
 /**
  * Starts an engine on `modelDir` (or the config's model). Its served name is
@@ -55,4 +57,58 @@ export function hostFromConfig(config: Config, engines: Engine[], log: (line: st
     },
     log,
   });
+}
+
+export interface EngineSideOptions {
+  config: Config;
+  /** Model directories, each optionally `NAME=DIR` (default: the config's model). */
+  models?: string[];
+  /** Engines already started (tests): served instead of `models`, and left open by close(). */
+  engines?: Engine[];
+  /** Tenants' shares of the KV pool (from the keys). */
+  shares?: ReadonlyMap<string, Partial<TenantShare>>;
+  /** How many tenants the keys name. */
+  tenants?: number;
+  log: (line: string) => void;
+}
+
+/** The engines, the inferlet host and the snapshot keeper, on this thread. */
+export interface LocalEngineSide extends EngineSide {
+  engines: Engine[];
+  host: InferletHost;
+  snapshots: SnapshotKeeper;
+}
+
+/** Starts the engine side on this thread: the engine thread runs this, and so do tests and `pie serve` with `[engine] thread = false`. */
+export async function startEngineSide(options: EngineSideOptions): Promise<LocalEngineSide> {
+  const { config, log } = options;
+  const engines: Engine[] = [...(options.engines ?? [])];
+  const own = options.engines ? [] : engines;
+  try {
+    for (const spec of options.engines ? [] : options.models?.length ? options.models : [undefined]) {
+      const eq = spec?.indexOf('=') ?? -1;
+      const [name, dir] = spec && eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [undefined, spec];
+      engines.push(await engineFromConfig(config, dir, log, name));
+    }
+    const names = engines.map((e) => e.model.name);
+    const twice = names.find((n, i) => names.indexOf(n) !== i);
+    if (twice) throw new ConfigError(`two models would be served as "${twice}": name them with --model NAME=DIR`);
+    if (options.shares) for (const e of engines) e.setTenantShares(options.shares);
+    const host = await hostFromConfig(config, engines, log, options.tenants ?? 1);
+    const snapshots = new SnapshotKeeper(config.server.maxSnapshots, engines);
+    return {
+      engines,
+      host,
+      models: engines,
+      snapshots,
+      async close() {
+        await host.close();
+        snapshots.close();
+        for (const e of own) await e.close();
+      },
+    };
+  } catch (err) {
+    for (const e of own) await e.close().catch(() => {});
+    throw err;
+  }
 }

@@ -7,6 +7,7 @@ import { request } from 'node:http';
 import { describe, expect, it } from 'vitest';
 import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
 import { randomModelDir } from './helpers.ts';
+import type { InferletHost } from '../src/runtime/host/host.ts';
 
 const HOSTILE_ROUTE = `
 [[routes]]
@@ -62,7 +63,7 @@ describe('isolation', () => {
   it("answers a prompt no context can hold with a 400 at once, and the other requests on the same workers all succeed", async () => {
     const post = (path: string, body: object) => fetch(`${s.server.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
     const huge = 'word '.repeat(600_000); // 3 MB
-    const host = s.server.serving.gateway.runtime().host;
+    const host = s.server.serving.gateway.runtime().host as InferletHost; // the test's engine runs on this thread
     const restarts = host.stats().workerRestarts;
     const ordinary = Array.from({ length: 6 }, (_, i) => post('/v1/chat/completions', { model: s.model, messages: [{ role: 'user', content: `Hello ${i}` }], max_tokens: 4 }));
     const [chat, completion] = await Promise.all([
@@ -181,7 +182,7 @@ scopes = ["*"]
     const floodStatuses = await Promise.all(flood.map(async (p) => (await p).status));
     expect(floodStatuses.every((st) => st < 500)).toBe(true); // refused or served, never a server error
     // Accounted for: no invocation running, no context, no page outside snapshots, the hoarder's snapshots within its quota.
-    const host = s.server.serving.gateway.runtime().host;
+    const host = s.server.serving.gateway.runtime().host as InferletHost; // the test's engine runs on this thread
     expect(host.stats().running).toBe(0);
     expect(host.hub.usage('flood').chars).toBeLessThanOrEqual(host.hub.limits.maxCharsPerTenant);
     const engine = s.engine;

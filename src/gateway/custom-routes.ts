@@ -10,7 +10,7 @@ import { Router } from 'express';
 import type { RouteConfig } from '../config.ts';
 import { buildCached } from '../runtime/host/build.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
-import type { InferletHost } from '../runtime/host/host.ts';
+import type { HostPort } from '../runtime/host/port.ts';
 import type { RouteInput } from '../../inferlets/builtin/protocol.ts';
 import { principalOf, requireModel, requireScope } from './auth.ts';
 import { invokeAndRelay, type Runtime } from './invoke.ts';
@@ -23,7 +23,7 @@ export interface LoadedRoute {
 }
 
 /** Builds (a .ts source) or reads (a .wasm) each route's component. */
-export async function loadRoutes(routes: RouteConfig[], root: string, host: InferletHost, models: string[], cacheDir: string): Promise<LoadedRoute[]> {
+export async function loadRoutes(routes: RouteConfig[], root: string, host: HostPort, models: string[], cacheDir: string): Promise<LoadedRoute[]> {
   const out: LoadedRoute[] = [];
   for (const [i, r] of routes.entries()) {
     const file = resolve(root, r.inferlet);

@@ -6,19 +6,20 @@
  */
 import { randomFillSync } from 'node:crypto';
 import type { Response } from 'express';
-import type { Engine } from '../engine/index.ts';
-import type { InferletHost } from '../runtime/host/host.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
-import { InvocationError, type Invocation } from '../runtime/host/invocation.ts';
+import { InvocationError } from '../runtime/host/invocation.ts';
+import type { HostPort, RunningInvocation, ServedModel, Snapshots } from '../runtime/host/port.ts';
 import type { InstanceLimits } from '../runtime/protocol.ts';
 import type { FinishReason, FinishReasonReader } from './finish-reasons.ts';
 import type { GatewayMetrics, RequestMetrics, RequestParams } from './metrics.ts';
 import { relay, type RelayOptions, type RelayOutcome } from './relay.ts';
 
 export interface Runtime {
-  host: InferletHost;
-  /** Engines by served model name, in the order they were given. */
-  engines: Map<string, Engine>;
+  host: HostPort;
+  /** Served models by name, in the order they were given. */
+  engines: Map<string, ServedModel>;
+  /** KV snapshots kept for Responses follow-ups. */
+  snapshots: Snapshots;
   metrics: GatewayMetrics;
   log: (line: string) => void;
 }
@@ -32,7 +33,7 @@ export interface InvokeRequest {
   /** Reuse instances across invocations: the built-ins, and routes that say they keep no module state. */
   builtin?: boolean;
   /** Called as soon as the invocation exists (e.g. to make it cancellable by id). */
-  started?: (inv: Invocation) => void;
+  started?: (inv: RunningInvocation) => void;
   /** Reads the finish reasons of the API's answer (the built-in routes); without one, they are its generations'. */
   finishReasons?: FinishReasonReader;
   /** The request's max_tokens and n, for the metrics. */
@@ -136,7 +137,7 @@ async function invokeOnce(rt: Runtime, res: Response, req: InvokeRequest, option
  * `stop`; `abort` when it was cancelled (the client went away, or a cancel
  * call); `error` when it failed or was refused.
  */
-function finishReasons(inv: Invocation, outcome: RelayOutcome | null, reader: FinishReasonReader | undefined, recorder: RequestMetrics): FinishReason[] {
+function finishReasons(inv: RunningInvocation, outcome: RelayOutcome | null, reader: FinishReasonReader | undefined, recorder: RequestMetrics): FinishReason[] {
   if (inv.state === 'cancelled') return ['abort'];
   if (inv.state !== 'succeeded' || !outcome?.result || outcome.status >= 400) return ['error'];
   const read = reader?.reasons(outcome.result) ?? [];

@@ -21,8 +21,9 @@
  * vLLM's names).
  */
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { Engine, EngineStats, StepStats } from '../engine/index.ts';
+import type { EngineStats, StepStats } from '../engine/index.ts';
 import type { GenerationTiming, InvocationObserver } from '../runtime/host/invocation.ts';
+import type { ServedModel } from '../runtime/host/port.ts';
 import type { FinishReason } from './finish-reasons.ts';
 
 /*
@@ -91,8 +92,10 @@ export const VLLM_NAMES: Readonly<Record<string, string>> = {
 };
 
 export interface GatewayMetricsOptions {
-  engines: Engine[];
+  engines: ServedModel[];
   host?: { stats(): { running: number } };
+  /** Brings the engines' and host's stats up to date before a scrape (the engine thread's are read by message). */
+  refresh?: () => Promise<void>;
   /** Node process metrics (CPU, memory, event loop, GC). Default true. */
   collectDefaults?: boolean;
   /** 'vllm': vLLM's names and the `model_name` label (see above). Default 'pie'. */
@@ -234,7 +237,8 @@ export class GatewayMetrics {
   readonly contentType: string;
   readonly names: MetricNames;
 
-  private readonly engines: Engine[];
+  private readonly engines: ServedModel[];
+  private readonly refresh: (() => Promise<void>) | undefined;
   /** What removes our step listeners from the engines. */
   private readonly unhooks: Array<() => void> = [];
   private closed = false;
@@ -252,6 +256,7 @@ export class GatewayMetrics {
   constructor(options: GatewayMetricsOptions) {
     const registers = [this.registry];
     this.engines = options.engines;
+    this.refresh = options.refresh;
     this.names = options.names ?? 'pie';
     this.modelLabel = this.names === 'vllm' ? 'model_name' : 'model';
     this.contentType = this.registry.contentType;
@@ -365,7 +370,8 @@ export class GatewayMetrics {
   }
 
   /** The exposition text; read it with `contentType`. */
-  metrics(): Promise<string> {
+  async metrics(): Promise<string> {
+    await this.refresh?.();
     return this.registry.metrics();
   }
 

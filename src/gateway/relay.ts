@@ -9,7 +9,8 @@
  *   failure, no events ─► OpenAI error JSON       failure mid-stream ─► a final `data: {"error": …}`
  */
 import type { Response } from 'express';
-import type { Invocation, InvocationResult, OutputEvent } from '../runtime/host/invocation.ts';
+import type { InvocationResult, OutputEvent } from '../runtime/host/invocation.ts';
+import type { RunningInvocation } from '../runtime/host/port.ts';
 import { InvocationError } from '../runtime/host/invocation.ts';
 import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
 
@@ -75,7 +76,7 @@ export interface RelayOptions {
   streamError?: (e: ApiError, numEvents: number) => string;
 }
 
-export async function relay(res: Response, inv: Invocation, options: RelayOptions = {}): Promise<RelayOutcome> {
+export async function relay(res: Response, inv: RunningInvocation, options: RelayOptions = {}): Promise<RelayOutcome> {
   let streamed = false;
   let disconnected = false;
   const onClose = () => {

@@ -9,14 +9,13 @@
 import type { ConversationHistory, HistoryMessage, ResponsesInput, ResponsesResult } from '../../inferlets/builtin/protocol.ts';
 import { itemsToMessages } from '../../inferlets/builtin/response-items.ts';
 import { responseObject } from '../../inferlets/builtin/response-object.ts';
-import type { Engine } from '../engine/index.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
-import type { Invocation, InvocationResult } from '../runtime/host/invocation.ts';
+import type { InvocationResult } from '../runtime/host/invocation.ts';
+import type { RunningInvocation } from '../runtime/host/port.ts';
 import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
 import { newId, unixNow, type Runtime } from './invoke.ts';
 import type { components } from './openapi-types.ts';
 import type { ItemList, ResponseStore, StoredResponse } from './response-store.ts';
-import type { SnapshotKeeper } from './snapshot-keeper.ts';
 
 type CreateResponse = components['schemas']['CreateResponse'];
 type Item = Record<string, unknown>;
@@ -25,7 +24,6 @@ export interface ResponsesDeps {
   rt: () => Runtime;
   component: () => StoredComponent;
   store: ResponseStore;
-  snapshots: SnapshotKeeper;
 }
 
 const snapshotName = (id: string) => `response:${id}`;
@@ -76,8 +74,8 @@ function callNames(chain: StoredResponse[]): Record<string, string> {
 export interface ResponseRun {
   input: ResponsesInput<CreateResponse>;
   tenant: string;
-  /** The engine it runs on (its snapshot lives there). */
-  engine: Engine;
+  /** The model it runs on (its snapshot lives with that model's engine). */
+  model: string;
   /** Stored (store is not false). */
   keep: boolean;
   /** Its outcome has been stored with its snapshot. */
@@ -86,7 +84,7 @@ export interface ResponseRun {
 
 export class ResponsesService {
   private readonly deps: ResponsesDeps;
-  private readonly running = new Map<string, { inv: Invocation; run: ResponseRun }>();
+  private readonly running = new Map<string, { inv: RunningInvocation; run: ResponseRun }>();
   private readonly cancelled = new Set<string>();
 
   constructor(deps: ResponsesDeps) {
@@ -123,15 +121,15 @@ export class ResponsesService {
       history: resolved.previous_response_id ? this.history(resolved.previous_response_id, tenant, model) : null,
       save_as: null,
     };
-    const run: ResponseRun = { input, tenant, engine: this.deps.rt().engines.get(model)!, keep: resolved.store !== false, kept: false };
-    if (run.keep && this.deps.snapshots.enabled) input.save_as = snapshotName(input.id);
+    const run: ResponseRun = { input, tenant, model, keep: resolved.store !== false, kept: false };
+    if (run.keep && this.deps.rt().snapshots.enabled) input.save_as = snapshotName(input.id);
     // Stored from the start, so GET shows it in progress; the outcome replaces it.
     if (run.keep) this.record(run, 'in_progress', responseObject(input, 'in_progress', []), null);
     return run;
   }
 
   /** Its invocation started (it may be cancelled by id from now on). */
-  started(run: ResponseRun, inv: Invocation): void {
+  started(run: ResponseRun, inv: RunningInvocation): void {
     this.running.set(run.input.id, { inv, run });
   }
 
@@ -148,7 +146,7 @@ export class ResponsesService {
     const out = JSON.parse(r.data) as ResponsesResult;
     if (run.keep) {
       this.record(run, out.response.status as StoredResponse['status'], out.response, out.context_tokens);
-      if (run.input.save_as) this.deps.snapshots.add(run.engine, run.tenant, run.input.save_as);
+      if (run.input.save_as) this.deps.rt().snapshots.keep(run.model, run.tenant, run.input.save_as);
       run.kept = true;
     }
     return JSON.stringify(out.response);
@@ -172,7 +170,7 @@ export class ResponsesService {
     this.running.delete(run.input.id);
     this.cancelled.delete(run.input.id);
     // Failed, refused or cancelled: a snapshot the inferlet may have saved has no stored response to follow.
-    if (run.input.save_as && !run.kept) run.engine.deleteSnapshot(run.input.save_as, run.tenant);
+    if (run.input.save_as && !run.kept) this.deps.rt().snapshots.drop(run.model, run.tenant, run.input.save_as);
   }
 
   get(id: string, tenant: string): StoredResponse {
@@ -187,8 +185,7 @@ export class ResponsesService {
     // Its run would store it again when it ends: it must end first.
     if (this.running.has(r.id)) throw new InvalidRequestError(`Response '${r.id}' is in progress; cancel it (POST /v1/responses/${r.id}/cancel) before deleting it.`, 'response_id');
     this.deps.store.delete(r.id, r.tenant);
-    const engine = this.deps.rt().engines.get(r.model);
-    if (engine) this.deps.snapshots.remove(engine, r.tenant, snapshotName(r.id));
+    this.deps.rt().snapshots.drop(r.model, r.tenant, snapshotName(r.id));
   }
 
   /** Cancels a response in progress; its Response object as cancelled. */
@@ -237,6 +234,6 @@ export class ResponsesService {
       contextTokens: tokens,
     });
     // Responses deleted to keep the tenant within its storage quota take their KV snapshots with them.
-    for (const old of evicted) for (const e of this.deps.rt().engines.values()) this.deps.snapshots.remove(e, tenant, snapshotName(old));
+    for (const old of evicted) for (const model of this.deps.rt().engines.keys()) this.deps.rt().snapshots.drop(model, tenant, snapshotName(old));
   }
 }

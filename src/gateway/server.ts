@@ -25,7 +25,6 @@ import { checkRequestShapes } from './request-shapes.ts';
 import { validatorDocument } from './validator-document.ts';
 import type { ResponseStore } from './response-store.ts';
 import { responsesRoutes } from './responses-routes.ts';
-import type { SnapshotKeeper } from './snapshot-keeper.ts';
 
 export const OPENAPI_DOCUMENT = fileURLToPath(new URL('../../openapi/openapi.yaml', import.meta.url));
 
@@ -41,7 +40,6 @@ export interface GatewayOptions {
   keys: ApiKey[];
   maxBodyBytes: number;
   store: ResponseStore;
-  snapshots: SnapshotKeeper;
   log?: (line: string) => void;
 }
 
@@ -203,7 +201,7 @@ export class Gateway {
     this.loaded = loaded;
     api.use(validator);
     api.use(openaiRoutes(() => this.runtime(), () => loaded.builtins));
-    api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store, snapshots: this.options.snapshots }));
+    api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store }));
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));
     this.api = api;
   }

@@ -10,14 +10,14 @@ import { fileURLToPath } from 'node:url';
 import { ConfigError, type Config } from '../config.ts';
 import type { Engine } from '../engine/index.ts';
 import { buildCached } from '../runtime/host/build.ts';
-import type { InferletHost } from '../runtime/host/host.ts';
-import { engineFromConfig, hostFromConfig } from '../startup.ts';
+import type { EngineSide, HostPort } from '../runtime/host/port.ts';
+import { startEngineSide } from '../startup.ts';
 import { resolveKeys, tenantShares } from './auth.ts';
 import { loadRoutes } from './custom-routes.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { ResponseStore } from './response-store.ts';
+import { EngineThread } from './engine-link.ts';
 import { Gateway, type Builtins } from './server.ts';
-import { SnapshotKeeper } from './snapshot-keeper.ts';
 
 const BUILTIN_DIR = fileURLToPath(new URL('../../inferlets/builtin/', import.meta.url));
 
@@ -45,7 +45,7 @@ export interface Serving {
 const isLoopback = (host: string) => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'));
 
 /** Builds the built-in inferlets (cached by content) and loads them into the host. */
-export async function loadBuiltins(host: InferletHost, cacheDir: string): Promise<Builtins> {
+export async function loadBuiltins(host: HostPort, cacheDir: string): Promise<Builtins> {
   const load = async (name: string) => host.load(await buildCached(resolve(BUILTIN_DIR, `${name}.ts`), resolve(cacheDir, 'builds')));
   const [chat, completions, responses, tokenize] = await Promise.all([load('chat-completions'), load('completions'), load('responses'), load('tokenize')]);
   return { chat, completions, responses, tokenize };
@@ -58,10 +58,9 @@ export async function loadBuiltins(host: InferletHost, cacheDir: string): Promis
  * stored, and no request is counted in the metrics (the engines' own totals,
  * such as steps, include these).
  */
-export async function warmUp(host: InferletHost, builtins: Builtins, engines: Engine[], log: (line: string) => void = () => {}): Promise<void> {
+export async function warmUp(host: HostPort, builtins: Builtins, models: string[], log: (line: string) => void = () => {}): Promise<void> {
   const base = { method: 'POST', params: {}, query: {}, headers: {}, id: 'warm-up', created: 0 };
-  const runs = engines.flatMap((e) => {
-    const model = e.model.name;
+  const runs = models.flatMap((model) => {
     const inputs: Array<[keyof Builtins, unknown]> = [
       ['chat', { ...base, path: '/v1/chat/completions', model, body: { model, messages: [{ role: 'user', content: 'Hi' }], max_tokens: 1 } }],
       ['completions', { ...base, path: '/v1/completions', model, body: { model, prompt: 'Hi', max_tokens: 1 } }],
@@ -100,8 +99,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     maxBytesPerTenant: config.server.responsesMaxMbPerTenant * 1024 * 1024,
     ttlSeconds: config.server.responsesTtlDays * 24 * 3600,
   });
-  const snapshots = new SnapshotKeeper(config.server.maxSnapshots);
-  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, snapshots, log });
+  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, log });
   const port = options.port ?? config.server.port;
   const address = await gateway.listen(port, host).catch((err: NodeJS.ErrnoException) => {
     store.close();
@@ -111,27 +109,27 @@ export async function serve(options: ServeOptions): Promise<Serving> {
   const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`;
   log(`pie: listening on ${url} (loading models)`);
 
-  const engines: Engine[] = [...(options.engines ?? [])];
-  let inferletHost: InferletHost | null = null;
+  let side: EngineSide | null = null;
   const loaded = (async () => {
-    for (const spec of options.engines ? [] : options.models?.length ? options.models : [undefined]) {
-      const eq = spec?.indexOf('=') ?? -1;
-      const [name, dir] = spec && eq > 0 ? [spec.slice(0, eq), spec.slice(eq + 1)] : [undefined, spec];
-      engines.push(await engineFromConfig(config, dir, log, name));
-    }
-    for (const e of engines) e.setTenantShares(shares);
-    inferletHost = await hostFromConfig(config, engines, log, new Set(keys.map((k) => k.tenant)).size);
+    const sideOptions = {
+      config,
+      ...(options.models?.length ? { models: options.models } : {}),
+      ...(options.engines ? { engines: options.engines } : {}),
+      shares,
+      tenants: new Set(keys.map((k) => k.tenant)).size,
+      log,
+    };
+    // Engines started by the caller stay on its thread; otherwise they get one of their own unless the config says not.
+    side = !options.engines && config.engine.ownThread ? await EngineThread.start(sideOptions) : await startEngineSide(sideOptions);
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
-    const builtins = await loadBuiltins(inferletHost, cacheDir);
-    const names = engines.map((e) => e.model.name);
-    const twice = names.find((n, i) => names.indexOf(n) !== i);
-    if (twice) throw new ConfigError(`two models would be served as "${twice}": name them with --model NAME=DIR`);
-    const routes = await loadRoutes(config.routes, config.root, inferletHost, names, cacheDir);
-    await warmUp(inferletHost, builtins, engines, log); // before the metrics record requests: it is not traffic
-    const metrics = new GatewayMetrics({ engines, host: inferletHost, names: config.metrics.names });
-    for (const e of engines) snapshots.serve(e);
-    await gateway.attach({ host: inferletHost, engines: new Map(engines.map((e) => [e.model.name, e])), metrics, log, builtins, routes });
-    log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)`);
+    const builtins = await loadBuiltins(side.host, cacheDir);
+    const names = side.models.map((e) => e.model.name);
+    const routes = await loadRoutes(config.routes, config.root, side.host, names, cacheDir);
+    await warmUp(side.host, builtins, names, log); // before the metrics record requests: it is not traffic
+    const refresh = side.refresh?.bind(side);
+    const metrics = new GatewayMetrics({ engines: side.models, host: side.host, names: config.metrics.names, ...(refresh ? { refresh } : {}) });
+    await gateway.attach({ host: side.host, engines: new Map(side.models.map((e) => [e.model.name, e])), snapshots: side.snapshots, metrics, log, builtins, routes });
+    log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)${side instanceof EngineThread ? ' (engines on their own thread)' : ''}`);
   })();
   loaded.catch(() => {});
 
@@ -142,9 +140,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     async close() {
       await loaded.catch(() => {});
       await gateway.close();
-      await inferletHost?.close();
-      snapshots.close();
-      if (!options.engines) for (const e of engines) await e.close();
+      await side?.close();
       store.close();
     },
   };

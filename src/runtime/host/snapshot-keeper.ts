@@ -2,10 +2,12 @@
  * Conversation snapshots kept for previous_response_id follow-ups: a cache
  * of KV state. They are evicted oldest first beyond `max`, and whenever an
  * engine's running work needs their pages (the engine asks its reclaimers
- * before preempting or refusing work). An evicted one costs
- * only a re-prefill: the stored tokens rebuild the same state.
+ * before preempting or refusing work). An evicted one costs only a
+ * re-prefill: the stored tokens rebuild the same state. It lives with the
+ * engines (their reclaimers run inside a step); the gateway names models.
  */
-import type { Engine } from '../engine/index.ts';
+import type { Engine } from '../../engine/index.ts';
+import type { Snapshots } from './port.ts';
 
 interface Kept {
   engine: Engine;
@@ -13,15 +15,16 @@ interface Kept {
   name: string;
 }
 
-export class SnapshotKeeper {
+export class SnapshotKeeper implements Snapshots {
   private readonly max: number;
   /** Insertion order is age order (a Map keeps it). */
   private readonly kept = new Map<string, Kept>();
-  /** Engines served, with what removes the keeper's reclaimer from each. */
-  private readonly hooked = new Map<Engine, () => void>();
+  /** Engines served, by model name, with what removes the keeper's reclaimer from each. */
+  private readonly engines = new Map<string, { engine: Engine; unhook: () => void }>();
 
-  constructor(max: number) {
+  constructor(max: number, engines: Engine[] = []) {
     this.max = max;
+    for (const e of engines) this.serve(e);
   }
 
   get size(): number {
@@ -35,19 +38,20 @@ export class SnapshotKeeper {
 
   /** Lets the engine take pages back from these snapshots when its work needs them. */
   serve(engine: Engine): void {
-    if (this.hooked.has(engine)) return;
-    this.hooked.set(engine, engine.addReclaimer(() => this.evictOldest(engine)));
+    if (this.engines.has(engine.model.name)) return;
+    this.engines.set(engine.model.name, { engine, unhook: engine.addReclaimer(() => this.evictOldest(engine)) });
   }
 
   /** Stops serving the engines (the snapshots stay with them). */
   close(): void {
-    for (const remove of this.hooked.values()) remove();
-    this.hooked.clear();
+    for (const { unhook } of this.engines.values()) unhook();
+    this.engines.clear();
   }
 
   /** Records a snapshot just saved, then evicts the oldest beyond `max` (never the one just saved). */
-  add(engine: Engine, tenant: string, name: string): void {
-    this.serve(engine);
+  keep(model: string, tenant: string, name: string): void {
+    const engine = this.engines.get(model)?.engine;
+    if (!engine) return;
     if (!this.enabled) return void engine.deleteSnapshot(name, tenant);
     const key = `${tenant}\u0000${name}`;
     this.kept.delete(key);
@@ -61,9 +65,12 @@ export class SnapshotKeeper {
     }
   }
 
-  /** Drops a snapshot now (its response was deleted). */
-  remove(engine: Engine, tenant: string, name: string): void {
-    this.kept.delete(`${tenant}\u0000${name}`);
+  /** Drops a snapshot now. */
+  drop(model: string, tenant: string, name: string): void {
+    const engine = this.engines.get(model)?.engine;
+    if (!engine) return;
+    const key = `${tenant}\u0000${name}`;
+    if (this.kept.get(key)?.engine === engine) this.kept.delete(key);
     engine.deleteSnapshot(name, tenant);
   }
 

@@ -1,0 +1,314 @@
+/**
+ * The main thread's side of the engine thread (src/runtime/host/engine-thread.ts):
+ * starts it, and stands for its inferlet host, models and snapshots here
+ * (the interfaces of src/runtime/host/port.ts). Invocations are proxies
+ * whose events, token times and end arrive as messages, a batch per engine
+ * step; stats are read from the last refresh.
+ *
+ * The engine thread going down (a crash of the thread itself; the driver's
+ * own worker is restarted inside it) fails every running invocation and
+ * every later one: the server must be restarted.
+ */
+import { Worker } from 'node:worker_threads';
+import { ConfigError } from '../config.ts';
+import type { EngineStats, StepStats } from '../engine/index.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
+import type { HostStats, InvokeOptions } from '../runtime/host/host.ts';
+import { InvocationError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
+import type { EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
+import type { EngineSide, HostPort, RunningInvocation, ServedModel, Snapshots } from '../runtime/host/port.ts';
+import type { EngineSideOptions } from '../startup.ts';
+
+const ENGINE_THREAD = new URL('../runtime/host/engine-thread.ts', import.meta.url);
+
+/** An epoch time from the engine thread on this thread's performance.now() (0 stays 0: never). */
+const local = (epochMs: number) => (epochMs === 0 ? 0 : epochMs - performance.timeOrigin);
+
+function errorOf(w: ErrorWire): Error {
+  if (w.kind) return new InvocationError(w.kind, w.message);
+  if (w.name === 'ConfigError') return new ConfigError(w.message);
+  const e = new Error(w.message);
+  e.name = w.name;
+  return e;
+}
+
+/** An invocation running on the engine thread, as its caller here sees it. */
+class RemoteInvocation implements RunningInvocation {
+  readonly id: number;
+  state: InvocationState = 'running';
+  readonly result: Promise<InvocationResult>;
+  status = 200;
+  headers: Record<string, string> = {};
+  numTokens = 0;
+  numPromptTokens = 0;
+  maxGenerationTokens = 0;
+  instantiateMs = 0;
+  observer: InvocationObserver | null = null;
+  private readonly queue: OutputEvent[] = [];
+  private readonly listeners: Array<(e: OutputEvent) => void> = [];
+  private wake: (() => void) | null = null;
+  private resolve!: (r: InvocationResult) => void;
+  private reject!: (e: Error) => void;
+  private readonly onCancel: (reason: string) => void;
+
+  constructor(id: number, onCancel: (reason: string) => void) {
+    this.id = id;
+    this.onCancel = onCancel;
+    this.result = new Promise((res, rej) => ((this.resolve = res), (this.reject = rej)));
+    this.result.catch(() => {}); // a caller that only reads events must not see an unhandled rejection
+  }
+
+  get done(): boolean {
+    return this.state !== 'running';
+  }
+
+  cancel(reason = 'cancelled by the caller'): void {
+    if (!this.done) this.onCancel(reason);
+  }
+
+  onEvent(listener: (e: OutputEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  async *events(): AsyncIterable<OutputEvent> {
+    for (;;) {
+      while (this.queue.length > 0) yield this.queue.shift()!;
+      if (this.done) return;
+      await new Promise<void>((r) => (this.wake = r));
+      this.wake = null;
+    }
+  }
+
+  /** One output record of the engine thread about this invocation. */
+  take(r: OutRecord): void {
+    switch (r[0]) {
+      case 'e': {
+        if (r[4] !== undefined) {
+          this.status = r[4];
+          this.headers = r[5] ?? {};
+        }
+        const e = { event: r[2], data: r[3] };
+        if (this.listeners.length > 0) for (const l of this.listeners) l(e);
+        else this.queue.push(e);
+        this.wake?.();
+        return;
+      }
+      case 't':
+        return this.observer?.tokens(r[2], r[3], local(r[4]));
+      case 'p':
+        this.numPromptTokens += r[2];
+        return this.observer?.prompt(r[2]);
+      case 'g': {
+        const g = r[2];
+        return this.observer?.generation({ ...g, queuedAt: local(g.queuedAt), scheduledAt: local(g.scheduledAt), firstTokenAt: local(g.firstTokenAt), lastTokenAt: local(g.lastTokenAt) });
+      }
+      case 'end': {
+        const [, , result, error, counts] = r;
+        Object.assign(this, counts);
+        if (result) {
+          this.state = 'succeeded';
+          this.status = result.status;
+          this.headers = result.headers;
+          this.resolve(result);
+        } else {
+          const err = errorOf(error ?? { name: 'Error', message: 'the invocation failed' });
+          this.state = err instanceof InvocationError && err.kind === 'cancelled' ? 'cancelled' : 'failed';
+          this.reject(err);
+        }
+        this.wake?.();
+        return;
+      }
+    }
+  }
+
+  /** The engine thread is gone. */
+  lose(reason: string): void {
+    if (this.done) return;
+    this.take(['end', this.id, null, { name: 'InvocationError', kind: 'guest', message: `the invocation was lost: ${reason}` }, { numTokens: this.numTokens, numPromptTokens: this.numPromptTokens, maxGenerationTokens: this.maxGenerationTokens, instantiateMs: 0 }]);
+  }
+}
+
+class RemoteModel implements ServedModel {
+  readonly model: ModelFacts;
+  last: EngineStats;
+  readonly listeners = new Set<(s: StepStats) => void>();
+
+  constructor(facts: ModelFacts, stats: EngineStats) {
+    this.model = facts;
+    this.last = stats;
+  }
+
+  stats(): EngineStats {
+    return this.last;
+  }
+
+  addStepListener(listener: (s: StepStats) => void): () => void {
+    const l = (s: StepStats) => listener(s); // one registration per call, as Engine's
+    this.listeners.add(l);
+    return () => void this.listeners.delete(l);
+  }
+}
+
+/** The engine side on its own thread. */
+export class EngineThread implements EngineSide, HostPort {
+  readonly host: HostPort = this;
+  readonly models: RemoteModel[] = [];
+  readonly snapshots: Snapshots;
+  private readonly worker: Worker;
+  private readonly running = new Map<number, RemoteInvocation>();
+  private readonly pending = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  private lastHost: HostStats | null = null;
+  private nextId = 1;
+  private nextQ = 1;
+  private lost: string | null = null;
+  private closed = false;
+  private readonly log: (line: string) => void;
+
+  private constructor(worker: Worker, log: (line: string) => void, snapshotsEnabled: boolean) {
+    this.worker = worker;
+    this.log = log;
+    const post = (m: ToEngine) => this.post(m);
+    this.snapshots = {
+      enabled: snapshotsEnabled,
+      keep: (model, tenant, name) => post({ t: 'keep', model, tenant, name }),
+      drop: (model, tenant, name) => post({ t: 'drop', model, tenant, name }),
+    };
+  }
+
+  /** Starts the engine thread and waits until its models and host are ready (rejects with why they could not start). */
+  static async start(options: EngineSideOptions): Promise<EngineThread> {
+    if (options.engines) throw new Error('engines started on this thread cannot move to the engine thread');
+    const init: EngineThreadInit = { config: options.config, shares: [...(options.shares ?? new Map())], tenants: options.tenants ?? 1, ...(options.models ? { models: options.models } : {}) };
+    const worker = new Worker(ENGINE_THREAD, { workerData: init, name: 'pie-engine' });
+    const link = new EngineThread(worker, options.log, options.config.server.maxSnapshots > 0);
+    let ready = () => {};
+    await new Promise<void>((resolve, reject) => {
+      const onMessage = (m: FromEngine) => {
+        if (m.t === 'log') return options.log(m.line);
+        if (m.t === 'failed') return reject(errorOf(m.error));
+        if (m.t !== 'ready') return;
+        m.models.forEach((facts, i) => link.models.push(new RemoteModel(facts, m.stats.models[i]!)));
+        link.lastHost = m.stats.host;
+        resolve();
+      };
+      const onExit = (code: number) => reject(new Error(`the engine thread exited with code ${code} while starting`));
+      const onError = (err: Error) => reject(new Error(`the engine thread failed to start: ${err.message}`));
+      worker.on('message', onMessage);
+      worker.once('error', onError);
+      worker.once('exit', onExit);
+      ready = () => (worker.off('message', onMessage), worker.off('error', onError), worker.off('exit', onExit));
+    }).catch(async (err: unknown) => {
+      await worker.terminate();
+      throw err;
+    });
+    ready();
+    worker.on('message', (m: FromEngine) => link.onMessage(m));
+    worker.on('error', (err) => link.goneWith(`the engine thread crashed: ${err.message}`));
+    worker.on('exit', (code) => link.goneWith(`the engine thread exited with code ${code}`));
+    return link;
+  }
+
+  load(source: Uint8Array | string): Promise<StoredComponent> {
+    return this.request({ t: 'load', q: 0, source }) as Promise<StoredComponent>;
+  }
+
+  invoke(component: StoredComponent, options: InvokeOptions = {}): RunningInvocation {
+    if (this.closed) throw new Error('the inferlet host is closed');
+    const served = this.models.map((m) => m.model.name);
+    for (const m of options.models ?? []) if (!served.includes(m)) throw new Error(`no engine serves model "${m}"`);
+    JSON.stringify(options.input ?? null); // throws here, before anything is sent, for what the engine thread could not take
+    const id = this.nextId++;
+    const inv = new RemoteInvocation(id, (reason) => this.post({ t: 'cancel', id, reason }));
+    if (this.lost !== null) {
+      inv.lose(this.lost);
+      return inv;
+    }
+    this.running.set(id, inv);
+    const { signal, ...rest } = options;
+    this.post({ t: 'invoke', id, component, options: { ...rest, input: options.input ?? null } });
+    if (signal) {
+      const onAbort = () => inv.cancel('the caller went away');
+      if (signal.aborted) onAbort();
+      else {
+        signal.addEventListener('abort', onAbort, { once: true });
+        void inv.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
+      }
+    }
+    return inv;
+  }
+
+  stats(): HostStats {
+    return { ...this.lastHost!, running: this.running.size };
+  }
+
+  /** Reads the host's and the engines' counters (before a metrics scrape). */
+  async refresh(): Promise<void> {
+    if (this.lost !== null) return;
+    const s = (await this.request({ t: 'refresh', q: 0 })) as Snapshot;
+    this.lastHost = s.host;
+    s.models.forEach((m, i) => (this.models[i]!.last = m));
+  }
+
+  /** Pages, contexts and snapshots held per model, in model order. */
+  held(): Promise<Held[]> {
+    return this.request({ t: 'held', q: 0 }) as Promise<Held[]>;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.lost === null) await this.request({ t: 'close', q: 0 }).catch((err: Error) => this.log(`pie: closing the engine thread: ${err.message}`));
+    this.lost ??= 'the server closed';
+    await this.worker.terminate();
+  }
+
+  private post(m: ToEngine): void {
+    if (this.lost === null) this.worker.postMessage(m);
+  }
+
+  private request(m: ToEngine & { q: number }): Promise<unknown> {
+    if (this.lost !== null) return Promise.reject(new Error(`the engine thread is gone: ${this.lost}`));
+    const q = this.nextQ++;
+    return new Promise((resolve, reject) => {
+      this.pending.set(q, { resolve, reject });
+      this.worker.postMessage({ ...m, q });
+    });
+  }
+
+  private onMessage(m: FromEngine): void {
+    switch (m.t) {
+      case 'out':
+        for (const r of m.records) {
+          if (r[0] === 'step') {
+            for (const l of this.models[r[1]]!.listeners) l(r[2]);
+            continue;
+          }
+          const inv = this.running.get(r[1]);
+          if (!inv) continue;
+          if (r[0] === 'end') this.running.delete(r[1]);
+          inv.take(r);
+        }
+        return;
+      case 'reply': {
+        const p = this.pending.get(m.q);
+        this.pending.delete(m.q);
+        if (m.ok) p?.resolve(m.value);
+        else p?.reject(errorOf(m.error));
+        return;
+      }
+      case 'log':
+        return this.log(m.line);
+    }
+  }
+
+  /** The thread is gone: everything running and waiting fails, and so does everything later. */
+  private goneWith(reason: string): void {
+    if (this.lost !== null) return;
+    this.lost = reason;
+    if (!this.closed) this.log(`pie: ${reason}; running requests fail, and so will new ones until the server is restarted`);
+    for (const inv of this.running.values()) inv.lose(reason);
+    this.running.clear();
+    for (const p of this.pending.values()) p.reject(new Error(`the engine thread is gone: ${reason}`));
+    this.pending.clear();
+  }
+}

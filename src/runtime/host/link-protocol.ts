@@ -1,0 +1,94 @@
+/**
+ * Messages between the main thread (the gateway, src/gateway/engine-link.ts)
+ * and the engine thread (engine-thread.ts).
+ *
+ *   main → engine: start, load a component, invoke, cancel, keep or drop a
+ *                  snapshot, refresh stats, count what is held, close
+ *   engine → main: ready (or failed), batches of output records (events,
+ *                  token times, ends, steps) one message per microtask
+ *                  checkpoint, replies to requests, log lines
+ *
+ * Times cross as epoch milliseconds (performance.timeOrigin + now): each
+ * thread's performance.now() counts from its own origin.
+ */
+import type { Config } from '../../config.ts';
+import type { EngineStats, StepStats, TenantShare } from '../../engine/index.ts';
+import type { StoredComponent } from './component-store.ts';
+import type { HostStats } from './host.ts';
+import type { GenerationTiming, InvocationError, InvocationResult } from './invocation.ts';
+import type { InstanceLimits } from '../protocol.ts';
+
+export interface EngineThreadInit {
+  config: Config;
+  models?: string[];
+  shares: Array<[string, Partial<TenantShare>]>;
+  tenants: number;
+}
+
+/** What the main thread knows of a served model. */
+export interface ModelFacts {
+  name: string;
+  dir: string;
+  config: { maxPositionEmbeddings: number };
+}
+
+export interface Snapshot {
+  host: HostStats;
+  models: EngineStats[];
+}
+
+/** Pages and contexts held, per model (tests check nothing is left behind). */
+export interface Held {
+  pagesInUse: number;
+  contexts: number;
+  snapshots: number;
+}
+
+export interface InvokeWire {
+  input: unknown;
+  tenant?: string;
+  models?: string[];
+  limits?: Partial<InstanceLimits>;
+  reuseInstance?: boolean;
+}
+
+export type ToEngine =
+  | { t: 'invoke'; id: number; component: StoredComponent; options: InvokeWire }
+  | { t: 'cancel'; id: number; reason: string }
+  | { t: 'keep' | 'drop'; model: string; tenant: string; name: string }
+  | { t: 'load'; q: number; source: Uint8Array | string }
+  | { t: 'refresh'; q: number }
+  | { t: 'held'; q: number }
+  | { t: 'close'; q: number };
+
+/** An error as it crosses: an InvocationError keeps its kind, a ConfigError its name. */
+export interface ErrorWire {
+  name: string;
+  message: string;
+  kind?: InvocationError['kind'];
+}
+
+/** One output record of a batch. */
+export type OutRecord =
+  /** An event; the first of an invocation carries its status and headers so far (its stream starts with them). */
+  | ['e', number, string, string, number?, Record<string, string>?]
+  | ['t', number, number, number | null, number]
+  | ['p', number, number]
+  | ['g', number, GenerationTiming]
+  | ['end', number, InvocationResult | null, ErrorWire | null, EndCounts]
+  | ['step', number, StepStats];
+
+export interface EndCounts {
+  numTokens: number;
+  numPromptTokens: number;
+  maxGenerationTokens: number;
+  instantiateMs: number;
+}
+
+export type FromEngine =
+  | { t: 'ready'; models: ModelFacts[]; stats: Snapshot }
+  | { t: 'failed'; error: ErrorWire }
+  | { t: 'out'; records: OutRecord[] }
+  | { t: 'reply'; q: number; ok: true; value: unknown }
+  | { t: 'reply'; q: number; ok: false; error: ErrorWire }
+  | { t: 'log'; line: string };

@@ -2,17 +2,22 @@
  * The gateway end to end, side by side with the engine alone in one run.
  *
  *   npm run bench:serve [-- --streams 1,8,32 --max-tokens 64 --rounds 3
- *                          --requests 50 --model DIR --warm-instances W --workers K]
+ *                          --requests 50 --model DIR --warm-instances W --workers K
+ *                          --layout thread|main]
  *
  * One process serves the bench model through the real gateway (`serve()`:
  * Express, auth, OpenAPI validation, the built-in chat-completions inferlet,
- * the host's stream relay, SSE) on a loopback port. The HTTP client runs in a
+ * the host's stream relay, SSE) on a loopback port. `--layout thread` (the
+ * default, what `pie serve` runs) gives the gateway its own engine on the
+ * engine thread, with the inferlet host; `main` serves the engine-alone runs'
+ * engine on the main thread beside HTTP. The HTTP client runs in a
  * worker thread of this process (its own event loop, so it does not take the
  * gateway's main thread), with Node's fetch, parsing the SSE `data:` lines
  * itself.
  *
  * Throughput, for each N, alternating rounds (the machine is noisy; medians):
- *   engine   N concurrent engine.generate calls on the same engine, with the
+ *   engine   N concurrent engine.generate calls on the same engine (in the
+ *            thread layout, run on the engine thread: EngineThread.engineAlone), with the
  *            prompt tokens the gateway makes of the same chat request (the
  *            model's chat template, then the tokenizer), greedy, max_tokens
  *            each, ignoreEos.
@@ -36,7 +41,9 @@
  *   client, V8's and libuv's), and invocations that had to instantiate.
  *   For one request: timestamps along its way on the main thread (HTTP in,
  *   host.invoke, fill, generate, steps, result, response end) and the guest's
- *   calls to the host as they arrive.
+ *   calls to the host as they arrive; in the thread layout only what the main
+ *   thread sees (HTTP in, host.invoke, the steps as reported, result, end), and
+ *   the steps' ORT time is not known.
  * --warm-instances and --workers set the [inferlets] keys (default: the config's defaults).
  * Prints tables; writes bench/results/serve.json.
  */
@@ -49,6 +56,7 @@ import { isMainThread, parentPort, Worker } from 'node:worker_threads';
 import { median, p99 } from './stats.ts';
 import type { Engine, StepStats } from '../src/engine/index.ts';
 import type { Serving } from '../src/gateway/start.ts';
+import type { EngineThread } from '../src/gateway/engine-link.ts';
 
 // ---------------------------------------------------------------- the client (worker thread)
 
@@ -340,8 +348,12 @@ async function main(): Promise<void> {
       'warm-instances': { type: 'string' },
       workers: { type: 'string' },
       model: { type: 'string' },
+      layout: { type: 'string', default: 'thread' },
     },
   });
+  if (args.layout !== 'thread' && args.layout !== 'main') throw new Error(`--layout is thread or main, got ${args.layout}`);
+  /** The gateway's engines and inferlet host on their own thread (what pie serve runs), or on the main thread beside HTTP. */
+  const THREAD = args.layout === 'thread';
   const STREAMS = args.streams.split(',').filter(Boolean).map(Number);
   const MAX = Number(args['max-tokens']);
   const ROUNDS = Number(args.rounds);
@@ -362,8 +374,10 @@ async function main(): Promise<void> {
   groups.mark('engine');
   const model = engine.model.name;
   const dataDir = mkdtempSync(join(tmpdir(), 'pie-bench-serve-'));
+  // The thread layout starts its own engine on the same model with the same options (the engine-alone runs keep this one).
   const config = parseConfig(
-    `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n` +
+    (THREAD ? `[model]\npath = ${JSON.stringify(modelDir)}\ncreate_if_missing = ""\n[engine]\nkv_memory_mb = 1024\nown_thread = true\n` : '') +
+      `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n` +
       `[inferlets]\ncache_dir = ${JSON.stringify(join(tmpdir(), 'pie-bench-components'))}\n` +
       (args['warm-instances'] ? `warm_instances = ${Number(args['warm-instances'])}\n` : '') +
       (args.workers ? `workers = ${Number(args.workers)}\n` : ''),
@@ -371,10 +385,12 @@ async function main(): Promise<void> {
     root,
   );
   console.error('starting the gateway (building the built-in inferlets if needed) ...');
-  const serving: Serving = await serve({ config, engines: [engine], log: () => {}, env: {} });
+  const serving: Serving = await serve({ config, ...(THREAD ? {} : { engines: [engine] }), log: () => {}, env: {} });
   await serving.loaded;
-  groups.mark('host');
+  groups.mark(THREAD ? 'engine thread (its engine, driver, guests)' : 'host');
   const host = serving.gateway.runtime().host;
+  const served = serving.gateway.runtime().engines.get(model)!;
+  const link = THREAD ? (host as EngineThread) : null;
   const url = `${serving.url}/v1/chat/completions`;
   const client = new Client(url);
   groups.set(await client.tid, 'client');
@@ -385,8 +401,10 @@ async function main(): Promise<void> {
   /** Waits until nothing runs in the engine or the host, collects garbage, and lets the machine settle. */
   const idle = async () => {
     for (let waited = 0; ; waited += 5) {
+      await link?.refresh();
       const e = engine.stats();
-      if (e.running === 0 && e.waiting === 0 && host.stats().running === 0) break;
+      const g = served.stats();
+      if (e.running === 0 && e.waiting === 0 && g.running === 0 && g.waiting === 0 && host.stats().running === 0) break;
       if (waited > 60_000) throw new Error(`the engine is not idle: ${JSON.stringify(e)}, host ${JSON.stringify(host.stats())}`);
       await sleep(5);
     }
@@ -435,7 +453,10 @@ async function main(): Promise<void> {
 
   // ---- instrumented runs
   let steps: Step[] = [];
-  const unlisten = engine.addStepListener((s) => steps.push({ ...s, at: performance.now(), ortMs: driver.lastRunMs ?? 0 }));
+  let numSteps = 0;
+  const unlistens = [engine.addStepListener((s) => (numSteps++, steps.push({ ...s, at: performance.now(), ortMs: driver.lastRunMs ?? 0 })))];
+  // The engine thread's steps arrive as messages: `at` is when this thread heard of them, its ORT time is not seen here.
+  if (THREAD) unlistens.push(served.addStepListener((s) => (numSteps++, steps.push({ ...s, at: performance.now(), ortMs: NaN }))));
   const gcEntries: Array<{ startTime: number; duration: number }> = [];
   const gcObserver = new PerformanceObserver((list) => gcEntries.push(...list.getEntries().map((e) => ({ startTime: e.startTime, duration: e.duration }))));
   gcObserver.observe({ entryTypes: ['gc'] });
@@ -466,6 +487,12 @@ async function main(): Promise<void> {
   };
   const engineBatch = (n: number) =>
     measure(n, async () => {
+      if (link) {
+        // The gateway's own engine, on its thread, driven there directly.
+        const r = await link.engineAlone({ model, tokens: promptTokens, n, maxTokens: MAX });
+        if (r.completionTokens.some((c) => c !== MAX)) throw new Error(`an engine generation ended early: ${r.completionTokens}`);
+        return { ttft: r.ttftMs, itl: r.itlMs };
+      }
       const first: number[] = [];
       const gaps: number[] = [];
       const t0 = performance.now();
@@ -594,6 +621,11 @@ async function main(): Promise<void> {
   const oneStream = request(1, true);
   const oneJson = request(1, false);
   const direct = async () => {
+    if (link) {
+      const r = await link.engineAlone({ model, tokens: promptTokens, n: 1, maxTokens: 1 });
+      if (r.completionTokens[0] !== 1) throw new Error('the direct request generated no token');
+      return r.wallMs;
+    }
     const t0 = performance.now();
     const ctx = engine.createContext();
     engine.append(ctx, promptTokens);
@@ -619,9 +651,9 @@ async function main(): Promise<void> {
     // Rotate the order so no variant always follows the same one.
     const order = [() => direct().then((ms) => ov.engine.push(ms)), () => gatewayOne(true).then((ms) => ov.streaming.push(ms)), () => gatewayOne(false).then((ms) => ov.json.push(ms))];
     for (let k = 0; k < 3; k++) {
-      const before = engine.numSteps;
+      const before = numSteps;
       await order[(i + k) % 3]!();
-      steps1.push(engine.numSteps - before);
+      steps1.push(numSteps - before);
       await sleep(2);
     }
   }
@@ -646,7 +678,8 @@ async function main(): Promise<void> {
     let rec: Record<string, number> = {};
     /** The guest's calls to the host as they reach the main thread: [ms since host.invoke, op]. */
     let calls: Array<[number, string]> = [];
-    const slots = (host as unknown as { slots: Array<{ worker: Worker }> }).slots.map((s) => s.worker);
+    // The guest workers' messages are seen here only when the host runs on this thread.
+    const slots = THREAD ? [] : (host as unknown as { slots: Array<{ worker: Worker }> }).slots.map((s) => s.worker);
     const onGuestMessage = (m: { t: string; calls?: Array<[number, number, string, unknown]> }) => {
       const now = performance.now() - (rec.invoke ?? NaN);
       for (const c of m.calls ?? []) calls.push([now, c[2]]); // 'calls', and the last ones riding with 'done'
@@ -690,6 +723,22 @@ async function main(): Promise<void> {
       if (kind === 'engine') total = await direct();
       else total = (await client.one(kind === 'streaming' ? oneStream : oneJson, kind === 'streaming')).ms;
       await sleep(1); // the response's 'finish' and the result's continuations
+      if (THREAD) {
+        // Seen from the main thread: the engine thread's part is the invocation, less its steps.
+        const stepsMs = steps.reduce((a, st) => a + st.scheduleMs + st.driverMs + st.sampleMs, 0);
+        if (kind === 'engine') return void segs.engine.push({ 'engine steps (schedule, ORT, sample)': stepsMs, total });
+        timelines[kind] = [];
+        segs[kind].push({
+          'HTTP in, middleware, validation, route → host.invoke': rec.invoke! - rec.request!,
+          'host.invoke → invocation result, less its steps (engine thread: guest start and finish, template, encode, calls; messages both ways)': rec.result! - rec.invoke! - stepsMs,
+          '  of which instantiation': rec.instantiate!,
+          'engine steps (schedule, ORT, sample)': stepsMs,
+          'invocation result → response finished': rec.finish! - rec.result!,
+          'client and loopback (client total − server time)': total - (rec.finish! - rec.request!),
+          total,
+        });
+        return;
+      }
       const first = steps[0]!;
       const last = steps[steps.length - 1]!;
       const stepStart = first.at - (first.scheduleMs + first.driverMs + first.sampleMs);
@@ -728,7 +777,7 @@ async function main(): Promise<void> {
     return { streaming: med(segs.streaming), json: med(segs.json), engine: med(segs.engine), lastTimeline: timelines };
   })();
 
-  unlisten();
+  for (const unlisten of unlistens) unlisten();
   gcObserver.disconnect();
   await client.close();
   await serving.close();
@@ -738,7 +787,7 @@ async function main(): Promise<void> {
   // ---- report
   const f = (x: number, d = 1) => (Number.isFinite(x) ? x.toFixed(d) : '–');
   const lines = [
-    `machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; node ${process.version}; model ${model}; prompt ${promptTokens.length} tokens, ${MAX} completion tokens per stream (greedy, no stop token within them), median of ${ROUNDS} alternating rounds; client: a worker thread (fetch + own SSE parsing); inferlet host: ${config.inferlets.workers} workers, ${config.inferlets.warmInstances} warm instances per worker and component`,
+    `machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; node ${process.version}; model ${model}; gateway layout: ${THREAD ? "engine and inferlet host on the engine thread" : 'engine and inferlet host on the main thread'}; prompt ${promptTokens.length} tokens, ${MAX} completion tokens per stream (greedy, no stop token within them), median of ${ROUNDS} alternating rounds; client: a worker thread (fetch + own SSE parsing); inferlet host: ${config.inferlets.workers} workers, ${config.inferlets.warmInstances} warm instances per worker and component`,
     '',
     '| streams | engine tok/s | gateway tok/s | gateway vs engine | TTFT p50 / p99 ms | ITL p50 / p99 ms | engine alone: TTFT p50 / p99, ITL p50 / p99 ms |',
     '|---|---|---|---|---|---|---|',
@@ -793,6 +842,7 @@ async function main(): Promise<void> {
         model,
         cores: cpus().length,
         client: 'worker_thread',
+        layout: args.layout,
         host: { workers: config.inferlets.workers, warmInstances: config.inferlets.warmInstances },
         prompt: { text: promptText, tokens: promptTokens.length, rejected, gatewayEqualsEngine: sameText },
         maxTokens: MAX,

@@ -1,32 +1,48 @@
 /**
  * The gateway with its engines and inferlet host on a thread of their own
  * (`[engine] own_thread`, what `pie serve` runs): answers equal those of the
- * same model served on one thread, the metrics see its tokens and steps, and
- * nothing is held after requests that finish, are cancelled by the client
- * going away, or store a response whose KV snapshot is later deleted.
+ * same model served on one thread; the metrics see its tokens, their times
+ * and its steps; cancelling (a client gone, the Responses cancel) ends the
+ * work there; snapshots are kept and capped there; nothing is held after
+ * requests end; errors keep their class across the thread; and the thread
+ * dying leaves a server that says so (503, not ready) instead of failing
+ * requests one by one.
  */
 import { mkdtempSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, parseConfig } from '../src/config.ts';
 import { EngineThread } from '../src/gateway/engine-link.ts';
 import { serve, type Serving } from '../src/gateway/start.ts';
+import { ModelLoadError } from '../src/model/errors.ts';
 import { dataLines, servedEngine } from './gateway-helpers.ts';
 import { COMPONENT_CACHE } from './inferlet-helpers.ts';
 import { randomModelDir, REPO_ROOT } from './helpers.ts';
 
-function threadedConfig(modelPath: string, extra = '') {
+function threadedConfig(modelPath: string, server = '') {
   const dataDir = mkdtempSync(join(tmpdir(), 'pie-engine-thread-'));
   return parseConfig(
     `[model]\npath = ${JSON.stringify(modelPath)}\nname = "m"\ncreate_if_missing = ""\n` +
-      `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n` +
+      `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n${server}\n` +
       `[engine]\nthreads = 1\npage_size = 16\nkv_memory_mb = 8\nown_thread = true\n` +
-      `[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 1\n${extra}`,
+      `[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 1\n`,
     'test.toml',
     REPO_ROOT,
   );
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are checked field by field
+const json = async (r: Response): Promise<any> => await r.json();
+const post = (url: string, path: string, body: unknown) => fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+
+/** Starts a threaded server on the tiny model; its link to the engine thread. */
+async function startThreaded(server = ''): Promise<{ serving: Serving; link: EngineThread }> {
+  const serving = await serve({ config: threadedConfig(randomModelDir(), server), log: () => {}, env: {} });
+  await serving.loaded;
+  return { serving, link: serving.gateway.runtime().host as EngineThread };
 }
 
 describe('the engine on its own thread', () => {
@@ -35,24 +51,26 @@ describe('the engine on its own thread', () => {
   let link: EngineThread;
 
   beforeAll(async () => {
-    serving = await serve({ config: threadedConfig(randomModelDir()), log: () => {}, env: {} });
-    await serving.loaded;
-    link = serving.gateway.runtime().host as EngineThread;
+    ({ serving, link } = await startThreaded('max_snapshots = 1'));
   }, 60_000);
   afterAll(async () => {
     await serving?.close();
   });
 
-  const post = (url: string, path: string, body: unknown) => fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
-  /** Once the invocations that answered have ended: nothing held but what kept snapshots hold. */
+  /** The engine thread's host counters, read now. */
+  const hostStats = async () => (await link.refresh(), link.stats());
+  /** Once the invocations that answered have ended: nothing held there but what kept snapshots hold. */
   const expectNothingHeld = async (snapshots = 0) => {
     for (let i = 0; i < 100 && link.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
     const [held] = await link.held();
     expect(link.stats().running).toBe(0);
+    expect(held!.invocations, 'invocations still running on the engine thread').toBe(0);
     expect(held!.contexts).toBe(0);
     expect(held!.snapshots).toBe(snapshots);
     if (snapshots === 0) expect(held!.pagesInUse).toBe(0);
   };
+  const scrape = async () => await (await fetch(serving.url + '/metrics')).text();
+  const metric = (text: string, name: string, labels = 'model="m"') => Number(new RegExp(`^${name}\\{${labels}\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
 
   it('runs the engines and the host on another thread than the gateway', () => {
     expect(link).toBeInstanceOf(EngineThread);
@@ -63,8 +81,8 @@ describe('the engine on its own thread', () => {
     const chat = { messages: [{ role: 'user', content: 'Tell me something' }], max_tokens: 12, temperature: 0 };
     const completion = { prompt: 'Once upon a time', max_tokens: 12, temperature: 0, logprobs: 2 };
     for (const [path, body] of [['/v1/chat/completions', chat], ['/v1/completions', completion]] as const) {
-      const ours = await (await post(serving.url, path, { ...body, model: 'm' })).json();
-      const theirs = await (await post(local.server.url, path, { ...body, model: local.model })).json();
+      const ours = await json(await post(serving.url, path, { ...body, model: 'm' }));
+      const theirs = await json(await post(local.server.url, path, { ...body, model: local.model }));
       expect(ours.choices).toEqual(theirs.choices);
       expect(ours.usage).toEqual(theirs.usage);
       const streamed = await (await post(serving.url, path, { ...body, model: 'm', stream: true })).text();
@@ -80,29 +98,42 @@ describe('the engine on its own thread', () => {
     await expectNothingHeld();
   });
 
-  it('answers a refused request with its status, and a malformed one without reaching the engine thread', async () => {
+  it('answers a refused request with its status, and one for another model without starting an invocation', async () => {
+    const started = (await hostStats()).started;
     const tooLong = await post(serving.url, '/v1/completions', { model: 'm', prompt: 'word '.repeat(5000), max_tokens: 4 });
     expect(tooLong.status).toBe(400);
-    expect((await tooLong.json()).error.code).toBe('context_length_exceeded');
+    expect((await json(tooLong)).error.code).toBe('context_length_exceeded');
+    expect((await hostStats()).started).toBe(started + 1);
     const unknown = await post(serving.url, '/v1/chat/completions', { model: 'nope', messages: [{ role: 'user', content: 'x' }] });
     expect(unknown.status).toBe(404);
+    expect((await hostStats()).started).toBe(started + 1);
     await expectNothingHeld();
   });
 
-  it('counts tokens, time to first token and steps in the metrics', async () => {
-    const before = await (await fetch(serving.url + '/metrics')).text();
-    const count = (text: string, name: string) => Number(new RegExp(`^${name}\\{model="m"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
-    await post(serving.url, '/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5, temperature: 0, stream: true }).then((r) => r.text());
-    const after = await (await fetch(serving.url + '/metrics')).text();
-    expect(count(after, 'pie_generation_tokens_total') - count(before, 'pie_generation_tokens_total')).toBe(5);
-    expect(count(after, 'pie_time_to_first_token_seconds_count') - count(before, 'pie_time_to_first_token_seconds_count')).toBe(1);
-    expect(count(after, 'pie_batch_size_count')).toBeGreaterThan(count(before, 'pie_batch_size_count')); // steps reach the main thread
+  it('counts tokens and their times, the prompt, the phases and the steps in the metrics', async () => {
+    const before = await scrape();
+    const t0 = performance.now();
+    const r = await post(serving.url, '/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 5, temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const usage = JSON.parse(dataLines(await r.text()).at(-2)!).usage;
+    const wallS = (performance.now() - t0) / 1000;
+    const after = await scrape();
+    const delta = (name: string) => metric(after, name) - metric(before, name);
+    expect(delta('pie_generation_tokens_total')).toBe(5);
+    expect(delta('pie_prompt_tokens_total')).toBe(usage.prompt_tokens);
+    expect(delta('pie_time_to_first_token_seconds_count')).toBe(1);
+    // Token times cross the thread: the time to first token lies within the request's own wall time.
+    expect(delta('pie_time_to_first_token_seconds_sum')).toBeGreaterThan(0);
+    expect(delta('pie_time_to_first_token_seconds_sum')).toBeLessThan(wallS);
+    expect(delta('pie_request_queue_time_seconds_count')).toBe(1);
+    expect(delta('pie_request_decode_time_seconds_sum')).toBeGreaterThan(0);
+    expect(metric(after, 'pie_batch_size_count')).toBeGreaterThan(metric(before, 'pie_batch_size_count')); // steps reach the main thread
     // The engine's own counters, read from the engine thread at each scrape.
-    expect(count(after, 'pie_prefix_cache_queries_total')).toBeGreaterThan(count(before, 'pie_prefix_cache_queries_total'));
-    expect(count(after, 'pie_kv_pages_capacity')).toBeGreaterThan(0);
+    expect(metric(after, 'pie_prefix_cache_queries_total')).toBeGreaterThan(metric(before, 'pie_prefix_cache_queries_total'));
   });
 
   it('cancels the invocation of a client that goes away mid-stream, and releases everything', async () => {
+    const before = await hostStats();
+    const aborts = metric(await scrape(), 'pie_request_success_total', 'model="m",finished_reason="abort"');
     await new Promise<void>((resolve, reject) => {
       const u = new URL(serving.url + '/v1/completions');
       const req = request({ host: u.hostname, port: u.port, path: u.pathname, method: 'POST', headers: { 'content-type': 'application/json' } }, (res) => {
@@ -112,31 +143,52 @@ describe('the engine on its own thread', () => {
         });
       });
       req.on('error', () => {});
-      req.end(JSON.stringify({ model: 'm', prompt: 'Hello', max_tokens: 100_000, ignore_eos: true, stream: true }));
+      req.end(JSON.stringify({ model: 'm', prompt: 'Hello', max_tokens: 200, ignore_eos: true, stream: true }));
       setTimeout(() => reject(new Error('no first chunk')), 20_000);
     });
     await expectNothingHeld();
+    const after = await hostStats();
+    expect(after.cancelled).toBe(before.cancelled + 1); // stopped there, not run to its end
+    expect(after.succeeded).toBe(before.succeeded);
+    expect(metric(await scrape(), 'pie_request_success_total', 'model="m",finished_reason="abort"')).toBe(aborts + 1);
   });
 
-  it('continues a stored response from its KV snapshot, and drops the snapshot with the response', async () => {
-    const first = await (await post(serving.url, '/v1/responses', { model: 'm', input: 'Hello there', max_output_tokens: 4, temperature: 0 })).json();
+  it('continues a stored response from its KV snapshot; keeps the newest snapshots within the cap; drops one with its response', async () => {
+    const first = await json(await post(serving.url, '/v1/responses', { model: 'm', input: 'Hello there', max_output_tokens: 4, temperature: 0 }));
     await expectNothingHeld(1);
     const next = await post(serving.url, '/v1/responses', { model: 'm', input: 'And then?', max_output_tokens: 4, temperature: 0, previous_response_id: first.id });
     expect(next.status).toBe(200);
-    const second = await next.json();
+    const second = await json(next);
     expect(second.usage.input_tokens_details.cached_tokens).toBeGreaterThan(0);
-    await expectNothingHeld(2);
+    await expectNothingHeld(1); // max_snapshots = 1: the keeper on the engine thread evicted the first
     for (const id of [second.id, first.id]) expect((await fetch(`${serving.url}/v1/responses/${id}`, { method: 'DELETE' })).status).toBe(200);
+    await expectNothingHeld();
+  });
+
+  it('answers a Responses cancel once the run has ended and is stored cancelled', async () => {
+    const res = await post(serving.url, '/v1/responses', { model: 'm', input: 'Tell me a story', max_output_tokens: 200, temperature: 0, stream: true });
+    const reader = res.body!.getReader();
+    let text = '';
+    while (!/"id":"(resp_[^"]+)"/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+    const id = /"id":"(resp_[^"]+)"/.exec(text)![1]!;
+    const cancel = await post(serving.url, `/v1/responses/${id}/cancel`, {});
+    expect(cancel.status).toBe(200);
+    expect((await json(cancel)).status).toBe('cancelled');
+    // At once: stored as cancelled, no longer cancellable, deletable.
+    expect((await json(await fetch(`${serving.url}/v1/responses/${id}`))).status).toBe('cancelled');
+    expect((await post(serving.url, `/v1/responses/${id}/cancel`, {})).status).toBe(400);
+    expect((await fetch(`${serving.url}/v1/responses/${id}`, { method: 'DELETE' })).status).toBe(200);
+    await reader.cancel().catch(() => {});
     await expectNothingHeld();
   });
 });
 
-describe('starting the engine thread', () => {
-  it('fails loading with the reason the engine thread gave, and the server stays up to say so', async () => {
-    const serving = await serve({ config: threadedConfig(join(tmpdir(), 'no-such-model-dir'), ''), log: () => {}, env: {} });
+describe('starting and losing the engine thread', () => {
+  it('fails loading with the error the engine thread gave, of its class, and the server stays up to say so', async () => {
+    const serving = await serve({ config: threadedConfig(join(tmpdir(), 'no-such-model-dir')), log: () => {}, env: {} });
     try {
       const err = await serving.loaded.then(() => null, (e: unknown) => e);
-      expect(err).toBeInstanceOf(Error);
+      expect(err).toBeInstanceOf(ModelLoadError); // the CLI prints these as one line
       expect((err as Error).message).toMatch(/no-such-model-dir/);
       expect((await fetch(serving.url + '/health')).status).toBe(200);
       expect((await fetch(serving.url + '/ready')).status).toBe(503);
@@ -145,12 +197,38 @@ describe('starting the engine thread', () => {
     }
   }, 60_000);
 
-  it('refuses engines already started on this thread', async () => {
-    await expect(EngineThread.start({ config: threadedConfig(randomModelDir()), engines: [], log: () => {} })).rejects.toThrow(/cannot move/);
-  });
-
-  it('carries a configuration error as one', async () => {
+  it('refuses engines already started on this thread, and carries a configuration error as one', async () => {
     const config = threadedConfig(randomModelDir());
+    await expect(EngineThread.start({ config, engines: [], log: () => {} })).rejects.toThrow(/cannot move/);
     await expect(EngineThread.start({ config, models: [`a=${randomModelDir()}`, `a=${randomModelDir()}`], log: () => {} })).rejects.toBeInstanceOf(ConfigError);
+  }, 60_000);
+
+  it('closes with a stream in flight: the stream ends and nothing waits for ever', async () => {
+    const { serving, link } = await startThreaded();
+    const res = await post(serving.url, '/v1/completions', { model: 'm', prompt: 'Hello', max_tokens: 200, ignore_eos: true, stream: true });
+    const body = res.text().catch(() => 'reset');
+    await serving.close();
+    expect(typeof (await body)).toBe('string');
+    expect(link.stats().running).toBe(0);
+  }, 60_000);
+
+  it('says when the engine thread dies: requests and /ready answer 503, `stopped` resolves, running work fails', async () => {
+    const { serving, link } = await startThreaded();
+    try {
+      const running = post(serving.url, '/v1/completions', { model: 'm', prompt: 'Hello', max_tokens: 200, ignore_eos: true });
+      await new Promise((r) => setTimeout(r, 20));
+      await (link as unknown as { worker: Worker }).worker.terminate();
+      expect(await serving.stopped).toMatch(/exited/);
+      const failed = await running;
+      expect(failed.status).toBe(503);
+      expect((await fetch(serving.url + '/health')).status).toBe(200);
+      expect((await fetch(serving.url + '/ready')).status).toBe(503);
+      const after = await post(serving.url, '/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: 'Hi' }] });
+      expect(after.status).toBe(503);
+      expect((await json(after)).error.message).toMatch(/engine thread stopped/);
+      expect(link.stats().running).toBe(0);
+    } finally {
+      await serving.close();
+    }
   }, 60_000);
 });

@@ -96,8 +96,8 @@ async function generate(argv: string[]): Promise<void> {
   }
 }
 
-/** Serves the OpenAI-compatible API until SIGINT or SIGTERM. */
-async function serveCommand(argv: string[]): Promise<void> {
+/** Serves the OpenAI-compatible API until SIGINT or SIGTERM (exit code 0), or until its engine thread dies (1). */
+async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: { config: { type: 'string' }, model: { type: 'string', multiple: true }, host: { type: 'string' }, port: { type: 'string' } },
@@ -112,13 +112,18 @@ async function serveCommand(argv: string[]): Promise<void> {
     await serving.close();
     throw err;
   }
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once('SIGINT', stop);
-    process.once('SIGTERM', stop);
-  });
-  process.stderr.write('pie: shutting down\n');
+  // Until SIGINT or SIGTERM, or until the server can serve no more (its engine thread died): then it exits with 1, for a supervisor to restart it.
+  const lost = await Promise.race([
+    new Promise<null>((resolve) => {
+      const stop = () => resolve(null);
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
+    }),
+    serving.stopped,
+  ]);
+  process.stderr.write(lost === null ? 'pie: shutting down\n' : `pie: ${lost}; shutting down\n`);
   await serving.close();
+  return lost === null ? 0 : 1;
 }
 
 function model(argv: string[]): void {
@@ -162,7 +167,7 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
-    if (command === 'serve') await serveCommand(rest);
+    if (command === 'serve') return await serveCommand(rest);
     else if (command === 'generate') await generate(rest);
     else if (command === 'model') model(rest);
     else if (command === 'build') await buildCommand(rest);

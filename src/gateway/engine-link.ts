@@ -7,15 +7,21 @@
  *
  * The engine thread going down (a crash of the thread itself; the driver's
  * own worker is restarted inside it) fails every running invocation and
- * every later one: the server must be restarted.
+ * every later one as refused (503), and tells `onLost` listeners: the server
+ * is then not ready, and `pie serve` exits so that a supervisor restarts it.
  */
 import { Worker } from 'node:worker_threads';
 import { ConfigError } from '../config.ts';
+import { EngineError } from '../engine/errors.ts';
 import type { EngineStats, StepStats } from '../engine/index.ts';
+import { ModelLoadError } from '../model/errors.ts';
+import { BuildError } from '../runtime/host/build.ts';
+import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { HostStats, InvokeOptions } from '../runtime/host/host.ts';
+import { inputJson } from '../runtime/host/input-json.ts';
 import { InvocationError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
-import type { EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
+import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
 import type { EngineSide, HostPort, RunningInvocation, ServedModel, Snapshots } from '../runtime/host/port.ts';
 import type { EngineSideOptions } from '../startup.ts';
 
@@ -24,13 +30,27 @@ const ENGINE_THREAD = new URL('../runtime/host/engine-thread.ts', import.meta.ur
 /** An epoch time from the engine thread on this thread's performance.now() (0 stays 0: never). */
 const local = (epochMs: number) => (epochMs === 0 ? 0 : epochMs - performance.timeOrigin);
 
+/** The errors callers tell apart by class (the CLI's clean one-line failures, the gateway's statuses), rebuilt by name. */
+const CLASSES: Record<string, (w: ErrorWire) => Error> = {
+  ConfigError: (w) => new ConfigError(w.message),
+  ModelLoadError: (w) => new ModelLoadError(w.message),
+  ComponentLoadError: (w) => new ComponentLoadError(w.message),
+  BuildError: (w) => new BuildError(w.message),
+  EngineError: (w) => new EngineError(w.code ?? 'internal', w.message),
+};
+
 function errorOf(w: ErrorWire): Error {
   if (w.kind) return new InvocationError(w.kind, w.message);
-  if (w.name === 'ConfigError') return new ConfigError(w.message);
+  const known = CLASSES[w.name];
+  if (known) return known(w);
   const e = new Error(w.message);
   e.name = w.name;
   return e;
 }
+
+/** How long a stats refresh (a metrics scrape) waits for the engine thread before it uses the last stats, and close() before it terminates the thread. */
+const REFRESH_TIMEOUT_MS = 2000;
+const CLOSE_TIMEOUT_MS = 30_000;
 
 /** An invocation running on the engine thread, as its caller here sees it. */
 class RemoteInvocation implements RunningInvocation {
@@ -121,10 +141,10 @@ class RemoteInvocation implements RunningInvocation {
     }
   }
 
-  /** The engine thread is gone. */
+  /** The engine thread is gone (refused: a 503, not a guest's failure the gateway would run again). */
   lose(reason: string): void {
     if (this.done) return;
-    this.take(['end', this.id, null, { name: 'InvocationError', kind: 'guest', message: `the invocation was lost: ${reason}` }, { numTokens: this.numTokens, numPromptTokens: this.numPromptTokens, maxGenerationTokens: this.maxGenerationTokens, instantiateMs: 0 }]);
+    this.take(['end', this.id, null, { name: 'InvocationError', kind: 'refused', message: `the engine thread is gone (${reason}); the server must be restarted` }, { numTokens: this.numTokens, numPromptTokens: this.numPromptTokens, maxGenerationTokens: this.maxGenerationTokens, instantiateMs: 0 }]);
   }
 }
 
@@ -161,6 +181,7 @@ export class EngineThread implements EngineSide, HostPort {
   private nextId = 1;
   private nextQ = 1;
   private lost: string | null = null;
+  private readonly lostListeners: Array<(reason: string) => void> = [];
   private closed = false;
   private readonly log: (line: string) => void;
 
@@ -216,16 +237,16 @@ export class EngineThread implements EngineSide, HostPort {
     if (this.closed) throw new Error('the inferlet host is closed');
     const served = this.models.map((m) => m.model.name);
     for (const m of options.models ?? []) if (!served.includes(m)) throw new Error(`no engine serves model "${m}"`);
-    JSON.stringify(options.input ?? null); // throws here, before anything is sent, for what the engine thread could not take
+    const { signal, input, inputJson: given, ...rest } = options;
+    const text = given ?? inputJson(input); // once, here; throws before anything is registered
     const id = this.nextId++;
     const inv = new RemoteInvocation(id, (reason) => this.post({ t: 'cancel', id, reason }));
     if (this.lost !== null) {
       inv.lose(this.lost);
       return inv;
     }
+    this.post({ t: 'invoke', id, component, options: { ...rest, inputJson: text } });
     this.running.set(id, inv);
-    const { signal, ...rest } = options;
-    this.post({ t: 'invoke', id, component, options: { ...rest, input: options.input ?? null } });
     if (signal) {
       const onAbort = () => inv.cancel('the caller went away');
       if (signal.aborted) onAbort();
@@ -237,16 +258,27 @@ export class EngineThread implements EngineSide, HostPort {
     return inv;
   }
 
+  /** The host's counters as of the last refresh (see refresh), except `running`: the invocations started here that have not ended. */
   stats(): HostStats {
     return { ...this.lastHost!, running: this.running.size };
   }
 
-  /** Reads the host's and the engines' counters (before a metrics scrape). */
+  /** Reads the host's and the engines' counters (before a metrics scrape); keeps the last ones if the engine thread does not answer within 2 s or is gone. */
   async refresh(): Promise<void> {
     if (this.lost !== null) return;
-    const s = (await this.request({ t: 'refresh', q: 0 })) as Snapshot;
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<null>((r) => (timer = setTimeout(() => r(null), REFRESH_TIMEOUT_MS)));
+    const s = (await Promise.race([this.request({ t: 'refresh', q: 0 }).catch(() => null), late])) as Snapshot | null;
+    clearTimeout(timer);
+    if (!s) return;
     this.lastHost = s.host;
     s.models.forEach((m, i) => (this.models[i]!.last = m));
+  }
+
+  /** Called once if the engine thread goes down (not when it is closed). */
+  onLost(listener: (reason: string) => void): void {
+    if (this.lost !== null && !this.closed) listener(this.lost);
+    else this.lostListeners.push(listener);
   }
 
   /** Pages, contexts and snapshots held per model, in model order. */
@@ -254,12 +286,23 @@ export class EngineThread implements EngineSide, HostPort {
     return this.request({ t: 'held', q: 0 }) as Promise<Held[]>;
   }
 
+  /** Runs greedy generations straight on a model's engine, with no HTTP and no inferlet (bench:serve's baseline). */
+  engineAlone(request: EngineAloneRequest): Promise<EngineAloneResult> {
+    return this.request({ t: 'engine-alone', q: 0, request }) as Promise<EngineAloneResult>;
+  }
+
+  /** Ends every invocation (the engine thread releases what they hold) and the thread; after 30 s without an answer it is terminated. */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    if (this.lost === null) await this.request({ t: 'close', q: 0 }).catch((err: Error) => this.log(`pie: closing the engine thread: ${err.message}`));
-    this.lost ??= 'the server closed';
+    if (this.lost === null) {
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((r) => (timer = setTimeout(() => (this.log('pie: the engine thread did not close within 30 s; terminating it'), r()), CLOSE_TIMEOUT_MS)));
+      await Promise.race([this.request({ t: 'close', q: 0 }).catch((err: Error) => this.log(`pie: closing the engine thread: ${err.message}`)), late]);
+      clearTimeout(timer);
+    }
     await this.worker.terminate();
+    this.goneWith('the server closed'); // settles anything left, if the close did not
   }
 
   private post(m: ToEngine): void {
@@ -305,10 +348,12 @@ export class EngineThread implements EngineSide, HostPort {
   private goneWith(reason: string): void {
     if (this.lost !== null) return;
     this.lost = reason;
-    if (!this.closed) this.log(`pie: ${reason}; running requests fail, and so will new ones until the server is restarted`);
     for (const inv of this.running.values()) inv.lose(reason);
     this.running.clear();
     for (const p of this.pending.values()) p.reject(new Error(`the engine thread is gone: ${reason}`));
     this.pending.clear();
+    if (this.closed) return;
+    this.log(`pie: ${reason}; running requests fail, and so will new ones until the server is restarted`);
+    for (const l of this.lostListeners.splice(0)) l(reason);
   }
 }

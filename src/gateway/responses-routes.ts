@@ -91,8 +91,8 @@ export function responsesRoutes(deps: ResponsesDeps): Router {
     res.json({ id, object: 'response', deleted: true });
   });
 
-  router.post('/v1/responses/:response_id/cancel', (req, res) => {
-    res.json(service.cancel(String(req.params.response_id), tenantWith(res)));
+  router.post('/v1/responses/:response_id/cancel', async (req, res) => {
+    res.json(await service.cancel(String(req.params.response_id), tenantWith(res)));
   });
 
   router.get('/v1/responses/:response_id/input_items', (req, res) => {

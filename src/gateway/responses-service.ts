@@ -27,6 +27,8 @@ export interface ResponsesDeps {
 }
 
 const snapshotName = (id: string) => `response:${id}`;
+/** The longest a cancel waits for its run to end before it answers. */
+const CANCEL_WAIT_MS = 10_000;
 
 /** This request's input as items with ids (stored for input_items). */
 function inputItems(body: CreateResponse, id: string): Item[] {
@@ -84,7 +86,8 @@ export interface ResponseRun {
 
 export class ResponsesService {
   private readonly deps: ResponsesDeps;
-  private readonly running = new Map<string, { inv: RunningInvocation; run: ResponseRun }>();
+  /** Runs whose invocation has started, until they end (`ended` then resolves). */
+  private readonly running = new Map<string, { inv: RunningInvocation; run: ResponseRun; ended: Promise<void>; end: () => void }>();
   private readonly cancelled = new Set<string>();
 
   constructor(deps: ResponsesDeps) {
@@ -130,7 +133,9 @@ export class ResponsesService {
 
   /** Its invocation started (it may be cancelled by id from now on). */
   started(run: ResponseRun, inv: RunningInvocation): void {
-    this.running.set(run.input.id, { inv, run });
+    let end!: () => void;
+    const ended = new Promise<void>((r) => (end = r));
+    this.running.set(run.input.id, { inv, run, ended, end });
   }
 
   /**
@@ -167,6 +172,7 @@ export class ResponsesService {
 
   /** It is over, however: a snapshot saved for a response that was not stored goes. */
   end(run: ResponseRun): void {
+    this.running.get(run.input.id)?.end();
     this.running.delete(run.input.id);
     this.cancelled.delete(run.input.id);
     // Failed, refused or cancelled: a snapshot the inferlet may have saved has no stored response to follow.
@@ -188,8 +194,12 @@ export class ResponsesService {
     this.deps.rt().snapshots.drop(r.model, r.tenant, snapshotName(r.id));
   }
 
-  /** Cancels a response in progress; its Response object as cancelled. */
-  cancel(id: string, tenant: string): Record<string, unknown> {
+  /**
+   * Cancels a response in progress; its Response object as cancelled, once
+   * the run has ended and is stored so (an invocation on the engine thread
+   * ends a little after it is asked to; at most CANCEL_WAIT_MS is waited).
+   */
+  async cancel(id: string, tenant: string): Promise<Record<string, unknown>> {
     const running = this.running.get(id);
     if (!running || tenant !== running.run.tenant) {
       const r = this.get(id, tenant);
@@ -197,6 +207,9 @@ export class ResponsesService {
     }
     this.cancelled.add(id);
     running.inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([running.ended, new Promise((r) => (timer = setTimeout(r, CANCEL_WAIT_MS)))]);
+    clearTimeout(timer);
     return responseObject(running.run.input, 'cancelled', []);
   }
 

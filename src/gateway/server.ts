@@ -149,6 +149,8 @@ export class Gateway {
   private readonly options: GatewayOptions;
   private readonly log: (line: string) => void;
   private closing = false;
+  /** Why it can serve no more (its engine thread died), if it cannot. */
+  private broken: string | null = null;
   /** Requests being answered (not counting /health and /ready). */
   private inFlight = 0;
 
@@ -160,7 +162,13 @@ export class Gateway {
     app.set('etag', false);
     app.use(requestId());
     app.use(this.countRequests());
-    app.use((req, _res, next) => next(this.closing && req.path !== '/health' ? new ServiceUnavailableError('The server is shutting down.') : undefined));
+    app.use((req, _res, next) => {
+      // Shutting down, or unable to serve (then /ready says so too): only /health answers.
+      if (req.path === '/health') return next();
+      if (this.closing) return next(new ServiceUnavailableError('The server is shutting down.'));
+      if (this.broken !== null) return next(new ServiceUnavailableError(`The server cannot serve requests: ${this.broken}.`));
+      next();
+    });
     app.use(helmet());
     app.get('/health', (_req, res) => void res.json({ status: 'ok' }));
     app.get('/ready', (_req, res) => {
@@ -204,6 +212,11 @@ export class Gateway {
     api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store }));
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));
     this.api = api;
+  }
+
+  /** From now on every request but /health answers 503 with `reason` (and /ready says not ready). */
+  stopServing(reason: string): void {
+    this.broken = reason;
   }
 
   get ready(): boolean {

@@ -39,6 +39,8 @@ export interface Serving {
   url: string;
   /** Resolves once the API is served (rejects if loading failed). */
   loaded: Promise<void>;
+  /** Resolves, with why, if the server can serve no more (its engine thread died); it is then not ready, and should be restarted. */
+  stopped: Promise<string>;
   close(): Promise<void>;
 }
 
@@ -110,6 +112,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
   log(`pie: listening on ${url} (loading models)`);
 
   let side: EngineSide | null = null;
+  let stop: (reason: string) => void = () => {};
+  const stopped = new Promise<string>((r) => (stop = r));
   const loaded = (async () => {
     const sideOptions = {
       config,
@@ -121,6 +125,10 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     };
     // Engines started by the caller stay on its thread; otherwise they get one of their own unless the config says not.
     side = !options.engines && config.engine.ownThread ? await EngineThread.start(sideOptions) : await startEngineSide(sideOptions);
+    side.onLost?.((reason) => {
+      gateway.stopServing(`the engine thread stopped (${reason}); the server must be restarted`);
+      stop(reason);
+    });
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
     const builtins = await loadBuiltins(side.host, cacheDir);
     const names = side.models.map((e) => e.model.name);
@@ -137,6 +145,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     gateway,
     url,
     loaded,
+    stopped,
     async close() {
       await loaded.catch(() => {});
       await gateway.close();

@@ -6,13 +6,14 @@
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Config } from '../config.ts';
+import { ModelLoadError } from './errors.ts';
 import { createRandomModel, PRESETS } from './random.ts';
 
 export function ensureDefaultModel(config: Config, log: (line: string) => void): string {
   const dir = resolve(config.root, config.model.path);
   if (existsSync(dir)) return dir;
   const preset = config.model.createIfMissing;
-  if (!preset) throw new Error(`the configured model directory ${dir} does not exist (model.create_if_missing is off)`);
+  if (!preset) throw new ModelLoadError(`the configured model directory ${dir} does not exist (model.create_if_missing is off)`);
   createRandomModel(dir, PRESETS[preset], 0);
   log(
     [

@@ -9,7 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngineSide, type LocalEngineSide } from '../../startup.ts';
 import { InvocationError, type Invocation, type InvocationResult } from './invocation.ts';
-import type { EngineThreadInit, ErrorWire, FromEngine, Held, OutRecord, Snapshot, ToEngine } from './link-protocol.ts';
+import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, OutRecord, Snapshot, ToEngine } from './link-protocol.ts';
 
 const port = parentPort!;
 const init = workerData as EngineThreadInit;
@@ -18,7 +18,10 @@ const epoch = (now: number) => (now === 0 ? 0 : performance.timeOrigin + now);
 
 export function errorWire(err: unknown): ErrorWire {
   if (err instanceof InvocationError) return { name: err.name, message: err.message, kind: err.kind };
-  if (err instanceof Error) return { name: err.name, message: err.message };
+  if (err instanceof Error) {
+    const code = (err as Error & { code?: unknown }).code;
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+  }
   return { name: 'Error', message: String(err) };
 }
 
@@ -42,7 +45,36 @@ function snapshot(): Snapshot {
 }
 
 function held(): Held[] {
-  return side.engines.map((e) => ({ pagesInUse: e.kv.pool.numInUse, contexts: e.numContexts, snapshots: e.snapshots.size }));
+  const invocations = side.host.stats().running;
+  return side.engines.map((e) => ({ pagesInUse: e.kv.pool.numInUse, contexts: e.numContexts, snapshots: e.snapshots.size, invocations }));
+}
+
+async function engineAlone({ model, tokens, n, maxTokens }: EngineAloneRequest): Promise<EngineAloneResult> {
+  const engine = side.engines.find((e) => e.model.name === model);
+  if (!engine) throw new Error(`no engine serves model "${model}"`);
+  const ttftMs: number[] = [];
+  const itlMs: number[] = [];
+  const t0 = performance.now();
+  const completionTokens = await Promise.all(
+    Array.from({ length: n }, async () => {
+      const ctx = engine.createContext();
+      try {
+        engine.append(ctx, tokens);
+        let last = 0;
+        const onChunk = (c: { text: string }) => {
+          if (c.text === '') return;
+          const now = performance.now();
+          if (last === 0) ttftMs.push(now - t0);
+          else itlMs.push(now - last);
+          last = now;
+        };
+        return (await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens, ignoreEos: true, onChunk }).result).completionTokens;
+      } finally {
+        engine.release(ctx);
+      }
+    }),
+  );
+  return { wallMs: performance.now() - t0, ttftMs, itlMs, completionTokens };
 }
 
 function invoke(m: Extract<ToEngine, { t: 'invoke' }>): void {
@@ -55,11 +87,11 @@ function invoke(m: Extract<ToEngine, { t: 'invoke' }>): void {
     return;
   }
   running.set(id, inv);
-  let first = true;
+  let sent = 0; // the status and headers the main thread has (answerVersion)
   inv.onEvent((e) => {
-    if (first) {
-      first = false;
-      out(['e', id, e.event, e.data, inv.status, inv.headers]);
+    if (inv.answerVersion !== sent) {
+      sent = inv.answerVersion;
+      out(['e', id, e.event, e.data, inv.status, { ...inv.headers }]);
     } else out(['e', id, e.event, e.data]);
   });
   inv.observer = {
@@ -101,6 +133,8 @@ function onMessage(m: ToEngine): void {
       return void answer(m.q, snapshot);
     case 'held':
       return void answer(m.q, held);
+    case 'engine-alone':
+      return void answer(m.q, () => engineAlone(m.request));
     case 'close':
       return void answer(m.q, async () => {
         flush();

@@ -29,6 +29,7 @@ import { HANDLERS } from './handlers/index.ts';
 import { ComponentStore, type StoredComponent } from './component-store.ts';
 import { Invocation, InvocationError } from './invocation.ts';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
+import { inputJson } from './input-json.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
 import { isOpName, type OpName } from '../ops.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from '../protocol.ts';
@@ -64,6 +65,8 @@ export interface HostOptions {
 export interface InvokeOptions {
   /** The invocation's input: any JSON value (default null). */
   input?: unknown;
+  /** The input already as JSON text (input-json.ts): used instead of `input`. */
+  inputJson?: string;
   tenant?: string;
   /** Models it may load (default: all). */
   models?: string[];
@@ -197,8 +200,7 @@ export class InferletHost implements HostSide {
   /** Starts an invocation; its events, result and cancel are on the returned handle. */
   invoke(component: StoredComponent, options: InvokeOptions = {}): Invocation {
     if (this.closed) throw new Error('the inferlet host is closed');
-    // Strings enter the guest as UTF-8 (WIT): a lone UTF-16 surrogate becomes U+FFFD here, once, rather than trapping it.
-    const input = JSON.stringify(wellFormed(options.input ?? null)); // throws before anything is registered
+    const input = options.inputJson ?? inputJson(options.input); // throws before anything is registered
     const limits = resolveLimits(this.limits, options.limits);
     const inv = new Invocation(this.nextInv++, options.tenant ?? 'default', limits, (i, reason) => this.end(i, new InvocationError('cancelled', reason)));
     const models = options.models ?? [...this.engines.keys()];
@@ -460,12 +462,4 @@ async function workerCpuMicros(worker: Worker): Promise<number | null> {
   } finally {
     clearTimeout(timer); // read every watchdog tick: its timeout must not outlive it
   }
-}
-
-/** A JSON value with every string (keys included) well-formed UTF-16: lone surrogates replaced by U+FFFD. */
-export function wellFormed(v: unknown): unknown {
-  if (typeof v === 'string') return v.toWellFormed();
-  if (Array.isArray(v)) return v.map(wellFormed);
-  if (v !== null && typeof v === 'object') return Object.fromEntries(Object.entries(v).map(([k, x]) => [k.toWellFormed(), wellFormed(x)]));
-  return v;
 }

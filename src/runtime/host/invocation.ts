@@ -101,6 +101,8 @@ export class Invocation {
   /** What it answers with (for routes): set through setStatus, setHeader, setResult. */
   status = 200;
   readonly headers: Record<string, string> = {};
+  /** Bumped whenever status or headers change (the engine thread sends them along with the next event). */
+  answerVersion = 0;
   data: string | null = null;
 
   // host-side state of the guest
@@ -272,11 +274,15 @@ export class Invocation {
   }
 
   setStatus(status: number): void {
-    if (statusProblem(status) === null) this.status = status;
+    if (statusProblem(status) !== null) return;
+    this.status = status;
+    this.answerVersion++;
   }
 
   setHeader(name: string, value: string): void {
-    if (headerProblem(name, value) === null) this.headers[name.toLowerCase()] = value;
+    if (headerProblem(name, value) !== null) return;
+    this.headers[name.toLowerCase()] = value;
+    this.answerVersion++;
   }
 
   emit(event: string, data: string): void {

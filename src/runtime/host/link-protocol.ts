@@ -8,8 +8,9 @@
  *                  token times, ends, steps) one message per microtask
  *                  checkpoint, replies to requests, log lines
  *
- * Times cross as epoch milliseconds (performance.timeOrigin + now): each
- * thread's performance.now() counts from its own origin.
+ * Times cross as epoch milliseconds (performance.timeOrigin + now), so they
+ * do not depend on the threads' performance clocks sharing an origin (Node
+ * 24's do; nothing promises it).
  */
 import type { Config } from '../../config.ts';
 import type { EngineStats, StepStats, TenantShare } from '../../engine/index.ts';
@@ -42,10 +43,30 @@ export interface Held {
   pagesInUse: number;
   contexts: number;
   snapshots: number;
+  /** Invocations the engine thread's host still runs (all models). */
+  invocations: number;
+}
+
+/** N greedy generations straight on a model's engine, no HTTP and no inferlet: bench:serve's baseline, on the same engine as the gateway's. */
+export interface EngineAloneRequest {
+  model: string;
+  tokens: number[];
+  n: number;
+  maxTokens: number;
+}
+
+export interface EngineAloneResult {
+  /** From the first append to the last generation's end. */
+  wallMs: number;
+  /** Start → each generation's first text; between successive text chunks of one generation. */
+  ttftMs: number[];
+  itlMs: number[];
+  completionTokens: number[];
 }
 
 export interface InvokeWire {
-  input: unknown;
+  /** JSON text, every string well-formed: serialized once, on the main thread. */
+  inputJson: string;
   tenant?: string;
   models?: string[];
   limits?: Partial<InstanceLimits>;
@@ -59,18 +80,20 @@ export type ToEngine =
   | { t: 'load'; q: number; source: Uint8Array | string }
   | { t: 'refresh'; q: number }
   | { t: 'held'; q: number }
+  | { t: 'engine-alone'; q: number; request: EngineAloneRequest }
   | { t: 'close'; q: number };
 
-/** An error as it crosses: an InvocationError keeps its kind, a ConfigError its name. */
+/** An error as it crosses: its class by name (engine-link.ts rebuilds the ones callers tell apart), an InvocationError's kind, an EngineError's code. */
 export interface ErrorWire {
   name: string;
   message: string;
   kind?: InvocationError['kind'];
+  code?: string;
 }
 
 /** One output record of a batch. */
 export type OutRecord =
-  /** An event; the first of an invocation carries its status and headers so far (its stream starts with them). */
+  /** An event; status and headers ride with the first event after they changed (a stream starts with those of its first event). */
   | ['e', number, string, string, number?, Record<string, string>?]
   | ['t', number, number, number | null, number]
   | ['p', number, number]

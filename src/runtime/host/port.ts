@@ -26,6 +26,7 @@ export interface RunningInvocation {
   readonly instantiateMs: number;
   /** Sees its tokens as they are produced (metrics); set it right after invoke. */
   observer: InvocationObserver | null;
+  /** Asks it to stop. On the engine thread it ends a little later (its result settles then), not before this returns. */
   cancel(reason?: string): void;
   /** Receives events as they are emitted (then `events()` sees none). */
   onEvent(listener: (e: OutputEvent) => void): void;
@@ -65,5 +66,7 @@ export interface EngineSide {
   snapshots: Snapshots;
   /** Brings `stats()` of the host and models up to date (before a metrics scrape); absent where they are read live. */
   refresh?(): Promise<void>;
+  /** Calls `listener` once if the engine side goes down for good (its thread died); absent where it cannot without the process. */
+  onLost?(listener: (reason: string) => void): void;
   close(): Promise<void>;
 }

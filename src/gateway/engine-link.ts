@@ -22,7 +22,7 @@ import type { HostStats, InvokeOptions } from '../runtime/host/host.ts';
 import { inputJson } from '../runtime/host/input-json.ts';
 import { InvocationError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
-import type { EngineSide, HostPort, RunningInvocation, ServedModel, Snapshots } from '../runtime/host/port.ts';
+import { cancelOnAbort, OutputQueue, type EngineSide, type HostPort, type RunningInvocation, type ServedModel, type Snapshots } from '../runtime/host/port.ts';
 import type { EngineSideOptions } from '../startup.ts';
 
 const ENGINE_THREAD = new URL('../runtime/host/engine-thread.ts', import.meta.url);
@@ -64,9 +64,7 @@ class RemoteInvocation implements RunningInvocation {
   maxGenerationTokens = 0;
   instantiateMs = 0;
   observer: InvocationObserver | null = null;
-  private readonly queue: OutputEvent[] = [];
-  private readonly listeners: Array<(e: OutputEvent) => void> = [];
-  private wake: (() => void) | null = null;
+  private readonly output = new OutputQueue(() => this.done);
   private resolve!: (r: InvocationResult) => void;
   private reject!: (e: Error) => void;
   private readonly onCancel: (reason: string) => void;
@@ -87,16 +85,11 @@ class RemoteInvocation implements RunningInvocation {
   }
 
   onEvent(listener: (e: OutputEvent) => void): void {
-    this.listeners.push(listener);
+    this.output.listen(listener);
   }
 
-  async *events(): AsyncIterable<OutputEvent> {
-    for (;;) {
-      while (this.queue.length > 0) yield this.queue.shift()!;
-      if (this.done) return;
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = null;
-    }
+  events(): AsyncIterable<OutputEvent> {
+    return this.output.drain();
   }
 
   /** One output record of the engine thread about this invocation. */
@@ -107,11 +100,7 @@ class RemoteInvocation implements RunningInvocation {
           this.status = r[4];
           this.headers = r[5] ?? {};
         }
-        const e = { event: r[2], data: r[3] };
-        if (this.listeners.length > 0) for (const l of this.listeners) l(e);
-        else this.queue.push(e);
-        this.wake?.();
-        return;
+        return this.output.push({ event: r[2], data: r[3] });
       }
       case 't':
         return this.observer?.tokens(r[2], r[3], local(r[4]));
@@ -135,8 +124,7 @@ class RemoteInvocation implements RunningInvocation {
           this.state = err instanceof InvocationError && err.kind === 'cancelled' ? 'cancelled' : 'failed';
           this.reject(err);
         }
-        this.wake?.();
-        return;
+        return this.output.end();
       }
     }
   }
@@ -247,14 +235,7 @@ export class EngineThread implements EngineSide, HostPort {
     }
     this.post({ t: 'invoke', id, component, options: { ...rest, inputJson: text } });
     this.running.set(id, inv);
-    if (signal) {
-      const onAbort = () => inv.cancel('the caller went away');
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener('abort', onAbort, { once: true });
-        void inv.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
-      }
-    }
+    cancelOnAbort(inv, signal);
     return inv;
   }
 

@@ -32,6 +32,7 @@ import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
 import { inputJson } from './input-json.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
 import { isOpName, type OpName } from '../ops.ts';
+import { cancelOnAbort } from './port.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from '../protocol.ts';
 
 export interface HostOptions {
@@ -229,15 +230,7 @@ export class InferletHost implements HostSide {
     const timer = setTimeout(() => this.end(inv, new InvocationError('limit', `the invocation exceeded its wall time of ${limits.wallTimeMs} ms`)), limits.wallTimeMs);
     timer.unref();
     void inv.result.finally(() => clearTimeout(timer)).catch(() => {});
-    const signal = options.signal;
-    if (signal) {
-      const onAbort = () => inv.cancel('the caller went away');
-      if (signal.aborted) onAbort();
-      else {
-        signal.addEventListener('abort', onAbort, { once: true });
-        void inv.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
-      }
-    }
+    cancelOnAbort(inv, options.signal);
     return inv;
   }
 

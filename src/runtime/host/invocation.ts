@@ -14,6 +14,7 @@ import type { HeldMatcher } from './handlers/grammar.ts';
 import { AbiError } from '../abi.ts';
 import { eventNameProblem, headerProblem, sizeProblem, statusProblem } from '../output-rules.ts';
 import { worstCasePages } from './limits.ts';
+import { OutputQueue } from './port.ts';
 import type { Mailbox } from './message-hub.ts';
 import type { InstanceLimits } from '../protocol.ts';
 
@@ -132,9 +133,7 @@ export class Invocation {
   /** Time its worker took to get an instance ready, queued instantiations included (0 when a warm one was waiting). */
   instantiateMs = 0;
 
-  private readonly queue: OutputEvent[] = [];
-  private wake: (() => void) | null = null;
-  private readonly listeners: Array<(e: OutputEvent) => void> = [];
+  private readonly output = new OutputQueue(() => this.done);
   private resolve!: (r: InvocationResult) => void;
   private reject!: (e: Error) => void;
   private readonly onCancel: (inv: Invocation, reason: string) => void;
@@ -225,18 +224,13 @@ export class Invocation {
   }
 
   /** Output events as the guest emits them; consumed once. Ends when the invocation ends. */
-  async *events(): AsyncIterable<OutputEvent> {
-    for (;;) {
-      while (this.queue.length > 0) yield this.queue.shift()!;
-      if (this.done) return;
-      await new Promise<void>((r) => (this.wake = r));
-      this.wake = null;
-    }
+  events(): AsyncIterable<OutputEvent> {
+    return this.output.drain();
   }
 
   /** Receives events as they are emitted instead of iterating (then `events()` sees none). */
   onEvent(listener: (e: OutputEvent) => void): void {
-    this.listeners.push(listener);
+    this.output.listen(listener);
   }
 
   /** Tokens were produced (a generation's chunk, or a forward pass's samples): `gapMs` since the same generation's previous chunk (null for its first). */
@@ -287,10 +281,7 @@ export class Invocation {
 
   emit(event: string, data: string): void {
     if (this.done) return;
-    const e = { event, data };
-    if (this.listeners.length > 0) for (const l of this.listeners) l(e);
-    else this.queue.push(e);
-    this.wake?.();
+    this.output.push({ event, data });
   }
 
   /** Called by the host once everything the invocation held has been released. */
@@ -304,7 +295,7 @@ export class Invocation {
       this.state = error.kind === 'cancelled' ? 'cancelled' : 'failed';
       this.reject(error);
     }
-    this.wake?.();
+    this.output.end();
   }
 }
 

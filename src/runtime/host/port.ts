@@ -70,3 +70,52 @@ export interface EngineSide {
   onLost?(listener: (reason: string) => void): void;
   close(): Promise<void>;
 }
+
+/**
+ * An invocation's output events on the caller's side: delivered to
+ * listeners as they come, else queued for `drain` (consumed once), which
+ * ends once `ended()` says so and the queue is empty.
+ */
+export class OutputQueue {
+  private readonly queue: OutputEvent[] = [];
+  private readonly listeners: Array<(e: OutputEvent) => void> = [];
+  private wake: (() => void) | null = null;
+  private readonly ended: () => boolean;
+
+  constructor(ended: () => boolean) {
+    this.ended = ended;
+  }
+
+  push(e: OutputEvent): void {
+    if (this.listeners.length > 0) for (const l of this.listeners) l(e);
+    else this.queue.push(e);
+    this.wake?.();
+  }
+
+  listen(listener: (e: OutputEvent) => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** The invocation ended: a waiting `drain` finishes. */
+  end(): void {
+    this.wake?.();
+  }
+
+  async *drain(): AsyncIterable<OutputEvent> {
+    for (;;) {
+      while (this.queue.length > 0) yield this.queue.shift()!;
+      if (this.ended()) return;
+      await new Promise<void>((r) => (this.wake = r));
+      this.wake = null;
+    }
+  }
+}
+
+/** Cancels `inv` when `signal` aborts (at once if it has), until the invocation ends. */
+export function cancelOnAbort(inv: RunningInvocation, signal: AbortSignal | undefined): void {
+  if (!signal) return;
+  const onAbort = () => inv.cancel('the caller went away');
+  if (signal.aborted) return onAbort();
+  signal.addEventListener('abort', onAbort, { once: true });
+  void inv.result.finally(() => signal.removeEventListener('abort', onAbort)).catch(() => {});
+}

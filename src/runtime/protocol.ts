@@ -1,5 +1,5 @@
 /**
- * Messages between the inferlet host (main thread) and its guest workers.
+ * Messages between the inferlet host (the engine thread, or the caller's thread) and its guest workers.
  *
  *   host → worker: start an invocation, replies to its calls, cancel it
  *   worker → host: batches of calls (one message per event-loop turn, from

@@ -25,10 +25,15 @@ export function errorWire(err: unknown): ErrorWire {
   return { name: 'Error', message: String(err) };
 }
 
-/** Output records leave in one message per microtask checkpoint: a step's events for all its rows go together. */
+/**
+ * Output records leave in one message per turn of the event loop: a step's
+ * events for all its rows go together, after the engine has handed its next
+ * batch to the driver (the step loop continues in a microtask; the message
+ * is not in the way of the next forward pass).
+ */
 let records: OutRecord[] = [];
 function out(r: OutRecord): void {
-  if (records.length === 0) queueMicrotask(flush);
+  if (records.length === 0) setImmediate(flush);
   records.push(r);
 }
 function flush(): void {

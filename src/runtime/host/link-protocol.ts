@@ -3,10 +3,11 @@
  * and the engine thread (engine-thread.ts).
  *
  *   main → engine: start, load a component, invoke, cancel, keep or drop a
- *                  snapshot, refresh stats, count what is held, close
+ *                  snapshot, refresh stats, count what is held, run the
+ *                  engine alone (bench), close
  *   engine → main: ready (or failed), batches of output records (events,
- *                  token times, ends, steps) one message per microtask
- *                  checkpoint, replies to requests, log lines
+ *                  token times, ends, steps) one message per turn of its
+ *                  event loop, replies to requests, log lines
  *
  * Times cross as epoch milliseconds (performance.timeOrigin + now), so they
  * do not depend on the threads' performance clocks sharing an origin (Node

@@ -18,17 +18,19 @@ import { ConfigError, parseConfig } from '../src/config.ts';
 import { EngineThread } from '../src/gateway/engine-link.ts';
 import { serve, type Serving } from '../src/gateway/start.ts';
 import { ModelLoadError } from '../src/model/errors.ts';
-import { dataLines, servedEngine } from './gateway-helpers.ts';
+import { ComponentLoadError } from '../src/runtime/host/component-store.ts';
+import type { RunningInvocation } from '../src/runtime/host/port.ts';
+import { dataLines, EXAMPLE_ROUTE, servedEngine } from './gateway-helpers.ts';
 import { COMPONENT_CACHE } from './inferlet-helpers.ts';
 import { randomModelDir, REPO_ROOT } from './helpers.ts';
 
-function threadedConfig(modelPath: string, server = '') {
+function threadedConfig(modelPath: string, server = '', extra = '') {
   const dataDir = mkdtempSync(join(tmpdir(), 'pie-engine-thread-'));
   return parseConfig(
     `[model]\npath = ${JSON.stringify(modelPath)}\nname = "m"\ncreate_if_missing = ""\n` +
       `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n${server}\n` +
       `[engine]\nthreads = 1\npage_size = 16\nkv_memory_mb = 8\nown_thread = true\n` +
-      `[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 1\n`,
+      `[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 1\n${extra}`,
     'test.toml',
     REPO_ROOT,
   );
@@ -39,8 +41,8 @@ const json = async (r: Response): Promise<any> => await r.json();
 const post = (url: string, path: string, body: unknown) => fetch(url + path, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
 
 /** Starts a threaded server on the tiny model; its link to the engine thread. */
-async function startThreaded(server = ''): Promise<{ serving: Serving; link: EngineThread }> {
-  const serving = await serve({ config: threadedConfig(randomModelDir(), server), log: () => {}, env: {} });
+async function startThreaded(server = '', extra = ''): Promise<{ serving: Serving; link: EngineThread }> {
+  const serving = await serve({ config: threadedConfig(randomModelDir(), server, extra), log: () => {}, env: {} });
   await serving.loaded;
   return { serving, link: serving.gateway.runtime().host as EngineThread };
 }
@@ -51,7 +53,7 @@ describe('the engine on its own thread', () => {
   let link: EngineThread;
 
   beforeAll(async () => {
-    ({ serving, link } = await startThreaded('max_snapshots = 1'));
+    ({ serving, link } = await startThreaded('max_snapshots = 1', EXAMPLE_ROUTE));
   }, 60_000);
   afterAll(async () => {
     await serving?.close();
@@ -110,6 +112,16 @@ describe('the engine on its own thread', () => {
     await expectNothingHeld();
   });
 
+  it("carries the status and headers an inferlet sets before its first event, and a component's load error of its class", async () => {
+    const streamed = await fetch(`${serving.url}/v1/examples/best-of/2`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ prompt: 'Once upon a time', max_tokens: 6 }) });
+    expect(streamed.headers.get('x-best-of-n')).toBe('2'); // set on the engine thread before the stream began
+    expect((await streamed.text()).match(/^event: candidate$/gm)).toHaveLength(2);
+    const invalid = await post(serving.url, '/v1/examples/best-of/99', { prompt: 'x' });
+    expect(invalid.status).toBe(400);
+    await expect(link.load(new Uint8Array([0, 97, 115, 109]))).rejects.toBeInstanceOf(ComponentLoadError);
+    await expectNothingHeld();
+  });
+
   it('counts tokens and their times, the prompt, the phases and the steps in the metrics', async () => {
     const before = await scrape();
     const t0 = performance.now();
@@ -165,20 +177,38 @@ describe('the engine on its own thread', () => {
     await expectNothingHeld();
   });
 
-  it('answers a Responses cancel once the run has ended and is stored cancelled', async () => {
-    const res = await post(serving.url, '/v1/responses', { model: 'm', input: 'Tell me a story', max_output_tokens: 200, temperature: 0, stream: true });
-    const reader = res.body!.getReader();
-    let text = '';
-    while (!/"id":"(resp_[^"]+)"/.test(text)) text += new TextDecoder().decode((await reader.read()).value);
-    const id = /"id":"(resp_[^"]+)"/.exec(text)![1]!;
-    const cancel = await post(serving.url, `/v1/responses/${id}/cancel`, {});
-    expect(cancel.status).toBe(200);
-    expect((await json(cancel)).status).toBe('cancelled');
-    // At once: stored as cancelled, no longer cancellable, deletable.
-    expect((await json(await fetch(`${serving.url}/v1/responses/${id}`))).status).toBe('cancelled');
-    expect((await post(serving.url, `/v1/responses/${id}/cancel`, {})).status).toBe(400);
-    expect((await fetch(`${serving.url}/v1/responses/${id}`, { method: 'DELETE' })).status).toBe(200);
-    await reader.cancel().catch(() => {});
+  it('answers a Responses cancel once the run has ended and is stored cancelled; a second cancel meanwhile gets a 400', async () => {
+    // Each cancel reaches the engine thread 50 ms late, as behind a long engine step.
+    const invoke = link.invoke.bind(link);
+    link.invoke = (component, options) => {
+      const inv = invoke(component, options) as RunningInvocation & { cancel(reason?: string): void };
+      const cancel = inv.cancel.bind(inv);
+      inv.cancel = (reason) => void setTimeout(() => cancel(reason), 50);
+      return inv;
+    };
+    try {
+      const res = await post(serving.url, '/v1/responses', { model: 'm', input: 'Tell me a story', max_output_tokens: 200, temperature: 0, stream: true });
+      const reader = res.body!.getReader();
+      let text = '';
+      while (!/"id":"(resp_[^"]+)"/.test(text)) {
+        const chunk = await reader.read();
+        if (chunk.done) throw new Error(`the stream ended without a response id: ${text}`);
+        text += new TextDecoder().decode(chunk.value);
+      }
+      const id = /"id":"(resp_[^"]+)"/.exec(text)![1]!;
+      const [cancel, again] = await Promise.all([post(serving.url, `/v1/responses/${id}/cancel`, {}), post(serving.url, `/v1/responses/${id}/cancel`, {})]);
+      expect(cancel.status).toBe(200);
+      expect((await json(cancel)).status).toBe('cancelled');
+      expect(again.status).toBe(400);
+      expect((await json(again)).error.message).toMatch(/its status is cancelled/);
+      // At once: stored as cancelled, no longer cancellable, deletable.
+      expect((await json(await fetch(`${serving.url}/v1/responses/${id}`))).status).toBe('cancelled');
+      expect((await post(serving.url, `/v1/responses/${id}/cancel`, {})).status).toBe(400);
+      expect((await fetch(`${serving.url}/v1/responses/${id}`, { method: 'DELETE' })).status).toBe(200);
+      await reader.cancel().catch(() => {});
+    } finally {
+      delete (link as { invoke?: unknown }).invoke;
+    }
     await expectNothingHeld();
   });
 });
@@ -216,7 +246,8 @@ describe('starting and losing the engine thread', () => {
     const { serving, link } = await startThreaded();
     try {
       const running = post(serving.url, '/v1/completions', { model: 'm', prompt: 'Hello', max_tokens: 200, ignore_eos: true });
-      await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 500 && link.stats().running === 0; i++) await new Promise((r) => setTimeout(r, 2));
+      expect(link.stats().running).toBe(1); // on the engine thread when it dies
       await (link as unknown as { worker: Worker }).worker.terminate();
       expect(await serving.stopped).toMatch(/exited/);
       const failed = await running;
@@ -225,7 +256,8 @@ describe('starting and losing the engine thread', () => {
       expect((await fetch(serving.url + '/ready')).status).toBe(503);
       const after = await post(serving.url, '/v1/chat/completions', { model: 'm', messages: [{ role: 'user', content: 'Hi' }] });
       expect(after.status).toBe(503);
-      expect((await json(after)).error.message).toMatch(/engine thread stopped/);
+      expect((await json(after)).error.message).toMatch(/engine thread stopped; the server must be restarted/);
+      expect(serving.gateway.ready).toBe(false);
       expect(link.stats().running).toBe(0);
     } finally {
       await serving.close();

@@ -113,14 +113,14 @@ async function serveCommand(argv: string[]): Promise<number> {
     throw err;
   }
   // Until SIGINT or SIGTERM, or until the server can serve no more (its engine thread died): then it exits with 1, for a supervisor to restart it.
-  const lost = await Promise.race([
-    new Promise<null>((resolve) => {
-      const stop = () => resolve(null);
-      process.once('SIGINT', stop);
-      process.once('SIGTERM', stop);
-    }),
-    serving.stopped,
-  ]);
+  let stop = () => {};
+  const signalled = new Promise<null>((resolve) => (stop = () => resolve(null)));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  const lost = await Promise.race([signalled, serving.stopped]);
+  // A signal while it closes is not swallowed: Node's own handling ends the process.
+  process.off('SIGINT', stop);
+  process.off('SIGTERM', stop);
   process.stderr.write(lost === null ? 'pie: shutting down\n' : `pie: ${lost}; shutting down\n`);
   await serving.close();
   return lost === null ? 0 : 1;
@@ -180,7 +180,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`pie: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError') {
+    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError' || (err as Error).name === 'EngineThreadError') {
       console.error(`pie: ${(err as Error).message}`);
       return 1;
     }

@@ -41,11 +41,14 @@ const CLASSES: Record<string, (w: ErrorWire) => Error> = {
 
 function errorOf(w: ErrorWire): Error {
   if (w.kind) return new InvocationError(w.kind, w.message);
-  const known = CLASSES[w.name];
-  if (known) return known(w);
-  const e = new Error(w.message);
-  e.name = w.name;
+  const e = CLASSES[w.name]?.(w) ?? Object.assign(new Error(w.message), { name: w.name }, w.code ? { code: w.code } : {});
+  if (w.stack) e.stack = w.stack; // where it was thrown, on the engine thread
   return e;
+}
+
+/** The engine thread could not start, or is gone. */
+export class EngineThreadError extends Error {
+  override name = 'EngineThreadError';
 }
 
 /** How long a stats refresh (a metrics scrape) waits for the engine thread before it uses the last stats, and close() before it terminates the thread. */
@@ -130,9 +133,9 @@ class RemoteInvocation implements RunningInvocation {
   }
 
   /** The engine thread is gone (refused: a 503, not a guest's failure the gateway would run again). */
-  lose(reason: string): void {
+  lose(message: string): void {
     if (this.done) return;
-    this.take(['end', this.id, null, { name: 'InvocationError', kind: 'refused', message: `the engine thread is gone (${reason}); the server must be restarted` }, { numTokens: this.numTokens, numPromptTokens: this.numPromptTokens, maxGenerationTokens: this.maxGenerationTokens, instantiateMs: 0 }]);
+    this.take(['end', this.id, null, { name: 'InvocationError', kind: 'refused', message }, { numTokens: this.numTokens, numPromptTokens: this.numPromptTokens, maxGenerationTokens: this.maxGenerationTokens, instantiateMs: 0 }]);
   }
 }
 
@@ -200,8 +203,8 @@ export class EngineThread implements EngineSide, HostPort {
         link.lastHost = m.stats.host;
         resolve();
       };
-      const onExit = (code: number) => reject(new Error(`the engine thread exited with code ${code} while starting`));
-      const onError = (err: Error) => reject(new Error(`the engine thread failed to start: ${err.message}`));
+      const onExit = (code: number) => reject(new EngineThreadError(`the engine thread exited with code ${code} while starting`));
+      const onError = (err: Error) => reject(new EngineThreadError(`the engine thread failed to start: ${err.message}`));
       worker.on('message', onMessage);
       worker.once('error', onError);
       worker.once('exit', onExit);
@@ -230,7 +233,7 @@ export class EngineThread implements EngineSide, HostPort {
     const id = this.nextId++;
     const inv = new RemoteInvocation(id, (reason) => this.post({ t: 'cancel', id, reason }));
     if (this.lost !== null) {
-      inv.lose(this.lost);
+      inv.lose(`the engine thread is gone (${this.lost}); the server must be restarted`);
       return inv;
     }
     this.post({ t: 'invoke', id, component, options: { ...rest, inputJson: text } });
@@ -278,12 +281,14 @@ export class EngineThread implements EngineSide, HostPort {
     this.closed = true;
     if (this.lost === null) {
       let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<void>((r) => (timer = setTimeout(() => (this.log('pie: the engine thread did not close within 30 s; terminating it'), r()), CLOSE_TIMEOUT_MS)));
-      await Promise.race([this.request({ t: 'close', q: 0 }).catch((err: Error) => this.log(`pie: closing the engine thread: ${err.message}`)), late]);
+      let late = false;
+      const wait = new Promise<void>((r) => (timer = setTimeout(() => ((late = true), this.log('pie: the engine thread did not close within 30 s; terminating it'), r()), CLOSE_TIMEOUT_MS)));
+      const closing = this.request({ t: 'close', q: 0 }).catch((err: Error) => void (late || this.log(`pie: closing the engine thread: ${err.message}`)));
+      await Promise.race([closing, wait]);
       clearTimeout(timer);
     }
+    this.goneWith('the server closed'); // settles anything left (the close ends every invocation first), before the thread's exit would say it died
     await this.worker.terminate();
-    this.goneWith('the server closed'); // settles anything left, if the close did not
   }
 
   private post(m: ToEngine): void {
@@ -291,7 +296,7 @@ export class EngineThread implements EngineSide, HostPort {
   }
 
   private request(m: ToEngine & { q: number }): Promise<unknown> {
-    if (this.lost !== null) return Promise.reject(new Error(`the engine thread is gone: ${this.lost}`));
+    if (this.lost !== null) return Promise.reject(new EngineThreadError(`the engine thread is gone: ${this.lost}`));
     const q = this.nextQ++;
     return new Promise((resolve, reject) => {
       this.pending.set(q, { resolve, reject });
@@ -329,9 +334,10 @@ export class EngineThread implements EngineSide, HostPort {
   private goneWith(reason: string): void {
     if (this.lost !== null) return;
     this.lost = reason;
-    for (const inv of this.running.values()) inv.lose(reason);
+    const message = this.closed ? 'the server is shutting down' : `the engine thread is gone (${reason}); the server must be restarted`;
+    for (const inv of this.running.values()) inv.lose(message);
     this.running.clear();
-    for (const p of this.pending.values()) p.reject(new Error(`the engine thread is gone: ${reason}`));
+    for (const p of this.pending.values()) p.reject(new EngineThreadError(`the engine thread is gone: ${reason}`));
     this.pending.clear();
     if (this.closed) return;
     this.log(`pie: ${reason}; running requests fail, and so will new ones until the server is restarted`);

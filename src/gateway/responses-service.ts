@@ -195,22 +195,26 @@ export class ResponsesService {
   }
 
   /**
-   * Cancels a response in progress; its Response object as cancelled, once
-   * the run has ended and is stored so (an invocation on the engine thread
-   * ends a little after it is asked to; at most CANCEL_WAIT_MS is waited).
+   * Cancels a response in progress: once its run has ended, its Response
+   * object as cancelled (an invocation on the engine thread ends a little
+   * after it is asked to). A run that ended by itself meanwhile, and a second
+   * cancel, get the 400 a cancel after the end gets. Past CANCEL_WAIT_MS it
+   * answers with the response as stored, still in progress.
    */
   async cancel(id: string, tenant: string): Promise<Record<string, unknown>> {
     const running = this.running.get(id);
-    if (!running || tenant !== running.run.tenant) {
-      const r = this.get(id, tenant);
-      throw new InvalidRequestError(`Response '${id}' is not in progress (its status is ${r.status}); only a running response can be cancelled.`, 'response_id');
-    }
+    const notRunning = (status: string) => new InvalidRequestError(`Response '${id}' is not in progress (its status is ${status}); only a running response can be cancelled.`, 'response_id');
+    if (!running || tenant !== running.run.tenant) throw notRunning(this.get(id, tenant).status);
+    const first = !this.cancelled.has(id);
     this.cancelled.add(id);
-    running.inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
+    if (first) running.inv.cancel('cancelled through POST /v1/responses/{id}/cancel');
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([running.ended, new Promise((r) => (timer = setTimeout(r, CANCEL_WAIT_MS)))]);
+    const ended = await Promise.race([running.ended.then(() => true), new Promise<false>((r) => (timer = setTimeout(() => r(false), CANCEL_WAIT_MS)))]);
     clearTimeout(timer);
-    return responseObject(running.run.input, 'cancelled', []);
+    if (!ended) return this.deps.store.get(id, tenant)?.response ?? responseObject(running.run.input, 'in_progress', []);
+    const state = running.inv.state;
+    if (first && state === 'cancelled') return responseObject(running.run.input, 'cancelled', []);
+    throw notRunning(this.deps.store.get(id, tenant)?.status ?? (state === 'succeeded' ? 'completed' : state));
   }
 
   inputItems(id: string, tenant: string, q: { after?: string; limit?: number; order?: 'asc' | 'desc' }): ItemList {

@@ -163,10 +163,10 @@ export class Gateway {
     app.use(requestId());
     app.use(this.countRequests());
     app.use((req, _res, next) => {
-      // Shutting down, or unable to serve (then /ready says so too): only /health answers.
+      // Shutting down, or unable to serve (then /ready says so too): /health answers, and /metrics while it can.
       if (req.path === '/health') return next();
       if (this.closing) return next(new ServiceUnavailableError('The server is shutting down.'));
-      if (this.broken !== null) return next(new ServiceUnavailableError(`The server cannot serve requests: ${this.broken}.`));
+      if (this.broken !== null && req.path !== '/metrics') return next(new ServiceUnavailableError(`The server cannot serve requests: ${this.broken}.`));
       next();
     });
     app.use(helmet());
@@ -214,13 +214,13 @@ export class Gateway {
     this.api = api;
   }
 
-  /** From now on every request but /health answers 503 with `reason` (and /ready says not ready). */
+  /** From now on every request but /health and /metrics answers 503 with `reason` (and /ready says not ready); the log has the cause. */
   stopServing(reason: string): void {
     this.broken = reason;
   }
 
   get ready(): boolean {
-    return this.loaded !== null;
+    return this.loaded !== null && this.broken === null;
   }
 
   runtime(): Loaded {

@@ -16,7 +16,7 @@ import { resolveKeys, tenantShares } from './auth.ts';
 import { loadRoutes } from './custom-routes.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { ResponseStore } from './response-store.ts';
-import { EngineThread } from './engine-link.ts';
+import { EngineThread, EngineThreadError } from './engine-link.ts';
 import { Gateway, type Builtins } from './server.ts';
 
 const BUILTIN_DIR = fileURLToPath(new URL('../../inferlets/builtin/', import.meta.url));
@@ -113,6 +113,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
 
   let side: EngineSide | null = null;
   let stop: (reason: string) => void = () => {};
+  let lost: string | null = null;
   const stopped = new Promise<string>((r) => (stop = r));
   const loaded = (async () => {
     const sideOptions = {
@@ -126,7 +127,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     // Engines started by the caller stay on its thread; otherwise they get one of their own unless the config says not.
     side = !options.engines && config.engine.ownThread ? await EngineThread.start(sideOptions) : await startEngineSide(sideOptions);
     side.onLost?.((reason) => {
-      gateway.stopServing(`the engine thread stopped (${reason}); the server must be restarted`);
+      lost = reason;
+      gateway.stopServing('its engine thread stopped; the server must be restarted');
       stop(reason);
     });
     const cacheDir = resolve(config.root, config.inferlets.cacheDir);
@@ -137,6 +139,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     const refresh = side.refresh?.bind(side);
     const metrics = new GatewayMetrics({ engines: side.models, host: side.host, names: config.metrics.names, ...(refresh ? { refresh } : {}) });
     await gateway.attach({ host: side.host, engines: new Map(side.models.map((e) => [e.model.name, e])), snapshots: side.snapshots, metrics, log, builtins, routes });
+    if (lost !== null) throw new EngineThreadError(`the engine thread stopped while the server was loading: ${lost}`);
     log(`pie: ready: ${names.join(', ')}; ${routes.length} custom route(s)${side instanceof EngineThread ? ' (engines on their own thread)' : ''}`);
   })();
   loaded.catch(() => {});

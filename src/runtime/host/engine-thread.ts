@@ -20,7 +20,7 @@ export function errorWire(err: unknown): ErrorWire {
   if (err instanceof InvocationError) return { name: err.name, message: err.message, kind: err.kind };
   if (err instanceof Error) {
     const code = (err as Error & { code?: unknown }).code;
-    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}) };
+    return { name: err.name, message: err.message, ...(typeof code === 'string' ? { code } : {}), ...(err.stack ? { stack: err.stack } : {}) };
   }
   return { name: 'Error', message: String(err) };
 }
@@ -79,7 +79,9 @@ async function engineAlone({ model, tokens, n, maxTokens }: EngineAloneRequest):
       }
     }),
   );
-  return { wallMs: performance.now() - t0, ttftMs, itlMs, completionTokens };
+  const wallMs = performance.now() - t0;
+  await new Promise((r) => setImmediate(r)); // the reply after the records of its last step
+  return { wallMs, ttftMs, itlMs, completionTokens };
 }
 
 function invoke(m: Extract<ToEngine, { t: 'invoke' }>): void {

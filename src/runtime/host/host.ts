@@ -66,7 +66,7 @@ export interface HostOptions {
 export interface InvokeOptions {
   /** The invocation's input: any JSON value (default null). */
   input?: unknown;
-  /** The input already as JSON text (input-json.ts): used instead of `input`. */
+  /** The input already as JSON text, as input-json.ts writes it (every string well-formed; not checked again): used instead of `input`. */
   inputJson?: string;
   tenant?: string;
   /** Models it may load (default: all). */

@@ -90,6 +90,7 @@ export interface ErrorWire {
   message: string;
   kind?: InvocationError['kind'];
   code?: string;
+  stack?: string;
 }
 
 /** One output record of a batch. */

@@ -18,6 +18,12 @@ export interface Config {
     maxSnapshots: number;
     responsesMaxMbPerTenant: number;
     responsesTtlDays: number;
+    /** Largest component POST /v1/inferlets takes, in MiB. */
+    inferletMaxMb: number;
+    /** Components one tenant may keep uploaded. */
+    inferletsPerTenant: number;
+    /** Runs of uploaded components one tenant may have going at once. */
+    runsPerTenant: number;
     apiKeyEnv: string;
   };
   keys: KeyConfig[];
@@ -194,6 +200,9 @@ const SCHEMA: Record<string, Schema> = {
     max_snapshots: [nonNegativeInt, 1024, 'maxSnapshots'],
     responses_max_mb_per_tenant: [positiveInt, 1024, 'responsesMaxMbPerTenant'],
     responses_ttl_days: [positiveInt, 30, 'responsesTtlDays'],
+    inferlet_max_mb: [positiveInt, 32, 'inferletMaxMb'],
+    inferlets_per_tenant: [positiveInt, 100, 'inferletsPerTenant'],
+    runs_per_tenant: [positiveInt, 64, 'runsPerTenant'],
     api_key_env: [str, 'PIE_API_KEY', 'apiKeyEnv'],
   },
   metrics: {

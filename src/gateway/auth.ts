@@ -17,6 +17,8 @@ export interface Principal {
   scopes: ReadonlySet<string> | null;
   /** Models, or null for all. */
   models: ReadonlySet<string> | null;
+  /** Sees and runs every tenant's uploaded components: the "admin" scope, named on its own ("*" does not give it). */
+  admin: boolean;
 }
 
 export interface ApiKey extends Principal {
@@ -25,7 +27,8 @@ export interface ApiKey extends Principal {
   share: TenantShare | null;
 }
 
-export const OPEN: Principal = { tenant: 'default', scopes: null, models: null };
+/** Without keys: one user on loopback, with every scope. */
+export const OPEN: Principal = { tenant: 'default', scopes: null, models: null, admin: true };
 
 const digest = (key: string) => createHash('sha256').update(key).digest();
 
@@ -40,10 +43,10 @@ export function resolveKeys(keys: KeyConfig[], env: NodeJS.ProcessEnv, envVar: s
     const d = digest(value);
     // Its own tenant, stable for as long as the key is the same.
     const share = { weight: k.kvWeight ?? 1, maxPages: k.kvPages ? k.kvPages : Infinity };
-    out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models), share });
+    out.push({ digest: d, tenant: k.tenant || `key-${d.toString('hex').slice(0, 16)}`, scopes: set(k.scopes), models: set(k.models), admin: k.scopes.includes('admin'), share });
   }
   const fromEnv = envVar ? env[envVar] : undefined;
-  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null, share: null });
+  if (fromEnv) out.push({ digest: digest(fromEnv), tenant: 'default', scopes: null, models: null, admin: true, share: null });
   return out;
 }
 

@@ -138,6 +138,139 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/inferlets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Extension. The tenant's uploads, oldest first (an `admin` key's list holds every tenant's). Scope `inferlets`. */
+        get: operations["listInferlets"];
+        put?: never;
+        /** @description Extension. Uploads a WebAssembly component (world pie:inferlet/inferlet). It is checked (world and imports; a refused import is named) and transpiled, then kept by content hash; the same bytes uploaded again by the same tenant answer 200 with the upload they already are. Scope `inferlets`. */
+        post: operations["uploadInferlet"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/inferlets/{inferlet_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+                inferlet_id: components["parameters"]["InferletId"];
+            };
+            cookie?: never;
+        };
+        /** @description Extension. One upload, by id (or by the tenant's name for it). Another tenant's is not found. */
+        get: operations["getInferlet"];
+        put?: never;
+        post?: never;
+        /** @description Extension. Deletes an upload; runs of it already going go on. */
+        delete: operations["deleteInferlet"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/inferlets/{inferlet_id}/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+                inferlet_id: components["parameters"]["InferletId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Extension. Starts a run of the upload as the caller's tenant. It outlives the request (unless `cancel_on_disconnect` and a stream). With `Accept: text/event-stream` the answer is its events to the end: `run.started` (the run), each event numbered (`id:`), then `run.ended` (the run). Otherwise 201 with the run. */
+        post: operations["createRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Extension. The tenant's runs, running and recently ended (an `admin` key's list holds every tenant's). */
+        get: operations["listRuns"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/runs/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        /** @description Extension. A run's status and tokens, and its result or error once it has ended (kept for a while after). */
+        get: operations["getRun"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/runs/{run_id}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        /** @description Extension. Attaches to a run: its events after `Last-Event-ID` (or `after`; 0 for all the replay buffer holds) as Server-Sent Events, then the rest as they come, then `run.ended`. Events the buffer no longer holds are announced by `run.gap` with how many were missed. */
+        get: operations["attachRun"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/runs/{run_id}/cancel": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Extension. Cancels a running run; answers once it has ended, with the run. */
+        post: operations["cancelRun"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tokenize": {
         parameters: {
             query?: never;
@@ -1088,6 +1221,80 @@ export interface components {
         ErrorResponse: {
             error: components["schemas"]["Error"];
         };
+        Inferlet: {
+            id: string;
+            /** @enum {string} */
+            object: "inferlet";
+            name: string | null;
+            version: string | null;
+            sha256: string;
+            bytes: number;
+            imports: string[];
+            created_at: number;
+            /** @description The tenant it belongs to. */
+            owned_by: string;
+        };
+        InferletList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["Inferlet"][];
+        };
+        DeletedInferlet: {
+            id: string;
+            /** @enum {string} */
+            object: "inferlet";
+            deleted: boolean;
+        };
+        /** @description Each at most the server's own limit. */
+        RunLimits: {
+            tokens?: number;
+            kv_pages?: number;
+            wall_time_s?: number;
+            memory_mb?: number;
+        };
+        CreateRunRequest: {
+            /** @description Any JSON value: what the inferlet reads with input(). */
+            input?: unknown;
+            limits?: components["schemas"]["RunLimits"];
+            /**
+             * @description With a stream: cancel the run when the client goes away.
+             * @default false
+             */
+            cancel_on_disconnect: boolean;
+        };
+        Run: {
+            id: string;
+            /** @enum {string} */
+            object: "run";
+            inferlet_id: string;
+            /** @enum {string} */
+            status: "running" | "succeeded" | "failed" | "cancelled";
+            created_at: number;
+            ended_at: number | null;
+            /** @description Tokens its generations have produced so far. */
+            tokens: number;
+            /** @description Events it has emitted so far. */
+            events: number;
+            owned_by: string;
+            /** @description What the inferlet answered, once it has succeeded. */
+            result: {
+                status?: number;
+                headers?: {
+                    [key: string]: string;
+                };
+                data?: string | null;
+            } | null;
+            error: {
+                /** @enum {string} */
+                kind?: "guest" | "limit" | "cancelled" | "refused";
+                message?: string;
+            } | null;
+        };
+        RunList: {
+            /** @enum {string} */
+            object: "list";
+            data: components["schemas"]["Run"][];
+        };
     };
     responses: {
         /** @description The request is invalid (unknown field, value out of range, unsupported feature). */
@@ -1119,6 +1326,24 @@ export interface components {
         };
         /** @description The model or stored response does not exist. */
         NotFound: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The request conflicts with what is stored (a name and version taken, a tenant's limit of uploads reached). */
+        Conflict: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["ErrorResponse"];
+            };
+        };
+        /** @description The body's content type is not one this operation takes. */
+        UnsupportedMediaType: {
             headers: {
                 [name: string]: unknown;
             };
@@ -1166,6 +1391,9 @@ export interface components {
     };
     parameters: {
         ResponseId: string;
+        /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+        InferletId: string;
+        RunId: string;
     };
     requestBodies: never;
     headers: never;
@@ -1446,6 +1674,272 @@ export interface operations {
             429: components["responses"]["TooManyRequests"];
             500: components["responses"]["InternalServerError"];
             503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listInferlets: {
+        parameters: {
+            query?: {
+                name?: string;
+                sha256?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The uploads. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InferletList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    uploadInferlet: {
+        parameters: {
+            query?: {
+                name?: string;
+                version?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/wasm": string;
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description These bytes were uploaded by this tenant already. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inferlet"];
+                };
+            };
+            /** @description Uploaded. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inferlet"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            409: components["responses"]["Conflict"];
+            413: components["responses"]["PayloadTooLarge"];
+            415: components["responses"]["UnsupportedMediaType"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    getInferlet: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+                inferlet_id: components["parameters"]["InferletId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The upload. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Inferlet"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    deleteInferlet: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+                inferlet_id: components["parameters"]["InferletId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Deleted. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DeletedInferlet"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    createRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An upload's id (inf_...), or the name the tenant gave one (its newest upload of that name). */
+                inferlet_id: components["parameters"]["InferletId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: {
+            content: {
+                "application/json": components["schemas"]["CreateRunRequest"];
+            };
+        };
+        responses: {
+            /** @description The run's events (with Accept text/event-stream). */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description The run, started. */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
+            503: components["responses"]["ServiceUnavailable"];
+        };
+    };
+    listRuns: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The runs. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunList"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+        };
+    };
+    getRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    attachRun: {
+        parameters: {
+            query?: {
+                after?: string;
+            };
+            header?: {
+                "Last-Event-ID"?: string;
+            };
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run's events. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+        };
+    };
+    cancelRun: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description The run, cancelled. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Run"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
         };
     };
     tokenize: {

@@ -18,6 +18,9 @@ import helmet from 'helmet';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import { auth, principalOf, requireScope, type ApiKey } from './auth.ts';
 import { customRoutes, type LoadedRoute } from './custom-routes.ts';
+import { inferletRoutes, type InferletDeps } from './inferlet-routes.ts';
+import { runRoutes, Runs, type RunLimits } from './runs.ts';
+import type { InstanceLimits } from '../runtime/protocol.ts';
 import { ApiError, InternalServerError, InvalidRequestError, ServiceUnavailableError } from './errors.ts';
 import type { Runtime } from './invoke.ts';
 import { openaiRoutes } from './openai-routes.ts';
@@ -40,6 +43,8 @@ export interface GatewayOptions {
   keys: ApiKey[];
   maxBodyBytes: number;
   store: ResponseStore;
+  /** Uploaded components (POST /v1/inferlets) and the caps on what their runs may ask for. */
+  inferlets: InferletDeps & { maxRunLimits: InstanceLimits; runLimits?: Partial<RunLimits> };
   log?: (line: string) => void;
 }
 
@@ -64,7 +69,7 @@ type ValidatorError = { path?: string; message?: string; errorCode?: string };
 
 /** Reads the validator's errors (express-openapi-validator) as one 400 naming the field. */
 function fromValidator(err: { status?: number; errors?: ValidatorError[]; message?: string }): ApiError {
-  if (err.status === 415) return new ApiError(415, 'invalid_request_error', err.message ?? 'unsupported media type');
+  if (err.status === 415) return new ApiError(415, 'invalid_request_error', err.message ?? 'unsupported media type', { code: 'unsupported_media_type' });
   if (err.status === 405) return new ApiError(405, 'invalid_request_error', err.message ?? 'method not allowed');
   // Inside a union every branch reports (tagged unions report only their tag's branch: validator-document.ts).
   // The most telling error is an unknown field, then the deepest that is not a union's summary (the branch that
@@ -210,6 +215,10 @@ export class Gateway {
     api.use(validator);
     api.use(openaiRoutes(() => this.runtime(), () => loaded.builtins));
     api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store }));
+    const { registry, loader, maxRunLimits: maxLimits, runLimits } = this.options.inferlets;
+    const runDeps = { rt: () => this.runtime(), registry, loader, maxLimits, ...(runLimits ? { limits: runLimits } : {}) };
+    api.use(inferletRoutes(this.options.inferlets));
+    api.use(runRoutes(new Runs(runDeps), runDeps));
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));
     this.api = api;
   }

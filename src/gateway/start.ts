@@ -16,7 +16,10 @@ import { resolveKeys, tenantShares } from './auth.ts';
 import { loadRoutes } from './custom-routes.ts';
 import { GatewayMetrics } from './metrics.ts';
 import { ResponseStore } from './response-store.ts';
+import { ComponentLoader } from '../runtime/host/component-loader.ts';
 import { EngineThread, EngineThreadError } from './engine-link.ts';
+import { InferletRegistry } from './inferlet-registry.ts';
+import { maxRunLimits } from './runs.ts';
 import { Gateway, type Builtins } from './server.ts';
 
 const BUILTIN_DIR = fileURLToPath(new URL('../../inferlets/builtin/', import.meta.url));
@@ -101,10 +104,19 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     maxBytesPerTenant: config.server.responsesMaxMbPerTenant * 1024 * 1024,
     ttlSeconds: config.server.responsesTtlDays * 24 * 3600,
   });
-  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, log });
+  const cacheDir = resolve(config.root, config.inferlets.cacheDir);
+  const inferlets = {
+    registry: InferletRegistry.open(resolve(config.root, config.server.dataDir, 'inferlets')),
+    loader: new ComponentLoader(cacheDir),
+    limits: { maxBytes: config.server.inferletMaxMb * 1024 * 1024, perTenant: config.server.inferletsPerTenant },
+    maxRunLimits: maxRunLimits(config),
+    runLimits: { runningPerTenant: config.server.runsPerTenant },
+  };
+  const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, inferlets, log });
   const port = options.port ?? config.server.port;
   const address = await gateway.listen(port, host).catch((err: NodeJS.ErrnoException) => {
     store.close();
+    inferlets.registry.close();
     if (err.code === 'EADDRINUSE' || err.code === 'EACCES') throw new ConfigError(`cannot listen on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the address is in use' : 'permission denied'}`);
     throw err;
   });
@@ -131,7 +143,6 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       gateway.stopServing('its engine thread stopped; the server must be restarted');
       stop(reason);
     });
-    const cacheDir = resolve(config.root, config.inferlets.cacheDir);
     const builtins = await loadBuiltins(side.host, cacheDir);
     const names = side.models.map((e) => e.model.name);
     const routes = await loadRoutes(config.routes, config.root, side.host, names, cacheDir);
@@ -153,6 +164,8 @@ export async function serve(options: ServeOptions): Promise<Serving> {
       await loaded.catch(() => {});
       await gateway.close();
       await side?.close();
+      await inferlets.loader.close();
+      inferlets.registry.close();
       store.close();
     },
   };

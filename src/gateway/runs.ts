@@ -1,0 +1,334 @@
+/**
+ * Runs of uploaded components (scope "inferlets"): an invocation started
+ * over HTTP that outlives its request. Its events are numbered and kept in a
+ * bounded replay buffer, so a client that dropped its connection attaches
+ * again with `Last-Event-ID` and loses nothing while the buffer holds it;
+ * its status and result are kept for a while after it ends.
+ *
+ *   POST /v1/inferlets/{id|name}/runs   {input, limits, cancel_on_disconnect}
+ *                                       → 201 the run; with Accept: text/event-stream, its events to the end
+ *   GET  /v1/runs                       the tenant's runs (an admin's: every tenant's)
+ *   GET  /v1/runs/{id}                  status, tokens, and the result once it has ended
+ *   GET  /v1/runs/{id}/events           attach (SSE), from Last-Event-ID (or ?after=N)
+ *   POST /v1/runs/{id}/cancel
+ *
+ * An event goes out as `id: N`, `event: NAME`, `data: …`; a stream that
+ * starts a run begins with `event: run.started` (the run, with its id, to
+ * attach with), and every stream ends with `event: run.ended` (the run). A client that asks for
+ * events the buffer no longer holds gets `event: run.gap` with how many it
+ * missed, then what is held.
+ */
+import { Router, type Request, type Response } from 'express';
+import type { Config } from '../config.ts';
+import type { StoredComponent } from '../runtime/host/component-store.ts';
+import type { ComponentLoader } from '../runtime/host/component-loader.ts';
+import { InvocationError, type InvocationResult, type OutputEvent } from '../runtime/host/invocation.ts';
+import type { RunningInvocation } from '../runtime/host/port.ts';
+import type { InstanceLimits } from '../runtime/protocol.ts';
+import { mayUseModel, type Principal } from './auth.ts';
+import { ApiError, InvalidRequestError, NotFoundError } from './errors.ts';
+import type { InferletRegistry, UploadedInferlet } from './inferlet-registry.ts';
+import { inferletsPrincipal, visibleInferlet } from './inferlet-routes.ts';
+import { newId, unixNow, type Runtime } from './invoke.ts';
+import { sseEvent } from './relay.ts';
+
+export interface RunLimits {
+  /** Runs one tenant may have running at once. */
+  runningPerTenant: number;
+  /** Ended runs kept (per tenant, newest first) and for how long. */
+  keptPerTenant: number;
+  keptMs: number;
+  /** Events a run's replay buffer holds, and their bytes. */
+  replayEvents: number;
+  replayBytes: number;
+}
+
+export const DEFAULT_RUN_LIMITS: RunLimits = { runningPerTenant: 64, keptPerTenant: 1000, keptMs: 60 * 60 * 1000, replayEvents: 4096, replayBytes: 8 << 20 };
+
+type RunStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+interface NumberedEvent extends OutputEvent {
+  seq: number;
+}
+
+class Run {
+  readonly id = newId('run_');
+  readonly createdAt = unixNow();
+  endedAt: number | null = null;
+  status: RunStatus = 'running';
+  result: InvocationResult | null = null;
+  error: { kind: string; message: string } | null = null;
+  tokens = 0;
+  /** Events kept for replay, oldest first; `dropped` fell out of the buffer. */
+  readonly events: NumberedEvent[] = [];
+  private bytes = 0;
+  dropped = 0;
+  private readonly watchers = new Set<() => void>();
+  inv: RunningInvocation | null = null;
+  readonly tenant: string;
+  readonly inferlet: UploadedInferlet;
+  private readonly limits: RunLimits;
+
+  constructor(tenant: string, inferlet: UploadedInferlet, limits: RunLimits) {
+    this.tenant = tenant;
+    this.inferlet = inferlet;
+    this.limits = limits;
+  }
+
+  get numEvents(): number {
+    return this.dropped + this.events.length;
+  }
+
+  push(e: OutputEvent): void {
+    this.events.push({ ...e, seq: this.numEvents + 1 });
+    this.bytes += e.data.length + e.event.length;
+    while (this.events.length > this.limits.replayEvents || (this.bytes > this.limits.replayBytes && this.events.length > 1)) {
+      const old = this.events.shift()!;
+      this.bytes -= old.data.length + old.event.length;
+      this.dropped++;
+    }
+    this.wake();
+  }
+
+  end(status: RunStatus, result: InvocationResult | null, error: { kind: string; message: string } | null): void {
+    this.status = status;
+    this.result = result;
+    this.error = error;
+    this.endedAt = unixNow();
+    this.wake();
+  }
+
+  /** Calls `w` after each new event and at the end, until it is removed. */
+  watch(w: () => void): () => void {
+    this.watchers.add(w);
+    return () => void this.watchers.delete(w);
+  }
+
+  private wake(): void {
+    for (const w of [...this.watchers]) w();
+  }
+
+  toJSON(): Record<string, unknown> {
+    return {
+      id: this.id,
+      object: 'run',
+      inferlet_id: this.inferlet.id,
+      status: this.status,
+      created_at: this.createdAt,
+      ended_at: this.endedAt,
+      tokens: this.tokens,
+      events: this.numEvents,
+      owned_by: this.tenant,
+      result: this.result ? { status: this.result.status, headers: this.result.headers, data: this.result.data } : null,
+      error: this.error,
+    };
+  }
+}
+
+export interface RunDeps {
+  rt: () => Runtime;
+  registry: InferletRegistry;
+  loader: ComponentLoader;
+  /** Caps on what a run may ask for: the [inferlets] defaults. */
+  maxLimits: InstanceLimits;
+  limits?: Partial<RunLimits>;
+}
+
+/** The runs of this server, by id. */
+export class Runs {
+  private readonly runs = new Map<string, Run>();
+  private readonly limits: RunLimits;
+  /** Components made ready for the host, by content hash (transpiled on the loader's thread, then loaded by the host). */
+  private readonly ready = new Map<string, Promise<StoredComponent>>();
+
+  private readonly deps: RunDeps;
+
+  constructor(deps: RunDeps) {
+    this.deps = deps;
+    this.limits = { ...DEFAULT_RUN_LIMITS, ...deps.limits };
+  }
+
+  /** Starts a run of `entry` as the principal's tenant. */
+  async start(p: Principal, entry: UploadedInferlet, input: unknown, limits: Partial<InstanceLimits>): Promise<Run> {
+    this.expire();
+    const running = [...this.runs.values()].filter((r) => r.tenant === p.tenant && r.status === 'running').length;
+    if (running >= this.limits.runningPerTenant) {
+      throw new ApiError(429, 'rate_limit_error', `This tenant has ${running} runs going, the most it may; wait for one to end or cancel one.`, { code: 'too_many_runs' });
+    }
+    const component = await this.component(entry);
+    const rt = this.deps.rt();
+    const models = [...rt.engines.keys()].filter((m) => mayUseModel(p, m));
+    const run = new Run(p.tenant, entry, this.limits);
+    const inv = rt.host.invoke(component, { input, tenant: p.tenant, models, limits });
+    run.inv = inv;
+    inv.observer = { tokens: (count) => void (run.tokens += count), prompt: () => {}, generation: () => {} };
+    inv.onEvent((e) => run.push(e));
+    inv.result.then(
+      (r) => run.end('succeeded', r, null),
+      (err: unknown) => {
+        const kind = err instanceof InvocationError ? err.kind : 'guest';
+        run.end(inv.state === 'cancelled' ? 'cancelled' : 'failed', null, { kind, message: err instanceof Error ? err.message : String(err) });
+      },
+    );
+    this.runs.set(run.id, run);
+    return run;
+  }
+
+  /** A run the principal may see; 404 otherwise. */
+  get(p: Principal, id: string): Run {
+    this.expire();
+    const run = this.runs.get(id);
+    if (!run || (run.tenant !== p.tenant && !p.admin)) throw new NotFoundError(`No run found with id '${id}'.`, 'not_found', 'run_id');
+    return run;
+  }
+
+  list(p: Principal): Run[] {
+    this.expire();
+    return [...this.runs.values()].filter((r) => p.admin || r.tenant === p.tenant);
+  }
+
+  /** Cancels every run (the server is closing). */
+  cancelAll(reason: string): void {
+    for (const r of this.runs.values()) r.inv?.cancel(reason);
+  }
+
+  private component(entry: UploadedInferlet): Promise<StoredComponent> {
+    let ready = this.ready.get(entry.sha256);
+    if (!ready) {
+      const bytes = this.deps.registry.bytes(entry);
+      // Transpiled (or found in the cache) off the main and engine threads first; the host's load is then a cache hit.
+      ready = this.deps.loader.load(bytes).then(() => this.deps.rt().host.load(bytes));
+      this.ready.set(entry.sha256, ready);
+      ready.catch(() => this.ready.delete(entry.sha256));
+    }
+    return ready;
+  }
+
+  /** Forgets ended runs past their time, and beyond the number kept per tenant. */
+  private expire(): void {
+    const now = Date.now();
+    const kept = new Map<string, number>();
+    for (const r of [...this.runs.values()].reverse()) {
+      if (r.status === 'running') continue;
+      const n = (kept.get(r.tenant) ?? 0) + 1;
+      kept.set(r.tenant, n);
+      if (n > this.limits.keptPerTenant || now - r.endedAt! * 1000 > this.limits.keptMs) this.runs.delete(r.id);
+    }
+  }
+}
+
+/** The limits a run asks for, each at most the server's. */
+function runLimits(body: Record<string, unknown>, max: InstanceLimits): Partial<InstanceLimits> {
+  const l = body.limits;
+  if (l === undefined || l === null) return {};
+  if (typeof l !== 'object' || Array.isArray(l)) throw new InvalidRequestError('limits must be an object: {tokens, kv_pages, wall_time_s, memory_mb}', 'limits');
+  const out: Partial<InstanceLimits> = {};
+  const fields: Array<[string, keyof InstanceLimits, number]> = [
+    ['tokens', 'tokens', 1],
+    ['kv_pages', 'kvPages', 1],
+    ['wall_time_s', 'wallTimeMs', 1000],
+    ['memory_mb', 'memoryBytes', 1024 * 1024],
+  ];
+  const given = l as Record<string, unknown>;
+  for (const k of Object.keys(given)) if (!fields.some(([f]) => f === k)) throw new InvalidRequestError(`limits.${k} is not a limit; they are tokens, kv_pages, wall_time_s and memory_mb`, `limits.${k}`);
+  for (const [field, key, unit] of fields) {
+    const v = given[field];
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidRequestError(`limits.${field} must be a positive number`, `limits.${field}`);
+    out[key] = Math.min(v * unit, max[key]);
+  }
+  return out;
+}
+
+const wantsStream = (req: Request) => (req.get('accept') ?? '').includes('text/event-stream');
+
+/**
+ * Streams a run's events from after `after` as SSE until it ends, then its
+ * end (first `run.started` with the run, for a stream that starts it).
+ * Returns when the stream is over or the client went away.
+ */
+function streamRun(res: Response, run: Run, after: number, started = false): Promise<void> {
+  res.status(200);
+  res.setHeader('content-type', 'text/event-stream; charset=utf-8');
+  res.setHeader('cache-control', 'no-cache');
+  res.setHeader('x-accel-buffering', 'no');
+  res.flushHeaders();
+  if (started) res.write(sseEvent('run.started', JSON.stringify(run)));
+  let sent = after;
+  return new Promise<void>((resolve) => {
+    const pump = () => {
+      if (res.writableEnded) return;
+      const first = run.dropped + 1;
+      let out = '';
+      if (sent + 1 < first) {
+        out += sseEvent('run.gap', JSON.stringify({ missed: first - sent - 1 }));
+        sent = first - 1;
+      }
+      for (const e of run.events) if (e.seq > sent) (out += `id: ${e.seq}\n${sseEvent(e.event, e.data)}`), (sent = e.seq);
+      if (run.status !== 'running') {
+        out += sseEvent('run.ended', JSON.stringify(run));
+        res.end(out);
+        stop();
+        return;
+      }
+      if (out) res.write(out);
+    };
+    const unwatch = run.watch(() => setImmediate(pump));
+    const stop = () => {
+      unwatch();
+      res.off('close', stop);
+      resolve();
+    };
+    res.on('close', stop);
+    pump();
+  });
+}
+
+export function runRoutes(runs: Runs, deps: RunDeps): Router {
+  const router = Router();
+
+  router.post('/v1/inferlets/:inferlet_id/runs', async (req, res) => {
+    const p = inferletsPrincipal(res);
+    const entry = visibleInferlet(deps.registry, p, String(req.params.inferlet_id));
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequestError('The body must be a JSON object: {input, limits, cancel_on_disconnect}');
+    for (const k of Object.keys(body)) if (!['input', 'limits', 'cancel_on_disconnect'].includes(k)) throw new InvalidRequestError(`Unrecognized request argument supplied: ${k}`, k, 'unknown_parameter');
+    const run = await runs.start(p, entry, body.input ?? null, runLimits(body, deps.maxLimits));
+    if (!wantsStream(req)) return void res.status(201).json(run);
+    if (body.cancel_on_disconnect === true) res.on('close', () => void (res.writableFinished || run.inv?.cancel('the client disconnected')));
+    await streamRun(res, run, 0, true);
+  });
+
+  router.get('/v1/runs', (_req, res) => {
+    res.json({ object: 'list', data: runs.list(inferletsPrincipal(res)).map((r) => r.toJSON()) });
+  });
+
+  router.get('/v1/runs/:run_id', (req, res) => {
+    res.json(runs.get(inferletsPrincipal(res), String(req.params.run_id)));
+  });
+
+  router.get('/v1/runs/:run_id/events', async (req, res) => {
+    const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
+    const from = req.get('last-event-id') ?? (typeof req.query.after === 'string' ? req.query.after : '0');
+    const after = Number(from);
+    if (!Number.isInteger(after) || after < 0) throw new InvalidRequestError(`Last-Event-ID (or after) must be an event number, got ${JSON.stringify(from)}`, 'after');
+    await streamRun(res, run, after);
+  });
+
+  router.post('/v1/runs/:run_id/cancel', async (req, res) => {
+    const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
+    if (run.status !== 'running') throw new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.status}).`, 'run_id');
+    run.inv?.cancel('cancelled through POST /v1/runs/{id}/cancel');
+    await run.inv?.result.catch(() => {});
+    await new Promise((r) => setImmediate(r)); // its end recorded
+    res.json(run);
+  });
+
+  return router;
+}
+
+/** The [inferlets] limits as caps on what a run may ask. */
+export function maxRunLimits(config: Config): InstanceLimits {
+  const i = config.inferlets;
+  return { memoryBytes: i.memoryMb * 1024 * 1024, kvPages: i.kvPages > 0 ? i.kvPages : Number.MAX_SAFE_INTEGER, tokens: i.maxTokens, wallTimeMs: i.wallTimeS * 1000 };
+}

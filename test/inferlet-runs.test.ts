@@ -1,0 +1,272 @@
+/**
+ * Programs on a running server: components uploaded over HTTP, kept across a
+ * restart, visible to their tenant only (and to an admin key), and run as
+ * invocations that outlive their request, streamed, attached to again after a
+ * dropped connection without losing an event, and cancelled; every limit a
+ * clear 4xx, and nothing held afterwards.
+ */
+import { readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { parseConfig } from '../src/config.ts';
+import { startEngine } from '../src/engine/index.ts';
+import { serve } from '../src/gateway/start.ts';
+import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
+import { buildInferlet, COMPONENT_CACHE, componentImporting, echoComponent } from './inferlet-helpers.ts';
+import { randomModelDir, REPO_ROOT } from './helpers.ts';
+
+const KEYS = `
+[[keys]]
+key = "sk-a"
+tenant = "a"
+scopes = ["inferlets"]
+
+[[keys]]
+key = "sk-b"
+tenant = "b"
+scopes = ["inferlets"]
+
+[[keys]]
+key = "sk-admin"
+tenant = "ops"
+scopes = ["inferlets", "admin"]
+
+[[keys]]
+key = "sk-chat"
+tenant = "c"
+scopes = ["chat"]
+`;
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- answers are checked field by field
+type Json = any;
+
+/** The `id:`, `event:` and `data:` of each SSE event in a text. */
+function sseEvents(text: string): Array<{ id: number | null; event: string; data: string }> {
+  return text
+    .split('\n\n')
+    .filter((b) => b.trim() !== '')
+    .map((b) => {
+      const lines = b.split('\n');
+      const id = lines.find((l) => l.startsWith('id: '));
+      return {
+        id: id ? Number(id.slice(4)) : null,
+        event: lines.find((l) => l.startsWith('event: '))?.slice(7) ?? 'message',
+        data: lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n'),
+      };
+    });
+}
+
+describe('components and runs over HTTP', () => {
+  const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2', extra: KEYS });
+  let probe: Uint8Array;
+
+  beforeAll(async () => {
+    probe = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts')));
+  }, 120_000);
+  afterEach(async () => {
+    for (let i = 0; i < 200 && s.server.serving.gateway.runtime().host.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(s.server.serving.gateway.runtime().host.stats().running).toBe(0);
+    await expectNothingHeld(s.engine);
+  });
+
+  const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
+    const init: RequestInit = { method, headers: { authorization: `Bearer ${key}`, ...headers } };
+    if (body instanceof Uint8Array) init.body = body;
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      (init.headers as Record<string, string>)['content-type'] = 'application/json';
+    }
+    const res = await fetch(s.server.url + path, init);
+    const text = await res.text();
+    let json: Json = null;
+    try {
+      json = JSON.parse(text);
+    } catch {
+      // an SSE text
+    }
+    return { status: res.status, json, text, headers: res.headers };
+  };
+  const upload = (key: string, bytes: Uint8Array, query = '') => call(key, 'POST', `/v1/inferlets${query}`, bytes, { 'content-type': 'application/wasm' });
+  /** Polls a run until it has ended. */
+  const ended = async (key: string, id: string): Promise<Json> => {
+    for (let i = 0; i < 500; i++) {
+      const r = await call(key, 'GET', `/v1/runs/${id}`);
+      if (r.json.status !== 'running') return r.json;
+      await new Promise((res) => setTimeout(res, 10));
+    }
+    throw new Error(`run ${id} did not end`);
+  };
+
+  it('uploads a component once per tenant, lists, finds it by id and by name, and deletes it', async () => {
+    const first = await upload('sk-a', probe, '?name=probe&version=1');
+    expect(first.status).toBe(201);
+    expect(first.json).toMatchObject({ object: 'inferlet', name: 'probe', version: '1', bytes: probe.length, owned_by: 'a' });
+    expect(first.json.id).toMatch(/^inf_/);
+    expect(first.json.imports.every((i: string) => i.startsWith('pie:inferlet/'))).toBe(true);
+    const again = await upload('sk-a', probe);
+    expect(again.status).toBe(200); // the same bytes: the same upload
+    expect(again.json.id).toBe(first.json.id);
+    const list = await call('sk-a', 'GET', `/v1/inferlets?sha256=${first.json.sha256}`);
+    expect(list.json.data.map((e: Json) => e.id)).toEqual([first.json.id]);
+    expect((await call('sk-a', 'GET', `/v1/inferlets/${first.json.id}`)).json.sha256).toBe(first.json.sha256);
+    const byName = await call('sk-a', 'POST', '/v1/inferlets/probe/runs', { input: { action: 'echo' } });
+    expect(byName.status).toBe(201);
+    const done = await ended('sk-a', byName.json.id);
+    expect(done.status).toBe('succeeded');
+    expect(JSON.parse(done.result.data).input).toEqual({ action: 'echo' });
+    expect((await call('sk-a', 'DELETE', `/v1/inferlets/${first.json.id}`)).json).toEqual({ id: first.json.id, object: 'inferlet', deleted: true });
+    expect((await call('sk-a', 'GET', `/v1/inferlets/${first.json.id}`)).status).toBe(404);
+  });
+
+  it('streams a run to its end: numbered events, then run.ended with the result', async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const r = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'generate', max_tokens: 6 } }, { accept: 'text/event-stream' });
+    expect(r.status).toBe(200);
+    expect(r.headers.get('content-type')).toMatch(/text\/event-stream/);
+    const events = sseEvents(r.text);
+    const numbered = events.filter((e) => e.id !== null);
+    expect(numbered.length).toBeGreaterThan(0);
+    expect(numbered.map((e) => e.id)).toEqual(numbered.map((_, i) => i + 1));
+    const last = events.at(-1)!;
+    expect(last.event).toBe('run.ended');
+    const run = JSON.parse(last.data);
+    expect(run).toMatchObject({ object: 'run', status: 'succeeded', inferlet_id: id, events: numbered.length, owned_by: 'a' });
+    expect(run.tokens).toBe(6);
+    expect(JSON.parse(run.result.data).usage.completion_tokens).toBe(6);
+  });
+
+  it('goes on after the client drops its stream, and an attach with Last-Event-ID resumes without losing an event', async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const ac = new AbortController();
+    const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ input: { action: 'hold', max_tokens: 80 } }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    let text = '';
+    /** The events received whole so far. */
+    const whole = () => sseEvents(text.slice(0, text.lastIndexOf('\n\n') + 2));
+    while (whole().filter((e) => e.id !== null).length < 3) {
+      const chunk = await reader.read();
+      if (chunk.done) throw new Error(`the stream ended early: ${text}`);
+      text += new TextDecoder().decode(chunk.value);
+    }
+    ac.abort(); // dropped mid-run
+    expect(whole()[0]!.event).toBe('run.started'); // the run's id comes first, to attach with
+    const runId = JSON.parse(whole()[0]!.data).id;
+    const seen = whole().filter((e) => e.id !== null);
+    const lastSeen = seen.at(-1)!.id!;
+    const rest = await call('sk-a', 'GET', `/v1/runs/${runId}/events`, undefined, { 'last-event-id': String(lastSeen), accept: 'text/event-stream' });
+    const more = sseEvents(rest.text);
+    const ids = [...seen.map((e) => e.id!), ...more.filter((e) => e.id !== null).map((e) => e.id!)];
+    expect(ids).toEqual(ids.map((_, i) => i + 1)); // contiguous from 1: nothing lost, nothing twice
+    const end = JSON.parse(more.at(-1)!.data);
+    expect(more.at(-1)!.event).toBe('run.ended');
+    expect(end.status).toBe('succeeded'); // it outlived its request
+    expect(end.events).toBe(ids.length);
+    expect(end.tokens).toBe(80);
+    // A second attach from the start replays it all.
+    const all = sseEvents((await call('sk-a', 'GET', `/v1/runs/${runId}/events?after=0`)).text);
+    expect(all.filter((e) => e.id !== null).length).toBe(ids.length);
+  });
+
+  it('cancels a run: it ends cancelled, its pages released', async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } });
+    const cancelled = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/cancel`);
+    expect(cancelled.status).toBe(200);
+    expect(cancelled.json.status).toBe('cancelled');
+    expect(cancelled.json.error.kind).toBe('cancelled');
+    expect((await call('sk-a', 'POST', `/v1/runs/${run.json.id}/cancel`)).status).toBe(400);
+  });
+
+  it("keeps tenants apart: another tenant can neither see, run nor cancel a tenant's components and runs; an admin key sees all", async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } });
+    expect((await call('sk-b', 'GET', `/v1/inferlets/${id}`)).status).toBe(404);
+    expect((await call('sk-b', 'GET', '/v1/inferlets')).json.data).toEqual([]);
+    expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, {})).status).toBe(404);
+    expect((await call('sk-b', 'POST', '/v1/inferlets/probe/runs', {})).status).toBe(404);
+    expect((await call('sk-b', 'GET', `/v1/runs/${run.json.id}`)).status).toBe(404);
+    expect((await call('sk-b', 'POST', `/v1/runs/${run.json.id}/cancel`)).status).toBe(404);
+    expect((await call('sk-b', 'GET', '/v1/runs')).json.data.map((r: Json) => r.id)).not.toContain(run.json.id);
+    expect((await call('sk-chat', 'GET', '/v1/inferlets')).status).toBe(403); // no "inferlets" scope
+    const admin = await call('sk-admin', 'GET', '/v1/inferlets');
+    expect(admin.json.data.map((e: Json) => e.id)).toContain(id);
+    expect((await call('sk-admin', 'GET', `/v1/runs/${run.json.id}`)).json.status).toBe('running');
+    expect((await call('sk-admin', 'POST', `/v1/runs/${run.json.id}/cancel`)).json.status).toBe('cancelled');
+  });
+
+  it('refuses a component that imports wasi:sockets, naming the import', async () => {
+    const r = await upload('sk-b', await componentImporting('wasi:sockets/tcp@0.2.3'));
+    expect(r.status).toBe(400);
+    expect(r.json.error.code).toBe('invalid_component');
+    expect(r.json.error.message).toContain('wasi:sockets/tcp@0.2.3');
+    expect((await call('sk-b', 'GET', '/v1/inferlets')).json.data).toEqual([]);
+  });
+
+  it('answers each limit with a clear 4xx: size, count, running runs, and malformed requests', async () => {
+    const big = await upload('sk-b', new Uint8Array(4 * 1024 * 1024));
+    expect(big.status).toBe(413);
+    expect((await upload('sk-b', new Uint8Array([1, 2, 3]))).json.error.code).toBe('invalid_component');
+    const plain = await call('sk-b', 'POST', '/v1/inferlets', probe, { 'content-type': 'text/plain' });
+    expect(plain.status).toBe(415);
+    expect(plain.json.error.code).toBe('unsupported_media_type');
+    expect((await upload('sk-b', probe, '?name=bad/name')).json.error.param).toBe('name');
+    const id = (await upload('sk-b', probe, '?name=p&version=1')).json.id;
+    const wat = await echoComponent('ech1');
+    expect((await upload('sk-b', wat, '?name=p&version=1')).json.error.code).toBe('inferlet_exists');
+    expect((await upload('sk-b', wat)).status).toBe(201);
+    const third = await upload('sk-b', await echoComponent('ech2'));
+    expect(third.status).toBe(409);
+    expect(third.json.error.code).toBe('inferlet_limit_reached');
+    const holds = await Promise.all([0, 1].map(() => call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } })));
+    const over = await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'echo' } });
+    expect(over.status).toBe(429);
+    expect(over.json.error.code).toBe('too_many_runs');
+    for (const h of holds) await call('sk-b', 'POST', `/v1/runs/${h.json.id}/cancel`);
+    expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: {}, limits: { tokens: -1 } })).json.error.param).toBe('limits.tokens');
+    expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: {}, limits: { pages: 1 } })).json.error.param).toBe('limits.pages');
+    expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { inputs: {} })).json.error.code).toBe('unknown_parameter');
+    // A run's own limits bind it: a token limit below what it asks caps its generation, as max_tokens would.
+    const limited = await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'generate', max_tokens: 20, ignore_eos: true }, limits: { tokens: 5 } });
+    const end = await ended('sk-b', limited.json.id);
+    expect(end.status).toBe('succeeded');
+    expect(end.tokens).toBe(5);
+    expect(JSON.parse(end.result.data).finish_reason).toBe('length');
+    for (const e of (await call('sk-b', 'GET', '/v1/inferlets')).json.data) await call('sk-b', 'DELETE', `/v1/inferlets/${e.id}`);
+  });
+});
+
+describe('uploaded components across a restart', () => {
+  it('keeps them: listed and run by the next server on the same data folder', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'pie-inferlets-data-'));
+    const config = parseConfig(`[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n[inferlets]\ncache_dir = ${JSON.stringify(COMPONENT_CACHE)}\nwarm_instances = 0\n`, 'test.toml', REPO_ROOT);
+    const engine = await startEngine(randomModelDir(), { threads: 1, numPages: 64, pageSize: 16 });
+    const probe = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts')));
+    try {
+      const first = await serve({ config, engines: [engine], log: () => {}, env: {} });
+      await first.loaded;
+      const up: Json = await (await fetch(`${first.url}/v1/inferlets?name=probe`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: probe })).json();
+      await first.close();
+      const second = await serve({ config, engines: [engine], log: () => {}, env: {} });
+      try {
+        await second.loaded;
+        const list: Json = await (await fetch(`${second.url}/v1/inferlets`)).json();
+        expect(list.data.map((e: Json) => e.id)).toEqual([up.id]);
+        const r = await fetch(`${second.url}/v1/inferlets/probe/runs`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ input: { action: 'echo' } }) });
+        const end = sseEvents(await r.text()).at(-1)!;
+        expect(JSON.parse(end.data).status).toBe('succeeded');
+      } finally {
+        await second.close();
+      }
+      expect(engine.numContexts).toBe(0);
+    } finally {
+      await engine.close();
+    }
+  }, 120_000);
+});

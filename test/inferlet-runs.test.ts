@@ -5,8 +5,8 @@
  * dropped connection without losing an event, and cancelled; every limit a
  * clear 4xx, and nothing held afterwards.
  */
-import { readFileSync } from 'node:fs';
-import { mkdtempSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -56,6 +56,18 @@ function sseEvents(text: string): Array<{ id: number | null; event: string; data
         data: lines.filter((l) => l.startsWith('data: ')).map((l) => l.slice(6)).join('\n'),
       };
     });
+}
+
+/** Runs the pie command in a child process (the server answering it runs in this one). */
+function pie(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, PIE_API_KEY: '', PIE_SERVER: '' } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }
 
 describe('components and runs over HTTP', () => {
@@ -200,6 +212,30 @@ describe('components and runs over HTTP', () => {
     expect((await call('sk-admin', 'GET', `/v1/runs/${run.json.id}`)).json.status).toBe('running');
     expect((await call('sk-admin', 'POST', `/v1/runs/${run.json.id}/cancel`)).json.status).toBe('cancelled');
   });
+
+  it('pie submit uploads only what the server lacks, streams the run and prints its result; pie runs, attach and cancel', async () => {
+    const wasm = await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts'));
+    const remote = ['--server', s.server.url, '--key', 'sk-a'];
+    const first = await pie('submit', wasm, ...remote, '--name', 'cli-probe', '--', '{"action":"generate","max_tokens":4}');
+    expect(first.stderr).toMatch(/uploaded .* as inf_/);
+    expect(first.code).toBe(0);
+    const runId = /run (run_\w+) started/.exec(first.stderr)![1]!;
+    expect(JSON.parse(first.stdout.trim().split('\n').at(-1)!).usage.completion_tokens).toBe(4);
+    const again = await pie('submit', wasm, ...remote, '--', '{"action":"echo"}');
+    expect(again.code).toBe(0);
+    expect(again.stderr).not.toMatch(/uploaded/); // the server had those bytes
+    expect((await pie('runs', ...remote)).stdout).toContain(runId);
+    const attached = await pie('attach', runId, ...remote);
+    expect(attached.code).toBe(0);
+    expect(attached.stdout).toBe(first.stdout); // the whole run again, from its replay buffer
+    const late = await pie('cancel', runId, ...remote);
+    expect(late.code).toBe(1);
+    expect(late.stderr).toMatch(/^pie: POST \/v1\/runs\/run_\w+\/cancel: 400 Run '.*' is not running \(its status is succeeded\)/);
+    const refused = await pie('runs', '--server', s.server.url, '--key', 'sk-nope');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/401 Incorrect API key/);
+    for (const e of (await call('sk-a', 'GET', '/v1/inferlets')).json.data) await call('sk-a', 'DELETE', `/v1/inferlets/${e.id}`);
+  }, 120_000);
 
   it('refuses a component that imports wasi:sockets, naming the import', async () => {
     const r = await upload('sk-b', await componentImporting('wasi:sockets/tcp@0.2.3'));

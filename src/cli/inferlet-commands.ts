@@ -11,6 +11,27 @@ import { engineFromConfig, hostFromConfig } from '../startup.ts';
 
 export class UsageError extends Error {}
 
+/** Prints an inferlet's events: text streamed by a generation as it is, other events one per line as `[event] data`. */
+export function eventPrinter(): { event(e: { event: string; data: string }): void; end(): void } {
+  let midLine = false;
+  return {
+    event(e) {
+      if (e.event === 'text') {
+        process.stdout.write(e.data);
+        midLine = !e.data.endsWith('\n');
+      } else {
+        process.stdout.write(`${midLine ? '\n' : ''}[${e.event}] ${e.data}\n`);
+        midLine = false;
+      }
+    },
+    /** Ends a line left open by streamed text. */
+    end() {
+      if (midLine) process.stdout.write('\n');
+      midLine = false;
+    },
+  };
+}
+
 export async function buildCommand(argv: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string', short: 'o' }, engine: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('build takes one source file');
@@ -48,24 +69,15 @@ export async function runCommand(argv: string[], defaultConfig: string): Promise
     const onSigint = () => abort.abort();
     process.once('SIGINT', onSigint);
     const inv = host.invoke(component, { input, signal: abort.signal });
-    let midLine = false;
-    inv.onEvent((e) => {
-      // Text streamed by a generation goes out as it is; other events one per line.
-      if (e.event === 'text') {
-        process.stdout.write(e.data);
-        midLine = !e.data.endsWith('\n');
-      } else {
-        process.stdout.write(`${midLine ? '\n' : ''}[${e.event}] ${e.data}\n`);
-        midLine = false;
-      }
-    });
+    const print = eventPrinter();
+    inv.onEvent((e) => print.event(e));
     try {
       const r = await inv.result;
-      if (midLine) process.stdout.write('\n');
+      print.end();
       if (r.data !== null) process.stdout.write(r.data + '\n');
       return 0;
     } catch (err) {
-      if (midLine) process.stdout.write('\n');
+      print.end();
       process.stderr.write(`pie: the inferlet failed: ${(err as Error).message}\n`);
       return 1;
     } finally {

@@ -8,6 +8,8 @@
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
  *   pie build SRC -o OUT.wasm [--engine qjs|sm]
  *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+ *   pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
+ *   pie runs | attach RUN [--after N] | cancel RUN   [--server URL] [--key KEY]
  */
 import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +20,7 @@ import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts'
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import { BuildError } from '../runtime/host/build.ts';
 import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
+import { attachCommand, cancelCommand, RemoteError, runsCommand, submitCommand } from './remote-commands.ts';
 import { engineFromConfig } from '../startup.ts';
 import { serve } from '../gateway/start.ts';
 
@@ -30,7 +33,11 @@ const USAGE = `usage:
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
   pie build SRC -o OUT.wasm [--engine qjs|sm]
-  pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]`;
+  pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+  pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
+  pie runs [--server URL] [--key KEY]
+  pie attach RUN [--after N] [--server URL] [--key KEY]
+  pie cancel RUN [--server URL] [--key KEY]`;
 
 function number(value: string | undefined, flag: string, integer: boolean): number | undefined {
   if (value === undefined) return undefined;
@@ -172,6 +179,10 @@ export async function main(argv: string[]): Promise<number> {
     else if (command === 'model') model(rest);
     else if (command === 'build') await buildCommand(rest);
     else if (command === 'run') return await runCommand(rest, DEFAULT_CONFIG);
+    else if (command === 'submit') return await submitCommand(rest);
+    else if (command === 'runs') return await runsCommand(rest);
+    else if (command === 'attach') return await attachCommand(rest);
+    else if (command === 'cancel') return await cancelCommand(rest);
     else if (command === 'help' || command === '--help' || command === undefined) console.log(USAGE);
     else throw new UsageError(`unknown command "${command}"`);
     return 0;
@@ -180,7 +191,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`pie: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError' || (err as Error).name === 'EngineThreadError') {
+    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError' || (err as Error).name === 'EngineThreadError' || err instanceof RemoteError) {
       console.error(`pie: ${(err as Error).message}`);
       return 1;
     }

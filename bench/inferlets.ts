@@ -10,6 +10,13 @@
  *   without one (then instantiation is inside); one host call answered inside
  *   the worker and one that goes to the engine's thread and back; memory per
  *   idle instance with many alive at once (each waits on a queue).
+ * Over HTTP (mock driver, QuickJS, the gateway on this thread with the
+ *   engine, a client on the same thread): upload to first event for a
+ *   component the server has not transpiled and for one it has; a cached
+ *   component's run end to end over HTTP (POST runs, SSE to run.ended) against
+ *   host.invoke → result on the same host, interleaved; L concurrent runs of
+ *   an idle component launched over HTTP (time to 201, and memory per live
+ *   run).
  * Throughput (portable driver, the bench model): C concurrent greedy
  *   generations of D tokens after a P-token prompt, three ways, alternating
  *   rounds: the engine's own generate loop; C invocations of an inferlet that
@@ -40,6 +47,7 @@ const { values: args } = parseArgs({
     decode: { type: 'string', default: '64' },
     rounds: { type: 'string', default: '3' },
     calls: { type: 'string', default: '2000' },
+    launches: { type: 'string', default: '1000' },
     model: { type: 'string' },
   },
 });
@@ -50,6 +58,7 @@ const PROMPT = Number(args.prompt);
 const DECODE = Number(args.decode);
 const ROUNDS = Number(args.rounds);
 const CALLS = Number(args.calls);
+const LAUNCHES = Number(args.launches);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const here = import.meta.dirname;
@@ -202,11 +211,117 @@ async function throughput() {
   return { native: median(rows.native), sdk: median(rows.sdk), forward: median(rows.forward), rounds: rows, steps };
 }
 
+/** A component's bytes with a custom section `salt` appended: the same program, bytes (and hash) of its own. */
+function salted(bytes: Uint8Array, salt: number): Uint8Array {
+  const name = new TextEncoder().encode('pie-bench-salt');
+  const payload = new TextEncoder().encode(String(salt));
+  const body = [name.length, ...name, ...payload];
+  return new Uint8Array([...bytes, 0, body.length, ...body]); // section id 0 (custom); sizes < 128 fit one LEB128 byte
+}
+
+async function overHttp() {
+  const { serve } = await import('../src/gateway/start.ts');
+  const { parseConfig } = await import('../src/config.ts');
+  const engine = await mockEngine();
+  const dataDir = mkdtempSync(join(tmpdir(), 'pie-bench-http-'));
+  const cacheDir = mkdtempSync(join(tmpdir(), 'pie-bench-http-cache-'));
+  const config = parseConfig(
+    `[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\nruns_per_tenant = ${LAUNCHES + 10}\n[inferlets]\ncache_dir = ${JSON.stringify(cacheDir)}\n`,
+    'bench.toml',
+    join(here, '..'),
+  );
+  const serving = await serve({ config, engines: [engine], log: () => {}, env: {} });
+  await serving.loaded;
+  const url = serving.url;
+  const host = serving.gateway.runtime().host as InferletHost;
+  const hello = await component('hello', 'qjs');
+  const upload = async (bytes: Uint8Array) => ((await (await fetch(`${url}/v1/inferlets`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes })).json()) as { id: string }).id;
+  /** POST a run as SSE; ms to its first numbered event and to its end. */
+  const streamRun = async (id: string, t0: number) => {
+    const res = await fetch(`${url}/v1/inferlets/${id}/runs`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: '{}' });
+    const reader = res.body!.getReader();
+    let text = '';
+    let first = NaN;
+    for (;;) {
+      const chunk = await reader.read();
+      if (chunk.done) break;
+      text += new TextDecoder().decode(chunk.value);
+      if (Number.isNaN(first) && /\nid: 1\n/.test(`\n${text}`)) first = performance.now() - t0;
+    }
+    if (!text.includes('event: run.ended')) throw new Error(`the run did not end: ${text}`);
+    return { first, end: performance.now() - t0 };
+  };
+  console.error('  upload to first event ...');
+  const uncached: number[] = [];
+  const cached: number[] = [];
+  for (let i = 0; i < 6; i++) {
+    // Bytes the server has never seen: checked and transpiled on the loader's thread.
+    let t0 = performance.now();
+    const fresh = await upload(salted(hello, i));
+    uncached.push((await streamRun(fresh, t0)).first);
+    // The same bytes again after deleting the upload: the transpiled code is in the cache.
+    await fetch(`${url}/v1/inferlets/${fresh}`, { method: 'DELETE' });
+    t0 = performance.now();
+    const again = await upload(salted(hello, i));
+    cached.push((await streamRun(again, t0)).first);
+    await fetch(`${url}/v1/inferlets/${again}`, { method: 'DELETE' });
+  }
+  console.error('  a run over HTTP against host.invoke ...');
+  const id = await upload(hello);
+  const stored = await host.load(hello);
+  const http: number[] = [];
+  const inProcess: number[] = [];
+  for (let i = 0; i < N_INV + 10; i++) {
+    let t0 = performance.now();
+    const r = await streamRun(id, t0);
+    if (i >= 10) http.push(r.end);
+    await sleep(2);
+    t0 = performance.now();
+    await host.invoke(stored, { input: null }).result;
+    if (i >= 10) inProcess.push(performance.now() - t0);
+    await sleep(2);
+  }
+  console.error(`  ${LAUNCHES} concurrent runs of an idle component ...`);
+  const idleId = await upload(await component('idle', 'qjs'));
+  global.gc?.();
+  await sleep(500);
+  const rssBefore = process.memoryUsage().rss;
+  const launch = await Promise.all(
+    Array.from({ length: LAUNCHES }, async (_, i) => {
+      const t0 = performance.now();
+      const res = await fetch(`${url}/v1/inferlets/${idleId}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ input: { queue: `q${i}` } }) });
+      if (res.status !== 201) throw new Error(`launch ${i}: ${res.status} ${await res.text()}`);
+      await res.json();
+      return performance.now() - t0;
+    }),
+  );
+  for (let waited = 0; host.hub.numWaiting < LAUNCHES; waited += 50) {
+    if (waited > 180_000) throw new Error(`only ${host.hub.numWaiting} of ${LAUNCHES} runs are waiting`);
+    await sleep(50);
+  }
+  global.gc?.();
+  await sleep(500);
+  const mbPerRun = (process.memoryUsage().rss - rssBefore) / LAUNCHES / 2 ** 20;
+  for (let i = 0; i < LAUNCHES; i++) host.hub.push('default', `q${i}`, 'done');
+  while (host.stats().running > 0) await sleep(50);
+  await serving.close();
+  await engine.close();
+  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(cacheDir, { recursive: true, force: true });
+  return {
+    uploadToFirstEventMs: { uncachedP50: median(uncached), cachedP50: median(cached), uncached, cached },
+    runEndToEndMs: { httpP50: median(http), httpP99: p99(http), inProcessP50: median(inProcess), inProcessP99: p99(inProcess), addedP50: median(http) - median(inProcess) },
+    launches: { n: LAUNCHES, p50: median(launch), p99: p99(launch), mbPerLiveRun: mbPerRun },
+  };
+}
+
 const overheads = [];
 for (const kind of ENGINES) {
   console.error(`overhead: ${kind} ...`);
   overheads.push(await overhead(kind));
 }
+console.error('over HTTP ...');
+const http = await overHttp();
 console.error('throughput ...');
 const tp = await throughput();
 
@@ -221,6 +336,16 @@ const lines = [
       `| ${o.engine} | ${f(o.sizeMb)} | ${f(o.transpileMs, 0)} | ${f(o.loadFromCacheMsP50, 2)} | ${f(o.warm.p50, 2)} (${f(o.warm.p99, 2)}) | ${f(o.cold.p50, 2)} (${f(o.cold.p99, 2)}) | ${f(o.cold.instantiateP50, 2)} | ${f(o.localCallUs, 2)} | ${f(o.hostCallUs, 1)} | ${f(o.idleMbPerInstance, 2)} (${o.idleInstances} alive) |`,
   ),
   '',
+  `| over HTTP (mock driver, QuickJS) | p50 ms | p99 ms |`,
+  '|---|---|---|',
+  `| upload → first event, a component not yet transpiled (${http.uploadToFirstEventMs.uncached.length} uploads) | ${f(http.uploadToFirstEventMs.uncachedP50)} | – |`,
+  `| upload → first event, its transpiled code cached | ${f(http.uploadToFirstEventMs.cachedP50)} | – |`,
+  `| a cached component's run over HTTP (POST runs, SSE to run.ended) | ${f(http.runEndToEndMs.httpP50, 2)} | ${f(http.runEndToEndMs.httpP99, 2)} |`,
+  `| the same in process (host.invoke → result) | ${f(http.runEndToEndMs.inProcessP50, 2)} | ${f(http.runEndToEndMs.inProcessP99, 2)} |`,
+  `| added by HTTP (difference of p50s) | ${f(http.runEndToEndMs.addedP50, 2)} | – |`,
+  `| ${http.launches.n} concurrent launches (POST runs → 201) | ${f(http.launches.p50)} | ${f(http.launches.p99)} |`,
+  `| memory per live run (${http.launches.n} waiting at once) | ${f(http.launches.mbPerLiveRun, 2)} MB | – |`,
+  '',
   `| ${C} concurrent greedy generations, prompt ${PROMPT}, ${DECODE} tokens | tok/s (median of ${ROUNDS}) | vs engine |`,
   '|---|---|---|',
   `| engine's own generate loop | ${f(tp.native)} | 100% |`,
@@ -230,4 +355,4 @@ const lines = [
 console.log(lines.join('\n'));
 const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'inferlets.json'), JSON.stringify({ date: new Date().toISOString(), args, overheads, throughput: tp }, null, 2) + '\n');
+writeFileSync(join(out, 'inferlets.json'), JSON.stringify({ date: new Date().toISOString(), args, overheads, overHttp: http, throughput: tp }, null, 2) + '\n');

@@ -24,6 +24,8 @@ export interface Config {
     inferletsPerTenant: number;
     /** Runs of uploaded components one tenant may have going at once. */
     runsPerTenant: number;
+    /** Events a run's replay buffer keeps for clients that attach. */
+    runReplayEvents: number;
     apiKeyEnv: string;
   };
   keys: KeyConfig[];
@@ -72,7 +74,7 @@ export interface KeyConfig {
   keyEnv: string;
   /** Snapshots, stored responses and messages are scoped to the tenant ("": a tenant of the key's own). */
   tenant: string;
-  /** Route scopes it may call ("chat", "completions", "responses", "metrics", a custom route's scope), or "*". */
+  /** Route scopes it may call ("chat", "completions", "responses", "metrics", "inferlets", a custom route's scope), or "*"; "admin" (named) for every tenant's uploads. */
   scopes: string[];
   /** Models it may use, or "*". */
   models: string[];
@@ -203,6 +205,7 @@ const SCHEMA: Record<string, Schema> = {
     inferlet_max_mb: [positiveInt, 32, 'inferletMaxMb'],
     inferlets_per_tenant: [positiveInt, 100, 'inferletsPerTenant'],
     runs_per_tenant: [positiveInt, 64, 'runsPerTenant'],
+    run_replay_events: [positiveInt, 4096, 'runReplayEvents'],
     api_key_env: [str, 'PIE_API_KEY', 'apiKeyEnv'],
   },
   metrics: {
@@ -273,6 +276,10 @@ export function parseConfig(text: string, source: string, root: string): Config 
       out[section] = given.map((t, i) => readTable(t as Record<string, unknown>, keys, `${section}[${i}]`));
     }
     checkKeys(out.keys as KeyConfig[]);
+    (out.routes as RouteConfig[]).forEach((r, i) => {
+      // "admin" is a key's power over every tenant's uploads, not a route's: a key given it for a route would get that too.
+      if (r.scope === 'admin' || r.scope === '*') throw new ConfigError(`routes[${i}].scope may not be "${r.scope}": name the route's own scope`);
+    });
   } catch (err) {
     if (err instanceof ConfigError) throw new ConfigError(`${source}: ${err.message}`);
     throw err;

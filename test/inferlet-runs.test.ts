@@ -58,6 +58,12 @@ function sseEvents(text: string): Array<{ id: number | null; event: string; data
     });
 }
 
+/** A component's bytes with a custom section appended: the same program, bytes (and hash) of its own. */
+function salted(bytes: Uint8Array, salt: string): Uint8Array {
+  const body = new TextEncoder().encode(`\u000dpie-test-salt${salt}`); // name length 13, name, payload
+  return new Uint8Array([...bytes, 0, body.length, ...body]); // section id 0 (custom); the size fits one LEB128 byte
+}
+
 /** Runs the pie command in a child process (the server answering it runs in this one). */
 function pie(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -71,7 +77,7 @@ function pie(...args: string[]): Promise<{ code: number | null; stdout: string; 
 }
 
 describe('components and runs over HTTP', () => {
-  const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2', extra: KEYS });
+  const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2\nrun_replay_events = 8', extra: KEYS });
   let probe: Uint8Array;
 
   beforeAll(async () => {
@@ -81,6 +87,8 @@ describe('components and runs over HTTP', () => {
     for (let i = 0; i < 200 && s.server.serving.gateway.runtime().host.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
     expect(s.server.serving.gateway.runtime().host.stats().running).toBe(0);
     await expectNothingHeld(s.engine);
+    // Each test starts with no uploads: the admin key sees every tenant's.
+    for (const e of (await call('sk-admin', 'GET', '/v1/inferlets')).json.data) await call('sk-admin', 'DELETE', `/v1/inferlets/${e.id}`);
   });
 
   const call = async (key: string, method: string, path: string, body?: unknown, headers: Record<string, string> = {}) => {
@@ -120,8 +128,17 @@ describe('components and runs over HTTP', () => {
     const again = await upload('sk-a', probe);
     expect(again.status).toBe(200); // the same bytes: the same upload
     expect(again.json.id).toBe(first.json.id);
+    const other = await upload('sk-a', await echoComponent('ech3'));
+    expect((await call('sk-a', 'GET', '/v1/inferlets')).json.data).toHaveLength(2);
     const list = await call('sk-a', 'GET', `/v1/inferlets?sha256=${first.json.sha256}`);
     expect(list.json.data.map((e: Json) => e.id)).toEqual([first.json.id]);
+    expect((await call('sk-a', 'GET', '/v1/inferlets?name=probe')).json.data.map((e: Json) => e.id)).toEqual([first.json.id]);
+    // The same bytes from another tenant are an upload of its own; deleting one leaves the other's bytes.
+    const theirs = await upload('sk-b', probe);
+    expect(theirs.status).toBe(201);
+    expect(theirs.json.id).not.toBe(first.json.id);
+    await call('sk-b', 'DELETE', `/v1/inferlets/${theirs.json.id}`);
+    await call('sk-a', 'DELETE', `/v1/inferlets/${other.json.id}`);
     expect((await call('sk-a', 'GET', `/v1/inferlets/${first.json.id}`)).json.sha256).toBe(first.json.sha256);
     const byName = await call('sk-a', 'POST', '/v1/inferlets/probe/runs', { input: { action: 'echo' } });
     expect(byName.status).toBe(201);
@@ -149,13 +166,43 @@ describe('components and runs over HTTP', () => {
     expect(JSON.parse(run.result.data).usage.completion_tokens).toBe(6);
   });
 
+  it('announces events the replay buffer no longer holds, and refuses a Last-Event-ID the run has not reached', async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const r = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'generate', max_tokens: 20, ignore_eos: true } });
+    const done = await ended('sk-a', r.json.id);
+    expect(done.events).toBeGreaterThan(8);
+    const events = sseEvents((await call('sk-a', 'GET', `/v1/runs/${r.json.id}/events?after=0`)).text);
+    expect(events[0]).toEqual({ id: null, event: 'run.gap', data: JSON.stringify({ missed: done.events - 8 }) }); // run_replay_events = 8
+    expect(events.filter((e) => e.id !== null).map((e) => e.id)).toEqual(Array.from({ length: 8 }, (_, i) => done.events - 7 + i));
+    const ahead = await call('sk-a', 'GET', `/v1/runs/${r.json.id}/events`, undefined, { 'last-event-id': String(done.events + 1) });
+    expect(ahead.status).toBe(400);
+    expect(ahead.json.error.param).toBe('after');
+  });
+
+  it('cancels a streamed run whose client asked cancel_on_disconnect and went away', async () => {
+    const id = (await upload('sk-a', probe)).json.id;
+    const ac = new AbortController();
+    const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify({ input: { action: 'hold', max_tokens: 100_000 }, cancel_on_disconnect: true }),
+      signal: ac.signal,
+    });
+    const reader = res.body!.getReader();
+    const first = new TextDecoder().decode((await reader.read()).value);
+    const runId = JSON.parse(sseEvents(first)[0]!.data).id;
+    ac.abort();
+    const end = await ended('sk-a', runId);
+    expect(end.status).toBe('cancelled');
+  });
+
   it('goes on after the client drops its stream, and an attach with Last-Event-ID resumes without losing an event', async () => {
     const id = (await upload('sk-a', probe)).json.id;
     const ac = new AbortController();
     const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
       method: 'POST',
       headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
-      body: JSON.stringify({ input: { action: 'hold', max_tokens: 80 } }),
+      body: JSON.stringify({ input: { action: 'hold', max_tokens: 6 } }),
       signal: ac.signal,
     });
     const reader = res.body!.getReader();
@@ -180,8 +227,8 @@ describe('components and runs over HTTP', () => {
     expect(more.at(-1)!.event).toBe('run.ended');
     expect(end.status).toBe('succeeded'); // it outlived its request
     expect(end.events).toBe(ids.length);
-    expect(end.tokens).toBe(80);
-    // A second attach from the start replays it all.
+    expect(end.tokens).toBe(6);
+    // A second attach from the start replays it all (it fits the 8 events the buffer keeps).
     const all = sseEvents((await call('sk-a', 'GET', `/v1/runs/${runId}/events?after=0`)).text);
     expect(all.filter((e) => e.id !== null).length).toBe(ids.length);
   });
@@ -197,16 +244,19 @@ describe('components and runs over HTTP', () => {
   });
 
   it("keeps tenants apart: another tenant can neither see, run nor cancel a tenant's components and runs; an admin key sees all", async () => {
-    const id = (await upload('sk-a', probe)).json.id;
+    const id = (await upload('sk-a', probe, '?name=secret')).json.id;
     const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } });
     expect((await call('sk-b', 'GET', `/v1/inferlets/${id}`)).status).toBe(404);
+    expect((await call('sk-b', 'GET', '/v1/inferlets/secret')).status).toBe(404); // a's name means nothing to b
     expect((await call('sk-b', 'GET', '/v1/inferlets')).json.data).toEqual([]);
+    expect((await call('sk-b', 'GET', '/v1/inferlets?name=secret')).json.data).toEqual([]);
     expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, {})).status).toBe(404);
-    expect((await call('sk-b', 'POST', '/v1/inferlets/probe/runs', {})).status).toBe(404);
+    expect((await call('sk-b', 'POST', '/v1/inferlets/secret/runs', {})).status).toBe(404);
     expect((await call('sk-b', 'GET', `/v1/runs/${run.json.id}`)).status).toBe(404);
     expect((await call('sk-b', 'POST', `/v1/runs/${run.json.id}/cancel`)).status).toBe(404);
     expect((await call('sk-b', 'GET', '/v1/runs')).json.data.map((r: Json) => r.id)).not.toContain(run.json.id);
     expect((await call('sk-chat', 'GET', '/v1/inferlets')).status).toBe(403); // no "inferlets" scope
+    expect((await upload('sk-chat', new Uint8Array(4 * 1024 * 1024))).status).toBe(403); // refused before its body is read
     const admin = await call('sk-admin', 'GET', '/v1/inferlets');
     expect(admin.json.data.map((e: Json) => e.id)).toContain(id);
     expect((await call('sk-admin', 'GET', `/v1/runs/${run.json.id}`)).json.status).toBe('running');
@@ -256,16 +306,29 @@ describe('components and runs over HTTP', () => {
     const id = (await upload('sk-b', probe, '?name=p&version=1')).json.id;
     const wat = await echoComponent('ech1');
     expect((await upload('sk-b', wat, '?name=p&version=1')).json.error.code).toBe('inferlet_exists');
-    expect((await upload('sk-b', wat)).status).toBe(201);
+    const second = await upload('sk-b', wat);
+    expect(second.status).toBe(201);
     const third = await upload('sk-b', await echoComponent('ech2'));
     expect(third.status).toBe(409);
     expect(third.json.error.code).toBe('inferlet_limit_reached');
-    const holds = await Promise.all([0, 1].map(() => call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } })));
-    const over = await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'echo' } });
-    expect(over.status).toBe(429);
-    expect(over.json.error.code).toBe('too_many_runs');
-    for (const h of holds) await call('sk-b', 'POST', `/v1/runs/${h.json.id}/cancel`);
+    // One place left, two uploads at once (each checked and transpiled meanwhile): one is taken.
+    await call('sk-b', 'DELETE', `/v1/inferlets/${second.json.id}`);
+    const [ech4, ech5] = [await echoComponent('ech4'), await echoComponent('ech5')];
+    const both = await Promise.all([upload('sk-b', ech4), upload('sk-b', ech5)]);
+    expect(both.map((r) => r.status).sort()).toEqual([201, 409]);
+    await call('sk-b', 'DELETE', `/v1/inferlets/${both.find((r) => r.status === 201)!.json.id}`);
+    // Four runs at once against a cap of two, on bytes never run before (their component gets ready meanwhile): two start.
+    const fresh = (await upload('sk-b', salted(probe, 'runs-cap'))).json.id;
+    const four = await Promise.all([0, 1, 2, 3].map(() => call('sk-b', 'POST', `/v1/inferlets/${fresh}/runs`, { input: { action: 'hold', max_tokens: 100_000 } })));
+    expect(four.map((r) => r.status).sort()).toEqual([201, 201, 429, 429]);
+    expect(four.find((r) => r.status === 429)!.json.error.code).toBe('too_many_runs');
+    expect((await call('sk-a', 'GET', '/v1/runs')).json.data.filter((r: Json) => r.status === 'running')).toEqual([]); // another tenant's count
+    const holds = four.filter((r) => r.status === 201);
+    const [c1, c2] = await Promise.all([call('sk-b', 'POST', `/v1/runs/${holds[0]!.json.id}/cancel`), call('sk-b', 'POST', `/v1/runs/${holds[0]!.json.id}/cancel`)]);
+    expect([c1.status, c2.status].sort()).toEqual([200, 400]); // a second cancel on its way is refused
+    await call('sk-b', 'POST', `/v1/runs/${holds[1]!.json.id}/cancel`);
     expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: {}, limits: { tokens: -1 } })).json.error.param).toBe('limits.tokens');
+    expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: {}, limits: { kv_pages: 2.5 } })).json.error.param).toBe('limits.kv_pages');
     expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { input: {}, limits: { pages: 1 } })).json.error.param).toBe('limits.pages');
     expect((await call('sk-b', 'POST', `/v1/inferlets/${id}/runs`, { inputs: {} })).json.error.code).toBe('unknown_parameter');
     // A run's own limits bind it: a token limit below what it asks caps its generation, as max_tokens would.

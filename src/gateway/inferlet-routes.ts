@@ -12,7 +12,7 @@
  *   DELETE /v1/inferlets/{id}
  */
 import { createHash } from 'node:crypto';
-import express, { Router, type Response } from 'express';
+import express, { Router, type RequestHandler, type Response } from 'express';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import type { ComponentLoader } from '../runtime/host/component-loader.ts';
 import { principalOf, requireScope, type Principal } from './auth.ts';
@@ -66,7 +66,9 @@ export function inferletRoutes(deps: InferletDeps): Router {
   const { registry, loader, limits } = deps;
   const router = Router();
 
-  router.post('/v1/inferlets', express.raw({ type: () => true, limit: limits.maxBytes }), async (req, res) => {
+  // The scope is checked before the body is read: a key without it sends nothing big.
+  const scoped: RequestHandler = (_req, res, next) => (inferletsPrincipal(res), next());
+  router.post('/v1/inferlets', scoped, express.raw({ type: () => true, limit: limits.maxBytes }), async (req, res) => {
     const p = inferletsPrincipal(res);
     const type = (req.get('content-type') ?? '').split(';')[0]!.trim().toLowerCase();
     if (type !== 'application/wasm' && type !== 'application/octet-stream') {
@@ -80,13 +82,15 @@ export function inferletRoutes(deps: InferletDeps): Router {
     const sha256 = createHash('sha256').update(bytes).digest('hex');
     const had = registry.byHash(p.tenant, sha256);
     if (had) return void res.status(200).json(inferletObject(had));
-    if (registry.count(p.tenant) >= limits.perTenant) {
-      throw new ApiError(409, 'invalid_request_error', `This tenant keeps ${limits.perTenant} inferlets, the most it may; delete one (DELETE /v1/inferlets/{id}) first.`, { code: 'inferlet_limit_reached' });
-    }
-    if (name !== null && version !== null) {
-      const same = registry.byName(p.tenant, name, version);
+    /** Refuses an upload past the tenant's count, or of a name and version taken (checked before the work, and again right before it is recorded). */
+    const refuse = () => {
+      if (registry.count(p.tenant) >= limits.perTenant) {
+        throw new ApiError(409, 'invalid_request_error', `This tenant keeps ${limits.perTenant} inferlets, the most it may; delete one (DELETE /v1/inferlets/{id}) first.`, { code: 'inferlet_limit_reached' });
+      }
+      const same = name !== null && version !== null ? registry.byName(p.tenant, name, version) : null;
       if (same) throw new ApiError(409, 'invalid_request_error', `An inferlet named ${name} at version ${version} exists (${same.id}) with other bytes; give another version, or delete it first.`, { code: 'inferlet_exists', param: 'version' });
-    }
+    };
+    refuse();
     let imports: string[];
     try {
       imports = (await loader.load(bytes)).imports;
@@ -94,9 +98,10 @@ export function inferletRoutes(deps: InferletDeps): Router {
       if (err instanceof ComponentLoadError) throw new InvalidRequestError(err.message, null, 'invalid_component');
       throw err;
     }
-    // Checked again after the wait: another upload of the tenant's may have landed meanwhile.
+    // Checked again after the wait: other uploads of the tenant's may have landed meanwhile.
     const raced = registry.byHash(p.tenant, sha256);
     if (raced) return void res.status(200).json(inferletObject(raced));
+    refuse();
     const entry: UploadedInferlet = { id: newId('inf_'), tenant: p.tenant, name, version, sha256, bytes: bytes.length, imports, createdAt: unixNow() };
     registry.add(entry, bytes);
     res.status(201).json(inferletObject(entry));

@@ -7,11 +7,13 @@
  *
  *   POST /v1/inferlets/{id|name}/runs   {input, limits, cancel_on_disconnect}
  *                                       → 201 the run; with Accept: text/event-stream, its events to the end
- *   GET  /v1/runs                       the tenant's runs (an admin's: every tenant's)
+ *   GET  /v1/runs                       the tenant's runs (an admin's: every tenant's), without their results
  *   GET  /v1/runs/{id}                  status, tokens, and the result once it has ended
  *   GET  /v1/runs/{id}/events           attach (SSE), from Last-Event-ID (or ?after=N)
  *   POST /v1/runs/{id}/cancel
  *
+ * A client that leaves 8 MiB unread is let go (`run.detached`, then it may
+ * attach again); a quiet stream gets a keep-alive comment every 15 s.
  * An event goes out as `id: N`, `event: NAME`, `data: …`; a stream that
  * starts a run begins with `event: run.started` (the run, with its id, to
  * attach with), and every stream ends with `event: run.ended` (the run). A client that asks for
@@ -35,15 +37,22 @@ import { sseEvent } from './relay.ts';
 export interface RunLimits {
   /** Runs one tenant may have running at once. */
   runningPerTenant: number;
-  /** Ended runs kept (per tenant, newest first) and for how long. */
+  /** Ended runs kept per tenant (newest first), what they may hold together (events and results, in UTF-16 units), and for how long. */
   keptPerTenant: number;
+  keptBytesPerTenant: number;
   keptMs: number;
-  /** Events a run's replay buffer holds, and their bytes. */
+  /** Events a run's replay buffer holds, and their size (UTF-16 units). */
   replayEvents: number;
   replayBytes: number;
 }
 
-export const DEFAULT_RUN_LIMITS: RunLimits = { runningPerTenant: 64, keptPerTenant: 1000, keptMs: 60 * 60 * 1000, replayEvents: 4096, replayBytes: 8 << 20 };
+export const DEFAULT_RUN_LIMITS: RunLimits = { runningPerTenant: 64, keptPerTenant: 100, keptBytesPerTenant: 64 << 20, keptMs: 60 * 60 * 1000, replayEvents: 4096, replayBytes: 8 << 20 };
+
+const CANCELLED = 'cancelled through POST /v1/runs/{id}/cancel';
+/** A stream whose client lets this much pile up unread is ended (it may attach again from its last event). */
+const MAX_UNREAD_BYTES = 8 << 20;
+/** A comment line this often keeps a quiet stream from being cut by proxies. */
+const KEEP_ALIVE_MS = 15_000;
 
 type RunStatus = 'running' | 'succeeded' | 'failed' | 'cancelled';
 
@@ -65,6 +74,8 @@ class Run {
   dropped = 0;
   private readonly watchers = new Set<() => void>();
   inv: RunningInvocation | null = null;
+  /** A cancel is on its way. */
+  cancelling = false;
   readonly tenant: string;
   readonly inferlet: UploadedInferlet;
   private readonly limits: RunLimits;
@@ -95,7 +106,18 @@ class Run {
     this.result = result;
     this.error = error;
     this.endedAt = unixNow();
+    this.inv = null; // what it held on the host side is released; only its record stays
     this.wake();
+  }
+
+  /** What it keeps once ended, in UTF-16 units: its events and its result. */
+  get size(): number {
+    return this.bytes + (this.result?.data?.length ?? 0);
+  }
+
+  /** Kept events from `seq` on (the buffer is in order, without holes). */
+  eventsAfter(seq: number): NumberedEvent[] {
+    return this.events.slice(Math.max(0, seq - this.dropped));
   }
 
   /** Calls `w` after each new event and at the end, until it is removed. */
@@ -108,7 +130,8 @@ class Run {
     for (const w of [...this.watchers]) w();
   }
 
-  toJSON(): Record<string, unknown> {
+  /** The run's object; `summary` leaves the result out (null), as lists give it. */
+  toJSON(summary = false): Record<string, unknown> {
     return {
       id: this.id,
       object: 'run',
@@ -119,7 +142,7 @@ class Run {
       tokens: this.tokens,
       events: this.numEvents,
       owned_by: this.tenant,
-      result: this.result ? { status: this.result.status, headers: this.result.headers, data: this.result.data } : null,
+      result: this.result && !summary ? { status: this.result.status, headers: this.result.headers, data: this.result.data } : null,
       error: this.error,
     };
   }
@@ -155,10 +178,19 @@ export class Runs {
     if (running >= this.limits.runningPerTenant) {
       throw new ApiError(429, 'rate_limit_error', `This tenant has ${running} runs going, the most it may; wait for one to end or cancel one.`, { code: 'too_many_runs' });
     }
-    const component = await this.component(entry);
+    // Counted from now on, while its component gets ready: runs started together cannot pass the cap together.
+    const run = new Run(p.tenant, entry, this.limits);
+    this.runs.set(run.id, run);
+    let component: StoredComponent;
+    try {
+      component = await this.component(entry);
+    } catch (err) {
+      run.end('failed', null, { kind: 'refused', message: err instanceof Error ? err.message : String(err) });
+      this.runs.delete(run.id);
+      throw err;
+    }
     const rt = this.deps.rt();
     const models = [...rt.engines.keys()].filter((m) => mayUseModel(p, m));
-    const run = new Run(p.tenant, entry, this.limits);
     const inv = rt.host.invoke(component, { input, tenant: p.tenant, models, limits });
     run.inv = inv;
     inv.observer = { tokens: (count) => void (run.tokens += count), prompt: () => {}, generation: () => {} };
@@ -170,7 +202,8 @@ export class Runs {
         run.end(inv.state === 'cancelled' ? 'cancelled' : 'failed', null, { kind, message: err instanceof Error ? err.message : String(err) });
       },
     );
-    this.runs.set(run.id, run);
+    void inv.result.finally(() => this.expire()).catch(() => {});
+    if (run.cancelling) inv.cancel(CANCELLED);
     return run;
   }
 
@@ -192,6 +225,23 @@ export class Runs {
     for (const r of this.runs.values()) r.inv?.cancel(reason);
   }
 
+  /** Cancels a running run; the run once it has ended. A second cancel while one is on its way is refused, as after the end. */
+  async cancel(run: Run): Promise<Run> {
+    if (run.status !== 'running' || run.cancelling) throw new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.cancelling ? 'cancelling' : run.status}).`, 'run_id');
+    run.cancelling = true;
+    run.inv?.cancel(CANCELLED); // one still getting its component ready is cancelled as it starts (start)
+    if (run.status === 'running') {
+      await new Promise<void>((resolve) => {
+        const unwatch = run.watch(() => {
+          if (run.status === 'running') return;
+          unwatch();
+          resolve();
+        });
+      });
+    }
+    return run;
+  }
+
   private component(entry: UploadedInferlet): Promise<StoredComponent> {
     let ready = this.ready.get(entry.sha256);
     if (!ready) {
@@ -204,15 +254,17 @@ export class Runs {
     return ready;
   }
 
-  /** Forgets ended runs past their time, and beyond the number kept per tenant. */
+  /** Forgets ended runs past their time, and beyond the number and size kept per tenant (oldest first). */
   private expire(): void {
     const now = Date.now();
-    const kept = new Map<string, number>();
+    const kept = new Map<string, { n: number; size: number }>();
     for (const r of [...this.runs.values()].reverse()) {
       if (r.status === 'running') continue;
-      const n = (kept.get(r.tenant) ?? 0) + 1;
-      kept.set(r.tenant, n);
-      if (n > this.limits.keptPerTenant || now - r.endedAt! * 1000 > this.limits.keptMs) this.runs.delete(r.id);
+      const k = kept.get(r.tenant) ?? { n: 0, size: 0 };
+      k.n++;
+      k.size += r.size;
+      kept.set(r.tenant, k);
+      if (k.n > this.limits.keptPerTenant || k.size > this.limits.keptBytesPerTenant || now - r.endedAt! * 1000 > this.limits.keptMs) this.runs.delete(r.id);
     }
   }
 }
@@ -234,7 +286,10 @@ function runLimits(body: Record<string, unknown>, max: InstanceLimits): Partial<
   for (const [field, key, unit] of fields) {
     const v = given[field];
     if (v === undefined) continue;
-    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidRequestError(`limits.${field} must be a positive number`, `limits.${field}`);
+    const whole = field === 'tokens' || field === 'kv_pages';
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0 || (whole && !Number.isInteger(v))) {
+      throw new InvalidRequestError(`limits.${field} must be a positive ${whole ? 'integer' : 'number'}`, `limits.${field}`);
+    }
     out[key] = Math.min(v * unit, max[key]);
   }
   return out;
@@ -255,8 +310,10 @@ function streamRun(res: Response, run: Run, after: number, started = false): Pro
   res.flushHeaders();
   if (started) res.write(sseEvent('run.started', JSON.stringify(run)));
   let sent = after;
+  let pending = false;
   return new Promise<void>((resolve) => {
     const pump = () => {
+      pending = false;
       if (res.writableEnded) return;
       const first = run.dropped + 1;
       let out = '';
@@ -264,18 +321,28 @@ function streamRun(res: Response, run: Run, after: number, started = false): Pro
         out += sseEvent('run.gap', JSON.stringify({ missed: first - sent - 1 }));
         sent = first - 1;
       }
-      for (const e of run.events) if (e.seq > sent) (out += `id: ${e.seq}\n${sseEvent(e.event, e.data)}`), (sent = e.seq);
+      for (const e of run.eventsAfter(sent)) {
+        out += `id: ${e.seq}\n${sseEvent(e.event, e.data)}`;
+        sent = e.seq;
+      }
       if (run.status !== 'running') {
-        out += sseEvent('run.ended', JSON.stringify(run));
-        res.end(out);
-        stop();
-        return;
+        res.end(out + sseEvent('run.ended', JSON.stringify(run)));
+        return stop();
       }
       if (out) res.write(out);
+      // A client that does not read is let go rather than queued for: it attaches again from its last event.
+      if (res.writableLength > MAX_UNREAD_BYTES) {
+        res.end(sseEvent('run.detached', JSON.stringify({ reason: `the client left ${MAX_UNREAD_BYTES >> 20} MiB unread; attach again from the last event`, last_event_id: sent })));
+        stop();
+      }
     };
-    const unwatch = run.watch(() => setImmediate(pump));
+    const unwatch = run.watch(() => {
+      if (!pending) (pending = true), setImmediate(pump);
+    });
+    const keepAlive = setInterval(() => void (res.writableEnded || res.write(': keep-alive\n\n')), KEEP_ALIVE_MS).unref();
     const stop = () => {
       unwatch();
+      clearInterval(keepAlive);
       res.off('close', stop);
       resolve();
     };
@@ -293,14 +360,22 @@ export function runRoutes(runs: Runs, deps: RunDeps): Router {
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (typeof body !== 'object' || Array.isArray(body)) throw new InvalidRequestError('The body must be a JSON object: {input, limits, cancel_on_disconnect}');
     for (const k of Object.keys(body)) if (!['input', 'limits', 'cancel_on_disconnect'].includes(k)) throw new InvalidRequestError(`Unrecognized request argument supplied: ${k}`, k, 'unknown_parameter');
+    const stream = wantsStream(req);
+    // Watched from before the start: a client gone while its run gets ready still cancels it.
+    let gone = false;
+    if (stream && body.cancel_on_disconnect === true) res.on('close', () => void (gone = !res.writableFinished));
     const run = await runs.start(p, entry, body.input ?? null, runLimits(body, deps.maxLimits));
-    if (!wantsStream(req)) return void res.status(201).json(run);
-    if (body.cancel_on_disconnect === true) res.on('close', () => void (res.writableFinished || run.inv?.cancel('the client disconnected')));
+    if (!stream) return void res.status(201).json(run);
+    if (body.cancel_on_disconnect === true) {
+      const cancel = () => void (res.writableFinished || run.inv?.cancel('the client disconnected'));
+      if (gone) return cancel();
+      res.on('close', cancel);
+    }
     await streamRun(res, run, 0, true);
   });
 
   router.get('/v1/runs', (_req, res) => {
-    res.json({ object: 'list', data: runs.list(inferletsPrincipal(res)).map((r) => r.toJSON()) });
+    res.json({ object: 'list', data: runs.list(inferletsPrincipal(res)).map((r) => r.toJSON(true)) });
   });
 
   router.get('/v1/runs/:run_id', (req, res) => {
@@ -311,17 +386,14 @@ export function runRoutes(runs: Runs, deps: RunDeps): Router {
     const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
     const from = req.get('last-event-id') ?? (typeof req.query.after === 'string' ? req.query.after : '0');
     const after = Number(from);
-    if (!Number.isInteger(after) || after < 0) throw new InvalidRequestError(`Last-Event-ID (or after) must be an event number, got ${JSON.stringify(from)}`, 'after');
+    if (!Number.isInteger(after) || after < 0 || after > run.numEvents) {
+      throw new InvalidRequestError(`Last-Event-ID (or after) must be the number of an event of this run, 0 to ${run.numEvents}, got ${JSON.stringify(from)}`, 'after');
+    }
     await streamRun(res, run, after);
   });
 
   router.post('/v1/runs/:run_id/cancel', async (req, res) => {
-    const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
-    if (run.status !== 'running') throw new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.status}).`, 'run_id');
-    run.inv?.cancel('cancelled through POST /v1/runs/{id}/cancel');
-    await run.inv?.result.catch(() => {});
-    await new Promise((r) => setImmediate(r)); // its end recorded
-    res.json(run);
+    res.json(await runs.cancel(runs.get(inferletsPrincipal(res), String(req.params.run_id))));
   });
 
   return router;

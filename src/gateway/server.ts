@@ -154,6 +154,8 @@ export class Gateway {
   private readonly options: GatewayOptions;
   private readonly log: (line: string) => void;
   private closing = false;
+  /** Runs of uploaded components (cancelled when the server closes). */
+  private runs: Runs | null = null;
   /** Why it can serve no more (its engine thread died), if it cannot. */
   private broken: string | null = null;
   /** Requests being answered (not counting /health and /ready). */
@@ -218,7 +220,8 @@ export class Gateway {
     const { registry, loader, maxRunLimits: maxLimits, runLimits } = this.options.inferlets;
     const runDeps = { rt: () => this.runtime(), registry, loader, maxLimits, ...(runLimits ? { limits: runLimits } : {}) };
     api.use(inferletRoutes(this.options.inferlets));
-    api.use(runRoutes(new Runs(runDeps), runDeps));
+    this.runs = new Runs(runDeps);
+    api.use(runRoutes(this.runs, runDeps));
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));
     this.api = api;
   }
@@ -259,6 +262,8 @@ export class Gateway {
     const server = this.server;
     this.server = null;
     this.closing = true;
+    // Runs outlive their requests: they end now, and their streams end with run.ended.
+    this.runs?.cancelAll('the server is shutting down');
     if (server) {
       const closed = new Promise<void>((r) => server.close(() => r()));
       server.closeIdleConnections();

@@ -110,7 +110,7 @@ export async function serve(options: ServeOptions): Promise<Serving> {
     loader: new ComponentLoader(cacheDir),
     limits: { maxBytes: config.server.inferletMaxMb * 1024 * 1024, perTenant: config.server.inferletsPerTenant },
     maxRunLimits: maxRunLimits(config),
-    runLimits: { runningPerTenant: config.server.runsPerTenant },
+    runLimits: { runningPerTenant: config.server.runsPerTenant, replayEvents: config.server.runReplayEvents },
   };
   const gateway = new Gateway({ keys, maxBodyBytes: config.server.maxBodyKb * 1024, store, inferlets, log });
   const port = options.port ?? config.server.port;

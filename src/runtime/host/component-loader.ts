@@ -21,7 +21,8 @@ export type LoadReply = { id: number; ok: true; component: StoredComponent } | {
 export class ComponentLoader {
   readonly cacheDir: string;
   private worker: Worker | null = null;
-  private readonly pending = new Map<number, { resolve: (c: StoredComponent) => void; reject: (e: Error) => void }>();
+  /** Loads sent and not answered, with the worker they went to. */
+  private readonly pending = new Map<number, { worker: Worker; resolve: (c: StoredComponent) => void; reject: (e: Error) => void }>();
   private nextId = 1;
   private idle: NodeJS.Timeout | null = null;
 
@@ -36,7 +37,7 @@ export class ComponentLoader {
     this.idle = null;
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
-      this.pending.set(id, { resolve, reject });
+      this.pending.set(id, { worker, resolve, reject });
       worker.postMessage({ id, bytes } satisfies LoadRequest);
     });
   }
@@ -58,10 +59,14 @@ export class ComponentLoader {
       else p?.reject(r.name === 'ComponentLoadError' ? new ComponentLoadError(r.message) : new Error(r.message));
       if (this.pending.size === 0 && this.worker === worker) this.idle = setTimeout(() => void this.close(), IDLE_MS).unref();
     });
+    // A worker that ends fails only the loads it was given (a new one may be serving others already).
     const fail = (why: string) => {
       if (this.worker === worker) this.worker = null;
-      for (const p of this.pending.values()) p.reject(new Error(`the component loader stopped: ${why}`));
-      this.pending.clear();
+      for (const [id, p] of this.pending) {
+        if (p.worker !== worker) continue;
+        this.pending.delete(id);
+        p.reject(new Error(`the component loader stopped: ${why}`));
+      }
     };
     worker.on('error', (err) => fail(err.message));
     worker.on('exit', (code) => fail(`it exited with code ${code}`));

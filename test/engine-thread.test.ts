@@ -21,7 +21,7 @@ import { ModelLoadError } from '../src/model/errors.ts';
 import { ComponentLoadError } from '../src/runtime/host/component-store.ts';
 import type { RunningInvocation } from '../src/runtime/host/port.ts';
 import { dataLines, EXAMPLE_ROUTE, servedEngine } from './gateway-helpers.ts';
-import { COMPONENT_CACHE } from './inferlet-helpers.ts';
+import { COMPONENT_CACHE, echoComponent } from './inferlet-helpers.ts';
 import { randomModelDir, REPO_ROOT } from './helpers.ts';
 
 function threadedConfig(modelPath: string, server = '', extra = '') {
@@ -119,6 +119,18 @@ describe('the engine on its own thread', () => {
     const invalid = await post(serving.url, '/v1/examples/best-of/99', { prompt: 'x' });
     expect(invalid.status).toBe(400);
     await expect(link.load(new Uint8Array([0, 97, 115, 109]))).rejects.toBeInstanceOf(ComponentLoadError);
+    await expectNothingHeld();
+  });
+
+  it('runs an uploaded component there, streamed to its end', async () => {
+    const up = await json(await fetch(`${serving.url}/v1/inferlets`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: await echoComponent('thrd') }));
+    const r = await fetch(`${serving.url}/v1/inferlets/${up.id}/runs`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ input: { hello: 1 } }) });
+    const text = await r.text();
+    expect(text).toMatch(/^id: 1\nevent: thrd\ndata: \{"hello":1\}$/m);
+    const end = JSON.parse(/event: run.ended\ndata: (.*)/.exec(text)![1]!);
+    expect(end.status).toBe('succeeded');
+    expect(JSON.parse(end.result.data)).toEqual({ hello: 1 });
+    expect((await fetch(`${serving.url}/v1/inferlets/${up.id}`, { method: 'DELETE' })).status).toBe(200);
     await expectNothingHeld();
   });
 

@@ -151,6 +151,7 @@ class Run {
 export interface RunDeps {
   rt: () => Runtime;
   registry: InferletRegistry;
+  /** Transpiles into the folder the host runs components from (both use `[inferlets] cache_dir`). */
   loader: ComponentLoader;
   /** Caps on what a run may ask for: the [inferlets] defaults. */
   maxLimits: InstanceLimits;
@@ -245,9 +246,9 @@ export class Runs {
   private component(entry: UploadedInferlet): Promise<StoredComponent> {
     let ready = this.ready.get(entry.sha256);
     if (!ready) {
-      const bytes = this.deps.registry.bytes(entry);
-      // Transpiled (or found in the cache) off the main and engine threads first; the host's load is then a cache hit.
-      ready = this.deps.loader.load(bytes).then(() => this.deps.rt().host.load(bytes));
+      // Checked and transpiled (or found in the cache) on the loader's thread, into the folder the host runs components from:
+      // what it answers is all an invocation needs, and neither the main nor the engine thread reads or hashes the bytes.
+      ready = this.deps.loader.load(this.deps.registry.bytes(entry));
       this.ready.set(entry.sha256, ready);
       ready.catch(() => this.ready.delete(entry.sha256));
     }

@@ -162,7 +162,7 @@ export interface RunDeps {
 export class Runs {
   private readonly runs = new Map<string, Run>();
   private readonly limits: RunLimits;
-  /** Components made ready for the host, by content hash (transpiled on the loader's thread, then loaded by the host). */
+  /** Components made ready for the host, by content hash (checked and transpiled on the loader's thread). */
   private readonly ready = new Map<string, Promise<StoredComponent>>();
 
   private readonly deps: RunDeps;
@@ -182,17 +182,18 @@ export class Runs {
     // Counted from now on, while its component gets ready: runs started together cannot pass the cap together.
     const run = new Run(p.tenant, entry, this.limits);
     this.runs.set(run.id, run);
-    let component: StoredComponent;
+    let inv: RunningInvocation;
     try {
-      component = await this.component(entry);
+      const component = await this.component(entry);
+      const rt = this.deps.rt();
+      const models = [...rt.engines.keys()].filter((m) => mayUseModel(p, m));
+      inv = rt.host.invoke(component, { input, tenant: p.tenant, models, limits });
     } catch (err) {
+      // It never started (its component, or the host refused): it is not kept, and counts no more.
       run.end('failed', null, { kind: 'refused', message: err instanceof Error ? err.message : String(err) });
       this.runs.delete(run.id);
       throw err;
     }
-    const rt = this.deps.rt();
-    const models = [...rt.engines.keys()].filter((m) => mayUseModel(p, m));
-    const inv = rt.host.invoke(component, { input, tenant: p.tenant, models, limits });
     run.inv = inv;
     inv.observer = { tokens: (count) => void (run.tokens += count), prompt: () => {}, generation: () => {} };
     inv.onEvent((e) => run.push(e));
@@ -221,9 +222,13 @@ export class Runs {
     return [...this.runs.values()].filter((r) => p.admin || r.tenant === p.tenant);
   }
 
-  /** Cancels every run (the server is closing). */
+  /** Cancels every run (the server is closing); one still getting its component ready is cancelled as it starts. */
   cancelAll(reason: string): void {
-    for (const r of this.runs.values()) r.inv?.cancel(reason);
+    for (const r of this.runs.values()) {
+      if (r.status !== 'running') continue;
+      r.cancelling = true;
+      r.inv?.cancel(reason);
+    }
   }
 
   /** Cancels a running run; the run once it has ended. A second cancel while one is on its way is refused, as after the end. */

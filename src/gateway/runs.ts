@@ -12,8 +12,9 @@
  *   GET  /v1/runs/{id}/events           attach (SSE), from Last-Event-ID (or ?after=N)
  *   POST /v1/runs/{id}/cancel
  *
- * A client that leaves 8 MiB unread is let go (`run.detached`, then it may
- * attach again); a quiet stream gets a keep-alive comment every 15 s.
+ * A client that leaves 8 MiB unread has its connection closed (it may
+ * attach again from its last event); a quiet stream gets a keep-alive
+ * comment every 15 s.
  * An event goes out as `id: N`, `event: NAME`, `data: …`; a stream that
  * starts a run begins with `event: run.started` (the run, with its id, to
  * attach with), and every stream ends with `event: run.ended` (the run). A client that asks for
@@ -74,8 +75,12 @@ class Run {
   dropped = 0;
   private readonly watchers = new Set<() => void>();
   inv: RunningInvocation | null = null;
-  /** A cancel is on its way. */
-  cancelling = false;
+  /** Why a cancel is on its way, if one is. */
+  cancelling: string | null = null;
+  /** When it ended (Date.now()), and its place among runs' ends (for keeping the most recently ended). */
+  endedMs = 0;
+  endOrder = 0;
+  private static ends = 0;
   readonly tenant: string;
   readonly inferlet: UploadedInferlet;
   private readonly limits: RunLimits;
@@ -106,6 +111,8 @@ class Run {
     this.result = result;
     this.error = error;
     this.endedAt = unixNow();
+    this.endedMs = Date.now();
+    this.endOrder = ++Run.ends;
     this.inv = null; // what it held on the host side is released; only its record stays
     this.wake();
   }
@@ -205,7 +212,7 @@ export class Runs {
       },
     );
     void inv.result.finally(() => this.expire()).catch(() => {});
-    if (run.cancelling) inv.cancel(CANCELLED);
+    if (run.cancelling !== null) inv.cancel(run.cancelling);
     return run;
   }
 
@@ -226,15 +233,15 @@ export class Runs {
   cancelAll(reason: string): void {
     for (const r of this.runs.values()) {
       if (r.status !== 'running') continue;
-      r.cancelling = true;
+      r.cancelling = reason;
       r.inv?.cancel(reason);
     }
   }
 
   /** Cancels a running run; the run once it has ended. A second cancel while one is on its way is refused, as after the end. */
   async cancel(run: Run): Promise<Run> {
-    if (run.status !== 'running' || run.cancelling) throw new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.cancelling ? 'cancelling' : run.status}).`, 'run_id');
-    run.cancelling = true;
+    if (run.status !== 'running' || run.cancelling !== null) throw new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.cancelling !== null ? 'cancelling' : run.status}).`, 'run_id');
+    run.cancelling = CANCELLED;
     run.inv?.cancel(CANCELLED); // one still getting its component ready is cancelled as it starts (start)
     if (run.status === 'running') {
       await new Promise<void>((resolve) => {
@@ -260,19 +267,20 @@ export class Runs {
     return ready;
   }
 
-  /** Forgets ended runs past their time, and beyond the number and size kept per tenant (oldest first). */
+  /** Forgets ended runs past their time, and beyond the number and size kept per tenant: those that ended longest ago first. */
   private expire(): void {
     const now = Date.now();
+    const ended = [...this.runs.values()].filter((r) => r.status !== 'running').sort((a, b) => b.endOrder - a.endOrder);
     const kept = new Map<string, { n: number; size: number }>();
-    for (const r of [...this.runs.values()].reverse()) {
-      if (r.status === 'running') continue;
+    for (const r of ended) {
       const k = kept.get(r.tenant) ?? { n: 0, size: 0 };
       k.n++;
       k.size += r.size;
       kept.set(r.tenant, k);
-      if (k.n > this.limits.keptPerTenant || k.size > this.limits.keptBytesPerTenant || now - r.endedAt! * 1000 > this.limits.keptMs) this.runs.delete(r.id);
+      if (k.n > this.limits.keptPerTenant || k.size > this.limits.keptBytesPerTenant || now - r.endedMs > this.limits.keptMs) this.runs.delete(r.id);
     }
   }
+
 }
 
 /** The limits a run asks for, each at most the server's. */
@@ -309,6 +317,7 @@ const wantsStream = (req: Request) => (req.get('accept') ?? '').includes('text/e
  * Returns when the stream is over or the client went away.
  */
 function streamRun(res: Response, run: Run, after: number, started = false): Promise<void> {
+  if (res.destroyed || !res.socket || res.socket.destroyed) return Promise.resolve(); // the client left while its run got ready
   res.status(200);
   res.setHeader('content-type', 'text/event-stream; charset=utf-8');
   res.setHeader('cache-control', 'no-cache');
@@ -335,12 +344,13 @@ function streamRun(res: Response, run: Run, after: number, started = false): Pro
         res.end(out + sseEvent('run.ended', JSON.stringify(run)));
         return stop();
       }
-      if (out) res.write(out);
       // A client that does not read is let go rather than queued for: it attaches again from its last event.
-      if (res.writableLength > MAX_UNREAD_BYTES) {
-        res.end(sseEvent('run.detached', JSON.stringify({ reason: `the client left ${MAX_UNREAD_BYTES >> 20} MiB unread; attach again from the last event`, last_event_id: sent })));
-        stop();
+      // (Its connection is closed: what is queued would never drain, and the socket would stay.)
+      if (res.writableLength + out.length > MAX_UNREAD_BYTES) {
+        res.destroy();
+        return stop();
       }
+      if (out) res.write(out);
     };
     const unwatch = run.watch(() => {
       if (!pending) (pending = true), setImmediate(pump);
@@ -391,7 +401,7 @@ export function runRoutes(runs: Runs, deps: RunDeps): Router {
   router.get('/v1/runs/:run_id/events', async (req, res) => {
     const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
     const from = req.get('last-event-id') ?? (typeof req.query.after === 'string' ? req.query.after : '0');
-    const after = Number(from);
+    const after = /^\d{1,15}$/.test(from) ? Number(from) : NaN;
     if (!Number.isInteger(after) || after < 0 || after > run.numEvents) {
       throw new InvalidRequestError(`Last-Event-ID (or after) must be the number of an event of this run, 0 to ${run.numEvents}, got ${JSON.stringify(from)}`, 'after');
     }

@@ -313,12 +313,14 @@ describe('components and runs over HTTP', () => {
     expect(third.json.error.code).toBe('inferlet_limit_reached');
     // One place left, two uploads at once (each checked and transpiled meanwhile): one is taken.
     await call('sk-b', 'DELETE', `/v1/inferlets/${second.json.id}`);
-    const [ech4, ech5] = [await echoComponent('ech4'), await echoComponent('ech5')];
+    // Bytes of their own each time (never transpiled yet): the wait that let both through before is there.
+    const tag = () => `e${Math.random().toString(36).slice(2, 5).padEnd(3, '0')}`;
+    const [ech4, ech5] = [await echoComponent(tag()), await echoComponent(tag())];
     const both = await Promise.all([upload('sk-b', ech4), upload('sk-b', ech5)]);
     expect(both.map((r) => r.status).sort()).toEqual([201, 409]);
     await call('sk-b', 'DELETE', `/v1/inferlets/${both.find((r) => r.status === 201)!.json.id}`);
     // Four runs at once against a cap of two, on bytes never run before (their component gets ready meanwhile): two start.
-    const fresh = (await upload('sk-b', salted(probe, 'runs-cap'))).json.id;
+    const fresh = (await upload('sk-b', salted(probe, `runs-cap-${Date.now()}`))).json.id;
     const four = await Promise.all([0, 1, 2, 3].map(() => call('sk-b', 'POST', `/v1/inferlets/${fresh}/runs`, { input: { action: 'hold', max_tokens: 100_000 } })));
     expect(four.map((r) => r.status).sort()).toEqual([201, 201, 429, 429]);
     expect(four.find((r) => r.status === 429)!.json.error.code).toBe('too_many_runs');

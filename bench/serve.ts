@@ -57,6 +57,7 @@ import { median, p99 } from './stats.ts';
 import type { Engine, StepStats } from '../src/engine/index.ts';
 import type { Serving } from '../src/gateway/start.ts';
 import type { EngineThread } from '../src/gateway/engine-link.ts';
+import { engineAlone } from '../src/runtime/host/engine-alone.ts';
 
 // ---------------------------------------------------------------- the client (worker thread)
 
@@ -485,40 +486,13 @@ async function main(): Promise<void> {
     const prof = profile(steps, t0, t1, n, performance.eventLoopUtilization(elu0).utilization, (cpu.user + cpu.system) / 1000, n * MAX, gc);
     return { r, wallMs: t1 - t0, prof, threads };
   };
+  /** The engine alone: the gateway's own engine on its thread, driven there directly, or this thread's. */
+  const alone = (n: number, maxTokens: number) => (link ? link.engineAlone({ model, tokens: promptTokens, n, maxTokens }) : engineAlone(engine, { tokens: promptTokens, n, maxTokens }));
   const engineBatch = (n: number) =>
     measure(n, async () => {
-      if (link) {
-        // The gateway's own engine, on its thread, driven there directly.
-        const r = await link.engineAlone({ model, tokens: promptTokens, n, maxTokens: MAX });
-        if (r.completionTokens.some((c) => c !== MAX)) throw new Error(`an engine generation ended early: ${r.completionTokens}`);
-        return { ttft: r.ttftMs, itl: r.itlMs };
-      }
-      const first: number[] = [];
-      const gaps: number[] = [];
-      const t0 = performance.now();
-      const results = await Promise.all(
-        Array.from({ length: n }, async () => {
-          const ctx = engine.createContext();
-          engine.append(ctx, promptTokens);
-          let last = 0;
-          const r = await engine.generate(ctx, {
-            sampling: { temperature: 0 },
-            maxTokens: MAX,
-            ignoreEos: true,
-            onChunk: (c) => {
-              if (c.text === '') return;
-              const now = performance.now();
-              if (last === 0) first.push(now - t0);
-              else gaps.push(now - last);
-              last = now;
-            },
-          }).result;
-          engine.release(ctx);
-          return r.completionTokens;
-        }),
-      );
-      if (results.some((c) => c !== MAX)) throw new Error(`an engine generation ended early: ${results}`);
-      return { ttft: first, itl: gaps };
+      const r = await alone(n, MAX);
+      if (r.completionTokens.some((c) => c !== MAX)) throw new Error(`an engine generation ended early: ${r.completionTokens}`);
+      return { ttft: r.ttftMs, itl: r.itlMs };
     });
   const gatewayBatch = (n: number) =>
     measure(n, async () => {
@@ -621,18 +595,9 @@ async function main(): Promise<void> {
   const oneStream = request(1, true);
   const oneJson = request(1, false);
   const direct = async () => {
-    if (link) {
-      const r = await link.engineAlone({ model, tokens: promptTokens, n: 1, maxTokens: 1 });
-      if (r.completionTokens[0] !== 1) throw new Error('the direct request generated no token');
-      return r.wallMs;
-    }
-    const t0 = performance.now();
-    const ctx = engine.createContext();
-    engine.append(ctx, promptTokens);
-    const r = await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens: 1 }).result;
-    engine.release(ctx);
-    if (r.completionTokens !== 1) throw new Error('the direct request generated no token');
-    return performance.now() - t0;
+    const r = await alone(1, 1);
+    if (r.completionTokens[0] !== 1) throw new Error('the direct request generated no token');
+    return r.wallMs;
   };
   const gatewayOne = async (stream: boolean) => {
     const r = await client.one(stream ? oneStream : oneJson, stream);

@@ -109,6 +109,17 @@ describe('components and runs over HTTP', () => {
     return { status: res.status, json, text, headers: res.headers };
   };
   const upload = (key: string, bytes: Uint8Array, query = '') => call(key, 'POST', `/v1/inferlets${query}`, bytes, { 'content-type': 'application/wasm' });
+  /** Starts a run of tenant a's `id` as a stream the test reads, and may drop (`ac.abort()`). */
+  const openRun = async (id: string, body: unknown) => {
+    const ac = new AbortController();
+    const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
+      body: JSON.stringify(body),
+      signal: ac.signal,
+    });
+    return { reader: res.body!.getReader(), ac };
+  };
   /** Polls a run until it has ended. */
   const ended = async (key: string, id: string): Promise<Json> => {
     for (let i = 0; i < 500; i++) {
@@ -181,14 +192,7 @@ describe('components and runs over HTTP', () => {
 
   it('cancels a streamed run whose client asked cancel_on_disconnect and went away', async () => {
     const id = (await upload('sk-a', probe)).json.id;
-    const ac = new AbortController();
-    const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
-      body: JSON.stringify({ input: { action: 'hold', max_tokens: 100_000 }, cancel_on_disconnect: true }),
-      signal: ac.signal,
-    });
-    const reader = res.body!.getReader();
+    const { reader, ac } = await openRun(id, { input: { action: 'hold', max_tokens: 100_000 }, cancel_on_disconnect: true });
     const first = new TextDecoder().decode((await reader.read()).value);
     const runId = JSON.parse(sseEvents(first)[0]!.data).id;
     ac.abort();
@@ -198,14 +202,7 @@ describe('components and runs over HTTP', () => {
 
   it('goes on after the client drops its stream, and an attach with Last-Event-ID resumes without losing an event', async () => {
     const id = (await upload('sk-a', probe)).json.id;
-    const ac = new AbortController();
-    const res = await fetch(`${s.server.url}/v1/inferlets/${id}/runs`, {
-      method: 'POST',
-      headers: { authorization: 'Bearer sk-a', 'content-type': 'application/json', accept: 'text/event-stream' },
-      body: JSON.stringify({ input: { action: 'hold', max_tokens: 6 } }),
-      signal: ac.signal,
-    });
-    const reader = res.body!.getReader();
+    const { reader, ac } = await openRun(id, { input: { action: 'hold', max_tokens: 6 } });
     let text = '';
     /** The events received whole so far. */
     const whole = () => sseEvents(text.slice(0, text.lastIndexOf('\n\n') + 2));

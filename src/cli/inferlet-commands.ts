@@ -45,20 +45,23 @@ export async function buildCommand(argv: string[]): Promise<void> {
   process.stderr.write(`wrote ${values.out} (${(component.length / 1e6).toFixed(1)} MB, ${engine}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
 }
 
-export async function runCommand(argv: string[], defaultConfig: string): Promise<number> {
+/** A command's own arguments, and the inferlet's input: the JSON after `--` (null without one). */
+export function withInput(argv: string[]): { own: string[]; input: unknown } {
   const split = argv.indexOf('--');
-  const own = split >= 0 ? argv.slice(0, split) : argv;
-  const rest = split >= 0 ? argv.slice(split + 1) : [];
+  if (split < 0) return { own: argv, input: null };
+  const rest = argv.slice(split + 1);
+  if (rest.length === 0) return { own: argv.slice(0, split), input: null };
+  try {
+    return { own: argv.slice(0, split), input: JSON.parse(rest.join(' ')) };
+  } catch (err) {
+    throw new UsageError(`the input after -- must be JSON: ${(err as Error).message}`);
+  }
+}
+
+export async function runCommand(argv: string[], defaultConfig: string): Promise<number> {
+  const { own, input } = withInput(argv);
   const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { model: { type: 'string' }, config: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('run takes one INFERLET.wasm');
-  let input: unknown = null;
-  if (rest.length > 0) {
-    try {
-      input = JSON.parse(rest.join(' '));
-    } catch (err) {
-      throw new UsageError(`the input after -- must be JSON: ${(err as Error).message}`);
-    }
-  }
   const config = loadConfig(values.config ?? defaultConfig);
   const log = (line: string) => process.stderr.write(line + '\n');
   const engine = await engineFromConfig(config, values.model, log);

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildCached } from '../runtime/host/build.ts';
-import { eventPrinter, UsageError } from './inferlet-commands.ts';
+import { eventPrinter, UsageError, withInput } from './inferlet-commands.ts';
 
 /** The server answered with an error: its message, printed on one line. */
 export class RemoteError extends Error {
@@ -112,19 +112,9 @@ function ended(run: RunObject): number {
 }
 
 export async function submitCommand(argv: string[]): Promise<number> {
-  const split = argv.indexOf('--');
-  const own = split >= 0 ? argv.slice(0, split) : argv;
-  const rest = split >= 0 ? argv.slice(split + 1) : [];
+  const { own, input } = withInput(argv);
   const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { ...COMMON, name: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('submit takes one FILE.wasm or FILE.ts');
-  let input: unknown = null;
-  if (rest.length > 0) {
-    try {
-      input = JSON.parse(rest.join(' '));
-    } catch (err) {
-      throw new UsageError(`the input after -- must be JSON: ${(err as Error).message}`);
-    }
-  }
   const file = resolve(positionals[0]!);
   const wasmPath = extname(file) === '.wasm' ? file : await buildCached(file, join(tmpdir(), 'pie-cli-builds'));
   const bytes = readFileSync(wasmPath);

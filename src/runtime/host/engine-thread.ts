@@ -8,6 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngineSide, type LocalEngineSide } from '../../startup.ts';
+import { engineAlone } from './engine-alone.ts';
 import { InvocationError, type Invocation, type InvocationResult } from './invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, OutRecord, Snapshot, ToEngine } from './link-protocol.ts';
 
@@ -54,34 +55,13 @@ function held(): Held[] {
   return side.engines.map((e) => ({ pagesInUse: e.kv.pool.numInUse, contexts: e.numContexts, snapshots: e.snapshots.size, invocations }));
 }
 
-async function engineAlone({ model, tokens, n, maxTokens }: EngineAloneRequest): Promise<EngineAloneResult> {
-  const engine = side.engines.find((e) => e.model.name === model);
-  if (!engine) throw new Error(`no engine serves model "${model}"`);
-  const ttftMs: number[] = [];
-  const itlMs: number[] = [];
-  const t0 = performance.now();
-  const completionTokens = await Promise.all(
-    Array.from({ length: n }, async () => {
-      const ctx = engine.createContext();
-      try {
-        engine.append(ctx, tokens);
-        let last = 0;
-        const onChunk = (c: { text: string }) => {
-          if (c.text === '') return;
-          const now = performance.now();
-          if (last === 0) ttftMs.push(now - t0);
-          else itlMs.push(now - last);
-          last = now;
-        };
-        return (await engine.generate(ctx, { sampling: { temperature: 0 }, maxTokens, ignoreEos: true, onChunk }).result).completionTokens;
-      } finally {
-        engine.release(ctx);
-      }
-    }),
-  );
-  const wallMs = performance.now() - t0;
+/** The engine alone on the gateway's own engine (bench:serve's baseline). */
+async function runEngineAlone(request: EngineAloneRequest): Promise<EngineAloneResult> {
+  const engine = side.engines.find((e) => e.model.name === request.model);
+  if (!engine) throw new Error(`no engine serves model "${request.model}"`);
+  const result = await engineAlone(engine, request);
   await new Promise((r) => setImmediate(r)); // the reply after the records of its last step
-  return { wallMs, ttftMs, itlMs, completionTokens };
+  return result;
 }
 
 function invoke(m: Extract<ToEngine, { t: 'invoke' }>): void {
@@ -141,7 +121,7 @@ function onMessage(m: ToEngine): void {
     case 'held':
       return void answer(m.q, held);
     case 'engine-alone':
-      return void answer(m.q, () => engineAlone(m.request));
+      return void answer(m.q, () => runEngineAlone(m.request));
     case 'close':
       return void answer(m.q, async () => {
         flush();

@@ -31,15 +31,15 @@ export async function testHost(engines: Engine[], options: Omit<HostOptions, 'en
   return host;
 }
 
-/** A component (WebAssembly text, through jco's wasm-tools) whose `run` calls function `f` of the imported interface `name`. */
+/** A component (WebAssembly text, through jco's wasm-tools) whose `run` (the ABI's export) calls function `f` of the imported interface `name`. */
 export async function componentImporting(name: string): Promise<Uint8Array> {
   const { parse } = await import('@bytecodealliance/jco');
   return parse(`(component
     (import "${name}" (instance $imp (export "f" (func))))
     (core func $f (canon lower (func $imp "f")))
-    (core module $m (import "imp" "f" (func $f)) (func (export "run") (call $f)))
+    (core module $m (import "imp" "f" (func $f)) (memory (export "memory") 1) (func (export "run") (result i32) (call $f) (i32.const 8)))
     (core instance $i (instantiate $m (with "imp" (instance (export "f" (func $f))))))
-    (func (export "run") (canon lift (core func $i "run"))))`);
+    (func (export "run") (result (result (error string))) (canon lift (core func $i "run") (memory (core memory $i "memory")))))`);
 }
 
 /**

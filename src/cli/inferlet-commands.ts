@@ -1,5 +1,5 @@
 /**
- *   pie build SRC -o OUT.wasm [--engine qjs|sm]
+ *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
  *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -33,13 +33,13 @@ export function eventPrinter(): { event(e: { event: string; data: string }): voi
 }
 
 export async function buildCommand(argv: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string', short: 'o' }, engine: { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { out: { type: 'string', short: 'o' }, engine: { type: 'string' }, wasi: { type: 'boolean' } } });
   if (positionals.length !== 1) throw new UsageError('build takes one source file');
   if (!values.out) throw new UsageError('build needs -o OUT.wasm');
   const engine = values.engine ?? 'qjs';
   if (engine !== 'qjs' && engine !== 'sm') throw new UsageError(`--engine must be qjs or sm, got "${engine}"`);
   const t0 = performance.now();
-  const { component } = await build(resolve(positionals[0]!), { engine: engine as GuestEngine });
+  const { component } = await build(resolve(positionals[0]!), { engine: engine as GuestEngine, wasi: values.wasi === true });
   mkdirSync(dirname(resolve(values.out)), { recursive: true });
   writeFileSync(values.out, component);
   process.stderr.write(`wrote ${values.out} (${(component.length / 1e6).toFixed(1)} MB, ${engine}) in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);

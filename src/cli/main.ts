@@ -6,7 +6,7 @@
  *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
- *   pie build SRC -o OUT.wasm [--engine qjs|sm]
+ *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
  *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
  *   pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
  *   pie runs | attach RUN [--after N] | cancel RUN   [--server URL] [--key KEY]
@@ -32,7 +32,7 @@ const USAGE = `usage:
                [--temperature T] [--top-p P] [--top-k K] [--seed S]
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
-  pie build SRC -o OUT.wasm [--engine qjs|sm]
+  pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
   pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
   pie runs [--server URL] [--key KEY]

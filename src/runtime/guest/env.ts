@@ -24,6 +24,12 @@ export interface GuestEnv {
   send<K extends SendOp>(op: K, args: ArgsOf<K>): void;
   /** A fresh handle id for a host-side object of this invocation. */
   handle(): number;
+  /** Waits `ms` (a WASI sleep); rejects if the invocation is stopped meanwhile. */
+  sleep(ms: number): Promise<void>;
+  /** A line for the invocation's log (runtime.log, WASI stdout and stderr), within its budget. */
+  output(level: string, line: string): void;
+  /** Runs `hook` as each invocation on this instance ends, before its last calls leave (a partial line of stdout goes). */
+  atEnd(hook: () => void): void;
 }
 
 /**

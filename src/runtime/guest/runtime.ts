@@ -8,7 +8,6 @@ export function guestRuntime(env: GuestEnv) {
     tenant: () => env.tenant,
     models: () => [...env.models.keys()],
     now: () => process.hrtime.bigint(),
-    // Long lines are cut: the log is for people.
-    log: (level: string, message: string) => env.send('runtime.log', [level, String(message).slice(0, 8192)]),
+    log: (level: string, message: string) => env.output(level, String(message)),
   };
 }

@@ -18,9 +18,10 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parentPort, workerData } from 'node:worker_threads';
 import { loadModelText, type ModelText } from '../../model/load.ts';
-import { INTERFACES, interfaceKey } from '../abi.ts';
+import { INTERFACES, interfaceKey, WASI_GRANTED } from '../abi.ts';
 import { GuestResultError, type GuestEnv } from './env.ts';
 import { guestImports } from './imports.ts';
+import { GuestExit, guestWasi } from './wasi.ts';
 import type { ArgsOf, CallOp, ReplyOf, SendOp } from '../ops.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type ModelDescriptor, type Reply, type StartMessage, type WorkerToHost } from '../protocol.ts';
 import { onHostWork } from './host-work.ts';
@@ -37,6 +38,10 @@ onHostWork((busy) => {
 setInterval(beat, BEAT_MS);
 
 const post = (m: WorkerToHost) => port.postMessage(m);
+
+/** What one invocation may write to its log (runtime.log, stdout, stderr), in characters, and the longest line. */
+const LOG_BUDGET = 1 << 20;
+const MAX_LOG_LINE = 8192;
 
 // ---- calls to the host, batched per event-loop turn ----
 
@@ -114,6 +119,10 @@ class InstanceEnv implements GuestEnv {
   limitError: string | null = null;
   readonly memories: WebAssembly.Memory[] = [];
   private nextHandle = 1;
+  /** Characters logged by this invocation so far. */
+  logged = 0;
+  /** Sleeps under way: a cancel ends them. */
+  readonly sleepers = new Set<(err: Error) => void>();
 
   modelText(name: string): ModelText {
     return modelText(this.models.get(name)!);
@@ -129,6 +138,42 @@ class InstanceEnv implements GuestEnv {
   }
   handle(): number {
     return this.nextHandle++;
+  }
+  sleep(ms: number): Promise<void> {
+    if (this.cancelled) return Promise.reject(new Error('the invocation was cancelled'));
+    return new Promise((resolve, reject) => {
+      const stop = (err: Error) => {
+        clearTimeout(timer);
+        this.sleepers.delete(stop);
+        reject(err);
+      };
+      const timer = setTimeout(() => {
+        this.sleepers.delete(stop);
+        resolve();
+      }, Math.max(0, Math.ceil(ms)));
+      this.sleepers.add(stop);
+    });
+  }
+  /** Cut to a line's length, and dropped past the budget (one line says so): the log is for people. */
+  output(level: string, line: string): void {
+    if (this.logged > LOG_BUDGET) return;
+    const text = line.length > MAX_LOG_LINE ? line.slice(0, MAX_LOG_LINE) : line;
+    this.logged += text.length;
+    if (this.logged <= LOG_BUDGET) this.send('runtime.log', [level, text]);
+    else this.send('runtime.log', ['warn', `the invocation's log passed ${LOG_BUDGET} characters; what it writes from here on is dropped`]);
+  }
+  private readonly endHooks: Array<() => void> = [];
+  atEnd(hook: () => void): void {
+    this.endHooks.push(hook);
+  }
+  /** The invocation ended: what the hooks still have to say goes with its last calls. */
+  ended(): void {
+    for (const hook of this.endHooks) hook();
+  }
+  /** The invocation was stopped: its waits end. */
+  stop(reason: string): void {
+    this.cancelled = true;
+    for (const s of [...this.sleepers]) s(new Error(reason));
   }
   memoryBytes(): number {
     let n = 0;
@@ -177,7 +222,19 @@ function guard<T extends object>(env: InstanceEnv, obj: T): T {
 
 function importsFor(env: InstanceEnv): Record<string, object> {
   const parts = guestImports(env);
-  return Object.fromEntries(INTERFACES.map((name) => [interfaceKey(name), guard(env, parts[name])]));
+  const imports: Record<string, object> = Object.fromEntries(INTERFACES.map((name) => [interfaceKey(name), guard(env, parts[name])]));
+  // The WASI subset, made on first use: components built for this ABI (the built-ins) import none of it.
+  let wasi: Record<string, object> | undefined;
+  const guarded = new Map<string, object>();
+  for (const name of Object.keys(WASI_GRANTED)) {
+    const get = () => {
+      let part = guarded.get(name);
+      if (!part) guarded.set(name, (part = guard(env, (wasi ??= guestWasi(env))[name]!)));
+      return part;
+    };
+    Object.defineProperty(imports, name, { enumerable: true, get });
+  }
+  return imports;
 }
 
 type InstantiateCore = (module: WebAssembly.Module, imports?: WebAssembly.Imports) => Promise<WebAssembly.Instance>;
@@ -226,7 +283,7 @@ function recycle(dir: string, prepared: Prepared): void {
   const pool = warm.get(dir) ?? [];
   warm.set(dir, pool);
   if (pool.length >= Math.max(MAX_KEPT, warmTarget.get(dir) ?? 0)) return;
-  Object.assign(env, { inv: 0, instanceId: '', tenant: '', input: 'null', cancelled: false, memoryLimit: Infinity, limitError: null });
+  Object.assign(env, { inv: 0, instanceId: '', tenant: '', input: 'null', cancelled: false, memoryLimit: Infinity, limitError: null, logged: 0 });
   env.models.clear();
   pool.unshift(prepared);
 }
@@ -312,7 +369,8 @@ async function start(msg: StartMessage): Promise<void> {
   } catch (err) {
     starting.delete(msg.inv);
     cancelledEarly.delete(msg.inv);
-    finish(msg.inv, env, describe(err), instantiateMs);
+    // WASI exit: status 0 ends the invocation as a return would (the instance is not reused: it stopped mid-call).
+    finish(msg.inv, env, err instanceof GuestExit && err.status === 0 && env && !env.cancelled ? null : describe(err), instantiateMs);
   }
 }
 
@@ -324,6 +382,7 @@ function describe(err: unknown): string {
 
 function finish(inv: number, env: InstanceEnv | undefined, error: string | null, instantiateMs: number): void {
   running.delete(inv);
+  env?.ended();
   // The guest's last one-way calls (set-result, emit) ride in the same message, ahead of its end.
   const calls = outbox;
   outbox = [];
@@ -344,7 +403,7 @@ port.on('message', (msg: HostToWorker) => {
         if (starting.has(msg.inv)) cancelledEarly.set(msg.inv, msg.reason);
         return;
       }
-      env.cancelled = true;
+      env.stop(msg.reason);
       for (const [id, p] of pending) {
         if (p.inv !== msg.inv) continue;
         pending.delete(id);

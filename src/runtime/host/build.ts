@@ -5,7 +5,9 @@
  * Engines (measured in bench/inferlets.ts, see the README):
  *   qjs (default)  QuickJS via componentize-qjs: ~1.7 MB components, cheaper host calls
  *   sm             StarlingMonkey via componentize-js: ~12 MB components
- * Both are built without WASI: the component imports pie:inferlet and nothing else.
+ * Both are built without WASI by default: the component imports pie:inferlet and
+ * nothing else. With `wasi`, the engine's own WASI imports stay (console output
+ * to the log, clocks, randomness: the subset the server grants, abi.ts).
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +20,8 @@ export type GuestEngine = 'qjs' | 'sm';
 
 export interface BuildOptions {
   engine?: GuestEngine;
+  /** Keep the engine's WASI imports instead of stubbing them (console.log goes to the invocation's log). */
+  wasi?: boolean;
 }
 
 export interface BuildResult {
@@ -68,7 +72,7 @@ export async function build(entry: string, options: BuildOptions = {}): Promise<
   try {
     if (engine === 'qjs') {
       const { componentize } = await import('componentize-qjs');
-      const { component } = await componentize({ witPath: WIT_DIR, jsSource: source, world: WORLD, stubWasi: true });
+      const { component } = await componentize({ witPath: WIT_DIR, jsSource: source, world: WORLD, stubWasi: !options.wasi });
       return { component: new Uint8Array(component), source };
     }
     const { _setPreopens } = await import('@bytecodealliance/preview2-shim/filesystem');
@@ -78,7 +82,7 @@ export async function build(entry: string, options: BuildOptions = {}): Promise<
     try {
       const sourcePath = join(dir, 'inferlet.js');
       writeFileSync(sourcePath, source);
-      const { component } = await componentize({ sourcePath, witPath: WIT_DIR, worldName: WORLD, disableFeatures: ['stdio', 'random', 'clocks', 'http', 'fetch-event'] });
+      const { component } = await componentize({ sourcePath, witPath: WIT_DIR, worldName: WORLD, disableFeatures: options.wasi ? ['http', 'fetch-event'] : ['stdio', 'random', 'clocks', 'http', 'fetch-event'] });
       return { component: new Uint8Array(component), source };
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -98,12 +102,13 @@ export async function buildCached(entry: string, cacheDir: string, options: Buil
     .update(await bundle(entry))
     .update(readFileSync(join(WIT_DIR, 'inferlet.wit')))
     .update(engine)
+    .update(options.wasi ? 'wasi' : '')
     .digest('hex')
     .slice(0, 16);
   const out = join(cacheDir, `${basename(entry, extname(entry))}-${hash}.wasm`);
   if (existsSync(out)) return out;
   options.onBuild?.();
-  const { component } = await build(entry, { engine });
+  const { component } = await build(entry, { engine, ...(options.wasi ? { wasi: true } : {}) });
   mkdirSync(cacheDir, { recursive: true });
   const tmp = `${out}.tmp-${process.pid}`;
   writeFileSync(tmp, component); // written aside, then renamed: a concurrent reader never sees half a file

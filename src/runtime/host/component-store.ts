@@ -17,7 +17,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { ASYNC_IMPORTS, checkImport } from '../abi.ts';
+import { ASYNC_IMPORTS, checkImport, missingWasiFunctions, wasiSuspending } from '../abi.ts';
 
 export interface StoredComponent {
   /** sha256 of the component's bytes (hex). */
@@ -35,7 +35,7 @@ export class ComponentLoadError extends Error {
 
 const ENTRY = 'component';
 /** Bump when the transpile options change, so stale cache entries are not reused. */
-const CACHE_FORMAT = 4;
+const CACHE_FORMAT = 5;
 
 const SUSPENDING_KEY = createHash('sha256').update(ASYNC_IMPORTS.join('\n')).digest('hex').slice(0, 8);
 
@@ -94,13 +94,17 @@ export class ComponentStore {
         name: ENTRY,
         instantiation: 'async',
         asyncMode: 'jspi',
-        asyncImports: ASYNC_IMPORTS,
+        // A granted WASI sleep suspends too, at the versions this component imports (so the key above need not name them).
+        asyncImports: [...ASYNC_IMPORTS, ...wasiSuspending(imports)],
         asyncExports: ['run'],
         emitTypescriptDeclarations: false,
       });
     } catch (err) {
       throw new ComponentLoadError(`not a valid WebAssembly component: ${(err as Error).message ?? err}`);
     }
+    const glue = new TextDecoder().decode(out.files[`${ENTRY}.js`]);
+    const missing = missingWasiFunctions(glue);
+    if (missing.length > 0) throw new ComponentLoadError(`component refused: it needs WASI functions this server does not provide (${missing.join('; ')})`);
     // Write beside, then rename: a concurrent process never sees half a folder.
     const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
     for (const [name, data] of Object.entries(out.files)) {

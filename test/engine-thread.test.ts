@@ -21,7 +21,8 @@ import { ModelLoadError } from '../src/model/errors.ts';
 import { ComponentLoadError } from '../src/runtime/host/component-store.ts';
 import type { RunningInvocation } from '../src/runtime/host/port.ts';
 import { dataLines, EXAMPLE_ROUTE, servedEngine } from './gateway-helpers.ts';
-import { COMPONENT_CACHE, echoComponent } from './inferlet-helpers.ts';
+import { readFileSync } from 'node:fs';
+import { buildInferlet, COMPONENT_CACHE, echoComponent } from './inferlet-helpers.ts';
 import { randomModelDir, REPO_ROOT } from './helpers.ts';
 
 function threadedConfig(modelPath: string, server = '', extra = '') {
@@ -130,6 +131,23 @@ describe('the engine on its own thread', () => {
     const end = JSON.parse(/event: run.ended\ndata: (.*)/.exec(text)![1]!);
     expect(end.status).toBe('succeeded');
     expect(JSON.parse(end.result.data)).toEqual({ hello: 1 });
+    expect((await fetch(`${serving.url}/v1/inferlets/${up.id}`, { method: 'DELETE' })).status).toBe(200);
+    await expectNothingHeld();
+  });
+
+  it("delivers a client's messages to a run there, and refuses one once the run has ended", async () => {
+    const bytes = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/session-echo.ts')));
+    const up = await json(await fetch(`${serving.url}/v1/inferlets`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes }));
+    const run = await json(await fetch(`${serving.url}/v1/inferlets/${up.id}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
+    const say = (message: string) => fetch(`${serving.url}/v1/runs/${run.id}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message }) });
+    expect((await say('over')).status).toBe(202);
+    expect((await say('end')).status).toBe(202);
+    const text = await (await fetch(`${serving.url}/v1/runs/${run.id}/events`)).text();
+    expect(text).toMatch(/^id: 1\nevent: session.message\ndata: echo:over$/m);
+    const end = JSON.parse(/event: run.ended\ndata: (.*)/.exec(text)![1]!);
+    expect(JSON.parse(end.result.data)).toEqual({ received: 2, timed_out: false });
+    const late = await say('late');
+    expect(late.status).toBe(400);
     expect((await fetch(`${serving.url}/v1/inferlets/${up.id}`, { method: 'DELETE' })).status).toBe(200);
     await expectNothingHeld();
   });

@@ -10,7 +10,7 @@ import type { InferletHost } from '../src/runtime/host/host.ts';
 import { greedy, haveStories, REPO_ROOT, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 import { buildInferlet, testHost } from './inferlet-helpers.ts';
 
-const EXAMPLES = ['text-completion', 'parallel-generation', 'beam-search', 'best-of-n', 'tree-of-thought', 'cached-system-prompt', 'windowed-attention', 'watermark', 'agent-loop', 'constrained-beam-search'] as const;
+const EXAMPLES = ['text-completion', 'parallel-generation', 'beam-search', 'best-of-n', 'tree-of-thought', 'cached-system-prompt', 'windowed-attention', 'watermark', 'agent-loop', 'constrained-beam-search', 'chat-session'] as const;
 type Example = (typeof EXAMPLES)[number];
 
 const paths = {} as Record<Example, string>;
@@ -143,6 +143,31 @@ describe.skipIf(!haveStories)(`example inferlets on stories260K ${SKIP_STORIES}`
     }
     expect(typeof r.answer).toBe('string');
     expect(r.context_tokens).toBeGreaterThan(tokenize(prompt).length + 40);
+  });
+
+  it('chat-session: each message a turn on the same context, the reply sent back; a turn prefills only its own tokens', async () => {
+    await setup();
+    const inv = host.invoke(components['chat-session'], { input: { max_tokens: 16 } });
+    const replies: string[] = [];
+    inv.onEvent((e) => e.event === 'session.message' && replies.push(e.data));
+    const reply = async (n: number) => {
+      for (let i = 0; i < 1000 && replies.length < n; i++) await new Promise((r) => setTimeout(r, 5));
+      return replies[n - 1]!;
+    };
+    expect(await reply(1)).toBe('Say something (/bye to end).');
+    await inv.deliver('Tell me about Lily.');
+    expect(typeof (await reply(2))).toBe('string');
+    const before = engine.numPromptTokensComputed;
+    await inv.deliver('And Tom?');
+    await reply(3);
+    const second = engine.numPromptTokensComputed - before;
+    await inv.deliver('/bye');
+    const r = JSON.parse((await inv.result).data!);
+    expect(r).toMatchObject({ turns: 2, reason: 'bye' });
+    expect(replies.at(-1)).toBe('Bye.');
+    // The second turn computed its own message (and the first reply's last token), not the conversation again.
+    expect(second).toBeGreaterThan(0);
+    expect(second).toBeLessThan(r.context_tokens / 2);
   });
 
   it("constrained-beam-search: every beam valid under the schema; width 1 is the engine's greedy constrained generation", async () => {

@@ -13,6 +13,8 @@ import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfig } from '../src/config.ts';
 import { startEngine } from '../src/engine/index.ts';
 import { serve } from '../src/gateway/start.ts';
+import type { InferletHost } from '../src/runtime/host/host.ts';
+import { SESSION_LIMITS } from '../src/runtime/host/invocation.ts';
 import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
 import { buildInferlet, COMPONENT_CACHE, componentImporting, echoComponent } from './inferlet-helpers.ts';
 import { randomModelDir, REPO_ROOT } from './helpers.ts';
@@ -64,10 +66,15 @@ function salted(bytes: Uint8Array, salt: string): Uint8Array {
   return new Uint8Array([...bytes, 0, body.length, ...body]); // section id 0 (custom); the size fits one LEB128 byte
 }
 
-/** Runs the pie command in a child process (the server answering it runs in this one). */
+/** Runs the pie command in a child process (the server answering it runs in this one), with `stdin` typed into it. */
 function pie(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return pieTyping(null, ...args);
+}
+
+function pieTyping(stdin: string | null, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, PIE_API_KEY: '', PIE_SERVER: '' } });
+    if (stdin !== null) child.stdin.write(stdin);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d));
@@ -79,9 +86,11 @@ function pie(...args: string[]): Promise<{ code: number | null; stdout: string; 
 describe('components and runs over HTTP', () => {
   const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2\nrun_replay_events = 8', extra: KEYS });
   let probe: Uint8Array;
+  let sessionEcho: Uint8Array;
 
   beforeAll(async () => {
     probe = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts')));
+    sessionEcho = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/session-echo.ts')));
   }, 120_000);
   afterEach(async () => {
     for (let i = 0; i < 200 && s.server.serving.gateway.runtime().host.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
@@ -283,6 +292,58 @@ describe('components and runs over HTTP', () => {
     expect(refused.stderr).toMatch(/401 Incorrect API key/);
     for (const e of (await call('sk-a', 'GET', '/v1/inferlets')).json.data) await call('sk-a', 'DELETE', `/v1/inferlets/${e.id}`);
   }, 120_000);
+
+  it('exchanges messages both ways with a running run, in order; refuses them to an ended run, to another tenant, and malformed', async () => {
+    const id = (await upload('sk-a', sessionEcho)).json.id;
+    const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { timeout_ms: 60_000 } });
+    const sent = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'hello' });
+    expect(sent.status).toBe(202);
+    expect(sent.json).toMatchObject({ object: 'run.message', run_id: run.json.id });
+    expect(sent.json.queued).toBeGreaterThanOrEqual(0);
+    await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'there' });
+    expect((await call('sk-b', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'intruder' })).status).toBe(404);
+    for (const [body, param] of [[{}, 'message'], [{ message: 3 }, 'message'], [{ message: 'x', extra: 1 }, 'extra']] as const) {
+      const bad = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, body);
+      expect(bad.status, JSON.stringify(body)).toBe(400);
+      expect(bad.json.error.param).toBe(param);
+    }
+    const long = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'x'.repeat((1 << 20) + 1) });
+    expect(long.status).toBe(400);
+    expect(long.json.error.code).toBe('string_above_max_length');
+    await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'end' });
+    const done = await ended('sk-a', run.json.id);
+    expect(done.status).toBe('succeeded');
+    expect(JSON.parse(done.result.data)).toEqual({ received: 3, timed_out: false });
+    const events = sseEvents((await call('sk-a', 'GET', `/v1/runs/${run.json.id}/events?after=0`)).text);
+    expect(events.filter((e) => e.id !== null)).toEqual([
+      { id: 1, event: 'session.message', data: 'echo:hello' },
+      { id: 2, event: 'session.message', data: 'echo:there' },
+    ]);
+    const late = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'anyone?' });
+    expect(late.status).toBe(400);
+    expect(late.json.error.message).toMatch(/is not running \(its status is succeeded\)/);
+  });
+
+  it("answers a message past the run's unread queue with a 429, and the run reads every one queued", async () => {
+    const id = (await upload('sk-a', sessionEcho)).json.id;
+    const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { gate: 'gate' } });
+    for (let i = 0; i < SESSION_LIMITS.maxQueued; i++) expect((await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: `m${i}` })).status).toBe(202);
+    const full = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'one more' });
+    expect(full.status).toBe(429);
+    expect(full.json.error.code).toBe('session_queue_full');
+    (s.server.serving.gateway.runtime().host as InferletHost).hub.push('a', 'gate', 'open');
+    for (let i = 0; i < 500 && (await call('sk-a', 'GET', `/v1/runs/${run.json.id}`)).json.events < SESSION_LIMITS.maxQueued; i++) await new Promise((r) => setTimeout(r, 10));
+    expect((await call('sk-a', 'POST', `/v1/runs/${run.json.id}/messages`, { message: 'end' })).status).toBe(202);
+    const done = await ended('sk-a', run.json.id);
+    expect(JSON.parse(done.result.data).received).toBe(SESSION_LIMITS.maxQueued + 1);
+  });
+
+  it('pie submit sends the lines typed on its stdin to an inferlet that reads the session, and prints its messages', async () => {
+    const wasm = await buildInferlet(join(REPO_ROOT, 'test/inferlets/session-echo.ts'));
+    const r = await pieTyping('hello\nworld\nend\n', 'submit', wasm, '--server', s.server.url, '--key', 'sk-a');
+    expect(r.code).toBe(0);
+    expect(r.stdout.split('\n')).toEqual(['echo:hello', 'echo:world', JSON.stringify({ received: 3, timed_out: false }), '']);
+  }, 60_000);
 
   it('refuses a component that imports wasi:sockets, naming the import', async () => {
     const r = await upload('sk-b', await componentImporting('wasi:sockets/tcp@0.2.3'));

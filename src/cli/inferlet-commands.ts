@@ -1,6 +1,9 @@
 /**
  *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
  *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+ *
+ * `pie run` sends each line typed on stdin to an inferlet that imports the
+ * session interface, as a message.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -8,10 +11,11 @@ import { parseArgs } from 'node:util';
 import { loadConfig } from '../config.ts';
 import { build, type GuestEngine } from '../runtime/host/build.ts';
 import { engineFromConfig, hostFromConfig } from '../startup.ts';
+import { forwardStdin } from './stdin-messages.ts';
 
 export class UsageError extends Error {}
 
-/** Prints an inferlet's events: text streamed by a generation as it is, other events one per line as `[event] data`. */
+/** Prints an inferlet's events: text streamed by a generation as it is, a session message on its own line, other events one per line as `[event] data`. */
 export function eventPrinter(): { event(e: { event: string; data: string }): void; end(): void } {
   let midLine = false;
   return {
@@ -19,6 +23,9 @@ export function eventPrinter(): { event(e: { event: string; data: string }): voi
       if (e.event === 'text') {
         process.stdout.write(e.data);
         midLine = !e.data.endsWith('\n');
+      } else if (e.event === 'session.message') {
+        process.stdout.write(`${midLine ? '\n' : ''}${e.data}\n`);
+        midLine = false;
       } else {
         process.stdout.write(`${midLine ? '\n' : ''}[${e.event}] ${e.data}\n`);
         midLine = false;
@@ -74,6 +81,8 @@ export async function runCommand(argv: string[], defaultConfig: string): Promise
     const inv = host.invoke(component, { input, signal: abort.signal });
     const print = eventPrinter();
     inv.onEvent((e) => print.event(e));
+    // Lines typed on stdin are session messages, for an inferlet that reads them.
+    const stdin = component.imports.some((i) => i.startsWith('pie:inferlet/session')) ? forwardStdin((line) => inv.deliver(line)) : null;
     try {
       const r = await inv.result;
       print.end();
@@ -84,6 +93,7 @@ export async function runCommand(argv: string[], defaultConfig: string): Promise
       process.stderr.write(`pie: the inferlet failed: ${(err as Error).message}\n`);
       return 1;
     } finally {
+      stdin?.stop();
       process.off('SIGINT', onSigint);
     }
   } finally {

@@ -10,7 +10,9 @@
  * The server defaults to $PIE_SERVER, else http://127.0.0.1:8080; the key to
  * $PIE_API_KEY. `submit` builds a .ts first, uploads only if the server does
  * not have those bytes, starts a run and streams its events; Ctrl-C stops
- * the command, not the run (attach to it again, or cancel it).
+ * the command, not the run (attach to it again, or cancel it). For an
+ * inferlet that imports the session interface, `submit` and `attach` send
+ * each line typed on stdin to the run as a message.
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -19,6 +21,7 @@ import { basename, extname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { buildCached } from '../runtime/host/build.ts';
 import { eventPrinter, UsageError, withInput } from './inferlet-commands.ts';
+import { forwardStdin } from './stdin-messages.ts';
 
 /** The server answered with an error: its message, printed on one line. */
 export class RemoteError extends Error {
@@ -101,6 +104,12 @@ async function follow(res: Response, onStarted: (run: RunObject) => void = () =>
   }
 }
 
+/** Whether an inferlet imports the session interface (so lines typed on stdin are worth sending it). */
+const usesSession = (imports: string[]) => imports.some((i) => i.startsWith('pie:inferlet/session'));
+
+const messenger = (r: Remote, runId: string) => (line: string) =>
+  request(r, 'POST', `/v1/runs/${encodeURIComponent(runId)}/messages`, { body: JSON.stringify({ message: line }), headers: { 'content-type': 'application/json' } });
+
 /** Prints how a run ended; its exit code. */
 function ended(run: RunObject): number {
   if (run.status === 'succeeded') {
@@ -121,21 +130,28 @@ export async function submitCommand(argv: string[]): Promise<number> {
   const sha256 = createHash('sha256').update(bytes).digest('hex');
   const r = remote(values);
   // Upload only what the server does not have.
-  const have = await json<{ data: Array<{ id: string; sha256: string }> }>(request(r, 'GET', `/v1/inferlets?sha256=${sha256}`));
-  let id = have.data[0]?.id;
-  if (!id) {
+  type Listed = { id: string; sha256: string; imports: string[] };
+  const have = await json<{ data: Listed[] }>(request(r, 'GET', `/v1/inferlets?sha256=${sha256}`));
+  let entry = have.data[0];
+  if (!entry) {
     const name = values.name ?? basename(file, extname(file)).replace(/[^A-Za-z0-9._-]/g, '-');
-    id = (await json<{ id: string }>(request(r, 'POST', `/v1/inferlets?name=${encodeURIComponent(name)}`, { body: bytes, headers: { 'content-type': 'application/wasm' } }))).id;
-    process.stderr.write(`pie: uploaded ${basename(wasmPath)} as ${id}\n`);
+    entry = await json<Listed>(request(r, 'POST', `/v1/inferlets?name=${encodeURIComponent(name)}`, { body: bytes, headers: { 'content-type': 'application/wasm' } }));
+    process.stderr.write(`pie: uploaded ${basename(wasmPath)} as ${entry.id}\n`);
   }
-  const res = await request(r, 'POST', `/v1/inferlets/${id}/runs`, { body: JSON.stringify({ input }), headers: { 'content-type': 'application/json', accept: 'text/event-stream' } });
+  const res = await request(r, 'POST', `/v1/inferlets/${entry.id}/runs`, { body: JSON.stringify({ input }), headers: { 'content-type': 'application/json', accept: 'text/event-stream' } });
   let runId = '';
-  const run = await follow(res, (started) => {
-    runId = started.id;
-    process.stderr.write(`pie: run ${runId} started (Ctrl-C leaves it running: pie attach ${runId})\n`);
-  });
-  if (!run) throw new RemoteError(`the stream of run ${runId} broke off; it may still be running: pie attach ${runId}`);
-  return ended(run);
+  let stdin: { stop(): void } | null = null;
+  try {
+    const run = await follow(res, (started) => {
+      runId = started.id;
+      process.stderr.write(`pie: run ${runId} started (Ctrl-C leaves it running: pie attach ${runId})\n`);
+      if (usesSession(entry.imports)) stdin = forwardStdin(messenger(r, runId));
+    });
+    if (!run) throw new RemoteError(`the stream of run ${runId} broke off; it may still be running: pie attach ${runId}`);
+    return ended(run);
+  } finally {
+    (stdin as { stop(): void } | null)?.stop();
+  }
 }
 
 export async function runsCommand(argv: string[]): Promise<number> {
@@ -153,10 +169,19 @@ export async function attachCommand(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { ...COMMON, after: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('attach takes one RUN id');
   const after = values.after ?? '0';
-  const res = await request(remote(values), 'GET', `/v1/runs/${encodeURIComponent(positionals[0]!)}/events?after=${encodeURIComponent(after)}`, { headers: { accept: 'text/event-stream' } });
-  const run = await follow(res);
-  if (!run) throw new RemoteError(`the stream of run ${positionals[0]} broke off; it may still be running`);
-  return ended(run);
+  const r = remote(values);
+  const runId = positionals[0]!;
+  const res = await request(r, 'GET', `/v1/runs/${encodeURIComponent(runId)}/events?after=${encodeURIComponent(after)}`, { headers: { accept: 'text/event-stream' } });
+  const { inferlet_id } = await json<RunObject>(request(r, 'GET', `/v1/runs/${encodeURIComponent(runId)}`));
+  const entry = await json<{ imports: string[] }>(request(r, 'GET', `/v1/inferlets/${encodeURIComponent(inferlet_id)}`)).catch(() => ({ imports: [] }));
+  const stdin = usesSession(entry.imports) ? forwardStdin(messenger(r, runId)) : null;
+  try {
+    const run = await follow(res);
+    if (!run) throw new RemoteError(`the stream of run ${runId} broke off; it may still be running`);
+    return ended(run);
+  } finally {
+    stdin?.stop();
+  }
 }
 
 export async function cancelCommand(argv: string[]): Promise<number> {

@@ -20,7 +20,7 @@ import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { HostStats, InvokeOptions } from '../runtime/host/host.ts';
 import { inputJson } from '../runtime/host/input-json.ts';
-import { InvocationError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
+import { InvocationError, SessionError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
 import { cancelOnAbort, OutputQueue, type EngineSide, type HostPort, type RunningInvocation, type ServedModel, type Snapshots } from '../runtime/host/port.ts';
 import type { EngineSideOptions } from '../startup.ts';
@@ -37,6 +37,7 @@ const CLASSES: Record<string, (w: ErrorWire) => Error> = {
   ComponentLoadError: (w) => new ComponentLoadError(w.message),
   BuildError: (w) => new BuildError(w.message),
   EngineError: (w) => new EngineError(w.code ?? 'internal', w.message),
+  SessionError: (w) => new SessionError((w.code ?? 'ended') as SessionError['code'], w.message),
 };
 
 function errorOf(w: ErrorWire): Error {
@@ -71,10 +72,12 @@ class RemoteInvocation implements RunningInvocation {
   private resolve!: (r: InvocationResult) => void;
   private reject!: (e: Error) => void;
   private readonly onCancel: (reason: string) => void;
+  private readonly onDeliver: (message: string) => Promise<number>;
 
-  constructor(id: number, onCancel: (reason: string) => void) {
+  constructor(id: number, onCancel: (reason: string) => void, onDeliver: (message: string) => Promise<number>) {
     this.id = id;
     this.onCancel = onCancel;
+    this.onDeliver = onDeliver;
     this.result = new Promise((res, rej) => ((this.resolve = res), (this.reject = rej)));
     this.result.catch(() => {}); // a caller that only reads events must not see an unhandled rejection
   }
@@ -85,6 +88,11 @@ class RemoteInvocation implements RunningInvocation {
 
   cancel(reason = 'cancelled by the caller'): void {
     if (!this.done) this.onCancel(reason);
+  }
+
+  deliver(message: string): Promise<number> {
+    if (this.done) return Promise.reject(new SessionError('ended', `the invocation has ended (${this.state})`));
+    return this.onDeliver(message);
   }
 
   onEvent(listener: (e: OutputEvent) => void): void {
@@ -231,7 +239,11 @@ export class EngineThread implements EngineSide, HostPort {
     const { signal, input, inputJson: given, ...rest } = options;
     const text = given ?? inputJson(input); // once, here; throws before anything is registered
     const id = this.nextId++;
-    const inv = new RemoteInvocation(id, (reason) => this.post({ t: 'cancel', id, reason }));
+    const inv = new RemoteInvocation(
+      id,
+      (reason) => this.post({ t: 'cancel', id, reason }),
+      (message) => this.request({ t: 'deliver', q: 0, id, message }) as Promise<number>,
+    );
     if (this.lost !== null) {
       inv.lose(`the engine thread is gone (${this.lost}); the server must be restarted`);
       return inv;

@@ -271,6 +271,25 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/runs/{run_id}/messages": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** @description Extension. Delivers a message to a running run: the inferlet receives it through the ABI's `session.receive`, in the order sent. Messages wait in a bounded queue of the run (256 messages, 4 Mi characters; one is at most 1 Mi characters): a message past it is refused with a 429, never dropped. What the inferlet sends back arrives on the run's events as `session.message`. */
+        post: operations["sendRunMessage"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/tokenize": {
         parameters: {
             query?: never;
@@ -1290,6 +1309,17 @@ export interface components {
                 message?: string;
             } | null;
         };
+        RunMessageRequest: {
+            /** @description The message (any text; JSON is up to the inferlet). */
+            message: string;
+        };
+        RunMessage: {
+            /** @enum {string} */
+            object: "run.message";
+            run_id: string;
+            /** @description Messages now waiting unread in the run's queue */
+            queued: number;
+        };
         RunList: {
             /** @enum {string} */
             object: "list";
@@ -1940,6 +1970,37 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+        };
+    };
+    sendRunMessage: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: components["parameters"]["RunId"];
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunMessageRequest"];
+            };
+        };
+        responses: {
+            /** @description Queued for the inferlet. */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunMessage"];
+                };
+            };
+            400: components["responses"]["BadRequest"];
+            401: components["responses"]["Unauthorized"];
+            403: components["responses"]["Forbidden"];
+            404: components["responses"]["NotFound"];
+            429: components["responses"]["TooManyRequests"];
         };
     };
     tokenize: {

@@ -37,6 +37,12 @@ class FakeInvocation implements RunningInvocation {
     this.state = 'cancelled';
     this.fail(new InvocationError('cancelled', reason));
   }
+  /** Messages delivered to it. */
+  readonly inbox: string[] = [];
+  deliver(message: string): Promise<number> {
+    this.inbox.push(message);
+    return Promise.resolve(this.inbox.length);
+  }
   onEvent(): void {}
   async *events(): AsyncIterable<never> {}
 }

@@ -11,6 +11,8 @@
  *   GET  /v1/runs/{id}                  status, tokens, and the result once it has ended
  *   GET  /v1/runs/{id}/events           attach (SSE), from Last-Event-ID (or ?after=N)
  *   POST /v1/runs/{id}/cancel
+ *   POST /v1/runs/{id}/messages         {message} → 202: for the inferlet's session.receive;
+ *                                       what it sends back is a `session.message` event
  *
  * A client that leaves 8 MiB unread has its connection closed (it may
  * attach again from its last event); a quiet stream gets a keep-alive
@@ -25,7 +27,7 @@ import { Router, type Request, type Response } from 'express';
 import type { Config } from '../config.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
 import type { ComponentLoader } from '../runtime/host/component-loader.ts';
-import { InvocationError, type InvocationResult, type OutputEvent } from '../runtime/host/invocation.ts';
+import { InvocationError, SessionError, type InvocationResult, type OutputEvent } from '../runtime/host/invocation.ts';
 import type { RunningInvocation } from '../runtime/host/port.ts';
 import type { InstanceLimits } from '../runtime/protocol.ts';
 import { mayUseModel, type Principal } from './auth.ts';
@@ -255,6 +257,20 @@ export class Runs {
     return run;
   }
 
+  /** Delivers a client's message to a running run: the messages then waiting unread. */
+  async message(run: Run, message: string): Promise<number> {
+    const notRunning = () => new InvalidRequestError(`Run '${run.id}' is not running (its status is ${run.cancelling !== null && run.status === 'running' ? 'cancelling' : run.status}).`, 'run_id');
+    if (!run.inv || run.status !== 'running' || run.cancelling !== null) throw notRunning();
+    try {
+      return await run.inv.deliver(message);
+    } catch (err) {
+      if (!(err instanceof SessionError)) throw err;
+      if (err.code === 'ended') throw notRunning();
+      if (err.code === 'too_large') throw new InvalidRequestError(`The message is too long: ${err.message}.`, 'message', 'string_above_max_length');
+      throw new ApiError(429, 'rate_limit_error', `Run '${run.id}' ${err.message}; send it again once the run has read some.`, { code: 'session_queue_full' });
+    }
+  }
+
   private component(entry: UploadedInferlet): Promise<StoredComponent> {
     let ready = this.ready.get(entry.sha256);
     if (!ready) {
@@ -410,6 +426,15 @@ export function runRoutes(runs: Runs, deps: RunDeps): Router {
 
   router.post('/v1/runs/:run_id/cancel', async (req, res) => {
     res.json(await runs.cancel(runs.get(inferletsPrincipal(res), String(req.params.run_id))));
+  });
+
+  router.post('/v1/runs/:run_id/messages', async (req, res) => {
+    const run = runs.get(inferletsPrincipal(res), String(req.params.run_id));
+    const body = (req.body ?? {}) as Record<string, unknown>;
+    if (typeof body !== 'object' || Array.isArray(body) || typeof body.message !== 'string') throw new InvalidRequestError('The body must be a JSON object: {"message": "..."} (a string)', 'message');
+    for (const k of Object.keys(body)) if (k !== 'message') throw new InvalidRequestError(`Unrecognized request argument supplied: ${k}`, k, 'unknown_parameter');
+    const queued = await runs.message(run, body.message);
+    res.status(202).json({ object: 'run.message', run_id: run.id, queued });
   });
 
   return router;

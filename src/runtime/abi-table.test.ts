@@ -75,7 +75,7 @@ describe('the ABI table', () => {
     const dir = join(REPO_ROOT, 'src/runtime/guest');
     const sites = new Map<string, number>();
     for (const f of readdirSync(dir).filter((f) => f.endsWith('.ts') && !f.endsWith('.test.ts'))) {
-      for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/env\.(?:call|send)\('([a-z-]+\.[a-z-]+)'/g)) sites.set(m[1]!, (sites.get(m[1]!) ?? 0) + 1);
+      for (const m of readFileSync(join(dir, f), 'utf8').matchAll(/(?:env|this)\.(?:call|send)\('([a-z-]+\.[a-z-]+)'/g)) sites.set(m[1]!, (sites.get(m[1]!) ?? 0) + 1);
     }
     expect([...sites.keys()].sort()).toEqual([...OP_NAMES].sort());
     for (const [op, n] of sites) expect(n, op).toBe(1);

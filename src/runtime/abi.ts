@@ -11,7 +11,7 @@ export const WIT_VERSION = '0.2.0';
 export const WIT_DIR = fileURLToPath(new URL('../../wit', import.meta.url));
 export const WORLD = 'inferlet';
 
-export const INTERFACES = ['types', 'runtime', 'model', 'context', 'grammar', 'inference', 'chat', 'messaging', 'output'] as const;
+export const INTERFACES = ['types', 'runtime', 'model', 'context', 'grammar', 'inference', 'chat', 'messaging', 'session', 'output'] as const;
 export type InterfaceName = (typeof INTERFACES)[number];
 
 /** `pie:inferlet/context@0.2.0` → `pie:inferlet/context` (how jco keys the imports object). */
@@ -30,6 +30,7 @@ const SUSPENDING: Record<string, string[]> = {
   inference: ['forward', 'prompt-logprobs', '[method]generation.next', '[method]generation.finish'],
   chat: ['tool-call-matcher'],
   messaging: ['push', 'pull', 'broadcast', '[method]subscription.next'],
+  session: ['receive'],
 };
 
 export const ASYNC_IMPORTS: string[] = Object.entries(SUSPENDING).flatMap(([iface, fns]) => fns.map((fn) => `${WIT_PACKAGE}/${iface}@${WIT_VERSION}#${fn}`));

@@ -148,6 +148,10 @@ export interface Ops {
   'messaging.next': Call<[handle: number, timeoutMs: number | undefined], string | null>;
   'messaging.unsubscribe': Send<[handle: number]>;
 
+  'session.receive': Call<[timeoutMs: number | undefined], string | null>;
+  /** A message the guest side has checked (its size). */
+  'session.send': Send<[message: string]>;
+
   'output.emit': Send<[event: string, data: string]>;
   'output.set-result': Send<[data: string]>;
   'output.set-status': Send<[status: number]>;
@@ -198,6 +202,8 @@ export const ONE_WAY: { readonly [K in OpName]: Ops[K]['oneWay'] } = {
   'messaging.subscribe': true,
   'messaging.next': false,
   'messaging.unsubscribe': true,
+  'session.receive': false,
+  'session.send': true,
   'output.emit': true,
   'output.set-result': true,
   'output.set-status': true,

@@ -19,6 +19,7 @@ export { SAMPLING_DEFAULTS, Sampler, type SamplingOptions } from './sampling.ts'
 export { Grammar, Matcher } from './grammar.ts';
 export { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
 export { queue, topic } from './messaging.ts';
+export { session } from './session.ts';
 export { emit, isCancelled, setHeader, setResult, setStatus } from './output.ts';
 export { input, instanceId, log, models, now, tenant } from './runtime.ts';
 export { PieError, type ErrorCode } from './errors.ts';

@@ -6,6 +6,7 @@
 /// <reference path="./interfaces/pie-inferlet-model.d.ts" />
 /// <reference path="./interfaces/pie-inferlet-output.d.ts" />
 /// <reference path="./interfaces/pie-inferlet-runtime.d.ts" />
+/// <reference path="./interfaces/pie-inferlet-session.d.ts" />
 /// <reference path="./interfaces/pie-inferlet-types.d.ts" />
 declare module 'pie:inferlet/inferlet@0.2.0' {
   export type * as PieInferletChat020 from 'pie:inferlet/chat@0.2.0'; // import pie:inferlet/chat@0.2.0
@@ -16,6 +17,7 @@ declare module 'pie:inferlet/inferlet@0.2.0' {
   export type * as PieInferletModel020 from 'pie:inferlet/model@0.2.0'; // import pie:inferlet/model@0.2.0
   export type * as PieInferletOutput020 from 'pie:inferlet/output@0.2.0'; // import pie:inferlet/output@0.2.0
   export type * as PieInferletRuntime020 from 'pie:inferlet/runtime@0.2.0'; // import pie:inferlet/runtime@0.2.0
+  export type * as PieInferletSession020 from 'pie:inferlet/session@0.2.0'; // import pie:inferlet/session@0.2.0
   export type * as PieInferletTypes020 from 'pie:inferlet/types@0.2.0'; // import pie:inferlet/types@0.2.0
   /**
   * The invocation's entry point; an error fails the invocation with its message.

@@ -9,6 +9,7 @@ import { guestMessaging } from './messaging.ts';
 import { guestModel } from './model.ts';
 import { guestOutput } from './output.ts';
 import { guestRuntime } from './runtime.ts';
+import { guestSession } from './session.ts';
 
 /** One instance's imports, by interface (jco's shape: functions, and classes for resources). */
 export function guestImports(env: GuestEnv): Record<InterfaceName, object> {
@@ -22,6 +23,7 @@ export function guestImports(env: GuestEnv): Record<InterfaceName, object> {
     inference: guestInference(env),
     chat: guestChat(grammar),
     messaging: guestMessaging(env),
+    session: guestSession(env),
     output: guestOutput(env),
   };
 }

@@ -159,8 +159,8 @@ class InstanceEnv implements GuestEnv {
     if (this.logged > LOG_BUDGET) return;
     const text = line.length > MAX_LOG_LINE ? line.slice(0, MAX_LOG_LINE) : line;
     this.logged += text.length;
-    if (this.logged <= LOG_BUDGET) this.send('runtime.log', [level, text]);
-    else this.send('runtime.log', ['warn', `the invocation's log passed ${LOG_BUDGET} characters; what it writes from here on is dropped`]);
+    const over = this.logged > LOG_BUDGET;
+    this.send('runtime.log', over ? ['warn', `the invocation's log passed ${LOG_BUDGET} characters; what it writes from here on is dropped`] : [level, text]);
   }
   private readonly endHooks: Array<() => void> = [];
   atEnd(hook: () => void): void {

@@ -23,12 +23,12 @@ const importing = (name: string) =>
     (func (export "run") (canon lift (core func $i "run"))))`);
 
 describe('ComponentStore', () => {
-  it('refuses a component that imports the filesystem, naming the import', async () => {
+  it('refuses a component that imports an interface outside the ABI and the WASI subset, naming the import', async () => {
     const store = new ComponentStore(tempDir());
-    const bytes = await importing('wasi:filesystem/preopens@0.2.3');
+    const bytes = await importing('wasi:keyvalue/store@0.2.0-draft');
     const err = await store.load(bytes).catch((e) => e);
     expect(err).toBeInstanceOf(ComponentLoadError);
-    expect(err.message).toContain('wasi:filesystem/preopens@0.2.3 is not granted');
+    expect(err.message).toContain('wasi:keyvalue/store@0.2.0-draft is not granted');
   });
 
   it('refuses sockets and HTTP too, and a wrong ABI version', async () => {

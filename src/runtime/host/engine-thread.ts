@@ -9,7 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngineSide, type LocalEngineSide } from '../../startup.ts';
 import { engineAlone } from './engine-alone.ts';
-import { InvocationError, type Invocation, type InvocationResult } from './invocation.ts';
+import { InvocationError, SessionError, type Invocation, type InvocationResult } from './invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, OutRecord, Snapshot, ToEngine } from './link-protocol.ts';
 
 const port = parentPort!;
@@ -110,6 +110,8 @@ function onMessage(m: ToEngine): void {
       return invoke(m);
     case 'cancel':
       return running.get(m.id)?.cancel(m.reason);
+    case 'deliver':
+      return void answer(m.q, () => running.get(m.id)?.deliver(m.message) ?? Promise.reject(new SessionError('ended', 'the invocation has ended')));
     case 'keep':
       return side.snapshots.keep(m.model, m.tenant, m.name);
     case 'drop':

@@ -15,7 +15,7 @@ import { AbiError } from '../abi.ts';
 import { eventNameProblem, headerProblem, sizeProblem, statusProblem } from '../output-rules.ts';
 import { worstCasePages } from './limits.ts';
 import { OutputQueue } from './port.ts';
-import type { Mailbox } from './message-hub.ts';
+import { Mailbox, MessageLimitError } from './message-hub.ts';
 import type { InstanceLimits } from '../protocol.ts';
 
 export interface OutputEvent {
@@ -31,6 +31,22 @@ export interface InvocationResult {
 }
 
 export type InvocationState = 'running' | 'succeeded' | 'failed' | 'cancelled';
+
+/** The event a guest's `session.send` becomes. */
+export const SESSION_EVENT = 'session.message';
+
+/** Bounds on what a client's messages may queue for one invocation (session.receive). */
+export const SESSION_LIMITS = { maxMessageChars: 1 << 20, maxCharsPerTenant: 4 << 20, maxQueuesPerTenant: 1, maxQueued: 256, ttlMs: Infinity };
+
+/** A message could not be delivered: the invocation has ended, its queue is full, or the message is too long. */
+export class SessionError extends Error {
+  override name = 'SessionError';
+  readonly code: 'ended' | 'queue_full' | 'too_large';
+  constructor(code: SessionError['code'], message: string) {
+    super(message);
+    this.code = code;
+  }
+}
 
 export class InvocationError extends Error {
   override name = 'InvocationError';
@@ -130,6 +146,7 @@ export class Invocation {
   /** What running forwards and generations have set aside (see reserve). */
   private readonly reservations = new Set<Reservation>();
   peakMemoryBytes = 0;
+  private inboxBox: Mailbox | null = null;
   /** Time its worker took to get an instance ready, queued instantiations included (0 when a warm one was waiting). */
   instantiateMs = 0;
 
@@ -223,6 +240,28 @@ export class Invocation {
     return n;
   }
 
+  /** Messages from the client waiting for the guest's session.receive (made on first use). */
+  get inbox(): Mailbox {
+    return (this.inboxBox ??= new Mailbox({ chars: 0, queues: 0 }, SESSION_LIMITS));
+  }
+
+  /** Queues a message from the client for session.receive; resolves to the messages now waiting unread. */
+  deliver(message: string): Promise<number> {
+    try {
+      if (this.done) throw new SessionError('ended', `the invocation has ended (${this.state})`);
+      if (message.length > SESSION_LIMITS.maxMessageChars) throw new SessionError('too_large', `a message is at most ${SESSION_LIMITS.maxMessageChars} characters, got ${message.length}`);
+      try {
+        this.inbox.put(message);
+      } catch (err) {
+        if (err instanceof MessageLimitError) throw new SessionError('queue_full', `the invocation has not read the messages it was sent: ${err.message.replace("the tenant's queues hold", 'they hold')}`);
+        throw err;
+      }
+      return Promise.resolve(this.inbox.messages.length);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+  }
+
   /** Output events as the guest emits them; consumed once. Ends when the invocation ends. */
   events(): AsyncIterable<OutputEvent> {
     return this.output.drain();
@@ -288,6 +327,7 @@ export class Invocation {
   settle(error: InvocationError | null): void {
     if (this.done) return;
     this.abort.abort();
+    this.inboxBox?.clear();
     if (!error) {
       this.state = 'succeeded';
       this.resolve({ data: this.data, status: this.status, headers: this.headers });

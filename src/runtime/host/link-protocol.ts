@@ -2,7 +2,7 @@
  * Messages between the main thread (the gateway, src/gateway/engine-link.ts)
  * and the engine thread (engine-thread.ts).
  *
- *   main → engine: start, load a component, invoke, cancel, keep or drop a
+ *   main → engine: start, load a component, invoke, cancel, deliver a session message, keep or drop a
  *                  snapshot, refresh stats, count what is held, run the
  *                  engine alone (bench), close
  *   engine → main: ready (or failed), batches of output records (events,
@@ -77,6 +77,7 @@ export interface InvokeWire {
 export type ToEngine =
   | { t: 'invoke'; id: number; component: StoredComponent; options: InvokeWire }
   | { t: 'cancel'; id: number; reason: string }
+  | { t: 'deliver'; q: number; id: number; message: string }
   | { t: 'keep' | 'drop'; model: string; tenant: string; name: string }
   | { t: 'load'; q: number; source: Uint8Array | string }
   | { t: 'refresh'; q: number }

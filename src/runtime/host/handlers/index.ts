@@ -6,5 +6,6 @@ import { inferenceHandlers } from './inference.ts';
 import { messagingHandlers } from './messaging.ts';
 import { outputHandlers } from './output.ts';
 import { runtimeHandlers } from './runtime.ts';
+import { sessionHandlers } from './session.ts';
 
-export const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...grammarHandlers, ...inferenceHandlers, ...messagingHandlers, ...outputHandlers };
+export const HANDLERS: Handlers = { ...runtimeHandlers, ...contextHandlers, ...grammarHandlers, ...inferenceHandlers, ...messagingHandlers, ...sessionHandlers, ...outputHandlers };

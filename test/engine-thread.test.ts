@@ -152,6 +152,17 @@ describe('the engine on its own thread', () => {
     await expectNothingHeld();
   });
 
+  it('launches a child there by the id of an upload, found on the main thread', async () => {
+    const bytes = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/family.ts')));
+    const up = await json(await fetch(`${serving.url}/v1/inferlets`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes }));
+    const input = { action: 'launch', component: up.id, child_input: { action: 'leaf', i: 3 } };
+    const text = await (await fetch(`${serving.url}/v1/inferlets/${up.id}/runs`, { method: 'POST', headers: { 'content-type': 'application/json', accept: 'text/event-stream' }, body: JSON.stringify({ input }) })).text();
+    const end = JSON.parse(/event: run.ended\ndata: (.*)/.exec(text)![1]!);
+    expect(JSON.parse(end.result.data)).toEqual({ end: { status: 'succeeded', result: '{"i":3}' } });
+    expect((await fetch(`${serving.url}/v1/inferlets/${up.id}`, { method: 'DELETE' })).status).toBe(200);
+    await expectNothingHeld();
+  });
+
   it('counts tokens and their times, the prompt, the phases and the steps in the metrics', async () => {
     const before = await scrape();
     const t0 = performance.now();

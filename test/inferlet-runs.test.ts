@@ -87,10 +87,12 @@ describe('components and runs over HTTP', () => {
   const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2\nrun_replay_events = 8', extra: KEYS });
   let probe: Uint8Array;
   let sessionEcho: Uint8Array;
+  let family: Uint8Array;
 
   beforeAll(async () => {
     probe = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/probe.ts')));
     sessionEcho = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/session-echo.ts')));
+    family = readFileSync(await buildInferlet(join(REPO_ROOT, 'test/inferlets/family.ts')));
   }, 120_000);
   afterEach(async () => {
     for (let i = 0; i < 200 && s.server.serving.gateway.runtime().host.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
@@ -344,6 +346,22 @@ describe('components and runs over HTTP', () => {
     expect(r.code).toBe(0);
     expect(r.stdout.split('\n')).toEqual(['echo:hello', 'echo:world', JSON.stringify({ received: 3, timed_out: false }), '']);
   }, 60_000);
+
+  it("launches a child by the name of the tenant's upload, and cancels it with its run; another tenant's upload is not found", async () => {
+    const id = (await upload('sk-a', family, '?name=family')).json.id;
+    await upload('sk-b', await echoComponent('bbbb'), '?name=b-only');
+    const byName = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'launch', component: 'family', child_input: { action: 'leaf', i: 7 } } });
+    expect(JSON.parse((await ended('sk-a', byName.json.id)).result.data)).toEqual({ end: { status: 'succeeded', result: '{"i":7}' } });
+    const theirs = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'launch', component: 'b-only' } });
+    expect(JSON.parse((await ended('sk-a', theirs.json.id)).result.data)).toMatchObject({ code: 'not-found', message: 'no inferlet "b-only" uploaded by this tenant' });
+    const holding = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'launch-and-leave', queue: 'wait' } });
+    const host = s.server.serving.gateway.runtime().host as InferletHost;
+    for (let i = 0; i < 500 && host.stats().running < 2; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(host.stats().running).toBe(2); // the run and its child
+    expect((await call('sk-a', 'POST', `/v1/runs/${holding.json.id}/cancel`)).json.status).toBe('cancelled');
+    for (let i = 0; i < 500 && host.stats().running > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(host.stats().running).toBe(0); // the child ended with it
+  });
 
   it('refuses a component that imports wasi:sockets, naming the import', async () => {
     const r = await upload('sk-b', await componentImporting('wasi:sockets/tcp@0.2.3'));

@@ -18,7 +18,7 @@ import { ModelLoadError } from '../model/errors.ts';
 import { BuildError } from '../runtime/host/build.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
-import type { HostStats, InvokeOptions } from '../runtime/host/host.ts';
+import type { ComponentResolver, HostStats, InvokeOptions } from '../runtime/host/host.ts';
 import { inputJson } from '../runtime/host/input-json.ts';
 import { InvocationError, SessionError, type InvocationObserver, type InvocationResult, type InvocationState, type OutputEvent } from '../runtime/host/invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, ModelFacts, OutRecord, Snapshot, ToEngine } from '../runtime/host/link-protocol.ts';
@@ -183,6 +183,7 @@ export class EngineThread implements EngineSide, HostPort {
   private readonly lostListeners: Array<(reason: string) => void> = [];
   private closed = false;
   private readonly log: (line: string) => void;
+  private resolver: ComponentResolver | null = null;
 
   private constructor(worker: Worker, log: (line: string) => void, snapshotsEnabled: boolean) {
     this.worker = worker;
@@ -252,6 +253,19 @@ export class EngineThread implements EngineSide, HostPort {
     this.running.set(id, inv);
     cancelOnAbort(inv, signal);
     return inv;
+  }
+
+  /** Answers the engine thread's requests for components guests launch by name. */
+  resolveComponentsWith(resolver: ComponentResolver): void {
+    this.resolver = resolver;
+  }
+
+  private resolveFor(r: number, tenant: string, ref: string): void {
+    const found = this.resolver ? this.resolver(tenant, ref) : Promise.reject(new Error(`no component "${ref}" here: only "self" can be launched`));
+    found.then(
+      (component) => this.post({ t: 'resolved', r, ok: true, component }),
+      (err: unknown) => this.post({ t: 'resolved', r, ok: false, error: { name: err instanceof Error ? err.name : 'Error', message: err instanceof Error ? err.message : String(err) } }),
+    );
   }
 
   /** The host's counters as of the last refresh (see refresh), except `running`: the invocations started here that have not ended. */
@@ -339,6 +353,8 @@ export class EngineThread implements EngineSide, HostPort {
       }
       case 'log':
         return this.log(m.line);
+      case 'resolve':
+        return this.resolveFor(m.r, m.tenant, m.ref);
     }
   }
 

@@ -193,7 +193,7 @@ export class Runs {
     this.runs.set(run.id, run);
     let inv: RunningInvocation;
     try {
-      const component = await this.component(entry);
+      const component = await this.componentFor(entry);
       const rt = this.deps.rt();
       const models = [...rt.engines.keys()].filter((m) => mayUseModel(p, m));
       inv = rt.host.invoke(component, { input, tenant: p.tenant, models, limits });
@@ -271,7 +271,8 @@ export class Runs {
     }
   }
 
-  private component(entry: UploadedInferlet): Promise<StoredComponent> {
+  /** An upload made ready for the host (runs, and children guests launch by its id or name). */
+  componentFor(entry: UploadedInferlet): Promise<StoredComponent> {
     let ready = this.ready.get(entry.sha256);
     if (!ready) {
       // Checked and transpiled (or found in the cache) on the loader's thread, into the folder the host runs components from:

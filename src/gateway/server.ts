@@ -220,8 +220,14 @@ export class Gateway {
     const { registry, loader, maxRunLimits: maxLimits, runLimits } = this.options.inferlets;
     const runDeps = { rt: () => this.runtime(), registry, loader, maxLimits, ...(runLimits ? { limits: runLimits } : {}) };
     api.use(inferletRoutes(this.options.inferlets));
-    this.runs = new Runs(runDeps);
-    api.use(runRoutes(this.runs, runDeps));
+    const runs = (this.runs = new Runs(runDeps));
+    api.use(runRoutes(runs, runDeps));
+    // A guest's runtime.launch of another component: one its tenant uploaded, by id or name.
+    loaded.host.resolveComponentsWith(async (tenant, ref) => {
+      const e = ref.startsWith('inf_') ? registry.get(ref) : registry.byName(tenant, ref);
+      if (!e || e.tenant !== tenant) throw new Error(`no inferlet "${ref}" uploaded by this tenant`);
+      return runs.componentFor(e);
+    });
     api.use(customRoutes(() => this.runtime(), () => loaded.routes));
     this.api = api;
   }

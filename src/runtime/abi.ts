@@ -25,6 +25,7 @@ export function interfaceKey(name: InterfaceName): string {
  * is answered synchronously inside the worker.
  */
 const SUSPENDING: Record<string, string[]> = {
+  runtime: ['launch', '[method]child.next-event', '[method]child.wait', '[method]child.detach'],
   context: ['[method]context.fork', '[method]context.fill', '[method]context.truncate', '[method]context.length', '[method]context.tokens', '[method]context.save', '[static]context.open', '[static]context.delete-snapshot', '[static]context.list-snapshots'],
   grammar: ['[static]matcher.from-json-schema', '[static]matcher.from-json-object', '[static]matcher.from-regex', '[static]matcher.from-ebnf', '[static]matcher.from-choice', '[static]matcher.from-structural-tag', '[method]matcher.allowed', '[method]matcher.accept', '[method]matcher.rollback', '[method]matcher.is-terminated', '[method]matcher.fork'],
   inference: ['forward', 'prompt-logprobs', '[method]generation.next', '[method]generation.finish'],

@@ -103,9 +103,24 @@ export interface WitGenerationResult {
   streamed: number;
 }
 
+export interface WitChildLimits {
+  tokens?: number;
+  kvPages?: number;
+  wallTimeMs?: number;
+}
+
+export type WitChildEnd = { tag: 'succeeded'; val: string | undefined } | { tag: 'failed'; val: string } | { tag: 'cancelled'; val: string };
+
 /** Every operation: `handle`s are ids the guest side allocates for host-side objects of its invocation. */
 export interface Ops {
   'runtime.log': Send<[level: string, message: string]>;
+  /** Starts a child under the guest's handle; its instance id. */
+  'runtime.launch': Call<[handle: number, component: string, input: string, limits: WitChildLimits | null], string>;
+  'child.next-event': Call<[handle: number, timeoutMs: number | undefined], [event: string, data: string] | null>;
+  'child.wait': Call<[handle: number], WitChildEnd>;
+  'child.cancel': Send<[handle: number]>;
+  'child.detach': Call<[handle: number], void>;
+  'child.drop': Send<[handle: number]>;
 
   'context.create': Send<[handle: number, model: string]>;
   'context.fork': Call<[handle: number, child: number], void>;
@@ -169,6 +184,12 @@ export type ReplyOf<K extends OpName> = Ops[K]['reply'];
 /** Every operation at run time, and whether it is one-way (the keys must be exactly the operations: tsc checks). */
 export const ONE_WAY: { readonly [K in OpName]: Ops[K]['oneWay'] } = {
   'runtime.log': true,
+  'runtime.launch': false,
+  'child.next-event': false,
+  'child.wait': false,
+  'child.cancel': true,
+  'child.detach': false,
+  'child.drop': true,
   'context.create': true,
   'context.fork': false,
   'context.fill': false,

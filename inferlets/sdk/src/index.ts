@@ -21,5 +21,5 @@ export { rangesToRuns, toRuns, windowWithSinks } from './runs.ts';
 export { queue, topic } from './messaging.ts';
 export { session } from './session.ts';
 export { emit, isCancelled, setHeader, setResult, setStatus } from './output.ts';
-export { input, instanceId, log, models, now, tenant } from './runtime.ts';
+export { Child, input, instanceId, launch, log, models, now, tenant, type ChildEnd, type ChildLimits } from './runtime.ts';
 export { PieError, type ErrorCode } from './errors.ts';

@@ -8,6 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { startEngineSide, type LocalEngineSide } from '../../startup.ts';
+import type { StoredComponent } from './component-store.ts';
 import { engineAlone } from './engine-alone.ts';
 import { InvocationError, SessionError, type Invocation, type InvocationResult } from './invocation.ts';
 import type { EngineAloneRequest, EngineAloneResult, EngineThreadInit, ErrorWire, FromEngine, Held, OutRecord, Snapshot, ToEngine } from './link-protocol.ts';
@@ -104,8 +105,26 @@ async function answer(q: number, work: () => unknown): Promise<void> {
   }
 }
 
+/** Components guests launch by name, found by the main thread (the uploads are there). */
+const resolving = new Map<number, { resolve: (c: StoredComponent) => void; reject: (e: Error) => void }>();
+let nextResolve = 1;
+function resolveOnMain(tenant: string, ref: string): Promise<StoredComponent> {
+  const r = nextResolve++;
+  return new Promise((resolve, reject) => {
+    resolving.set(r, { resolve, reject });
+    send({ t: 'resolve', r, tenant, ref });
+  });
+}
+
 function onMessage(m: ToEngine): void {
   switch (m.t) {
+    case 'resolved': {
+      const p = resolving.get(m.r);
+      resolving.delete(m.r);
+      if (m.ok) p?.resolve(m.component);
+      else p?.reject(Object.assign(new Error(m.error.message), { name: m.error.name }));
+      return;
+    }
     case 'invoke':
       return invoke(m);
     case 'cancel':
@@ -142,6 +161,7 @@ try {
     log: (line) => send({ t: 'log', line }),
   });
   side.engines.forEach((e, i) => e.addStepListener((s) => out(['step', i, s])));
+  side.host.resolveComponentsWith(resolveOnMain);
   port.on('message', onMessage);
   send({ t: 'ready', models: side.engines.map((e) => ({ name: e.model.name, dir: e.model.dir, config: { maxPositionEmbeddings: e.model.config.maxPositionEmbeddings } })), stats: snapshot() });
 } catch (err) {

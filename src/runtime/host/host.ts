@@ -27,11 +27,11 @@ import { AbiError } from '../abi.ts';
 import type { Handler, HostSide } from './handlers/host-side.ts';
 import { HANDLERS } from './handlers/index.ts';
 import { ComponentStore, type StoredComponent } from './component-store.ts';
-import { Invocation, InvocationError } from './invocation.ts';
+import { Invocation, InvocationError, MAX_FAMILY } from './invocation.ts';
 import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
 import { inputJson } from './input-json.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
-import { isOpName, type OpName } from '../ops.ts';
+import { isOpName, type OpName, type WitChildLimits } from '../ops.ts';
 import { cancelOnAbort } from './port.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from '../protocol.ts';
 
@@ -81,6 +81,16 @@ export interface InvokeOptions {
    */
   reuseInstance?: boolean;
 }
+
+/**
+ * Finds a component an invocation of `tenant` names in runtime.launch
+ * (other than `self`): on a server, an inferlet the tenant uploaded, by id
+ * or name. Rejects when there is none.
+ */
+export type ComponentResolver = (tenant: string, ref: string) => Promise<StoredComponent>;
+
+/** Detached children one tenant may have running. */
+export const MAX_DETACHED_PER_TENANT = 16;
 
 export interface HostStats {
   workers: number;
@@ -167,6 +177,9 @@ export class InferletHost implements HostSide {
   private readonly watchdog: NodeJS.Timeout;
   private nextInv = 1;
   private closed = false;
+  private resolver: ComponentResolver | null = null;
+  /** Detached children running, per tenant. */
+  private readonly detachedBy = new Map<string, number>();
   private readonly counts = { started: 0, succeeded: 0, failed: 0, cancelled: 0, workerRestarts: 0 };
 
   private constructor(options: HostOptions) {
@@ -200,6 +213,15 @@ export class InferletHost implements HostSide {
 
   /** Starts an invocation; its events, result and cancel are on the returned handle. */
   invoke(component: StoredComponent, options: InvokeOptions = {}): Invocation {
+    return this.start(component, options, null);
+  }
+
+  /** How runtime.launch finds components other than `self` (without one, only `self` can be launched). */
+  resolveComponentsWith(resolver: ComponentResolver): void {
+    this.resolver = resolver;
+  }
+
+  private start(component: StoredComponent, options: InvokeOptions, parent: Invocation | null): Invocation {
     if (this.closed) throw new Error('the inferlet host is closed');
     const input = options.inputJson ?? inputJson(options.input); // throws before anything is registered
     const limits = resolveLimits(this.limits, options.limits);
@@ -207,6 +229,11 @@ export class InferletHost implements HostSide {
     const models = options.models ?? [...this.engines.keys()];
     for (const m of models) if (!this.engines.has(m)) throw new Error(`no engine serves model "${m}"`);
     inv.allowedModels = new Set(models);
+    inv.component = component;
+    if (parent) {
+      inv.parent = parent;
+      parent.kids.add(inv);
+    }
     const slot = this.pick(inv.tenant);
     this.counts.started++;
     this.running.set(inv.id, inv);
@@ -258,6 +285,46 @@ export class InferletHost implements HostSide {
 
   log(inv: Invocation, level: string, message: string): void {
     this.logLine(`[${inv.instanceId}] ${level}: ${message}`);
+  }
+
+  async launch(parent: Invocation, ref: string, input: string, asked: WitChildLimits | null): Promise<Invocation> {
+    try {
+      JSON.parse(input);
+    } catch {
+      throw new AbiError('invalid-argument', "a child's input must be JSON text");
+    }
+    for (const [key, v] of Object.entries(asked ?? {})) if (v !== undefined && !(v > 0)) throw new AbiError('invalid-argument', `the child's ${key} limit must be positive`);
+    let component = parent.component;
+    if (ref !== 'self') {
+      if (!this.resolver) throw new AbiError('not-found', `no component "${ref}" here: only "self" can be launched (a server also launches the tenant's uploaded inferlets)`);
+      try {
+        component = await this.resolver(parent.tenant, ref);
+      } catch (err) {
+        throw new AbiError('not-found', err instanceof Error ? err.message : String(err));
+      }
+    }
+    if (parent.done) throw new AbiError('cancelled', 'the invocation has ended');
+    if (!component) throw new AbiError('not-found', 'this invocation has no component of its own to launch');
+    const members = parent.family().length;
+    if (members >= MAX_FAMILY) throw new AbiError('limit-exceeded', `the invocation's family has ${members} invocations running, the most it may`);
+    // Each at most the parent's; tokens and pages are also held to the family's total (Invocation.reserve).
+    const limits = {
+      tokens: Math.min(asked?.tokens ?? Infinity, parent.limits.tokens),
+      kvPages: Math.min(asked?.kvPages ?? Infinity, parent.limits.kvPages),
+      wallTimeMs: Math.min(asked?.wallTimeMs ?? Infinity, parent.limits.wallTimeMs),
+      memoryBytes: parent.limits.memoryBytes,
+    };
+    return this.start(component, { inputJson: input, tenant: parent.tenant, models: [...parent.allowedModels], limits }, parent);
+  }
+
+  detach(child: Invocation): void {
+    if (child.done || child.detached) return;
+    const n = this.detachedBy.get(child.tenant) ?? 0;
+    if (n >= MAX_DETACHED_PER_TENANT) throw new AbiError('limit-exceeded', `the tenant has ${n} detached invocations running, the most it may`);
+    this.detachedBy.set(child.tenant, n + 1);
+    child.detached = true;
+    child.parent?.kids.delete(child);
+    child.parent = null; // the root of a family of its own from now on
   }
 
   // ---- workers ----
@@ -427,6 +494,22 @@ export class InferletHost implements HostSide {
     inv.matchers.clear();
     for (const { topic, box } of inv.subscriptions.values()) this.hub.unsubscribe(inv.tenant, topic, box);
     inv.subscriptions.clear();
+    // Its family: its children (not detached ones) end with it; it leaves its parent's, its tokens still counted there.
+    for (const kid of [...inv.kids]) this.end(kid, new InvocationError('cancelled', 'its parent invocation ended'));
+    if (inv.parent) {
+      inv.parent.kids.delete(inv);
+      inv.parent.childTokens += inv.numTokens + inv.childTokens;
+      inv.parent = null;
+    }
+    inv.kids.clear();
+    const handles = [...inv.childHandles.values()];
+    inv.childHandles.clear();
+    for (const held of handles) held.waiter?.();
+    if (inv.detached) {
+      const n = (this.detachedBy.get(inv.tenant) ?? 1) - 1;
+      if (n > 0) this.detachedBy.set(inv.tenant, n);
+      else this.detachedBy.delete(inv.tenant);
+    }
     inv.releaseReservations();
     if (!error) this.counts.succeeded++;
     else if (error.kind === 'cancelled') this.counts.cancelled++;

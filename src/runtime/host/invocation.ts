@@ -17,6 +17,7 @@ import { worstCasePages } from './limits.ts';
 import { OutputQueue } from './port.ts';
 import { Mailbox, MessageLimitError } from './message-hub.ts';
 import type { InstanceLimits } from '../protocol.ts';
+import type { StoredComponent } from './component-store.ts';
 
 export interface OutputEvent {
   event: string;
@@ -56,6 +57,21 @@ export class InvocationError extends Error {
     super(message);
     this.kind = kind;
   }
+}
+
+/** A running invocation family (a parent and its children, not detached ones) holds at most this many. */
+export const MAX_FAMILY = 64;
+/** Events of a child kept unread for its parent; past it the oldest go (a `child.gap` event says how many). */
+export const MAX_CHILD_EVENTS = 1024;
+
+/** A child as its parent's guest holds it (runtime.launch). */
+export interface HeldChild {
+  inv: Invocation;
+  /** Its events not yet read by the parent, and how many were dropped since the last read. */
+  events: OutputEvent[];
+  missed: number;
+  /** A pending `next-event` call waiting for an event or the end. */
+  waiter: (() => void) | null;
 }
 
 export interface HeldContext {
@@ -129,6 +145,17 @@ export class Invocation {
   readonly unstarted = new Map<number, Error>();
   readonly subscriptions = new Map<number, { topic: string; box: Mailbox }>();
   readonly matchers = new Map<number, HeldMatcher>();
+  /** Children its guest launched, by handle (detached ones too, while the guest holds them). */
+  readonly childHandles = new Map<number, HeldChild>();
+  /** Its family: the invocation it was launched by (null for a root or a detached child), and its running children still in the family. */
+  parent: Invocation | null = null;
+  readonly kids = new Set<Invocation>();
+  /** Launched by another invocation and let run on past its parent's end. */
+  detached = false;
+  /** Tokens its ended children (and theirs) generated: still the family's. */
+  childTokens = 0;
+  /** What it runs (a `self` launch runs it again). */
+  component: StoredComponent | null = null;
   /** Aborted when the invocation ends: ends its waits on other inferlets. */
   readonly signal: AbortSignal;
   private readonly abort = new AbortController();
@@ -187,16 +214,23 @@ export class Invocation {
    * when a limit would be passed.
    */
   reserve(ctx: Context, pageSize: number, want: { tokens?: number; upTo?: boolean; newTokens?: number; recompute?: number }): Reservation {
-    const left = this.limits.tokens - this.numTokens - this.reservedTokens;
+    const family = this.familyUse();
+    const ownLeft = this.limits.tokens - this.numTokens - this.reservedTokens;
+    const left = family ? Math.min(ownLeft, family.root.limits.tokens - family.tokens) : ownLeft;
     const wanted = want.tokens ?? 0;
     const tokens = want.upTo ? Math.min(wanted, left) : wanted;
     // Work that produces no tokens (scoring a prompt) is not held to the token limit.
-    if (want.tokens !== undefined && (want.upTo ? left <= 0 : tokens > left)) throw new AbiError('limit-exceeded', `the invocation has generated its limit of ${this.limits.tokens} tokens`);
+    if (want.tokens !== undefined && (want.upTo ? left <= 0 : tokens > left)) {
+      throw new AbiError('limit-exceeded', left < ownLeft ? `the invocation and its family have generated their limit of ${family!.root.limits.tokens} tokens` : `the invocation has generated its limit of ${this.limits.tokens} tokens`);
+    }
     const pages = worstCasePages(ctx, want.newTokens ?? tokens, pageSize, want.recompute ?? 0);
     const held = this.pagesHeld();
     const reserved = this.pagesReserved();
     if (held + reserved + pages > this.limits.kvPages) {
       throw new AbiError('limit-exceeded', `this needs up to ${pages} more KV pages; the invocation holds ${held} and has ${reserved} reserved, its limit is ${this.limits.kvPages}`);
+    }
+    if (family && family.pages + pages > family.root.limits.kvPages) {
+      throw new AbiError('limit-exceeded', `this needs up to ${pages} more KV pages; the invocation and its family hold or have reserved ${family.pages}, their limit is ${family.root.limits.kvPages}`);
     }
     const r = new Reservation(ctx, pages, tokens, (done) => {
       this.reservations.delete(done);
@@ -213,7 +247,9 @@ export class Invocation {
    * prompt does not fit.
    */
   tokensWithinPages(ctx: Context, pageSize: number): number {
-    const free = this.limits.kvPages - this.pagesHeld() - this.pagesReserved();
+    const family = this.familyUse();
+    const own = this.limits.kvPages - this.pagesHeld() - this.pagesReserved();
+    const free = family ? Math.min(own, family.root.limits.kvPages - family.pages) : own;
     const room = (free + Math.floor(ctx.numComputed / pageSize)) * pageSize - ctx.length;
     if (room <= 0) {
       throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than the invocation's limit of ${this.limits.kvPages} leaves`);
@@ -229,12 +265,53 @@ export class Invocation {
   /** Distinct KV pages held by the invocation's contexts. */
   private pagesHeld(): number {
     const pages = new Set<number>();
-    for (const { ctx } of this.contexts.values()) for (const p of ctx.pageTable) pages.add(p);
+    this.addPages(pages);
     return pages.size;
   }
 
+  private addPages(pages: Set<number>): void {
+    for (const { ctx } of this.contexts.values()) for (const p of ctx.pageTable) pages.add(p);
+  }
+
+  /** The root of its family (itself when it has no parent). */
+  get root(): Invocation {
+    let r: Invocation = this;
+    while (r.parent) r = r.parent;
+    return r;
+  }
+
+  /** Its family's running members: the root and every descendant not detached. */
+  family(): Invocation[] {
+    const out: Invocation[] = [];
+    const visit = (i: Invocation) => {
+      out.push(i);
+      for (const k of i.kids) visit(k);
+    };
+    visit(this.root);
+    return out;
+  }
+
+  /**
+   * What its family uses together against the root's limits (tokens produced
+   * and set aside, distinct pages held and pages set aside); null when it has
+   * no family (no parent, no children), the common case.
+   */
+  private familyUse(): { root: Invocation; tokens: number; pages: number } | null {
+    if (this.parent === null && this.kids.size === 0 && this.childTokens === 0) return null;
+    const members = this.family();
+    const pages = new Set<number>();
+    let tokens = 0;
+    let reserved = 0;
+    for (const m of members) {
+      tokens += m.numTokens + m.childTokens + m.reservedTokens;
+      m.addPages(pages);
+      reserved += m.pagesReserved();
+    }
+    return { root: members[0]!, tokens, pages: pages.size + reserved };
+  }
+
   /** Pages set aside for running work that it has not allocated yet. */
-  private pagesReserved(): number {
+  pagesReserved(): number {
     let n = 0;
     for (const r of this.reservations) n += Math.max(0, r.pages - Math.max(0, r.ctx.pageTable.length - r.startPages));
     return n;

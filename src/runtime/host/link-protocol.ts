@@ -7,7 +7,9 @@
  *                  engine alone (bench), close
  *   engine → main: ready (or failed), batches of output records (events,
  *                  token times, ends, steps) one message per turn of its
- *                  event loop, replies to requests, log lines
+ *                  event loop, replies to requests, log lines, and requests
+ *                  to resolve a component a guest launches (answered with
+ *                  `resolved`)
  *
  * Times cross as epoch milliseconds (performance.timeOrigin + now), so they
  * do not depend on the threads' performance clocks sharing an origin (Node
@@ -83,7 +85,9 @@ export type ToEngine =
   | { t: 'refresh'; q: number }
   | { t: 'held'; q: number }
   | { t: 'engine-alone'; q: number; request: EngineAloneRequest }
-  | { t: 'close'; q: number };
+  | { t: 'close'; q: number }
+  | { t: 'resolved'; r: number; ok: true; component: StoredComponent }
+  | { t: 'resolved'; r: number; ok: false; error: ErrorWire };
 
 /** An error as it crosses: its class by name (engine-link.ts rebuilds the ones callers tell apart), an InvocationError's kind, an EngineError's code. */
 export interface ErrorWire {
@@ -117,4 +121,6 @@ export type FromEngine =
   | { t: 'out'; records: OutRecord[] }
   | { t: 'reply'; q: number; ok: true; value: unknown }
   | { t: 'reply'; q: number; ok: false; error: ErrorWire }
-  | { t: 'log'; line: string };
+  | { t: 'log'; line: string }
+  /** runtime.launch names a component: the main thread (which has the uploads) finds it. */
+  | { t: 'resolve'; r: number; tenant: string; ref: string };

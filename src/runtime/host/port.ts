@@ -7,7 +7,7 @@
  */
 import type { EngineStats, StepStats } from '../../engine/index.ts';
 import type { StoredComponent } from './component-store.ts';
-import type { HostStats, InvokeOptions } from './host.ts';
+import type { ComponentResolver, HostStats, InvokeOptions } from './host.ts';
 import type { InvocationObserver, InvocationResult, InvocationState, OutputEvent } from './invocation.ts';
 
 /** One running invocation as its caller sees it: events, result, cancel, and the counts the metrics read at its end. */
@@ -39,6 +39,8 @@ export interface HostPort {
   /** Loads (transpiles and caches) a component from bytes or a .wasm path. */
   load(source: Uint8Array | string): Promise<StoredComponent>;
   invoke(component: StoredComponent, options?: InvokeOptions): RunningInvocation;
+  /** How runtime.launch finds a tenant's components other than `self` (the gateway's uploads). */
+  resolveComponentsWith(resolver: ComponentResolver): void;
   stats(): HostStats;
   close(): Promise<void>;
 }

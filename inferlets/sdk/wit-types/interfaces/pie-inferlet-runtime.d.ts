@@ -1,3 +1,4 @@
+/// <reference path="./pie-inferlet-types.d.ts" />
 declare module 'pie:inferlet/runtime@0.2.0' {
   /**
    * The invocation's input (JSON text; "null" when there is none).
@@ -24,6 +25,15 @@ declare module 'pie:inferlet/runtime@0.2.0' {
    */
   export function log(level: LogLevel, message: string): void;
   /**
+   * Starts a child invocation of a component: `self` (this inferlet's own
+   * component) or, on a server, an inferlet this tenant uploaded (by id or
+   * name). `input` is JSON text. `not-found` for a component this
+   * invocation cannot run, `invalid-argument` for input that is not JSON,
+   * `limit-exceeded` when the family is full or nothing is left of a limit.
+   */
+  export function launch(component: string, input: string, limits: ChildLimits | undefined): Child;
+  export type Error = import('pie:inferlet/types@0.2.0').Error;
+  /**
    * # Variants
    * 
    * ## `"debug"`
@@ -35,4 +45,79 @@ declare module 'pie:inferlet/runtime@0.2.0' {
    * ## `"error"`
    */
   export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+  /**
+   * Limits of a child, each at most what its parent has (none: the parent's).
+   */
+  export interface ChildLimits {
+    tokens?: number,
+    kvPages?: number,
+    wallTimeMs?: number,
+  }
+  /**
+   * An event a child emitted (its `output.emit`, or its session's `send`).
+   */
+  export interface ChildEvent {
+    event: string,
+    data: string,
+  }
+  /**
+   * How a child ended.
+   */
+  export type ChildEnd = ChildEndSucceeded | ChildEndFailed | ChildEndCancelled;
+  /**
+   * It returned: the result it set, if any.
+   */
+  export interface ChildEndSucceeded {
+    tag: 'succeeded',
+    val: string | undefined,
+  }
+  /**
+   * It failed, trapped or broke a limit: why.
+   */
+  export interface ChildEndFailed {
+    tag: 'failed',
+    val: string,
+  }
+  /**
+   * It was cancelled (by its parent, or because its parent ended): why.
+   */
+  export interface ChildEndCancelled {
+    tag: 'cancelled',
+    val: string,
+  }
+  
+  export class Child implements Disposable {
+    /**
+     * This type does not have a public constructor.
+     */
+    private constructor();
+    /**
+    * Its instance id.
+    */
+    id(): string;
+    /**
+    * Its next event, waiting up to `timeout-ms` (none: until one comes or it
+    * ends); none on timeout, and once it has ended and every event was read.
+    * At most 1024 events wait unread: past that the oldest are dropped and
+    * a `child.gap` event (data `{"missed": N}`) says how many.
+    */
+    nextEvent(timeoutMs: number | undefined): ChildEvent | undefined;
+    /**
+    * Waits for its end.
+    */
+    wait(): ChildEnd;
+    /**
+    * Cancels it (nothing if it has ended).
+    */
+    cancel(): void;
+    /**
+    * Lets it run on after this invocation ends, within its own limits; it
+    * leaves the family (its tokens and pages no longer count against the
+    * parent's). A tenant may have 16 detached children running:
+    * `limit-exceeded` past that. Its events can still be read while the
+    * parent runs.
+    */
+    detach(): void;
+    [Symbol.dispose](): void;
+  }
 }

@@ -1,14 +1,18 @@
-/** What a handler may use: engines by model name, the message hub, the log. */
+/** What a handler may use: engines by model name, the message hub, the log, children. */
 import type { Engine } from '../../../engine/index.ts';
 import type { Invocation } from '../invocation.ts';
 import type { MessageHub } from '../message-hub.ts';
-import type { ArgsOf, OpName, ReplyOf } from '../../ops.ts';
+import type { ArgsOf, OpName, ReplyOf, WitChildLimits } from '../../ops.ts';
 
 export interface HostSide {
   /** The engine serving a model the invocation may use; AbiError not-found otherwise. */
   engine(inv: Invocation, model: string): Engine;
   readonly hub: MessageHub;
   log(inv: Invocation, level: string, message: string): void;
+  /** Starts a child of `parent` (runtime.launch); AbiError when it cannot. */
+  launch(parent: Invocation, component: string, input: string, limits: WitChildLimits | null): Promise<Invocation>;
+  /** Lets a child run on past its parent (child.detach); AbiError past the tenant's bound. */
+  detach(child: Invocation): void;
 }
 
 /** Answers one operation; its arguments arrive as structured clones of what the guest side passed. */

@@ -1,6 +1,76 @@
-/** pie:inferlet/runtime's one host operation: the log line. */
+/** pie:inferlet/runtime on the host: the log line, and children (launch, their events, end, cancel, detach). */
+import { AbiError } from '../../abi.ts';
+import type { WitChildEnd } from '../../ops.ts';
+import { MAX_CHILD_EVENTS, type HeldChild, type Invocation } from '../invocation.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
 
-export const runtimeHandlers: Handlers<OpsIn<'runtime'>> = {
+function heldChild(inv: Invocation, h: number): HeldChild {
+  const held = inv.childHandles.get(h);
+  if (!held) throw new AbiError('invalid-argument', `child ${h} does not exist`);
+  return held;
+}
+
+/** Its next unread event: first how many were dropped, if any; null when none is waiting. */
+function takeEvent(held: HeldChild): [string, string] | null {
+  if (held.missed > 0) {
+    const missed = held.missed;
+    held.missed = 0;
+    return ['child.gap', JSON.stringify({ missed })];
+  }
+  const e = held.events.shift();
+  return e ? [e.event, e.data] : null;
+}
+
+export const runtimeHandlers: Handlers<OpsIn<'runtime'> | OpsIn<'child'>> = {
   'runtime.log': (inv, [level, message], host) => host.log(inv, level, message),
+  'runtime.launch': async (inv, [h, component, input, limits], host) => {
+    const child = await host.launch(inv, component, input, limits);
+    const held: HeldChild = { inv: child, events: [], missed: 0, waiter: null };
+    inv.childHandles.set(h, held);
+    child.onEvent((e) => {
+      if (inv.childHandles.get(h) !== held) return; // dropped, or its parent ended: nobody will read it
+      held.events.push(e);
+      if (held.events.length > MAX_CHILD_EVENTS) {
+        held.events.shift();
+        held.missed++;
+      }
+      held.waiter?.();
+    });
+    void child.result.finally(() => held.waiter?.()).catch(() => {});
+    return child.instanceId;
+  },
+  'child.next-event': (inv, [h, timeoutMs]) => {
+    const held = heldChild(inv, h);
+    const now = takeEvent(held);
+    if (now !== null || held.inv.done || timeoutMs === 0 || inv.done) return now;
+    return new Promise((resolve) => {
+      let timer: NodeJS.Timeout | undefined;
+      const done = () => {
+        clearTimeout(timer);
+        inv.signal.removeEventListener('abort', done);
+        held.waiter = null;
+        resolve(takeEvent(held));
+      };
+      held.waiter = done;
+      inv.signal.addEventListener('abort', done, { once: true });
+      if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs);
+    });
+  },
+  'child.wait': async (inv, [h]): Promise<WitChildEnd> => {
+    const child = heldChild(inv, h).inv;
+    try {
+      const r = await child.result;
+      return { tag: 'succeeded', val: r.data ?? undefined };
+    } catch (err) {
+      const message = err instanceof Error ? err.message : String(err);
+      return child.state === 'cancelled' ? { tag: 'cancelled', val: message } : { tag: 'failed', val: message };
+    }
+  },
+  'child.cancel': (inv, [h]) => inv.childHandles.get(h)?.inv.cancel('cancelled by its parent'),
+  'child.detach': (inv, [h], host) => host.detach(heldChild(inv, h).inv),
+  'child.drop': (inv, [h]) => {
+    const held = inv.childHandles.get(h);
+    inv.childHandles.delete(h);
+    held?.waiter?.();
+  },
 };

@@ -140,6 +140,8 @@ describe('the engine on its own thread', () => {
     const up = await json(await fetch(`${serving.url}/v1/inferlets`, { method: 'POST', headers: { 'content-type': 'application/wasm' }, body: bytes }));
     const run = await json(await fetch(`${serving.url}/v1/inferlets/${up.id}/runs`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' }));
     const say = (message: string) => fetch(`${serving.url}/v1/runs/${run.id}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ message }) });
+    const running = await json(await fetch(`${serving.url}/v1/runs/${run.id}`));
+    expect(running).toMatchObject({ status: 'running', pages: 0 }); // asked of the engine thread: it holds no context
     expect((await say('over')).status).toBe(202);
     expect((await say('end')).status).toBe(202);
     const text = await (await fetch(`${serving.url}/v1/runs/${run.id}/events`)).text();

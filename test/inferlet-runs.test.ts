@@ -244,10 +244,15 @@ describe('components and runs over HTTP', () => {
   it('cancels a run: it ends cancelled, its pages released', async () => {
     const id = (await upload('sk-a', probe)).json.id;
     const run = await call('sk-a', 'POST', `/v1/inferlets/${id}/runs`, { input: { action: 'hold', max_tokens: 100_000 } });
+    let pages = 0;
+    for (let i = 0; i < 500 && pages === 0; i++) pages = (await call('sk-a', 'GET', `/v1/runs/${run.json.id}`)).json.pages;
+    expect(pages).toBeGreaterThan(0); // the KV pages it holds, as it runs
+    expect((await call('sk-a', 'GET', '/v1/runs')).json.data.find((r: Json) => r.id === run.json.id).pages).toBeGreaterThan(0);
     const cancelled = await call('sk-a', 'POST', `/v1/runs/${run.json.id}/cancel`);
     expect(cancelled.status).toBe(200);
     expect(cancelled.json.status).toBe('cancelled');
     expect(cancelled.json.error.kind).toBe('cancelled');
+    expect(cancelled.json.pages).toBe(0);
     expect((await call('sk-a', 'POST', `/v1/runs/${run.json.id}/cancel`)).status).toBe(400);
   });
 

@@ -67,6 +67,7 @@ interface RunObject {
   inferlet_id: string;
   created_at: number;
   tokens: number;
+  pages: number;
   events: number;
   result: { status: number; data: string | null } | null;
   error: { kind: string; message: string } | null;
@@ -160,7 +161,7 @@ export async function runsCommand(argv: string[]): Promise<number> {
   if (list.data.length === 0) process.stdout.write('no runs\n');
   for (const run of list.data) {
     const when = new Date(run.created_at * 1000).toISOString().replace('T', ' ').slice(0, 19);
-    process.stdout.write(`${run.id}  ${run.status.padEnd(9)}  ${when}  ${String(run.tokens).padStart(7)} tokens  ${String(run.events).padStart(6)} events  ${run.inferlet_id}\n`);
+    process.stdout.write(`${run.id}  ${run.status.padEnd(9)}  ${when}  ${String(run.tokens).padStart(7)} tokens  ${String(run.pages).padStart(5)} pages  ${String(run.events).padStart(6)} events  ${run.inferlet_id}\n`);
   }
   return 0;
 }

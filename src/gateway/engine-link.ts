@@ -72,12 +72,12 @@ class RemoteInvocation implements RunningInvocation {
   private resolve!: (r: InvocationResult) => void;
   private reject!: (e: Error) => void;
   private readonly onCancel: (reason: string) => void;
-  private readonly onDeliver: (message: string) => Promise<number>;
+  private readonly ask: { deliver: (message: string) => Promise<number>; pages: () => Promise<number> };
 
-  constructor(id: number, onCancel: (reason: string) => void, onDeliver: (message: string) => Promise<number>) {
+  constructor(id: number, onCancel: (reason: string) => void, ask: RemoteInvocation['ask']) {
     this.id = id;
     this.onCancel = onCancel;
-    this.onDeliver = onDeliver;
+    this.ask = ask;
     this.result = new Promise((res, rej) => ((this.resolve = res), (this.reject = rej)));
     this.result.catch(() => {}); // a caller that only reads events must not see an unhandled rejection
   }
@@ -92,7 +92,11 @@ class RemoteInvocation implements RunningInvocation {
 
   deliver(message: string): Promise<number> {
     if (this.done) return Promise.reject(new SessionError('ended', `the invocation has ended (${this.state})`));
-    return this.onDeliver(message);
+    return this.ask.deliver(message);
+  }
+
+  kvPages(): Promise<number> {
+    return this.done ? Promise.resolve(0) : this.ask.pages();
   }
 
   onEvent(listener: (e: OutputEvent) => void): void {
@@ -243,7 +247,10 @@ export class EngineThread implements EngineSide, HostPort {
     const inv = new RemoteInvocation(
       id,
       (reason) => this.post({ t: 'cancel', id, reason }),
-      (message) => this.request({ t: 'deliver', q: 0, id, message }) as Promise<number>,
+      {
+        deliver: (message) => this.request({ t: 'deliver', q: 0, id, message }) as Promise<number>,
+        pages: () => this.request({ t: 'pages', q: 0, id }) as Promise<number>,
+      },
     );
     if (this.lost !== null) {
       inv.lose(`the engine thread is gone (${this.lost}); the server must be restarted`);

@@ -1292,6 +1292,8 @@ export interface components {
             ended_at: number | null;
             /** @description Tokens its generations have produced so far. */
             tokens: number;
+            /** @description KV pages it and its children hold now, as of this answer (0 once it has ended). */
+            pages: number;
             /** @description Events it has emitted so far. */
             events: number;
             owned_by: string;

@@ -43,6 +43,9 @@ class FakeInvocation implements RunningInvocation {
     this.inbox.push(message);
     return Promise.resolve(this.inbox.length);
   }
+  kvPages(): Promise<number> {
+    return Promise.resolve(this.state === 'running' ? 3 : 0);
+  }
   onEvent(): void {}
   async *events(): AsyncIterable<never> {}
 }

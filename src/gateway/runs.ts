@@ -8,7 +8,7 @@
  *   POST /v1/inferlets/{id|name}/runs   {input, limits, cancel_on_disconnect}
  *                                       → 201 the run; with Accept: text/event-stream, its events to the end
  *   GET  /v1/runs                       the tenant's runs (an admin's: every tenant's), without their results
- *   GET  /v1/runs/{id}                  status, tokens, and the result once it has ended
+ *   GET  /v1/runs/{id}                  status, tokens, KV pages held, and the result once it has ended
  *   GET  /v1/runs/{id}/events           attach (SSE), from Last-Event-ID (or ?after=N)
  *   POST /v1/runs/{id}/cancel
  *   POST /v1/runs/{id}/messages         {message} → 202: for the inferlet's session.receive;
@@ -71,6 +71,8 @@ class Run {
   result: InvocationResult | null = null;
   error: { kind: string; message: string } | null = null;
   tokens = 0;
+  /** KV pages it and its children held when last asked (GET /v1/runs, GET /v1/runs/{id}); 0 once ended. */
+  pages = 0;
   /** Events kept for replay, oldest first; `dropped` fell out of the buffer. */
   readonly events: NumberedEvent[] = [];
   private bytes = 0;
@@ -114,6 +116,7 @@ class Run {
     this.error = error;
     this.endedAt = unixNow();
     this.endedMs = Date.now();
+    this.pages = 0;
     this.endOrder = ++Run.ends;
     this.inv = null; // what it held on the host side is released; only its record stays
     this.wake();
@@ -149,6 +152,7 @@ class Run {
       created_at: this.createdAt,
       ended_at: this.endedAt,
       tokens: this.tokens,
+      pages: this.pages,
       events: this.numEvents,
       owned_by: this.tenant,
       result: this.result && !summary ? { status: this.result.status, headers: this.result.headers, data: this.result.data } : null,
@@ -229,6 +233,13 @@ export class Runs {
   list(p: Principal): Run[] {
     this.expire();
     return [...this.runs.values()].filter((r) => p.admin || r.tenant === p.tenant);
+  }
+
+  /** Reads the pages the running ones of `runs` hold now (from the engine thread, where it runs). */
+  async withPages<T extends Run | Run[]>(runs: T): Promise<T> {
+    const list = Array.isArray(runs) ? runs : [runs];
+    await Promise.all(list.map(async (r) => r.inv && (r.pages = await r.inv.kvPages().catch(() => r.pages))));
+    return runs;
   }
 
   /** Cancels every run (the server is closing); one still getting its component ready is cancelled as it starts. */
@@ -407,12 +418,12 @@ export function runRoutes(runs: Runs, deps: RunDeps): Router {
     await streamRun(res, run, 0, true);
   });
 
-  router.get('/v1/runs', (_req, res) => {
-    res.json({ object: 'list', data: runs.list(inferletsPrincipal(res)).map((r) => r.toJSON(true)) });
+  router.get('/v1/runs', async (_req, res) => {
+    res.json({ object: 'list', data: (await runs.withPages(runs.list(inferletsPrincipal(res)))).map((r) => r.toJSON(true)) });
   });
 
-  router.get('/v1/runs/:run_id', (req, res) => {
-    res.json(runs.get(inferletsPrincipal(res), String(req.params.run_id)));
+  router.get('/v1/runs/:run_id', async (req, res) => {
+    res.json(await runs.withPages(runs.get(inferletsPrincipal(res), String(req.params.run_id))));
   });
 
   router.get('/v1/runs/:run_id/events', async (req, res) => {

@@ -273,6 +273,14 @@ export class Invocation {
     for (const { ctx } of this.contexts.values()) for (const p of ctx.pageTable) pages.add(p);
   }
 
+  /** Distinct KV pages it and its family's other running members hold now (0 once it has ended). */
+  kvPages(): Promise<number> {
+    if (this.done) return Promise.resolve(0);
+    const pages = new Set<number>();
+    for (const m of this.family()) m.addPages(pages);
+    return Promise.resolve(pages.size);
+  }
+
   /** The root of its family (itself when it has no parent). */
   get root(): Invocation {
     let r: Invocation = this;

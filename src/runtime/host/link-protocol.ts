@@ -80,6 +80,7 @@ export type ToEngine =
   | { t: 'invoke'; id: number; component: StoredComponent; options: InvokeWire }
   | { t: 'cancel'; id: number; reason: string }
   | { t: 'deliver'; q: number; id: number; message: string }
+  | { t: 'pages'; q: number; id: number }
   | { t: 'keep' | 'drop'; model: string; tenant: string; name: string }
   | { t: 'load'; q: number; source: Uint8Array | string }
   | { t: 'refresh'; q: number }

@@ -28,6 +28,8 @@ export interface RunningInvocation {
   observer: InvocationObserver | null;
   /** Asks it to stop. On the engine thread it ends a little later (its result settles then), not before this returns. */
   cancel(reason?: string): void;
+  /** Distinct KV pages it (and its children) hold now; 0 once it has ended. */
+  kvPages(): Promise<number>;
   /** Queues a message from the client for its session.receive; resolves to the messages waiting unread, rejects with a SessionError. */
   deliver(message: string): Promise<number>;
   /** Receives events as they are emitted (then `events()` sees none). */

@@ -26,6 +26,42 @@ async function clockComponent(sleepMs: number, status: 0 | 1): Promise<Uint8Arra
   return parse(wat);
 }
 
+/** A component that gets stdout (so its instance holds a WASI stream) and then grows its memory by `grow` pages. */
+async function stdoutComponent(grow: number): Promise<Uint8Array> {
+  const { parse } = await import('@bytecodealliance/jco');
+  return parse(`(component
+    (import "wasi:io/streams@0.2.0" (instance $streams (export "output-stream" (type (sub resource)))))
+    (alias export $streams "output-stream" (type $os))
+    (import "wasi:cli/stdout@0.2.0" (instance $stdout
+      (alias outer 1 $os (type $o))
+      (export "output-stream" (type (eq $o)))
+      (export "get-stdout" (func (result (own 0))))))
+    (core func $get (canon lower (func $stdout "get-stdout")))
+    (core module $m
+      (import "imp" "get" (func $get (result i32)))
+      (memory (export "memory") 1)
+      (func (export "run") (result i32) (drop (call $get)) (drop (memory.grow (i32.const ${grow}))) (i32.const 8)))
+    (core instance $i (instantiate $m (with "imp" (instance (export "get" (func $get))))))
+    (func (export "run") (result (result (error string))) (canon lift (core func $i "run") (memory (core memory $i "memory")))))`);
+}
+
+/** A component whose core module's start function draws a random number (as language runtimes seed themselves), while it is being instantiated. */
+async function seedingComponent(): Promise<Uint8Array> {
+  const { parse } = await import('@bytecodealliance/jco');
+  return parse(`(component
+    (import "wasi:random/random@0.2.0" (instance $random (export "get-random-u64" (func (result u64)))))
+    (core func $rand (canon lower (func $random "get-random-u64")))
+    (core module $m
+      (import "imp" "rand" (func $rand (result i64)))
+      (memory (export "memory") 1)
+      (global $seed (mut i64) (i64.const 0))
+      (func $init (global.set $seed (call $rand)))
+      (start $init)
+      (func (export "run") (result i32) (i32.const 8)))
+    (core instance $i (instantiate $m (with "imp" (instance (export "rand" (func $rand))))))
+    (func (export "run") (result (result (error string))) (canon lift (core func $i "run") (memory (core memory $i "memory")))))`);
+}
+
 /** A host over a mock engine whose log lines the test reads. */
 async function loggingHost() {
   const { engine } = await mockEngine();
@@ -99,6 +135,25 @@ describe('the WASI subset', () => {
     await expect(inv.result).rejects.toThrow('stop');
     expect(inv.state).toBe('cancelled');
     expect(host.stats().workerRestarts).toBe(0); // it stopped on its own, not by its worker being terminated
+  });
+
+  it('fails an invocation over its memory limit alone: ending its WASI streams does not take its worker (and a neighbour) down', async () => {
+    const { engine } = await mockEngine();
+    const host = await testHost([engine], { workers: 1 });
+    const neighbour = host.invoke(await host.load(await clockComponent(1500, 0)));
+    const greedy = await host.load(await stdoutComponent(10));
+    for (const memoryBytes of [1000, 200_000]) {
+      // Below its first page, or grown past the limit after its last host call.
+      await expect(host.invoke(greedy, { limits: { memoryBytes } }).result).rejects.toThrow(/exceeds its limit/);
+    }
+    expect((await neighbour.result).data).toBeNull();
+    expect(host.stats().workerRestarts).toBe(0);
+  });
+
+  it('runs a component whose start function calls WASI while it is being instantiated', async () => {
+    const { host } = await loggingHost();
+    const seeding = await host.load(await seedingComponent());
+    for (let i = 0; i < 3; i++) expect((await host.invoke(seeding).result).data).toBeNull();
   });
 
   it.each([

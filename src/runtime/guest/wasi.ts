@@ -55,9 +55,9 @@ export function guestWasi(env: GuestEnv): Record<string, object> {
     ready(): boolean {
       return performance.now() >= this.deadline;
     }
-    block(): void | Promise<void> {
-      const wait = this.deadline - performance.now();
-      if (wait > 0) return env.sleep(wait);
+    /** Waits until ready (a timer may fire a little early: it waits again for the rest). */
+    async block(): Promise<void> {
+      for (let wait = this.deadline - performance.now(); wait > 0; wait = this.deadline - performance.now()) await env.sleep(wait);
     }
   }
   const afterNs = (ns: bigint) => new Pollable(performance.now() + Number(ns) / 1e6);
@@ -91,6 +91,7 @@ export function guestWasi(env: GuestEnv): Record<string, object> {
     }
   }
 
+  let endStream: (stream: OutputStream) => void = () => {};
   /**
    * stdout or stderr: whole lines to the invocation's log, through `env.output`
    * (which bounds them). A flush keeps a partial line (toolchains flush after
@@ -121,11 +122,14 @@ export function guestWasi(env: GuestEnv): Record<string, object> {
       this.flush();
     }
     flush(): void {}
-    /** The invocation ends: a partial line goes too. */
-    end(): void {
+    /** The invocation ends: a partial line goes too. (Private: not an import the guard wraps, so it runs whatever the guest's state.) */
+    #end(): void {
       this.pending += this.decoder.decode();
       if (this.pending) env.output(this.stream, this.pending);
       this.pending = '';
+    }
+    static {
+      endStream = (stream) => stream.#end();
     }
     blockingFlush(): void {
       this.flush();
@@ -150,7 +154,7 @@ export function guestWasi(env: GuestEnv): Record<string, object> {
   const stdin = new InputStream();
   const stdout = new OutputStream('stdout');
   const stderr = new OutputStream('stderr');
-  env.atEnd(() => (stdout.end(), stderr.end()));
+  env.atEnd(() => (endStream(stdout), endStream(stderr)));
 
   class TerminalInput {}
   class TerminalOutput {}
@@ -203,7 +207,13 @@ export function guestWasi(env: GuestEnv): Record<string, object> {
         const ready = () => Uint32Array.from(list.flatMap((p, i) => (p.ready() ? [i] : [])));
         const now = ready();
         if (now.length > 0) return now;
-        return env.sleep(Math.min(...list.map((p) => p.deadline)) - performance.now()).then(ready);
+        // Never an empty answer: until one is ready (a timer may fire a little early).
+        return (async () => {
+          for (let r = ready(); ; r = ready()) {
+            if (r.length > 0) return r;
+            await env.sleep(Math.min(...list.map((p) => p.deadline)) - performance.now());
+          }
+        })();
       },
     },
     'wasi:io/streams': { InputStream, OutputStream },

@@ -20,6 +20,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { loadModelText, type ModelText } from '../../model/load.ts';
 import { INTERFACES, interfaceKey, WASI_GRANTED } from '../abi.ts';
 import { GuestResultError, type GuestEnv } from './env.ts';
+import { MAX_TIMER_MS } from '../host/limits.ts';
 import { guestImports } from './imports.ts';
 import { GuestExit, guestWasi } from './wasi.ts';
 import type { ArgsOf, CallOp, ReplyOf, SendOp } from '../ops.ts';
@@ -139,24 +140,28 @@ class InstanceEnv implements GuestEnv {
   handle(): number {
     return this.nextHandle++;
   }
+  /** A wait longer than a timer can take is a wait until the invocation is stopped (its wall time ends it at the latest). */
   sleep(ms: number): Promise<void> {
     if (this.cancelled) return Promise.reject(new Error('the invocation was cancelled'));
     return new Promise((resolve, reject) => {
+      let timer: NodeJS.Timeout | undefined;
       const stop = (err: Error) => {
         clearTimeout(timer);
         this.sleepers.delete(stop);
         reject(err);
       };
-      const timer = setTimeout(() => {
-        this.sleepers.delete(stop);
-        resolve();
-      }, Math.max(0, Math.ceil(ms)));
+      if (ms <= MAX_TIMER_MS) {
+        timer = setTimeout(() => {
+          this.sleepers.delete(stop);
+          resolve();
+        }, Math.max(0, Math.ceil(ms)));
+      }
       this.sleepers.add(stop);
     });
   }
   /** Cut to a line's length, and dropped past the budget (one line says so): the log is for people. */
   output(level: string, line: string): void {
-    if (this.logged > LOG_BUDGET) return;
+    if (this.inv === 0 || this.logged > LOG_BUDGET) return; // output while the instance is made has no invocation to go to
     const text = line.length > MAX_LOG_LINE ? line.slice(0, MAX_LOG_LINE) : line;
     this.logged += text.length;
     const over = this.logged > LOG_BUDGET;
@@ -166,9 +171,15 @@ class InstanceEnv implements GuestEnv {
   atEnd(hook: () => void): void {
     this.endHooks.push(hook);
   }
-  /** The invocation ended: what the hooks still have to say goes with its last calls. */
+  /** The invocation ended: what the hooks still have to say goes with its last calls (a hook's failure loses only what it had). */
   ended(): void {
-    for (const hook of this.endHooks) hook();
+    for (const hook of this.endHooks) {
+      try {
+        hook();
+      } catch {
+        // nothing to report it to: the invocation is over
+      }
+    }
   }
   /** The invocation was stopped: its waits end. */
   stop(reason: string): void {
@@ -180,9 +191,17 @@ class InstanceEnv implements GuestEnv {
     for (const m of this.memories) n += m.buffer.byteLength;
     return n;
   }
-  /** Runs at every entry into the host and every resumption of the guest. */
-  enter(): void {
-    if (this.inv === 0) throw new Error('this instance is not bound to an invocation');
+  /**
+   * Runs at every entry into the host and every resumption of the guest.
+   * WASI functions (`unbound`: they answer in the worker) may also run while
+   * an instance is being made, before it has an invocation (a start
+   * function reading the clock).
+   */
+  enter(unbound = false): void {
+    if (this.inv === 0) {
+      if (unbound) return;
+      throw new Error('this instance is not bound to an invocation');
+    }
     beat();
     Atomics.store(heartbeat, HEARTBEAT.running, this.inv);
     if (this.memoryBytes() > this.memoryLimit) {
@@ -192,17 +211,17 @@ class InstanceEnv implements GuestEnv {
   }
 }
 
-/** Every import function (and resource method) runs `env.enter()` before it and on resuming. */
-function guard<T extends object>(env: InstanceEnv, obj: T): T {
+/** Every import function (and resource method) runs `env.enter()` before it and on resuming (`unbound`: see enter). */
+function guard<T extends object>(env: InstanceEnv, obj: T, unbound = false): T {
   const wrap = (fn: (...a: unknown[]) => unknown) =>
     function (this: unknown, ...args: unknown[]) {
-      env.enter();
+      env.enter(unbound);
       const r = fn.apply(this, args);
       if (!(r instanceof Promise)) return r;
       return r.then(
-        (v) => (env.enter(), v),
+        (v) => (env.enter(unbound), v),
         (e) => {
-          env.enter();
+          env.enter(unbound);
           throw e;
         },
       );
@@ -229,7 +248,7 @@ function importsFor(env: InstanceEnv): Record<string, object> {
   for (const name of Object.keys(WASI_GRANTED)) {
     const get = () => {
       let part = guarded.get(name);
-      if (!part) guarded.set(name, (part = guard(env, (wasi ??= guestWasi(env))[name]!)));
+      if (!part) guarded.set(name, (part = guard(env, (wasi ??= guestWasi(env))[name]!, true)));
       return part;
     };
     Object.defineProperty(imports, name, { enumerable: true, get });
@@ -382,10 +401,14 @@ function describe(err: unknown): string {
 
 function finish(inv: number, env: InstanceEnv | undefined, error: string | null, instantiateMs: number): void {
   running.delete(inv);
-  env?.ended();
+  env?.ended(); // never throws
   // The guest's last one-way calls (set-result, emit) ride in the same message, ahead of its end.
   const calls = outbox;
   outbox = [];
+  // Memory grown past the limit after the last host call is caught here.
+  if (env && env.limitError === null && env.memoryBytes() > env.memoryLimit) {
+    env.limitError = `the inferlet's linear memory (${env.memoryBytes()} bytes) exceeds its limit of ${env.memoryLimit} bytes`;
+  }
   const limit = env?.limitError ?? null;
   post({ t: 'done', inv, error: limit ?? error, limit: limit !== null, peakMemoryBytes: env?.memoryBytes() ?? 0, instantiateMs, calls });
   if (Atomics.load(heartbeat, HEARTBEAT.running) === inv) Atomics.store(heartbeat, HEARTBEAT.running, 0);

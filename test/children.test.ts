@@ -85,6 +85,28 @@ describe('child inferlets', () => {
     expect(again.parent.message).toMatch(/family/);
   });
 
+  it("keeps counting what a child generated after it is detached: its tokens stay the family's", async () => {
+    const { run } = await setup();
+    const r = await run({ action: 'detach-budget', tokens: 8 }, { tokens: 10 });
+    expect(r.parent).toEqual({ ok: 2 });
+  });
+
+  it("bounds a child's unread events by size too: the oldest go, and the parent learns how many", async () => {
+    const { run } = await setup();
+    const size = 9 << 20; // two of them pass the 16 Mi characters kept unread
+    const r = await run({ action: 'read-flood', n: 3, size });
+    expect(r.events).toEqual(['child.gap {"missed":2}', `big2 ${size}`]);
+  });
+
+  it("counts a child's tokens as its parent's: the observer of the parent (a run's, a request's metrics) sees them", async () => {
+    const { host, component } = await setup();
+    const inv = host.invoke(component, { input: { action: 'launch', child_input: { action: 'generate', tokens: 5 } } });
+    let seen = 0;
+    inv.observer = { tokens: (n) => void (seen += n), prompt: () => {}, generation: () => {} };
+    await inv.result;
+    expect(seen).toBe(5);
+  });
+
   it('refuses what it cannot launch: another component where no resolver is set, a limit of 0', async () => {
     const { run } = await setup();
     expect(await run({ action: 'launch', component: 'someone-else' })).toMatchObject({ code: 'not-found', message: expect.stringMatching(/only "self"/) });

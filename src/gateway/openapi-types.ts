@@ -1319,7 +1319,7 @@ export interface components {
             /** @enum {string} */
             object: "run.message";
             run_id: string;
-            /** @description Messages now waiting unread in the run's queue */
+            /** @description Messages now waiting unread in the run's queue, this one included (0: the run was waiting and took it at once). */
             queued: number;
         };
         RunList: {

@@ -13,6 +13,7 @@ interface Input {
   tokens?: number;
   limits?: { tokens?: number };
   queue?: string;
+  size?: number;
 }
 
 function attempt(fn: () => unknown): unknown {
@@ -68,6 +69,28 @@ export const run = inferlet<Input>((args) => {
       const kid = launch('self', { action: 'generate', tokens: args.tokens ?? 8 });
       const child = kid.result<{ tokens: number }>();
       return { child: child.tokens, parent: attempt(() => generate(args.tokens ?? 8)) };
+    }
+    case 'detach-budget': {
+      // A child spends tokens, then is detached: what it spent stays the family's.
+      const kid = launch('self', { action: 'generate-then-hold', tokens: args.tokens ?? 8 });
+      kid.nextEvent(); // it has generated
+      kid.detach();
+      const parent = attempt(() => generate(args.tokens ?? 8));
+      kid.cancel();
+      return { parent };
+    }
+    case 'generate-then-hold':
+      emit('generated', String(generate(args.tokens ?? 4)));
+      queue('never').pull();
+      return null;
+    case 'flood':
+      for (let i = 0; i < (args.n ?? 1); i++) emit(`big${i}`, 'x'.repeat(args.size ?? 1));
+      return null;
+    case 'read-flood': {
+      // Reads a flooding child's events only after it has ended.
+      const kid = launch('self', { action: 'flood', n: args.n, size: args.size });
+      kid.wait();
+      return { events: [...kid.events()].map((e) => (e.event === 'child.gap' ? `${e.event} ${e.data}` : `${e.event} ${e.data.length}`)) };
     }
     case 'launch': {
       let kid: Child;

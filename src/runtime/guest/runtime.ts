@@ -1,6 +1,9 @@
 /** pie:inferlet/runtime: answered inside the worker, except the log line and children (which run on the host). */
 import type { WitChildLimits } from '../ops.ts';
-import type { GuestEnv } from './env.ts';
+import { GuestResultError, type GuestEnv } from './env.ts';
+
+/** Characters of a child's input (the host's bound, host.ts MAX_CHILD_INPUT). */
+const MAX_CHILD_INPUT = 4 << 20;
 
 export function guestRuntime(env: GuestEnv) {
   /** A child invocation, by the handle its host side is kept under. */
@@ -40,6 +43,13 @@ export function guestRuntime(env: GuestEnv) {
     now: () => process.hrtime.bigint(),
     log: (level: string, message: string) => env.output(level, String(message)),
     launch: async (component: string, input: string, limits?: WitChildLimits) => {
+      // Checked here, on the guest's own thread (the host checks the size again, never parses it).
+      if (input.length > MAX_CHILD_INPUT) throw new GuestResultError('invalid-argument', `a child's input is at most ${MAX_CHILD_INPUT} characters, got ${input.length}`);
+      try {
+        JSON.parse(input);
+      } catch {
+        throw new GuestResultError('invalid-argument', "a child's input must be JSON text");
+      }
       const handle = env.handle();
       return new Child(handle, await env.call('runtime.launch', [handle, component, input, limits ?? null]));
     },

@@ -89,8 +89,11 @@ export interface InvokeOptions {
  */
 export type ComponentResolver = (tenant: string, ref: string) => Promise<StoredComponent>;
 
-/** Detached children one tenant may have running. */
+/** Detached children one tenant may have running, and children in all (detached or not). */
 export const MAX_DETACHED_PER_TENANT = 16;
+export const MAX_CHILDREN_PER_TENANT = 256;
+/** Characters of a child's input (JSON text). */
+export const MAX_CHILD_INPUT = 4 << 20;
 
 export interface HostStats {
   workers: number;
@@ -178,8 +181,9 @@ export class InferletHost implements HostSide {
   private nextInv = 1;
   private closed = false;
   private resolver: ComponentResolver | null = null;
-  /** Detached children running, per tenant. */
+  /** Detached children running, and children in all, per tenant. */
   private readonly detachedBy = new Map<string, number>();
+  private readonly launchedBy = new Map<string, number>();
   private readonly counts = { started: 0, succeeded: 0, failed: 0, cancelled: 0, workerRestarts: 0 };
 
   private constructor(options: HostOptions) {
@@ -288,12 +292,10 @@ export class InferletHost implements HostSide {
   }
 
   async launch(parent: Invocation, ref: string, input: string, asked: WitChildLimits | null): Promise<Invocation> {
-    try {
-      JSON.parse(input);
-    } catch {
-      throw new AbiError('invalid-argument', "a child's input must be JSON text");
-    }
+    // The guest side checked the input is JSON (its worker parses it, not this thread); its size is checked again here.
+    if (input.length > MAX_CHILD_INPUT) throw new AbiError('invalid-argument', `a child's input is at most ${MAX_CHILD_INPUT} characters, got ${input.length}`);
     for (const [key, v] of Object.entries(asked ?? {})) if (v !== undefined && !(v > 0)) throw new AbiError('invalid-argument', `the child's ${key} limit must be positive`);
+    this.checkRoomForChild(parent);
     let component = parent.component;
     if (ref !== 'self') {
       if (!this.resolver) throw new AbiError('not-found', `no component "${ref}" here: only "self" can be launched (a server also launches the tenant's uploaded inferlets)`);
@@ -302,19 +304,35 @@ export class InferletHost implements HostSide {
       } catch (err) {
         throw new AbiError('not-found', err instanceof Error ? err.message : String(err));
       }
+      this.checkRoomForChild(parent); // again: the parent may have ended, or others started, meanwhile
     }
-    if (parent.done) throw new AbiError('cancelled', 'the invocation has ended');
     if (!component) throw new AbiError('not-found', 'this invocation has no component of its own to launch');
-    const members = parent.family().length;
-    if (members >= MAX_FAMILY) throw new AbiError('limit-exceeded', `the invocation's family has ${members} invocations running, the most it may`);
-    // Each at most the parent's; tokens and pages are also held to the family's total (Invocation.reserve).
+    // Each at most what the parent has left: its tokens (the family's), its pages, the rest of its wall time.
+    const tokensLeft = parent.tokensLeft();
+    const wallLeft = parent.startedAt + parent.limits.wallTimeMs - performance.now();
+    if (tokensLeft <= 0) throw new AbiError('limit-exceeded', 'no tokens are left of the limit for a child');
+    if (wallLeft < 1) throw new AbiError('limit-exceeded', 'no wall time is left of the limit for a child');
     const limits = {
-      tokens: Math.min(asked?.tokens ?? Infinity, parent.limits.tokens),
+      tokens: Math.min(asked?.tokens ?? Infinity, tokensLeft),
       kvPages: Math.min(asked?.kvPages ?? Infinity, parent.limits.kvPages),
-      wallTimeMs: Math.min(asked?.wallTimeMs ?? Infinity, parent.limits.wallTimeMs),
+      wallTimeMs: Math.min(asked?.wallTimeMs ?? Infinity, wallLeft),
       memoryBytes: parent.limits.memoryBytes,
     };
-    return this.start(component, { inputJson: input, tenant: parent.tenant, models: [...parent.allowedModels], limits }, parent);
+    const child = this.start(component, { inputJson: input, tenant: parent.tenant, models: [...parent.allowedModels], limits }, parent);
+    child.launched = true;
+    this.launchedBy.set(child.tenant, (this.launchedBy.get(child.tenant) ?? 0) + 1);
+    // Its tokens are its run's (GET /v1/runs) and its request's (metrics): they go to the parent's observer, up to the root's.
+    child.observer = { tokens: (count, _gap, now) => parent.observer?.tokens(count, null, now), prompt: () => {}, generation: () => {} };
+    return child;
+  }
+
+  /** Throws unless `parent` may launch a child now: it runs, its family has room, its tenant has room. */
+  private checkRoomForChild(parent: Invocation): void {
+    if (parent.done) throw new AbiError('cancelled', 'the invocation has ended');
+    const members = parent.family().length;
+    if (members >= MAX_FAMILY) throw new AbiError('limit-exceeded', `the invocation's family has ${members} invocations running, the most it may`);
+    const launched = this.launchedBy.get(parent.tenant) ?? 0;
+    if (launched >= MAX_CHILDREN_PER_TENANT) throw new AbiError('limit-exceeded', `the tenant has ${launched} child invocations running, the most it may`);
   }
 
   detach(child: Invocation): void {
@@ -323,8 +341,12 @@ export class InferletHost implements HostSide {
     if (n >= MAX_DETACHED_PER_TENANT) throw new AbiError('limit-exceeded', `the tenant has ${n} detached invocations running, the most it may`);
     this.detachedBy.set(child.tenant, n + 1);
     child.detached = true;
-    child.parent?.kids.delete(child);
-    child.parent = null; // the root of a family of its own from now on
+    if (child.parent) {
+      // What it generated so far stays the family's; from now on it is the root of a family of its own (its wall time still ends by its parent's).
+      child.parent.childTokens += child.numTokens + child.childTokens;
+      child.parent.kids.delete(child);
+      child.parent = null;
+    }
   }
 
   // ---- workers ----
@@ -505,11 +527,9 @@ export class InferletHost implements HostSide {
     const handles = [...inv.childHandles.values()];
     inv.childHandles.clear();
     for (const held of handles) held.waiter?.();
-    if (inv.detached) {
-      const n = (this.detachedBy.get(inv.tenant) ?? 1) - 1;
-      if (n > 0) this.detachedBy.set(inv.tenant, n);
-      else this.detachedBy.delete(inv.tenant);
-    }
+    for (const held of handles) held.events.length = 0; // nobody will read them
+    if (inv.detached) countDown(this.detachedBy, inv.tenant);
+    if (inv.launched) countDown(this.launchedBy, inv.tenant);
     inv.releaseReservations();
     if (!error) this.counts.succeeded++;
     else if (error.kind === 'cancelled') this.counts.cancelled++;
@@ -522,6 +542,12 @@ export class InferletHost implements HostSide {
     const { vocabSize, maxPositionEmbeddings } = e.model.config;
     return { name, dir: e.model.dir, chatTemplate: e.model.chatTemplate.source, pageSize: e.pageSize, vocabSize, contextLength: maxPositionEmbeddings };
   }
+}
+
+function countDown(counts: Map<string, number>, key: string): void {
+  const n = (counts.get(key) ?? 1) - 1;
+  if (n > 0) counts.set(key, n);
+  else counts.delete(key);
 }
 
 /** A worker thread's CPU time so far in µs (Node 24's `worker.cpuUsage()`), or null where it cannot be read. */

@@ -63,12 +63,16 @@ export class InvocationError extends Error {
 export const MAX_FAMILY = 64;
 /** Events of a child kept unread for its parent; past it the oldest go (a `child.gap` event says how many). */
 export const MAX_CHILD_EVENTS = 1024;
+/** And at most this many characters of them. */
+export const MAX_CHILD_EVENT_CHARS = 16 << 20;
 
 /** A child as its parent's guest holds it (runtime.launch). */
 export interface HeldChild {
   inv: Invocation;
   /** Its events not yet read by the parent, and how many were dropped since the last read. */
   events: OutputEvent[];
+  /** Characters the unread events hold. */
+  chars: number;
   missed: number;
   /** A pending `next-event` call waiting for an event or the end. */
   waiter: (() => void) | null;
@@ -154,6 +158,8 @@ export class Invocation {
   detached = false;
   /** Tokens its ended children (and theirs) generated: still the family's. */
   childTokens = 0;
+  /** Started by runtime.launch (counted among its tenant's children). */
+  launched = false;
   /** What it runs (a `self` launch runs it again). */
   component: StoredComponent | null = null;
   /** Aborted when the invocation ends: ends its waits on other inferlets. */
@@ -241,6 +247,13 @@ export class Invocation {
     return r;
   }
 
+  /** Tokens it may still produce: its own limit's rest, and its family's. */
+  tokensLeft(): number {
+    const own = this.limits.tokens - this.numTokens - this.reservedTokens;
+    const family = this.familyUse();
+    return family ? Math.min(own, family.root.limits.tokens - family.tokens) : own;
+  }
+
   /**
    * Most tokens a generation on `ctx` may produce within the page limit (the
    * limit caps a generation like max_tokens does); throws when even the
@@ -252,7 +265,8 @@ export class Invocation {
     const free = family ? Math.min(own, family.root.limits.kvPages - family.pages) : own;
     const room = (free + Math.floor(ctx.numComputed / pageSize)) * pageSize - ctx.length;
     if (room <= 0) {
-      throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than the invocation's limit of ${this.limits.kvPages} leaves`);
+      const bound = family && free < own ? `the family's limit of ${family.root.limits.kvPages}` : `the invocation's limit of ${this.limits.kvPages}`;
+      throw new AbiError('limit-exceeded', `the context's ${ctx.length} tokens need more KV pages than ${bound} leaves`);
     }
     return room;
   }

@@ -27,9 +27,12 @@ declare module 'pie:inferlet/runtime@0.2.0' {
   /**
    * Starts a child invocation of a component: `self` (this inferlet's own
    * component) or, on a server, an inferlet this tenant uploaded (by id or
-   * name). `input` is JSON text. `not-found` for a component this
-   * invocation cannot run, `invalid-argument` for input that is not JSON,
-   * `limit-exceeded` when the family is full or nothing is left of a limit.
+   * name). `input` is JSON text (at most 4 Mi characters). Its limits are
+   * at most what the parent has left: tokens, KV pages, wall time; its
+   * memory limit is the parent's. `not-found` for a component this
+   * invocation cannot run, `invalid-argument` for input that is not JSON or
+   * a limit of 0, `limit-exceeded` when the family or the tenant has no room
+   * for another child, or nothing is left of the tokens or the wall time.
    */
   export function launch(component: string, input: string, limits: ChildLimits | undefined): Child;
   export type Error = import('pie:inferlet/types@0.2.0').Error;
@@ -98,8 +101,9 @@ declare module 'pie:inferlet/runtime@0.2.0' {
     /**
     * Its next event, waiting up to `timeout-ms` (none: until one comes or it
     * ends); none on timeout, and once it has ended and every event was read.
-    * At most 1024 events wait unread: past that the oldest are dropped and
-    * a `child.gap` event (data `{"missed": N}`) says how many.
+    * At most 1024 events and 16 Mi characters wait unread: past that the
+    * oldest are dropped and a `child.gap` event (data `{"missed": N}`) says
+    * how many.
     */
     nextEvent(timeoutMs: number | undefined): ChildEvent | undefined;
     /**
@@ -111,11 +115,12 @@ declare module 'pie:inferlet/runtime@0.2.0' {
     */
     cancel(): void;
     /**
-    * Lets it run on after this invocation ends, within its own limits; it
-    * leaves the family (its tokens and pages no longer count against the
-    * parent's). A tenant may have 16 detached children running:
-    * `limit-exceeded` past that. Its events can still be read while the
-    * parent runs.
+    * Lets it run on after this invocation ends, within its own limits (its
+    * wall time still ends when its parent's would have); it leaves the
+    * family: what it generated so far stays counted there, what it
+    * generates from now on does not. A tenant may have 16 detached children
+    * running: `limit-exceeded` past that. Its events can still be read
+    * while the parent runs.
     */
     detach(): void;
     [Symbol.dispose](): void;

@@ -1,7 +1,8 @@
 /** pie:inferlet/runtime on the host: the log line, and children (launch, their events, end, cancel, detach). */
 import { AbiError } from '../../abi.ts';
 import type { WitChildEnd } from '../../ops.ts';
-import { MAX_CHILD_EVENTS, type HeldChild, type Invocation } from '../invocation.ts';
+import { MAX_CHILD_EVENT_CHARS, MAX_CHILD_EVENTS, type HeldChild, type Invocation } from '../invocation.ts';
+import { MAX_TIMER_MS } from '../limits.ts';
 import type { Handlers, OpsIn } from './host-side.ts';
 
 function heldChild(inv: Invocation, h: number): HeldChild {
@@ -18,20 +19,25 @@ function takeEvent(held: HeldChild): [string, string] | null {
     return ['child.gap', JSON.stringify({ missed })];
   }
   const e = held.events.shift();
-  return e ? [e.event, e.data] : null;
+  if (!e) return null;
+  held.chars -= e.event.length + e.data.length;
+  return [e.event, e.data];
 }
 
 export const runtimeHandlers: Handlers<OpsIn<'runtime'> | OpsIn<'child'>> = {
   'runtime.log': (inv, [level, message], host) => host.log(inv, level, message),
   'runtime.launch': async (inv, [h, component, input, limits], host) => {
     const child = await host.launch(inv, component, input, limits);
-    const held: HeldChild = { inv: child, events: [], missed: 0, waiter: null };
+    const held: HeldChild = { inv: child, events: [], chars: 0, missed: 0, waiter: null };
     inv.childHandles.set(h, held);
     child.onEvent((e) => {
       if (inv.childHandles.get(h) !== held) return; // dropped, or its parent ended: nobody will read it
       held.events.push(e);
-      if (held.events.length > MAX_CHILD_EVENTS) {
-        held.events.shift();
+      held.chars += e.event.length + e.data.length;
+      // Unread past the bounds: the oldest go (the parent learns how many), never the one just come.
+      while (held.events.length > MAX_CHILD_EVENTS || (held.chars > MAX_CHILD_EVENT_CHARS && held.events.length > 1)) {
+        const old = held.events.shift()!;
+        held.chars -= old.event.length + old.data.length;
         held.missed++;
       }
       held.waiter?.();
@@ -53,17 +59,28 @@ export const runtimeHandlers: Handlers<OpsIn<'runtime'> | OpsIn<'child'>> = {
       };
       held.waiter = done;
       inv.signal.addEventListener('abort', done, { once: true });
-      if (timeoutMs !== undefined) timer = setTimeout(done, timeoutMs);
+      if (timeoutMs !== undefined && timeoutMs <= MAX_TIMER_MS) timer = setTimeout(done, timeoutMs); // longer: no timeout
     });
   },
   'child.wait': async (inv, [h]): Promise<WitChildEnd> => {
     const child = heldChild(inv, h).inv;
+    // A parent that ends first stops waiting (a detached child may run on long after).
+    let stop = () => {};
+    const parentEnded = new Promise<WitChildEnd>((resolve) => {
+      stop = () => resolve({ tag: 'cancelled', val: 'the waiting invocation has ended' });
+      inv.signal.addEventListener('abort', stop, { once: true });
+    });
+    const ended = child.result.then(
+      (r): WitChildEnd => ({ tag: 'succeeded', val: r.data ?? undefined }),
+      (err: unknown): WitChildEnd => {
+        const message = err instanceof Error ? err.message : String(err);
+        return child.state === 'cancelled' ? { tag: 'cancelled', val: message } : { tag: 'failed', val: message };
+      },
+    );
     try {
-      const r = await child.result;
-      return { tag: 'succeeded', val: r.data ?? undefined };
-    } catch (err) {
-      const message = err instanceof Error ? err.message : String(err);
-      return child.state === 'cancelled' ? { tag: 'cancelled', val: message } : { tag: 'failed', val: message };
+      return await Promise.race([ended, parentEnded]);
+    } finally {
+      inv.signal.removeEventListener('abort', stop);
     }
   },
   'child.cancel': (inv, [h]) => inv.childHandles.get(h)?.inv.cancel('cancelled by its parent'),

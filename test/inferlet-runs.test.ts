@@ -368,6 +368,25 @@ describe('components and runs over HTTP', () => {
     expect(host.stats().running).toBe(0); // the child ended with it
   });
 
+  it('drops what the host keeps for a deleted upload once no tenant has those bytes; uploaded again, they run again', async () => {
+    const bytes = await echoComponent('fgt1');
+    const host = s.server.serving.gateway.runtime().host as InferletHost;
+    const runOnce = async (key: string, id: string) => (await ended(key, (await call(key, 'POST', `/v1/inferlets/${id}/runs`, { input: 1 })).json.id)).status;
+    const a = (await upload('sk-a', bytes)).json;
+    const b = (await upload('sk-b', bytes)).json;
+    const kept = host.stats().components;
+    expect(await runOnce('sk-a', a.id)).toBe('succeeded');
+    expect(host.stats().components).toBe(kept + 1); // its instances kept warm on the workers
+    await call('sk-a', 'DELETE', `/v1/inferlets/${a.id}`);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(host.stats().components).toBe(kept + 1); // tenant b still has them
+    await call('sk-b', 'DELETE', `/v1/inferlets/${b.id}`);
+    for (let i = 0; i < 100 && host.stats().components > kept; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(host.stats().components).toBe(kept);
+    const again = (await upload('sk-a', bytes)).json;
+    expect(await runOnce('sk-a', again.id)).toBe('succeeded');
+  });
+
   it('refuses a component that imports wasi:sockets, naming the import', async () => {
     const r = await upload('sk-b', await componentImporting('wasi:sockets/tcp@0.2.3'));
     expect(r.status).toBe(400);

@@ -262,6 +262,10 @@ export class EngineThread implements EngineSide, HostPort {
     return inv;
   }
 
+  forget(component: StoredComponent): void {
+    this.post({ t: 'forget', component });
+  }
+
   /** Answers the engine thread's requests for components guests launch by name. */
   resolveComponentsWith(resolver: ComponentResolver): void {
     this.resolver = resolver;

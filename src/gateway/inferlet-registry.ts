@@ -130,10 +130,12 @@ export class InferletRegistry {
     return readFileSync(this.blobPath(entry.sha256));
   }
 
-  /** Deletes an upload; its blob goes when no upload of any tenant uses it. */
-  delete(entry: UploadedInferlet): void {
+  /** Deletes an upload; its blob goes when no upload of any tenant uses it (then true). */
+  delete(entry: UploadedInferlet): boolean {
     this.q.delete.run(entry.id);
-    if (Number((this.q.hashUsers.get(entry.sha256) as { n: number }).n) === 0) rmSync(this.blobPath(entry.sha256), { force: true });
+    if (Number((this.q.hashUsers.get(entry.sha256) as { n: number }).n) > 0) return false;
+    rmSync(this.blobPath(entry.sha256), { force: true });
+    return true;
   }
 
   private blobPath(sha256: string): string {

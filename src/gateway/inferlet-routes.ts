@@ -62,7 +62,8 @@ function optionalName(v: unknown, param: string): string | null {
   return v;
 }
 
-export function inferletRoutes(deps: InferletDeps): Router {
+/** `forget`: told the bytes of a deleted upload that no other upload uses (the host drops what it keeps for them). */
+export function inferletRoutes(deps: InferletDeps, forget: (sha256: string) => void = () => {}): Router {
   const { registry, loader, limits } = deps;
   const router = Router();
 
@@ -124,7 +125,7 @@ export function inferletRoutes(deps: InferletDeps): Router {
 
   router.delete('/v1/inferlets/:inferlet_id', (req, res) => {
     const e = visibleInferlet(registry, inferletsPrincipal(res), String(req.params.inferlet_id));
-    registry.delete(e);
+    if (registry.delete(e)) forget(e.sha256);
     res.json({ id: e.id, object: 'inferlet', deleted: true });
   });
 

@@ -282,6 +282,13 @@ export class Runs {
     }
   }
 
+  /** No upload uses these bytes any more: the host drops what it keeps for them (runs of them go on). */
+  forget(sha256: string): void {
+    const ready = this.ready.get(sha256);
+    this.ready.delete(sha256);
+    void ready?.then((component) => this.deps.rt().host.forget(component)).catch(() => {});
+  }
+
   /** An upload made ready for the host (runs, and children guests launch by its id or name). */
   componentFor(entry: UploadedInferlet): Promise<StoredComponent> {
     let ready = this.ready.get(entry.sha256);

@@ -219,8 +219,8 @@ export class Gateway {
     api.use(responsesRoutes({ rt: () => this.runtime(), component: () => loaded.builtins.responses, store: this.options.store }));
     const { registry, loader, maxRunLimits: maxLimits, runLimits } = this.options.inferlets;
     const runDeps = { rt: () => this.runtime(), registry, loader, maxLimits, ...(runLimits ? { limits: runLimits } : {}) };
-    api.use(inferletRoutes(this.options.inferlets));
     const runs = (this.runs = new Runs(runDeps));
+    api.use(inferletRoutes(this.options.inferlets, (sha256) => runs.forget(sha256)));
     api.use(runRoutes(runs, runDeps));
     // A guest's runtime.launch of another component: one its tenant uploaded, by id or name.
     loaded.host.resolveComponentsWith(async (tenant, ref) => {

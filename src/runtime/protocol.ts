@@ -61,7 +61,9 @@ export type HostToWorker =
   | StartMessage
   | { t: 'replies'; replies: Reply[] }
   | { t: 'cancel'; inv: number; reason: string }
-  | { t: 'warm'; componentDir: string; count: number };
+  | { t: 'warm'; componentDir: string; count: number }
+  /** The component will not run again (its upload was deleted): its warm instances and compiled modules go. */
+  | { t: 'forget'; componentDir: string };
 
 export type WorkerToHost =
   | { t: 'ready' }

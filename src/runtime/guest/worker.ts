@@ -434,6 +434,12 @@ port.on('message', (msg: HostToWorker) => {
       }
       return;
     }
+    case 'forget':
+      // Instances running it go on; those kept for later, and its compiled modules, go.
+      warm.delete(msg.componentDir);
+      warmTarget.delete(msg.componentDir);
+      compiled.delete(msg.componentDir);
+      return;
     case 'warm':
       warmTarget.set(msg.componentDir, msg.count);
       return void refill(msg.componentDir).catch((err) => post({ t: 'log', level: 'error', message: `warming ${msg.componentDir}: ${describe(err)}` }));

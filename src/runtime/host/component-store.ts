@@ -47,6 +47,16 @@ export class ComponentStore {
     this.cacheDir = cacheDir;
   }
 
+  /** Whether it holds a component in memory (loaded, or being loaded). */
+  has(hash: string): boolean {
+    return this.loaded.has(hash);
+  }
+
+  /** Forgets a component (its folder stays in the cache on disk, for a later load of the same bytes). */
+  forget(hash: string): void {
+    this.loaded.delete(hash);
+  }
+
   /** Loads a component from bytes or a file path; cached on disk and in memory by content hash. */
   load(source: Uint8Array | string): Promise<StoredComponent> {
     let bytes: Uint8Array;

@@ -129,6 +129,8 @@ function onMessage(m: ToEngine): void {
       return invoke(m);
     case 'cancel':
       return running.get(m.id)?.cancel(m.reason);
+    case 'forget':
+      return side.host.forget(m.component);
     case 'pages':
       return void answer(m.q, () => running.get(m.id)?.kvPages() ?? 0);
     case 'deliver':

@@ -105,6 +105,8 @@ export interface HostStats {
   workerRestarts: number;
   /** Tenants whose invocations run on a worker of their own (HostOptions.quarantineMs). */
   quarantined: number;
+  /** Components the workers keep instances of (warm), until they are forgotten. */
+  components: number;
 }
 
 class WorkerSlot {
@@ -220,6 +222,19 @@ export class InferletHost implements HostSide {
     return this.start(component, options, null);
   }
 
+  /**
+   * A component will not be invoked again (its upload was deleted): the
+   * workers drop the instances kept warm for it and its compiled modules.
+   * Invocations running it go on.
+   */
+  forget(component: StoredComponent): void {
+    this.store.forget(component.hash);
+    for (const slot of this.slots) {
+      slot.warmed.delete(component.dir);
+      slot.send({ t: 'forget', componentDir: component.dir });
+    }
+  }
+
   /** How runtime.launch finds components other than `self` (without one, only `self` can be launched). */
   resolveComponentsWith(resolver: ComponentResolver): void {
     this.resolver = resolver;
@@ -267,7 +282,8 @@ export class InferletHost implements HostSide {
 
   stats(): HostStats {
     this.expireQuarantines();
-    return { workers: this.slots.length, running: this.running.size, ...this.counts, quarantined: this.quarantined.size };
+    const components = new Set(this.slots.flatMap((s) => [...s.warmed])).size;
+    return { workers: this.slots.length, running: this.running.size, ...this.counts, quarantined: this.quarantined.size, components };
   }
 
   async close(): Promise<void> {

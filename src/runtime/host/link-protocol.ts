@@ -81,6 +81,7 @@ export type ToEngine =
   | { t: 'cancel'; id: number; reason: string }
   | { t: 'deliver'; q: number; id: number; message: string }
   | { t: 'pages'; q: number; id: number }
+  | { t: 'forget'; component: StoredComponent }
   | { t: 'keep' | 'drop'; model: string; tenant: string; name: string }
   | { t: 'load'; q: number; source: Uint8Array | string }
   | { t: 'refresh'; q: number }

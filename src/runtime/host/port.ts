@@ -41,6 +41,8 @@ export interface HostPort {
   /** Loads (transpiles and caches) a component from bytes or a .wasm path. */
   load(source: Uint8Array | string): Promise<StoredComponent>;
   invoke(component: StoredComponent, options?: InvokeOptions): RunningInvocation;
+  /** Drops what is kept for a component that will not run again (a deleted upload); what runs it goes on. */
+  forget(component: StoredComponent): void;
   /** How runtime.launch finds a tenant's components other than `self` (the gateway's uploads). */
   resolveComponentsWith(resolver: ComponentResolver): void;
   stats(): HostStats;

@@ -2,7 +2,8 @@
  * The inferlet runtime's costs, side by side with the baselines in one run.
  *
  *   npm run bench:inferlets [-- --engines qjs,sm --invocations 200 --idle 1000
- *                              --concurrency 32 --prompt 64 --decode 64 --rounds 3]
+ *                              --concurrency 32 --prompt 64 --decode 64 --rounds 3
+ *                              --parts overhead,http,throughput]
  *
  * Overhead (mock driver, so no forward pass is in the numbers), per guest engine:
  *   component size; transpile once; load from the disk cache; an empty
@@ -13,7 +14,8 @@
  * Over HTTP (mock driver, QuickJS, the gateway on this thread with the
  *   engine, a client on the same thread): upload to first event for a
  *   component the server has not transpiled and for one it has; a cached
- *   component's run end to end over HTTP (POST runs, SSE to run.ended) against
+ *   component's run end to end over HTTP (POST runs, SSE to run.ended), with
+ *   the client on this thread and on one of its own (http-client.ts), against
  *   host.invoke → result on the same host, interleaved; L concurrent runs of
  *   an idle component launched over HTTP (time to 201, and memory per live
  *   run).
@@ -27,6 +29,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { Worker } from 'node:worker_threads';
 import { MockDriver } from '../drivers/mock/driver.ts';
 import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
@@ -49,8 +52,10 @@ const { values: args } = parseArgs({
     calls: { type: 'string', default: '2000' },
     launches: { type: 'string', default: '1000' },
     model: { type: 'string' },
+    parts: { type: 'string', default: 'overhead,http,throughput' },
   },
 });
+const PARTS = new Set(args.parts.split(','));
 const ENGINES = args.engines.split(',').filter(Boolean) as GuestEngine[]; // --engines '' skips the overhead part
 const N_INV = Number(args.invocations);
 const C = Number(args.concurrency);
@@ -216,7 +221,10 @@ function salted(bytes: Uint8Array, salt: number): Uint8Array {
   const name = new TextEncoder().encode('pie-bench-salt');
   const payload = new TextEncoder().encode(String(salt));
   const body = [name.length, ...name, ...payload];
-  return new Uint8Array([...bytes, 0, body.length, ...body]); // section id 0 (custom); sizes < 128 fit one LEB128 byte
+  const out = new Uint8Array(bytes.length + 2 + body.length);
+  out.set(bytes);
+  out.set([0, body.length, ...body], bytes.length); // section id 0 (custom); sizes < 128 fit one LEB128 byte
+  return out;
 }
 
 async function overHttp() {
@@ -256,13 +264,14 @@ async function overHttp() {
   const cached: number[] = [];
   for (let i = 0; i < 6; i++) {
     // Bytes the server has never seen: checked and transpiled on the loader's thread.
+    const bytes = salted(hello, i);
     let t0 = performance.now();
-    const fresh = await upload(salted(hello, i));
+    const fresh = await upload(bytes);
     uncached.push((await streamRun(fresh, t0)).first);
     // The same bytes again after deleting the upload: the transpiled code is in the cache.
     await fetch(`${url}/v1/inferlets/${fresh}`, { method: 'DELETE' });
     t0 = performance.now();
-    const again = await upload(salted(hello, i));
+    const again = await upload(bytes);
     cached.push((await streamRun(again, t0)).first);
     await fetch(`${url}/v1/inferlets/${again}`, { method: 'DELETE' });
   }
@@ -270,17 +279,25 @@ async function overHttp() {
   const id = await upload(hello);
   const stored = await host.load(hello);
   const http: number[] = [];
+  const httpOwnThread: number[] = [];
   const inProcess: number[] = [];
+  // The client on the server's thread (its work adds to the server's), and on a thread of its own, as another process would be.
+  const client = new Worker(new URL('./http-client.ts', import.meta.url));
+  const onOwnThread = () => new Promise<number>((resolve, reject) => (client.once('message', resolve), client.once('error', reject), client.postMessage({ url, id })));
   for (let i = 0; i < N_INV + 10; i++) {
     let t0 = performance.now();
     const r = await streamRun(id, t0);
     if (i >= 10) http.push(r.end);
+    await sleep(2);
+    const own = await onOwnThread();
+    if (i >= 10) httpOwnThread.push(own);
     await sleep(2);
     t0 = performance.now();
     await host.invoke(stored, { input: null }).result;
     if (i >= 10) inProcess.push(performance.now() - t0);
     await sleep(2);
   }
+  await client.terminate();
   console.error(`  ${LAUNCHES} concurrent runs of an idle component ...`);
   const idleId = await upload(await component('idle', 'qjs'));
   global.gc?.();
@@ -310,49 +327,70 @@ async function overHttp() {
   rmSync(cacheDir, { recursive: true, force: true });
   return {
     uploadToFirstEventMs: { uncachedP50: median(uncached), cachedP50: median(cached), uncached, cached },
-    runEndToEndMs: { httpP50: median(http), httpP99: p99(http), inProcessP50: median(inProcess), inProcessP99: p99(inProcess), addedP50: median(http) - median(inProcess) },
+    runEndToEndMs: {
+      httpP50: median(http),
+      httpP99: p99(http),
+      httpClientThreadP50: median(httpOwnThread),
+      httpClientThreadP99: p99(httpOwnThread),
+      inProcessP50: median(inProcess),
+      inProcessP99: p99(inProcess),
+      addedP50: median(http) - median(inProcess),
+      addedClientThreadP50: median(httpOwnThread) - median(inProcess),
+    },
     launches: { n: LAUNCHES, p50: median(launch), p99: p99(launch), mbPerLiveRun: mbPerRun },
   };
 }
 
 const overheads = [];
-for (const kind of ENGINES) {
+for (const kind of PARTS.has('overhead') ? ENGINES : []) {
   console.error(`overhead: ${kind} ...`);
   overheads.push(await overhead(kind));
 }
 console.error('over HTTP ...');
-const http = await overHttp();
+const http = PARTS.has('http') ? await overHttp() : null;
 console.error('throughput ...');
-const tp = await throughput();
+const tp = PARTS.has('throughput') ? await throughput() : null;
 
 const f = (x: number, d = 1) => x.toFixed(d);
-const lines = [
-  `machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; node ${process.version}`,
-  '',
-  '| guest engine | component MB | transpile ms | load from cache ms p50 | empty invocation, warm pool ms p50 (p99) | empty invocation, no pool ms p50 (p99) | instantiate ms p50 | call answered in worker µs | call to engine thread µs | MB per idle instance |',
-  '|---|---|---|---|---|---|---|---|---|---|',
-  ...overheads.map(
-    (o) =>
-      `| ${o.engine} | ${f(o.sizeMb)} | ${f(o.transpileMs, 0)} | ${f(o.loadFromCacheMsP50, 2)} | ${f(o.warm.p50, 2)} (${f(o.warm.p99, 2)}) | ${f(o.cold.p50, 2)} (${f(o.cold.p99, 2)}) | ${f(o.cold.instantiateP50, 2)} | ${f(o.localCallUs, 2)} | ${f(o.hostCallUs, 1)} | ${f(o.idleMbPerInstance, 2)} (${o.idleInstances} alive) |`,
-  ),
-  '',
-  `| over HTTP (mock driver, QuickJS) | p50 ms | p99 ms |`,
-  '|---|---|---|',
-  `| upload → first event, a component not yet transpiled (${http.uploadToFirstEventMs.uncached.length} uploads) | ${f(http.uploadToFirstEventMs.uncachedP50)} | – |`,
-  `| upload → first event, its transpiled code cached | ${f(http.uploadToFirstEventMs.cachedP50)} | – |`,
-  `| a cached component's run over HTTP (POST runs, SSE to run.ended) | ${f(http.runEndToEndMs.httpP50, 2)} | ${f(http.runEndToEndMs.httpP99, 2)} |`,
-  `| the same in process (host.invoke → result) | ${f(http.runEndToEndMs.inProcessP50, 2)} | ${f(http.runEndToEndMs.inProcessP99, 2)} |`,
-  `| added by HTTP (difference of p50s) | ${f(http.runEndToEndMs.addedP50, 2)} | – |`,
-  `| ${http.launches.n} concurrent launches (POST runs → 201) | ${f(http.launches.p50)} | ${f(http.launches.p99)} |`,
-  `| memory per live run (${http.launches.n} waiting at once) | ${f(http.launches.mbPerLiveRun, 2)} MB | – |`,
-  '',
-  `| ${C} concurrent greedy generations, prompt ${PROMPT}, ${DECODE} tokens | tok/s (median of ${ROUNDS}) | vs engine |`,
-  '|---|---|---|',
-  `| engine's own generate loop | ${f(tp.native)} | 100% |`,
-  `| inferlets, SDK generate() | ${f(tp.sdk)} | ${f((100 * tp.sdk) / tp.native)}% |`,
-  `| inferlets, step-by-step forward() | ${f(tp.forward)} | ${f((100 * tp.forward) / tp.native)}% |`,
-];
+const lines = [`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}; node ${process.version}`];
+if (overheads.length > 0) {
+  lines.push(
+    '',
+    '| guest engine | component MB | transpile ms | load from cache ms p50 | empty invocation, warm pool ms p50 (p99) | empty invocation, no pool ms p50 (p99) | instantiate ms p50 | call answered in worker µs | call to engine thread µs | MB per idle instance |',
+    '|---|---|---|---|---|---|---|---|---|---|',
+    ...overheads.map(
+      (o) =>
+        `| ${o.engine} | ${f(o.sizeMb)} | ${f(o.transpileMs, 0)} | ${f(o.loadFromCacheMsP50, 2)} | ${f(o.warm.p50, 2)} (${f(o.warm.p99, 2)}) | ${f(o.cold.p50, 2)} (${f(o.cold.p99, 2)}) | ${f(o.cold.instantiateP50, 2)} | ${f(o.localCallUs, 2)} | ${f(o.hostCallUs, 1)} | ${f(o.idleMbPerInstance, 2)} (${o.idleInstances} alive) |`,
+    ),
+  );
+}
+if (http) {
+  lines.push(
+    '',
+    `| over HTTP (mock driver, QuickJS) | p50 ms | p99 ms |`,
+    '|---|---|---|',
+    `| upload → first event, a component not yet transpiled (${http.uploadToFirstEventMs.uncached.length} uploads) | ${f(http.uploadToFirstEventMs.uncachedP50)} | – |`,
+    `| upload → first event, its transpiled code cached | ${f(http.uploadToFirstEventMs.cachedP50)} | – |`,
+    `| a cached component's run over HTTP (POST runs, SSE to run.ended), client on the server's thread | ${f(http.runEndToEndMs.httpP50, 2)} | ${f(http.runEndToEndMs.httpP99, 2)} |`,
+    `| the same, client on a thread of its own | ${f(http.runEndToEndMs.httpClientThreadP50, 2)} | ${f(http.runEndToEndMs.httpClientThreadP99, 2)} |`,
+    `| the same in process (host.invoke → result) | ${f(http.runEndToEndMs.inProcessP50, 2)} | ${f(http.runEndToEndMs.inProcessP99, 2)} |`,
+    `| added by HTTP (difference of p50s), client on the server's thread / its own | ${f(http.runEndToEndMs.addedP50, 2)} / ${f(http.runEndToEndMs.addedClientThreadP50, 2)} | – |`,
+    `| ${http.launches.n} concurrent launches (POST runs → 201) | ${f(http.launches.p50)} | ${f(http.launches.p99)} |`,
+    `| memory per live run (${http.launches.n} waiting at once) | ${f(http.launches.mbPerLiveRun, 2)} MB | – |`,
+  );
+}
+if (tp) {
+  lines.push(
+    '',
+    `| ${C} concurrent greedy generations, prompt ${PROMPT}, ${DECODE} tokens | tok/s (median of ${ROUNDS}) | vs engine |`,
+    '|---|---|---|',
+    `| engine's own generate loop | ${f(tp.native)} | 100% |`,
+    `| inferlets, SDK generate() | ${f(tp.sdk)} | ${f((100 * tp.sdk) / tp.native)}% |`,
+    `| inferlets, step-by-step forward() | ${f(tp.forward)} | ${f((100 * tp.forward) / tp.native)}% |`,
+  );
+}
 console.log(lines.join('\n'));
 const out = join(here, 'results');
 mkdirSync(out, { recursive: true });
-writeFileSync(join(out, 'inferlets.json'), JSON.stringify({ date: new Date().toISOString(), args, overheads, overHttp: http, throughput: tp }, null, 2) + '\n');
+// A partial run (--parts) prints its tables but leaves the recorded results as they are.
+if (PARTS.size === 3) writeFileSync(join(out, 'inferlets.json'), JSON.stringify({ date: new Date().toISOString(), args, overheads, overHttp: http, throughput: tp }, null, 2) + '\n');

@@ -63,7 +63,10 @@ function sseEvents(text: string): Array<{ id: number | null; event: string; data
 /** A component's bytes with a custom section appended: the same program, bytes (and hash) of its own. */
 function salted(bytes: Uint8Array, salt: string): Uint8Array {
   const body = new TextEncoder().encode(`\u000dpie-test-salt${salt}`); // name length 13, name, payload
-  return new Uint8Array([...bytes, 0, body.length, ...body]); // section id 0 (custom); the size fits one LEB128 byte
+  const out = new Uint8Array(bytes.length + 2 + body.length);
+  out.set(bytes);
+  out.set([0, body.length, ...body], bytes.length); // section id 0 (custom); the size fits one LEB128 byte
+  return out;
 }
 
 /** Runs the pie command in a child process (the server answering it runs in this one), with `stdin` typed into it. */

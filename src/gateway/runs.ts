@@ -79,6 +79,8 @@ class Run {
   dropped = 0;
   private readonly watchers = new Set<() => void>();
   inv: RunningInvocation | null = null;
+  /** Its end has been taken off its tenant's running count. */
+  counted = false;
   /** Why a cancel is on its way, if one is. */
   cancelling: string | null = null;
   /** When it ended (Date.now()), and its place among runs' ends (for keeping the most recently ended). */
@@ -175,6 +177,8 @@ export interface RunDeps {
 export class Runs {
   private readonly runs = new Map<string, Run>();
   private readonly limits: RunLimits;
+  /** Runs going (or getting ready), per tenant. */
+  private readonly runningBy = new Map<string, number>();
   /** Components made ready for the host, by content hash (checked and transpiled on the loader's thread). */
   private readonly ready = new Map<string, Promise<StoredComponent>>();
 
@@ -188,13 +192,21 @@ export class Runs {
   /** Starts a run of `entry` as the principal's tenant. */
   async start(p: Principal, entry: UploadedInferlet, input: unknown, limits: Partial<InstanceLimits>): Promise<Run> {
     this.expireByTime();
-    const running = [...this.runs.values()].filter((r) => r.tenant === p.tenant && r.status === 'running').length;
+    const running = this.runningBy.get(p.tenant) ?? 0;
     if (running >= this.limits.runningPerTenant) {
       throw new ApiError(429, 'rate_limit_error', `This tenant has ${running} runs going, the most it may; wait for one to end or cancel one.`, { code: 'too_many_runs' });
     }
     // Counted from now on, while its component gets ready: runs started together cannot pass the cap together.
     const run = new Run(p.tenant, entry, this.limits);
     this.runs.set(run.id, run);
+    this.runningBy.set(p.tenant, running + 1);
+    run.watch(() => {
+      if (run.status === 'running' || run.counted) return;
+      run.counted = true; // once, at its end
+      const n = (this.runningBy.get(run.tenant) ?? 1) - 1;
+      if (n > 0) this.runningBy.set(run.tenant, n);
+      else this.runningBy.delete(run.tenant);
+    });
     let inv: RunningInvocation;
     try {
       const component = await this.componentFor(entry);

@@ -56,6 +56,7 @@ const { values: args } = parseArgs({
   },
 });
 const PARTS = new Set(args.parts.split(','));
+for (const p of PARTS) if (!['overhead', 'http', 'throughput'].includes(p)) throw new Error(`--parts takes overhead, http and throughput, got "${p}"`);
 const ENGINES = args.engines.split(',').filter(Boolean) as GuestEngine[]; // --engines '' skips the overhead part
 const N_INV = Number(args.invocations);
 const C = Number(args.concurrency);
@@ -283,7 +284,14 @@ async function overHttp() {
   const inProcess: number[] = [];
   // The client on the server's thread (its work adds to the server's), and on a thread of its own, as another process would be.
   const client = new Worker(new URL('./http-client.ts', import.meta.url));
-  const onOwnThread = () => new Promise<number>((resolve, reject) => (client.once('message', resolve), client.once('error', reject), client.postMessage({ url, id })));
+  let failWaiting: (err: Error) => void = () => {};
+  client.on('error', (err) => failWaiting(err));
+  const onOwnThread = () =>
+    new Promise<number>((resolve, reject) => {
+      failWaiting = reject;
+      client.once('message', resolve);
+      client.postMessage({ url, id });
+    });
   for (let i = 0; i < N_INV + 10; i++) {
     let t0 = performance.now();
     const r = await streamRun(id, t0);

@@ -85,10 +85,23 @@ describe('child inferlets', () => {
     expect(again.parent.message).toMatch(/family/);
   });
 
-  it("keeps counting what a child generated after it is detached: its tokens stay the family's", async () => {
+  it("sets aside what a detached child may still generate out of its family's tokens: the family never passes its limit", async () => {
     const { run } = await setup();
+    // The child generated 8 of 10 and may generate the 2 left: the parent has none.
     const r = await run({ action: 'detach-budget', tokens: 8 }, { tokens: 10 });
-    expect(r.parent).toEqual({ ok: 2 });
+    expect(r.parent.code).toBe('limit-exceeded');
+    expect(r.parent.message).toMatch(/family/);
+  });
+
+  it("stops counting a detached child's tokens as its parent's", async () => {
+    const { host, component, running } = await setup();
+    const inv = host.invoke(component, { input: { action: 'detach-then-release', tokens: 3 } });
+    let seen = 0;
+    inv.observer = { tokens: (n) => void (seen += n), prompt: () => {}, generation: () => {} };
+    await inv.result;
+    expect(await running(0)).toBe(0); // the detached child generated its 3 tokens and ended
+    expect(host.stats().succeeded).toBe(2);
+    expect(seen).toBe(0);
   });
 
   it("bounds a child's unread events by size too: the oldest go, and the parent learns how many", async () => {

@@ -1290,9 +1290,9 @@ export interface components {
             status: "running" | "succeeded" | "failed" | "cancelled";
             created_at: number;
             ended_at: number | null;
-            /** @description Tokens its generations have produced so far. */
+            /** @description Tokens its generations, and its children's while in its family, have produced so far. */
             tokens: number;
-            /** @description KV pages it and its children hold now, as of this answer (0 once it has ended). */
+            /** @description KV pages it and its children (not detached ones) hold now, as of this answer (0 once it has ended; the last figures when the engine is busy past half a second). */
             pages: number;
             /** @description Events it has emitted so far. */
             events: number;

@@ -54,6 +54,8 @@ export const DEFAULT_RUN_LIMITS: RunLimits = { runningPerTenant: 64, keptPerTena
 const CANCELLED = 'cancelled through POST /v1/runs/{id}/cancel';
 /** A stream whose client lets this much pile up unread is ended (it may attach again from its last event). */
 const MAX_UNREAD_BYTES = 8 << 20;
+/** How long a status read waits for the pages runs hold (from the engine thread) before it answers with the last ones. */
+const PAGES_WAIT_MS = 500;
 /** A comment line this often keeps a quiet stream from being cut by proxies. */
 const KEEP_ALIVE_MS = 15_000;
 
@@ -250,7 +252,12 @@ export class Runs {
   /** Reads the pages the running ones of `runs` hold now (from the engine thread, where it runs). */
   async withPages<T extends Run | Run[]>(runs: T): Promise<T> {
     const list = Array.isArray(runs) ? runs : [runs];
-    await Promise.all(list.map(async (r) => r.inv && (r.pages = await r.inv.kvPages().catch(() => r.pages))));
+    // An engine thread busy past half a second leaves the last figures: a status read never waits on a long step.
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, PAGES_WAIT_MS)));
+    const asked = Promise.all(list.map(async (r) => r.inv && (r.pages = await r.inv.kvPages().catch(() => r.pages))));
+    await Promise.race([asked, late]);
+    clearTimeout(timer);
     return runs;
   }
 
@@ -406,8 +413,9 @@ function streamRun(res: Response, run: Run, after: number, started = false): Pro
         return stop();
       }
       // A client that does not read is let go rather than queued for: it attaches again from its last event.
-      // (Its connection is closed: what is queued would never drain, and the socket would stay.)
-      if (res.writableLength + out.length > MAX_UNREAD_BYTES) {
+      // (Its connection is closed: what is queued would never drain, and the socket would stay.) What is queued
+      // counts, not this batch: an attach's first batch, the replay buffer, may be 8 MiB itself.
+      if (res.writableLength > MAX_UNREAD_BYTES) {
         res.destroy();
         return stop();
       }

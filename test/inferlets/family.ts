@@ -79,6 +79,18 @@ export const run = inferlet<Input>((args) => {
       kid.cancel();
       return { parent };
     }
+    case 'detach-then-release': {
+      // A child that generates once released; detached first, then released, then the parent ends.
+      const kid = launch('self', { action: 'gated-generate', queue: 'gate', tokens: args.tokens ?? 3 });
+      kid.nextEvent(); // it is waiting
+      kid.detach();
+      queue('gate').push('go');
+      return { child: kid.id };
+    }
+    case 'gated-generate':
+      emit('waiting', args.queue ?? 'gate');
+      queue(args.queue ?? 'gate').pull();
+      return { tokens: generate(args.tokens ?? 3) };
     case 'generate-then-hold':
       emit('generated', String(generate(args.tokens ?? 4)));
       queue('never').pull();

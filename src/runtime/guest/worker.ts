@@ -264,6 +264,8 @@ interface Compiled {
 }
 
 const compiled = new Map<string, Promise<Compiled>>();
+/** Components the host said will not run again: an instantiation already on its way compiles without keeping the result. */
+const forgotten = new Set<string>();
 function compile(dir: string): Promise<Compiled> {
   let c = compiled.get(dir);
   if (!c) {
@@ -274,7 +276,7 @@ function compile(dir: string): Promise<Compiled> {
       const mod = (await import(pathToFileURL(join(dir, 'component.js')).href)) as Pick<Compiled, 'instantiate'>;
       return { instantiate: mod.instantiate, modules };
     })();
-    compiled.set(dir, c);
+    if (!forgotten.has(dir)) compiled.set(dir, c);
     c.catch(() => compiled.delete(dir));
   }
   return c;
@@ -298,7 +300,7 @@ function recycle(dir: string, prepared: Prepared): void {
   const env = prepared.env;
   // Memory never shrinks: an instance that grew past its limit after its last host call would fail the next run.
   const memory = env.memoryBytes();
-  if (env.cancelled || env.limitError !== null || ++prepared.uses >= MAX_USES || memory > MAX_REUSED_MEMORY || memory > env.memoryLimit) return;
+  if (env.cancelled || env.limitError !== null || forgotten.has(dir) || ++prepared.uses >= MAX_USES || memory > MAX_REUSED_MEMORY || memory > env.memoryLimit) return;
   const pool = warm.get(dir) ?? [];
   warm.set(dir, pool);
   if (pool.length >= Math.max(MAX_KEPT, warmTarget.get(dir) ?? 0)) return;
@@ -435,12 +437,14 @@ port.on('message', (msg: HostToWorker) => {
       return;
     }
     case 'forget':
-      // Instances running it go on; those kept for later, and its compiled modules, go.
+      // Instances running it go on; those kept for later, and its compiled modules, go (and are not kept again).
+      forgotten.add(msg.componentDir);
       warm.delete(msg.componentDir);
       warmTarget.delete(msg.componentDir);
       compiled.delete(msg.componentDir);
       return;
     case 'warm':
+      forgotten.delete(msg.componentDir); // wanted again
       warmTarget.set(msg.componentDir, msg.count);
       return void refill(msg.componentDir).catch((err) => post({ t: 'log', level: 'error', message: `warming ${msg.componentDir}: ${describe(err)}` }));
   }

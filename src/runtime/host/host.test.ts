@@ -3,7 +3,8 @@ import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { mockEngine, randomModelDir, REPO_ROOT, SMALL_SPEC, testEngine } from '../../../test/helpers.ts';
 import { PRESETS } from '../../model/random.ts';
-import { buildInferlet, testHost } from '../../../test/inferlet-helpers.ts';
+import { buildInferlet, COMPONENT_CACHE, echoComponent, testHost } from '../../../test/inferlet-helpers.ts';
+import { ComponentStore } from './component-store.ts';
 import type { StoredComponent } from './component-store.ts';
 import type { InferletHost } from './host.ts';
 import { InvocationError } from './invocation.ts';
@@ -382,5 +383,21 @@ describe('InferletHost', () => {
     const pull = host.invoke(probe, { input: { action: 'pull', name: 'private' }, tenant: 'b', limits: { wallTimeMs: 300 } });
     await expect(pull.result).rejects.toMatchObject({ kind: 'limit' });
     expect(await run(host, probe, { action: 'pull', name: 'private' }, { tenant: 'a' })).toEqual({ got: 'secret' });
+  });
+
+  it('forgets a component loaded elsewhere (an upload) when told, but never one loaded through load() (a built-in or route with the same bytes)', async () => {
+    const { engine } = await mockEngine();
+    const host = await testHost([engine]);
+    const bytes = await echoComponent('pin1');
+    const uploaded = await new ComponentStore(COMPONENT_CACHE).load(bytes);
+    await host.invoke(uploaded, { input: 1 }).result;
+    expect(host.stats().components).toBe(1);
+    host.forget(uploaded);
+    expect(host.stats().components).toBe(0);
+    const pinned = await host.load(bytes); // the same bytes, the same folder
+    await host.invoke(pinned, { input: 2 }).result;
+    host.forget(uploaded);
+    expect(host.stats().components).toBe(1);
+    expect(JSON.parse((await host.invoke(pinned, { input: 3 }).result).data!)).toBe(3);
   });
 });

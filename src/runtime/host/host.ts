@@ -105,7 +105,7 @@ export interface HostStats {
   workerRestarts: number;
   /** Tenants whose invocations run on a worker of their own (HostOptions.quarantineMs). */
   quarantined: number;
-  /** Components the workers keep instances of (warm), until they are forgotten. */
+  /** Components the workers have been asked to keep instances of (warm_instances > 0), until forgotten. */
   components: number;
 }
 
@@ -183,6 +183,8 @@ export class InferletHost implements HostSide {
   private nextInv = 1;
   private closed = false;
   private resolver: ComponentResolver | null = null;
+  /** Components loaded through load() (built-ins, routes): forget() leaves them. */
+  private readonly pinned = new Set<string>();
   /** Detached children running, and children in all, per tenant. */
   private readonly detachedBy = new Map<string, number>();
   private readonly launchedBy = new Map<string, number>();
@@ -212,9 +214,11 @@ export class InferletHost implements HostSide {
     return host;
   }
 
-  /** Loads (transpiles and caches) a component from bytes or a .wasm path. */
-  load(source: Uint8Array | string): Promise<StoredComponent> {
-    return this.store.load(source);
+  /** Loads (transpiles and caches) a component from bytes or a .wasm path; it is never forgotten (the gateway's built-ins and routes). */
+  async load(source: Uint8Array | string): Promise<StoredComponent> {
+    const c = await this.store.load(source);
+    this.pinned.add(c.dir);
+    return c;
   }
 
   /** Starts an invocation; its events, result and cancel are on the returned handle. */
@@ -228,6 +232,7 @@ export class InferletHost implements HostSide {
    * Invocations running it go on.
    */
   forget(component: StoredComponent): void {
+    if (this.pinned.has(component.dir)) return; // the same bytes serve a built-in or a route
     this.store.forget(component.hash);
     for (const slot of this.slots) {
       slot.warmed.delete(component.dir);
@@ -338,7 +343,8 @@ export class InferletHost implements HostSide {
     child.launched = true;
     this.launchedBy.set(child.tenant, (this.launchedBy.get(child.tenant) ?? 0) + 1);
     // Its tokens are its run's (GET /v1/runs) and its request's (metrics): they go to the parent's observer, up to the root's.
-    child.observer = { tokens: (count, _gap, now) => parent.observer?.tokens(count, null, now), prompt: () => {}, generation: () => {} };
+    // Through the live link: a detached child's tokens stop counting there.
+    child.observer = { tokens: (count, _gap, now) => child.parent?.observer?.tokens(count, null, now), prompt: () => {}, generation: () => {} };
     return child;
   }
 
@@ -358,9 +364,14 @@ export class InferletHost implements HostSide {
     this.detachedBy.set(child.tenant, n + 1);
     child.detached = true;
     if (child.parent) {
-      // What it generated so far stays the family's; from now on it is the root of a family of its own (its wall time still ends by its parent's).
-      child.parent.childTokens += child.numTokens + child.childTokens;
-      child.parent.kids.delete(child);
+      // It leaves the family with what it may still generate set aside out of the family's tokens: what it generated and
+      // may generate stays the family's, and it can never take more than the family had left. From now on it is the root of
+      // a family of its own (its wall time still ends by its parent's).
+      const parent = child.parent;
+      const allowance = child.numTokens + child.reservedTokensNow() + Math.max(0, Math.min(child.limits.tokens - child.numTokens - child.reservedTokensNow(), parent.tokensLeft()));
+      child.limits.tokens = allowance;
+      parent.childTokens += allowance + child.childTokens;
+      parent.kids.delete(child);
       child.parent = null;
     }
   }

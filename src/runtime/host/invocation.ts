@@ -63,12 +63,14 @@ export class InvocationError extends Error {
 export const MAX_FAMILY = 64;
 /** Events of a child kept unread for its parent; past it the oldest go (a `child.gap` event says how many). */
 export const MAX_CHILD_EVENTS = 1024;
-/** And at most this many characters of them. */
+/** And at most this many characters of them, for all of a parent's children together. */
 export const MAX_CHILD_EVENT_CHARS = 16 << 20;
 
 /** A child as its parent's guest holds it (runtime.launch). */
 export interface HeldChild {
   inv: Invocation;
+  /** The invocation holding it. */
+  parent: Invocation;
   /** Its events not yet read by the parent, and how many were dropped since the last read. */
   events: OutputEvent[];
   /** Characters the unread events hold. */
@@ -158,6 +160,8 @@ export class Invocation {
   detached = false;
   /** Tokens its ended children (and theirs) generated: still the family's. */
   childTokens = 0;
+  /** Characters of its children's events it has not read (bounded by MAX_CHILD_EVENT_CHARS). */
+  unreadChildChars = 0;
   /** Started by runtime.launch (counted among its tenant's children). */
   launched = false;
   /** What it runs (a `self` launch runs it again). */
@@ -245,6 +249,11 @@ export class Invocation {
     this.reservations.add(r);
     this.reservedTokens += tokens;
     return r;
+  }
+
+  /** Tokens set aside for its running forwards and generations. */
+  reservedTokensNow(): number {
+    return this.reservedTokens;
   }
 
   /** Tokens it may still produce: its own limit's rest, and its family's. */

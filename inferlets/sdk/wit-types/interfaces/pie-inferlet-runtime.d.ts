@@ -28,8 +28,8 @@ declare module 'pie:inferlet/runtime@0.2.0' {
    * Starts a child invocation of a component: `self` (this inferlet's own
    * component) or, on a server, an inferlet this tenant uploaded (by id or
    * name). `input` is JSON text (at most 4 Mi characters). Its limits are
-   * at most what the parent has left: tokens, KV pages, wall time; its
-   * memory limit is the parent's. `not-found` for a component this
+   * at most the tokens and wall time the parent has left and the parent's
+   * KV page limit; its memory limit is the parent's. `not-found` for a component this
    * invocation cannot run, `invalid-argument` for input that is not JSON or
    * a limit of 0, `limit-exceeded` when the family or the tenant has no room
    * for another child, or nothing is left of the tokens or the wall time.
@@ -101,9 +101,9 @@ declare module 'pie:inferlet/runtime@0.2.0' {
     /**
     * Its next event, waiting up to `timeout-ms` (none: until one comes or it
     * ends); none on timeout, and once it has ended and every event was read.
-    * At most 1024 events and 16 Mi characters wait unread: past that the
-    * oldest are dropped and a `child.gap` event (data `{"missed": N}`) says
-    * how many.
+    * At most 1024 events of a child, and 16 Mi characters of all the
+    * parent's children's, wait unread: past that a child's oldest are
+    * dropped and a `child.gap` event (data `{"missed": N}`) says how many.
     */
     nextEvent(timeoutMs: number | undefined): ChildEvent | undefined;
     /**
@@ -116,11 +116,12 @@ declare module 'pie:inferlet/runtime@0.2.0' {
     cancel(): void;
     /**
     * Lets it run on after this invocation ends, within its own limits (its
-    * wall time still ends when its parent's would have); it leaves the
-    * family: what it generated so far stays counted there, what it
-    * generates from now on does not. A tenant may have 16 detached children
-    * running: `limit-exceeded` past that. Its events can still be read
-    * while the parent runs.
+    * wall time still ends when its parent's would have). It leaves the
+    * family with what it may still generate set aside out of the family's
+    * tokens (at most what the family has left): what it generated and may
+    * generate stays counted there, and its pages no longer do. A tenant may
+    * have 16 detached children running: `limit-exceeded` past that. Its
+    * events can still be read while the parent runs.
     */
     detach(): void;
     [Symbol.dispose](): void;

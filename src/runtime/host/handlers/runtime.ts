@@ -21,6 +21,7 @@ function takeEvent(held: HeldChild): [string, string] | null {
   const e = held.events.shift();
   if (!e) return null;
   held.chars -= e.event.length + e.data.length;
+  held.parent.unreadChildChars -= e.event.length + e.data.length;
   return [e.event, e.data];
 }
 
@@ -28,16 +29,19 @@ export const runtimeHandlers: Handlers<OpsIn<'runtime'> | OpsIn<'child'>> = {
   'runtime.log': (inv, [level, message], host) => host.log(inv, level, message),
   'runtime.launch': async (inv, [h, component, input, limits], host) => {
     const child = await host.launch(inv, component, input, limits);
-    const held: HeldChild = { inv: child, events: [], chars: 0, missed: 0, waiter: null };
+    const held: HeldChild = { inv: child, parent: inv, events: [], chars: 0, missed: 0, waiter: null };
     inv.childHandles.set(h, held);
     child.onEvent((e) => {
       if (inv.childHandles.get(h) !== held) return; // dropped, or its parent ended: nobody will read it
       held.events.push(e);
       held.chars += e.event.length + e.data.length;
-      // Unread past the bounds: the oldest go (the parent learns how many), never the one just come.
-      while (held.events.length > MAX_CHILD_EVENTS || (held.chars > MAX_CHILD_EVENT_CHARS && held.events.length > 1)) {
+      inv.unreadChildChars += e.event.length + e.data.length;
+      // Unread past the bounds (this child's count, all the parent's children's characters): this child's oldest go, the
+      // parent learns how many.
+      while (held.events.length > MAX_CHILD_EVENTS || (inv.unreadChildChars > MAX_CHILD_EVENT_CHARS && held.events.length > 0)) {
         const old = held.events.shift()!;
         held.chars -= old.event.length + old.data.length;
+        inv.unreadChildChars -= old.event.length + old.data.length;
         held.missed++;
       }
       held.waiter?.();
@@ -88,6 +92,10 @@ export const runtimeHandlers: Handlers<OpsIn<'runtime'> | OpsIn<'child'>> = {
   'child.drop': (inv, [h]) => {
     const held = inv.childHandles.get(h);
     inv.childHandles.delete(h);
-    held?.waiter?.();
+    if (!held) return;
+    inv.unreadChildChars -= held.chars;
+    held.events.length = 0;
+    held.chars = 0;
+    held.waiter?.();
   },
 };

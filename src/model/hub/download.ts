@@ -1,0 +1,335 @@
+/**
+ * Downloads a model from the Hugging Face hub's HTTP API into the hub's cache
+ * layout (cache.ts):
+ *
+ *   GET {endpoint}/api/models/{repo}/revision/{revision}?blobs=true
+ *       → the commit, and each file with its size, git blob id and (LFS) sha256
+ *   config.json first: a repository whose architecture the engine cannot
+ *       serve is refused before any weight is fetched
+ *   each file: GET {endpoint}/{repo}/resolve/{commit}/{path} (redirects
+ *       followed) into blobs/<etag>.incomplete, resumed with a Range after an
+ *       interruption, hashed as it comes (sha256 for LFS files, the git blob
+ *       id otherwise) and checked with its size before it is renamed to
+ *       blobs/<etag>: a killed download never leaves a file that looks
+ *       complete, a corrupted one is fetched again and never used
+ *   snapshots/<commit>/<path> links, refs/<revision>
+ *
+ * Files already in the cache with the right size are not fetched again. A
+ * few files download at once (`concurrency`). HF_ENDPOINT, HF_TOKEN (or the
+ * token file the Hugging Face CLI writes) and HF_HUB_OFFLINE are honoured.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { once } from 'node:events';
+import { SUPPORTED_ARCHITECTURES } from '../config.ts';
+import { ModelLoadError } from '../errors.ts';
+import { cachedSnapshot, hfHome, hubCacheDir, repoFolder, type RepoRef } from './cache.ts';
+
+export class HubError extends Error {
+  override name = 'HubError';
+}
+
+/** What the engine reads from a model repository (the default selection). */
+export const ENGINE_FILES = ['config.json', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'chat_template.jinja', '*.safetensors', 'model.safetensors.index.json'];
+
+export interface HubOptions {
+  /** The hub (default $HF_ENDPOINT, else https://huggingface.co). */
+  endpoint?: string;
+  /** A token (default $HF_TOKEN, else the file the Hugging Face CLI writes). */
+  token?: string | null;
+  /** The cache folder (default hubCacheDir()). */
+  cacheDir?: string;
+  /** Only from the cache (default: $HF_HUB_OFFLINE set to 1 or true). */
+  offline?: boolean;
+  env?: NodeJS.ProcessEnv;
+}
+
+export interface DownloadOptions extends HubOptions {
+  /** Globs of the files to fetch (default ENGINE_FILES); `*` matches across folders, as the hub's own tools do. */
+  include?: string[];
+  exclude?: string[];
+  /** Files downloading at once (default 4). */
+  concurrency?: number;
+  /** Whether to check the architecture before fetching weights (default true). */
+  checkArchitecture?: boolean;
+  /** Progress: a file's bytes so far out of its size (called as they arrive, and once a file is complete or found in the cache). */
+  onProgress?: (file: string, done: number, total: number) => void;
+  /** Called once the file list is known, with what will be fetched. */
+  onPlan?: (files: Array<{ path: string; size: number; cached: boolean }>) => void;
+  fetch?: typeof fetch;
+}
+
+export interface Downloaded {
+  repo: string;
+  commit: string;
+  /** The snapshot folder: a model directory the engine loads. */
+  dir: string;
+  files: string[];
+  /** Bytes fetched this time (0: all was in the cache). */
+  fetchedBytes: number;
+}
+
+interface Sibling {
+  rfilename: string;
+  size?: number;
+  blobId?: string;
+  lfs?: { sha256?: string; oid?: string; size?: number };
+}
+
+/** One file of the revision, as it is fetched and checked. */
+interface RemoteFile {
+  path: string;
+  size: number;
+  /** Its name among the blobs: the sha256 of an LFS file, the git blob id of another. */
+  etag: string;
+  lfs: boolean;
+}
+
+function resolveOptions(o: HubOptions) {
+  const env = o.env ?? process.env;
+  const endpoint = (o.endpoint ?? env.HF_ENDPOINT ?? 'https://huggingface.co').replace(/\/+$/, '');
+  const offline = o.offline ?? /^(1|true|yes|on)$/i.test(env.HF_HUB_OFFLINE ?? '');
+  return { env, endpoint, offline, cacheDir: o.cacheDir ?? hubCacheDir(env), token: o.token === undefined ? hubToken(env) : o.token };
+}
+
+/** $HF_TOKEN, else the token file ($HF_TOKEN_PATH, else $HF_HOME/token); null without one. */
+export function hubToken(env: NodeJS.ProcessEnv = process.env): string | null {
+  if (env.HF_TOKEN) return env.HF_TOKEN.trim();
+  const path = env.HF_TOKEN_PATH || join(hfHome(env), 'token');
+  try {
+    return readFileSync(path, 'utf8').trim() || null;
+  } catch {
+    return null;
+  }
+}
+
+/** A glob as the hub's tools read it (fnmatch: `*` and `?` match across `/`, `[...]` sets). */
+export function globMatcher(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const c = glob[i]!;
+    if (c === '*') re += '.*';
+    else if (c === '?') re += '.';
+    else if (c === '[') {
+      const end = glob.indexOf(']', i + 1);
+      if (end < 0) re += '\\[';
+      else {
+        re += `[${glob.slice(i + 1, end).replace(/^!/, '^').replace(/\\/g, '\\\\')}]`;
+        i = end;
+      }
+    } else re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+  }
+  return new RegExp(`^${re}$`);
+}
+
+const selected = (path: string, include: RegExp[], exclude: RegExp[]) => include.some((g) => g.test(path)) && !exclude.some((g) => g.test(path));
+
+/** Asks the hub about a revision: its commit and files. Errors say what to do (a gated or private repo, a missing revision). */
+export async function revisionInfo(ref: RepoRef, options: HubOptions & { fetch?: typeof fetch } = {}): Promise<{ commit: string; files: RemoteFile[] }> {
+  const o = resolveOptions(options);
+  const doFetch = options.fetch ?? fetch;
+  const url = `${o.endpoint}/api/models/${ref.repo}/revision/${encodeURIComponent(ref.revision)}?blobs=true`;
+  let res: Response;
+  try {
+    res = await doFetch(url, { headers: authHeaders(o.token) });
+  } catch (err) {
+    throw new HubError(`cannot reach ${o.endpoint}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message} (HF_HUB_OFFLINE=1 uses the cache only)`);
+  }
+  if (!res.ok) throw await hubFailure(res, ref, o.token !== null);
+  const body = (await res.json()) as { sha?: string; siblings?: Sibling[] };
+  if (!body.sha || !Array.isArray(body.siblings)) throw new HubError(`${o.endpoint} answered an unexpected file list for ${ref.repo}@${ref.revision}`);
+  const files = body.siblings.map((s): RemoteFile => {
+    const sha256 = s.lfs?.sha256 ?? s.lfs?.oid;
+    const size = s.lfs?.size ?? s.size;
+    if (size === undefined || (!sha256 && !s.blobId)) throw new HubError(`${o.endpoint} gave no size or hash for ${s.rfilename} of ${ref.repo}`);
+    return { path: s.rfilename, size, etag: sha256 ?? s.blobId!, lfs: sha256 !== undefined };
+  });
+  return { commit: body.sha, files };
+}
+
+function authHeaders(token: string | null): Record<string, string> {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/** A refusal of the hub as an error that says which and what to do. */
+async function hubFailure(res: Response, ref: RepoRef, hadToken: boolean): Promise<HubError> {
+  const code = res.headers.get('x-error-code') ?? '';
+  const text = (await res.text().catch(() => '')).slice(0, 300);
+  const page = `https://huggingface.co/${ref.repo}`;
+  if (code === 'GatedRepo' || /gated/i.test(text)) {
+    return new HubError(
+      hadToken
+        ? `${ref.repo} is a gated repository and this token has no access to it: accept its terms on ${page} with the account the token belongs to (${res.status})`
+        : `${ref.repo} is a gated repository: accept its terms on ${page}, then set HF_TOKEN to a token of that account (or log in with the Hugging Face CLI) (${res.status})`,
+    );
+  }
+  if (code === 'RevisionNotFound') return new HubError(`${ref.repo} has no revision "${ref.revision}" (${res.status})`);
+  if (res.status === 401 || res.status === 403 || res.status === 404 || code === 'RepoNotFound') {
+    return new HubError(
+      hadToken
+        ? `no repository ${ref.repo} that this token can read (${res.status}): check the name, or that the token's account has access`
+        : `no repository ${ref.repo} (${res.status}); if it is private or gated, set HF_TOKEN (or log in with the Hugging Face CLI)`,
+    );
+  }
+  return new HubError(`the hub answered ${res.status} for ${ref.repo}@${ref.revision}: ${text}`);
+}
+
+/**
+ * Downloads a revision's files (what the engine needs, by default) into the
+ * cache; returns its snapshot folder. Offline, the cache alone answers.
+ */
+export async function downloadModel(ref: RepoRef, options: DownloadOptions = {}): Promise<Downloaded> {
+  const o = resolveOptions(options);
+  const doFetch = options.fetch ?? fetch;
+  if (o.offline) {
+    const dir = cachedSnapshot(o.cacheDir, ref);
+    if (!dir) throw new HubError(`HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} is not in the cache (${o.cacheDir})`);
+    return { repo: ref.repo, commit: basename(dir), dir, files: [], fetchedBytes: 0 };
+  }
+  const { commit, files: all } = await revisionInfo(ref, { ...options, cacheDir: o.cacheDir, endpoint: o.endpoint, token: o.token });
+  const include = (options.include?.length ? options.include : ENGINE_FILES).map(globMatcher);
+  const exclude = (options.exclude ?? []).map(globMatcher);
+  const files = all.filter((f) => selected(f.path, include, exclude));
+  if (files.length === 0) throw new HubError(`no file of ${ref.repo}@${ref.revision} matches what was asked (${all.length} files there)`);
+  const folder = repoFolder(o.cacheDir, ref.repo);
+  const snapshot = join(folder, 'snapshots', commit);
+  const blobPath = (f: RemoteFile) => join(folder, 'blobs', f.etag);
+  const inCache = (f: RemoteFile) => existsSync(blobPath(f)) && statSync(blobPath(f)).size === f.size;
+  options.onPlan?.(files.map((f) => ({ path: f.path, size: f.size, cached: inCache(f) })));
+  const weights = files.filter((f) => f.path.endsWith('.safetensors'));
+  let fetchedBytes = 0;
+  const one = async (f: RemoteFile) => {
+    if (!inCache(f)) fetchedBytes += await fetchBlob(f, `${o.endpoint}/${ref.repo}/resolve/${commit}/${f.path.split('/').map(encodeURIComponent).join('/')}`, blobPath(f), o.token, doFetch, options.onProgress);
+    else options.onProgress?.(f.path, f.size, f.size);
+    link(join(snapshot, f.path), blobPath(f));
+  };
+  // The configuration first: a repository the engine cannot serve is refused before its weights are fetched.
+  const config = files.find((f) => f.path === 'config.json');
+  if (config) await one(config);
+  if ((options.checkArchitecture ?? true) && weights.length > 0) {
+    if (!config) throw new HubError(`${ref.repo} has no config.json: it is not a model this server can serve`);
+    const arch = (JSON.parse(readFileSync(join(snapshot, 'config.json'), 'utf8')) as { architectures?: string[] }).architectures?.[0];
+    if (!arch || !Object.hasOwn(SUPPORTED_ARCHITECTURES, arch)) {
+      throw new ModelLoadError(`${ref.repo} is a ${arch ?? 'model of no stated architecture'}, which this server cannot serve (it serves ${Object.keys(SUPPORTED_ARCHITECTURES).join(', ')}); its weights were not downloaded`);
+    }
+  }
+  const rest = files.filter((f) => f !== config);
+  let next = 0;
+  const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, rest.length)) }, async () => {
+    while (next < rest.length) await one(rest[next++]!);
+  });
+  await Promise.all(workers);
+  if (ref.revision !== commit) {
+    mkdirSync(join(folder, 'refs', dirname(ref.revision)), { recursive: true });
+    writeFileSync(join(folder, 'refs', ref.revision), commit);
+  }
+  return { repo: ref.repo, commit, dir: snapshot, files: files.map((f) => f.path), fetchedBytes };
+}
+
+/** A snapshot's link to its blob (relative, as the Python library makes them); replaced if it points elsewhere. */
+function link(path: string, blob: string): void {
+  const target = relative(dirname(path), blob);
+  mkdirSync(dirname(path), { recursive: true });
+  try {
+    if (readlinkSync(path) === target) return;
+    rmSync(path, { force: true });
+  } catch {
+    rmSync(path, { force: true }); // not a link (or none)
+  }
+  symlinkSync(target, path);
+}
+
+/** Tries a file's download again after a broken connection (resuming) or a corrupt result (from scratch). */
+const ATTEMPTS = 3;
+
+class CorruptError extends HubError {}
+
+/** Fetches one file into its blob; the bytes fetched. */
+async function fetchBlob(f: RemoteFile, url: string, blob: string, token: string | null, doFetch: typeof fetch, onProgress: DownloadOptions['onProgress']): Promise<number> {
+  mkdirSync(dirname(blob), { recursive: true });
+  const partial = `${blob}.incomplete`;
+  let fetched = 0;
+  let last: Error | null = null;
+  for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    try {
+      fetched += await fetchInto(f, url, partial, token, doFetch, onProgress);
+      renameSync(partial, blob); // complete and checked: only now does it look like a blob
+      return fetched;
+    } catch (err) {
+      last = err as Error;
+      if (err instanceof CorruptError) rmSync(partial, { force: true }); // never resumed from, never used
+      // A broken connection (fetch's TypeError, a reset) or a short or failed answer is tried again, resuming; others are final.
+      else if (!(err instanceof TypeError || (err as { code?: string }).code === 'ECONNRESET' || err instanceof RetryableError)) throw err;
+    }
+  }
+  throw new HubError(`${f.path}: ${last?.message ?? 'failed'} (after ${ATTEMPTS} attempts; what arrived is kept and the next download resumes it)`);
+}
+
+class RetryableError extends HubError {}
+
+/** Continues `partial` from its length; checks size and hash at the end. The bytes fetched. */
+async function fetchInto(f: RemoteFile, url: string, partial: string, token: string | null, doFetch: typeof fetch, onProgress: DownloadOptions['onProgress']): Promise<number> {
+  let have = existsSync(partial) ? statSync(partial).size : 0;
+  if (have > f.size) {
+    rmSync(partial);
+    have = 0;
+  }
+  const hash = newHash(f);
+  if (have > 0) for await (const chunk of createReadStream(partial)) hash.update(chunk as Buffer);
+  let fetched = 0;
+  if (have < f.size) {
+    const res = await doFetch(url, { headers: { ...authHeaders(token), 'accept-encoding': 'identity', ...(have > 0 ? { range: `bytes=${have}-` } : {}) } });
+    if (res.status === 200 && have > 0) return restart(f, partial, onProgress, res); // the whole file instead of the rest: start over
+    if (res.status !== 200 && res.status !== 206) {
+      const retry = res.status >= 500 || res.status === 429;
+      await res.body?.cancel();
+      throw new (retry ? RetryableError : HubError)(`${f.path}: the hub answered ${res.status}`);
+    }
+    fetched = await append(res, partial, have > 0, hash, (n) => onProgress?.(f.path, (have += n), f.size));
+  }
+  check(f, partial, hash);
+  onProgress?.(f.path, f.size, f.size);
+  return fetched;
+}
+
+async function restart(f: RemoteFile, partial: string, onProgress: DownloadOptions['onProgress'], res: Response): Promise<number> {
+  const hash = newHash(f);
+  let have = 0;
+  const fetched = await append(res, partial, false, hash, (n) => onProgress?.(f.path, (have += n), f.size));
+  check(f, partial, hash);
+  onProgress?.(f.path, f.size, f.size);
+  return fetched;
+}
+
+function newHash(f: RemoteFile): Hash {
+  if (f.lfs) return createHash('sha256');
+  return createHash('sha1').update(`blob ${f.size}\0`); // a git blob id
+}
+
+/** Writes a response's body to the file as it comes, hashing it; the bytes written. */
+async function append(res: Response, path: string, resume: boolean, hash: Hash, onBytes: (n: number) => void): Promise<number> {
+  const out = createWriteStream(path, { flags: resume ? 'a' : 'w' });
+  let n = 0;
+  try {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      hash.update(chunk);
+      n += chunk.length;
+      onBytes(chunk.length);
+      if (!out.write(chunk)) await once(out, 'drain');
+    }
+  } finally {
+    out.end();
+    await once(out, 'close');
+  }
+  return n;
+}
+
+/** The whole file is there: its size and hash must be the hub's, or it is corrupt. */
+function check(f: RemoteFile, partial: string, hash: Hash): void {
+  const size = statSync(partial).size;
+  if (size < f.size) throw new RetryableError(`${f.path}: the connection ended after ${size} of ${f.size} bytes`);
+  if (size !== f.size) throw new CorruptError(`${f.path}: ${size} bytes arrived, the hub says ${f.size}`);
+  const got = hash.digest('hex');
+  if (got !== f.etag) throw new CorruptError(`${f.path}: its ${f.lfs ? 'sha256' : 'git blob id'} is ${got}, the hub says ${f.etag}: corrupted in transit`);
+}

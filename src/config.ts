@@ -9,7 +9,7 @@ import { parse } from 'smol-toml';
 export interface Config {
   /** Directory relative paths are resolved against. */
   root: string;
-  model: { path: string; name: string; createIfMissing: '' | 'tiny' | 'bench'; fallbackChatTemplate: string };
+  model: { path: string; name: string; createIfMissing: '' | 'tiny' | 'bench'; download: boolean; fallbackChatTemplate: string };
   server: {
     host: string;
     port: number;
@@ -162,6 +162,7 @@ const SCHEMA: Record<string, Schema> = {
     path: [str, 'models/default', 'path'],
     name: [str, '', 'name'],
     create_if_missing: [oneOf('', 'tiny', 'bench'), 'tiny', 'createIfMissing'],
+    download: [bool, false, 'download'],
     fallback_chat_template: [str, '', 'fallbackChatTemplate'],
   },
   engine: {

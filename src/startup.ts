@@ -1,8 +1,11 @@
 /** Starting the engines, the inferlet host and the snapshot keeper from the configuration file: shared by the CLI, the gateway and the engine thread. */
 import { resolve } from 'node:path';
+import { byteProgress, type Progress } from './cli/progress.ts';
 import { ConfigError, type Config } from './config.ts';
 import { startEngine, type Engine, type TenantShare } from './engine/index.ts';
-import { ensureDefaultModel } from './model/default-model.ts';
+import { defaultModel } from './model/default-model.ts';
+import type { DownloadOptions } from './model/hub/download.ts';
+import { resolveModelSource } from './model/hub/resolve.ts';
 import { InferletHost } from './runtime/host/host.ts';
 import type { EngineSide } from './runtime/host/port.ts';
 import { SnapshotKeeper } from './runtime/host/snapshot-keeper.ts';
@@ -10,11 +13,14 @@ import { SnapshotKeeper } from './runtime/host/snapshot-keeper.ts';
 /**
  * Starts an engine on `modelDir` (or the config's model). Its served name is
  * `name`, else the config's [model] name for the config's own model, else the
- * directory's name.
+ * hub repository's name for a hub model, else the directory's name.
  */
 export async function engineFromConfig(config: Config, modelDir: string | undefined, log: (line: string) => void, name?: string): Promise<Engine> {
-  const dir = modelDir ? resolve(modelDir) : ensureDefaultModel(config, log);
-  const servedName = name || (modelDir ? undefined : config.model.name || undefined);
+  // A folder, or a hub repository (ORG/NAME[:REVISION]) from the cache, downloaded when model.download allows.
+  const hub = { download: config.model.download, hub: downloadProgress(log) };
+  const source = modelDir ? await resolveModelSource(modelDir, hub) : await defaultModel(config, log, hub);
+  const dir = source.dir;
+  const servedName = name || (modelDir ? source.name : config.model.name || source.name || undefined);
   const e = config.engine;
   return startEngine(dir, {
     pageSize: e.pageSize,
@@ -30,6 +36,16 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
     ...(servedName ? { name: servedName } : {}),
   });
+}
+
+/** A download's progress as log lines (the engine may load on a thread of its own, with no terminal). */
+function downloadProgress(log: (line: string) => void): DownloadOptions {
+  let progress: Progress | null = null;
+  return {
+    onPlan: (files) => (progress = byteProgress('pie: downloading', { tty: false, write: log })).plan(files.map((f) => ({ name: f.path, size: f.size, done: f.cached }))),
+    onProgress: (file, done) => progress?.update(file, done),
+    onDone: () => progress?.stop(),
+  };
 }
 
 /** The inferlet host; `tenants` is how many tenants the keys name (quarantine only separates several). */

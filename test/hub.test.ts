@@ -14,7 +14,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedSnapshot, listCached, parseRepoRef, repoFolder } from '../src/model/hub/cache.ts';
 import { downloadModel, globMatcher, HubError } from '../src/model/hub/download.ts';
 import { ModelLoadError } from '../src/model/errors.ts';
-import { greedy, randomModelDir, testEngine } from './helpers.ts';
+import { spawn } from 'node:child_process';
+import { parseConfig } from '../src/config.ts';
+import { serve } from '../src/gateway/start.ts';
+import { greedy, randomModelDir, REPO_ROOT, testEngine } from './helpers.ts';
 import { startFakeHub, type FakeHub } from './fake-hub.ts';
 
 const COMMIT = 'a'.repeat(39) + '1';
@@ -147,4 +150,76 @@ describe('downloading from the hub', () => {
     expect(listed[0]!.snapshots).toEqual([expect.objectContaining({ commit, refs: ['main'] })]);
     expect(listed[0]!.bytes).toBe(listed[1]!.bytes); // the same files
   });
+});
+
+/** Runs the pie command with the fake hub and a cache of its own as its environment. */
+function pie(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, HF_TOKEN: '', ...env } });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+describe('hub models by name: the pie command and the server', () => {
+  it('pie model download fetches into the cache (plain progress lines off a terminal), list shows it, info describes it, rm removes it', async () => {
+    const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: freshCache() };
+    const first = await pie(env, 'model', 'download', 'test-org/tiny');
+    expect(first.code).toBe(0);
+    expect(first.stderr).toMatch(/^test-org\/tiny: 5 files, [\d.]+ MB; 5 to fetch/m);
+    expect(first.stderr).toMatch(/test-org\/tiny: 100% /);
+    expect(first.stdout).toMatch(/test-org\/tiny@aaaaaaaaaaaa: 5 files in .*snapshots/);
+    expect((await pie(env, 'model', 'download', 'test-org/tiny')).stdout).toMatch(/all were in the cache/);
+    const list = await pie(env, 'model', 'list');
+    expect(list.stdout).toMatch(/^test-org\/tiny\s+aaaaaaaaaaaa \(main\)\s+[\d.]+ MB\s+can serve: LlamaForCausalLM/m);
+    expect((await pie(env, 'model', 'info', 'test-org/tiny')).stdout).toMatch(/can serve: LlamaForCausalLM, \d+ layers/);
+    const refused = await pie(env, 'model', 'download', 'test-org/gpt2');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^pie: test-org\/gpt2 is a GPT2LMHeadModel, which this server cannot serve/m);
+    expect((await pie(env, 'model', 'rm', 'test-org/tiny')).stdout).toMatch(/removed test-org\/tiny/);
+    // The refused repository's configuration stayed (as the Python library keeps what it fetched): listed as one it cannot serve.
+    expect((await pie(env, 'model', 'list')).stdout).toMatch(/^test-org\/gpt2 .* cannot serve: .*unsupported architecture GPT2LMHeadModel/m);
+    await pie(env, 'model', 'rm', 'test-org/gpt2');
+    expect((await pie(env, 'model', 'list')).stdout).toMatch(/no models in/);
+  }, 60_000);
+
+  it('serves a cached model by its repository name, under that name; says the exact command for one not cached; downloads it when model.download allows', async () => {
+    const cacheDir = freshCache();
+    await downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null });
+    const saved = { cache: process.env.HF_HUB_CACHE, endpoint: process.env.HF_ENDPOINT };
+    process.env.HF_HUB_CACHE = cacheDir;
+    process.env.HF_ENDPOINT = hub.url;
+    const dataDir = mkdtempSync(join(tmpdir(), 'pie-hub-serve-'));
+    const config = (download: boolean) => parseConfig(`[server]\nport = 0\ndata_dir = ${JSON.stringify(dataDir)}\napi_key_env = ""\n[model]\ndownload = ${download}\n[engine]\nown_thread = false\n`, 'hub.toml', REPO_ROOT);
+    try {
+      const serving = await serve({ config: config(false), models: ['test-org/tiny'], log: () => {}, env: {} });
+      await serving.loaded;
+      const models = (await (await fetch(`${serving.url}/v1/models`)).json()) as { data: Array<{ id: string }> };
+      expect(models.data.map((m) => m.id)).toEqual(['test-org/tiny']);
+      const chat = await fetch(`${serving.url}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model: 'test-org/tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 3 }) });
+      expect(chat.status).toBe(200);
+      await serving.close();
+      // Not cached, downloads off: the error says how to get it.
+      process.env.HF_HUB_CACHE = freshCache();
+      const refused = await serve({ config: config(false), models: ['test-org/gated'], log: () => {}, env: {} });
+      await expect(refused.loaded).rejects.toThrow('test-org/gated is neither a folder here nor in the Hugging Face cache');
+      await expect(refused.loaded).rejects.toThrow('npx pie model download test-org/gated');
+      await refused.close();
+      // Allowed: downloaded as the server starts, its progress in the log.
+      const lines: string[] = [];
+      const fetched = await serve({ config: config(true), models: ['test-org/tiny'], log: (l) => lines.push(l), env: {} });
+      await fetched.loaded;
+      expect(lines.some((l) => /^pie: downloading: 5 files/.test(l))).toBe(true);
+      expect(existsSync(join(repoFolder(process.env.HF_HUB_CACHE, 'test-org/tiny'), 'snapshots', COMMIT, 'model.safetensors'))).toBe(true);
+      await fetched.close();
+    } finally {
+      process.env.HF_HUB_CACHE = saved.cache;
+      process.env.HF_ENDPOINT = saved.endpoint;
+      if (saved.cache === undefined) delete process.env.HF_HUB_CACHE;
+      if (saved.endpoint === undefined) delete process.env.HF_ENDPOINT;
+    }
+  }, 60_000);
 });

@@ -4,6 +4,8 @@
  *   pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]
  *   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
  *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *   pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
+ *   pie model list | rm REPO | info REPO|DIR
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
  *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
@@ -15,7 +17,9 @@ import { parseArgs } from 'node:util';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, loadConfig } from '../config.ts';
 import { ModelLoadError } from '../model/errors.ts';
+import { HubError } from '../model/hub/download.ts';
 import { importLlama2c } from '../model/llama2c.ts';
+import { modelDownloadCommand, modelInfoCommand, modelListCommand, modelRmCommand } from './model-commands.ts';
 import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import { BuildError } from '../runtime/host/build.ts';
@@ -27,9 +31,13 @@ import { serve } from '../gateway/start.ts';
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../pie.toml', import.meta.url));
 
 const USAGE = `usage:
-  pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]
-  pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
+  pie serve [--config FILE] [--model [NAME=]DIR|REPO]... [--host H] [--port P]
+  pie generate [--model DIR|REPO] [--config FILE] [--prompt TEXT] [--max-tokens N]
                [--temperature T] [--top-p P] [--top-k K] [--seed S]
+  pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
+  pie model list
+  pie model rm REPO
+  pie model info REPO|DIR
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
@@ -133,9 +141,13 @@ async function serveCommand(argv: string[]): Promise<number> {
   return lost === null ? 0 : 1;
 }
 
-function model(argv: string[]): void {
+async function model(argv: string[]): Promise<void> {
   const [sub, ...rest] = argv;
-  if (sub === 'import-llama2c') {
+  if (sub === 'download') await modelDownloadCommand(rest);
+  else if (sub === 'list') modelListCommand(rest);
+  else if (sub === 'rm') modelRmCommand(rest);
+  else if (sub === 'info') modelInfoCommand(rest);
+  else if (sub === 'import-llama2c') {
     const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
     if (positionals.length !== 3) throw new UsageError('model import-llama2c takes CHECKPOINT TOKENIZER OUT_DIR');
     const [ckpt, tok, out] = positionals as [string, string, string];
@@ -176,7 +188,7 @@ export async function main(argv: string[]): Promise<number> {
   try {
     if (command === 'serve') return await serveCommand(rest);
     else if (command === 'generate') await generate(rest);
-    else if (command === 'model') model(rest);
+    else if (command === 'model') await model(rest);
     else if (command === 'build') await buildCommand(rest);
     else if (command === 'run') return await runCommand(rest, DEFAULT_CONFIG);
     else if (command === 'submit') return await submitCommand(rest);
@@ -191,7 +203,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`pie: ${(err as Error).message}\n${USAGE}`);
       return 2;
     }
-    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError' || (err as Error).name === 'EngineThreadError' || err instanceof RemoteError) {
+    if (err instanceof ConfigError || err instanceof ModelLoadError || err instanceof HubError || err instanceof BuildError || err instanceof ComponentLoadError || (err as Error).name === 'EngineError' || (err as Error).name === 'EngineThreadError' || err instanceof RemoteError) {
       console.error(`pie: ${(err as Error).message}`);
       return 1;
     }

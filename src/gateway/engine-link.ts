@@ -15,6 +15,7 @@ import { ConfigError } from '../config.ts';
 import { EngineError } from '../engine/errors.ts';
 import type { EngineStats, StepStats } from '../engine/index.ts';
 import { ModelLoadError } from '../model/errors.ts';
+import { HubError } from '../model/hub/download.ts';
 import { BuildError } from '../runtime/host/build.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import type { StoredComponent } from '../runtime/host/component-store.ts';
@@ -38,6 +39,7 @@ const CLASSES: Record<string, (w: ErrorWire) => Error> = {
   BuildError: (w) => new BuildError(w.message),
   EngineError: (w) => new EngineError(w.code ?? 'internal', w.message),
   SessionError: (w) => new SessionError((w.code ?? 'ended') as SessionError['code'], w.message),
+  HubError: (w) => new HubError(w.message),
 };
 
 function errorOf(w: ErrorWire): Error {

@@ -55,6 +55,8 @@ export interface DownloadOptions extends HubOptions {
   checkArchitecture?: boolean;
   /** Progress: a file's bytes so far out of its size (called as they arrive, and once a file is complete or found in the cache). */
   onProgress?: (file: string, done: number, total: number) => void;
+  /** Called when the download is over (done or failed). */
+  onDone?: () => void;
   /** Called once the file list is known, with what will be fetched. */
   onPlan?: (files: Array<{ path: string; size: number; cached: boolean }>) => void;
   fetch?: typeof fetch;
@@ -180,6 +182,14 @@ async function hubFailure(res: Response, ref: RepoRef, hadToken: boolean): Promi
  * cache; returns its snapshot folder. Offline, the cache alone answers.
  */
 export async function downloadModel(ref: RepoRef, options: DownloadOptions = {}): Promise<Downloaded> {
+  try {
+    return await download(ref, options);
+  } finally {
+    options.onDone?.();
+  }
+}
+
+async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloaded> {
   const o = resolveOptions(options);
   const doFetch = options.fetch ?? fetch;
   if (o.offline) {

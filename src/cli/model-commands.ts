@@ -1,0 +1,89 @@
+/**
+ * Models from the Hugging Face hub and its cache:
+ *
+ *   pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
+ *   pie model list
+ *   pie model rm REPO
+ *   pie model info REPO|DIR
+ *
+ * The cache is the hub's own ($HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub), shared with Python's huggingface_hub.
+ */
+import { existsSync, rmSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { loadModelConfig } from '../model/load.ts';
+import { cachedSnapshot, hubCacheDir, listCached, parseRepoRef, repoFolder } from '../model/hub/cache.ts';
+import { downloadModel } from '../model/hub/download.ts';
+import { byteProgress, type Progress } from './progress.ts';
+import { UsageError } from './inferlet-commands.ts';
+
+const mb = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : `${(n / 1e6).toFixed(1)} MB`);
+
+/** Whether the engine can serve a model folder, and why not. */
+export function servable(dir: string): { ok: true; summary: string } | { ok: false; why: string } {
+  try {
+    const c = loadModelConfig(dir);
+    if (!existsSync(join(dir, 'tokenizer.json'))) return { ok: false, why: 'no tokenizer.json' };
+    return { ok: true, summary: `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocabulary ${c.vocabSize}, context ${c.maxPositionEmbeddings}` };
+  } catch (err) {
+    return { ok: false, why: (err as Error).message };
+  }
+}
+
+export async function modelDownloadCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { include: { type: 'string', multiple: true }, exclude: { type: 'string', multiple: true } } });
+  if (positionals.length !== 1) throw new UsageError('model download takes one REPO[:REVISION]');
+  const ref = parseRepoRef(positionals[0]!);
+  if (!ref) throw new UsageError(`"${positionals[0]}" is not a repository name (ORG/NAME, optionally :REVISION)`);
+  let progress: Progress | null = null;
+  const got = await downloadModel(ref, {
+    ...(values.include ? { include: values.include } : {}),
+    ...(values.exclude ? { exclude: values.exclude } : {}),
+    checkArchitecture: !values.include, // a chosen set of files need not be a model
+    onPlan: (files) => (progress = byteProgress(ref.repo)).plan(files.map((f) => ({ name: f.path, size: f.size, done: f.cached }))),
+    onProgress: (file, done) => progress?.update(file, done),
+    onDone: () => progress?.stop(),
+  });
+  console.log(`${ref.repo}@${got.commit.slice(0, 12)}: ${got.files.length} files in ${got.dir}${got.fetchedBytes === 0 ? ' (all were in the cache)' : ` (${mb(got.fetchedBytes)} fetched)`}`);
+  console.log(`serve it: npx pie serve --model ${positionals[0]}`);
+}
+
+export function modelListCommand(argv: string[]): void {
+  parseArgs({ args: argv, options: {} });
+  const cacheDir = hubCacheDir();
+  const models = listCached(cacheDir);
+  if (models.length === 0) {
+    console.log(`no models in ${cacheDir}`);
+    return;
+  }
+  for (const m of models) {
+    for (const s of m.snapshots) {
+      const v = servable(s.dir);
+      const refs = s.refs.length ? ` (${s.refs.join(', ')})` : '';
+      console.log(`${m.repo.padEnd(40)} ${s.commit.slice(0, 12)}${refs.padEnd(8)} ${mb(m.bytes).padStart(9)}  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
+    }
+  }
+}
+
+export function modelRmCommand(argv: string[]): void {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  const ref = positionals.length === 1 ? parseRepoRef(positionals[0]!) : null;
+  if (!ref) throw new UsageError('model rm takes one REPO (ORG/NAME)');
+  const cacheDir = hubCacheDir();
+  const entry = listCached(cacheDir).find((m) => m.repo === ref.repo);
+  if (!entry) throw new UsageError(`${ref.repo} is not in the cache (${cacheDir})`);
+  rmSync(repoFolder(cacheDir, ref.repo), { recursive: true, force: true });
+  console.log(`removed ${ref.repo} (${mb(entry.bytes)})`);
+}
+
+export function modelInfoCommand(argv: string[]): void {
+  const { positionals } = parseArgs({ args: argv, allowPositionals: true, options: {} });
+  if (positionals.length !== 1) throw new UsageError('model info takes one REPO or DIR');
+  const text = positionals[0]!;
+  const ref = parseRepoRef(text);
+  const dir = existsSync(resolve(text)) ? resolve(text) : ref ? cachedSnapshot(hubCacheDir(), ref) : null;
+  if (!dir) throw new UsageError(`${text} is neither a folder nor in the Hugging Face cache (${hubCacheDir()}): npx pie model download ${text}`);
+  const v = servable(dir);
+  console.log(`${text}\n  folder: ${dir}\n  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
+}

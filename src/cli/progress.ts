@@ -1,0 +1,90 @@
+/**
+ * Progress of long work in bytes (downloads): on a terminal, a bar per item
+ * and one in total with bytes, speed and time left (cli-progress); elsewhere
+ * (a log, a pipe) a plain line every few seconds and one at the end.
+ */
+import cliProgress from 'cli-progress';
+
+export interface Progress {
+  /** What will be done: each item's size, and whether it is done already. */
+  plan(items: Array<{ name: string; size: number; done: boolean }>): void;
+  /** An item's bytes so far. */
+  update(name: string, done: number): void;
+  stop(): void;
+}
+
+const mb = (n: number) => `${(n / 1e6).toFixed(1)} MB`;
+const eta = (s: number) => (!Number.isFinite(s) ? '?' : s < 90 ? `${Math.round(s)} s` : `${Math.round(s / 60)} min`);
+
+export function byteProgress(label: string, options: { tty?: boolean; write?: (line: string) => void; everyMs?: number } = {}): Progress {
+  const tty = options.tty ?? process.stderr.isTTY === true;
+  const write = options.write ?? ((line: string) => void process.stderr.write(line + '\n'));
+  const sizes = new Map<string, number>();
+  const doneBy = new Map<string, number>();
+  let total = 0;
+  let startDone = 0;
+  const t0 = performance.now();
+  const sum = () => [...doneBy.values()].reduce((a, b) => a + b, 0);
+  const rate = () => (sum() - startDone) / Math.max(0.001, (performance.now() - t0) / 1000);
+
+  if (tty) {
+    const bars = new cliProgress.MultiBar(
+      { format: '{name} |{bar}| {percentage}% {doneMb}/{sizeMb} {speed} ETA {eta_formatted}', hideCursor: true, clearOnComplete: false, stopOnComplete: false, etaBuffer: 50, stream: process.stderr },
+      cliProgress.Presets.shades_classic,
+    );
+    const byName = new Map<string, cliProgress.SingleBar>();
+    let all: cliProgress.SingleBar | null = null;
+    const payload = (done: number, size: number) => ({ doneMb: mb(done), sizeMb: mb(size), speed: `${mb(rate())}/s` });
+    return {
+      plan(items) {
+        for (const i of items) {
+          sizes.set(i.name, i.size);
+          doneBy.set(i.name, i.done ? i.size : 0);
+          total += i.size;
+        }
+        startDone = sum();
+        all = bars.create(total, startDone, { name: label.padEnd(24).slice(0, 24), ...payload(startDone, total) });
+        for (const i of items) if (!i.done) byName.set(i.name, bars.create(i.size, 0, { name: i.name.padEnd(24).slice(0, 24), ...payload(0, i.size) }));
+      },
+      update(name, done) {
+        doneBy.set(name, done);
+        byName.get(name)?.update(done, payload(done, sizes.get(name) ?? done));
+        all?.update(sum(), payload(sum(), total));
+      },
+      stop() {
+        bars.stop();
+      },
+    };
+  }
+
+  let last = 0;
+  const everyMs = options.everyMs ?? 5000;
+  const line = () => {
+    const d = sum();
+    const r = rate();
+    return `${label}: ${total ? Math.floor((100 * d) / total) : 100}% (${mb(d)} of ${mb(total)}, ${mb(r)}/s, ETA ${eta((total - d) / r)})`;
+  };
+  return {
+    plan(items) {
+      for (const i of items) {
+        sizes.set(i.name, i.size);
+        doneBy.set(i.name, i.done ? i.size : 0);
+        total += i.size;
+      }
+      startDone = sum();
+      const left = items.filter((i) => !i.done);
+      write(`${label}: ${items.length} files, ${mb(total)}; ${left.length} to fetch (${mb(total - startDone)})`);
+      last = performance.now();
+    },
+    update(name, done) {
+      doneBy.set(name, done);
+      if (performance.now() - last >= everyMs) {
+        last = performance.now();
+        write(line());
+      }
+    },
+    stop() {
+      write(line());
+    },
+  };
+}

@@ -19,6 +19,7 @@ import { ConfigError, loadConfig } from '../config.ts';
 import { ModelLoadError } from '../model/errors.ts';
 import { HubError } from '../model/hub/download.ts';
 import { importLlama2c } from '../model/llama2c.ts';
+import { stepProgress } from './progress.ts';
 import { modelDownloadCommand, modelInfoCommand, modelListCommand, modelRmCommand } from './model-commands.ts';
 import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
@@ -151,14 +152,25 @@ async function model(argv: string[]): Promise<void> {
     const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
     if (positionals.length !== 3) throw new UsageError('model import-llama2c takes CHECKPOINT TOKENIZER OUT_DIR');
     const [ckpt, tok, out] = positionals as [string, string, string];
-    const h = importLlama2c(ckpt, tok, out);
+    const progress = stepProgress('import-llama2c');
+    let h;
+    try {
+      h = importLlama2c(ckpt, tok, out, (done, total) => progress.update(done, total));
+    } finally {
+      progress.stop();
+    }
     console.log(`wrote ${out}: Llama, ${h.numLayers} layers, hidden ${h.dim}, ${h.numHeads} heads (${h.numKvHeads} kv), vocabulary ${h.vocabSize}`);
   } else if (sub === 'create-random') {
     const { positionals, values } = parseArgs({ args: rest, allowPositionals: true, options: { preset: { type: 'string' }, seed: { type: 'string' } } });
     if (positionals.length !== 1) throw new UsageError('model create-random takes OUT_DIR');
     const preset = values.preset ?? 'tiny';
     if (!(preset in PRESETS)) throw new UsageError(`--preset must be one of ${Object.keys(PRESETS).join(', ')}, got "${preset}"`);
-    createRandomModel(positionals[0]!, PRESETS[preset as PresetName], number(values.seed, '--seed', true) ?? 0);
+    const progress = stepProgress('create-random');
+    try {
+      createRandomModel(positionals[0]!, PRESETS[preset as PresetName], number(values.seed, '--seed', true) ?? 0, (done, total) => progress.update(done, total));
+    } finally {
+      progress.stop();
+    }
     console.log(`wrote ${positionals[0]}: random "${preset}" model`);
   } else {
     throw new UsageError(`unknown model command "${sub ?? ''}"`);

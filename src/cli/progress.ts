@@ -88,3 +88,40 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
     },
   };
 }
+
+/**
+ * Progress of work in steps (a conversion's layers): a bar on a terminal
+ * (redrawn from the updates themselves, so a synchronous loop shows it too),
+ * a line every few seconds elsewhere. `update(done, total)`; `stop()` ends it.
+ */
+export function stepProgress(label: string, options: { tty?: boolean; write?: (line: string) => void; everyMs?: number } = {}): { update(done: number, total: number): void; stop(): void } {
+  const tty = options.tty ?? process.stderr.isTTY === true;
+  const write = options.write ?? ((line: string) => void process.stderr.write(line + '\n'));
+  const t0 = performance.now();
+  if (tty) {
+    const bar = new cliProgress.SingleBar({ format: `${label} |{bar}| {percentage}% {value}/{total} ETA {eta_formatted}`, hideCursor: true, stream: process.stderr, synchronousUpdate: true }, cliProgress.Presets.shades_classic);
+    let started = false;
+    return {
+      update(done, total) {
+        if (!started) bar.start(total, 0);
+        started = true;
+        bar.setTotal(total);
+        bar.update(done);
+      },
+      stop: () => bar.stop(),
+    };
+  }
+  let last = performance.now();
+  let state = { done: 0, total: 0 };
+  const line = () => `${label}: ${state.done}/${state.total} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+  return {
+    update(done, total) {
+      state = { done, total };
+      if (performance.now() - last >= (options.everyMs ?? 5000)) {
+        last = performance.now();
+        write(line());
+      }
+    },
+    stop: () => write(line()),
+  };
+}

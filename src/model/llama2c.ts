@@ -19,7 +19,8 @@ export interface Llama2cHeader {
   shared: boolean;
 }
 
-export function importLlama2c(checkpointPath: string, tokenizerPath: string, outDir: string): Llama2cHeader {
+/** `onProgress(done, total)`: after each layer converted, and the written file. */
+export function importLlama2c(checkpointPath: string, tokenizerPath: string, outDir: string, onProgress?: (done: number, total: number) => void): Llama2cHeader {
   const ckpt = readFileSync(checkpointPath);
   if (ckpt.length < 28) throw new ModelLoadError(`${checkpointPath}: too short for a llama2.c header`);
   const ints = [0, 1, 2, 3, 4, 5, 6].map((i) => ckpt.readInt32LE(i * 4));
@@ -78,6 +79,7 @@ export function importLlama2c(checkpointPath: string, tokenizerPath: string, out
     put(`${p}mlp.gate_proj.weight`, layerSlice(w1, i, hiddenDim * dim), [hiddenDim, dim]);
     put(`${p}mlp.down_proj.weight`, layerSlice(w2, i, dim * hiddenDim), [dim, hiddenDim]);
     put(`${p}mlp.up_proj.weight`, layerSlice(w3, i, hiddenDim * dim), [hiddenDim, dim]);
+    onProgress?.(i + 1, L + 1);
   }
   put('model.norm.weight', finalNorm, [dim]);
   if (lmHead) put('lm_head.weight', lmHead, [V, dim]);
@@ -85,6 +87,7 @@ export function importLlama2c(checkpointPath: string, tokenizerPath: string, out
   const pieces = readLlama2cTokenizer(tokenizerPath, V);
   mkdirSync(outDir, { recursive: true });
   writeSafetensors(join(outDir, 'model.safetensors'), tensors);
+  onProgress?.(L + 1, L + 1);
   const json = (name: string, value: unknown) => writeFileSync(join(outDir, name), JSON.stringify(value, null, 2) + '\n');
   json('config.json', {
     architectures: ['LlamaForCausalLM'],

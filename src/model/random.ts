@@ -54,7 +54,9 @@ export const PRESETS = {
 
 export type PresetName = keyof typeof PRESETS;
 
-export function createRandomModel(outDir: string, spec: RandomModelSpec, seed = 0): void {
+/** `onProgress(done, total)`: after the embedding, each layer, and the written file (long for the bench preset). */
+export function createRandomModel(outDir: string, spec: RandomModelSpec, seed = 0, onProgress?: (done: number, total: number) => void): void {
+  const steps = spec.numLayers + 2;
   const rng = new Rng(seed);
   const H = spec.hiddenSize;
   const hd = spec.headDim ?? H / spec.numHeads;
@@ -79,6 +81,7 @@ export function createRandomModel(outDir: string, spec: RandomModelSpec, seed = 
   const qwen2 = spec.architecture === 'Qwen2ForCausalLM';
   const qwen3 = spec.architecture === 'Qwen3ForCausalLM';
   tensors.set('model.embed_tokens.weight', normal([spec.vocabSize, H], 1));
+  onProgress?.(1, steps);
   for (let i = 0; i < spec.numLayers; i++) {
     const p = `model.layers.${i}.`;
     tensors.set(`${p}input_layernorm.weight`, norm(H));
@@ -99,12 +102,14 @@ export function createRandomModel(outDir: string, spec: RandomModelSpec, seed = 
     tensors.set(`${p}mlp.gate_proj.weight`, linear(I, H));
     tensors.set(`${p}mlp.up_proj.weight`, linear(I, H));
     tensors.set(`${p}mlp.down_proj.weight`, linear(H, I));
+    onProgress?.(i + 2, steps);
   }
   tensors.set('model.norm.weight', norm(H));
   if (!spec.tieWordEmbeddings) tensors.set('lm_head.weight', linear(spec.vocabSize, H));
 
   mkdirSync(outDir, { recursive: true });
   writeSafetensors(join(outDir, 'model.safetensors'), tensors, spec.dtype ?? 'F32');
+  onProgress?.(steps, steps);
   const json = (name: string, value: unknown) => writeFileSync(join(outDir, name), JSON.stringify(value, null, 2) + '\n');
   json('config.json', {
     architectures: [spec.architecture],

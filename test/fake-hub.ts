@@ -51,14 +51,15 @@ export async function startFakeHub(): Promise<FakeHub> {
     hub.requests.push({ path: req.path, range: req.get('range') ?? null, auth: req.get('authorization') ?? null });
     next();
   });
-  const repoOf = (req: express.Request, res: express.Response): FakeRepo | null => {
+  /** The repository asked for; with `files`, a gated one wants its token (the hub lists a gated repository's files to anyone, and guards the files). */
+  const repoOf = (req: express.Request, res: express.Response, files = false): FakeRepo | null => {
     const name = `${req.params.org}/${req.params.name}`;
     const repo = hub.repos.get(name);
     if (!repo) {
       res.status(401).set('x-error-code', 'RepoNotFound').json({ error: 'Repository not found' });
       return null;
     }
-    if (repo.gatedFor && req.get('authorization') !== `Bearer ${repo.gatedFor}`) {
+    if (files && repo.gatedFor && req.get('authorization') !== `Bearer ${repo.gatedFor}`) {
       res.status(401).set('x-error-code', 'GatedRepo').json({ error: `Access to model ${name} is restricted. You must have access to it and be authenticated to access it.` });
       return null;
     }
@@ -98,7 +99,7 @@ export async function startFakeHub(): Promise<FakeHub> {
   };
 
   app.get('/:org/:name/resolve/:commit/*path', (req, res) => {
-    const repo = repoOf(req, res);
+    const repo = repoOf(req, res, true);
     if (!repo) return;
     const path = ([] as string[]).concat(req.params.path as unknown as string[]).join('/');
     const file = join(repo.dir, path);

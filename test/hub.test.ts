@@ -7,12 +7,14 @@
  * is fetched); a cache written in the Python library's layout is read as is.
  */
 import { createHash } from 'node:crypto';
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedSnapshot, listCached, parseRepoRef, repoFolder } from '../src/model/hub/cache.ts';
 import { downloadModel, globMatcher, HubError } from '../src/model/hub/download.ts';
+import { resolveModelSource } from '../src/model/hub/resolve.ts';
+import { defaultModel } from '../src/model/default-model.ts';
 import { ModelLoadError } from '../src/model/errors.ts';
 import { spawn } from 'node:child_process';
 import { parseConfig } from '../src/config.ts';
@@ -35,6 +37,21 @@ beforeAll(async () => {
   cpSync(model, gpt2, { recursive: true });
   writeFileSync(join(gpt2, 'config.json'), JSON.stringify({ architectures: ['GPT2LMHeadModel'], model_type: 'gpt2' }));
   hub.repos.set('test-org/gpt2', { dir: gpt2, commit: 'b'.repeat(40) });
+  // Sharded weights with an index, beside the same weights once more in another file (as some repositories hold them).
+  const sharded = mkdtempSync(join(tmpdir(), 'pie-hub-sharded-'));
+  cpSync(model, sharded, { recursive: true });
+  const weights = readFileSync(join(model, 'model.safetensors'));
+  const header = JSON.parse(weights.subarray(8, 8 + Number(weights.readBigUInt64LE(0))).toString('utf8')) as Record<string, unknown>;
+  renameSync(join(sharded, 'model.safetensors'), join(sharded, 'model-00001-of-00001.safetensors'));
+  writeFileSync(join(sharded, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: Object.fromEntries(Object.keys(header).filter((k) => k !== '__metadata__').map((k) => [k, 'model-00001-of-00001.safetensors'])) }));
+  writeFileSync(join(sharded, 'consolidated.safetensors'), weights);
+  writeFileSync(join(sharded, 'empty.txt'), '');
+  hub.repos.set('test-org/sharded', { dir: sharded, commit: 'd'.repeat(40) });
+  // PyTorch weights only.
+  const bin = mkdtempSync(join(tmpdir(), 'pie-hub-bin-'));
+  for (const f of ['config.json', 'tokenizer.json']) cpSync(join(model, f), join(bin, f));
+  writeFileSync(join(bin, 'pytorch_model.bin'), 'not read');
+  hub.repos.set('test-org/bin', { dir: bin, commit: 'e'.repeat(40) });
 });
 afterAll(() => hub.close());
 
@@ -91,7 +108,7 @@ describe('downloading from the hub', () => {
     const cacheDir = freshCache();
     const err = await downloadModel(ref('test-org/gated'), { endpoint: hub.url, cacheDir, token: null }).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(HubError);
-    expect((err as Error).message).toMatch(/test-org\/gated is a gated repository: accept its terms on https:\/\/huggingface.co\/test-org\/gated, then set HF_TOKEN/);
+    expect((err as Error).message).toBe(`test-org/gated is a gated repository: accept its terms on ${hub.url}/test-org/gated, then set HF_TOKEN to a token of that account (or log in with the Hugging Face CLI) (401)`);
     const wrong = await downloadModel(ref('test-org/gated'), { endpoint: hub.url, cacheDir, token: 'hf_other' }).catch((e: unknown) => e);
     expect((wrong as Error).message).toMatch(/this token has no access/);
     // The token from the environment, as the Hugging Face CLI and libraries read it.
@@ -109,6 +126,39 @@ describe('downloading from the hub', () => {
     expect(resolves(since).some((r) => r.path.includes('.safetensors'))).toBe(false);
   });
 
+  it("fetches only the shards the weights' index names (not the same weights again in another file), and serves them", async () => {
+    const cacheDir = freshCache();
+    const got = await downloadModel(ref('test-org/sharded'), { endpoint: hub.url, cacheDir, token: null });
+    expect(got.files).toContain('model-00001-of-00001.safetensors');
+    expect(got.files).not.toContain('consolidated.safetensors');
+    const engine = await testEngine(got.dir);
+    expect((await greedy(engine, [1, 2, 3], 4)).tokens).toHaveLength(4);
+    // Any file, with --include: an empty one too.
+    const all = await downloadModel(ref('test-org/sharded'), { endpoint: hub.url, cacheDir, token: null, include: ['*.txt'], checkArchitecture: false });
+    expect(readFileSync(join(all.dir, 'empty.txt'), 'utf8')).toBe('');
+  });
+
+  it.skipIf(!existsSync('/dev/full'))('fails, never hangs, when the disk is full', async () => {
+    const cacheDir = freshCache();
+    const blobs = join(repoFolder(cacheDir, 'test-org/tiny'), 'blobs');
+    mkdirSync(blobs, { recursive: true });
+    symlinkSync('/dev/full', join(blobs, `${sha256(join(model, 'model.safetensors'))}.incomplete`)); // every write: ENOSPC
+    await expect(downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null })).rejects.toThrow(/ENOSPC/);
+  });
+
+  it('refuses a repository with no safetensors weights', async () => {
+    await expect(downloadModel(ref('test-org/bin'), { endpoint: hub.url, cacheDir: freshCache(), token: null })).rejects.toThrow(/test-org\/bin has no safetensors weights \(only PyTorch .bin files/);
+  });
+
+  it('downloads the same model twice at once into one cache: one fetch per file, both complete', async () => {
+    const cacheDir = freshCache();
+    const since = hub.requests.length;
+    const [a, b] = await Promise.all([1, 2].map(() => downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null })));
+    expect(a!.dir).toBe(b!.dir);
+    expect(sha256(join(a!.dir, 'model.safetensors'))).toBe(sha256(join(model, 'model.safetensors')));
+    expect(resolves(since).filter((r) => r.path.startsWith('/cdn/')).length).toBe(1);
+  });
+
   it('takes include and exclude globs as the hub tools do', () => {
     expect(globMatcher('*.safetensors').test('sub/dir/model-00001.safetensors')).toBe(true);
     expect(globMatcher('model-0000[12].safetensors').test('model-00002.safetensors')).toBe(true);
@@ -122,7 +172,7 @@ describe('downloading from the hub', () => {
     const offline = await downloadModel(ref('test-org/tiny'), { cacheDir, env: { HF_HUB_OFFLINE: '1' } });
     expect(offline.dir).toBe(join(repoFolder(cacheDir, 'test-org/tiny'), 'snapshots', COMMIT));
     expect(hub.requests.length).toBe(since);
-    await expect(downloadModel(ref('test-org/other'), { cacheDir, env: { HF_HUB_OFFLINE: '1' } })).rejects.toThrow(/HF_HUB_OFFLINE is set and test-org\/other@main is not in the cache/);
+    await expect(downloadModel(ref('test-org/other'), { cacheDir, env: { HF_HUB_OFFLINE: '1' } })).rejects.toThrow(/HF_HUB_OFFLINE is set and test-org\/other@main is not \(wholly\) in the cache/);
   });
 
   it("reads a cache written in the Python library's layout as is, and lists it beside ours", async () => {
@@ -165,11 +215,31 @@ function pie(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number 
 }
 
 describe('hub models by name: the pie command and the server', () => {
+  it('takes a snapshot only partly in the cache (its configuration alone) for what it is: not served, downloaded when allowed', async () => {
+    const cacheDir = freshCache();
+    await downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null, include: ['config.json'], checkArchitecture: false });
+    const hubOptions = { endpoint: hub.url, cacheDir, token: null };
+    await expect(resolveModelSource('test-org/tiny', { download: false, hub: hubOptions })).rejects.toThrow(/test-org\/tiny is only partly in the Hugging Face cache/);
+    const got = await resolveModelSource('test-org/tiny', { download: true, hub: hubOptions });
+    expect(got).toEqual({ dir: join(repoFolder(cacheDir, 'test-org/tiny'), 'snapshots', COMMIT), name: 'test-org/tiny' });
+    expect(existsSync(join(got.dir, 'model.safetensors'))).toBe(true);
+  });
+
+  it('creates the random default model at the default path even when downloads are allowed (models/default is a folder, not a repository)', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'pie-hub-root-'));
+    const config = parseConfig('[model]\ndownload = true\n', join(root, 'pie.toml'), root);
+    const lines: string[] = [];
+    const got = await defaultModel(config, (l) => lines.push(l), { download: true, hub: { endpoint: hub.url, cacheDir: freshCache(), token: null } });
+    expect(got.dir).toBe(join(root, 'models/default'));
+    expect(existsSync(join(got.dir, 'model.safetensors'))).toBe(true);
+    expect(lines.join('\n')).toMatch(/created a "tiny" random-weight model/);
+  });
+
   it('pie model download fetches into the cache (plain progress lines off a terminal), list shows it, info describes it, rm removes it', async () => {
     const env = { HF_ENDPOINT: hub.url, HF_HUB_CACHE: freshCache() };
     const first = await pie(env, 'model', 'download', 'test-org/tiny');
     expect(first.code).toBe(0);
-    expect(first.stderr).toMatch(/^test-org\/tiny: 5 files, [\d.]+ MB; 5 to fetch/m);
+    expect(first.stderr).toMatch(/^test-org\/tiny: 5 files, [\d.]+ MB; 4 to fetch/m); // config.json came first, to check the architecture
     expect(first.stderr).toMatch(/test-org\/tiny: 100% /);
     expect(first.stdout).toMatch(/test-org\/tiny@aaaaaaaaaaaa: 5 files in .*snapshots/);
     expect((await pie(env, 'model', 'download', 'test-org/tiny')).stdout).toMatch(/all were in the cache/);

@@ -14,7 +14,7 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { loadModelConfig } from '../model/load.ts';
 import { cachedSnapshot, hubCacheDir, listCached, parseRepoRef, repoFolder } from '../model/hub/cache.ts';
-import { downloadModel } from '../model/hub/download.ts';
+import { downloadModel, HubError, snapshotComplete } from '../model/hub/download.ts';
 import { byteProgress, type Progress } from './progress.ts';
 import { UsageError } from './inferlet-commands.ts';
 
@@ -25,6 +25,7 @@ export function servable(dir: string): { ok: true; summary: string } | { ok: fal
   try {
     const c = loadModelConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) return { ok: false, why: 'no tokenizer.json' };
+    if (!snapshotComplete(dir)) return { ok: false, why: 'its safetensors weights are missing (or some of the shards its index names)' };
     return { ok: true, summary: `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocabulary ${c.vocabSize}, context ${c.maxPositionEmbeddings}` };
   } catch (err) {
     return { ok: false, why: (err as Error).message };
@@ -72,7 +73,7 @@ export function modelRmCommand(argv: string[]): void {
   if (!ref) throw new UsageError('model rm takes one REPO (ORG/NAME)');
   const cacheDir = hubCacheDir();
   const entry = listCached(cacheDir).find((m) => m.repo === ref.repo);
-  if (!entry) throw new UsageError(`${ref.repo} is not in the cache (${cacheDir})`);
+  if (!entry) throw new HubError(`${ref.repo} is not in the cache (${cacheDir})`);
   rmSync(repoFolder(cacheDir, ref.repo), { recursive: true, force: true });
   console.log(`removed ${ref.repo} (${mb(entry.bytes)})`);
 }
@@ -83,7 +84,7 @@ export function modelInfoCommand(argv: string[]): void {
   const text = positionals[0]!;
   const ref = parseRepoRef(text);
   const dir = existsSync(resolve(text)) ? resolve(text) : ref ? cachedSnapshot(hubCacheDir(), ref) : null;
-  if (!dir) throw new UsageError(`${text} is neither a folder nor in the Hugging Face cache (${hubCacheDir()}): npx pie model download ${text}`);
+  if (!dir) throw new HubError(`${text} is neither a folder nor in the Hugging Face cache (${hubCacheDir()}): npx pie model download ${text}`);
   const v = servable(dir);
   console.log(`${text}\n  folder: ${dir}\n  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
 }

@@ -6,7 +6,7 @@
  * commands that bring a real one.
  */
 import { existsSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { dirname, resolve } from 'node:path';
 import type { Config } from '../config.ts';
 import { ModelLoadError } from './errors.ts';
 import { cachedSnapshot, hubCacheDir, parseRepoRef } from './hub/cache.ts';
@@ -14,13 +14,19 @@ import type { DownloadOptions } from './hub/download.ts';
 import { resolveModelSource, type ModelSource } from './hub/resolve.ts';
 import { createRandomModel, PRESETS } from './random.ts';
 
+/** `model.path`'s default: a folder to create, never a repository's name. */
+const DEFAULT_MODEL_PATH = 'models/default';
+
 export async function defaultModel(config: Config, log: (line: string) => void, hub: { download: boolean; hub?: DownloadOptions } = { download: false }): Promise<ModelSource> {
   const dir = resolve(config.root, config.model.path);
   if (existsSync(dir)) return { dir };
   // A repository's name: from the cache, or downloaded when allowed (the default path, models/default, looks like one too:
   // it is a folder to create unless the cache has it or a download was asked for).
   const ref = parseRepoRef(config.model.path);
-  if (ref && (config.model.download || cachedSnapshot(hub.hub?.cacheDir ?? hubCacheDir(hub.hub?.env), ref))) return resolveModelSource(config.model.path, { ...hub, root: config.root });
+  const cached = ref ? cachedSnapshot(hub.hub?.cacheDir ?? hubCacheDir(hub.hub?.env), ref) : null;
+  // Downloaded only when it cannot be a folder to create: not the default path, and not under a folder that exists.
+  const mayDownload = config.model.download && config.model.path !== DEFAULT_MODEL_PATH && !existsSync(dirname(dir));
+  if (ref && (cached || mayDownload)) return resolveModelSource(config.model.path, { ...hub, root: config.root });
   return { dir: ensureDefaultModel(config, log) };
 }
 

@@ -19,7 +19,7 @@
  * token file the Hugging Face CLI writes) and HF_HUB_OFFLINE are honoured.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
 import { once } from 'node:events';
 import { SUPPORTED_ARCHITECTURES } from '../config.ts';
@@ -138,13 +138,17 @@ export async function revisionInfo(ref: RepoRef, options: HubOptions & { fetch?:
   } catch (err) {
     throw new HubError(`cannot reach ${o.endpoint}: ${(err as Error & { cause?: Error }).cause?.message ?? (err as Error).message} (HF_HUB_OFFLINE=1 uses the cache only)`);
   }
-  if (!res.ok) throw await hubFailure(res, ref, o.token !== null);
+  if (!res.ok) throw await hubFailure(res, ref, o.token !== null, o.endpoint);
   const body = (await res.json()) as { sha?: string; siblings?: Sibling[] };
   if (!body.sha || !Array.isArray(body.siblings)) throw new HubError(`${o.endpoint} answered an unexpected file list for ${ref.repo}@${ref.revision}`);
   const files = body.siblings.map((s): RemoteFile => {
     const sha256 = s.lfs?.sha256 ?? s.lfs?.oid;
     const size = s.lfs?.size ?? s.size;
     if (size === undefined || (!sha256 && !s.blobId)) throw new HubError(`${o.endpoint} gave no size or hash for ${s.rfilename} of ${ref.repo}`);
+    // Names and hashes become paths: nothing may leave the snapshot or the blobs.
+    if (typeof s.rfilename !== 'string' || s.rfilename.startsWith('/') || s.rfilename.split('/').some((p) => p === '' || p === '.' || p === '..') || !/^[0-9a-f]{40}([0-9a-f]{24})?$/.test(sha256 ?? s.blobId!)) {
+      throw new HubError(`${o.endpoint} listed a file of ${ref.repo} with a name or hash this server will not use: ${JSON.stringify(s.rfilename)}`);
+    }
     return { path: s.rfilename, size, etag: sha256 ?? s.blobId!, lfs: sha256 !== undefined };
   });
   return { commit: body.sha, files };
@@ -155,10 +159,10 @@ function authHeaders(token: string | null): Record<string, string> {
 }
 
 /** A refusal of the hub as an error that says which and what to do. */
-async function hubFailure(res: Response, ref: RepoRef, hadToken: boolean): Promise<HubError> {
+async function hubFailure(res: Response, ref: RepoRef, hadToken: boolean, endpoint: string): Promise<HubError> {
   const code = res.headers.get('x-error-code') ?? '';
   const text = (await res.text().catch(() => '')).slice(0, 300);
-  const page = `https://huggingface.co/${ref.repo}`;
+  const page = `${endpoint}/${ref.repo}`;
   if (code === 'GatedRepo' || /gated/i.test(text)) {
     return new HubError(
       hadToken
@@ -167,6 +171,7 @@ async function hubFailure(res: Response, ref: RepoRef, hadToken: boolean): Promi
     );
   }
   if (code === 'RevisionNotFound') return new HubError(`${ref.repo} has no revision "${ref.revision}" (${res.status})`);
+  if (code === 'EntryNotFound') return new HubError(`a file of ${ref.repo} listed by the hub is missing there (${res.status}): ${text}`);
   if (res.status === 401 || res.status === 403 || res.status === 404 || code === 'RepoNotFound') {
     return new HubError(
       hadToken
@@ -194,47 +199,84 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
   const doFetch = options.fetch ?? fetch;
   if (o.offline) {
     const dir = cachedSnapshot(o.cacheDir, ref);
-    if (!dir) throw new HubError(`HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} is not in the cache (${o.cacheDir})`);
-    return { repo: ref.repo, commit: basename(dir), dir, files: [], fetchedBytes: 0 };
+    if (!dir || !snapshotComplete(dir)) throw new HubError(`HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} is not (wholly) in the cache (${o.cacheDir})`);
+    return { repo: ref.repo, commit: basename(dir), dir, files: listFiles(dir), fetchedBytes: 0 };
   }
   const { commit, files: all } = await revisionInfo(ref, { ...options, cacheDir: o.cacheDir, endpoint: o.endpoint, token: o.token });
-  const include = (options.include?.length ? options.include : ENGINE_FILES).map(globMatcher);
+  const byDefault = !options.include?.length;
+  const include = (byDefault ? ENGINE_FILES : options.include!).map(globMatcher);
   const exclude = (options.exclude ?? []).map(globMatcher);
-  const files = all.filter((f) => selected(f.path, include, exclude));
+  let files = all.filter((f) => selected(f.path, include, exclude));
   if (files.length === 0) throw new HubError(`no file of ${ref.repo}@${ref.revision} matches what was asked (${all.length} files there)`);
   const folder = repoFolder(o.cacheDir, ref.repo);
   const snapshot = join(folder, 'snapshots', commit);
   const blobPath = (f: RemoteFile) => join(folder, 'blobs', f.etag);
   const inCache = (f: RemoteFile) => existsSync(blobPath(f)) && statSync(blobPath(f)).size === f.size;
-  options.onPlan?.(files.map((f) => ({ path: f.path, size: f.size, cached: inCache(f) })));
-  const weights = files.filter((f) => f.path.endsWith('.safetensors'));
+  const abort = new AbortController(); // the first failure stops the others
   let fetchedBytes = 0;
   const one = async (f: RemoteFile) => {
-    if (!inCache(f)) fetchedBytes += await fetchBlob(f, `${o.endpoint}/${ref.repo}/resolve/${commit}/${f.path.split('/').map(encodeURIComponent).join('/')}`, blobPath(f), o.token, doFetch, options.onProgress);
-    else options.onProgress?.(f.path, f.size, f.size);
+    if (!inCache(f)) {
+      const url = `${o.endpoint}/${ref.repo}/resolve/${commit}/${f.path.split('/').map(encodeURIComponent).join('/')}`;
+      fetchedBytes += await withBlobLock(o.cacheDir, ref.repo, f, abort.signal, () => (inCache(f) ? Promise.resolve(0) : fetchBlob(f, url, blobPath(f), { ref, token: o.token, endpoint: o.endpoint, doFetch, onProgress: options.onProgress, signal: abort.signal })));
+    } else options.onProgress?.(f.path, f.size, f.size);
     link(join(snapshot, f.path), blobPath(f));
   };
-  // The configuration first: a repository the engine cannot serve is refused before its weights are fetched.
-  const config = files.find((f) => f.path === 'config.json');
-  if (config) await one(config);
-  if ((options.checkArchitecture ?? true) && weights.length > 0) {
+  // The configuration and the weights' index first: a repository the engine cannot serve is refused before its weights
+  // are fetched, and only the shards the index names are (a repository may hold the same weights twice).
+  const first = files.filter((f) => f.path === 'config.json' || f.path === 'model.safetensors.index.json');
+  for (const f of first) await one(f);
+  if (byDefault) {
+    const index = first.find((f) => f.path === 'model.safetensors.index.json');
+    const shards = index ? new Set(Object.values((JSON.parse(readFileSync(join(snapshot, index.path), 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {})) : null;
+    files = files.filter((f) => !f.path.endsWith('.safetensors') || (shards ? shards.has(f.path) : !f.path.includes('/')));
+  }
+  const weights = files.filter((f) => f.path.endsWith('.safetensors'));
+  if (options.checkArchitecture ?? true) {
+    const config = first.find((f) => f.path === 'config.json');
     if (!config) throw new HubError(`${ref.repo} has no config.json: it is not a model this server can serve`);
     const arch = (JSON.parse(readFileSync(join(snapshot, 'config.json'), 'utf8')) as { architectures?: string[] }).architectures?.[0];
     if (!arch || !Object.hasOwn(SUPPORTED_ARCHITECTURES, arch)) {
       throw new ModelLoadError(`${ref.repo} is a ${arch ?? 'model of no stated architecture'}, which this server cannot serve (it serves ${Object.keys(SUPPORTED_ARCHITECTURES).join(', ')}); its weights were not downloaded`);
     }
+    if (weights.length === 0) throw new ModelLoadError(`${ref.repo} has no safetensors weights${all.some((f) => f.path.endsWith('.bin')) ? ' (only PyTorch .bin files, which this server does not read)' : ''}; nothing more was downloaded`);
   }
-  const rest = files.filter((f) => f !== config);
+  options.onPlan?.(files.map((f) => ({ path: f.path, size: f.size, cached: first.includes(f) || inCache(f) })));
+  const rest = files.filter((f) => !first.includes(f));
   let next = 0;
   const workers = Array.from({ length: Math.max(1, Math.min(options.concurrency ?? 4, rest.length)) }, async () => {
-    while (next < rest.length) await one(rest[next++]!);
+    while (next < rest.length && !abort.signal.aborted) await one(rest[next++]!);
   });
-  await Promise.all(workers);
-  if (ref.revision !== commit) {
-    mkdirSync(join(folder, 'refs', dirname(ref.revision)), { recursive: true });
-    writeFileSync(join(folder, 'refs', ref.revision), commit);
+  try {
+    await Promise.all(workers.map((w) => w.catch((err: unknown) => (abort.abort(), Promise.reject(err)))));
+  } catch (err) {
+    await Promise.allSettled(workers); // the others stop before this fails: nothing goes on in the background
+    throw err;
+  }
+  const refPath = join(folder, 'refs', ref.revision);
+  if (ref.revision !== commit && (!existsSync(refPath) || readFileSync(refPath, 'utf8') !== commit)) {
+    mkdirSync(dirname(refPath), { recursive: true });
+    writeFileSync(refPath, commit); // only when it moved: a read-only cache of a downloaded model still works
   }
   return { repo: ref.repo, commit, dir: snapshot, files: files.map((f) => f.path), fetchedBytes };
+}
+
+/** Whether a snapshot holds a model the engine can load: its configuration, tokenizer and every weights file (the index's shards). */
+export function snapshotComplete(dir: string): boolean {
+  if (!existsSync(join(dir, 'config.json')) || !existsSync(join(dir, 'tokenizer.json'))) return false;
+  const indexPath = join(dir, 'model.safetensors.index.json');
+  if (existsSync(indexPath)) {
+    try {
+      const shards = new Set(Object.values((JSON.parse(readFileSync(indexPath, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {}));
+      return shards.size > 0 && [...shards].every((s) => existsSync(join(dir, s)));
+    } catch {
+      return false;
+    }
+  }
+  return existsSync(join(dir, 'model.safetensors'));
+}
+
+function listFiles(dir: string, prefix = ''): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? listFiles(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name}`]));
 }
 
 /** A snapshot's link to its blob (relative, as the Python library makes them); replaced if it points elsewhere. */
@@ -243,43 +285,108 @@ function link(path: string, blob: string): void {
   mkdirSync(dirname(path), { recursive: true });
   try {
     if (readlinkSync(path) === target) return;
-    rmSync(path, { force: true });
   } catch {
-    rmSync(path, { force: true }); // not a link (or none)
+    // not a link, or none
   }
-  symlinkSync(target, path);
+  rmSync(path, { force: true });
+  try {
+    symlinkSync(target, path);
+  } catch (err) {
+    // Another download made it meanwhile: fine if it points where this one would.
+    if ((err as { code?: string }).code !== 'EEXIST' || readlinkSync(path) !== target) throw err;
+  }
+}
+
+/**
+ * One download of a blob at a time across processes (of this server: a lock
+ * file holding the pid, under the cache's .locks/ as the Python library
+ * places its own; a lock whose process is gone is taken over). Python's
+ * locks are flock()s on the same path, which this does not see.
+ */
+async function withBlobLock<T>(cacheDir: string, repo: string, f: RemoteFile, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
+  const lock = join(cacheDir, '.locks', `models--${repo.replaceAll('/', '--')}`, `${f.etag}.lock`);
+  mkdirSync(dirname(lock), { recursive: true });
+  for (;;) {
+    try {
+      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      break;
+    } catch (err) {
+      if ((err as { code?: string }).code !== 'EEXIST') throw err;
+      const holder = Number(readFileSync(lock, 'utf8').trim());
+      if (!alive(holder)) {
+        rmSync(lock, { force: true }); // its process is gone
+        continue;
+      }
+      if (signal.aborted) throw new HubError('stopped');
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  try {
+    return await work();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as { code?: string }).code === 'EPERM';
+  }
 }
 
 /** Tries a file's download again after a broken connection (resuming) or a corrupt result (from scratch). */
 const ATTEMPTS = 3;
 
 class CorruptError extends HubError {}
+class RetryableError extends HubError {
+  readonly retryAfterMs: number;
+  constructor(message: string, retryAfterMs = 0) {
+    super(message);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+interface FetchContext {
+  ref: RepoRef;
+  token: string | null;
+  endpoint: string;
+  doFetch: typeof fetch;
+  onProgress: DownloadOptions['onProgress'];
+  signal: AbortSignal;
+}
 
 /** Fetches one file into its blob; the bytes fetched. */
-async function fetchBlob(f: RemoteFile, url: string, blob: string, token: string | null, doFetch: typeof fetch, onProgress: DownloadOptions['onProgress']): Promise<number> {
+async function fetchBlob(f: RemoteFile, url: string, blob: string, c: FetchContext): Promise<number> {
   mkdirSync(dirname(blob), { recursive: true });
   const partial = `${blob}.incomplete`;
   let fetched = 0;
   let last: Error | null = null;
   for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
+    if (c.signal.aborted) throw new HubError('stopped');
     try {
-      fetched += await fetchInto(f, url, partial, token, doFetch, onProgress);
+      fetched += await fetchInto(f, url, partial, c);
       renameSync(partial, blob); // complete and checked: only now does it look like a blob
       return fetched;
     } catch (err) {
       last = err as Error;
+      if (c.signal.aborted) throw err;
       if (err instanceof CorruptError) rmSync(partial, { force: true }); // never resumed from, never used
-      // A broken connection (fetch's TypeError, a reset) or a short or failed answer is tried again, resuming; others are final.
+      // A broken connection (fetch's TypeError, a reset) or a short or refused-for-now answer is tried again, resuming, after a pause.
       else if (!(err instanceof TypeError || (err as { code?: string }).code === 'ECONNRESET' || err instanceof RetryableError)) throw err;
+      await new Promise((r) => setTimeout(r, err instanceof RetryableError && err.retryAfterMs > 0 ? Math.min(err.retryAfterMs, 30_000) : 500 * 2 ** attempt));
     }
   }
-  throw new HubError(`${f.path}: ${last?.message ?? 'failed'} (after ${ATTEMPTS} attempts; what arrived is kept and the next download resumes it)`);
+  const kept = existsSync(partial) ? '; what arrived is kept, and the next download resumes it' : '';
+  throw new HubError(`${f.path}: ${last?.message ?? 'failed'} (after ${ATTEMPTS} attempts${kept})`);
 }
 
-class RetryableError extends HubError {}
-
 /** Continues `partial` from its length; checks size and hash at the end. The bytes fetched. */
-async function fetchInto(f: RemoteFile, url: string, partial: string, token: string | null, doFetch: typeof fetch, onProgress: DownloadOptions['onProgress']): Promise<number> {
+async function fetchInto(f: RemoteFile, url: string, partial: string, c: FetchContext): Promise<number> {
   let have = existsSync(partial) ? statSync(partial).size : 0;
   if (have > f.size) {
     rmSync(partial);
@@ -289,26 +396,34 @@ async function fetchInto(f: RemoteFile, url: string, partial: string, token: str
   if (have > 0) for await (const chunk of createReadStream(partial)) hash.update(chunk as Buffer);
   let fetched = 0;
   if (have < f.size) {
-    const res = await doFetch(url, { headers: { ...authHeaders(token), 'accept-encoding': 'identity', ...(have > 0 ? { range: `bytes=${have}-` } : {}) } });
-    if (res.status === 200 && have > 0) return restart(f, partial, onProgress, res); // the whole file instead of the rest: start over
-    if (res.status !== 200 && res.status !== 206) {
-      const retry = res.status >= 500 || res.status === 429;
+    const res = await c.doFetch(url, { headers: { ...authHeaders(c.token), 'accept-encoding': 'identity', ...(have > 0 ? { range: `bytes=${have}-` } : {}) }, signal: c.signal });
+    if (res.status === 416 && have > 0) {
+      // The hub will not continue what is there: start over.
       await res.body?.cancel();
-      throw new (retry ? RetryableError : HubError)(`${f.path}: the hub answered ${res.status}`);
+      rmSync(partial, { force: true });
+      throw new RetryableError(`${f.path}: the hub would not resume it (416)`);
     }
-    fetched = await append(res, partial, have > 0, hash, (n) => onProgress?.(f.path, (have += n), f.size));
+    if (res.status === 429 || res.status >= 500) {
+      await res.body?.cancel();
+      throw new RetryableError(`${f.path}: the hub answered ${res.status}`, Number(res.headers.get('retry-after') ?? 0) * 1000);
+    }
+    if (res.status !== 200 && res.status !== 206) throw await hubFailure(res, c.ref, c.token !== null, c.endpoint);
+    const resumed = res.status === 206;
+    if (resumed && !(res.headers.get('content-range') ?? `bytes ${have}-`).startsWith(`bytes ${have}-`)) {
+      await res.body?.cancel();
+      rmSync(partial, { force: true });
+      throw new RetryableError(`${f.path}: the hub resumed it from another place (${res.headers.get('content-range')})`);
+    }
+    const from = resumed ? have : 0;
+    const h = resumed ? hash : newHash(f); // a whole file instead of the rest: start over
+    let done = from;
+    fetched = await append(res, partial, resumed, h, (n) => c.onProgress?.(f.path, (done += n), f.size));
+    check(f, partial, h);
+  } else {
+    if (!existsSync(partial)) writeFileSync(partial, ''); // an empty file: nothing to fetch
+    check(f, partial, hash);
   }
-  check(f, partial, hash);
-  onProgress?.(f.path, f.size, f.size);
-  return fetched;
-}
-
-async function restart(f: RemoteFile, partial: string, onProgress: DownloadOptions['onProgress'], res: Response): Promise<number> {
-  const hash = newHash(f);
-  let have = 0;
-  const fetched = await append(res, partial, false, hash, (n) => onProgress?.(f.path, (have += n), f.size));
-  check(f, partial, hash);
-  onProgress?.(f.path, f.size, f.size);
+  c.onProgress?.(f.path, f.size, f.size);
   return fetched;
 }
 
@@ -317,27 +432,40 @@ function newHash(f: RemoteFile): Hash {
   return createHash('sha1').update(`blob ${f.size}\0`); // a git blob id
 }
 
-/** Writes a response's body to the file as it comes, hashing it; the bytes written. */
+/**
+ * Writes a response's body to the file as it comes, hashing it; the bytes
+ * written. What arrived before a broken connection is on disk when this
+ * fails (the next attempt resumes from it); a failed write (a full disk)
+ * fails it too, never hangs it.
+ */
 async function append(res: Response, path: string, resume: boolean, hash: Hash, onBytes: (n: number) => void): Promise<number> {
   const out = createWriteStream(path, { flags: resume ? 'a' : 'w' });
+  let failed: Error | null = null;
+  out.on('error', (err) => (failed ??= err));
   let n = 0;
   try {
-    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+    for await (const chunk of (res.body ?? []) as AsyncIterable<Uint8Array>) {
+      if (failed) throw failed;
       hash.update(chunk);
       n += chunk.length;
       onBytes(chunk.length);
-      if (!out.write(chunk)) await once(out, 'drain');
+      if (!out.write(chunk)) await once(out, 'drain'); // rejects on the stream's error
     }
   } finally {
-    out.end();
-    await once(out, 'close');
+    // Flush what arrived (also when the connection broke), then close; a stream that failed is closed already.
+    await new Promise<void>((resolve) => {
+      if (out.closed) return resolve();
+      out.once('close', () => resolve());
+      out.end();
+    });
   }
+  if (failed) throw failed;
   return n;
 }
 
 /** The whole file is there: its size and hash must be the hub's, or it is corrupt. */
 function check(f: RemoteFile, partial: string, hash: Hash): void {
-  const size = statSync(partial).size;
+  const size = existsSync(partial) ? statSync(partial).size : 0;
   if (size < f.size) throw new RetryableError(`${f.path}: the connection ended after ${size} of ${f.size} bytes`);
   if (size !== f.size) throw new CorruptError(`${f.path}: ${size} bytes arrived, the hub says ${f.size}`);
   const got = hash.digest('hex');

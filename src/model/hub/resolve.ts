@@ -8,7 +8,7 @@ import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ModelLoadError } from '../errors.ts';
 import { cachedSnapshot, hubCacheDir, parseRepoRef } from './cache.ts';
-import { downloadModel, type DownloadOptions } from './download.ts';
+import { downloadModel, snapshotComplete, type DownloadOptions } from './download.ts';
 
 export interface ModelSource {
   dir: string;
@@ -24,9 +24,11 @@ export async function resolveModelSource(text: string, options: { root?: string;
   const env = options.hub?.env ?? process.env;
   const cacheDir = options.hub?.cacheDir ?? hubCacheDir(env);
   const cached = cachedSnapshot(cacheDir, ref);
-  if (cached && existsSync(resolve(cached, 'config.json'))) return { dir: cached, name: ref.repo };
+  // A snapshot counts only whole (another tool may have fetched its configuration alone, or been interrupted).
+  if (cached && snapshotComplete(cached)) return { dir: cached, name: ref.repo };
   if (!options.download) {
-    throw new ModelLoadError(`${text} is neither a folder here nor in the Hugging Face cache (${cacheDir}): download it with \`npx pie model download ${text}\`, or set model.download = true`);
+    const what = cached ? `only partly in the Hugging Face cache (${cached})` : `neither a folder here nor in the Hugging Face cache (${cacheDir})`;
+    throw new ModelLoadError(`${text} is ${what}: download it with \`npx pie model download ${text}\`, or set model.download = true`);
   }
   const got = await downloadModel(ref, options.hub ?? {});
   return { dir: got.dir, name: ref.repo };

@@ -44,11 +44,18 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
         }
         startDone = sum();
         all = bars.create(total, startDone, { name: label.padEnd(24).slice(0, 24), ...payload(startDone, total) });
-        for (const i of items) if (!i.done) byName.set(i.name, bars.create(i.size, 0, { name: i.name.padEnd(24).slice(0, 24), ...payload(0, i.size) }));
       },
       update(name, done) {
         doneBy.set(name, done);
-        byName.get(name)?.update(done, payload(done, sizes.get(name) ?? done));
+        const size = sizes.get(name) ?? done;
+        // A bar for each item under way only (a model of many shards would not fit the terminal): made at its first bytes, gone at its end.
+        let bar = byName.get(name);
+        if (!bar && done < size) byName.set(name, (bar = bars.create(size, 0, { name: name.padEnd(24).slice(0, 24), ...payload(0, size) })));
+        bar?.update(done, payload(done, size));
+        if (bar && done >= size) {
+          bars.remove(bar);
+          byName.delete(name);
+        }
         all?.update(sum(), payload(sum(), total));
       },
       stop() {

@@ -30,6 +30,8 @@ export interface FakeHub {
   cut: Map<string, number>;
   /** Files whose next download has one byte flipped. */
   corrupt: Set<string>;
+  /** Files whose downloads answer this status (and headers) instead. */
+  fail: Map<string, { status: number; headers: Record<string, string> }>;
   close(): Promise<void>;
 }
 
@@ -46,7 +48,7 @@ function etagOf(bytes: Buffer, lfs: boolean): string {
 
 export async function startFakeHub(): Promise<FakeHub> {
   const app = express();
-  const hub = { repos: new Map<string, FakeRepo>(), requests: [], cut: new Map<string, number>(), corrupt: new Set<string>() } as unknown as FakeHub;
+  const hub = { repos: new Map<string, FakeRepo>(), requests: [], cut: new Map<string, number>(), corrupt: new Set<string>(), fail: new Map() } as unknown as FakeHub;
   app.use((req, _res, next) => {
     hub.requests.push({ path: req.path, range: req.get('range') ?? null, auth: req.get('authorization') ?? null });
     next();
@@ -102,6 +104,8 @@ export async function startFakeHub(): Promise<FakeHub> {
     const repo = repoOf(req, res, true);
     if (!repo) return;
     const path = ([] as string[]).concat(req.params.path as unknown as string[]).join('/');
+    const failure = hub.fail.get(path);
+    if (failure) return void res.status(failure.status).set(failure.headers).end();
     const file = join(repo.dir, path);
     let bytes: Buffer;
     try {

@@ -8,8 +8,8 @@
  */
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { hostname, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cachedSnapshot, listCached, parseRepoRef, repoFolder } from '../src/model/hub/cache.ts';
 import { downloadModel, globMatcher, HubError } from '../src/model/hub/download.ts';
@@ -144,6 +144,31 @@ describe('downloading from the hub', () => {
     mkdirSync(blobs, { recursive: true });
     symlinkSync('/dev/full', join(blobs, `${sha256(join(model, 'model.safetensors'))}.incomplete`)); // every write: ENOSPC
     await expect(downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null })).rejects.toThrow(/ENOSPC/);
+  });
+
+  it('takes over a lock its holder left behind (a download killed midway; the same pid after a restart)', async () => {
+    const cacheDir = freshCache();
+    const lock = join(cacheDir, '.locks', 'models--test-org--tiny', `${sha256(join(model, 'model.safetensors'))}.lock`);
+    mkdirSync(dirname(lock), { recursive: true });
+    writeFileSync(lock, `${hostname()} ${process.pid}`); // this process's pid, a lock it does not hold
+    const got = await downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir, token: null });
+    expect(sha256(join(got.dir, 'model.safetensors'))).toBe(sha256(join(model, 'model.safetensors')));
+    expect(existsSync(lock)).toBe(false);
+  });
+
+  it("stops the other files' downloads at the first failure: no retry goes on after it has failed", async () => {
+    hub.fail.set('tokenizer.json', { status: 503, headers: { 'retry-after': '20' } });
+    hub.fail.set('generation_config.json', { status: 404, headers: { 'x-error-code': 'EntryNotFound' } });
+    try {
+      const err = await downloadModel(ref('test-org/tiny'), { endpoint: hub.url, cacheDir: freshCache(), token: null, concurrency: 4 }).catch((e: unknown) => e);
+      expect((err as Error).message).toMatch(/a file of test-org\/tiny listed by the hub is missing there \(404\)/);
+      const asked = () => hub.requests.filter((r) => r.path.endsWith('/tokenizer.json')).length;
+      const before = asked();
+      await new Promise((r) => setTimeout(r, 300));
+      expect(asked()).toBe(before); // the 503's retry (after 20 s) was called off
+    } finally {
+      hub.fail.clear();
+    }
   });
 
   it('refuses a repository with no safetensors weights', async () => {

@@ -19,8 +19,10 @@
  * token file the Hugging Face CLI writes) and HF_HUB_OFFLINE are honoured.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { once } from 'node:events';
 import { SUPPORTED_ARCHITECTURES } from '../config.ts';
 import { ModelLoadError } from '../errors.ts';
@@ -230,7 +232,6 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
     const shards = index ? new Set(Object.values((JSON.parse(readFileSync(join(snapshot, index.path), 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {})) : null;
     files = files.filter((f) => !f.path.endsWith('.safetensors') || (shards ? shards.has(f.path) : !f.path.includes('/')));
   }
-  const weights = files.filter((f) => f.path.endsWith('.safetensors'));
   if (options.checkArchitecture ?? true) {
     const config = first.find((f) => f.path === 'config.json');
     if (!config) throw new HubError(`${ref.repo} has no config.json: it is not a model this server can serve`);
@@ -238,7 +239,9 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
     if (!arch || !Object.hasOwn(SUPPORTED_ARCHITECTURES, arch)) {
       throw new ModelLoadError(`${ref.repo} is a ${arch ?? 'model of no stated architecture'}, which this server cannot serve (it serves ${Object.keys(SUPPORTED_ARCHITECTURES).join(', ')}); its weights were not downloaded`);
     }
-    if (weights.length === 0) throw new ModelLoadError(`${ref.repo} has no safetensors weights${all.some((f) => f.path.endsWith('.bin')) ? ' (only PyTorch .bin files, which this server does not read)' : ''}; nothing more was downloaded`);
+    const hasWeights = all.some((f) => f.path.endsWith('.safetensors'));
+    if (!hasWeights) throw new ModelLoadError(`${ref.repo} has no safetensors weights${all.some((f) => f.path.endsWith('.bin')) ? ' (only PyTorch .bin files, which this server does not read)' : ''}; nothing more was downloaded`);
+    if (!all.some((f) => f.path === 'tokenizer.json')) throw new ModelLoadError(`${ref.repo} has no tokenizer.json (this server reads Hugging Face tokenizers, not tokenizer.model alone); nothing more was downloaded`);
   }
   options.onPlan?.(files.map((f) => ({ path: f.path, size: f.size, cached: first.includes(f) || inCache(f) })));
   const rest = files.filter((f) => !first.includes(f));
@@ -299,43 +302,78 @@ function link(path: string, blob: string): void {
 
 /**
  * One download of a blob at a time across processes (of this server: a lock
- * file holding the pid, under the cache's .locks/ as the Python library
- * places its own; a lock whose process is gone is taken over). Python's
- * locks are flock()s on the same path, which this does not see.
+ * file under the cache's .locks/, where the Python library places its own;
+ * Python's locks are flock()s on the same path, which this does not see).
+ * The holder touches it every few seconds; a lock untouched for a minute is
+ * stale (its process died, or was killed), and so is one naming this process
+ * that this process does not hold (a restart that got the same pid).
  */
 async function withBlobLock<T>(cacheDir: string, repo: string, f: RemoteFile, signal: AbortSignal, work: () => Promise<T>): Promise<T> {
   const lock = join(cacheDir, '.locks', `models--${repo.replaceAll('/', '--')}`, `${f.etag}.lock`);
   mkdirSync(dirname(lock), { recursive: true });
   for (;;) {
     try {
-      writeFileSync(lock, String(process.pid), { flag: 'wx' });
+      writeFileSync(lock, `${hostname()} ${process.pid}`, { flag: 'wx' });
       break;
     } catch (err) {
       if ((err as { code?: string }).code !== 'EEXIST') throw err;
-      const holder = Number(readFileSync(lock, 'utf8').trim());
-      if (!alive(holder)) {
-        rmSync(lock, { force: true }); // its process is gone
+      if (staleLock(lock)) {
+        // Moved aside first: of two waiters that both find it stale, only one takes it away.
+        const aside = `${lock}.stale-${process.pid}-${Math.random().toString(36).slice(2)}`;
+        try {
+          renameSync(lock, aside);
+          rmSync(aside, { force: true });
+        } catch {
+          // gone already
+        }
         continue;
       }
       if (signal.aborted) throw new HubError('stopped');
       await new Promise((r) => setTimeout(r, 200));
     }
   }
+  held.add(lock);
+  const touch = setInterval(() => {
+    try {
+      const now = new Date();
+      utimesSync(lock, now, now);
+    } catch {
+      // taken away as stale: the download goes on; the blob's check guards its result
+    }
+  }, LOCK_TOUCH_MS);
   try {
     return await work();
   } finally {
+    clearInterval(touch);
+    held.delete(lock);
     rmSync(lock, { force: true });
   }
 }
 
-function alive(pid: number): boolean {
-  if (!Number.isInteger(pid) || pid <= 0) return false;
-  if (pid === process.pid) return true;
+const LOCK_TOUCH_MS = 5_000;
+const LOCK_STALE_MS = 60_000;
+/** Locks this process holds. */
+const held = new Set<string>();
+
+function staleLock(lock: string): boolean {
+  let text: string;
+  let age: number;
+  try {
+    text = readFileSync(lock, 'utf8').trim();
+    age = Date.now() - statSync(lock).mtimeMs;
+  } catch {
+    return false; // gone meanwhile: try again
+  }
+  if (age > LOCK_STALE_MS) return true;
+  const [host, pidText] = text.split(' ');
+  const pid = Number(pidText);
+  if (host !== hostname() || !Number.isInteger(pid) || pid <= 0) return false; // another machine's, or being written: its touches tell
+  if (pid === process.pid) return !held.has(lock);
   try {
     process.kill(pid, 0);
-    return true;
+    return false;
   } catch (err) {
-    return (err as { code?: string }).code === 'EPERM';
+    return (err as { code?: string }).code !== 'EPERM';
   }
 }
 
@@ -378,11 +416,14 @@ async function fetchBlob(f: RemoteFile, url: string, blob: string, c: FetchConte
       if (err instanceof CorruptError) rmSync(partial, { force: true }); // never resumed from, never used
       // A broken connection (fetch's TypeError, a reset) or a short or refused-for-now answer is tried again, resuming, after a pause.
       else if (!(err instanceof TypeError || (err as { code?: string }).code === 'ECONNRESET' || err instanceof RetryableError)) throw err;
-      await new Promise((r) => setTimeout(r, err instanceof RetryableError && err.retryAfterMs > 0 ? Math.min(err.retryAfterMs, 30_000) : 500 * 2 ** attempt));
+      if (attempt === ATTEMPTS - 1) break;
+      // A pause before the next attempt; the first failure of another file ends it.
+      await sleep(err instanceof RetryableError && err.retryAfterMs > 0 ? Math.min(err.retryAfterMs, 30_000) : 500 * 2 ** attempt, undefined, { signal: c.signal }).catch(() => {});
+      if (c.signal.aborted) throw err;
     }
   }
   const kept = existsSync(partial) ? '; what arrived is kept, and the next download resumes it' : '';
-  throw new HubError(`${f.path}: ${last?.message ?? 'failed'} (after ${ATTEMPTS} attempts${kept})`);
+  throw new HubError(`${last?.message ?? `${f.path}: failed`} (after ${ATTEMPTS} attempts${kept})`);
 }
 
 /** Continues `partial` from its length; checks size and hash at the end. The bytes fetched. */

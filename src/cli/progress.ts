@@ -26,6 +26,15 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
   const t0 = performance.now();
   const sum = () => [...doneBy.values()].reduce((a, b) => a + b, 0);
   const rate = () => (sum() - startDone) / Math.max(0.001, (performance.now() - t0) / 1000);
+  /** Takes in the plan: each item's size and what is done already. */
+  const take = (items: Array<{ name: string; size: number; done: boolean }>) => {
+    for (const i of items) {
+      sizes.set(i.name, i.size);
+      doneBy.set(i.name, i.done ? i.size : 0);
+      total += i.size;
+    }
+    startDone = sum();
+  };
 
   if (tty) {
     const bars = new cliProgress.MultiBar(
@@ -37,12 +46,7 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
     const payload = (done: number, size: number) => ({ doneMb: mb(done), sizeMb: mb(size), speed: `${mb(rate())}/s` });
     return {
       plan(items) {
-        for (const i of items) {
-          sizes.set(i.name, i.size);
-          doneBy.set(i.name, i.done ? i.size : 0);
-          total += i.size;
-        }
-        startDone = sum();
+        take(items);
         all = bars.create(total, startDone, { name: label.padEnd(24).slice(0, 24), ...payload(startDone, total) });
       },
       update(name, done) {
@@ -73,12 +77,7 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
   };
   return {
     plan(items) {
-      for (const i of items) {
-        sizes.set(i.name, i.size);
-        doneBy.set(i.name, i.done ? i.size : 0);
-        total += i.size;
-      }
-      startDone = sum();
+      take(items);
       const left = items.filter((i) => !i.done);
       write(`${label}: ${items.length} files, ${mb(total)}; ${left.length} to fetch (${mb(total - startDone)})`);
       last = performance.now();

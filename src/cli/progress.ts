@@ -68,7 +68,7 @@ export function byteProgress(label: string, options: { tty?: boolean; write?: (l
     };
   }
 
-  let last = 0;
+  let last = performance.now(); // no line before the plan's
   const everyMs = options.everyMs ?? 5000;
   const line = () => {
     const d = sum();

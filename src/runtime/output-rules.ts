@@ -1,5 +1,8 @@
 /** What a guest may hand to its caller: checked in the guest worker, and again on the host. */
 
+/** Characters of a child's input (runtime.launch), checked in the guest's worker and again on the host. */
+export const MAX_CHILD_INPUT = 4 << 20;
+
 /** Largest event or result a guest may hand over, in characters. */
 export const MAX_OUTPUT = 16 << 20;
 

@@ -101,7 +101,11 @@ export function listCached(cacheDir: string): CachedModel[] {
   return out;
 }
 
-/** Files under `dir`, relative, following the snapshot's links to blobs (but not folders' links). */
+/** Files under `dir` (a snapshot), relative, sorted; its links to blobs count as files. */
+export function snapshotFiles(dir: string): string[] {
+  return walk(dir);
+}
+
 function walk(dir: string, prefix = ''): string[] {
   const out: string[] = [];
   for (const name of readdirSync(dir).sort()) {

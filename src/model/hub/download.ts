@@ -19,14 +19,14 @@
  * token file the Hugging Face CLI writes) and HF_HUB_OFFLINE are honoured.
  */
 import { createHash, type Hash } from 'node:crypto';
-import { createReadStream, createWriteStream, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { basename, dirname, join, relative } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { once } from 'node:events';
 import { SUPPORTED_ARCHITECTURES } from '../config.ts';
 import { ModelLoadError } from '../errors.ts';
-import { cachedSnapshot, hfHome, hubCacheDir, repoFolder, type RepoRef } from './cache.ts';
+import { cachedSnapshot, hfHome, hubCacheDir, repoFolder, snapshotFiles, type RepoRef } from './cache.ts';
 
 export class HubError extends Error {
   override name = 'HubError';
@@ -202,7 +202,7 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
   if (o.offline) {
     const dir = cachedSnapshot(o.cacheDir, ref);
     if (!dir || !snapshotComplete(dir)) throw new HubError(`HF_HUB_OFFLINE is set and ${ref.repo}@${ref.revision} is not (wholly) in the cache (${o.cacheDir})`);
-    return { repo: ref.repo, commit: basename(dir), dir, files: listFiles(dir), fetchedBytes: 0 };
+    return { repo: ref.repo, commit: basename(dir), dir, files: snapshotFiles(dir), fetchedBytes: 0 };
   }
   const { commit, files: all } = await revisionInfo(ref, { ...options, cacheDir: o.cacheDir, endpoint: o.endpoint, token: o.token });
   const byDefault = !options.include?.length;
@@ -229,7 +229,7 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
   for (const f of first) await one(f);
   if (byDefault) {
     const index = first.find((f) => f.path === 'model.safetensors.index.json');
-    const shards = index ? new Set(Object.values((JSON.parse(readFileSync(join(snapshot, index.path), 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {})) : null;
+    const shards = index ? indexShards(join(snapshot, index.path)) : null;
     files = files.filter((f) => !f.path.endsWith('.safetensors') || (shards ? shards.has(f.path) : !f.path.includes('/')));
   }
   if (options.checkArchitecture ?? true) {
@@ -263,23 +263,24 @@ async function download(ref: RepoRef, options: DownloadOptions): Promise<Downloa
   return { repo: ref.repo, commit, dir: snapshot, files: files.map((f) => f.path), fetchedBytes };
 }
 
+/** The shard files a `model.safetensors.index.json` names. */
+function indexShards(path: string): Set<string> {
+  return new Set(Object.values((JSON.parse(readFileSync(path, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {}));
+}
+
 /** Whether a snapshot holds a model the engine can load: its configuration, tokenizer and every weights file (the index's shards). */
 export function snapshotComplete(dir: string): boolean {
   if (!existsSync(join(dir, 'config.json')) || !existsSync(join(dir, 'tokenizer.json'))) return false;
   const indexPath = join(dir, 'model.safetensors.index.json');
   if (existsSync(indexPath)) {
     try {
-      const shards = new Set(Object.values((JSON.parse(readFileSync(indexPath, 'utf8')) as { weight_map?: Record<string, string> }).weight_map ?? {}));
+      const shards = indexShards(indexPath);
       return shards.size > 0 && [...shards].every((s) => existsSync(join(dir, s)));
     } catch {
       return false;
     }
   }
   return existsSync(join(dir, 'model.safetensors'));
-}
-
-function listFiles(dir: string, prefix = ''): string[] {
-  return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? listFiles(join(dir, e.name), `${prefix}${e.name}/`) : [`${prefix}${e.name}`]));
 }
 
 /** A snapshot's link to its blob (relative, as the Python library makes them); replaced if it points elsewhere. */

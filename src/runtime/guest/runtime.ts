@@ -1,9 +1,8 @@
 /** pie:inferlet/runtime: answered inside the worker, except the log line and children (which run on the host). */
 import type { WitChildLimits } from '../ops.ts';
+import { MAX_CHILD_INPUT } from '../output-rules.ts';
 import { GuestResultError, type GuestEnv } from './env.ts';
 
-/** Characters of a child's input (the host's bound, host.ts MAX_CHILD_INPUT). */
-const MAX_CHILD_INPUT = 4 << 20;
 
 export function guestRuntime(env: GuestEnv) {
   /** A child invocation, by the handle its host side is kept under. */

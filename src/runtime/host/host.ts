@@ -32,6 +32,7 @@ import { DEFAULT_LIMITS, resolveLimits } from './limits.ts';
 import { inputJson } from './input-json.ts';
 import { MessageHub, type MessageLimits } from './message-hub.ts';
 import { isOpName, type OpName, type WitChildLimits } from '../ops.ts';
+import { MAX_CHILD_INPUT } from '../output-rules.ts';
 import { cancelOnAbort } from './port.ts';
 import { HEARTBEAT, type Call, type HostToWorker, type InstanceLimits, type ModelDescriptor, type Reply, type WorkerToHost } from '../protocol.ts';
 
@@ -92,8 +93,7 @@ export type ComponentResolver = (tenant: string, ref: string) => Promise<StoredC
 /** Detached children one tenant may have running, and children in all (detached or not). */
 export const MAX_DETACHED_PER_TENANT = 16;
 export const MAX_CHILDREN_PER_TENANT = 256;
-/** Characters of a child's input (JSON text). */
-export const MAX_CHILD_INPUT = 4 << 20;
+
 
 export interface HostStats {
   workers: number;

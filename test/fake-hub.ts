@@ -41,7 +41,8 @@ function files(dir: string, prefix = ''): string[] {
   return readdirSync(dir).flatMap((name) => (statSync(join(dir, name)).isDirectory() ? files(join(dir, name), `${prefix}${name}/`) : [`${prefix}${name}`]));
 }
 
-function etagOf(bytes: Buffer, lfs: boolean): string {
+/** A file's etag as the hub gives it: the sha256 of an LFS file, the git blob id of another. */
+export function etagOf(bytes: Buffer, lfs: boolean): string {
   if (lfs) return createHash('sha256').update(bytes).digest('hex');
   return createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
 }

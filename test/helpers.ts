@@ -3,6 +3,7 @@
  * folder, the shared models when present, engines on the mock driver, and
  * the page-leak check.
  */
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -145,4 +146,20 @@ export function logSoftmax(row: Float32Array): Float64Array {
   for (const x of row) sum += Math.exp(x - max);
   const lse = max + Math.log(sum);
   return Float64Array.from(row, (x) => x - lse);
+}
+
+/**
+ * Runs the pie command in a child process (a server answering it may run in
+ * this one): `env` over this process's, `stdin` typed into it.
+ */
+export function runPie(args: string[], options: { env?: NodeJS.ProcessEnv; stdin?: string } = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, ...options.env } });
+    if (options.stdin !== undefined) child.stdin.write(options.stdin);
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d));
+    child.stderr.on('data', (d: Buffer) => (stderr += d));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
 }

@@ -16,11 +16,10 @@ import { downloadModel, globMatcher, HubError } from '../src/model/hub/download.
 import { resolveModelSource } from '../src/model/hub/resolve.ts';
 import { defaultModel } from '../src/model/default-model.ts';
 import { ModelLoadError } from '../src/model/errors.ts';
-import { spawn } from 'node:child_process';
 import { parseConfig } from '../src/config.ts';
 import { serve } from '../src/gateway/start.ts';
-import { greedy, randomModelDir, REPO_ROOT, testEngine } from './helpers.ts';
-import { startFakeHub, type FakeHub } from './fake-hub.ts';
+import { greedy, randomModelDir, REPO_ROOT, runPie, testEngine } from './helpers.ts';
+import { etagOf, startFakeHub, type FakeHub } from './fake-hub.ts';
 
 const COMMIT = 'a'.repeat(39) + '1';
 const sha256 = (path: string) => createHash('sha256').update(readFileSync(path)).digest('hex');
@@ -211,7 +210,7 @@ describe('downloading from the hub', () => {
     mkdirSync(join(folder, 'refs'), { recursive: true });
     for (const f of ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json']) {
       const bytes = readFileSync(join(model, f));
-      const etag = f.endsWith('.safetensors') ? createHash('sha256').update(bytes).digest('hex') : createHash('sha1').update(`blob ${bytes.length}\0`).update(bytes).digest('hex');
+      const etag = etagOf(bytes, f.endsWith('.safetensors'));
       writeFileSync(join(folder, 'blobs', etag), bytes);
       symlinkSync(`../../blobs/${etag}`, join(folder, 'snapshots', commit, f));
     }
@@ -227,17 +226,8 @@ describe('downloading from the hub', () => {
   });
 });
 
-/** Runs the pie command with the fake hub and a cache of its own as its environment. */
-function pie(env: NodeJS.ProcessEnv, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, HF_TOKEN: '', ...env } });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** The pie command with the fake hub and a cache of its own as its environment (and no token of the machine's). */
+const pie = (env: NodeJS.ProcessEnv, ...args: string[]) => runPie(args, { env: { HF_TOKEN: '', ...env } });
 
 describe('hub models by name: the pie command and the server', () => {
   it('takes a snapshot only partly in the cache (its configuration alone) for what it is: not served, downloaded when allowed', async () => {

@@ -5,7 +5,6 @@
  * dropped connection without losing an event, and cancelled; every limit a
  * clear 4xx, and nothing held afterwards.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +16,7 @@ import type { InferletHost } from '../src/runtime/host/host.ts';
 import { SESSION_LIMITS } from '../src/runtime/host/invocation.ts';
 import { expectNothingHeld, servedEngine } from './gateway-helpers.ts';
 import { buildInferlet, COMPONENT_CACHE, componentImporting, echoComponent } from './inferlet-helpers.ts';
-import { randomModelDir, REPO_ROOT } from './helpers.ts';
+import { randomModelDir, REPO_ROOT, runPie } from './helpers.ts';
 
 const KEYS = `
 [[keys]]
@@ -69,22 +68,10 @@ function salted(bytes: Uint8Array, salt: string): Uint8Array {
   return out;
 }
 
-/** Runs the pie command in a child process (the server answering it runs in this one), with `stdin` typed into it. */
-function pie(...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return pieTyping(null, ...args);
-}
-
-function pieTyping(stdin: string | null, ...args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/pie.js'), ...args], { cwd: REPO_ROOT, env: { ...process.env, PIE_API_KEY: '', PIE_SERVER: '' } });
-    if (stdin !== null) child.stdin.write(stdin);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
-}
+/** The pie command against the test's server (no key or server from the environment), with `stdin` typed into it. */
+const NO_REMOTE = { PIE_API_KEY: '', PIE_SERVER: '' };
+const pie = (...args: string[]) => runPie(args, { env: NO_REMOTE });
+const pieTyping = (stdin: string, ...args: string[]) => runPie(args, { env: NO_REMOTE, stdin });
 
 describe('components and runs over HTTP', () => {
   const s = servedEngine(() => randomModelDir(), {}, { server: 'inferlet_max_mb = 3\ninferlets_per_tenant = 2\nruns_per_tenant = 2\nrun_replay_events = 8', extra: KEYS });

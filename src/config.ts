@@ -9,7 +9,7 @@ import { parse } from 'smol-toml';
 export interface Config {
   /** Directory relative paths are resolved against. */
   root: string;
-  model: { path: string; name: string; createIfMissing: '' | 'tiny' | 'bench'; download: boolean; fallbackChatTemplate: string };
+  model: { path: string; name: string; createIfMissing: '' | 'tiny' | 'bench'; download: boolean; fallbackChatTemplate: string; quantize: '' | 'q4' | 'q8' };
   server: {
     host: string;
     port: number;
@@ -164,6 +164,7 @@ const SCHEMA: Record<string, Schema> = {
     create_if_missing: [oneOf('', 'tiny', 'bench'), 'tiny', 'createIfMissing'],
     download: [bool, false, 'download'],
     fallback_chat_template: [str, '', 'fallbackChatTemplate'],
+    quantize: [oneOf('', 'q4', 'q8'), '', 'quantize'],
   },
   engine: {
     page_size: [positiveInt, 16, 'pageSize'],

@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { byteProgress, type Progress } from './cli/progress.ts';
 import { ConfigError, type Config } from './config.ts';
 import { startEngine, type Engine, type TenantShare } from './engine/index.ts';
+import { quantizationFor } from './model/config.ts';
 import { defaultModel } from './model/default-model.ts';
 import type { DownloadOptions } from './model/hub/download.ts';
 import { resolveModelSource } from './model/hub/resolve.ts';
@@ -34,6 +35,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     ...(e.snapshotPagesPerTenant > 0 ? { snapshotPagesPerTenant: e.snapshotPagesPerTenant } : {}),
     queueTimeoutMs: e.queueTimeoutMs,
     fallbackChatTemplate: config.model.fallbackChatTemplate || undefined,
+    quantize: config.model.quantize ? quantizationFor(config.model.quantize) : null,
     ...(servedName ? { name: servedName } : {}),
   });
 }

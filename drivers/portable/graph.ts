@@ -22,8 +22,9 @@
  */
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInverseFrequencies } from '../../src/model/config.ts';
-import type { ModelWeights } from '../../src/model/weights.ts';
+import { isQuantized, type Linear, type ModelWeights, type QuantizedTensor } from '../../src/model/weights.ts';
 import type { Tensor } from '../../src/model/safetensors.ts';
+import { blocksOf, bytesPerBlock, stackable, stackQuantized, type Quantized } from '../../src/model/quantize.ts';
 import { DType, GraphBuilder } from './onnx-builder.ts';
 import { samplingHead, samplingHeadEmpty, samplingHeadOutputs } from './sampling-head.ts';
 
@@ -96,7 +97,7 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   const rotateHalf = g.floats('rope_rotate_half', rotation, [HD, HD]);
   const rope = (x: string): string => g.op('Add', [g.op('Mul', [x, cos]), g.op('Mul', [g.op('MatMul', [x, rotateHalf]), sin])]);
 
-  let x = g.op('Gather', [g.floats('embed_tokens', weights.embed.data, weights.embed.shape), tokenIds], { axis: 0 });
+  let x = embedding(g, weights.embed, tokenIds, H);
   const newKv: string[] = [];
   // Pool rows of the gathered slots: slot*P + plane, per head: [KVH, U].
   const headOffsets = (layer: number, kind: number) =>
@@ -116,8 +117,7 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
     const h = rmsNorm(x, w.inputNorm, `${p}input_norm`);
     // q is pre-scaled by 1/sqrt(HD) (in its weights, or in its norm for Qwen3).
     const qScale = w.qNorm ? 1 : scale;
-    const wqkv = concatTransposed([w.q, w.k, w.v], [qScale, 1, 1]);
-    let qkv = g.op('MatMul', [h, g.floats(`${p}qkv`, wqkv, [H, qDim + 2 * kvDimSize])]);
+    let qkv = linear(g, h, [w.q, w.k, w.v], [qScale, 1, 1], `${p}qkv`);
     if (w.qBias && w.kBias && w.vBias) {
       const bias = new Float32Array(qDim + 2 * kvDimSize);
       bias.set(w.qBias.data.map((v) => v * qScale), 0);
@@ -160,19 +160,19 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
     const attn5 = g.op('Reshape', [attn, shape(KVH, 0, -1, G, HD)]);
     const perRow = g.op('Reshape', [g.op('Transpose', [attn5], { perm: [1, 2, 0, 3, 4] }), shape(-1, qDim)]);
     const perToken = g.op('Gather', [perRow, tokenIndex], { axis: 0 });
-    x = g.op('Add', [x, g.op('MatMul', [perToken, g.floats(`${p}o`, transpose(w.o), [qDim, H])])]);
+    x = g.op('Add', [x, linear(g, perToken, [w.o], [1], `${p}o`)]);
 
     const h2 = rmsNorm(x, w.postNorm, `${p}post_norm`);
     const I = c.intermediateSize;
-    const gu = g.op('MatMul', [h2, g.floats(`${p}gate_up`, concatTransposed([w.gate, w.up], [1, 1]), [H, 2 * I])]);
+    const gu = linear(g, h2, [w.gate, w.up], [1, 1], `${p}gate_up`);
     const [gate, up] = g.opN('Split', [gu, g.constInt64([I, I])], 2, { axis: 1 }) as [string, string];
     const act = g.op('Mul', [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up]);
-    x = g.op('Add', [x, g.op('MatMul', [act, g.floats(`${p}down`, transpose(w.down), [I, H])])]);
+    x = g.op('Add', [x, linear(g, act, [w.down], [1], `${p}down`)]);
   }
 
   const last = g.op('Gather', [x, sampleIndex], { axis: 0 });
   const normed = rmsNorm(last, weights.norm, 'final_norm');
-  const rawLogits = g.op('MatMul', [normed, g.floats('lm_head', transpose(weights.lmHead), [H, c.vocabSize])]);
+  const rawLogits = linear(g, normed, [weights.lmHead], [1], 'lm_head');
   // Grammar masks: each word's 32 bits unpacked (shift right, mod 2), tokens
   // outside the mask set to -Infinity. A row whose words are all ones is
   // unchanged bit for bit (Where picks the logit itself).
@@ -194,12 +194,60 @@ export function graphBuilder({ config, weights, numSlots }: GraphSpec): GraphBui
   return g;
 }
 
-/** [out, in] → [in, out]. */
-function transpose(t: Tensor): Float32Array {
-  const [rows, cols] = t.shape as [number, number];
-  const out = new Float32Array(rows * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[c * rows + r] = t.data[r * cols + c]!;
-  return out;
+/**
+ * ONNX Runtime's `accuracy_level` for MatMulNBits: 4 quantizes each block of
+ * activations to int8 inside the kernel and multiplies integers, as llama.cpp
+ * does for its 4- and 8-bit formats (bench:matmul-nbits: 1.6–6.8× fp32 at
+ * decode sizes); 0 computes in float and is slower than fp32 for 8 bits.
+ */
+const ACCURACY_LEVEL = 4;
+
+/**
+ * `x · Wᵀ` for weights sharing their inputs, their outputs side by side, each
+ * weight's outputs scaled by its factor: one MatMul (float) or MatMulNBits
+ * (quantized) per run of weights that stack, concatenated where there are more.
+ */
+function linear(g: GraphBuilder, x: string, ws: Linear[], factors: number[], name: string): string {
+  const groups: { ws: Linear[]; factors: number[] }[] = [];
+  ws.forEach((w, i) => {
+    const last = groups[groups.length - 1];
+    const fits = last && isQuantized(w) === isQuantized(last.ws[0]!) && (!isQuantized(w) || stackable([(last.ws[0] as QuantizedTensor).quantized, w.quantized]));
+    if (fits) {
+      last.ws.push(w);
+      last.factors.push(factors[i]!);
+    } else groups.push({ ws: [w], factors: [factors[i]!] });
+  });
+  const outs = groups.map((grp, i) => {
+    const part = groups.length === 1 ? name : `${name}_${i}`;
+    if (!isQuantized(grp.ws[0]!)) {
+      const ts = grp.ws as Tensor[];
+      const N = ts.reduce((a, t) => a + t.shape[0]!, 0);
+      return g.op('MatMul', [x, g.floats(part, concatTransposed(ts, grp.factors), [ts[0]!.shape[1]!, N])]);
+    }
+    const qs = (grp.ws as QuantizedTensor[]).map((w) => w.quantized);
+    return matMulNBits(g, x, qs.length === 1 && grp.factors[0] === 1 ? qs[0]! : stackQuantized(qs, grp.factors), part);
+  });
+  return outs.length === 1 ? outs[0]! : g.op('Concat', outs, { axis: -1 });
+}
+
+function matMulNBits(g: GraphBuilder, x: string, q: Quantized, name: string): string {
+  const blocks = blocksOf(q);
+  const inputs = [x, g.bytes(`${name}.qweight`, q.data, [q.N, blocks, bytesPerBlock(q)]), g.floats(`${name}.scales`, q.scales, [q.N * blocks])];
+  if (q.zeroPoints) inputs.push(g.bytes(`${name}.qzeros`, q.zeroPoints, [q.zeroPoints.length]));
+  return g.msOp('MatMulNBits', inputs, { K: q.K, N: q.N, bits: q.bits, block_size: q.block, accuracy_level: ACCURACY_LEVEL });
+}
+
+/** Rows of the embedding for `ids`: a Gather, or ONNX Runtime's GatherBlockQuantized over a quantized one. */
+function embedding(g: GraphBuilder, w: Linear, ids: string, H: number): string {
+  if (!isQuantized(w)) return g.op('Gather', [g.floats('embed_tokens', w.data, w.shape), ids], { axis: 0 });
+  const q = w.quantized;
+  const blocks = blocksOf(q);
+  const rowBytes = blocks * bytesPerBlock(q);
+  const inputs = [g.bytes('embed_tokens.qweight', q.data, [q.N, rowBytes]), ids, g.floats('embed_tokens.scales', q.scales, [q.N, blocks])];
+  if (q.zeroPoints) inputs.push(g.bytes('embed_tokens.qzeros', q.zeroPoints, [q.N, q.zeroPoints.length / q.N]));
+  const rows = g.msOp('GatherBlockQuantized', inputs, { gather_axis: 0, quantize_axis: 1, block_size: q.block, bits: q.bits });
+  // The last block is padded past H where H is not a multiple of the block.
+  return blocks * q.block === H ? rows : g.op('Slice', [rows, g.constInt64([0]), g.constInt64([H]), g.constInt64([1])]);
 }
 
 /** Several [out_i, in] matrices → one [in, Σ out_i], each scaled. */

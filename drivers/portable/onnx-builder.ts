@@ -12,13 +12,15 @@ import onnxProto from 'onnx-proto';
 
 const { onnx } = onnxProto;
 
-export const DType = { FLOAT: 1, INT32: 6, INT64: 7, BOOL: 9, DOUBLE: 11, UINT32: 12 } as const;
+export const DType = { FLOAT: 1, UINT8: 2, INT32: 6, INT64: 7, BOOL: 9, DOUBLE: 11, UINT32: 12 } as const;
 
-/** Float initializers at least this large may go to external data. */
+/** Initializers at least this large may go to external data. */
 const EXTERNAL_MIN_BYTES = 64 * 1024;
 export type DTypeCode = (typeof DType)[keyof typeof DType];
 
 export type Dim = number | string;
+
+const MS_DOMAIN = 'com.microsoft';
 export type AttrValue = number | number[] | string | { float: number } | { graph: onnxProto.onnx.IGraphProto };
 
 export interface GraphIO {
@@ -34,7 +36,7 @@ export class GraphBuilder {
   private readonly outputs: GraphIO[] = [];
   private readonly counter: { next: number };
   private readonly scalarCache: Map<string, string>;
-  /** Float initializers big enough to go to external data, in order. */
+  /** Float and byte initializers big enough to go to external data, in order. */
   private readonly large: { proto: onnxProto.onnx.ITensorProto; bytes: Uint8Array }[];
 
   /** `outer`: the graph a subgraph (an If branch) belongs to, whose names, initializers and constants it shares. */
@@ -68,7 +70,17 @@ export class GraphBuilder {
     return name;
   }
 
-  /** Bytes of the float weights that `save()` would put in external data. */
+  /** A uint8 initializer (quantized weights); the bytes are referenced, not copied, until `encode()`. */
+  bytes(name: string, data: Uint8Array, dims: number[]): string {
+    if (data.length !== dims.reduce((a, b) => a * b, 1)) throw new Error(`initializer ${name}: ${data.length} bytes for shape [${dims}]`);
+    const proto: onnxProto.onnx.ITensorProto = { name, dims, dataType: DType.UINT8 };
+    if (data.length >= EXTERNAL_MIN_BYTES) this.large.push({ proto, bytes: data });
+    else proto.rawData = data;
+    this.initializers.push(proto);
+    return name;
+  }
+
+  /** Bytes of the weights that `save()` would put in external data. */
   get externalBytes(): number {
     return this.large.reduce((a, l) => a + l.bytes.length, 0);
   }
@@ -126,11 +138,17 @@ export class GraphBuilder {
     return this.opN(type, inputs, 1, attrs, output ? [output] : undefined)[0]!;
   }
 
-  opN(type: string, inputs: string[], numOutputs: number, attrs: Record<string, AttrValue> = {}, outputs?: string[]): string[] {
+  /** A node of ONNX Runtime's own operators (the `com.microsoft` domain). */
+  msOp(type: string, inputs: string[], attrs: Record<string, AttrValue> = {}): string {
+    return this.opN(type, inputs, 1, attrs, undefined, MS_DOMAIN)[0]!;
+  }
+
+  opN(type: string, inputs: string[], numOutputs: number, attrs: Record<string, AttrValue> = {}, outputs?: string[], domain?: string): string[] {
     const id = this.counter.next++;
     const outs = outputs ?? Array.from({ length: numOutputs }, (_, i) => `${type.toLowerCase()}_${id}_${i}`);
     this.nodes.push({
       opType: type,
+      ...(domain ? { domain } : {}),
       name: `${type}_${id}`,
       input: inputs,
       output: outs,
@@ -213,7 +231,10 @@ export class GraphBuilder {
     const model = onnx.ModelProto.create({
       irVersion: 8,
       producerName: 'pie-gateway',
-      opsetImport: [{ domain: '', version: opset }],
+      opsetImport: [
+        { domain: '', version: opset },
+        { domain: MS_DOMAIN, version: 1 },
+      ],
       graph: {
         name: 'main',
         node: this.nodes,

@@ -5,7 +5,7 @@
  */
 import type { ModelConfig } from '../../src/model/config.ts';
 import { ropeInverseFrequencies } from '../../src/model/config.ts';
-import type { ModelWeights } from '../../src/model/weights.ts';
+import { isQuantized, linearValues, type Linear, type ModelWeights } from '../../src/model/weights.ts';
 import type { Tensor } from '../../src/model/safetensors.ts';
 
 /** Logits [tokens.length, vocab] for every position of `tokens` (positions 0..n-1). */
@@ -16,7 +16,8 @@ export function referenceForward(config: ModelConfig, weights: ModelWeights, tok
   const G = c.numHeads / c.numKvHeads;
   const n = tokens.length;
   const invFreq = Float32Array.from(ropeInverseFrequencies(c));
-  let x: Float32Array[] = tokens.map((t) => weights.embed.data.slice(t * H, (t + 1) * H));
+  const embed = valuesOf(weights.embed);
+  let x: Float32Array[] = tokens.map((t) => embed.slice(t * H, (t + 1) * H));
   for (const w of weights.layers) {
     const h = x.map((row) => rmsNorm(row, w.inputNorm.data, c.rmsNormEps));
     const q = h.map((row) => addBias(linear(row, w.q), w.qBias));
@@ -66,14 +67,25 @@ function rmsNorm(x: Float32Array, w: Float32Array, eps: number): Float32Array {
   return x.map((v, i) => v * inv * w[i]!);
 }
 
-/** y = W x for W in [out, in] layout. */
-function linear(x: Float32Array, w: Tensor): Float32Array {
+/** Quantized weights as the float values they stand for, each dequantized once. */
+const dequantized = new WeakMap<Linear, Float32Array>();
+
+function valuesOf(w: Linear): Float32Array {
+  if (!isQuantized(w)) return w.data;
+  let data = dequantized.get(w);
+  if (!data) dequantized.set(w, (data = linearValues(w)));
+  return data;
+}
+
+/** y = W x for W in [out, in] layout (a quantized W: with the values it stands for, activations in float). */
+function linear(x: Float32Array, w: Linear): Float32Array {
   const [out, inDim] = w.shape as [number, number];
+  const data = valuesOf(w);
   const y = new Float32Array(out);
   for (let o = 0; o < out; o++) {
     let acc = 0;
     const base = o * inDim;
-    for (let i = 0; i < inDim; i++) acc += w.data[base + i]! * x[i]!;
+    for (let i = 0; i < inDim; i++) acc += data[base + i]! * x[i]!;
     y[o] = acc;
   }
   return y;

@@ -8,7 +8,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { loadConfig } from '../config.ts';
+import { loadConfig, type Config } from '../config.ts';
 import { build, type GuestEngine } from '../runtime/host/build.ts';
 import { engineFromConfig, hostFromConfig } from '../startup.ts';
 import { forwardStdin } from './stdin-messages.ts';
@@ -65,11 +65,18 @@ export function withInput(argv: string[]): { own: string[]; input: unknown } {
   }
 }
 
+/** `--quantize q4|q8` over the config's `model.quantize`. */
+export function withQuantizeFlag(config: Config, value: string | undefined): Config {
+  if (value === undefined) return config;
+  if (value !== 'q4' && value !== 'q8') throw new UsageError(`--quantize must be q4 or q8, got "${value}"`);
+  return { ...config, model: { ...config.model, quantize: value } };
+}
+
 export async function runCommand(argv: string[], defaultConfig: string): Promise<number> {
   const { own, input } = withInput(argv);
-  const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { model: { type: 'string' }, config: { type: 'string' } } });
+  const { values, positionals } = parseArgs({ args: own, allowPositionals: true, options: { model: { type: 'string' }, config: { type: 'string' }, quantize: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('run takes one INFERLET.wasm');
-  const config = loadConfig(values.config ?? defaultConfig);
+  const config = withQuantizeFlag(loadConfig(values.config ?? defaultConfig), values.quantize);
   const log = (line: string) => process.stderr.write(line + '\n');
   const engine = await engineFromConfig(config, values.model, log);
   const host = await hostFromConfig(config, [engine], log);

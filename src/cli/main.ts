@@ -1,15 +1,16 @@
 /**
  * The `pie` command line.
  *
- *   pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P]
+ *   pie serve [--config FILE] [--model [NAME=]DIR]... [--host H] [--port P] [--quantize q4|q8]
  *   pie generate [--model DIR] [--config FILE] [--prompt TEXT] [--max-tokens N]
- *                [--temperature T] [--top-p P] [--top-k K] [--seed S]
+ *                [--temperature T] [--top-p P] [--top-k K] [--seed S] [--quantize q4|q8]
  *   pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
  *   pie model list | rm REPO | info REPO|DIR
+ *   pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
  *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
- *   pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+ *   pie run INFERLET.wasm [--model DIR] [--config FILE] [--quantize q4|q8] [-- INPUT_JSON]
  *   pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
  *   pie runs | attach RUN [--after N] | cancel RUN   [--server URL] [--key KEY]
  */
@@ -20,11 +21,11 @@ import { ModelLoadError } from '../model/errors.ts';
 import { HubError } from '../model/hub/download.ts';
 import { importLlama2c } from '../model/llama2c.ts';
 import { stepProgress } from './progress.ts';
-import { modelDownloadCommand, modelInfoCommand, modelListCommand, modelRmCommand } from './model-commands.ts';
+import { modelDownloadCommand, modelInfoCommand, modelListCommand, modelQuantizeCommand, modelRmCommand } from './model-commands.ts';
 import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import { BuildError } from '../runtime/host/build.ts';
-import { buildCommand, runCommand, UsageError } from './inferlet-commands.ts';
+import { buildCommand, runCommand, UsageError, withQuantizeFlag } from './inferlet-commands.ts';
 import { attachCommand, cancelCommand, RemoteError, runsCommand, submitCommand } from './remote-commands.ts';
 import { engineFromConfig } from '../startup.ts';
 import { serve } from '../gateway/start.ts';
@@ -32,17 +33,18 @@ import { serve } from '../gateway/start.ts';
 const DEFAULT_CONFIG = fileURLToPath(new URL('../../pie.toml', import.meta.url));
 
 const USAGE = `usage:
-  pie serve [--config FILE] [--model [NAME=]DIR|REPO]... [--host H] [--port P]
+  pie serve [--config FILE] [--model [NAME=]DIR|REPO]... [--host H] [--port P] [--quantize q4|q8]
   pie generate [--model DIR|REPO] [--config FILE] [--prompt TEXT] [--max-tokens N]
-               [--temperature T] [--top-p P] [--top-k K] [--seed S]
+               [--temperature T] [--top-p P] [--top-k K] [--seed S] [--quantize q4|q8]
   pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
   pie model list
   pie model rm REPO
   pie model info REPO|DIR
+  pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
-  pie run INFERLET.wasm [--model DIR] [--config FILE] [-- INPUT_JSON]
+  pie run INFERLET.wasm [--model DIR] [--config FILE] [--quantize q4|q8] [-- INPUT_JSON]
   pie submit FILE.wasm|FILE.ts [--server URL] [--key KEY] [--name NAME] [-- INPUT_JSON]
   pie runs [--server URL] [--key KEY]
   pie attach RUN [--after N] [--server URL] [--key KEY]
@@ -67,9 +69,10 @@ async function generate(argv: string[]): Promise<void> {
       'top-p': { type: 'string' },
       'top-k': { type: 'string' },
       seed: { type: 'string' },
+      quantize: { type: 'string' },
     },
   });
-  const config = loadConfig(values.config ?? DEFAULT_CONFIG);
+  const config = withQuantizeFlag(loadConfig(values.config ?? DEFAULT_CONFIG), values.quantize);
   const log = (line: string) => process.stderr.write(line + '\n');
   const engine = await engineFromConfig(config, values.model, log);
   try {
@@ -116,9 +119,9 @@ async function generate(argv: string[]): Promise<void> {
 async function serveCommand(argv: string[]): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { config: { type: 'string' }, model: { type: 'string', multiple: true }, host: { type: 'string' }, port: { type: 'string' } },
+    options: { config: { type: 'string' }, model: { type: 'string', multiple: true }, host: { type: 'string' }, port: { type: 'string' }, quantize: { type: 'string' } },
   });
-  const config = loadConfig(values.config ?? DEFAULT_CONFIG);
+  const config = withQuantizeFlag(loadConfig(values.config ?? DEFAULT_CONFIG), values.quantize);
   const port = number(values.port, '--port', true);
   if (port !== undefined && (port < 0 || port > 65535)) throw new UsageError(`--port must be in 0..65535, got ${port}`);
   const serving = await serve({ config, models: values.model, host: values.host, port });
@@ -148,6 +151,7 @@ async function model(argv: string[]): Promise<void> {
   else if (sub === 'list') modelListCommand(rest);
   else if (sub === 'rm') modelRmCommand(rest);
   else if (sub === 'info') modelInfoCommand(rest);
+  else if (sub === 'quantize') await modelQuantizeCommand(rest);
   else if (sub === 'import-llama2c') {
     const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
     if (positionals.length !== 3) throw new UsageError('model import-llama2c takes CHECKPOINT TOKENIZER OUT_DIR');

@@ -5,6 +5,7 @@
  *   pie model list
  *   pie model rm REPO
  *   pie model info REPO|DIR
+ *   pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
  *
  * The cache is the hub's own ($HF_HUB_CACHE, else $HF_HOME/hub, else
  * ~/.cache/huggingface/hub), shared with Python's huggingface_hub.
@@ -15,6 +16,9 @@ import { parseArgs } from 'node:util';
 import { loadModelConfig } from '../model/load.ts';
 import { cachedSnapshot, hubCacheDir, listCached, parseRepoRef, repoFolder } from '../model/hub/cache.ts';
 import { downloadModel, HubError, snapshotComplete } from '../model/hub/download.ts';
+import { describeQuantization } from '../model/weights.ts';
+import { quantizeModelDir } from '../model/quantize-dir.ts';
+import { resolveModelSource } from '../model/hub/resolve.ts';
 import { byteProgress, type Progress } from './progress.ts';
 import { UsageError } from './inferlet-commands.ts';
 
@@ -26,7 +30,8 @@ export function servable(dir: string): { ok: true; summary: string } | { ok: fal
     const c = loadModelConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) return { ok: false, why: 'no tokenizer.json' };
     if (!snapshotComplete(dir)) return { ok: false, why: 'its safetensors weights are missing (or some of the shards its index names)' };
-    return { ok: true, summary: `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocabulary ${c.vocabSize}, context ${c.maxPositionEmbeddings}` };
+    const quantized = c.quantization ? `, quantized: ${describeQuantization(c.quantization)}` : '';
+    return { ok: true, summary: `${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocabulary ${c.vocabSize}, context ${c.maxPositionEmbeddings}${quantized}` };
   } catch (err) {
     return { ok: false, why: (err as Error).message };
   }
@@ -87,4 +92,25 @@ export function modelInfoCommand(argv: string[]): void {
   if (!dir) throw new HubError(`${text} is neither a folder nor in the Hugging Face cache (${hubCacheDir()}): npx pie model download ${text}`);
   const v = servable(dir);
   console.log(`${text}\n  folder: ${dir}\n  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
+}
+
+export async function modelQuantizeCommand(argv: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { bits: { type: 'string' }, block: { type: 'string', default: '32' }, 'zero-points': { type: 'boolean', default: false }, 'head-bits': { type: 'string', default: '8' } },
+  });
+  if (positionals.length !== 2) throw new UsageError('model quantize takes DIR|REPO OUT_DIR');
+  const bits = Number(values.bits);
+  if (bits !== 4 && bits !== 8) throw new UsageError(`--bits must be 4 or 8, got ${values.bits === undefined ? 'nothing' : `"${values.bits}"`}`);
+  const block = Number(values.block);
+  if (!Number.isInteger(block) || block < 16 || (block & (block - 1)) !== 0) throw new UsageError(`--block must be a power of two of at least 16, got "${values.block}"`);
+  const head = values['head-bits'];
+  if (head !== '4' && head !== '8' && head !== 'float') throw new UsageError(`--head-bits must be 4, 8 or float, got "${head}"`);
+  const q = { bits: bits as 4 | 8, block, zeroPoints: values['zero-points'], headBits: head === 'float' ? null : (Number(head) as 4 | 8) };
+  const source = await resolveModelSource(positionals[0]!, { download: false });
+  const t0 = performance.now();
+  const r = quantizeModelDir(source.dir, positionals[1]!, q);
+  console.log(`wrote ${resolve(positionals[1]!)} (${describeQuantization(q)}): weights ${mb(r.inBytes)} as float32 → ${mb(r.outBytes)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`serve it: npx pie serve --model ${positionals[1]}`);
 }

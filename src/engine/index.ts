@@ -5,7 +5,7 @@
  */
 import type { Driver } from '../../drivers/driver.ts';
 import { PortableDriver } from '../../drivers/portable/driver.ts';
-import { kvDim } from '../model/config.ts';
+import { kvDim, type WeightQuantization } from '../model/config.ts';
 import { loadModel, type LoadedModel } from '../model/load.ts';
 import { Engine, type EngineOptions } from './engine.ts';
 
@@ -43,6 +43,8 @@ export interface StartOptions extends EngineOptions {
   /** Served name of the model (default: the directory's name). */
   name?: string;
   fallbackChatTemplate?: string;
+  /** Quantize the float weights as they load (src/model/quantize.ts). */
+  quantize?: WeightQuantization | null;
 }
 
 /** Bytes of KV cache one token takes in this model (float32, all layers, keys and values). */
@@ -56,7 +58,7 @@ export function pagesForBudget(model: LoadedModel, pageSize: number, bytes: numb
 
 /** Loads a model directory and starts an engine on it. */
 export async function startEngine(modelDir: string | LoadedModel, options: StartOptions = {}): Promise<Engine> {
-  const model = typeof modelDir === 'string' ? loadModel(modelDir, { name: options.name, fallbackChatTemplate: options.fallbackChatTemplate }) : modelDir;
+  const model = typeof modelDir === 'string' ? loadModel(modelDir, { name: options.name, fallbackChatTemplate: options.fallbackChatTemplate, quantize: options.quantize }) : modelDir;
   const pageSize = options.pageSize ?? 16;
   const numPages = options.numPages ?? pagesForBudget(model, pageSize, options.kvMemoryBytes ?? 256 * 1024 * 1024);
   const driver = options.driver

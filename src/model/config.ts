@@ -42,7 +42,27 @@ export interface ModelConfig {
   slidingWindow: number | null;
   bosTokenId: number | null;
   eosTokenIds: number[];
+  /** How the weights on disk are quantized (`quantization_config`, as `pie model quantize` writes it); null for float weights. */
+  quantization: WeightQuantization | null;
 }
+
+/** Weight-only block quantization (src/model/quantize.ts), as recorded in config.json. */
+export interface WeightQuantization {
+  /** Bits of the linear layers of each block. */
+  bits: 4 | 8;
+  /** Bits of the output head and the embedding; null where they stay float. */
+  headBits: 4 | 8 | null;
+  block: number;
+  zeroPoints: boolean;
+}
+
+/** What `--quantize q4|q8` (and `model.quantize`) mean: symmetric blocks of 32, the output head and embedding at 8 bits (as llama.cpp keeps its head wider). */
+export function quantizationFor(choice: 'q4' | 'q8'): WeightQuantization {
+  return { bits: choice === 'q4' ? 4 : 8, headBits: 8, block: 32, zeroPoints: false };
+}
+
+/** Our `quantization_config.quant_method`. */
+export const QUANT_METHOD = 'pie-blockwise';
 
 type Json = Record<string, unknown>;
 
@@ -104,7 +124,34 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
     slidingWindow: window,
     bosTokenId: typeof raw.bos_token_id === 'number' ? raw.bos_token_id : null,
     eosTokenIds,
+    quantization: parseQuantization(raw.quantization_config, source),
   };
+}
+
+function parseQuantization(raw: unknown, source: string): WeightQuantization | null {
+  if (raw == null) return null;
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ModelLoadError(`${source}: quantization_config must be an object`);
+  const r = raw as Json;
+  if (r.quant_method !== QUANT_METHOD) {
+    throw new ModelLoadError(
+      `${source}: weights quantized with ${JSON.stringify(r.quant_method)} are not supported; ` +
+        `serve the float model (--quantize q4|q8 quantizes it at load), or quantize it with \`pie model quantize\``,
+    );
+  }
+  const bits = (v: unknown, nullable: boolean): 4 | 8 | null => {
+    if (v === 4 || v === 8 || (nullable && v === null)) return v;
+    throw new ModelLoadError(`${source}: quantization_config bits must be 4 or 8${nullable ? ' (or null)' : ''}, got ${JSON.stringify(v)}`);
+  };
+  const block = r.block_size;
+  if (typeof block !== 'number' || block < 16 || (block & (block - 1)) !== 0) {
+    throw new ModelLoadError(`${source}: quantization_config block_size must be a power of two of at least 16, got ${JSON.stringify(block)}`);
+  }
+  return { bits: bits(r.bits, false)!, headBits: bits(r.head_bits ?? null, true), block, zeroPoints: r.zero_points === true };
+}
+
+/** The `quantization_config` entry of config.json for `q`. */
+export function quantizationConfigJson(q: WeightQuantization): Json {
+  return { quant_method: QUANT_METHOD, bits: q.bits, head_bits: q.headBits, block_size: q.block, zero_points: q.zeroPoints };
 }
 
 function parseRopeScaling(raw: unknown, source: string): RopeScaling | null {

@@ -5,7 +5,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { ChatTemplate, FALLBACK_CHAT_TEMPLATE, pickChatTemplate } from './chat-template.ts';
-import { parseModelConfig, type ModelConfig } from './config.ts';
+import { parseModelConfig, type ModelConfig, type WeightQuantization } from './config.ts';
 import { ModelLoadError } from './errors.ts';
 import { Tokenizer, type TokenizerConfig } from './tokenizer.ts';
 import { bindWeights, readModelTensors, type ModelWeights } from './weights.ts';
@@ -57,11 +57,13 @@ export function loadModelConfig(dir: string): ModelConfig {
 export interface LoadOptions {
   name?: string;
   fallbackChatTemplate?: string;
+  /** Quantize float weights as they load (no effect on a directory already quantized so; refused if quantized otherwise). */
+  quantize?: WeightQuantization | null;
 }
 
 export function loadModel(dirArg: string, options: LoadOptions = {}): LoadedModel {
   const text = loadModelText(dirArg, options);
-  return { ...text, weights: bindWeights(text.config, readModelTensors(text.dir), text.dir) };
+  return { ...text, weights: bindWeights(text.config, readModelTensors(text.dir), text.dir, options.quantize ?? null) };
 }
 
 /** Everything but the weights: config, tokenizer, chat template, stop tokens. */

@@ -1,7 +1,7 @@
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { dequantize, quantizeBlockwise, type Quantized } from './quantize.ts';
+import { blocksOf, dequantize, dequantizeRows, quantizeBlockwise, quantizeRows, stackQuantized, type Quantized } from './quantize.ts';
 
 const { onnx } = onnxProto;
 
@@ -15,7 +15,7 @@ function weight(K: number, N: number): Float32Array {
 /** ONNX Runtime's MatMulNBits on `q` applied to `a` [M, K]. */
 async function kernel(q: Quantized, a: Float32Array, M: number, accuracy: number): Promise<Float32Array> {
   const int = (name: string, i: number) => ({ name, type: onnx.AttributeProto.AttributeType.INT, i });
-  const blocks = q.K / q.block;
+  const blocks = blocksOf(q);
   const inits: onnxProto.onnx.ITensorProto[] = [
     { name: 'B', dims: [q.N, blocks, (q.block * q.bits) / 8], dataType: 2, rawData: q.data },
     { name: 'S', dims: [q.N * blocks], dataType: 1, rawData: new Uint8Array(q.scales.buffer) },
@@ -72,8 +72,40 @@ describe('block-wise quantization for MatMulNBits', () => {
     for (let i = 0; i < got.length; i++) expect(got[i]!).toBeCloseTo(want[i]!, 3);
   });
 
-  it('refuses shapes the kernel does not take', () => {
-    expect(() => quantizeBlockwise(new Float32Array(40 * 2), 40, 2, { bits: 4 })).toThrow(/multiple of the block/);
+  it('pads a K that is not a multiple of the block, and the kernel takes it (stories260K\'s MLP has K = 172)', async () => {
+    const K2 = 172;
+    const rows = weight(N, K2);
+    for (const bits of [4, 8] as const) {
+      const q = quantizeRows(rows, N, K2, { bits });
+      expect(q.scales.length).toBe(N * 6);
+      const back = dequantizeRows(q);
+      for (let i = 0; i < rows.length; i++) expect(Math.abs(back[i]! - rows[i]!)).toBeLessThanOrEqual(q.scales[Math.floor(i / K2) * 6 + Math.floor((i % K2) / 32)]! / 2 + 1e-6);
+      const a = weight(2, K2);
+      const got = await kernel(q, a, 2, 0);
+      const want = matmul(a, dequantize(q), 2, K2, N);
+      for (let i = 0; i < got.length; i++) expect(got[i]!).toBeCloseTo(want[i]!, 3);
+    }
+  });
+
+  it('stacks weights along N with a factor per weight: the same as quantizing the scaled, stacked weight', () => {
+    const a = weight(16, 64);
+    const b = weight(8, 64).map((v) => v * 3);
+    const qa = quantizeRows(a, 16, 64, { bits: 4 });
+    const qb = quantizeRows(b, 8, 64, { bits: 4 });
+    const both = stackQuantized([qa, qb], [0.125, 1]);
+    expect(both.N).toBe(24);
+    const back = dequantizeRows(both);
+    const wantA = dequantizeRows(qa).map((v) => v * 0.125);
+    const wantB = dequantizeRows(qb);
+    expect(Array.from(back.subarray(0, 16 * 64))).toEqual(Array.from(wantA));
+    expect(Array.from(back.subarray(16 * 64))).toEqual(Array.from(wantB));
+    expect(() => stackQuantized([qa, quantizeRows(b, 8, 64, { bits: 8 })])).toThrow(/same K, bits, block/);
+  });
+
+  it('refuses what the kernel does not take', () => {
+    expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 4, block: 24 })).toThrow(/power of two of at least 16/);
+    expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 4, block: 8 })).toThrow(/power of two of at least 16/);
+    expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 3 as 4 })).toThrow(/bits must be 4 or 8/);
     expect(() => quantizeBlockwise(new Float32Array(3), 32, 2, { bits: 8 })).toThrow(/has 64 values/);
   });
 });

@@ -1,23 +1,29 @@
 /**
- * Block-wise weight-only quantization (issue 16's first piece): a K × N
- * weight of a MatMul (`A[M, K] · W[K, N]`, row-major, as the graph builder
- * lays its projections out) into the layout of ONNX Runtime's `MatMulNBits`
- * (com.microsoft):
+ * Block-wise weight-only quantization into the layout of ONNX Runtime's
+ * `MatMulNBits` (com.microsoft), which computes `A[M, K] · W[K, N]`:
  *
- *   data        uint8 [N, K / block, block · bits / 8]: column n's K values in
- *               blocks; 4-bit values two to a byte, the first in the low nibble
- *   scales      float [N · K / block]
- *   zeroPoints  uint8, with `zeroPoints: true` only: [N, ceil(K / block / 2)]
- *               packed the same way for 4 bits, [N, K / block] for 8
+ *   data        uint8 [N, blocks, block · bits / 8] with blocks = ceil(K / block):
+ *               output n's K input weights in blocks, the last one padded with
+ *               zeros; 4-bit values two to a byte, the first in the low nibble
+ *   scales      float [N · blocks]
+ *   zeroPoints  uint8, with `zeroPoints: true` only: [N, ceil(blocks / 2)]
+ *               packed the same way for 4 bits, [N, blocks] for 8
+ *
+ * Output n's weights are row n of a Hugging Face linear weight ([out, in]), so
+ * quantizing one reads its rows as they are (`quantizeRows`).
  *
  * Symmetric (the default): scale = max |w| / (2^(bits-1) - 1) and the
  * kernel's implied zero point (8 or 128). With zero points: scale =
- * (max - min) / (2^bits - 1), the zero point rounding -min / scale.
+ * (max - min) / (2^bits - 1) over a range that includes 0, the zero point
+ * rounding -min / scale.
  */
 
+export type Bits = 4 | 8;
+
 export interface Quantized {
-  bits: 4 | 8;
+  bits: Bits;
   block: number;
+  /** Inputs (the reduced dimension) and outputs. */
   K: number;
   N: number;
   data: Uint8Array;
@@ -25,27 +31,60 @@ export interface Quantized {
   zeroPoints: Uint8Array | null;
 }
 
-export function quantizeBlockwise(w: Float32Array, K: number, N: number, options: { bits: 4 | 8; block?: number; zeroPoints?: boolean }): Quantized {
+export interface QuantizeOptions {
+  bits: Bits;
+  /** Values per block along K (default 32): a power of two, at least 16. */
+  block?: number;
+  zeroPoints?: boolean;
+}
+
+export const DEFAULT_BLOCK = 32;
+
+export function blocksOf(q: { K: number; block: number }): number {
+  return Math.ceil(q.K / q.block);
+}
+
+export function bytesPerBlock(q: { block: number; bits: Bits }): number {
+  return (q.block * q.bits) / 8;
+}
+
+/** Zero-point bytes per output: two 4-bit ones to a byte. */
+export function zeroPointsPerOutput(q: { K: number; block: number; bits: Bits }): number {
+  return q.bits === 4 ? Math.ceil(blocksOf(q) / 2) : blocksOf(q);
+}
+
+/** Bytes a quantized weight takes (data, scales, zero points). */
+export function quantizedBytes(q: Quantized): number {
+  return q.data.byteLength + q.scales.byteLength + (q.zeroPoints?.byteLength ?? 0);
+}
+
+export function checkBlock(block: number): void {
+  if (!Number.isInteger(block) || block < 16 || (block & (block - 1)) !== 0) throw new RangeError(`the block must be a power of two of at least 16, got ${block}`);
+}
+
+/** Quantizes `rows`, N rows of K values (a Hugging Face [out, in] weight), each row one output. */
+export function quantizeRows(rows: Float32Array, N: number, K: number, options: QuantizeOptions): Quantized {
   const bits = options.bits;
-  const block = options.block ?? 32;
-  if (w.length !== K * N) throw new RangeError(`a ${K} × ${N} weight has ${K * N} values, got ${w.length}`);
-  if (K % block !== 0) throw new RangeError(`K (${K}) must be a multiple of the block (${block})`);
-  if (bits === 4 && block % 2 !== 0) throw new RangeError('4-bit blocks hold an even number of values');
-  const blocks = K / block;
-  const perBlock = (block * bits) / 8;
+  const block = options.block ?? DEFAULT_BLOCK;
+  checkBlock(block);
+  if (bits !== 4 && bits !== 8) throw new RangeError(`bits must be 4 or 8, got ${bits}`);
+  if (rows.length !== K * N) throw new RangeError(`a ${N} × ${K} weight has ${K * N} values, got ${rows.length}`);
+  const shape = { bits, block, K };
+  const blocks = blocksOf(shape);
+  const perBlock = bytesPerBlock(shape);
   const qmax = (1 << bits) - 1;
   const data = new Uint8Array(N * blocks * perBlock);
   const scales = new Float32Array(N * blocks);
-  const zpPerColumn = bits === 4 ? Math.ceil(blocks / 2) : blocks;
-  const zeroPoints = options.zeroPoints ? new Uint8Array(N * zpPerColumn) : null;
-  const values = new Float32Array(block);
+  const zpPerOutput = zeroPointsPerOutput(shape);
+  const zeroPoints = options.zeroPoints ? new Uint8Array(N * zpPerOutput) : null;
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < blocks; b++) {
+      const from = n * K + b * block;
+      const count = Math.min(block, K - b * block);
       let min = Infinity;
       let max = -Infinity;
-      for (let i = 0; i < block; i++) {
-        const v = w[(b * block + i) * N + n]!;
-        values[i] = v;
+      for (let i = 0; i < count; i++) {
+        const v = rows[from + i]!;
         if (v < min) min = v;
         if (v > max) max = v;
       }
@@ -54,19 +93,21 @@ export function quantizeBlockwise(w: Float32Array, K: number, N: number, options
       if (zeroPoints) {
         min = Math.min(min, 0);
         max = Math.max(max, 0);
-        scale = (max - min) / qmax || 1;
+        scale = Math.fround((max - min) / qmax) || 1;
         zp = Math.min(qmax, Math.max(0, Math.round(-min / scale)));
-        const at = n * zpPerColumn + (bits === 4 ? b >> 1 : b);
+        const at = n * zpPerOutput + (bits === 4 ? b >> 1 : b);
         zeroPoints[at] = bits === 4 ? zeroPoints[at]! | (zp << ((b & 1) * 4)) : zp;
       } else {
         const absmax = Math.max(Math.abs(min), Math.abs(max));
-        scale = absmax / ((1 << (bits - 1)) - 1) || 1;
+        scale = Math.fround(absmax / ((1 << (bits - 1)) - 1)) || 1;
         zp = 1 << (bits - 1);
       }
       scales[n * blocks + b] = scale;
       const base = (n * blocks + b) * perBlock;
+      // Padding past K quantizes 0 (the zero point), which adds nothing.
       for (let i = 0; i < block; i++) {
-        const q = Math.min(qmax, Math.max(0, Math.round(values[i]! / scale) + zp));
+        const v = i < count ? rows[from + i]! : 0;
+        const q = Math.min(qmax, Math.max(0, Math.round(v / scale) + zp));
         if (bits === 8) data[base + i] = q;
         else data[base + (i >> 1)] = data[base + (i >> 1)]! | (q << ((i & 1) * 4));
       }
@@ -75,27 +116,80 @@ export function quantizeBlockwise(w: Float32Array, K: number, N: number, options
   return { bits, block, K, N, data, scales, zeroPoints };
 }
 
-/** The weight a quantized one stands for, K × N row-major (what the kernel computes with). */
-export function dequantize(q: Quantized): Float32Array {
+/** Quantizes `w`, a K × N weight stored row-major (the graph's `A · W` layout). */
+export function quantizeBlockwise(w: Float32Array, K: number, N: number, options: QuantizeOptions): Quantized {
+  if (w.length !== K * N) throw new RangeError(`a ${K} × ${N} weight has ${K * N} values, got ${w.length}`);
+  const rows = new Float32Array(K * N);
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) rows[n * K + k] = w[k * N + n]!;
+  return quantizeRows(rows, N, K, options);
+}
+
+/** The weight a quantized one stands for, as N rows of K values ([out, in]). */
+export function dequantizeRows(q: Quantized): Float32Array {
   const { bits, block, K, N } = q;
-  const blocks = K / block;
-  const perBlock = (block * bits) / 8;
-  const zpPerColumn = bits === 4 ? Math.ceil(blocks / 2) : blocks;
+  const blocks = blocksOf(q);
+  const perBlock = bytesPerBlock(q);
+  const zpPerOutput = zeroPointsPerOutput(q);
   const out = new Float32Array(K * N);
   for (let n = 0; n < N; n++) {
     for (let b = 0; b < blocks; b++) {
       const scale = q.scales[n * blocks + b]!;
       let zp = 1 << (bits - 1);
       if (q.zeroPoints) {
-        const z = q.zeroPoints[n * zpPerColumn + (bits === 4 ? b >> 1 : b)]!;
+        const z = q.zeroPoints[n * zpPerOutput + (bits === 4 ? b >> 1 : b)]!;
         zp = bits === 4 ? (z >> ((b & 1) * 4)) & 0xf : z;
       }
       const base = (n * blocks + b) * perBlock;
-      for (let i = 0; i < block; i++) {
+      const count = Math.min(block, K - b * block);
+      for (let i = 0; i < count; i++) {
         const v = bits === 8 ? q.data[base + i]! : (q.data[base + (i >> 1)]! >> ((i & 1) * 4)) & 0xf;
-        out[(b * block + i) * N + n] = (v - zp) * scale;
+        out[n * K + b * block + i] = (v - zp) * scale;
       }
     }
   }
   return out;
+}
+
+/** The weight a quantized one stands for, K × N row-major (what the kernel computes with). */
+export function dequantize(q: Quantized): Float32Array {
+  const rows = dequantizeRows(q);
+  const out = new Float32Array(q.K * q.N);
+  for (let n = 0; n < q.N; n++) for (let k = 0; k < q.K; k++) out[k * q.N + n] = rows[n * q.K + k]!;
+  return out;
+}
+
+/** Whether quantized weights can be stacked along N into one (same K, bits, block, and zero points or not). */
+export function stackable(qs: Quantized[]): boolean {
+  const a = qs[0]!;
+  return qs.every((q) => q.K === a.K && q.bits === a.bits && q.block === a.block && (q.zeroPoints === null) === (a.zeroPoints === null));
+}
+
+/**
+ * Several quantized weights with the same inputs stacked along N into one
+ * (their outputs side by side), each output scaled by its weight's factor:
+ * a factor multiplies the block scales, the quantized values stay.
+ */
+export function stackQuantized(qs: Quantized[], factors: number[] = qs.map(() => 1)): Quantized {
+  if (!stackable(qs)) throw new RangeError('stacked quantized weights need the same K, bits, block and zero-point form');
+  const a = qs[0]!;
+  const N = qs.reduce((s, q) => s + q.N, 0);
+  const data = new Uint8Array(qs.reduce((s, q) => s + q.data.length, 0));
+  const scales = new Float32Array(qs.reduce((s, q) => s + q.scales.length, 0));
+  const zeroPoints = a.zeroPoints ? new Uint8Array(qs.reduce((s, q) => s + q.zeroPoints!.length, 0)) : null;
+  let d = 0;
+  let s = 0;
+  let z = 0;
+  qs.forEach((q, i) => {
+    data.set(q.data, d);
+    d += q.data.length;
+    const f = factors[i]!;
+    if (f === 1) scales.set(q.scales, s);
+    else for (let j = 0; j < q.scales.length; j++) scales[s + j] = q.scales[j]! * f;
+    s += q.scales.length;
+    if (zeroPoints) {
+      zeroPoints.set(q.zeroPoints!, z);
+      z += q.zeroPoints!.length;
+    }
+  });
+  return { bits: a.bits, block: a.block, K: a.K, N, data, scales, zeroPoints };
 }

@@ -1,9 +1,10 @@
 /**
  * Reading and writing the safetensors format: an 8-byte little-endian header
  * length, a JSON header naming each tensor's dtype, shape and byte range, then
- * the raw bytes. Tensors are widened to float32 on read (F16 and BF16 too).
+ * the raw bytes. Float tensors are widened to float32 on read (F16 and BF16
+ * too); U8 tensors (quantized weights) are kept as bytes.
  */
-import { closeSync, openSync, readSync, fstatSync, writeFileSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
 import { ModelLoadError } from './errors.ts';
 
 export interface Tensor {
@@ -11,7 +12,13 @@ export interface Tensor {
   shape: number[];
 }
 
-const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2 };
+/** A U8 tensor, as bytes. */
+export interface ByteTensor {
+  bytes: Uint8Array;
+  shape: number[];
+}
+
+const DTYPE_BYTES: Record<string, number> = { F32: 4, F16: 2, BF16: 2, U8: 1 };
 
 interface HeaderEntry {
   dtype: string;
@@ -19,8 +26,11 @@ interface HeaderEntry {
   data_offsets: [number, number];
 }
 
-/** Reads every tensor in a .safetensors file, or only those whose names `want` accepts. */
-export function readSafetensors(path: string, want: (name: string) => boolean = () => true): Map<string, Tensor> {
+/**
+ * Reads every tensor in a .safetensors file, or only those whose names `want`
+ * accepts. U8 tensors go to `bytes` where given; without it they are refused.
+ */
+export function readSafetensors(path: string, want: (name: string) => boolean = () => true, bytes?: Map<string, ByteTensor>): Map<string, Tensor> {
   const fd = openSync(path, 'r');
   try {
     const size = fstatSync(fd).size;
@@ -45,20 +55,36 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
     const out = new Map<string, Tensor>();
     for (const [name, entry] of Object.entries(header)) {
       if (name === '__metadata__' || !want(name)) continue;
-      const bytes = DTYPE_BYTES[entry?.dtype];
-      if (!bytes) fail(`tensor ${name} has dtype ${entry?.dtype}; supported: F32, F16, BF16`);
+      const size1 = DTYPE_BYTES[entry?.dtype];
+      if (!size1 || (entry.dtype === 'U8' && !bytes)) fail(`tensor ${name} has dtype ${entry?.dtype}; supported: F32, F16, BF16${bytes ? ', U8' : ''}`);
       const [begin, end] = entry.data_offsets ?? [];
       const count = (entry.shape ?? []).reduce((a, b) => a * b, 1);
-      if (typeof begin !== 'number' || typeof end !== 'number' || end - begin !== count * bytes || dataStart + end > size) {
+      if (typeof begin !== 'number' || typeof end !== 'number' || end - begin !== count * size1! || dataStart + end > size) {
         fail(`tensor ${name}: byte range [${begin}, ${end}) does not match shape [${entry.shape}] ${entry.dtype} within the file`);
       }
+      if (entry.dtype === 'U8') {
+        const raw = new Uint8Array(end - begin);
+        readFully(fd, raw, dataStart + begin);
+        bytes!.set(name, { bytes: raw, shape: [...entry.shape] });
+        continue;
+      }
       const raw = Buffer.alloc(end - begin);
-      readSync(fd, raw, 0, raw.length, dataStart + begin);
+      readFully(fd, raw, dataStart + begin);
       out.set(name, { data: toFloat32(raw, entry.dtype, count), shape: [...entry.shape] });
     }
     return out;
   } finally {
     closeSync(fd);
+  }
+}
+
+/** readSync may return fewer bytes than asked (above 2 GiB it always does). */
+function readFully(fd: number, into: Uint8Array, position: number): void {
+  let done = 0;
+  while (done < into.length) {
+    const n = readSync(fd, into, done, Math.min(into.length - done, 1 << 30), position + done);
+    if (n === 0) throw new ModelLoadError(`unexpected end of file reading ${into.length} bytes at ${position}`);
+    done += n;
   }
 }
 
@@ -114,36 +140,48 @@ export function floatToHalf(f: number): number {
 
 export type WriteDType = 'F32' | 'F16' | 'BF16';
 
-/** Writes tensors (given as float32) to a safetensors file in the chosen dtype. */
-export function writeSafetensors(path: string, tensors: Map<string, Tensor>, dtype: WriteDType = 'F32'): void {
-  const bytes = DTYPE_BYTES[dtype]!;
+/**
+ * Writes tensors to a safetensors file: float ones (given as float32) in the
+ * chosen dtype, byte ones as U8. Written tensor by tensor, never the whole
+ * file in memory at once.
+ */
+export function writeSafetensors(path: string, tensors: Map<string, Tensor | ByteTensor>, dtype: WriteDType = 'F32'): void {
+  const floatBytes = DTYPE_BYTES[dtype]!;
   const header: Record<string, HeaderEntry | Record<string, string>> = { __metadata__: { format: 'pt' } };
   let offset = 0;
   for (const [name, t] of tensors) {
-    const len = t.data.length * bytes;
-    header[name] = { dtype, shape: t.shape, data_offsets: [offset, offset + len] };
+    const isBytes = 'bytes' in t;
+    const len = isBytes ? t.bytes.length : t.data.length * floatBytes;
+    header[name] = { dtype: isBytes ? 'U8' : dtype, shape: t.shape, data_offsets: [offset, offset + len] };
     offset += len;
   }
   let json = JSON.stringify(header);
   json += ' '.repeat((8 - ((8 + json.length) % 8)) % 8);
   const headerBytes = Buffer.from(json, 'utf8');
-  const out = Buffer.alloc(8 + headerBytes.length + offset);
-  out.writeBigUInt64LE(BigInt(headerBytes.length), 0);
-  headerBytes.copy(out, 8);
-  let pos = 8 + headerBytes.length;
-  for (const t of tensors.values()) {
-    if (dtype === 'F32') {
-      Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).copy(out, pos);
-    } else {
-      const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
-      for (let i = 0; i < t.data.length; i++) {
-        const v = dtype === 'BF16' ? bf16Round(bits[i]!) : floatToHalf(t.data[i]!);
-        out.writeUInt16LE(v, pos + i * 2);
+  const fd = openSync(path, 'w');
+  try {
+    const len = Buffer.alloc(8);
+    len.writeBigUInt64LE(BigInt(headerBytes.length), 0);
+    writeFully(fd, len);
+    writeFully(fd, headerBytes);
+    for (const t of tensors.values()) {
+      if ('bytes' in t) writeFully(fd, t.bytes);
+      else if (dtype === 'F32') writeFully(fd, new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      else {
+        const out = new Uint16Array(t.data.length);
+        const bits = new Uint32Array(t.data.buffer, t.data.byteOffset, t.data.length);
+        for (let i = 0; i < t.data.length; i++) out[i] = dtype === 'BF16' ? bf16Round(bits[i]!) : floatToHalf(t.data[i]!);
+        writeFully(fd, new Uint8Array(out.buffer));
       }
     }
-    pos += t.data.length * bytes;
+  } finally {
+    closeSync(fd);
   }
-  writeFileSync(path, out);
+}
+
+function writeFully(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
 }
 
 function bf16Round(bits: number): number {

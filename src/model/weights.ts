@@ -1,42 +1,69 @@
 /**
- * The model's weights in float32, keyed by role rather than by file name, with
- * every shape checked against the config. Linear weights keep Hugging Face's
- * [out, in] layout.
+ * The model's weights, keyed by role rather than by file name, with every
+ * shape checked against the config. Linear weights keep Hugging Face's
+ * [out, in] layout: in float32, or block-quantized (src/model/quantize.ts),
+ * read so from a quantized directory or quantized here as they are bound.
  */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { ModelConfig } from './config.ts';
+import type { ModelConfig, WeightQuantization } from './config.ts';
 import { kvDim } from './config.ts';
 import { ModelLoadError } from './errors.ts';
-import { readSafetensors, type Tensor } from './safetensors.ts';
+import { blocksOf, bytesPerBlock, dequantizeRows, quantizeRows, zeroPointsPerOutput, type Bits, type Quantized } from './quantize.ts';
+import { readSafetensors, type ByteTensor, type Tensor } from './safetensors.ts';
+
+/** A block-quantized linear weight: `quantized.N` outputs (rows) of `quantized.K` inputs. */
+export interface QuantizedTensor {
+  shape: [number, number];
+  quantized: Quantized;
+}
+
+/** A linear layer's weight, [out, in]: float32 or block-quantized. */
+export type Linear = Tensor | QuantizedTensor;
+
+export function isQuantized(t: Linear): t is QuantizedTensor {
+  return 'quantized' in t;
+}
+
+/** A linear weight's values as float32 rows ([out, in]): dequantized where quantized. */
+export function linearValues(t: Linear): Float32Array {
+  return isQuantized(t) ? dequantizeRows(t.quantized) : t.data;
+}
 
 export interface LayerWeights {
   inputNorm: Tensor;
-  q: Tensor;
-  k: Tensor;
-  v: Tensor;
-  o: Tensor;
+  q: Linear;
+  k: Linear;
+  v: Linear;
+  o: Linear;
   qBias: Tensor | null;
   kBias: Tensor | null;
   vBias: Tensor | null;
   qNorm: Tensor | null;
   kNorm: Tensor | null;
   postNorm: Tensor;
-  gate: Tensor;
-  up: Tensor;
-  down: Tensor;
+  gate: Linear;
+  up: Linear;
+  down: Linear;
 }
 
 export interface ModelWeights {
-  embed: Tensor;
+  /** [vocab, hidden], gathered by token. */
+  embed: Linear;
   layers: LayerWeights[];
   norm: Tensor;
   /** [vocab, hidden]; the embedding itself when the head is tied. */
-  lmHead: Tensor;
+  lmHead: Linear;
+}
+
+/** Float tensors and U8 ones (quantized weights) of a model directory. */
+export interface ModelTensors {
+  floats: Map<string, Tensor>;
+  bytes: Map<string, ByteTensor>;
 }
 
 /** Reads all tensors of a model directory: one .safetensors file, or shards listed in model.safetensors.index.json. */
-export function readModelTensors(dir: string): Map<string, Tensor> {
+export function readModelTensors(dir: string): ModelTensors {
   const index = join(dir, 'model.safetensors.index.json');
   let files: string[];
   if (existsSync(index)) {
@@ -55,50 +82,153 @@ export function readModelTensors(dir: string): Map<string, Tensor> {
     files = readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort();
     if (files.length === 0) throw new ModelLoadError(`${dir}: no *.safetensors weights file`);
   }
-  const all = new Map<string, Tensor>();
-  for (const f of files) for (const [k, v] of readSafetensors(join(dir, f))) all.set(k, v);
-  return all;
+  const floats = new Map<string, Tensor>();
+  const bytes = new Map<string, ByteTensor>();
+  for (const f of files) for (const [k, v] of readSafetensors(join(dir, f), undefined, bytes)) floats.set(k, v);
+  return { floats, bytes };
 }
 
-export function bindWeights(config: ModelConfig, tensors: Map<string, Tensor>, source: string): ModelWeights {
+/**
+ * Binds tensors to roles, checking shapes. A directory whose config records a
+ * quantization is read as quantized; `quantize` quantizes float weights as
+ * they are bound, each float tensor dropped from `tensors` once quantized so
+ * that the float copy can go.
+ */
+export function bindWeights(config: ModelConfig, tensors: ModelTensors, source: string, quantize: WeightQuantization | null = null): ModelWeights {
   const H = config.hiddenSize;
   const qDim = config.numHeads * config.headDim;
   const kv = kvDim(config);
   const I = config.intermediateSize;
+  const stored = config.quantization;
+  if (stored && quantize && !sameQuantization(stored, quantize)) {
+    throw new ModelLoadError(
+      `${source} is already quantized (${describeQuantization(stored)}); quantizing it again (${describeQuantization(quantize)}) would lose more: quantize the float model instead`,
+    );
+  }
   const get = (name: string, shape: number[]): Tensor => {
-    const t = tensors.get(name);
+    const t = tensors.floats.get(name);
     if (!t) throw new ModelLoadError(`${source}: missing tensor ${name}`);
     if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
       throw new ModelLoadError(`${source}: tensor ${name} has shape [${t.shape}], expected [${shape}]`);
     }
     return t;
   };
+  /** `base` without ".weight": stored quantized, stored float and quantized now, or float. */
+  const linear = (base: string, N: number, K: number, bits: Bits | null): Linear => {
+    if (stored && bits !== null) return readQuantized(tensors, base, N, K, stored, source);
+    const t = get(`${base}.weight`, [N, K]);
+    if (!quantize || bits === null) return t;
+    tensors.floats.delete(`${base}.weight`);
+    return { shape: [N, K], quantized: quantizeRows(t.data, N, K, { bits, block: quantize.block, zeroPoints: quantize.zeroPoints }) };
+  };
+  const q = stored ?? quantize;
+  const bits = q?.bits ?? null;
+  const headBits = q?.headBits ?? null;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < config.numLayers; i++) {
     const p = `model.layers.${i}.`;
     layers.push({
       inputNorm: get(`${p}input_layernorm.weight`, [H]),
-      q: get(`${p}self_attn.q_proj.weight`, [qDim, H]),
-      k: get(`${p}self_attn.k_proj.weight`, [kv, H]),
-      v: get(`${p}self_attn.v_proj.weight`, [kv, H]),
-      o: get(`${p}self_attn.o_proj.weight`, [H, qDim]),
+      q: linear(`${p}self_attn.q_proj`, qDim, H, bits),
+      k: linear(`${p}self_attn.k_proj`, kv, H, bits),
+      v: linear(`${p}self_attn.v_proj`, kv, H, bits),
+      o: linear(`${p}self_attn.o_proj`, H, qDim, bits),
       qBias: config.attentionBias ? get(`${p}self_attn.q_proj.bias`, [qDim]) : null,
       kBias: config.attentionBias ? get(`${p}self_attn.k_proj.bias`, [kv]) : null,
       vBias: config.attentionBias ? get(`${p}self_attn.v_proj.bias`, [kv]) : null,
       qNorm: config.qkNorm ? get(`${p}self_attn.q_norm.weight`, [config.headDim]) : null,
       kNorm: config.qkNorm ? get(`${p}self_attn.k_norm.weight`, [config.headDim]) : null,
       postNorm: get(`${p}post_attention_layernorm.weight`, [H]),
-      gate: get(`${p}mlp.gate_proj.weight`, [I, H]),
-      up: get(`${p}mlp.up_proj.weight`, [I, H]),
-      down: get(`${p}mlp.down_proj.weight`, [H, I]),
+      gate: linear(`${p}mlp.gate_proj`, I, H, bits),
+      up: linear(`${p}mlp.up_proj`, I, H, bits),
+      down: linear(`${p}mlp.down_proj`, H, I, bits),
     });
   }
-  const embed = get('model.embed_tokens.weight', [config.vocabSize, H]);
-  const tied = config.tieWordEmbeddings || !tensors.has('lm_head.weight');
+  const has = (base: string) => tensors.floats.has(`${base}.weight`) || tensors.bytes.has(`${base}.qweight`);
+  const tied = config.tieWordEmbeddings || !has('lm_head');
+  const embed = linear('model.embed_tokens', config.vocabSize, H, headBits);
   return {
     embed,
     layers,
     norm: get('model.norm.weight', [H]),
-    lmHead: tied ? embed : get('lm_head.weight', [config.vocabSize, H]),
+    lmHead: tied ? embed : linear('lm_head', config.vocabSize, H, headBits),
   };
+}
+
+/** A quantized weight as a quantized directory stores it: `.qweight` U8 [N, blocks, bytes per block], `.scales` F32 [N, blocks], `.qzeros` U8 [N, …]. */
+function readQuantized(tensors: ModelTensors, base: string, N: number, K: number, q: WeightQuantization, source: string): QuantizedTensor {
+  const data = tensors.bytes.get(`${base}.qweight`);
+  const scales = tensors.floats.get(`${base}.scales`);
+  if (!data || !scales) {
+    const has = tensors.floats.has(`${base}.weight`) ? ` (it holds a float ${base}.weight: a config recording a quantization must come with quantized weights)` : '';
+    throw new ModelLoadError(`${source}: missing quantized tensor ${base}.${data ? 'scales' : 'qweight'}${has}`);
+  }
+  const block = q.block;
+  const blocks = blocksOf({ K, block });
+  // Bits are read from each weight's shape: a head may keep more than the layers.
+  const bits = ((data.shape[2]! * 8) / block) as Bits;
+  const bad = (what: string, got: number[], want: number[]) => new ModelLoadError(`${source}: tensor ${base}.${what} has shape [${got}], expected [${want}]`);
+  if (data.shape.length !== 3 || data.shape[0] !== N || data.shape[1] !== blocks || (bits !== 4 && bits !== 8)) {
+    throw bad('qweight', data.shape, [N, blocks, bytesPerBlock({ block, bits: q.bits })]);
+  }
+  if (scales.shape.length !== 2 || scales.shape[0] !== N || scales.shape[1] !== blocks) throw bad('scales', scales.shape, [N, blocks]);
+  const zp = tensors.bytes.get(`${base}.qzeros`) ?? null;
+  const shape = { K, block, bits };
+  if (zp && (zp.shape.length !== 2 || zp.shape[0] !== N || zp.shape[1] !== zeroPointsPerOutput(shape))) throw bad('qzeros', zp.shape, [N, zeroPointsPerOutput(shape)]);
+  if (!zp && q.zeroPoints) throw new ModelLoadError(`${source}: missing quantized tensor ${base}.qzeros (the config records zero points)`);
+  return { shape: [N, K], quantized: { bits, block, K, N, data: data.bytes, scales: scales.data, zeroPoints: zp?.bytes ?? null } };
+}
+
+/** The tensors a quantized directory stores for one weight (see readQuantized). */
+export function quantizedTensorsOf(base: string, w: QuantizedTensor): [string, Tensor | ByteTensor][] {
+  const q = w.quantized;
+  const blocks = blocksOf(q);
+  const out: [string, Tensor | ByteTensor][] = [
+    [`${base}.qweight`, { bytes: q.data, shape: [q.N, blocks, bytesPerBlock(q)] }],
+    [`${base}.scales`, { data: q.scales, shape: [q.N, blocks] }],
+  ];
+  if (q.zeroPoints) out.push([`${base}.qzeros`, { bytes: q.zeroPoints, shape: [q.N, zeroPointsPerOutput(q)] }]);
+  return out;
+}
+
+export function sameQuantization(a: WeightQuantization, b: WeightQuantization): boolean {
+  return a.bits === b.bits && a.headBits === b.headBits && a.block === b.block && a.zeroPoints === b.zeroPoints;
+}
+
+export function describeQuantization(q: WeightQuantization): string {
+  return `${q.bits}-bit blocks of ${q.block}${q.zeroPoints ? ' with zero points' : ''}, head ${q.headBits === null ? 'float' : `${q.headBits}-bit`}`;
+}
+
+/**
+ * The tensors of `weights` under their Hugging Face names (quantized ones as
+ * `readQuantized` reads them): what a model directory holds, in file order.
+ */
+export function weightTensors(weights: ModelWeights): Map<string, Tensor | ByteTensor> {
+  const out = new Map<string, Tensor | ByteTensor>();
+  const put = (name: string, t: Tensor | null) => t && out.set(name, t);
+  const linear = (base: string, w: Linear) => {
+    if (isQuantized(w)) for (const [name, t] of quantizedTensorsOf(base, w)) out.set(name, t);
+    else out.set(`${base}.weight`, w);
+  };
+  linear('model.embed_tokens', weights.embed);
+  weights.layers.forEach((w, i) => {
+    const p = `model.layers.${i}.`;
+    put(`${p}input_layernorm.weight`, w.inputNorm);
+    linear(`${p}self_attn.q_proj`, w.q);
+    linear(`${p}self_attn.k_proj`, w.k);
+    linear(`${p}self_attn.v_proj`, w.v);
+    linear(`${p}self_attn.o_proj`, w.o);
+    put(`${p}self_attn.q_proj.bias`, w.qBias);
+    put(`${p}self_attn.k_proj.bias`, w.kBias);
+    put(`${p}self_attn.v_proj.bias`, w.vBias);
+    put(`${p}self_attn.q_norm.weight`, w.qNorm);
+    put(`${p}self_attn.k_norm.weight`, w.kNorm);
+    put(`${p}post_attention_layernorm.weight`, w.postNorm);
+    linear(`${p}mlp.gate_proj`, w.gate);
+    linear(`${p}mlp.up_proj`, w.up);
+    linear(`${p}mlp.down_proj`, w.down);
+  });
+  put('model.norm.weight', weights.norm);
+  if (weights.lmHead !== weights.embed) linear('lm_head', weights.lmHead);
+  return out;
 }

@@ -1,0 +1,66 @@
+/**
+ * `pie model quantize`: a float model directory into a quantized one the
+ * engine loads directly. The linear layers (and the head and embedding, unless
+ * they stay float) are stored as `src/model/weights.ts` reads them
+ * (`.qweight`, `.scales`, `.qzeros`), the rest as float32, and config.json
+ * records the quantization (`quantization_config`, src/model/config.ts).
+ * Every other file (tokenizer, chat template, generation config, licence) is
+ * copied as it is.
+ */
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { quantizationConfigJson, type WeightQuantization } from './config.ts';
+import { ModelLoadError } from './errors.ts';
+import { loadModelText } from './load.ts';
+import { writeSafetensors } from './safetensors.ts';
+import { bindWeights, describeQuantization, readModelTensors, weightTensors } from './weights.ts';
+
+/** Weights and files that describe them: not copied (the quantized weights replace them). */
+const WEIGHT_FILE = /\.(safetensors|bin|pt|pth|gguf|onnx|onnx_data|msgpack|h5|ckpt)$|^model\.safetensors\.index\.json$|^pytorch_model\.bin\.index\.json$|^config\.json$/;
+
+export interface QuantizeResult {
+  /** Bytes of the float weights read and of the weights written. */
+  inBytes: number;
+  outBytes: number;
+  files: string[];
+}
+
+export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuantization): QuantizeResult {
+  const src = resolve(srcArg);
+  const out = resolve(outArg);
+  if (existsSync(out) && readdirSync(out).length > 0) throw new ModelLoadError(`${out} exists and is not empty: choose a new folder`);
+  const text = loadModelText(src);
+  if (text.config.quantization) throw new ModelLoadError(`${src} is already quantized (${describeQuantization(text.config.quantization)}): quantize the float model instead`);
+  const tensors = readModelTensors(src);
+  let inBytes = 0;
+  for (const t of tensors.floats.values()) inBytes += t.data.byteLength;
+  const weights = bindWeights(text.config, tensors, src, q);
+  // Written beside, then renamed: a failure leaves no half-written model that would load.
+  const tmp = `${out}.partial-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  try {
+    const files: string[] = [];
+    for (const name of readdirSync(src)) {
+      const from = join(src, name);
+      if (WEIGHT_FILE.test(name) || !statSync(from).isFile()) continue;
+      copyFileSync(from, join(tmp, name)); // a hub snapshot's links are followed
+      files.push(name);
+    }
+    const raw = JSON.parse(readFileSync(join(src, 'config.json'), 'utf8'));
+    raw.quantization_config = quantizationConfigJson(q);
+    writeFileSync(join(tmp, 'config.json'), JSON.stringify(raw, null, 2) + '\n');
+    const entries = weightTensors(weights);
+    writeSafetensors(join(tmp, 'model.safetensors'), entries);
+    files.push('config.json', 'model.safetensors');
+    let outBytes = 0;
+    for (const t of entries.values()) outBytes += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
+    if (existsSync(out)) rmSync(out, { recursive: true });
+    renameSync(tmp, out);
+    return { inBytes, outBytes, files: files.sort() };
+  } catch (err) {
+    rmSync(tmp, { recursive: true, force: true });
+    throw err;
+  }
+}
+

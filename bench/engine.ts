@@ -1,7 +1,7 @@
 /**
  * Engine throughput beside a bare ONNX Runtime loop over the same graph.
  *
- *   npm run bench:engine [-- --batches 1,8,32 --prompt 128 --decode 64 --rounds 3 --model DIR --threads N --no-spin-wait]
+ *   npm run bench:engine [-- --batches 1,8,32 --prompt 128 --decode 64 --rounds 3 --model DIR --threads N --no-spin-wait --weights fp32,q8,q4]
  *
  * For each batch size B, in one process, alternating for several rounds (the
  * machine is noisy; the table gives medians):
@@ -20,7 +20,12 @@
  * throughput over B prompts with one token generated. Host work per decode
  * step is everything besides ONNX Runtime's own run (scheduling, batch
  * building, messaging, KV writes, sampling, detokenizing).
- * Prints a table; writes bench/results/engine.json.
+ * With `--weights fp32,q8,q4`, all of it for each format in turn (q8 and q4 as
+ * `--quantize` gives them, quantized as they load), then a table of the
+ * formats side by side with their speed against fp32, the bytes their weights
+ * take and the process's resident memory per parameter after loading.
+ * Prints a table; writes bench/results/engine.json (engine-weights.json with
+ * more than one format).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -32,6 +37,9 @@ import { PortableDriver, sessionOptions } from '../drivers/portable/driver.ts';
 import { batchFeeds, batchFetches } from '../drivers/portable/feeds.ts';
 import { buildGraph } from '../drivers/portable/graph.ts';
 import { Engine, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
+import { quantizationFor } from '../src/model/config.ts';
+import { quantizedBytes } from '../src/model/quantize.ts';
+import { isQuantized, type Linear, type ModelWeights } from '../src/model/weights.ts';
 import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 
@@ -44,7 +52,12 @@ const { values: args } = parseArgs({
     model: { type: 'string' },
     threads: { type: 'string', default: '0' },
     'no-spin-wait': { type: 'boolean', default: false },
+    weights: { type: 'string', default: 'fp32' },
   },
+});
+const FORMATS = args.weights.split(',').map((w) => {
+  if (w !== 'fp32' && w !== 'q8' && w !== 'q4') throw new Error(`--weights takes fp32, q8 and q4, got "${w}"`);
+  return w;
 });
 const BATCHES = args.batches.split(',').map(Number);
 const PROMPT = Number(args.prompt);
@@ -139,12 +152,38 @@ interface Round {
   messagingMs: number;
 }
 
-async function main() {
-  const model = loadModel(benchModelDir(args.model));
+/** Parameters and the bytes they take (a tied head counted once). */
+function weightBytes(w: ModelWeights): { params: number; bytes: number } {
+  const seen = new Set<Linear | object>();
+  let params = 0;
+  let bytes = 0;
+  const add = (t: Linear | { data: Float32Array; shape: number[] } | null) => {
+    if (!t || seen.has(t)) return;
+    seen.add(t);
+    params += t.shape.reduce((a, b) => a * b, 1);
+    bytes += isQuantized(t as Linear) ? quantizedBytes((t as { quantized: Parameters<typeof quantizedBytes>[0] }).quantized) : (t as { data: Float32Array }).data.byteLength;
+  };
+  add(w.embed);
+  add(w.norm);
+  add(w.lmHead);
+  for (const l of w.layers) for (const t of Object.values(l)) add(t);
+  return { params, bytes };
+}
+
+function rssMb(): number {
+  (globalThis as { gc?: () => void }).gc?.();
+  return process.memoryUsage().rss / 2 ** 20;
+}
+
+async function benchFormat(format: 'fp32' | 'q8' | 'q4') {
+  const rssBefore = rssMb();
+  const model = loadModel(benchModelDir(args.model), { quantize: format === 'fp32' ? null : quantizationFor(format) });
   const maxB = Math.max(...BATCHES);
   const numPages = Math.max(pagesForBudget(model, PAGE_SIZE, 256 * 1024 * 1024), 2 * maxB * Math.ceil((PROMPT + DECODE) / PAGE_SIZE));
   console.error(`model ${model.name}: hidden ${model.config.hiddenSize}, ${model.config.numLayers} layers, vocabulary ${model.config.vocabSize}; ${numPages} pages of ${PAGE_SIZE}; ${cpus().length} cores`);
   const driver = await PortableDriver.create(model, { numPages, pageSize: PAGE_SIZE, threads: THREADS, spinWait: SPIN });
+  // The model's weights on this thread and ONNX Runtime's session in the driver's worker (the bare session below comes after).
+  const rssLoaded = rssMb();
   const engine = new Engine(model, driver, { maxTokensPerStep: BUDGET, prefixCaching: false });
   const session = await ort.InferenceSession.create(buildGraph({ config: model.config, weights: model.weights, numSlots: numPages * PAGE_SIZE }), sessionOptions(THREADS, SPIN));
   const poolRows = driver.pool.byteLength / 4 / model.config.headDim;
@@ -208,9 +247,17 @@ async function main() {
   }
   await engine.close();
   await session.release();
+  const { params, bytes } = weightBytes(model.weights);
+  return { format, model: model.name, params, weightBytes: bytes, rssDeltaMb: rssLoaded - rssBefore, rows };
+}
 
+type FormatResult = Awaited<ReturnType<typeof benchFormat>>;
+
+function printFormat(r: FormatResult) {
   const f = (n: number, d = 1) => n.toFixed(d);
+  const rows = r.rows;
   const lines = [
+    `${r.format}:`,
     `| batch | bare decode tok/s | engine decode tok/s | ratio | bare prefill tok/s | engine prefill tok/s | ratio | host ms/step, greedy (p99) | host ms/step, T=0.8 top-p 0.95 (p99) |`,
     `|---|---|---|---|---|---|---|---|---|`,
     ...rows.map(
@@ -221,14 +268,42 @@ async function main() {
     `sampled decode (T=0.8, top-p 0.95, one run): ${rows.map((r) => `B=${r.batch}: ${f(r.sampledDecodeTps)} tok/s, ONNX Runtime ${f(r.sampledOrtMs, 2)} ms/step, sampling+detokenize+stream ${f(r.sampledSampleMs, 3)} ms/step, rows left to their full distribution ${f(100 * r.sampledUndecided, 2)}%`).join('; ')}`,
     `decode step ms, median: ${rows.map((r) => `B=${r.batch}: bare ${f(r.bareStepMs, 2)}, ONNX Runtime inside the engine ${f(r.engineOrtMs, 2)}`).join('; ')}`,
     `host ms per greedy decode step, median: ${rows.map((r) => `B=${r.batch}: schedule+batch ${f(r.scheduleMs, 3)}, messaging ${f(r.messagingMs, 3)}, KV write ${f(r.kvWriteMs, 3)}, sample+detokenize+stream ${f(r.sampleMs, 3)}`).join('; ')}`,
+    '',
   ];
   console.log(lines.join('\n'));
+}
+
+/** The formats side by side: engine tok/s and the ratio to fp32 at each batch size, weight bytes and resident memory per parameter. */
+function printComparison(results: FormatResult[]) {
+  const base = results.find((r) => r.format === 'fp32');
+  const f = (n: number, d = 1) => n.toFixed(d);
+  const cell = (r: FormatResult, B: number, key: 'engineDecodeTps' | 'enginePrefillTps') => {
+    const v = r.rows.find((x) => x.batch === B)![key];
+    const b = base?.rows.find((x) => x.batch === B)![key];
+    return `${f(v)}${b && r !== base ? ` (${f(v / b, 2)}×)` : ''}`;
+  };
+  console.log(`| weights | ${BATCHES.map((B) => `decode tok/s B=${B}`).join(' | ')} | ${BATCHES.map((B) => `prefill tok/s B=${B}`).join(' | ')} | weights MB | bytes/param | RSS after load MB | RSS bytes/param |`);
+  console.log(`|---|${BATCHES.map(() => '---|').join('')}${BATCHES.map(() => '---|').join('')}---|---|---|---|`);
+  for (const r of results) {
+    console.log(
+      `| ${r.format} | ${BATCHES.map((B) => cell(r, B, 'engineDecodeTps')).join(' | ')} | ${BATCHES.map((B) => cell(r, B, 'enginePrefillTps')).join(' | ')} | ${f(r.weightBytes / 2 ** 20)} | ${f(r.weightBytes / r.params, 2)} | ${f(r.rssDeltaMb)} | ${f((r.rssDeltaMb * 2 ** 20) / r.params, 2)} |`,
+    );
+  }
+}
+
+async function main() {
+  const results: FormatResult[] = [];
+  for (const format of FORMATS) {
+    const r = await benchFormat(format);
+    printFormat(r);
+    results.push(r);
+  }
+  if (results.length > 1) printComparison(results);
   const out = join(import.meta.dirname, 'results');
   mkdirSync(out, { recursive: true });
-  writeFileSync(
-    join(out, 'engine.json'),
-    JSON.stringify({ date: new Date().toISOString(), model: model.name, cores: cpus().length, prompt: PROMPT, decode: DECODE, pageSize: PAGE_SIZE, budget: BUDGET, rounds: ROUNDS, rows }, null, 2) + '\n',
-  );
+  const common = { date: new Date().toISOString(), model: results[0]!.model, cores: cpus().length, prompt: PROMPT, decode: DECODE, pageSize: PAGE_SIZE, budget: BUDGET, rounds: ROUNDS };
+  if (results.length === 1) writeFileSync(join(out, 'engine.json'), JSON.stringify({ ...common, weights: results[0]!.format, rows: results[0]!.rows }, null, 2) + '\n');
+  else writeFileSync(join(out, 'engine-weights.json'), JSON.stringify({ ...common, formats: results }, null, 2) + '\n');
 }
 
 await main();

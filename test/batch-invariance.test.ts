@@ -5,10 +5,15 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
+import { quantizationFor, type WeightQuantization } from '../src/model/config.ts';
 import { greedy, haveStories, randomModelDir, storiesModelDir, testEngine } from './helpers.ts';
 
-const models: [string, () => string][] = [['tiny random model', () => randomModelDir()]];
-if (haveStories) models.push(['stories260K', storiesModelDir]);
+// Quantized weights too: MatMulNBits quantizes each row's activations on its own, so a row's answer must not depend on its neighbours.
+const models: [string, () => string, WeightQuantization | null][] = [
+  ['tiny random model', () => randomModelDir(), null],
+  ['tiny random model, 8-bit weights', () => randomModelDir(), quantizationFor('q8')],
+];
+if (haveStories) models.push(['stories260K', storiesModelDir, null], ['stories260K, 4-bit weights', storiesModelDir, quantizationFor('q4')]);
 
 /** 16 prompts of different lengths; groups of them share long prefixes, so the prefix cache has work to do. */
 function prompts(vocab: number): number[][] {
@@ -25,12 +30,12 @@ async function alone(engine: Engine, ps: number[][], maxTokens: (i: number) => n
   return out;
 }
 
-describe.each(models)('batch invariance on the %s', (_, dir) => {
+describe.each(models)('batch invariance on the %s', (_, dir, quantize) => {
   const maxTokens = (i: number) => 8 + i;
 
   for (const prefixCaching of [true, false]) {
     it(`16 concurrent greedy generations equal each one alone (prefix cache ${prefixCaching ? 'on' : 'off'})`, async () => {
-      const engine = await testEngine(dir(), { numPages: 256, pageSize: 16, prefixCaching, maxTokensPerStep: 96 });
+      const engine = await testEngine(dir(), { numPages: 256, pageSize: 16, prefixCaching, maxTokensPerStep: 96, quantize });
       const ps = prompts(engine.model.config.vocabSize);
       const solo = await alone(engine, ps, maxTokens);
       const together = await Promise.all(ps.map((p, i) => greedy(engine, p, maxTokens(i))));
@@ -41,7 +46,7 @@ describe.each(models)('batch invariance on the %s', (_, dir) => {
   }
 
   it('forked contexts generate what fresh contexts with the same tokens generate', async () => {
-    const engine = await testEngine(dir(), { numPages: 256, pageSize: 16, prefixCaching: false });
+    const engine = await testEngine(dir(), { numPages: 256, pageSize: 16, prefixCaching: false, quantize });
     const ps = prompts(engine.model.config.vocabSize);
     const parent = engine.createContext();
     engine.append(parent, ps[0]!);

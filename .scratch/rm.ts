@@ -1,0 +1,10 @@
+import * as ort from 'onnxruntime-node';
+import { DType, GraphBuilder } from '../drivers/portable/onnx-builder.ts';
+const g = new GraphBuilder();
+const m = g.input('m', DType.UINT32, ['S', 2]);
+const c = g.op('ReduceMin', [g.op('Cast', [m], { to: DType.INT64 })], { keepdims: 0 });
+g.output(c, 'min', DType.INT64, []);
+g.output(g.op('Less', [c, g.constInt64([0xffffffff])]), 'less', DType.BOOL, [1]);
+const s = await ort.InferenceSession.create(g.encode());
+const r = await s.run({ m: new ort.Tensor('uint32', Uint32Array.of(0xffffffff, 0xffff), [1, 2]) });
+console.log(r.min.data, r.less.data);

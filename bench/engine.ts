@@ -38,8 +38,7 @@ import { batchFeeds, batchFetches } from '../drivers/portable/feeds.ts';
 import { buildGraph } from '../drivers/portable/graph.ts';
 import { Engine, loadModel, pagesForBudget, type SamplingParams, type StepStats } from '../src/engine/index.ts';
 import { quantizationFor } from '../src/model/config.ts';
-import { quantizedBytes } from '../src/model/quantize.ts';
-import { isQuantized, type Linear, type ModelWeights } from '../src/model/weights.ts';
+import { weightBytes } from './weight-bytes.ts';
 import { benchModelDir } from './bench-model.ts';
 import { median, p99 } from './stats.ts';
 
@@ -150,24 +149,6 @@ interface Round {
   sampleMs: number;
   kvWriteMs: number;
   messagingMs: number;
-}
-
-/** Parameters and the bytes they take (a tied head counted once). */
-function weightBytes(w: ModelWeights): { params: number; bytes: number } {
-  const seen = new Set<Linear | object>();
-  let params = 0;
-  let bytes = 0;
-  const add = (t: Linear | { data: Float32Array; shape: number[] } | null) => {
-    if (!t || seen.has(t)) return;
-    seen.add(t);
-    params += t.shape.reduce((a, b) => a * b, 1);
-    bytes += isQuantized(t as Linear) ? quantizedBytes((t as { quantized: Parameters<typeof quantizedBytes>[0] }).quantized) : (t as { data: Float32Array }).data.byteLength;
-  };
-  add(w.embed);
-  add(w.norm);
-  add(w.lmHead);
-  for (const l of w.layers) for (const t of Object.values(l)) add(t);
-  return { params, bytes };
 }
 
 function rssMb(): number {

@@ -68,6 +68,13 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
         bytes!.set(name, { bytes: raw, shape: [...entry.shape] });
         continue;
       }
+      if (entry.dtype === 'F32') {
+        // Straight into the tensor: no second copy of the file's bytes.
+        const data = new Float32Array(count);
+        readFully(fd, new Uint8Array(data.buffer), dataStart + begin);
+        out.set(name, { data, shape: [...entry.shape] });
+        continue;
+      }
       const raw = Buffer.alloc(end - begin);
       readFully(fd, raw, dataStart + begin);
       out.set(name, { data: toFloat32(raw, entry.dtype, count), shape: [...entry.shape] });
@@ -88,12 +95,8 @@ function readFully(fd: number, into: Uint8Array, position: number): void {
   }
 }
 
+/** F16 or BF16 bytes widened to float32. */
 function toFloat32(raw: Buffer, dtype: string, count: number): Float32Array {
-  if (dtype === 'F32') {
-    const out = new Float32Array(count);
-    new Uint8Array(out.buffer).set(raw);
-    return out;
-  }
   const u16 = new Uint16Array(count);
   new Uint8Array(u16.buffer).set(raw);
   const out = new Float32Array(count);

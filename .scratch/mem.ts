@@ -1,0 +1,17 @@
+import * as ort from 'onnxruntime-node';
+import { buildGraph } from '../drivers/portable/graph.ts';
+import { loadModel } from '../src/model/load.ts';
+import { sessionOptions } from '../drivers/portable/session-options.ts';
+const gc = () => (globalThis as any).gc();
+const rss = () => { gc(); return process.memoryUsage().rss / 2 ** 20; };
+const dir = process.argv[2]!;
+const extra = process.argv[3] ? JSON.parse(process.argv[3]) : {};
+const r0 = rss();
+let graph: Uint8Array | null = (() => { const m = loadModel(dir); return buildGraph({ config: m.config, weights: m.weights, numSlots: 256 }); })();
+const r1 = rss();
+const o = sessionOptions(1, false);
+o.extra = { ...o.extra, session: { ...(o.extra as any).session, ...extra } };
+const s = await ort.InferenceSession.create(graph, o);
+graph = null;
+const r2 = rss();
+console.log(dir, JSON.stringify(extra), 'graph bytes MB', (r1 - r0).toFixed(0), 'session MB', (r2 - r1).toFixed(0), 'maxRSS', (process.resourceUsage().maxRSS / 1024 - r0).toFixed(0));

@@ -1,0 +1,15 @@
+import { PortableDriver } from '../drivers/portable/driver.ts';
+import { loadModel } from '../src/model/load.ts';
+const gc = () => (globalThis as any).gc();
+const rss = () => { gc(); return process.memoryUsage().rss / 2 ** 20; };
+const mu = () => { gc(); const m = process.memoryUsage(); return `rss ${(m.rss/2**20).toFixed(0)} heap ${(m.heapUsed/2**20).toFixed(0)} ext ${(m.external/2**20).toFixed(0)} ab ${(m.arrayBuffers/2**20).toFixed(0)}`; };
+const dir = process.argv[2]!;
+console.log('start', mu());
+const m = loadModel(dir);
+console.log('loaded', mu());
+const d = await PortableDriver.create(m, { numPages: 16, pageSize: 16, threads: 1, externalData: process.argv[3] === 'ext' });
+console.log('driver', mu());
+await new Promise((r) => setTimeout(r, 1000));
+console.log('later', mu());
+await d.close();
+console.log('closed', mu());

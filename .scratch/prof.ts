@@ -34,3 +34,6 @@ const agg = new Map<string, number>();
 for (const e of ev) if (e.cat === 'Node' && e.name.endsWith('_kernel_time')) { const k = e.args.op_name; agg.set(k, (agg.get(k) ?? 0) + e.dur); }
 const total = [...agg.values()].reduce((a, b) => a + b, 0);
 console.log([...agg.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, v]) => `${k} ${(v / total * 100).toFixed(1)}%`).join(', '));
+const byNode = new Map<string, number>();
+for (const e of ev) if (e.cat === 'Node' && e.name.endsWith('_kernel_time') && ['Reshape', 'Gather', 'Add', 'Transpose'].includes(e.args.op_name)) { const k = e.args.op_name + ' ' + e.name.replace('_kernel_time', '').replace(/_\d+$/, '') + ' in ' + JSON.stringify(e.args.input_type_shape?.[0] ?? '') ; byNode.set(k, (byNode.get(k) ?? 0) + e.dur); }
+console.log([...byNode.entries()].sort((a, b) => b[1] - a[1]).slice(0, 12).map(([k, v]) => `${k} ${(v / decode.length / 8).toFixed(0)}µs/layer`).join('\n'));

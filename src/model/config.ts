@@ -17,7 +17,9 @@ export type Family = (typeof SUPPORTED_ARCHITECTURES)[ArchitectureName];
 
 export type RopeScaling =
   | { type: 'llama3'; factor: number; lowFreqFactor: number; highFreqFactor: number; originalMaxPositionEmbeddings: number }
-  | { type: 'linear'; factor: number };
+  | { type: 'linear'; factor: number }
+  /** Each frequency divided by its own factor (Llama 3.1's scaling as a GGUF file stores it: a `rope_freqs` tensor). */
+  | { type: 'factors'; factors: number[] };
 
 export interface ModelConfig {
   architecture: ArchitectureName;
@@ -181,6 +183,8 @@ export function ropeInverseFrequencies(config: ModelConfig): Float64Array {
   const s = config.ropeScaling;
   if (s?.type === 'linear') {
     for (let i = 0; i < half; i++) inv[i]! /= s.factor;
+  } else if (s?.type === 'factors') {
+    for (let i = 0; i < half; i++) inv[i]! /= s.factors[i]!;
   } else if (s?.type === 'llama3') {
     const lowWavelen = s.originalMaxPositionEmbeddings / s.lowFreqFactor;
     const highWavelen = s.originalMaxPositionEmbeddings / s.highFreqFactor;

@@ -19,14 +19,19 @@ export function bytePiece(b: number): string {
 
 /**
  * Builds the merge list: every way to split a merged piece into two pieces of
- * the vocabulary, ranked by the merged piece's score (higher score merges first),
- * which is how SentencePiece BPE and llama2.c choose merges.
+ * the vocabulary, ranked by the merged piece's score (higher score merges
+ * first, ties by id), which is how SentencePiece BPE and llama2.c choose
+ * merges. `mergeable(id)`: whether a piece can be a merge's result (by
+ * default, every piece after the specials and the byte pieces).
  */
-export function mergesFromScores(pieces: Piece[]): [string, string][] {
-  const vocab = new Map(pieces.map((p, i) => [p.text, i]));
+export function mergesFromScores(pieces: Piece[], mergeable: (id: number) => boolean = (id) => id >= BYTE_PIECE_OFFSET + 256): [string, string][] {
+  const vocab = new Map<string, number>();
+  pieces.forEach((p, i) => {
+    if (!vocab.has(p.text)) vocab.set(p.text, i);
+  });
   const ranked: { a: string; b: string; score: number; id: number }[] = [];
   pieces.forEach((p, id) => {
-    if (id < BYTE_PIECE_OFFSET + 256) return;
+    if (!mergeable(id)) return;
     const chars = [...p.text];
     for (let i = 1; i < chars.length; i++) {
       const a = chars.slice(0, i).join('');

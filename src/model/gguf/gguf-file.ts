@@ -36,32 +36,22 @@ export interface GgufFile {
 }
 
 const MAGIC = 0x46554747; // "GGUF"
-const enum T {
-  U8 = 0,
-  I8 = 1,
-  U16 = 2,
-  I16 = 3,
-  U32 = 4,
-  I32 = 5,
-  F32 = 6,
-  BOOL = 7,
-  STRING = 8,
-  ARRAY = 9,
-  U64 = 10,
-  I64 = 11,
-  F64 = 12,
-}
+/** GGUF's metadata value types. */
+const T = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 } as const;
 
 /** Reads the header through a window over the file, grown as the header needs. */
 class HeaderReader {
   private buf = Buffer.alloc(0);
   private start = 0; // file offset of buf[0]
   pos = 0; // file offset of the next read
-  constructor(
-    private readonly fd: number,
-    private readonly size: number,
-    private readonly path: string,
-  ) {}
+  private readonly fd: number;
+  private readonly size: number;
+  private readonly path: string;
+  constructor(fd: number, size: number, path: string) {
+    this.fd = fd;
+    this.size = size;
+    this.path = path;
+  }
 
   private need(n: number): number {
     if (this.pos + n > this.size) throw new ModelLoadError(`${this.path}: not a whole GGUF file (its header runs past the end, at byte ${this.pos})`);
@@ -76,16 +66,20 @@ class HeaderReader {
     return at;
   }
 
-  u8 = () => this.buf.readUInt8(this.need(1));
-  i8 = () => this.buf.readInt8(this.need(1));
-  u16 = () => this.buf.readUInt16LE(this.need(2));
-  i16 = () => this.buf.readInt16LE(this.need(2));
-  u32 = () => this.buf.readUInt32LE(this.need(4));
-  i32 = () => this.buf.readInt32LE(this.need(4));
-  f32 = () => this.buf.readFloatLE(this.need(4));
-  f64 = () => this.buf.readDoubleLE(this.need(8));
-  i64 = () => this.buf.readBigInt64LE(this.need(8));
-  u64 = (): bigint => this.buf.readBigUInt64LE(this.need(8));
+  /** The window's offset of the next `n` bytes (need() may replace the window: call it before reading `buf`). */
+  private at(n: number): number {
+    return this.need(n);
+  }
+  u8 = () => { const at = this.at(1); return this.buf.readUInt8(at); };
+  i8 = () => { const at = this.at(1); return this.buf.readInt8(at); };
+  u16 = () => { const at = this.at(2); return this.buf.readUInt16LE(at); };
+  i16 = () => { const at = this.at(2); return this.buf.readInt16LE(at); };
+  u32 = () => { const at = this.at(4); return this.buf.readUInt32LE(at); };
+  i32 = () => { const at = this.at(4); return this.buf.readInt32LE(at); };
+  f32 = () => { const at = this.at(4); return this.buf.readFloatLE(at); };
+  f64 = () => { const at = this.at(8); return this.buf.readDoubleLE(at); };
+  i64 = () => { const at = this.at(8); return this.buf.readBigInt64LE(at); };
+  u64 = (): bigint => { const at = this.at(8); return this.buf.readBigUInt64LE(at); };
 
   /** A u64 that must fit in a JavaScript number. */
   count(what: string): number {

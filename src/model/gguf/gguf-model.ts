@@ -1,0 +1,194 @@
+/**
+ * A GGUF file as a model: its architecture and shape from the metadata (as a
+ * Hugging Face config.json would give them), its tokenizer, special tokens
+ * and chat template from the metadata (gguf-tokenizer.ts), and its tensors
+ * mapped onto the engine's weights (ggml-blocks.ts: quantized types onto the
+ * quantized kernels, float types to float32), so that the file alone serves.
+ *
+ * Architectures: llama (Mistral's files say llama too), qwen2, qwen3.
+ * llama.cpp's converter stores a llama model's q and k rows permuted for its
+ * RoPE of adjacent pairs; they are put back in Hugging Face's order (halves),
+ * which the graph rotates. Llama 3.1's RoPE frequency factors come as a
+ * `rope_freqs` tensor.
+ */
+import { existsSync, statSync } from 'node:fs';
+import { basename } from 'node:path';
+import type { ModelConfig, WeightQuantization } from '../config.ts';
+import { parseModelConfig } from '../config.ts';
+import { ModelLoadError } from '../errors.ts';
+import type { LoadedModel, LoadOptions, ModelText } from '../load.ts';
+import { modelText } from '../load.ts';
+import { quantizeRows } from '../quantize.ts';
+import type { Tensor } from '../safetensors.ts';
+import type { LayerWeights, Linear, ModelWeights } from '../weights.ts';
+import { dequantizeRows, isQuantizedType, permuteQuantizedRows, toNBits } from './ggml-blocks.ts';
+import { ggmlTypeName, isSupportedType, SUPPORTED_TYPE_NAMES } from './ggml-types.ts';
+import { readGgufHeader, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf-file.ts';
+import { ggufTokenizer } from './gguf-tokenizer.ts';
+
+const ARCHITECTURES: Record<string, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
+
+export function isGgufPath(path: string): boolean {
+  return /\.gguf$/i.test(path) && existsSync(path) && statSync(path).isFile();
+}
+
+function arch(file: GgufFile): string {
+  const a = file.metadata.get('general.architecture');
+  if (typeof a !== 'string' || !(a in ARCHITECTURES)) {
+    throw new ModelLoadError(`${file.path}: architecture ${JSON.stringify(a ?? null)} is not supported; supported: ${Object.keys(ARCHITECTURES).join(', ')} (Mistral's files are llama)`);
+  }
+  return a;
+}
+
+/** The model's config, as parseModelConfig reads a config.json built from the metadata. */
+export function ggufConfig(file: GgufFile): ModelConfig {
+  const a = arch(file);
+  const m = file.metadata;
+  const get = (key: string) => m.get(`${a}.${key}`);
+  const tokens = m.get('tokenizer.ggml.tokens');
+  const embed = file.tensors.get('token_embd.weight');
+  const heads = get('attention.head_count');
+  const hidden = get('embedding_length');
+  const raw: Record<string, unknown> = {
+    architectures: [ARCHITECTURES[a]],
+    hidden_size: hidden,
+    intermediate_size: get('feed_forward_length'),
+    num_hidden_layers: get('block_count'),
+    num_attention_heads: heads,
+    num_key_value_heads: get('attention.head_count_kv') ?? heads,
+    head_dim: get('attention.key_length') ?? undefined,
+    vocab_size: get('vocab_size') ?? embed?.dims[1] ?? (Array.isArray(tokens) ? tokens.length : undefined),
+    rms_norm_eps: get('attention.layer_norm_rms_epsilon'),
+    rope_theta: get('rope.freq_base'),
+    max_position_embeddings: get('context_length'),
+    tie_word_embeddings: !file.tensors.has('output.weight'),
+    bos_token_id: m.get('tokenizer.ggml.bos_token_id'),
+    eos_token_id: m.get('tokenizer.ggml.eos_token_id'),
+  };
+  const scaling = get('rope.scaling.type');
+  if (scaling === 'linear') raw.rope_scaling = { type: 'linear', factor: get('rope.scaling.factor') };
+  else if (scaling !== undefined && scaling !== 'none') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
+  if (get('attention.sliding_window') !== undefined && a !== 'llama') raw.use_sliding_window = true;
+  const config = parseModelConfig(raw, `${file.path} (its metadata)`);
+  const freqs = file.tensors.get('rope_freqs.weight');
+  if (freqs) {
+    const f = floats(file, freqs, [config.headDim / 2]);
+    config.ropeScaling = { type: 'factors', factors: Array.from(f) };
+  }
+  return config;
+}
+
+function floats(file: GgufFile, info: GgufTensorInfo, shape: number[]): Float32Array {
+  checkShape(file, info, shape);
+  return dequantizeRows(info.type, readTensorBytes(file, info), 1, shape.reduce((a, b) => a * b, 1));
+}
+
+function checkShape(file: GgufFile, info: GgufTensorInfo, shape: number[]): void {
+  if (!isSupportedType(info.type)) {
+    throw new ModelLoadError(`${file.path}: tensor ${info.name} has type ${ggmlTypeName(info.type)}, which this engine does not read; supported: ${SUPPORTED_TYPE_NAMES.join(', ')}`);
+  }
+  // ggml lists a row's length first: an HF [out, in] weight is [in, out] here.
+  const want = [...shape].reverse();
+  if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) {
+    throw new ModelLoadError(`${file.path}: tensor ${info.name} has shape [${info.dims}], expected [${want}]`);
+  }
+}
+
+export function ggufModelText(file: GgufFile, options: LoadOptions = {}): ModelText {
+  const config = ggufConfig(file);
+  const tok = ggufTokenizer(file.metadata, file.path);
+  return modelText({
+    name: options.name ?? basename(file.path).replace(/\.gguf$/i, ''),
+    dir: file.path,
+    config,
+    tokJson: tok.json,
+    tokConfig: tok.config,
+    tokenizerSource: `${file.path} (its tokenizer metadata)`,
+    fallbackChatTemplate: options.fallbackChatTemplate,
+    eosTokenIds: tok.eosTokenIds,
+    generationDefaults: {},
+  });
+}
+
+export function loadGgufModel(path: string, options: LoadOptions = {}): LoadedModel {
+  const file = readGgufHeader(path);
+  const text = ggufModelText(file, options);
+  return { ...text, weights: ggufWeights(file, text.config, options.quantize ?? null) };
+}
+
+/**
+ * The tensors as the engine's weights. `quantize`: float tensors are
+ * quantized as `--quantize` asks, and Q4_K becomes 4 bits where it asks for 4
+ * (else 8, near exact).
+ */
+export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuantization | null): ModelWeights {
+  const a = arch(file);
+  const H = c.hiddenSize;
+  const qDim = c.numHeads * c.headDim;
+  const kv = c.numKvHeads * c.headDim;
+  const I = c.intermediateSize;
+  const q4kBits = quantize?.bits === 4 ? 4 : 8;
+  const info = (name: string): GgufTensorInfo => {
+    const t = file.tensors.get(name);
+    if (!t) throw new ModelLoadError(`${file.path}: missing tensor ${name}`);
+    return t;
+  };
+  const vector = (name: string, n: number): Tensor => ({ data: floats(file, info(name), [n]), shape: [n] });
+  /** llama.cpp's order of a llama model's q and k rows (pairs) back to Hugging Face's (halves). */
+  const unpermute = (heads: number): number[] => {
+    const hd = c.headDim;
+    const half = hd / 2;
+    const order = new Array<number>(heads * hd);
+    for (let h = 0; h < heads; h++) for (let i = 0; i < half; i++) for (let j = 0; j < 2; j++) order[h * hd + j * half + i] = h * hd + i * 2 + j;
+    return order;
+  };
+  const linear = (name: string, N: number, K: number, bits: 4 | 8 | null, order?: number[]): Linear => {
+    const t = info(name);
+    checkShape(file, t, [N, K]);
+    const bytes = readTensorBytes(file, t);
+    if (isQuantizedType(t.type)) {
+      const q = toNBits(t.type, bytes, N, K, q4kBits);
+      return { shape: [N, K], quantized: order ? permuteQuantizedRows(q, order) : q };
+    }
+    let rows = dequantizeRows(t.type, bytes, N, K);
+    if (order) {
+      const out = new Float32Array(rows.length);
+      order.forEach((src, dst) => out.set(rows.subarray(src * K, (src + 1) * K), dst * K));
+      rows = out;
+    }
+    if (!quantize || bits === null) return { data: rows, shape: [N, K] };
+    return { shape: [N, K], quantized: quantizeRows(rows, N, K, { bits, block: quantize.block, zeroPoints: quantize.zeroPoints }) };
+  };
+  const bits = quantize?.bits ?? null;
+  const headBits = quantize ? quantize.headBits : null;
+  const layers: LayerWeights[] = [];
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `blk.${i}.`;
+    const has = (n: string) => file.tensors.has(p + n);
+    layers.push({
+      inputNorm: vector(`${p}attn_norm.weight`, H),
+      q: linear(`${p}attn_q.weight`, qDim, H, bits, a === 'llama' ? unpermute(c.numHeads) : undefined),
+      k: linear(`${p}attn_k.weight`, kv, H, bits, a === 'llama' ? unpermute(c.numKvHeads) : undefined),
+      v: linear(`${p}attn_v.weight`, kv, H, bits),
+      o: linear(`${p}attn_output.weight`, H, qDim, bits),
+      qBias: c.attentionBias || has('attn_q.bias') ? vector(`${p}attn_q.bias`, qDim) : null,
+      kBias: c.attentionBias || has('attn_k.bias') ? vector(`${p}attn_k.bias`, kv) : null,
+      vBias: c.attentionBias || has('attn_v.bias') ? vector(`${p}attn_v.bias`, kv) : null,
+      qNorm: c.qkNorm ? vector(`${p}attn_q_norm.weight`, c.headDim) : null,
+      kNorm: c.qkNorm ? vector(`${p}attn_k_norm.weight`, c.headDim) : null,
+      postNorm: vector(`${p}ffn_norm.weight`, H),
+      gate: linear(`${p}ffn_gate.weight`, I, H, bits),
+      up: linear(`${p}ffn_up.weight`, I, H, bits),
+      down: linear(`${p}ffn_down.weight`, H, I, bits),
+    });
+  }
+  if (layers.some((l) => (l.qBias !== null) !== (layers[0]!.qBias !== null))) throw new ModelLoadError(`${file.path}: some layers have q/k/v biases and some do not`);
+  const embed = linear('token_embd.weight', c.vocabSize, H, headBits);
+  return {
+    embed,
+    layers,
+    norm: vector('output_norm.weight', H),
+    lmHead: file.tensors.has('output.weight') ? linear('output.weight', c.vocabSize, H, headBits) : embed,
+  };
+}
+

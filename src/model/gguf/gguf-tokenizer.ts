@@ -1,0 +1,146 @@
+/**
+ * A GGUF file's tokenizer as a Hugging Face `tokenizer.json` and
+ * `tokenizer_config.json`, from its metadata (`tokenizer.ggml.*`):
+ *
+ *   "llama"  SentencePiece-style BPE: pieces with scores (spaces as "▁",
+ *            bytes as <0xNN> pieces for byte fallback); the merges are
+ *            every split of a piece into two pieces, ranked by the merged
+ *            piece's score, as SentencePiece merges
+ *   "gpt2"   byte-level BPE: pieces and merges, split first by the
+ *            pre-tokenizer `tokenizer.ggml.pre` names (Llama 3, Qwen2, GPT-2)
+ *
+ * Token types (`tokenizer.ggml.token_type`): 1 normal, 2 unknown, 3 control,
+ * 4 user-defined, 5 unused, 6 byte. Control tokens become special added
+ * tokens; user-defined ones plain added tokens (matched whole in text).
+ */
+import { ModelLoadError } from '../errors.ts';
+import type { TokenizerConfig } from '../tokenizer.ts';
+import { mergesFromScores } from '../tokenizer-json.ts';
+import type { GgufValue } from './gguf-file.ts';
+
+const enum_ = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
+
+/** Pre-tokenizer regexes by `tokenizer.ggml.pre` (as llama.cpp names them), for byte-level BPE. */
+const PRE_TOKENIZERS: Record<string, string | null> = {
+  'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  'llama3': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  // GPT-2's own split, which the ByteLevel pre-tokenizer applies itself.
+  gpt2: null,
+  default: null,
+};
+
+export const SUPPORTED_PRE_TOKENIZERS = Object.keys(PRE_TOKENIZERS);
+
+export interface GgufTokenizer {
+  json: Record<string, unknown>;
+  config: TokenizerConfig;
+  bosTokenId: number | null;
+  eosTokenIds: number[];
+}
+
+function strings(v: GgufValue | undefined, key: string, source: string): string[] {
+  if (!Array.isArray(v) || v.some((x) => typeof x !== 'string')) throw new ModelLoadError(`${source}: metadata ${key} is missing or not a list of strings`);
+  return v as string[];
+}
+
+function numbers(v: GgufValue | undefined, n: number, fallback: number): number[] {
+  if (!Array.isArray(v) || v.length !== n) return new Array(n).fill(fallback);
+  return v.map(Number);
+}
+
+function id(meta: Map<string, GgufValue>, key: string, n: number): number | null {
+  const v = meta.get(key);
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < n ? v : null;
+}
+
+export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): GgufTokenizer {
+  const model = meta.get('tokenizer.ggml.model');
+  const tokens = strings(meta.get('tokenizer.ggml.tokens'), 'tokenizer.ggml.tokens', source);
+  const n = tokens.length;
+  const types = numbers(meta.get('tokenizer.ggml.token_type'), n, enum_.NORMAL);
+  const bos = id(meta, 'tokenizer.ggml.bos_token_id', n);
+  const eos = id(meta, 'tokenizer.ggml.eos_token_id', n);
+  const unk = id(meta, 'tokenizer.ggml.unknown_token_id', n);
+  // End-of-turn tokens also end a generation (Llama 3's <|eot_id|>, chat models' <|im_end|>).
+  const eot = id(meta, 'tokenizer.ggml.eot_token_id', n);
+  const eom = id(meta, 'tokenizer.ggml.eom_token_id', n);
+  const added = tokens
+    .map((content, i) => ({ id: i, content, type: types[i]! }))
+    .filter((t) => t.type === enum_.CONTROL || t.type === enum_.USER_DEFINED || (t.type === enum_.UNKNOWN && model === 'llama'))
+    .map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.type !== enum_.USER_DEFINED }));
+  const vocab: Record<string, number> = {};
+  tokens.forEach((t, i) => {
+    if (!(t in vocab)) vocab[t] = i;
+  });
+  let json: Record<string, unknown>;
+  if (model === 'llama') {
+    const scores = numbers(meta.get('tokenizer.ggml.scores'), n, 0);
+    json = {
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: added,
+      normalizer: {
+        type: 'Sequence',
+        normalizers: [
+          { type: 'Prepend', prepend: '\u2581' },
+          { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' },
+        ],
+      },
+      pre_tokenizer: null,
+      post_processor: null,
+      decoder: {
+        type: 'Sequence',
+        decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
+      },
+      model: {
+        type: 'BPE',
+        dropout: null,
+        unk_token: unk === null ? null : tokens[unk],
+        continuing_subword_prefix: null,
+        end_of_word_suffix: null,
+        fuse_unk: true,
+        byte_fallback: true,
+        ignore_merges: false,
+        vocab,
+        merges: mergesFromScores(tokens.map((text, i) => ({ text, score: scores[i]! })), (i) => types[i] === enum_.NORMAL),
+      },
+    };
+  } else if (model === 'gpt2') {
+    const pre = String(meta.get('tokenizer.ggml.pre') ?? 'default');
+    if (!(pre in PRE_TOKENIZERS)) {
+      throw new ModelLoadError(`${source}: pre-tokenizer "${pre}" (tokenizer.ggml.pre) is not supported; supported: ${SUPPORTED_PRE_TOKENIZERS.join(', ')}`);
+    }
+    const regex = PRE_TOKENIZERS[pre]!;
+    const merges = strings(meta.get('tokenizer.ggml.merges'), 'tokenizer.ggml.merges', source).map((m) => {
+      const at = m.indexOf(' ', 1);
+      return [m.slice(0, at), m.slice(at + 1)];
+    });
+    json = {
+      version: '1.0',
+      truncation: null,
+      padding: null,
+      added_tokens: added,
+      normalizer: null,
+      pre_tokenizer: regex
+        ? { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] }
+        : { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
+      post_processor: null,
+      decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe' || pre === 'llama3', vocab, merges },
+    };
+  } else {
+    throw new ModelLoadError(`${source}: tokenizer model ${JSON.stringify(model ?? null)} (tokenizer.ggml.model) is not supported; supported: llama (SentencePiece-style), gpt2 (byte-level BPE)`);
+  }
+  const addBos = meta.get('tokenizer.ggml.add_bos_token');
+  const template = meta.get('tokenizer.chat_template');
+  const config: TokenizerConfig = {
+    bos_token: bos === null ? null : tokens[bos]!,
+    eos_token: eos === null ? null : tokens[eos]!,
+    add_bos_token: typeof addBos === 'boolean' ? addBos : model === 'llama',
+    ...(typeof template === 'string' ? { chat_template: template } : {}),
+  };
+  const eosTokenIds = [...new Set([eos, eot, eom].filter((x): x is number => x !== null))];
+  return { json, config, bosTokenId: bos, eosTokenIds };
+}

@@ -1,0 +1,290 @@
+/**
+ * A small GGUF writer for tests: metadata, tensors, and ggml's block layouts
+ * (ggml-common.h; the reference quantizers of ggml-quants.c, simplified where
+ * only the layout matters) for F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K.
+ * Each quantizer also gives the values ggml's own dequantization reads back,
+ * in row order, computed from the quantized numbers rather than by reading
+ * its bytes back: the test oracle for the loader's block mappings.
+ */
+import { writeFileSync } from 'node:fs';
+import { floatToHalf, halfToFloat } from '../src/model/safetensors.ts';
+
+export type GgufType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K';
+export const GGUF_TYPE_IDS: Record<GgufType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 };
+
+export type MetaValue =
+  | { u32: number }
+  | { i32: number }
+  | { f32: number }
+  | { bool: boolean }
+  | { str: string }
+  | { u64: number }
+  | { strings: string[] }
+  | { f32s: number[] }
+  | { i32s: number[] };
+
+export interface WriterTensor {
+  name: string;
+  /** ggml order: a row's length first. */
+  dims: number[];
+  /** ggml type id (any number, to write types the reader refuses). */
+  type: number;
+  data: Uint8Array;
+}
+
+class Bytes {
+  private chunks: Buffer[] = [];
+  length = 0;
+  push(b: Buffer): void {
+    this.chunks.push(b);
+    this.length += b.length;
+  }
+  u32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v);
+    this.push(b);
+  }
+  i32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeInt32LE(v);
+    this.push(b);
+  }
+  u64(v: number): void {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(BigInt(v));
+    this.push(b);
+  }
+  f32(v: number): void {
+    const b = Buffer.alloc(4);
+    b.writeFloatLE(v);
+    this.push(b);
+  }
+  str(s: string): void {
+    const b = Buffer.from(s, 'utf8');
+    this.u64(b.length);
+    this.push(b);
+  }
+  concat(): Buffer {
+    return Buffer.concat(this.chunks);
+  }
+}
+
+function writeValue(out: Bytes, v: MetaValue): void {
+  if ('u32' in v) (out.u32(4), out.u32(v.u32));
+  else if ('i32' in v) (out.u32(5), out.i32(v.i32));
+  else if ('f32' in v) (out.u32(6), out.f32(v.f32));
+  else if ('bool' in v) (out.u32(7), out.push(Buffer.of(v.bool ? 1 : 0)));
+  else if ('str' in v) (out.u32(8), out.str(v.str));
+  else if ('u64' in v) (out.u32(10), out.u64(v.u64));
+  else if ('strings' in v) {
+    out.u32(9);
+    out.u32(8);
+    out.u64(v.strings.length);
+    for (const s of v.strings) out.str(s);
+  } else if ('f32s' in v) {
+    out.u32(9);
+    out.u32(6);
+    out.u64(v.f32s.length);
+    for (const x of v.f32s) out.f32(x);
+  } else {
+    out.u32(9);
+    out.u32(5);
+    out.u64(v.i32s.length);
+    for (const x of v.i32s) out.i32(x);
+  }
+}
+
+export function writeGguf(path: string, metadata: Record<string, MetaValue>, tensors: WriterTensor[], alignment = 32): void {
+  const out = new Bytes();
+  out.u32(0x46554747);
+  out.u32(3);
+  out.u64(tensors.length);
+  out.u64(Object.keys(metadata).length);
+  for (const [k, v] of Object.entries(metadata)) {
+    out.str(k);
+    writeValue(out, v);
+  }
+  let offset = 0;
+  const offsets: number[] = [];
+  for (const t of tensors) {
+    out.str(t.name);
+    out.u32(t.dims.length);
+    for (const d of t.dims) out.u64(d);
+    out.u32(t.type);
+    offsets.push(offset);
+    out.u64(offset);
+    offset = Math.ceil((offset + t.data.length) / alignment) * alignment;
+  }
+  const pad = (n: number) => Buffer.alloc((alignment - (n % alignment)) % alignment);
+  out.push(pad(out.length));
+  tensors.forEach((t, i) => {
+    out.push(Buffer.from(t.data));
+    if (i < tensors.length - 1) out.push(pad(offsets[i]! + t.data.length));
+  });
+  writeFileSync(path, out.concat());
+}
+
+const f16 = (x: number) => halfToFloat(floatToHalf(x));
+
+/** ggml's blocks for `x` (rows of whole blocks), and the values its dequantization reads back. */
+export function quantizeGgml(type: GgufType, x: Float32Array): { data: Uint8Array; values: Float32Array } {
+  const values = new Float32Array(x.length);
+  switch (type) {
+    case 'F32':
+      values.set(x);
+      return { data: new Uint8Array(x.buffer.slice(x.byteOffset, x.byteOffset + x.byteLength)), values };
+    case 'F16': {
+      const b = Buffer.alloc(x.length * 2);
+      x.forEach((v, i) => {
+        b.writeUInt16LE(floatToHalf(v), i * 2);
+        values[i] = f16(v);
+      });
+      return { data: b, values };
+    }
+    case 'BF16': {
+      const b = Buffer.alloc(x.length * 2);
+      const bits = new Uint32Array(x.buffer, x.byteOffset, x.length);
+      const back = new Uint32Array(values.buffer);
+      x.forEach((_, i) => {
+        const h = (bits[i]! + 0x7fff + ((bits[i]! >>> 16) & 1)) >>> 16; // round to nearest even
+        b.writeUInt16LE(h, i * 2);
+        back[i] = h << 16;
+      });
+      return { data: b, values };
+    }
+    case 'Q8_0': {
+      const b = Buffer.alloc((x.length / 32) * 34);
+      for (let blk = 0; blk < x.length / 32; blk++) {
+        let amax = 0;
+        for (let i = 0; i < 32; i++) amax = Math.max(amax, Math.abs(x[blk * 32 + i]!));
+        const d = amax / 127;
+        const id = d ? 1 / d : 0;
+        b.writeUInt16LE(floatToHalf(d), blk * 34);
+        for (let i = 0; i < 32; i++) {
+          const q = Math.round(x[blk * 32 + i]! * id) || 0; // never -0: ggml reads back an integer 0
+          b.writeInt8(q, blk * 34 + 2 + i);
+          values[blk * 32 + i] = f16(d) * q;
+        }
+      }
+      return { data: b, values };
+    }
+    case 'Q4_0': {
+      const b = Buffer.alloc((x.length / 32) * 18);
+      for (let blk = 0; blk < x.length / 32; blk++) {
+        let max = 0;
+        for (let i = 0; i < 32; i++) if (Math.abs(x[blk * 32 + i]!) > Math.abs(max)) max = x[blk * 32 + i]!;
+        const d = max / -8;
+        const id = d ? 1 / d : 0;
+        b.writeUInt16LE(floatToHalf(d), blk * 18);
+        const q = (i: number) => Math.min(15, Math.trunc(x[blk * 32 + i]! * id + 8.5));
+        for (let j = 0; j < 16; j++) {
+          const lo = q(j);
+          const hi = q(j + 16);
+          b[blk * 18 + 2 + j] = lo | (hi << 4);
+          values[blk * 32 + j] = f16(d) * (lo - 8);
+          values[blk * 32 + j + 16] = f16(d) * (hi - 8);
+        }
+      }
+      return { data: b, values };
+    }
+    case 'Q4_K':
+      return q4k(x, values);
+    case 'Q6_K':
+      return q6k(x, values);
+  }
+}
+
+function q4k(x: Float32Array, values: Float32Array): { data: Uint8Array; values: Float32Array } {
+  const b = Buffer.alloc((x.length / 256) * 144);
+  for (let sb = 0; sb < x.length / 256; sb++) {
+    const base = sb * 144;
+    const scales: number[] = [];
+    const mins: number[] = [];
+    for (let j = 0; j < 8; j++) {
+      let lo = 0;
+      let hi = -Infinity;
+      for (let i = 0; i < 32; i++) {
+        const v = x[sb * 256 + j * 32 + i]!;
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+      scales.push((hi - lo) / 15);
+      mins.push(-lo);
+    }
+    const maxScale = Math.max(...scales);
+    const maxMin = Math.max(...mins);
+    const invScale = maxScale > 0 ? 63 / maxScale : 0;
+    const invMin = maxMin > 0 ? 63 / maxMin : 0;
+    const s = Buffer.alloc(12);
+    const ls: number[] = [];
+    const lm: number[] = [];
+    for (let j = 0; j < 8; j++) {
+      ls.push(Math.min(63, Math.round(invScale * scales[j]!)));
+      lm.push(Math.min(63, Math.round(invMin * mins[j]!)));
+      if (j < 4) {
+        s[j] = ls[j]!;
+        s[j + 4] = lm[j]!;
+      } else {
+        s[j + 4] = (ls[j]! & 0xf) | ((lm[j]! & 0xf) << 4);
+        s[j - 4] = s[j - 4]! | ((ls[j]! >> 4) << 6);
+        s[j] = s[j]! | ((lm[j]! >> 4) << 6);
+      }
+    }
+    const d = maxScale / 63;
+    const dmin = maxMin / 63;
+    b.writeUInt16LE(floatToHalf(d), base);
+    b.writeUInt16LE(floatToHalf(dmin), base + 2);
+    s.copy(b, base + 4);
+    const L = new Uint8Array(256);
+    for (let j = 0; j < 8; j++) {
+      const dd = f16(d) * ls[j]!;
+      const dm = f16(dmin) * lm[j]!;
+      for (let i = 0; i < 32; i++) {
+        const at = j * 32 + i;
+        L[at] = dd ? Math.min(15, Math.max(0, Math.round((x[sb * 256 + at]! + dm) / dd))) : 0;
+        values[sb * 256 + at] = dd * L[at]! - dm;
+      }
+    }
+    for (let j = 0; j < 256; j += 64) for (let l = 0; l < 32; l++) b[base + 16 + j / 2 + l] = L[j + l]! | (L[j + l + 32]! << 4);
+  }
+  return { data: b, values };
+}
+
+function q6k(x: Float32Array, values: Float32Array): { data: Uint8Array; values: Float32Array } {
+  const b = Buffer.alloc((x.length / 256) * 210);
+  for (let sb = 0; sb < x.length / 256; sb++) {
+    const base = sb * 210;
+    const sub: number[] = [];
+    for (let j = 0; j < 16; j++) {
+      let amax = 0;
+      for (let i = 0; i < 16; i++) amax = Math.max(amax, Math.abs(x[sb * 256 + j * 16 + i]!));
+      sub.push(amax / 31);
+    }
+    const maxScale = Math.max(...sub);
+    const iscale = maxScale > 0 ? 127 / maxScale : 0;
+    const d = iscale ? 1 / iscale : 0;
+    const sc = sub.map((v) => Math.min(127, Math.round(iscale * v)));
+    b.writeUInt16LE(floatToHalf(d), base + 208);
+    sc.forEach((v, j) => b.writeInt8(v, base + 192 + j));
+    const L = new Uint8Array(256);
+    for (let j = 0; j < 16; j++) {
+      const dd = f16(d) * sc[j]!;
+      for (let i = 0; i < 16; i++) {
+        const at = j * 16 + i;
+        const q = dd ? Math.min(31, Math.max(-32, Math.round(x[sb * 256 + at]! / dd))) || 0 : 0;
+        L[at] = q + 32;
+        values[sb * 256 + at] = dd * q;
+      }
+    }
+    for (let j = 0; j < 256; j += 128) {
+      const ql = base + j / 2;
+      const qh = base + 128 + j / 4;
+      for (let l = 0; l < 32; l++) {
+        b[ql + l] = (L[j + l]! & 0xf) | ((L[j + l + 64]! & 0xf) << 4);
+        b[ql + l + 32] = (L[j + l + 32]! & 0xf) | ((L[j + l + 96]! & 0xf) << 4);
+        b[qh + l] = (L[j + l]! >> 4) | ((L[j + l + 32]! >> 4) << 2) | ((L[j + l + 64]! >> 4) << 4) | ((L[j + l + 96]! >> 4) << 6);
+      }
+    }
+  }
+  return { data: b, values };
+}

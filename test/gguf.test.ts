@@ -271,3 +271,247 @@ describe('GGUF tensor types', () => {
     a.forEach((row, i) => expect(Buffer.from(row.buffer).equals(Buffer.from(b[i]!.buffer))).toBe(true));
   });
 });
+
+/** Metadata for a GGUF file with no tensors: enough for its tokenizer and config (ModelText). */
+function textOnlyMetadata(extra: Record<string, MetaValue>): Record<string, MetaValue> {
+  return {
+    'general.architecture': { str: 'llama' },
+    'llama.context_length': { u32: 2048 },
+    'llama.embedding_length': { u32: 64 },
+    'llama.feed_forward_length': { u32: 128 },
+    'llama.block_count': { u32: 1 },
+    'llama.attention.head_count': { u32: 4 },
+    'llama.attention.layer_norm_rms_epsilon': { f32: 1e-5 },
+    ...extra,
+  };
+}
+
+const TEXTS = [
+  'Hello world',
+  'Once upon a time, there was a little girl named Lily.',
+  '  two leading spaces, trailing ones  ',
+  'Tom said 你好 to 世界 and 東京 in 2024!',
+  'emoji: 🦙👍🏽 and 🧑‍🚀 (a joined one)',
+  'rare bytes: \u0001 ꙮ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢',
+  'lines\nand\ttabs\n\n  end',
+  '{"name": "Lily", "age": 7}',
+  'with <s> and </s> in the text',
+];
+
+describe.skipIf(!haveLlamaTokenizer)(`the tokenizer a GGUF file carries: SentencePiece-style ${SKIP_TOKENIZER}`, () => {
+  it('encodes and decodes like the 32k Llama tokenizer.json it was built from (byte fallback, CJK, emoji, special tokens)', () => {
+    const path = join(work, 'llama-tokenizer.gguf');
+    writeGguf(path, textOnlyMetadata({ 'llama.vocab_size': { u32: 32000 }, ...spmTokenizerMetadata(LLAMA_TOKENIZER_DIR) }), []);
+    const ours = loadModelText(path).tokenizer;
+    const hf = new HfTokenizer(JSON.parse(readFileSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer.json'), 'utf8')), JSON.parse(readFileSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer_config.json'), 'utf8')));
+    for (const text of TEXTS) {
+      const want = hf.encode(text, { add_special_tokens: false }).ids;
+      expect(ours.encode(text, { addBos: false }), text).toEqual(want);
+      expect(ours.decode(want), text).toBe(hf.decode(want, { skip_special_tokens: true }));
+    }
+    expect(ours.encode('Hi')[0]).toBe(1); // add_bos_token
+    expect([ours.bosTokenId, ours.eosTokenId]).toEqual([1, 2]);
+  });
+});
+
+/** GPT-2's map from bytes to printable characters (byte-level BPE's alphabet). */
+function byteAlphabet(): string[] {
+  const bs: number[] = [];
+  for (let b = 33; b <= 126; b++) bs.push(b);
+  for (let b = 161; b <= 172; b++) bs.push(b);
+  for (let b = 174; b <= 255; b++) bs.push(b);
+  const cs = [...bs];
+  let n = 0;
+  for (let b = 0; b < 256; b++) {
+    if (!bs.includes(b)) {
+      bs.push(b);
+      cs.push(256 + n++);
+    }
+  }
+  const out: string[] = new Array(256);
+  bs.forEach((b, i) => (out[b] = String.fromCodePoint(cs[i]!)));
+  return out;
+}
+
+/** A small byte-level BPE tokenizer.json, its merges learned here from a corpus, with chat special tokens. */
+function byteLevelTokenizer(pre: 'qwen2' | 'llama-bpe' | 'gpt2'): Record<string, unknown> {
+  const alphabet = byteAlphabet();
+  const corpus = 'the quick brown fox jumps over the lazy dog. The dog sleeps; the fox runs. 你好世界, 你好! emoji 🦙🦙 and numbers 12345 678'.repeat(3);
+  let words = corpus.split(/(?=\s)/).map((w) => [...Buffer.from(w, 'utf8')].map((b) => alphabet[b]!));
+  const vocab: Record<string, number> = {};
+  alphabet.forEach((c, i) => (vocab[c] = i));
+  const merges: [string, string][] = [];
+  for (let m = 0; m < 60; m++) {
+    const counts = new Map<string, number>();
+    for (const w of words) for (let i = 0; i + 1 < w.length; i++) counts.set(`${w[i]}\u0000${w[i + 1]}`, (counts.get(`${w[i]}\u0000${w[i + 1]}`) ?? 0) + 1);
+    const best = [...counts].sort((x, y) => y[1] - x[1])[0];
+    if (!best) break;
+    const [a, b] = best[0].split('\u0000') as [string, string];
+    merges.push([a, b]);
+    vocab[a + b] = Object.keys(vocab).length;
+    words = words.map((w) => {
+      const out: string[] = [];
+      for (let i = 0; i < w.length; i++) {
+        if (w[i] === a && w[i + 1] === b) out.push(a + b), i++;
+        else out.push(w[i]!);
+      }
+      return out;
+    });
+  }
+  const specials = ['<|endoftext|>', '<|im_start|>', '<|im_end|>'];
+  const added = specials.map((content) => ({ id: (vocab[content] = Object.keys(vocab).length), content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  const split = (regex: string) => ({ type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] });
+  const regexes = {
+    qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+    'llama-bpe': "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
+  };
+  return {
+    version: '1.0',
+    added_tokens: added,
+    normalizer: null,
+    pre_tokenizer: pre === 'gpt2' ? { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } : split(regexes[pre]),
+    post_processor: null,
+    decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
+    model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe', vocab, merges },
+  };
+}
+
+describe('the tokenizer a GGUF file carries: byte-level BPE', () => {
+  it.each(['qwen2', 'llama-bpe', 'gpt2'] as const)('pre-tokenizer %s: encodes and decodes like the tokenizer.json it was built from', (pre) => {
+    const tok = byteLevelTokenizer(pre);
+    const model = tok.model as { vocab: Record<string, number>; merges: [string, string][] };
+    const tokens: string[] = [];
+    for (const [p, i] of Object.entries(model.vocab)) tokens[i] = p;
+    const path = join(work, `bpe-${pre}.gguf`);
+    const im = (s: string) => tokens.indexOf(s);
+    writeGguf(
+      path,
+      textOnlyMetadata({
+        'tokenizer.ggml.model': { str: 'gpt2' },
+        'tokenizer.ggml.pre': { str: pre },
+        'tokenizer.ggml.tokens': { strings: tokens },
+        'tokenizer.ggml.token_type': { i32s: tokens.map((t) => (t.startsWith('<|') ? 3 : 1)) },
+        'tokenizer.ggml.merges': { strings: model.merges.map(([a, b]) => `${a} ${b}`) },
+        'tokenizer.ggml.bos_token_id': { u32: im('<|endoftext|>') },
+        'tokenizer.ggml.eos_token_id': { u32: im('<|endoftext|>') },
+        'tokenizer.ggml.eot_token_id': { u32: im('<|im_end|>') },
+        'tokenizer.ggml.add_bos_token': { bool: false },
+        'tokenizer.chat_template': { str: "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}" },
+      }),
+      [],
+    );
+    const text = loadModelText(path);
+    const hf = new HfTokenizer(tok, {});
+    for (const t of [...TEXTS, '<|im_start|>user\nhi<|im_end|>']) {
+      const want = hf.encode(t, { add_special_tokens: false }).ids;
+      expect(text.tokenizer.encode(t), t).toEqual(want);
+      expect(text.tokenizer.decode(want), t).toBe(hf.decode(want, { skip_special_tokens: true }));
+    }
+    // Stop tokens: EOS and end of turn; the chat template from the file.
+    expect(text.eosTokenIds).toEqual([im('<|endoftext|>'), im('<|im_end|>')]);
+    expect(text.chatTemplate.isFallback).toBe(false);
+    expect(text.chatTemplate.render([{ role: 'user', content: 'hi' }], { addGenerationPrompt: true })).toBe('<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n');
+  });
+});
+
+describe('a GGUF file alone', () => {
+  it('serves through the OpenAI endpoints: its name, its chat template, its stop token', async () => {
+    const template = haveChatTemplates
+      ? readFileSync(join(CHAT_TEMPLATES_DIR, 'hermes-tools.jinja'), 'utf8')
+      : "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
+    const w = ggufFromDir(randomModelDir(SPEC), 'served-model', () => 'Q8_0', { 'tokenizer.chat_template': { str: template } });
+    const engine = await testEngine(w.path, { numPages: 64 });
+    expect(engine.model.name).toBe('served-model');
+    expect(engine.model.chatTemplate.source).toBe(template);
+    expect(engine.model.eosTokenIds).toEqual([2]); // </s>, from tokenizer.ggml.eos_token_id
+    const server = await startGateway([engine]);
+    try {
+      const client = server.client();
+      expect((await client.models.list()).data.map((m) => m.id)).toEqual(['served-model']);
+      const r = await client.chat.completions.create({ model: 'served-model', messages: [{ role: 'user', content: 'Hello there' }], max_tokens: 8, temperature: 0 });
+      expect(r.choices[0]!.message.role).toBe('assistant');
+      expect(r.usage!.completion_tokens).toBeGreaterThan(0);
+      const rendered = engine.model.chatTemplate.render([{ role: 'user', content: 'Hello there' }], { addGenerationPrompt: true });
+      expect(r.usage!.prompt_tokens).toBe(engine.model.tokenizer.encodeChat(rendered).length);
+      const c = await client.completions.create({ model: 'served-model', prompt: 'Once upon', max_tokens: 5, temperature: 0 });
+      expect(c.choices[0]!.text.length).toBeGreaterThan(0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('runs from the command line, imports into a directory that loads to the same model, and shows in model info', async () => {
+    const w = ggufFromDir(randomModelDir(SPEC), 'cli-model', (n) => (/attn_v|ffn_down|output\.weight/.test(n) ? 'Q6_K' : 'Q4_K'));
+    const gen = await runPie(['generate', '--model', w.path, '--max-tokens', '6']);
+    expect(gen.code).toBe(0);
+    expect(gen.stderr).toMatch(/6 tokens in .* on cli-model/);
+    const info = await runPie(['model', 'info', w.path]);
+    expect(info.stdout).toMatch(/can serve: GGUF LlamaForCausalLM, 2 layers, hidden 256, vocabulary 512, context 2048; tensors: (?:.*Q4_K.*Q6_K|.*Q6_K.*Q4_K)/);
+    const out = join(work, 'imported');
+    const imp = await runPie(['model', 'import-gguf', w.path, out]);
+    expect(imp.stderr).toBe('');
+    expect(imp.stdout).toMatch(/wrote .*imported: config\.json, generation_config\.json, model\.safetensors, tokenizer\.json, tokenizer_config\.json/);
+    const a = loadModel(w.path);
+    const b = loadModel(out);
+    for (const [[name, x], [, y]] of linears(a.weights).map((p, i) => [p, linears(b.weights)[i]!] as const)) {
+      expect(isQuantized(x) && isQuantized(y), name).toBe(true);
+      expect(Buffer.from(linearValues(x).buffer).equals(Buffer.from(linearValues(y).buffer)), name).toBe(true);
+    }
+    expect(b.tokenizer.encode(TEXTS[3]!)).toEqual(a.tokenizer.encode(TEXTS[3]!));
+    expect(b.eosTokenIds).toEqual(a.eosTokenIds);
+    const e1 = await testEngine(w.path, { numPages: 16 });
+    const e2 = await testEngine(out, { numPages: 16 });
+    expect((await greedy(e2, TOKENS, 10)).tokens).toEqual((await greedy(e1, TOKENS, 10)).tokens);
+  });
+});
+
+describe('GGUF refusals', () => {
+  const tiny = () => ggufFromDir(randomModelDir(SPEC), 'base', () => 'Q8_0');
+
+  it('names an unsupported tensor type, architecture, tokenizer model or pre-tokenizer', () => {
+    const base = tiny();
+    const file = readGgufHeader(base.path);
+    const bytes = readFileSync(base.path);
+    // The same file with one tensor's type changed to Q5_K (13), which this engine does not read.
+    const info = file.tensors.get('blk.0.ffn_up.weight')!;
+    const nameAt = bytes.indexOf(Buffer.from('blk.0.ffn_up.weight'));
+    const typeAt = nameAt + 'blk.0.ffn_up.weight'.length + 4 + 8 * info.dims.length;
+    expect(bytes.readUInt32LE(typeAt)).toBe(8);
+    const q5 = Buffer.from(bytes);
+    q5.writeUInt32LE(13, typeAt);
+    writeFileSync(join(work, 'q5k.gguf'), q5);
+    expect(() => loadModel(join(work, 'q5k.gguf'))).toThrow(/tensor blk\.0\.ffn_up\.weight has type Q5_K, which this engine does not read; supported: F32, F16, Q4_0, Q8_0, Q4_K, Q6_K, BF16/);
+    const meta = (extra: Record<string, MetaValue>) => {
+      const p = join(work, `meta-${Object.keys(extra).join('-')}.gguf`);
+      writeGguf(p, textOnlyMetadata({ ...spmTokenizerMetadata(randomModelDir()), ...extra }), []);
+      return p;
+    };
+    expect(() => loadModelText(meta({ 'general.architecture': { str: 'gemma2' } }))).toThrow(/architecture "gemma2" is not supported; supported: llama, qwen2, qwen3/);
+    expect(() => loadModelText(meta({ 'tokenizer.ggml.model': { str: 'bert' } }))).toThrow(/tokenizer model "bert" \(tokenizer\.ggml\.model\) is not supported/);
+    expect(() => loadModelText(meta({ 'tokenizer.ggml.model': { str: 'gpt2' }, 'tokenizer.ggml.pre': { str: 'deepseek-llm' }, 'tokenizer.ggml.merges': { strings: [] } }))).toThrow(/pre-tokenizer "deepseek-llm" \(tokenizer\.ggml\.pre\) is not supported; supported: llama-bpe, llama3, qwen2, gpt2, default/);
+  });
+
+  it('refuses what is not a whole GGUF file', () => {
+    const base = tiny();
+    const bytes = readFileSync(base.path);
+    const write = (name: string, b: Buffer) => {
+      const p = join(work, name);
+      writeFileSync(p, b);
+      return p;
+    };
+    expect(() => loadModel(write('magic.gguf', Buffer.concat([Buffer.from('GGML'), bytes.subarray(4)])))).toThrow(/not a GGUF file \(no "GGUF" magic\)/);
+    const v1 = Buffer.from(bytes);
+    v1.writeUInt32LE(1, 4);
+    expect(() => loadModel(write('v1.gguf', v1))).toThrow(/GGUF version 1; this reader takes versions 2 and 3/);
+    expect(() => loadModel(write('cut-data.gguf', bytes.subarray(0, bytes.length - 1000)))).toThrow(/runs past the end of the file \(truncated\?\)/);
+    expect(() => loadModel(write('cut-header.gguf', bytes.subarray(0, 3000)))).toThrow(/not a whole GGUF file \(its header runs past the end/);
+    const missing = join(work, 'missing-tensor.gguf');
+    const file = readGgufHeader(base.path);
+    writeGguf(
+      missing,
+      Object.fromEntries([...file.metadata].map(([k, v]) => [k, typeof v === 'string' ? { str: v } : typeof v === 'boolean' ? { bool: v } : Array.isArray(v) ? (typeof v[0] === 'string' ? { strings: v as string[] } : k.endsWith('scores') ? { f32s: v as number[] } : { i32s: v as number[] }) : k.endsWith('epsilon') || k.endsWith('freq_base') ? { f32: v as number } : { u32: v as number }])) as Record<string, MetaValue>,
+      [...file.tensors.values()].filter((t) => t.name !== 'blk.1.attn_k.weight').map((t) => ({ name: t.name, dims: t.dims, type: t.type, data: bytes.subarray(t.offset, t.offset + t.bytes) })),
+    );
+    expect(() => loadModel(missing)).toThrow(/missing tensor blk\.1\.attn_k\.weight/);
+  });
+});

@@ -16,6 +16,7 @@ import type { Engine } from '../src/engine/index.ts';
 import { quantizationFor, type WeightQuantization } from '../src/model/config.ts';
 import { loadModel } from '../src/model/load.ts';
 import { quantizeModelDir } from '../src/model/quantize-dir.ts';
+import { readSafetensors, writeSafetensors, type ByteTensor, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, type Linear } from '../src/model/weights.ts';
 import { greedy, haveStories, logSoftmax, randomModelDir, runPie, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 
@@ -164,10 +165,14 @@ describe('quantized directories (pie model quantize)', () => {
     expect(() => loadModel(lying)).toThrow(/weights quantized with "gptq" are not supported/);
     writeFileSync(join(lying, 'config.json'), JSON.stringify({ ...cfg, quantization_config: { quant_method: 'pie-blockwise', bits: 3, block_size: 32 } }));
     expect(() => loadModel(lying)).toThrow(/bits must be 4 or 8/);
-    writeFileSync(join(lying, 'config.json'), JSON.stringify({ ...cfg, quantization_config: { quant_method: 'pie-blockwise', bits: 8, head_bits: 8, block_size: 64 } }));
-    rmSync(join(lying, 'model.safetensors'));
-    writeFileSync(join(lying, 'model.safetensors'), readFileSync(join(out, 'model.safetensors')));
-    expect(() => loadModel(lying)).toThrow(/tensor model\.layers\.0\.self_attn\.q_proj\.qweight has shape \[64,2,32\], expected \[64,1,64\]/);
+    // A quantized weight whose blocks do not cover its inputs.
+    writeFileSync(join(lying, 'config.json'), readFileSync(join(out, 'config.json')));
+    const bytes = new Map<string, ByteTensor>();
+    const floats = readSafetensors(join(out, 'model.safetensors'), undefined, bytes);
+    const q = bytes.get('model.layers.0.self_attn.q_proj.qweight')!;
+    bytes.set('model.layers.0.self_attn.q_proj.qweight', { bytes: q.bytes.subarray(0, 64 * 32), shape: [64, 1, 32] });
+    writeSafetensors(join(lying, 'model.safetensors'), new Map<string, Tensor | ByteTensor>([...floats, ...bytes]));
+    expect(() => loadModel(lying)).toThrow(/tensor model\.layers\.0\.self_attn\.q_proj\.scales has shape \[64,2\], expected \[64,1\]/); // read as 4 bits in one block of 64
   });
 
   it('pie model quantize and --quantize from the command line', async () => {

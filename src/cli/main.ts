@@ -7,6 +7,7 @@
  *   pie model download REPO[:REVISION] [--include GLOB]... [--exclude GLOB]...
  *   pie model list | rm REPO | info REPO|DIR
  *   pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
+ *   pie model import-gguf FILE.gguf OUT_DIR [--quantize q4|q8]
  *   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
  *   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
  *   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
@@ -21,7 +22,7 @@ import { ModelLoadError } from '../model/errors.ts';
 import { HubError } from '../model/hub/download.ts';
 import { importLlama2c } from '../model/llama2c.ts';
 import { stepProgress } from './progress.ts';
-import { modelDownloadCommand, modelInfoCommand, modelListCommand, modelQuantizeCommand, modelRmCommand } from './model-commands.ts';
+import { modelDownloadCommand, modelImportGgufCommand, modelInfoCommand, modelListCommand, modelQuantizeCommand, modelRmCommand } from './model-commands.ts';
 import { createRandomModel, PRESETS, type PresetName } from '../model/random.ts';
 import { ComponentLoadError } from '../runtime/host/component-store.ts';
 import { BuildError } from '../runtime/host/build.ts';
@@ -41,6 +42,7 @@ const USAGE = `usage:
   pie model rm REPO
   pie model info REPO|DIR
   pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
+  pie model import-gguf FILE.gguf OUT_DIR [--quantize q4|q8]
   pie model import-llama2c CHECKPOINT TOKENIZER OUT_DIR
   pie model create-random OUT_DIR --preset tiny|bench [--seed N]
   pie build SRC -o OUT.wasm [--engine qjs|sm] [--wasi]
@@ -152,6 +154,7 @@ async function model(argv: string[]): Promise<void> {
   else if (sub === 'rm') modelRmCommand(rest);
   else if (sub === 'info') modelInfoCommand(rest);
   else if (sub === 'quantize') await modelQuantizeCommand(rest);
+  else if (sub === 'import-gguf') modelImportGgufCommand(rest);
   else if (sub === 'import-llama2c') {
     const { positionals } = parseArgs({ args: rest, allowPositionals: true, options: {} });
     if (positionals.length !== 3) throw new UsageError('model import-llama2c takes CHECKPOINT TOKENIZER OUT_DIR');

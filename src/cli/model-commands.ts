@@ -6,6 +6,7 @@
  *   pie model rm REPO
  *   pie model info REPO|DIR
  *   pie model quantize DIR|REPO OUT_DIR --bits 4|8 [--block 32] [--zero-points] [--head-bits 4|8|float]
+ *   pie model import-gguf FILE.gguf OUT_DIR [--quantize q4|q8]
  *
  * The cache is the hub's own ($HF_HUB_CACHE, else $HF_HOME/hub, else
  * ~/.cache/huggingface/hub), shared with Python's huggingface_hub.
@@ -18,6 +19,12 @@ import { cachedSnapshot, hubCacheDir, listCached, parseRepoRef, repoFolder } fro
 import { downloadModel, HubError, snapshotComplete } from '../model/hub/download.ts';
 import { describeQuantization } from '../model/weights.ts';
 import { quantizeModelDir } from '../model/quantize-dir.ts';
+import { importGguf } from '../model/gguf/import-gguf.ts';
+import { readGgufHeader } from '../model/gguf/gguf-file.ts';
+import { ggufConfig, isGgufPath } from '../model/gguf/gguf-model.ts';
+import { ggufTokenizer } from '../model/gguf/gguf-tokenizer.ts';
+import { ggmlTypeName, isSupportedType } from '../model/gguf/ggml-types.ts';
+import { quantizationFor } from '../model/config.ts';
 import { resolveModelSource } from '../model/hub/resolve.ts';
 import { byteProgress, type Progress } from './progress.ts';
 import { UsageError } from './inferlet-commands.ts';
@@ -27,6 +34,17 @@ const mb = (n: number) => (n >= 1e9 ? `${(n / 1e9).toFixed(2)} GB` : `${(n / 1e6
 /** Whether the engine can serve a model folder, and why not. */
 export function servable(dir: string): { ok: true; summary: string } | { ok: false; why: string } {
   try {
+    if (isGgufPath(dir)) {
+      const file = readGgufHeader(dir);
+      const c = ggufConfig(file);
+      ggufTokenizer(file.metadata, file.path);
+      const types = new Map<string, number>();
+      for (const t of file.tensors.values()) types.set(ggmlTypeName(t.type), (types.get(ggmlTypeName(t.type)) ?? 0) + 1);
+      const unsupported = [...file.tensors.values()].find((t) => !isSupportedType(t.type));
+      if (unsupported) return { ok: false, why: `tensor ${unsupported.name} has type ${ggmlTypeName(unsupported.type)}, which this engine does not read` };
+      const list = [...types].map(([t, n]) => `${n} ${t}`).join(', ');
+      return { ok: true, summary: `GGUF ${c.architecture}, ${c.numLayers} layers, hidden ${c.hiddenSize}, vocabulary ${c.vocabSize}, context ${c.maxPositionEmbeddings}; tensors: ${list}` };
+    }
     const c = loadModelConfig(dir);
     if (!existsSync(join(dir, 'tokenizer.json'))) return { ok: false, why: 'no tokenizer.json' };
     if (!snapshotComplete(dir)) return { ok: false, why: 'its safetensors weights are missing (or some of the shards its index names)' };
@@ -91,7 +109,7 @@ export function modelInfoCommand(argv: string[]): void {
   const dir = existsSync(resolve(text)) ? resolve(text) : ref ? cachedSnapshot(hubCacheDir(), ref) : null;
   if (!dir) throw new HubError(`${text} is neither a folder nor in the Hugging Face cache (${hubCacheDir()}): npx pie model download ${text}`);
   const v = servable(dir);
-  console.log(`${text}\n  folder: ${dir}\n  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
+  console.log(`${text}\n  ${isGgufPath(dir) ? 'file' : 'folder'}: ${dir}\n  ${v.ok ? `can serve: ${v.summary}` : `cannot serve: ${v.why}`}`);
 }
 
 export async function modelQuantizeCommand(argv: string[]): Promise<void> {
@@ -112,5 +130,16 @@ export async function modelQuantizeCommand(argv: string[]): Promise<void> {
   const t0 = performance.now();
   const r = quantizeModelDir(source.dir, positionals[1]!, q);
   console.log(`wrote ${resolve(positionals[1]!)} (${describeQuantization(q)}): weights ${mb(r.inBytes)} as float32 → ${mb(r.outBytes)} in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`serve it: npx pie serve --model ${positionals[1]}`);
+}
+
+export function modelImportGgufCommand(argv: string[]): void {
+  const { values, positionals } = parseArgs({ args: argv, allowPositionals: true, options: { quantize: { type: 'string' } } });
+  if (positionals.length !== 2) throw new UsageError('model import-gguf takes FILE.gguf OUT_DIR');
+  const q = values.quantize;
+  if (q !== undefined && q !== 'q4' && q !== 'q8') throw new UsageError(`--quantize must be q4 or q8, got "${q}"`);
+  const t0 = performance.now();
+  const r = importGguf(positionals[0]!, positionals[1]!, q ? quantizationFor(q) : null);
+  console.log(`wrote ${resolve(positionals[1]!)}: ${r.files.join(', ')} (weights ${mb(r.bytes)}) in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   console.log(`serve it: npx pie serve --model ${positionals[1]}`);
 }

@@ -106,6 +106,10 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
   const eosTokenIds = eos == null ? [] : Array.isArray(eos) ? eos.map(Number) : [Number(eos)];
   const useSliding = family === 'mistral' || (family !== 'llama' && raw.use_sliding_window === true);
   const window = typeof raw.sliding_window === 'number' && useSliding ? raw.sliding_window : null;
+  const ropeScaling = parseRopeScaling(raw.rope_scaling, source);
+  if (ropeScaling?.type === 'factors' && ropeScaling.factors.length !== headDim / 2) {
+    throw new ModelLoadError(`${source}: ${ropeScaling.factors.length} RoPE frequency factors for a head of ${headDim} (${headDim / 2} frequencies)`);
+  }
   return {
     architecture,
     family,
@@ -118,7 +122,7 @@ export function parseModelConfig(raw: Json, source = 'config.json'): ModelConfig
     vocabSize: int('vocab_size'),
     rmsNormEps: num('rms_norm_eps', 1e-6),
     ropeTheta: num('rope_theta', 10000),
-    ropeScaling: parseRopeScaling(raw.rope_scaling, source),
+    ropeScaling,
     maxPositionEmbeddings: int('max_position_embeddings', 2048),
     tieWordEmbeddings: raw.tie_word_embeddings === true,
     attentionBias: family === 'qwen2' || raw.attention_bias === true,
@@ -172,6 +176,8 @@ function parseRopeScaling(raw: unknown, source: string): RopeScaling | null {
     };
   }
   if (type === 'linear') return { type: 'linear', factor: Number(r.factor) };
+  // Ours: a GGUF file's rope_freqs (Llama 3.1), kept when `pie model import-gguf` writes a directory.
+  if (type === 'factors' && Array.isArray(r.factors) && r.factors.every((f) => typeof f === 'number' && f > 0)) return { type: 'factors', factors: r.factors as number[] };
   throw new ModelLoadError(`${source}: rope_scaling type "${String(type)}" is not supported (llama3, linear)`);
 }
 

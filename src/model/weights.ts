@@ -163,13 +163,15 @@ function readQuantized(tensors: ModelTensors, base: string, N: number, K: number
     const has = tensors.floats.has(`${base}.weight`) ? ` (it holds a float ${base}.weight: a config recording a quantization must come with quantized weights)` : '';
     throw new ModelLoadError(`${source}: missing quantized tensor ${base}.${data ? 'scales' : 'qweight'}${has}`);
   }
-  const block = q.block;
-  const blocks = blocksOf({ K, block });
-  // Bits are read from each weight's shape: a head may keep more than the layers.
-  const bits = ((data.shape[2]! * 8) / block) as Bits;
+  // Each weight's block and bits come from its own shape (a GGUF import mixes blocks of 16 and 32; a head may keep more bits).
+  const blocks = data.shape[1]!;
+  const perBlock = data.shape[2]!;
   const bad = (what: string, got: number[], want: number[]) => new ModelLoadError(`${source}: tensor ${base}.${what} has shape [${got}], expected [${want}]`);
-  if (data.shape.length !== 3 || data.shape[0] !== N || data.shape[1] !== blocks || (bits !== 4 && bits !== 8)) {
-    throw bad('qweight', data.shape, [N, blocks, bytesPerBlock({ block, bits: q.bits })]);
+  let block = 0;
+  for (let b = 16; b <= Math.max(16, 2 * K) && !block; b *= 2) if (blocksOf({ K, block: b }) === blocks && [4, 8].includes((perBlock * 8) / b)) block = b;
+  const bits = ((perBlock * 8) / block) as Bits;
+  if (data.shape.length !== 3 || data.shape[0] !== N || !block) {
+    throw bad('qweight', data.shape, [N, blocksOf({ K, block: q.block }), bytesPerBlock({ block: q.block, bits: q.bits })]);
   }
   if (scales.shape.length !== 2 || scales.shape[0] !== N || scales.shape[1] !== blocks) throw bad('scales', scales.shape, [N, blocks]);
   const zp = tensors.bytes.get(`${base}.qzeros`) ?? null;

@@ -40,8 +40,13 @@ function arch(file: GgufFile): string {
   return a;
 }
 
-/** The model's config, as parseModelConfig reads a config.json built from the metadata. */
+/** The model's config, as parseModelConfig reads a config.json built from the metadata (ggufRawConfig). */
 export function ggufConfig(file: GgufFile): ModelConfig {
+  return parseModelConfig(ggufRawConfig(file), `${file.path} (its metadata)`);
+}
+
+/** The Hugging Face config.json the metadata describes (Llama 3.1's frequency factors as our own rope_scaling type "factors"). */
+export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
   const a = arch(file);
   const m = file.metadata;
   const get = (key: string) => m.get(`${a}.${key}`);
@@ -69,13 +74,13 @@ export function ggufConfig(file: GgufFile): ModelConfig {
   if (scaling === 'linear') raw.rope_scaling = { type: 'linear', factor: get('rope.scaling.factor') };
   else if (scaling !== undefined && scaling !== 'none') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
   if (get('attention.sliding_window') !== undefined && a !== 'llama') raw.use_sliding_window = true;
-  const config = parseModelConfig(raw, `${file.path} (its metadata)`);
   const freqs = file.tensors.get('rope_freqs.weight');
   if (freqs) {
-    const f = floats(file, freqs, [config.headDim / 2]);
-    config.ropeScaling = { type: 'factors', factors: Array.from(f) };
+    if (raw.rope_scaling) throw new ModelLoadError(`${file.path}: both a RoPE scaling type and frequency factors`);
+    const headDim = typeof raw.head_dim === 'number' ? raw.head_dim : Number(hidden) / Number(heads);
+    raw.rope_scaling = { rope_type: 'factors', factors: Array.from(floats(file, freqs, [headDim / 2])) };
   }
-  return config;
+  return raw;
 }
 
 function floats(file: GgufFile, info: GgufTensorInfo, shape: number[]): Float32Array {

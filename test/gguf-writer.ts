@@ -6,8 +6,9 @@
  * in row order, computed from the quantized numbers rather than by reading
  * its bytes back: the test oracle for the loader's block mappings.
  */
-import { writeFileSync } from 'node:fs';
-import { floatToHalf, halfToFloat } from '../src/model/safetensors.ts';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { floatToHalf, halfToFloat, readSafetensors } from '../src/model/safetensors.ts';
 
 export type GgufType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K';
 export const GGUF_TYPE_IDS: Record<GgufType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 };
@@ -287,4 +288,124 @@ function q6k(x: Float32Array, values: Float32Array): { data: Uint8Array; values:
     }
   }
   return { data: b, values };
+}
+
+/** A Hugging Face tensor name as llama.cpp's converter names it. */
+export function ggufName(name: string): string {
+  const fixed: Record<string, string> = { 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
+  if (fixed[name]) return fixed[name];
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
+  if (!m) throw new Error(`no GGUF name for ${name}`);
+  const parts: Record<string, string> = {
+    'input_layernorm.weight': 'attn_norm.weight',
+    'post_attention_layernorm.weight': 'ffn_norm.weight',
+    'self_attn.q_proj.weight': 'attn_q.weight',
+    'self_attn.k_proj.weight': 'attn_k.weight',
+    'self_attn.v_proj.weight': 'attn_v.weight',
+    'self_attn.o_proj.weight': 'attn_output.weight',
+    'self_attn.q_proj.bias': 'attn_q.bias',
+    'self_attn.k_proj.bias': 'attn_k.bias',
+    'self_attn.v_proj.bias': 'attn_v.bias',
+    'self_attn.q_norm.weight': 'attn_q_norm.weight',
+    'self_attn.k_norm.weight': 'attn_k_norm.weight',
+    'mlp.gate_proj.weight': 'ffn_gate.weight',
+    'mlp.up_proj.weight': 'ffn_up.weight',
+    'mlp.down_proj.weight': 'ffn_down.weight',
+  };
+  return `blk.${m[1]}.${parts[m[2]!]}`;
+}
+
+/** llama.cpp's converter reorders a llama model's q and k rows from halves to pairs (and this puts them back). */
+function permuteHeads(rows: Float32Array, heads: number, K: number, toGguf: boolean): Float32Array {
+  const hd = rows.length / K / heads;
+  const half = hd / 2;
+  const out = new Float32Array(rows.length);
+  for (let h = 0; h < heads; h++) {
+    for (let i = 0; i < half; i++) {
+      for (let j = 0; j < 2; j++) {
+        const hf = h * hd + j * half + i;
+        const gg = h * hd + i * 2 + j;
+        const [from, to] = toGguf ? [hf, gg] : [gg, hf];
+        out.set(rows.subarray(from * K, (from + 1) * K), to * K);
+      }
+    }
+  }
+  return out;
+}
+
+/** The SentencePiece-style tokenizer metadata of a Llama tokenizer.json: pieces by id, scores that rank merges, token types. */
+export function spmTokenizerMetadata(dir: string): Record<string, MetaValue> {
+  const tok = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
+  const cfg = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
+  const pieces: string[] = [];
+  for (const [p, id] of Object.entries(tok.model.vocab as Record<string, number>)) pieces[id] = p;
+  const special = new Set<number>();
+  for (const t of tok.added_tokens as { id: number; content: string; special: boolean }[]) {
+    pieces[t.id] = t.content;
+    if (t.special) special.add(t.id);
+  }
+  // A merged piece's score: minus the rank of the first merge that makes it (SentencePiece merges higher scores first).
+  const rank = new Map<string, number>();
+  (tok.model.merges as (string | string[])[]).forEach((m, r) => {
+    const [a, b] = typeof m === 'string' ? m.split(' ') : m;
+    if (!rank.has(a! + b!)) rank.set(a! + b!, r);
+  });
+  const types = pieces.map((p, i) => (p === tok.model.unk_token ? 2 : special.has(i) ? 3 : /^<0x[0-9A-F]{2}>$/.test(p) ? 6 : 1));
+  const idOf = (t: unknown) => pieces.indexOf(typeof t === 'string' ? t : (t as { content: string }).content);
+  return {
+    'tokenizer.ggml.model': { str: 'llama' },
+    'tokenizer.ggml.tokens': { strings: pieces },
+    'tokenizer.ggml.scores': { f32s: pieces.map((p) => -(rank.get(p) ?? 1e9)) },
+    'tokenizer.ggml.token_type': { i32s: types },
+    'tokenizer.ggml.bos_token_id': { u32: idOf(cfg.bos_token) },
+    'tokenizer.ggml.eos_token_id': { u32: idOf(cfg.eos_token) },
+    'tokenizer.ggml.unknown_token_id': { u32: pieces.indexOf(tok.model.unk_token) },
+    'tokenizer.ggml.add_bos_token': { bool: cfg.add_bos_token !== false },
+  };
+}
+
+const ARCH: Record<string, string> = { LlamaForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3' };
+
+/**
+ * Writes the model in `dir` as a GGUF file laid out as llama.cpp's converter
+ * lays it out (names, metadata, a llama model's q and k rows reordered), its
+ * 2-D tensors in the type `typeOf` gives and 1-D ones in F32. Returns what
+ * ggml's dequantization reads back, by Hugging Face name and row order.
+ */
+export function writeGgufFromDir(dir: string, path: string, name: string, typeOf: (ggufName: string) => GgufType, extra: Record<string, MetaValue> = {}): Map<string, Float32Array> {
+  const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
+  const arch = ARCH[raw.architectures[0]]!;
+  const values = new Map<string, Float32Array>();
+  const out: WriterTensor[] = [];
+  for (const [hf, t] of readSafetensors(join(dir, 'model.safetensors'))) {
+    const gg = ggufName(hf);
+    const K = t.shape[t.shape.length - 1]!;
+    const heads = /attn_q\.weight$/.test(gg) ? raw.num_attention_heads : /attn_k\.weight$/.test(gg) ? raw.num_key_value_heads : 0;
+    const permute = arch === 'llama' && heads > 0;
+    const rows = permute ? permuteHeads(t.data, heads, K, true) : t.data;
+    const type = t.shape.length === 1 ? 'F32' : typeOf(gg);
+    const q = quantizeGgml(type, rows);
+    out.push({ name: gg, dims: [...t.shape].reverse(), type: GGUF_TYPE_IDS[type], data: q.data });
+    values.set(hf, permute ? permuteHeads(q.values, heads, K, false) : q.values);
+  }
+  const a = (k: string) => `${arch}.${k}`;
+  writeGguf(
+    path,
+    {
+      'general.architecture': { str: arch },
+      'general.name': { str: name },
+      [a('context_length')]: { u32: raw.max_position_embeddings },
+      [a('embedding_length')]: { u32: raw.hidden_size },
+      [a('feed_forward_length')]: { u32: raw.intermediate_size },
+      [a('block_count')]: { u32: raw.num_hidden_layers },
+      [a('attention.head_count')]: { u32: raw.num_attention_heads },
+      [a('attention.head_count_kv')]: { u32: raw.num_key_value_heads },
+      [a('attention.layer_norm_rms_epsilon')]: { f32: raw.rms_norm_eps },
+      [a('rope.freq_base')]: { f32: raw.rope_theta },
+      ...spmTokenizerMetadata(dir),
+      ...extra,
+    },
+    out,
+  );
+  return values;
 }

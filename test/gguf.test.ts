@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Engine } from '../src/engine/index.ts';
-import { quantizationFor, type ModelConfig } from '../src/model/config.ts';
+import { quantizationFor } from '../src/model/config.ts';
 import { dequantizeRows as ggmlDequantize } from '../src/model/gguf/ggml-blocks.ts';
 import { readGgufHeader } from '../src/model/gguf/gguf-file.ts';
 import { loadModel, loadModelText } from '../src/model/load.ts';
@@ -21,7 +21,7 @@ import { PRESETS, type RandomModelSpec } from '../src/model/random.ts';
 import { readSafetensors, writeSafetensors, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, linearValues, type Linear } from '../src/model/weights.ts';
 import { startGateway } from './gateway-helpers.ts';
-import { GGUF_TYPE_IDS, quantizeGgml, writeGguf, type GgufType, type MetaValue } from './gguf-writer.ts';
+import { ggufName, spmTokenizerMetadata, writeGguf, writeGgufFromDir, type GgufType, type MetaValue } from './gguf-writer.ts';
 import { CHAT_TEMPLATES_DIR, greedy, haveChatTemplates, LLAMA_TOKENIZER_DIR, haveLlamaTokenizer, randomModelDir, runPie, SKIP_TOKENIZER, testEngine } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'pie-gguf-'));
@@ -29,81 +29,6 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 /** Rows of 256 inputs everywhere, so that the k-quants (blocks of 256) fit every weight. */
 const SPEC: RandomModelSpec = { ...PRESETS.tiny, hiddenSize: 256, intermediateSize: 512, numHeads: 4, numKvHeads: 2, vocabSize: 512 };
-const ARCH: Record<string, string> = { LlamaForCausalLM: 'llama', Qwen2ForCausalLM: 'qwen2', Qwen3ForCausalLM: 'qwen3' };
-
-/** A Hugging Face tensor name as llama.cpp's converter names it. */
-function ggufName(name: string): string {
-  const fixed: Record<string, string> = { 'model.embed_tokens.weight': 'token_embd.weight', 'model.norm.weight': 'output_norm.weight', 'lm_head.weight': 'output.weight' };
-  if (fixed[name]) return fixed[name];
-  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(name);
-  if (!m) throw new Error(`no GGUF name for ${name}`);
-  const parts: Record<string, string> = {
-    'input_layernorm.weight': 'attn_norm.weight',
-    'post_attention_layernorm.weight': 'ffn_norm.weight',
-    'self_attn.q_proj.weight': 'attn_q.weight',
-    'self_attn.k_proj.weight': 'attn_k.weight',
-    'self_attn.v_proj.weight': 'attn_v.weight',
-    'self_attn.o_proj.weight': 'attn_output.weight',
-    'self_attn.q_proj.bias': 'attn_q.bias',
-    'self_attn.k_proj.bias': 'attn_k.bias',
-    'self_attn.v_proj.bias': 'attn_v.bias',
-    'self_attn.q_norm.weight': 'attn_q_norm.weight',
-    'self_attn.k_norm.weight': 'attn_k_norm.weight',
-    'mlp.gate_proj.weight': 'ffn_gate.weight',
-    'mlp.up_proj.weight': 'ffn_up.weight',
-    'mlp.down_proj.weight': 'ffn_down.weight',
-  };
-  return `blk.${m[1]}.${parts[m[2]!]}`;
-}
-
-/** llama.cpp's converter reorders a llama model's q and k rows from halves to pairs (and this puts them back). */
-function permuteHeads(rows: Float32Array, heads: number, K: number, toGguf: boolean): Float32Array {
-  const hd = rows.length / K / heads;
-  const half = hd / 2;
-  const out = new Float32Array(rows.length);
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const hf = h * hd + j * half + i;
-        const gg = h * hd + i * 2 + j;
-        const [from, to] = toGguf ? [hf, gg] : [gg, hf];
-        out.set(rows.subarray(from * K, (from + 1) * K), to * K);
-      }
-    }
-  }
-  return out;
-}
-
-/** The SentencePiece-style tokenizer metadata of a Llama tokenizer.json: pieces by id, scores that rank merges, token types. */
-function spmTokenizerMetadata(dir: string): Record<string, MetaValue> {
-  const tok = JSON.parse(readFileSync(join(dir, 'tokenizer.json'), 'utf8'));
-  const cfg = JSON.parse(readFileSync(join(dir, 'tokenizer_config.json'), 'utf8'));
-  const pieces: string[] = [];
-  for (const [p, id] of Object.entries(tok.model.vocab as Record<string, number>)) pieces[id] = p;
-  const special = new Set<number>();
-  for (const t of tok.added_tokens as { id: number; content: string; special: boolean }[]) {
-    pieces[t.id] = t.content;
-    if (t.special) special.add(t.id);
-  }
-  // A merged piece's score: minus the rank of the first merge that makes it (SentencePiece merges higher scores first).
-  const rank = new Map<string, number>();
-  (tok.model.merges as (string | string[])[]).forEach((m, r) => {
-    const [a, b] = typeof m === 'string' ? m.split(' ') : m;
-    if (!rank.has(a! + b!)) rank.set(a! + b!, r);
-  });
-  const types = pieces.map((p, i) => (p === tok.model.unk_token ? 2 : special.has(i) ? 3 : /^<0x[0-9A-F]{2}>$/.test(p) ? 6 : 1));
-  const idOf = (t: unknown) => pieces.indexOf(typeof t === 'string' ? t : (t as { content: string }).content);
-  return {
-    'tokenizer.ggml.model': { str: 'llama' },
-    'tokenizer.ggml.tokens': { strings: pieces },
-    'tokenizer.ggml.scores': { f32s: pieces.map((p) => -(rank.get(p) ?? 1e9)) },
-    'tokenizer.ggml.token_type': { i32s: types },
-    'tokenizer.ggml.bos_token_id': { u32: idOf(cfg.bos_token) },
-    'tokenizer.ggml.eos_token_id': { u32: idOf(cfg.eos_token) },
-    'tokenizer.ggml.unknown_token_id': { u32: pieces.indexOf(tok.model.unk_token) },
-    'tokenizer.ggml.add_bos_token': { bool: cfg.add_bos_token !== false },
-  };
-}
 
 interface Written {
   path: string;
@@ -113,47 +38,15 @@ interface Written {
   sameDir: string;
 }
 
-/** A GGUF file of the model in `dir`, its 2-D tensors in the type `typeOf` gives (1-D ones in F32), as llama.cpp's converter lays it out. */
+/** A GGUF file of the model in `dir` (gguf-writer.ts), and the same weights as a safetensors directory. */
 function ggufFromDir(dir: string, name: string, typeOf: (ggufName: string) => GgufType, extra: Record<string, MetaValue> = {}): Written {
-  const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  const arch = ARCH[raw.architectures[0]]!;
-  const tensors = readSafetensors(join(dir, 'model.safetensors'));
-  const values = new Map<string, Float32Array>();
-  const out: Parameters<typeof writeGguf>[2] = [];
-  for (const [hf, t] of tensors) {
-    const gg = ggufName(hf);
-    const K = t.shape[t.shape.length - 1]!;
-    const heads = /attn_q\.weight$/.test(gg) ? raw.num_attention_heads : /attn_k\.weight$/.test(gg) ? raw.num_key_value_heads : 0;
-    const permute = arch === 'llama' && heads > 0;
-    const rows = permute ? permuteHeads(t.data, heads, K, true) : t.data;
-    const type = t.shape.length === 1 ? 'F32' : typeOf(gg);
-    const q = quantizeGgml(type, rows);
-    out.push({ name: gg, dims: [...t.shape].reverse(), type: GGUF_TYPE_IDS[type], data: q.data });
-    values.set(hf, permute ? permuteHeads(q.values, heads, K, false) : q.values);
-  }
-  const a = (k: string) => `${arch}.${k}`;
-  const metadata: Record<string, MetaValue> = {
-    'general.architecture': { str: arch },
-    'general.name': { str: name },
-    [a('context_length')]: { u32: raw.max_position_embeddings },
-    [a('embedding_length')]: { u32: raw.hidden_size },
-    [a('feed_forward_length')]: { u32: raw.intermediate_size },
-    [a('block_count')]: { u32: raw.num_hidden_layers },
-    [a('attention.head_count')]: { u32: raw.num_attention_heads },
-    [a('attention.head_count_kv')]: { u32: raw.num_key_value_heads },
-    [a('attention.layer_norm_rms_epsilon')]: { f32: raw.rms_norm_eps },
-    [a('rope.freq_base')]: { f32: raw.rope_theta },
-    ...spmTokenizerMetadata(dir),
-    ...extra,
-  };
   const path = join(work, `${name}.gguf`);
-  writeGguf(path, metadata, out);
-  // The same weights, in float, as a safetensors directory.
+  const values = writeGgufFromDir(dir, path, name, typeOf, extra);
   const sameDir = join(work, `${name}-safetensors`);
   mkdirSync(sameDir, { recursive: true });
   for (const f of ['config.json', 'tokenizer.json', 'tokenizer_config.json', 'generation_config.json']) copyFileSync(join(dir, f), join(sameDir, f));
   const same = new Map<string, Tensor>();
-  for (const [hf, t] of tensors) same.set(hf, { data: values.get(hf)!, shape: t.shape });
+  for (const [hf, t] of readSafetensors(join(dir, 'model.safetensors'))) same.set(hf, { data: values.get(hf)!, shape: t.shape });
   writeSafetensors(join(sameDir, 'model.safetensors'), same);
   return { path, values, sameDir };
 }

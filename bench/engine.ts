@@ -23,10 +23,12 @@
  * With `--weights fp32,q8,q4`, all of it for each format in turn (q8 and q4 as
  * `--quantize` gives them, quantized as they load), then a table of the
  * formats side by side with their speed against fp32, the bytes their weights
- * take and the process's resident memory per parameter after loading.
+ * take and the resident memory per parameter after loading (each format
+ * loaded in a process of its own, as bench/load-memory.ts does).
  * Prints a table; writes bench/results/engine.json (engine-weights.json with
  * more than one format).
  */
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
@@ -151,20 +153,23 @@ interface Round {
   messagingMs: number;
 }
 
-function rssMb(): number {
-  (globalThis as { gc?: () => void }).gc?.();
-  return process.memoryUsage().rss / 2 ** 20;
+/**
+ * Resident memory of the format once loaded, measured in a process of its own
+ * (bench/load-memory.ts): this process's memory after another format is not
+ * a measure of this one.
+ */
+function residentMb(dir: string, format: 'fp32' | 'q8' | 'q4'): { residentMb: number; peakMb: number } {
+  const out = execFileSync(process.execPath, ['--expose-gc', join(import.meta.dirname, 'load-memory.ts'), '--child', dir, ...(format === 'fp32' ? [] : ['--quantize', format])], { encoding: 'utf8' });
+  const r = JSON.parse(out.trim().split('\n').pop()!) as { residentBytes: number; peakBytes: number };
+  return { residentMb: r.residentBytes / 2 ** 20, peakMb: r.peakBytes / 2 ** 20 };
 }
 
 async function benchFormat(format: 'fp32' | 'q8' | 'q4') {
-  const rssBefore = rssMb();
   const model = loadModel(benchModelDir(args.model), { quantize: format === 'fp32' ? null : quantizationFor(format) });
   const maxB = Math.max(...BATCHES);
   const numPages = Math.max(pagesForBudget(model, PAGE_SIZE, 256 * 1024 * 1024), 2 * maxB * Math.ceil((PROMPT + DECODE) / PAGE_SIZE));
   console.error(`model ${model.name}: hidden ${model.config.hiddenSize}, ${model.config.numLayers} layers, vocabulary ${model.config.vocabSize}; ${numPages} pages of ${PAGE_SIZE}; ${cpus().length} cores`);
   const driver = await PortableDriver.create(model, { numPages, pageSize: PAGE_SIZE, threads: THREADS, spinWait: SPIN });
-  // The model's weights on this thread and ONNX Runtime's session in the driver's worker (the bare session below comes after).
-  const rssLoaded = rssMb();
   const engine = new Engine(model, driver, { maxTokensPerStep: BUDGET, prefixCaching: false });
   const session = await ort.InferenceSession.create(buildGraph({ config: model.config, weights: model.weights, numSlots: numPages * PAGE_SIZE }), sessionOptions(THREADS, SPIN));
   const poolRows = driver.pool.byteLength / 4 / model.config.headDim;
@@ -229,7 +234,7 @@ async function benchFormat(format: 'fp32' | 'q8' | 'q4') {
   await engine.close();
   await session.release();
   const { params, bytes } = weightBytes(model.weights);
-  return { format, model: model.name, params, weightBytes: bytes, rssDeltaMb: rssLoaded - rssBefore, rows };
+  return { format, model: model.name, params, weightBytes: bytes, ...residentMb(model.dir, format), rows };
 }
 
 type FormatResult = Awaited<ReturnType<typeof benchFormat>>;
@@ -263,11 +268,11 @@ function printComparison(results: FormatResult[]) {
     const b = base?.rows.find((x) => x.batch === B)![key];
     return `${f(v)}${b && r !== base ? ` (${f(v / b, 2)}×)` : ''}`;
   };
-  console.log(`| weights | ${BATCHES.map((B) => `decode tok/s B=${B}`).join(' | ')} | ${BATCHES.map((B) => `prefill tok/s B=${B}`).join(' | ')} | weights MB | bytes/param | RSS after load MB | RSS bytes/param |`);
+  console.log(`| weights | ${BATCHES.map((B) => `decode tok/s B=${B}`).join(' | ')} | ${BATCHES.map((B) => `prefill tok/s B=${B}`).join(' | ')} | weights MB | bytes/param | resident after load MB | resident bytes/param |`);
   console.log(`|---|${BATCHES.map(() => '---|').join('')}${BATCHES.map(() => '---|').join('')}---|---|---|---|`);
   for (const r of results) {
     console.log(
-      `| ${r.format} | ${BATCHES.map((B) => cell(r, B, 'engineDecodeTps')).join(' | ')} | ${BATCHES.map((B) => cell(r, B, 'enginePrefillTps')).join(' | ')} | ${f(r.weightBytes / 2 ** 20)} | ${f(r.weightBytes / r.params, 2)} | ${f(r.rssDeltaMb)} | ${f((r.rssDeltaMb * 2 ** 20) / r.params, 2)} |`,
+      `| ${r.format} | ${BATCHES.map((B) => cell(r, B, 'engineDecodeTps')).join(' | ')} | ${BATCHES.map((B) => cell(r, B, 'enginePrefillTps')).join(' | ')} | ${f(r.weightBytes / 2 ** 20)} | ${f(r.weightBytes / r.params, 2)} | ${f(r.residentMb)} | ${f((r.residentMb * 2 ** 20) / r.params, 2)} |`,
     );
   }
 }

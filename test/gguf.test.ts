@@ -12,7 +12,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { Engine } from '../src/engine/index.ts';
 import { quantizationFor } from '../src/model/config.ts';
 import { dequantizeRows as ggmlDequantize } from '../src/model/gguf/ggml-blocks.ts';
 import { readGgufHeader } from '../src/model/gguf/gguf-file.ts';
@@ -22,7 +21,7 @@ import { readSafetensors, writeSafetensors, type Tensor } from '../src/model/saf
 import { isQuantized, linearValues, type Linear } from '../src/model/weights.ts';
 import { startGateway } from './gateway-helpers.ts';
 import { ggufName, spmTokenizerMetadata, writeGguf, writeGgufFromDir, type GgufType, type MetaValue } from './gguf-writer.ts';
-import { CHAT_TEMPLATES_DIR, greedy, haveChatTemplates, LLAMA_TOKENIZER_DIR, haveLlamaTokenizer, randomModelDir, runPie, SKIP_TOKENIZER, testEngine } from './helpers.ts';
+import { CHAT_TEMPLATES_DIR, greedy, logitsAt, haveChatTemplates, LLAMA_TOKENIZER_DIR, haveLlamaTokenizer, randomModelDir, runPie, SKIP_TOKENIZER, testEngine } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'pie-gguf-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -51,16 +50,6 @@ function ggufFromDir(dir: string, name: string, typeOf: (ggufName: string) => Gg
   return { path, values, sameDir };
 }
 
-/** Logits at every position of `tokens`. */
-async function logitsOf(engine: Engine, tokens: number[]): Promise<Float32Array[]> {
-  const ctx = engine.createContext();
-  try {
-    engine.append(ctx, tokens);
-    return (await engine.forward(ctx, { numLogits: tokens.length })).logits;
-  } finally {
-    engine.release(ctx);
-  }
-}
 
 function linears(w: ReturnType<typeof loadModel>['weights']): [string, Linear][] {
   const out: [string, Linear][] = [
@@ -116,8 +105,8 @@ describe('GGUF tensor types', () => {
     }
     const fromGguf = await testEngine(w.path, { numPages: 16 });
     const fromSafetensors = await testEngine(w.sameDir, { numPages: 16 });
-    const a = await logitsOf(fromGguf, TOKENS);
-    const b = await logitsOf(fromSafetensors, TOKENS);
+    const a = await logitsAt(fromGguf, TOKENS);
+    const b = await logitsAt(fromSafetensors, TOKENS);
     if (['F32', 'F16', 'BF16'].includes(type)) {
       a.forEach((row, i) => expect(Buffer.from(row.buffer).equals(Buffer.from(b[i]!.buffer)), `position ${i} bit for bit`).toBe(true));
     } else {
@@ -159,8 +148,8 @@ describe('GGUF tensor types', () => {
 
   it.each(['Qwen2ForCausalLM', 'Qwen3ForCausalLM'])('%s (F32): the same logits as safetensors, bit for bit (biases, q/k norms, no row reordering)', async (architecture) => {
     const w = ggufFromDir(randomModelDir({ ...SPEC, architecture } as RandomModelSpec), `${architecture}-F32`, () => 'F32');
-    const a = await logitsOf(await testEngine(w.path, { numPages: 16 }), TOKENS);
-    const b = await logitsOf(await testEngine(w.sameDir, { numPages: 16 }), TOKENS);
+    const a = await logitsAt(await testEngine(w.path, { numPages: 16 }), TOKENS);
+    const b = await logitsAt(await testEngine(w.sameDir, { numPages: 16 }), TOKENS);
     a.forEach((row, i) => expect(Buffer.from(row.buffer).equals(Buffer.from(b[i]!.buffer))).toBe(true));
   });
 });

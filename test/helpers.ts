@@ -127,6 +127,17 @@ export async function mockEngine(
   return { engine, driver };
 }
 
+/** The logits at every position of `tokens` (teacher forcing), on a fresh context released after. */
+export async function logitsAt(engine: Engine, tokens: number[]): Promise<Float32Array[]> {
+  const ctx = engine.createContext();
+  try {
+    engine.append(ctx, tokens);
+    return (await engine.forward(ctx, { numLogits: tokens.length })).logits;
+  } finally {
+    engine.release(ctx);
+  }
+}
+
 /** Runs a greedy generation from `prompt` tokens on a fresh context and releases it. */
 export async function greedy(engine: Engine, prompt: number[], maxTokens: number, extra: Parameters<Engine['generate']>[1] = {}) {
   const ctx = engine.createContext();

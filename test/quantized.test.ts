@@ -12,29 +12,18 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { PortableDriver } from '../drivers/portable/driver.ts';
 import { buildBatch } from '../src/engine/batch-builder.ts';
-import type { Engine } from '../src/engine/index.ts';
 import { quantizationFor, type WeightQuantization } from '../src/model/config.ts';
 import { loadModel } from '../src/model/load.ts';
 import { quantizeModelDir } from '../src/model/quantize-dir.ts';
 import { readSafetensors, writeSafetensors, type ByteTensor, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, type Linear } from '../src/model/weights.ts';
-import { greedy, haveStories, logSoftmax, randomModelDir, runPie, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
+import { greedy, haveStories, logitsAt, logSoftmax, randomModelDir, runPie, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'pie-quantized-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 const PUBLISHED = 'Once upon a time, there was a little girl named Lily. She loved to play outside in the park.';
 
-/** Logits at every position of `tokens` (teacher forcing), through the engine. */
-async function allLogits(engine: Engine, tokens: number[]): Promise<Float32Array[]> {
-  const ctx = engine.createContext();
-  try {
-    engine.append(ctx, tokens);
-    return (await engine.forward(ctx, { numLogits: tokens.length })).logits;
-  } finally {
-    engine.release(ctx);
-  }
-}
 
 const argmax = (row: Float32Array) => row.reduce((best, v, i) => (v > row[best]! ? i : best), 0);
 
@@ -73,7 +62,7 @@ describe.skipIf(!haveStories)(`quantized stories260K against fp32 ${SKIP_STORIES
   it('over 200 teacher-forced positions: 4 bits agree with fp32 on the top token at ≥ 90%, 8 bits at ≥ 98%; logit error and KL reported per format', async () => {
     const fp32 = await testEngine(storiesModelDir(), { numPages: 32 });
     const text = [1, ...(await greedy(fp32, [1], 200)).tokens];
-    const want = (await allLogits(fp32, text)).slice(0, 200);
+    const want = (await logitsAt(fp32, text)).slice(0, 200);
     const formats: [string, WeightQuantization][] = [
       ['q8', quantizationFor('q8')],
       ['q8, zero points', { ...quantizationFor('q8'), zeroPoints: true }],
@@ -85,7 +74,7 @@ describe.skipIf(!haveStories)(`quantized stories260K against fp32 ${SKIP_STORIES
     const results = new Map<string, ReturnType<typeof compare>>();
     for (const [name, quantize] of formats) {
       const engine = await testEngine(storiesModelDir(), { numPages: 32, quantize });
-      const r = compare(want, (await allLogits(engine, text)).slice(0, 200));
+      const r = compare(want, (await logitsAt(engine, text)).slice(0, 200));
       results.set(name, r);
       lines.push(`| ${name} | ${(100 * r.agreement).toFixed(1)}% | ${r.maxErr.toFixed(3)} | ${r.meanErr.toFixed(4)} | ${r.kl.toExponential(2)} |`);
     }
@@ -224,7 +213,7 @@ describe('the quantized graph', () => {
     const tokens = [1, 17, 33, 101, 250, 7, 9];
     for (const q of [quantizationFor('q8'), { ...quantizationFor('q4'), zeroPoints: true }, { bits: 4, headBits: 4, block: 16, zeroPoints: false } as const]) {
       const engine = await testEngine(dir, { numPages: 16, quantize: q });
-      const got = await allLogits(engine, tokens);
+      const got = await logitsAt(engine, tokens);
       // The reference multiplies float activations by the dequantized weights; the kernel quantizes activations to int8 per block first.
       const want = referenceForward(engine.model.config, engine.model.weights, tokens);
       const scale = Math.max(...want.map((r) => Math.max(...r.map(Math.abs))));

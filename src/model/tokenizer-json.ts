@@ -43,25 +43,30 @@ export function mergesFromScores(pieces: Piece[], mergeable: (id: number) => boo
   return ranked.map((m) => [m.a, m.b]);
 }
 
-export function llamaTokenizerJson(pieces: Piece[]): Record<string, unknown> {
+export interface AddedToken {
+  id: number;
+  content: string;
+  special: boolean;
+}
+
+/**
+ * A SentencePiece-style BPE tokenizer.json: a dummy-prefix "▁" and spaces as
+ * "▁" (normalizer), byte fallback, and the matching decoder. `merges`: by
+ * default ranked from the pieces' scores (mergesFromScores).
+ */
+export function sentencePieceTokenizerJson(
+  pieces: Piece[],
+  options: { added: AddedToken[]; unk: string | null; merges?: [string, string][]; postProcessor?: Record<string, unknown> | null },
+): Record<string, unknown> {
   const vocab: Record<string, number> = {};
   pieces.forEach((p, i) => {
     if (!(p.text in vocab)) vocab[p.text] = i;
   });
-  const added = SPECIALS.map((content, id) => ({
-    id,
-    content,
-    single_word: false,
-    lstrip: false,
-    rstrip: false,
-    normalized: false,
-    special: true,
-  }));
   return {
     version: '1.0',
     truncation: null,
     padding: null,
-    added_tokens: added,
+    added_tokens: options.added.map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
     normalizer: {
       type: 'Sequence',
       normalizers: [
@@ -70,17 +75,7 @@ export function llamaTokenizerJson(pieces: Piece[]): Record<string, unknown> {
       ],
     },
     pre_tokenizer: null,
-    post_processor: {
-      type: 'TemplateProcessing',
-      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-      pair: [
-        { SpecialToken: { id: '<s>', type_id: 0 } },
-        { Sequence: { id: 'A', type_id: 0 } },
-        { SpecialToken: { id: '<s>', type_id: 1 } },
-        { Sequence: { id: 'B', type_id: 1 } },
-      ],
-      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
-    },
+    post_processor: options.postProcessor ?? null,
     decoder: {
       type: 'Sequence',
       decoders: [
@@ -93,16 +88,34 @@ export function llamaTokenizerJson(pieces: Piece[]): Record<string, unknown> {
     model: {
       type: 'BPE',
       dropout: null,
-      unk_token: '<unk>',
+      unk_token: options.unk,
       continuing_subword_prefix: null,
       end_of_word_suffix: null,
       fuse_unk: true,
       byte_fallback: true,
       ignore_merges: false,
       vocab,
-      merges: mergesFromScores(pieces),
+      merges: options.merges ?? mergesFromScores(pieces),
     },
   };
+}
+
+export function llamaTokenizerJson(pieces: Piece[]): Record<string, unknown> {
+  return sentencePieceTokenizerJson(pieces, {
+    added: SPECIALS.map((content, id) => ({ id, content, special: true })),
+    unk: '<unk>',
+    postProcessor: {
+      type: 'TemplateProcessing',
+      single: [{ SpecialToken: { id: '<s>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
+      pair: [
+        { SpecialToken: { id: '<s>', type_id: 0 } },
+        { Sequence: { id: 'A', type_id: 0 } },
+        { SpecialToken: { id: '<s>', type_id: 1 } },
+        { Sequence: { id: 'B', type_id: 1 } },
+      ],
+      special_tokens: { '<s>': { id: '<s>', ids: [1], tokens: ['<s>'] } },
+    },
+  });
 }
 
 export function llamaTokenizerConfig(maxLength: number): Record<string, unknown> {

@@ -15,7 +15,7 @@
  */
 import { ModelLoadError } from '../errors.ts';
 import type { TokenizerConfig } from '../tokenizer.ts';
-import { mergesFromScores } from '../tokenizer-json.ts';
+import { mergesFromScores, sentencePieceTokenizerJson } from '../tokenizer-json.ts';
 import type { GgufValue } from './gguf-file.ts';
 
 const enum_ = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -68,45 +68,16 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
   const added = tokens
     .map((content, i) => ({ id: i, content, type: types[i]! }))
     .filter((t) => t.type === enum_.CONTROL || t.type === enum_.USER_DEFINED || (t.type === enum_.UNKNOWN && model === 'llama'))
-    .map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.type !== enum_.USER_DEFINED }));
-  const vocab: Record<string, number> = {};
-  tokens.forEach((t, i) => {
-    if (!(t in vocab)) vocab[t] = i;
-  });
+    .map((t) => ({ id: t.id, content: t.content, special: t.type !== enum_.USER_DEFINED }));
   let json: Record<string, unknown>;
   if (model === 'llama') {
     const scores = numbers(meta.get('tokenizer.ggml.scores'), n, 0);
-    json = {
-      version: '1.0',
-      truncation: null,
-      padding: null,
-      added_tokens: added,
-      normalizer: {
-        type: 'Sequence',
-        normalizers: [
-          { type: 'Prepend', prepend: '\u2581' },
-          { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' },
-        ],
-      },
-      pre_tokenizer: null,
-      post_processor: null,
-      decoder: {
-        type: 'Sequence',
-        decoders: [{ type: 'Replace', pattern: { String: '\u2581' }, content: ' ' }, { type: 'ByteFallback' }, { type: 'Fuse' }, { type: 'Strip', content: ' ', start: 1, stop: 0 }],
-      },
-      model: {
-        type: 'BPE',
-        dropout: null,
-        unk_token: unk === null ? null : tokens[unk],
-        continuing_subword_prefix: null,
-        end_of_word_suffix: null,
-        fuse_unk: true,
-        byte_fallback: true,
-        ignore_merges: false,
-        vocab,
-        merges: mergesFromScores(tokens.map((text, i) => ({ text, score: scores[i]! })), (i) => types[i] === enum_.NORMAL),
-      },
-    };
+    const pieces = tokens.map((text, i) => ({ text, score: scores[i]! }));
+    json = sentencePieceTokenizerJson(pieces, {
+      added,
+      unk: unk === null ? null : tokens[unk]!,
+      merges: mergesFromScores(pieces, (i) => types[i] === enum_.NORMAL),
+    });
   } else if (model === 'gpt2') {
     const pre = String(meta.get('tokenizer.ggml.pre') ?? 'default');
     if (!(pre in PRE_TOKENIZERS)) {
@@ -117,11 +88,15 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
       const at = m.indexOf(' ', 1);
       return [m.slice(0, at), m.slice(at + 1)];
     });
+    const vocab: Record<string, number> = {};
+    tokens.forEach((t, i) => {
+      if (!(t in vocab)) vocab[t] = i;
+    });
     json = {
       version: '1.0',
       truncation: null,
       padding: null,
-      added_tokens: added,
+      added_tokens: added.map((t) => ({ ...t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
       normalizer: null,
       pre_tokenizer: regex
         ? { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] }

@@ -1,7 +1,8 @@
 /**
  * A small GGUF writer for tests: metadata, tensors, and ggml's block layouts
  * (ggml-common.h; the reference quantizers of ggml-quants.c, simplified where
- * only the layout matters) for F32, F16, BF16, Q8_0, Q4_0, Q4_K and Q6_K.
+ * only the layout matters) for F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q5_1, Q4_K
+ * and Q6_K.
  * Each quantizer also gives the values ggml's own dequantization reads back,
  * in row order, computed from the quantized numbers rather than by reading
  * its bytes back: the test oracle for the loader's block mappings.
@@ -10,8 +11,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { floatToHalf, halfToFloat, readSafetensors } from '../src/model/safetensors.ts';
 
-export type GgufType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q4_K' | 'Q6_K';
-export const GGUF_TYPE_IDS: Record<GgufType, number> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 };
+export type GgufType = 'F32' | 'F16' | 'BF16' | 'Q8_0' | 'Q4_0' | 'Q5_0' | 'Q5_1' | 'Q4_K' | 'Q6_K';
+export const GGUF_TYPE_IDS: Record<GgufType, number> = { F32: 0, F16: 1, Q4_0: 2, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q4_K: 12, Q6_K: 14, BF16: 30 };
 
 export type MetaValue =
   | { u32: number }
@@ -185,6 +186,42 @@ export function quantizeGgml(type: GgufType, x: Float32Array): { data: Uint8Arra
           values[blk * 32 + j] = f16(d) * (lo - 8);
           values[blk * 32 + j + 16] = f16(d) * (hi - 8);
         }
+      }
+      return { data: b, values };
+    }
+    case 'Q5_0':
+    case 'Q5_1': {
+      const size = type === 'Q5_0' ? 22 : 24;
+      const b = Buffer.alloc((x.length / 32) * size);
+      for (let blk = 0; blk < x.length / 32; blk++) {
+        const v = x.subarray(blk * 32, blk * 32 + 32);
+        let d: number;
+        let min = 0;
+        const q: number[] = [];
+        if (type === 'Q5_0') {
+          let max = 0;
+          for (const y of v) if (Math.abs(y) > Math.abs(max)) max = y;
+          d = max / -16;
+          const id = d ? 1 / d : 0;
+          for (const y of v) q.push(Math.min(31, Math.trunc(y * id + 16.5)));
+          b.writeUInt16LE(floatToHalf(d), blk * size);
+        } else {
+          min = Math.min(...v);
+          d = (Math.max(...v) - min) / 31;
+          const id = d ? 1 / d : 0;
+          for (const y of v) q.push(Math.min(31, Math.trunc((y - min) * id + 0.5)));
+          b.writeUInt16LE(floatToHalf(d), blk * size);
+          b.writeUInt16LE(floatToHalf(min), blk * size + 2);
+        }
+        let qh = 0;
+        const qs = blk * size + (type === 'Q5_0' ? 6 : 8);
+        for (let j = 0; j < 16; j++) {
+          b[qs + j] = (q[j]! & 0xf) | ((q[j + 16]! & 0xf) << 4);
+          qh |= ((q[j]! >> 4) & 1) << j;
+          qh |= ((q[j + 16]! >> 4) & 1) << (j + 16);
+        }
+        b.writeUInt32LE(qh >>> 0, qs - 4);
+        for (let i = 0; i < 32; i++) values[blk * 32 + i] = type === 'Q5_0' ? f16(d) * (q[i]! - 16) : f16(d) * q[i]! + f16(min);
       }
       return { data: b, values };
     }
@@ -374,13 +411,15 @@ const ARCH: Record<string, string> = { LlamaForCausalLM: 'llama', Qwen2ForCausal
  */
 export function writeGgufFromDir(dir: string, path: string, name: string, typeOf: (ggufName: string) => GgufType, extra: Record<string, MetaValue> = {}): Map<string, Float32Array> {
   const raw = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'));
-  const arch = ARCH[raw.architectures[0]]!;
+  const named = extra['general.architecture'];
+  const arch = named && 'str' in named ? named.str : ARCH[raw.architectures[0]]!;
   const values = new Map<string, Float32Array>();
   const out: WriterTensor[] = [];
   for (const [hf, t] of readSafetensors(join(dir, 'model.safetensors'))) {
     const gg = ggufName(hf);
-    const K = t.shape[t.shape.length - 1]!;
-    const heads = /attn_q\.weight$/.test(gg) ? raw.num_attention_heads : /attn_k\.weight$/.test(gg) ? raw.num_key_value_heads : 0;
+    const K = t.shape.length === 1 ? 1 : t.shape[1]!; // a row's length (a bias: one value a row)
+    // A llama model's q and k rows, biases included, go to llama.cpp's order.
+    const heads = /attn_q\.(weight|bias)$/.test(gg) ? raw.num_attention_heads : /attn_k\.(weight|bias)$/.test(gg) ? raw.num_key_value_heads : 0;
     const permute = arch === 'llama' && heads > 0;
     const rows = permute ? permuteHeads(t.data, heads, K, true) : t.data;
     const type = t.shape.length === 1 ? 'F32' : typeOf(gg);

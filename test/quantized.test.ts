@@ -17,6 +17,8 @@ import { loadModel } from '../src/model/load.ts';
 import { quantizeModelDir } from '../src/model/quantize-dir.ts';
 import { readSafetensors, writeSafetensors, type ByteTensor, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, type Linear } from '../src/model/weights.ts';
+import { quantizedBytes } from '../src/model/quantize.ts';
+import { weightBytes } from '../bench/weight-bytes.ts';
 import { greedy, haveStories, logitsAt, logSoftmax, randomModelDir, runPie, SKIP_STORIES, storiesModelDir, testEngine } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'pie-quantized-'));
@@ -108,25 +110,35 @@ describe('quantized directories (pie model quantize)', () => {
       expect(d.quantized.scales).toEqual(a.quantized.scales);
     }
     expect((fromDir.weights.lmHead as { quantized: { bits: number } }).quantized.bits).toBe(8); // the head keeps 8 bits
+    // No float copy of any linear weight: what stays float is the norms alone.
+    const { bytes: quantizedBytesTotal } = weightBytes(fromDir.weights);
+    const floatBytes = [fromDir.weights.norm, ...fromDir.weights.layers.flatMap((l) => [l.inputNorm, l.postNorm])].reduce((a, t) => a + t.data.byteLength, 0);
+    const linearBytes = pairs.reduce((a, [d]) => a + (isQuantized(d) ? quantizedBytes(d.quantized) : Infinity), 0);
+    expect(quantizedBytesTotal).toBe(linearBytes + floatBytes);
     const e1 = await testEngine(out, { numPages: 32 });
     const e2 = await testEngine(randomModelDir(), { numPages: 32, quantize: quantizationFor('q4') });
     const prompt = [1, 7, 9, 11];
     expect((await greedy(e1, prompt, 24)).tokens).toEqual((await greedy(e2, prompt, 24)).tokens);
   });
 
-  it('round-trip zero points, a float head, a tied head, and 8 bits in blocks of 64', async () => {
+  it('round-trip zero points, a float head, a tied head, 8 bits in blocks of 64, and blocks wider than a row', async () => {
     const tied = randomModelDir({ ...(await import('../src/model/random.ts')).PRESETS.tiny, tieWordEmbeddings: true });
     const cases: [string, string, WeightQuantization][] = [
       ['zp', randomModelDir(), { bits: 4, headBits: 8, block: 32, zeroPoints: true }],
       ['float-head', randomModelDir(), { bits: 8, headBits: null, block: 64, zeroPoints: false }],
       ['tied', tied, { bits: 4, headBits: 4, block: 32, zeroPoints: false }],
+      // Blocks wider than the rows (K = 64): the shape alone could read 4 bits in 128 as 8 bits in 64.
+      ['wide-4', randomModelDir(), { bits: 4, headBits: 8, block: 128, zeroPoints: false }],
+      ['wide-8', randomModelDir(), { bits: 8, headBits: 4, block: 256, zeroPoints: true }],
     ];
     for (const [name, src, q] of cases) {
       const out = join(work, name);
       quantizeModelDir(src, out, q);
       const m = loadModel(out);
       expect(m.config.quantization).toEqual(q);
-      expect(isQuantized(m.weights.layers[0]!.q)).toBe(true);
+      const lq = m.weights.layers[0]!.q;
+      if (!isQuantized(lq)) throw new Error(`${name}: q loaded as float`);
+      expect([lq.quantized.bits, lq.quantized.block], name).toEqual([q.bits, q.block]);
       expect(isQuantized(m.weights.lmHead)).toBe(q.headBits !== null);
       if (name === 'tied') expect(m.weights.lmHead).toBe(m.weights.embed);
       const fromDir = await testEngine(out, { numPages: 32 });
@@ -135,11 +147,13 @@ describe('quantized directories (pie model quantize)', () => {
     }
   });
 
-  it('refuses quantizing twice, other quantization methods, missing or misshapen quantized tensors, and a non-empty output folder', () => {
+  it('loads a quantized directory as stored; refuses quantizing it again, other quantization methods, missing or misshapen quantized tensors, and a non-empty output folder', () => {
     const out = join(work, 'tiny-q8');
     quantizeModelDir(randomModelDir(), out, quantizationFor('q8'));
-    expect(() => loadModel(out, { quantize: quantizationFor('q4') })).toThrow(/already quantized \(8-bit blocks of 32, head 8-bit\); quantizing it again \(4-bit/);
-    expect(loadModel(out, { quantize: quantizationFor('q8') }).config.quantization).toEqual(quantizationFor('q8')); // the same: loads as it is
+    // Stored quantized weights load as stored, whatever --quantize asks (it is for float weights).
+    const asked = loadModel(out, { quantize: quantizationFor('q4') });
+    expect(asked.config.quantization).toEqual(quantizationFor('q8'));
+    expect((asked.weights.layers[0]!.q as { quantized: { bits: number } }).quantized.bits).toBe(8);
     expect(() => quantizeModelDir(out, join(work, 'again'), quantizationFor('q4'))).toThrow(/is already quantized/);
     expect(() => quantizeModelDir(randomModelDir(), out, quantizationFor('q4'))).toThrow(/exists and is not empty/);
     // A config that says quantized over float weights, and another method's config.
@@ -183,9 +197,12 @@ describe('quantized directories (pie model quantize)', () => {
     const badFlag = await runPie(['generate', '--model', randomModelDir(), '--quantize', 'q5']);
     expect(badFlag.code).toBe(2);
     expect(badFlag.stderr).toMatch(/--quantize must be q4 or q8, got "q5"/);
-    const twice = await runPie(['generate', '--model', out, '--quantize', 'q8']);
-    expect(twice.code).toBe(1);
-    expect(twice.stderr).toMatch(/already quantized/);
+    const asStored = await runPie(['generate', '--model', out, '--max-tokens', '5', '--quantize', 'q8']);
+    expect(asStored.code).toBe(0);
+    expect(asStored.stdout).toBe(gen.stdout); // loaded as stored (4 bits)
+    const bigBlock = await runPie(['model', 'quantize', randomModelDir(), join(work, 'y'), '--bits', '4', '--block', '512']);
+    expect(bigBlock.code).toBe(2);
+    expect(bigBlock.stderr).toMatch(/--block must be one of 16, 32, 64, 128, 256, got "512"/);
   });
 });
 
@@ -211,7 +228,7 @@ describe('the quantized graph', () => {
     const dir = randomModelDir({ ...PRESETS.tiny, hiddenSize: 48, intermediateSize: 80, numHeads: 4, numKvHeads: 2 });
     const { referenceForward } = await import('../drivers/reference/forward.ts');
     const tokens = [1, 17, 33, 101, 250, 7, 9];
-    for (const q of [quantizationFor('q8'), { ...quantizationFor('q4'), zeroPoints: true }, { bits: 4, headBits: 4, block: 16, zeroPoints: false } as const]) {
+    for (const q of [quantizationFor('q8'), { ...quantizationFor('q4'), zeroPoints: true }, { bits: 4, headBits: 4, block: 16, zeroPoints: false } as const, { bits: 8, headBits: 4, block: 32, zeroPoints: true } as const]) {
       const engine = await testEngine(dir, { numPages: 16, quantize: q });
       const got = await logitsAt(engine, tokens);
       // The reference multiplies float activations by the dequantized weights; the kernel quantizes activations to int8 per block first.

@@ -205,8 +205,8 @@ export class GraphBuilder {
       let offset = 0;
       for (const { proto, bytes } of this.large) {
         const aligned = Math.ceil(offset / 4096) * 4096;
-        if (aligned > offset) writeSync(fd, new Uint8Array(aligned - offset));
-        writeSync(fd, bytes);
+        if (aligned > offset) writeFully(fd, new Uint8Array(aligned - offset));
+        writeFully(fd, bytes);
         proto.rawData = null;
         proto.dataLocation = onnx.TensorProto.DataLocation.EXTERNAL;
         proto.externalData = [
@@ -221,7 +221,7 @@ export class GraphBuilder {
     }
     const fdModel = openSync(modelPath, 'w');
     try {
-      writeSync(fdModel, this.modelBytes(opset));
+      writeFully(fdModel, this.modelBytes(opset));
     } finally {
       closeSync(fdModel);
     }
@@ -245,6 +245,12 @@ export class GraphBuilder {
     });
     return onnx.ModelProto.encode(model).finish();
   }
+}
+
+/** writeSync may write less than asked (an initializer above 2 GiB always does). */
+function writeFully(fd: number, bytes: Uint8Array): void {
+  let done = 0;
+  while (done < bytes.length) done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
 }
 
 function attribute(name: string, value: AttrValue): onnxProto.onnx.IAttributeProto {

@@ -19,6 +19,7 @@ import { cachedSnapshot, hubCacheDir, listCached, parseRepoRef, repoFolder } fro
 import { downloadModel, HubError, snapshotComplete } from '../model/hub/download.ts';
 import { describeQuantization } from '../model/weights.ts';
 import { quantizeModelDir } from '../model/quantize-dir.ts';
+import { BLOCKS } from '../model/quantize.ts';
 import { importGguf } from '../model/gguf/import-gguf.ts';
 import { readGgufHeader } from '../model/gguf/gguf-file.ts';
 import { ggufConfig, isGgufPath } from '../model/gguf/gguf-model.ts';
@@ -122,7 +123,7 @@ export async function modelQuantizeCommand(argv: string[]): Promise<void> {
   const bits = Number(values.bits);
   if (bits !== 4 && bits !== 8) throw new UsageError(`--bits must be 4 or 8, got ${values.bits === undefined ? 'nothing' : `"${values.bits}"`}`);
   const block = Number(values.block);
-  if (!Number.isInteger(block) || block < 16 || (block & (block - 1)) !== 0) throw new UsageError(`--block must be a power of two of at least 16, got "${values.block}"`);
+  if (!(BLOCKS as readonly number[]).includes(block)) throw new UsageError(`--block must be one of ${BLOCKS.join(', ')}, got "${values.block}"`);
   const head = values['head-bits'];
   if (head !== '4' && head !== '8' && head !== 'float') throw new UsageError(`--head-bits must be 4, 8 or float, got "${head}"`);
   const q = { bits: bits as 4 | 8, block, zeroPoints: values['zero-points'], headBits: head === 'float' ? null : (Number(head) as 4 | 8) };

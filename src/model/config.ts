@@ -149,8 +149,8 @@ function parseQuantization(raw: unknown, source: string): WeightQuantization | n
     throw new ModelLoadError(`${source}: quantization_config bits must be 4 or 8${nullable ? ' (or null)' : ''}, got ${JSON.stringify(v)}`);
   };
   const block = r.block_size;
-  if (typeof block !== 'number' || block < 16 || (block & (block - 1)) !== 0) {
-    throw new ModelLoadError(`${source}: quantization_config block_size must be a power of two of at least 16, got ${JSON.stringify(block)}`);
+  if (typeof block !== 'number' || ![16, 32, 64, 128, 256].includes(block)) {
+    throw new ModelLoadError(`${source}: quantization_config block_size must be 16, 32, 64, 128 or 256, got ${JSON.stringify(block)}`);
   }
   return { bits: bits(r.bits, false)!, headBits: bits(r.head_bits ?? null, true), block, zeroPoints: r.zero_points === true };
 }
@@ -177,7 +177,10 @@ function parseRopeScaling(raw: unknown, source: string): RopeScaling | null {
   }
   if (type === 'linear') return { type: 'linear', factor: Number(r.factor) };
   // Ours: a GGUF file's rope_freqs (Llama 3.1), kept when `pie model import-gguf` writes a directory.
-  if (type === 'factors' && Array.isArray(r.factors) && r.factors.every((f) => typeof f === 'number' && f > 0)) return { type: 'factors', factors: r.factors as number[] };
+  if (type === 'factors') {
+    if (!Array.isArray(r.factors) || !r.factors.every((f) => typeof f === 'number' && f > 0)) throw new ModelLoadError(`${source}: rope_scaling "factors" must be a list of positive numbers`);
+    return { type: 'factors', factors: r.factors as number[] };
+  }
   throw new ModelLoadError(`${source}: rope_scaling type "${String(type)}" is not supported (llama3, linear)`);
 }
 

@@ -12,6 +12,7 @@ import { join, resolve } from 'node:path';
 import { quantizationConfigJson, type WeightQuantization } from './config.ts';
 import { ModelLoadError } from './errors.ts';
 import { loadModelText } from './load.ts';
+import { isGgufPath } from './gguf/gguf-model.ts';
 import { writeSafetensors } from './safetensors.ts';
 import { bindWeights, describeQuantization, readModelTensors, weightTensors } from './weights.ts';
 
@@ -29,6 +30,7 @@ export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuanti
   const src = resolve(srcArg);
   const out = resolve(outArg);
   if (existsSync(out) && readdirSync(out).length > 0) throw new ModelLoadError(`${out} exists and is not empty: choose a new folder`);
+  if (isGgufPath(src)) throw new ModelLoadError(`${src} is a GGUF file: \`pie model import-gguf FILE OUT_DIR [--quantize q4|q8]\` makes a directory of it (its quantized tensors keep their formats)`);
   const text = loadModelText(src);
   if (text.config.quantization) throw new ModelLoadError(`${src} is already quantized (${describeQuantization(text.config.quantization)}): quantize the float model instead`);
   const tensors = readModelTensors(src);

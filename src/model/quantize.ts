@@ -33,7 +33,7 @@ export interface Quantized {
 
 export interface QuantizeOptions {
   bits: Bits;
-  /** Values per block along K (default 32): a power of two, at least 16. */
+  /** Values per block along K (default 32): 16, 32, 64, 128 or 256. */
   block?: number;
   zeroPoints?: boolean;
 }
@@ -58,8 +58,11 @@ export function quantizedBytes(q: Quantized): number {
   return q.data.byteLength + q.scales.byteLength + (q.zeroPoints?.byteLength ?? 0);
 }
 
+/** The block sizes a weight may use: powers of two from 16 to 256. */
+export const BLOCKS = [16, 32, 64, 128, 256] as const;
+
 export function checkBlock(block: number): void {
-  if (!Number.isInteger(block) || block < 16 || (block & (block - 1)) !== 0) throw new RangeError(`the block must be a power of two of at least 16, got ${block}`);
+  if (!(BLOCKS as readonly number[]).includes(block)) throw new RangeError(`the block must be one of ${BLOCKS.join(', ')}, got ${block}`);
 }
 
 /** Quantizes `rows`, N rows of K values (a Hugging Face [out, in] weight), each row one output. */

@@ -43,6 +43,18 @@ export function mergesFromScores(pieces: Piece[], mergeable: (id: number) => boo
   return ranked.map((m) => [m.a, m.b]);
 }
 
+/**
+ * A vocabulary object: each piece to its first id. Without a prototype, so
+ * that pieces such as "toString" or "__proto__" are pieces like any other.
+ */
+export function vocabOf(pieces: string[]): Record<string, number> {
+  const vocab = Object.create(null) as Record<string, number>;
+  pieces.forEach((p, i) => {
+    if (!Object.hasOwn(vocab, p)) vocab[p] = i;
+  });
+  return vocab;
+}
+
 export interface AddedToken {
   id: number;
   content: string;
@@ -56,24 +68,15 @@ export interface AddedToken {
  */
 export function sentencePieceTokenizerJson(
   pieces: Piece[],
-  options: { added: AddedToken[]; unk: string | null; merges?: [string, string][]; postProcessor?: Record<string, unknown> | null },
+  options: { added: AddedToken[]; unk: string | null; merges?: [string, string][]; postProcessor?: Record<string, unknown> | null; prependSpace?: boolean },
 ): Record<string, unknown> {
-  const vocab: Record<string, number> = {};
-  pieces.forEach((p, i) => {
-    if (!(p.text in vocab)) vocab[p.text] = i;
-  });
+  const spaces = { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' };
   return {
     version: '1.0',
     truncation: null,
     padding: null,
     added_tokens: options.added.map((t) => ({ id: t.id, content: t.content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: t.special })),
-    normalizer: {
-      type: 'Sequence',
-      normalizers: [
-        { type: 'Prepend', prepend: '\u2581' },
-        { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' },
-      ],
-    },
+    normalizer: options.prependSpace === false ? spaces : { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, spaces] },
     pre_tokenizer: null,
     post_processor: options.postProcessor ?? null,
     decoder: {
@@ -82,7 +85,8 @@ export function sentencePieceTokenizerJson(
         { type: 'Replace', pattern: { String: '\u2581' }, content: ' ' },
         { type: 'ByteFallback' },
         { type: 'Fuse' },
-        { type: 'Strip', content: ' ', start: 1, stop: 0 },
+        // The dummy prefix's space comes off again.
+        ...(options.prependSpace === false ? [] : [{ type: 'Strip', content: ' ', start: 1, stop: 0 }]),
       ],
     },
     model: {
@@ -94,7 +98,7 @@ export function sentencePieceTokenizerJson(
       fuse_unk: true,
       byte_fallback: true,
       ignore_merges: false,
-      vocab,
+      vocab: vocabOf(pieces.map((p) => p.text)),
       merges: options.merges ?? mergesFromScores(pieces),
     },
   };

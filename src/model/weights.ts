@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { ModelConfig, WeightQuantization } from './config.ts';
 import { kvDim } from './config.ts';
 import { ModelLoadError } from './errors.ts';
-import { blocksOf, bytesPerBlock, dequantizeRows, quantizeRows, zeroPointsPerOutput, type Bits, type Quantized } from './quantize.ts';
+import { BLOCKS, blocksOf, bytesPerBlock, dequantizeRows, quantizeRows, zeroPointsPerOutput, type Bits, type Quantized } from './quantize.ts';
 import { readSafetensors, type ByteTensor, type Tensor } from './safetensors.ts';
 
 /** A block-quantized linear weight: `quantized.N` outputs (rows) of `quantized.K` inputs. */
@@ -90,21 +90,18 @@ export function readModelTensors(dir: string): ModelTensors {
 
 /**
  * Binds tensors to roles, checking shapes. A directory whose config records a
- * quantization is read as quantized; `quantize` quantizes float weights as
- * they are bound, each float tensor dropped from `tensors` once quantized so
+ * quantization is read as quantized, whatever `quantize` says; `quantize`
+ * quantizes float weights as they are bound, each float tensor dropped from `tensors` once quantized so
  * that the float copy can go.
  */
-export function bindWeights(config: ModelConfig, tensors: ModelTensors, source: string, quantize: WeightQuantization | null = null): ModelWeights {
+export function bindWeights(config: ModelConfig, tensors: ModelTensors, source: string, asked: WeightQuantization | null = null): ModelWeights {
   const H = config.hiddenSize;
   const qDim = config.numHeads * config.headDim;
   const kv = kvDim(config);
   const I = config.intermediateSize;
+  // A quantized directory loads as it was quantized: `quantize` is for float weights (quantizing twice would only lose more).
   const stored = config.quantization;
-  if (stored && quantize && !sameQuantization(stored, quantize)) {
-    throw new ModelLoadError(
-      `${source} is already quantized (${describeQuantization(stored)}); quantizing it again (${describeQuantization(quantize)}) would lose more: quantize the float model instead`,
-    );
-  }
+  const quantize = stored ? null : asked;
   const get = (name: string, shape: number[]): Tensor => {
     const t = tensors.floats.get(name);
     if (!t) throw new ModelLoadError(`${source}: missing tensor ${name}`);
@@ -167,8 +164,10 @@ function readQuantized(tensors: ModelTensors, base: string, N: number, K: number
   const blocks = data.shape[1]!;
   const perBlock = data.shape[2]!;
   const bad = (what: string, got: number[], want: number[]) => new ModelLoadError(`${source}: tensor ${base}.${what} has shape [${got}], expected [${want}]`);
-  let block = 0;
-  for (let b = 16; b <= Math.max(16, 2 * K) && !block; b *= 2) if (blocksOf({ K, block: b }) === blocks && [4, 8].includes((perBlock * 8) / b)) block = b;
+  // The config's block first (one shape can read as 8 bits in blocks of b or 4 bits in blocks of 2b
+  // where the block covers the whole row), then the others (GGUF's Q6_K becomes blocks of 16).
+  const fits = (b: number) => blocksOf({ K, block: b }) === blocks && [4, 8].includes((perBlock * 8) / b);
+  const block = [q.block, ...BLOCKS].find(fits) ?? 0;
   const bits = ((perBlock * 8) / block) as Bits;
   if (data.shape.length !== 3 || data.shape[0] !== N || !block) {
     throw bad('qweight', data.shape, [N, blocksOf({ K, block: q.block }), bytesPerBlock({ block: q.block, bits: q.bits })]);
@@ -191,10 +190,6 @@ export function quantizedTensorsOf(base: string, w: QuantizedTensor): [string, T
   ];
   if (q.zeroPoints) out.push([`${base}.qzeros`, { bytes: q.zeroPoints, shape: [q.N, zeroPointsPerOutput(q)] }]);
   return out;
-}
-
-export function sameQuantization(a: WeightQuantization, b: WeightQuantization): boolean {
-  return a.bits === b.bits && a.headBits === b.headBits && a.block === b.block && a.zeroPoints === b.zeroPoints;
 }
 
 export function describeQuantization(q: WeightQuantization): string {

@@ -6,6 +6,9 @@
  *   Q8_0 → 8 bits, blocks of 32: q + 128 and d as the scale            exact
  *   Q4_0 → 4 bits, blocks of 32: the nibbles reordered, d as the scale  exact
  *   Q6_K → 8 bits, blocks of 16: q + 96 and d·scale as the scale        exact
+ *   Q5_0 → 8 bits, blocks of 32: q + 112 and d as the scale             exact
+ *   Q5_1 → 8 bits, blocks of 32 with zero points: 8·q, scale d/8,
+ *          zero point round(−8·m / d)                                   offset within 1/16 of a step
  *   Q4_K → 8 bits, blocks of 32 with zero points: 16·q, scale d·sc/16,
  *          zero point round(16·dmin·m / (d·sc))                        offset within 1/32 of a step
  *        → 4 bits (when asked, `q4`): q, scale d·sc, zero point
@@ -76,6 +79,18 @@ export function dequantizeRows(type: number, bytes: Uint8Array, N: number, K: nu
         }
       }
       return out;
+    case GgmlType.Q5_0:
+    case GgmlType.Q5_1: {
+      const size = type === GgmlType.Q5_0 ? 22 : 24;
+      const q = new Uint8Array(32);
+      for (let b = 0; b < total / 32; b++) {
+        const d = HALF[dv.getUint16(b * size, true)]!;
+        const m = type === GgmlType.Q5_1 ? HALF[dv.getUint16(b * size + 2, true)]! : 0;
+        q5Values(bytes, dv, b * size + (type === GgmlType.Q5_0 ? 2 : 4), q);
+        for (let i = 0; i < 32; i++) out[b * 32 + i] = type === GgmlType.Q5_0 ? d * (q[i]! - 16) : d * q[i]! + m;
+      }
+      return out;
+    }
     case GgmlType.Q4_K:
       for (let b = 0; b < total / 256; b++) {
         const base = b * 144;
@@ -120,7 +135,7 @@ function q6kBlock(bytes: Uint8Array, dv: DataView, b: number, each: (i: number, 
 
 /** Whether a type maps onto the quantized kernels (rather than float). */
 export function isQuantizedType(type: number): boolean {
-  return type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q4_K || type === GgmlType.Q6_K;
+  return type === GgmlType.Q8_0 || type === GgmlType.Q4_0 || type === GgmlType.Q5_0 || type === GgmlType.Q5_1 || type === GgmlType.Q4_K || type === GgmlType.Q6_K;
 }
 
 /**
@@ -169,6 +184,23 @@ export function toNBits(type: number, bytes: Uint8Array, N: number, K: number, q
       }
       return { bits: 8, block: 16, K, N, data, scales, zeroPoints: null };
     }
+    case GgmlType.Q5_0: {
+      const data = new Uint8Array(N * K);
+      const scales = new Float32Array((N * K) / 32);
+      const q = new Uint8Array(32);
+      for (let b = 0; b < (N * K) / 32; b++) {
+        scales[b] = HALF[dv.getUint16(b * 22, true)]!;
+        q5Values(bytes, dv, b * 22 + 2, q);
+        for (let i = 0; i < 32; i++) data[b * 32 + i] = q[i]! + 112; // (q + 112) − 128 = q − 16
+      }
+      return { bits: 8, block: 32, K, N, data, scales, zeroPoints: null };
+    }
+    case GgmlType.Q5_1:
+      // value = d·q + m: s = d, o = −m.
+      return offsetBlocksToNBits(N, K, 8, 5, (b, q) => {
+        q5Values(bytes, dv, b * 24 + 4, q);
+        return [HALF[dv.getUint16(b * 24, true)]!, -HALF[dv.getUint16(b * 24 + 2, true)]!];
+      });
     case GgmlType.Q4_K:
       return q4kToNBits(bytes, dv, N, K, q4kBits);
     default:
@@ -176,7 +208,13 @@ export function toNBits(type: number, bytes: Uint8Array, N: number, K: number, q
   }
 }
 
-function q4kToNBits(bytes: Uint8Array, dv: DataView, N: number, K: number, bits: 4 | 8): Quantized {
+/**
+ * Blocks of 32 whose values are s·q − o (q unsigned, `qBits` wide) onto
+ * `bits` with zero points: q·f, scale s/f and zero point round(o·f/s), where
+ * f = 2^(bits − qBits). A block whose zero point does not fit (or whose scale
+ * is 0) is quantized anew from its values.
+ */
+function offsetBlocksToNBits(N: number, K: number, bits: 4 | 8, qBits: number, read: (block: number, q: Uint8Array) => [number, number]): Quantized {
   const shape = { bits, block: 32, K } as const;
   const blocks = blocksOf(shape);
   const perBlock = bytesPerBlock(shape);
@@ -184,46 +222,57 @@ function q4kToNBits(bytes: Uint8Array, dv: DataView, N: number, K: number, bits:
   const data = new Uint8Array(N * blocks * perBlock);
   const scales = new Float32Array(N * blocks);
   const zeroPoints = new Uint8Array(N * zpPerOutput);
-  const factor = bits === 8 ? 16 : 1;
+  const factor = 2 ** (bits - qBits);
   const zmax = (1 << bits) - 1;
   const q = new Uint8Array(32);
   const values = new Float32Array(32);
-  for (let sb = 0; sb < (N * K) / 256; sb++) {
-    const base = sb * 144;
-    const d = HALF[dv.getUint16(base, true)]!;
-    const dmin = HALF[dv.getUint16(base + 2, true)]!;
-    for (let j = 0; j < 8; j++) {
-      const blockIndex = sb * 8 + j; // row-major over N rows of K/32 blocks
-      const n = Math.floor(blockIndex / blocks);
-      const b = blockIndex % blocks;
-      const [sc, m] = scaleMinK4(bytes, base + 4, j);
-      const qs = base + 16 + (j >> 1) * 32;
-      const shift = (j & 1) * 4;
-      for (let i = 0; i < 32; i++) q[i] = (bytes[qs + i]! >> shift) & 0xf;
-      const s = d * sc;
-      const o = dmin * m;
-      const z = s > 0 ? Math.round((factor * o) / s) : -1;
-      let scale: number;
-      let zp: number;
-      const at = (n * blocks + b) * perBlock;
-      if (z >= 0 && z <= zmax) {
-        scale = s / factor;
-        zp = z;
-        for (let i = 0; i < 32; i++) put(data, at, i, q[i]! * factor, bits);
-      } else {
-        // The offset does not fit a zero point (or the scale is 0): quantize this sub-block anew from its values.
-        for (let i = 0; i < 32; i++) values[i] = s * q[i]! - o;
-        const one = quantizeRows(values, 1, 32, { bits, block: 32, zeroPoints: true });
-        scale = one.scales[0]!;
-        zp = bits === 8 ? one.zeroPoints![0]! : one.zeroPoints![0]! & 0xf;
-        data.set(one.data, at);
-      }
-      scales[n * blocks + b] = scale;
-      const zAt = n * zpPerOutput + (bits === 4 ? b >> 1 : b);
-      zeroPoints[zAt] = bits === 4 ? zeroPoints[zAt]! | (zp << ((b & 1) * 4)) : zp;
+  for (let blockIndex = 0; blockIndex < N * blocks; blockIndex++) {
+    const n = Math.floor(blockIndex / blocks);
+    const b = blockIndex % blocks;
+    const [s, o] = read(blockIndex, q);
+    const z = s > 0 ? Math.round((factor * o) / s) : -1;
+    let scale: number;
+    let zp: number;
+    const at = blockIndex * perBlock;
+    if (z >= 0 && z <= zmax) {
+      scale = s / factor;
+      zp = z;
+      for (let i = 0; i < 32; i++) put(data, at, i, q[i]! * factor, bits);
+    } else {
+      for (let i = 0; i < 32; i++) values[i] = s * q[i]! - o;
+      const one = quantizeRows(values, 1, 32, { bits, block: 32, zeroPoints: true });
+      scale = one.scales[0]!;
+      zp = bits === 8 ? one.zeroPoints![0]! : one.zeroPoints![0]! & 0xf;
+      data.set(one.data, at);
     }
+    scales[blockIndex] = scale;
+    const zAt = n * zpPerOutput + (bits === 4 ? b >> 1 : b);
+    zeroPoints[zAt] = bits === 4 ? zeroPoints[zAt]! | (zp << ((b & 1) * 4)) : zp;
   }
   return { bits, block: 32, K, N, data, scales, zeroPoints };
+}
+
+/** Q4_K's sub-blocks (8 to a super-block of 256, in row order): q of 4 bits, s = d·sc, o = dmin·m. */
+function q4kToNBits(bytes: Uint8Array, dv: DataView, N: number, K: number, bits: 4 | 8): Quantized {
+  return offsetBlocksToNBits(N, K, bits, 4, (blockIndex, q) => {
+    const base = (blockIndex >> 3) * 144;
+    const j = blockIndex & 7;
+    const [sc, m] = scaleMinK4(bytes, base + 4, j);
+    const qs = base + 16 + (j >> 1) * 32;
+    const shift = (j & 1) * 4;
+    for (let i = 0; i < 32; i++) q[i] = (bytes[qs + i]! >> shift) & 0xf;
+    return [HALF[dv.getUint16(base, true)]! * sc, HALF[dv.getUint16(base + 2, true)]! * m];
+  });
+}
+
+/** Q5_0's or Q5_1's 5-bit values of block b: the low nibbles from qs, the fifth bits from qh (bit j for value j). */
+function q5Values(bytes: Uint8Array, dv: DataView, at: number, q: Uint8Array): void {
+  const qh = dv.getUint32(at, true);
+  for (let j = 0; j < 16; j++) {
+    const byte = bytes[at + 4 + j]!;
+    q[j] = (byte & 0xf) | (((qh >> j) & 1) << 4);
+    q[j + 16] = (byte >> 4) | (((qh >> (j + 16)) & 1) << 4);
+  }
 }
 
 function put(data: Uint8Array, at: number, i: number, v: number, bits: 4 | 8): void {

@@ -81,6 +81,10 @@ class HeaderReader {
   i64 = () => { const at = this.at(8); return this.buf.readBigInt64LE(at); };
   u64 = (): bigint => { const at = this.at(8); return this.buf.readBigUInt64LE(at); };
 
+  remaining(): number {
+    return this.size - this.pos;
+  }
+
   /** A u64 that must fit in a JavaScript number. */
   count(what: string): number {
     const v = this.u64();
@@ -129,6 +133,8 @@ function readValue(r: HeaderReader, type: number, path: string, key: string): Gg
     case T.ARRAY: {
       const itemType = r.u32();
       const n = r.count(`length of ${key}`);
+      // Every item takes at least a byte: a count past the file's end is a corrupt header, not an allocation to try.
+      if (n > r.remaining()) throw new ModelLoadError(`${path}: metadata ${key} claims ${n} items, more than the file holds`);
       if (itemType === T.ARRAY) throw new ModelLoadError(`${path}: metadata ${key} is an array of arrays, which this reader does not take`);
       const out: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(r, itemType, path, key);
@@ -148,7 +154,9 @@ export function readGgufHeader(path: string): GgufFile {
     throw new ModelLoadError(`cannot open ${path}: ${(err as Error).message}`);
   }
   try {
-    const size = fstatSync(fd).size;
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new ModelLoadError(`${path} is not a file (a GGUF model is one file)`);
+    const size = stat.size;
     const r = new HeaderReader(fd, size, path);
     if (size < 24 || r.u32() !== MAGIC) throw new ModelLoadError(`${path}: not a GGUF file (no "GGUF" magic)`);
     const version = r.u32();

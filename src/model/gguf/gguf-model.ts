@@ -73,7 +73,9 @@ export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
   const scaling = get('rope.scaling.type');
   if (scaling === 'linear') raw.rope_scaling = { type: 'linear', factor: get('rope.scaling.factor') };
   else if (scaling !== undefined && scaling !== 'none') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
-  if (get('attention.sliding_window') !== undefined && a !== 'llama') raw.use_sliding_window = true;
+  // q/k/v biases: Qwen2 always; a llama file where the converter found them.
+  if (file.tensors.has('blk.0.attn_q.bias')) raw.attention_bias = true;
+  // A sliding window in the metadata is left alone, as llama.cpp leaves it for these architectures.
   const freqs = file.tensors.get('rope_freqs.weight');
   if (freqs) {
     if (raw.rope_scaling) throw new ModelLoadError(`${file.path}: both a RoPE scaling type and frequency factors`);
@@ -123,8 +125,9 @@ export function loadGgufModel(path: string, options: LoadOptions = {}): LoadedMo
 
 /**
  * The tensors as the engine's weights. `quantize`: float tensors are
- * quantized as `--quantize` asks, and Q4_K becomes 4 bits where it asks for 4
- * (else 8, near exact).
+ * quantized as `--quantize` asks, and Q4_K becomes 4 bits where it asks 4 bits
+ * of that weight (the layers with q4; the head and embedding only with a 4-bit
+ * head), else 8 (near exact). Other quantized types keep their formats.
  */
 export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuantization | null): ModelWeights {
   const a = arch(file);
@@ -132,13 +135,15 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
   const qDim = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const I = c.intermediateSize;
-  const q4kBits = quantize?.bits === 4 ? 4 : 8;
   const info = (name: string): GgufTensorInfo => {
     const t = file.tensors.get(name);
     if (!t) throw new ModelLoadError(`${file.path}: missing tensor ${name}`);
     return t;
   };
-  const vector = (name: string, n: number): Tensor => ({ data: floats(file, info(name), [n]), shape: [n] });
+  const vector = (name: string, n: number, order?: number[]): Tensor => {
+    const data = floats(file, info(name), [n]);
+    return { data: order ? Float32Array.from(order, (src) => data[src]!) : data, shape: [n] };
+  };
   /** llama.cpp's order of a llama model's q and k rows (pairs) back to Hugging Face's (halves). */
   const unpermute = (heads: number): number[] => {
     const hd = c.headDim;
@@ -147,12 +152,13 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
     for (let h = 0; h < heads; h++) for (let i = 0; i < half; i++) for (let j = 0; j < 2; j++) order[h * hd + j * half + i] = h * hd + i * 2 + j;
     return order;
   };
+  /** `bits`: what --quantize asks of this weight (null: nothing); it also decides whether Q4_K becomes 4 bits (else 8). */
   const linear = (name: string, N: number, K: number, bits: 4 | 8 | null, order?: number[]): Linear => {
     const t = info(name);
     checkShape(file, t, [N, K]);
     const bytes = readTensorBytes(file, t);
     if (isQuantizedType(t.type)) {
-      const q = toNBits(t.type, bytes, N, K, q4kBits);
+      const q = toNBits(t.type, bytes, N, K, bits === 4 ? 4 : 8);
       return { shape: [N, K], quantized: order ? permuteQuantizedRows(q, order) : q };
     }
     let rows = dequantizeRows(t.type, bytes, N, K);
@@ -169,16 +175,18 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`;
-    const has = (n: string) => file.tensors.has(p + n);
+    // A llama file's q and k rows, biases included, are in llama.cpp's order.
+    const qOrder = a === 'llama' ? unpermute(c.numHeads) : undefined;
+    const kOrder = a === 'llama' ? unpermute(c.numKvHeads) : undefined;
     layers.push({
       inputNorm: vector(`${p}attn_norm.weight`, H),
-      q: linear(`${p}attn_q.weight`, qDim, H, bits, a === 'llama' ? unpermute(c.numHeads) : undefined),
-      k: linear(`${p}attn_k.weight`, kv, H, bits, a === 'llama' ? unpermute(c.numKvHeads) : undefined),
+      q: linear(`${p}attn_q.weight`, qDim, H, bits, qOrder),
+      k: linear(`${p}attn_k.weight`, kv, H, bits, kOrder),
       v: linear(`${p}attn_v.weight`, kv, H, bits),
       o: linear(`${p}attn_output.weight`, H, qDim, bits),
-      qBias: c.attentionBias || has('attn_q.bias') ? vector(`${p}attn_q.bias`, qDim) : null,
-      kBias: c.attentionBias || has('attn_k.bias') ? vector(`${p}attn_k.bias`, kv) : null,
-      vBias: c.attentionBias || has('attn_v.bias') ? vector(`${p}attn_v.bias`, kv) : null,
+      qBias: c.attentionBias ? vector(`${p}attn_q.bias`, qDim, qOrder) : null,
+      kBias: c.attentionBias ? vector(`${p}attn_k.bias`, kv, kOrder) : null,
+      vBias: c.attentionBias ? vector(`${p}attn_v.bias`, kv) : null,
       qNorm: c.qkNorm ? vector(`${p}attn_q_norm.weight`, c.headDim) : null,
       kNorm: c.qkNorm ? vector(`${p}attn_k_norm.weight`, c.headDim) : null,
       postNorm: vector(`${p}ffn_norm.weight`, H),
@@ -187,7 +195,6 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
       down: linear(`${p}ffn_down.weight`, H, I, bits),
     });
   }
-  if (layers.some((l) => (l.qBias !== null) !== (layers[0]!.qBias !== null))) throw new ModelLoadError(`${file.path}: some layers have q/k/v biases and some do not`);
   const embed = linear('token_embd.weight', c.vocabSize, H, headBits);
   return {
     embed,

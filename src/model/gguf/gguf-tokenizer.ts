@@ -7,7 +7,8 @@
  *            every split of a piece into two pieces, ranked by the merged
  *            piece's score, as SentencePiece merges
  *   "gpt2"   byte-level BPE: pieces and merges, split first by the
- *            pre-tokenizer `tokenizer.ggml.pre` names (Llama 3, Qwen2, GPT-2)
+ *            pre-tokenizer `tokenizer.ggml.pre` names (Llama 3, Qwen2, GPT-2;
+ *            GPT-2's when it names none)
  *
  * Token types (`tokenizer.ggml.token_type`): 1 normal, 2 unknown, 3 control,
  * 4 user-defined, 5 unused, 6 byte. Control tokens become special added
@@ -15,7 +16,7 @@
  */
 import { ModelLoadError } from '../errors.ts';
 import type { TokenizerConfig } from '../tokenizer.ts';
-import { mergesFromScores, sentencePieceTokenizerJson } from '../tokenizer-json.ts';
+import { mergesFromScores, sentencePieceTokenizerJson, vocabOf } from '../tokenizer-json.ts';
 import type { GgufValue } from './gguf-file.ts';
 
 const enum_ = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -27,8 +28,14 @@ const PRE_TOKENIZERS: Record<string, string | null> = {
   qwen2: "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
   // GPT-2's own split, which the ByteLevel pre-tokenizer applies itself.
   gpt2: null,
-  default: null,
 };
+
+/**
+ * Control tokens that end a generation by their text, as llama.cpp ends on
+ * them whatever ids the metadata names (a Qwen2.5 file names <|im_end|> but
+ * also stops on <|endoftext|>; Llama 3.1 on <|eom_id|>).
+ */
+const END_OF_GENERATION = new Set(['<|eot_id|>', '<|eom_id|>', '<|end_of_text|>', '<|im_end|>', '<|endoftext|>', '<|end|>', '<end_of_turn>', '<|return|>', '<|call|>']);
 
 export const SUPPORTED_PRE_TOKENIZERS = Object.keys(PRE_TOKENIZERS);
 
@@ -77,9 +84,11 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
       added,
       unk: unk === null ? null : tokens[unk]!,
       merges: mergesFromScores(pieces, (i) => types[i] === enum_.NORMAL),
+      // SentencePiece's dummy prefix, unless the file turns it off.
+      prependSpace: meta.get('tokenizer.ggml.add_space_prefix') !== false,
     });
   } else if (model === 'gpt2') {
-    const pre = String(meta.get('tokenizer.ggml.pre') ?? 'default');
+    const pre = String(meta.get('tokenizer.ggml.pre') ?? 'gpt2');
     if (!(pre in PRE_TOKENIZERS)) {
       throw new ModelLoadError(`${source}: pre-tokenizer "${pre}" (tokenizer.ggml.pre) is not supported; supported: ${SUPPORTED_PRE_TOKENIZERS.join(', ')}`);
     }
@@ -88,34 +97,34 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
       const at = m.indexOf(' ', 1);
       return [m.slice(0, at), m.slice(at + 1)];
     });
-    const vocab: Record<string, number> = {};
-    tokens.forEach((t, i) => {
-      if (!(t in vocab)) vocab[t] = i;
-    });
     json = {
       version: '1.0',
       truncation: null,
       padding: null,
       added_tokens: added.map((t) => ({ ...t, single_word: false, lstrip: false, rstrip: false, normalized: false })),
-      normalizer: null,
+      // Qwen2's tokenizer normalizes to NFC before it splits.
+      normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
       pre_tokenizer: regex
         ? { type: 'Sequence', pretokenizers: [{ type: 'Split', pattern: { Regex: regex }, behavior: 'Isolated', invert: false }, { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: false }] }
         : { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true },
       post_processor: null,
       decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
-      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe' || pre === 'llama3', vocab, merges },
+      model: { type: 'BPE', dropout: null, unk_token: null, continuing_subword_prefix: '', end_of_word_suffix: '', fuse_unk: false, byte_fallback: false, ignore_merges: pre === 'llama-bpe' || pre === 'llama3', vocab: vocabOf(tokens), merges },
     };
   } else {
     throw new ModelLoadError(`${source}: tokenizer model ${JSON.stringify(model ?? null)} (tokenizer.ggml.model) is not supported; supported: llama (SentencePiece-style), gpt2 (byte-level BPE)`);
   }
+  // Without the key, BOS as llama.cpp adds it: SentencePiece vocabularies and Llama 3's.
   const addBos = meta.get('tokenizer.ggml.add_bos_token');
+  const pre = String(meta.get('tokenizer.ggml.pre') ?? '');
   const template = meta.get('tokenizer.chat_template');
   const config: TokenizerConfig = {
     bos_token: bos === null ? null : tokens[bos]!,
     eos_token: eos === null ? null : tokens[eos]!,
-    add_bos_token: typeof addBos === 'boolean' ? addBos : model === 'llama',
+    add_bos_token: typeof addBos === 'boolean' ? addBos : model === 'llama' || pre === 'llama-bpe' || pre === 'llama3',
     ...(typeof template === 'string' ? { chat_template: template } : {}),
   };
-  const eosTokenIds = [...new Set([eos, eot, eom].filter((x): x is number => x !== null))];
+  const byText = tokens.flatMap((t, i) => (types[i] === enum_.CONTROL && END_OF_GENERATION.has(t) ? [i] : []));
+  const eosTokenIds = [...new Set([eos, eot, eom, ...byText].filter((x): x is number => x !== null))];
   return { json, config, bosTokenId: bos, eosTokenIds };
 }

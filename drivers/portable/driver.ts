@@ -16,6 +16,9 @@ import type { WorkerInit, WorkerReply, WorkerRequest } from './worker.ts';
 
 const WORKER_URL = new URL('./worker.ts', import.meta.url);
 
+/** Weights above this cannot go in one protocol buffer (under 2 GB). */
+const MAX_INLINE_WEIGHT_BYTES = 1.5 * 1024 ** 3;
+
 export interface PortableDriverOptions {
   numPages: number;
   pageSize: number;
@@ -48,13 +51,21 @@ async function startWorker(model: LoadedModel, options: PortableDriverOptions, p
   const builder = graphBuilder({ config: c, weights: model.weights, numSlots });
   let graph: Uint8Array | string;
   let graphDir: string | null = null;
+  graph = '';
   if (options.externalData ?? builder.externalBytes > 0) {
-    graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
-    graph = join(graphDir, 'model.onnx');
-    builder.save(graph);
-  } else {
-    graph = builder.encode();
+    try {
+      graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
+      graph = join(graphDir, 'model.onnx');
+      builder.save(graph);
+    } catch (err) {
+      // No room in the temporary folder: one buffer instead, where the weights fit in a protocol buffer.
+      if (graphDir) rmSync(graphDir, { recursive: true, force: true });
+      graphDir = null;
+      if (options.externalData || builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) throw new Error(`cannot write the model's graph to ${tmpdir()}: ${(err as Error).message}`);
+      graph = '';
+    }
   }
+  if (graph === '') graph = builder.encode();
   const channel = createChannel(16 * 1024 * 1024, 4096, Math.min(HEAD_SIZE, c.vocabSize), HEAD_DRAWS);
   const init: WorkerInit = { graph, channel, pool, restart, poolRows: kvPlanes * numSlots, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
   const worker = new Worker(WORKER_URL, {

@@ -3,7 +3,8 @@
  * cover every architecture feature, run through the paged KV cache in two
  * chunks (so the second reads its past from the pool).
  */
-import { copyFileSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { randomModelDir, SMALL_SPEC } from '../../test/helpers.ts';
@@ -61,6 +62,20 @@ describe('portable driver logits match the reference forward pass (max abs diff 
 
   it('weights handed to ONNX Runtime as external data (the path for models over 2 GB)', async () => {
     expect(await maxDiff(randomModelDir({ ...base, hiddenSize: 128, intermediateSize: 256, numHeads: 8 }, 5), true)).toBeLessThanOrEqual(1e-4);
+  });
+
+  it('weights inline again after a save to external data: the encoded graph needs no side file', async () => {
+    const { graphBuilder } = await import('./graph.ts');
+    const ort = await import('onnxruntime-node');
+    const model = loadModel(randomModelDir({ ...base, hiddenSize: 128, intermediateSize: 256, numHeads: 8 }, 5));
+    const b = graphBuilder({ config: model.config, weights: model.weights, numSlots: 64 });
+    expect(b.externalBytes).toBeGreaterThan(0);
+    const dir = mkdtempSync(join(tmpdir(), 'pie-graph-test-'));
+    b.save(join(dir, 'model.onnx'));
+    rmSync(dir, { recursive: true });
+    const session = await ort.InferenceSession.create(b.encode());
+    expect(session.inputNames).toContain('token_ids');
+    await session.release();
   });
 
   it('sharded safetensors with an index', async () => {

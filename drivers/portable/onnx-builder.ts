@@ -193,7 +193,12 @@ export class GraphBuilder {
 
   /** The whole model, weights included, as one protocol buffer (under 2 GB only). */
   encode(opset = 18): Uint8Array {
-    for (const { proto, bytes } of this.large) proto.rawData = bytes;
+    for (const { proto, bytes } of this.large) {
+      // Inline, even after a save() that failed part way.
+      proto.rawData = bytes;
+      proto.dataLocation = onnx.TensorProto.DataLocation.DEFAULT;
+      proto.externalData = [];
+    }
     return this.modelBytes(opset);
   }
 

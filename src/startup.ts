@@ -4,6 +4,7 @@ import { byteProgress, type Progress } from './cli/progress.ts';
 import { ConfigError, type Config } from './config.ts';
 import { startEngine, type Engine, type TenantShare } from './engine/index.ts';
 import { quantizationFor } from './model/config.ts';
+import { describeQuantization } from './model/weights.ts';
 import { defaultModel } from './model/default-model.ts';
 import type { DownloadOptions } from './model/hub/download.ts';
 import { resolveModelSource } from './model/hub/resolve.ts';
@@ -23,7 +24,7 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
   const dir = source.dir;
   const servedName = name || (modelDir ? source.name : config.model.name || source.name || undefined);
   const e = config.engine;
-  return startEngine(dir, {
+  const engine = await startEngine(dir, {
     pageSize: e.pageSize,
     kvMemoryBytes: e.kvMemoryMb * 1024 * 1024,
     maxTokensPerStep: e.maxTokensPerStep,
@@ -38,6 +39,9 @@ export async function engineFromConfig(config: Config, modelDir: string | undefi
     quantize: config.model.quantize ? quantizationFor(config.model.quantize) : null,
     ...(servedName ? { name: servedName } : {}),
   });
+  const stored = engine.model.config.quantization;
+  if (config.model.quantize && stored) log(`pie: ${engine.model.name} is stored quantized (${describeQuantization(stored)}) and loads as stored; quantize = "${config.model.quantize}" applies to float models`);
+  return engine;
 }
 
 /** A download's progress as log lines (the engine may load on a thread of its own, with no terminal). */

@@ -7,7 +7,7 @@
  * tokenizer, special tokens and chat template so that the file alone serves,
  * and refuse what is not supported by name.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
@@ -22,7 +22,9 @@ import { PRESETS, type RandomModelSpec } from '../src/model/random.ts';
 import { readSafetensors, writeSafetensors, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, linearValues, type Linear } from '../src/model/weights.ts';
 import { startGateway } from './gateway-helpers.ts';
-import { ggufName, spmTokenizerMetadata, writeGguf, writeGgufFromDir, type GgufType, type MetaValue } from './gguf-writer.ts';
+import { ggufName, spmTokenizerMetadata, writeGguf, writeGgufFromDir, type GgufType, type MetaValue, type WriterTensor } from './gguf-writer.ts';
+import { parseConfig } from '../src/config.ts';
+import { ensureDefaultModel } from '../src/model/default-model.ts';
 import { CHAT_TEMPLATES_DIR, greedy, logitsAt, haveChatTemplates, LLAMA_TOKENIZER_DIR, haveLlamaTokenizer, randomModelDir, runPie, SKIP_TOKENIZER, testEngine } from './helpers.ts';
 
 const work = mkdtempSync(join(tmpdir(), 'pie-gguf-'));
@@ -193,6 +195,10 @@ const TEXTS = [
   'lines\nand\ttabs\n\n  end',
   '{"name": "Lily", "age": 7}',
   'with <s> and </s> in the text',
+  // Pieces named like an object's own properties (a vocabulary that is a plain object loses them).
+  'x.toString() and obj.valueOf() call the constructor; __proto__ too',
+  // Composed and decomposed accents (NFC for Qwen2).
+  'café and cafe\u0301',
 ];
 
 describe.skipIf(!haveLlamaTokenizer)(`the tokenizer a GGUF file carries: SentencePiece-style ${SKIP_TOKENIZER}`, () => {
@@ -208,6 +214,22 @@ describe.skipIf(!haveLlamaTokenizer)(`the tokenizer a GGUF file carries: Sentenc
     }
     expect(ours.encode('Hi')[0]).toBe(1); // add_bos_token
     expect([ours.bosTokenId, ours.eosTokenId]).toEqual([1, 2]);
+  });
+
+  it('without the dummy prefix where the file turns it off (tokenizer.ggml.add_space_prefix = false)', () => {
+    const path = join(work, 'llama-tokenizer-no-prefix.gguf');
+    writeGguf(path, textOnlyMetadata({ 'llama.vocab_size': { u32: 32000 }, ...spmTokenizerMetadata(LLAMA_TOKENIZER_DIR), 'tokenizer.ggml.add_space_prefix': { bool: false } }), []);
+    const ours = loadModelText(path).tokenizer;
+    const json = JSON.parse(readFileSync(join(LLAMA_TOKENIZER_DIR, 'tokenizer.json'), 'utf8'));
+    json.normalizer = { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' };
+    json.decoder.decoders = json.decoder.decoders.filter((d: { type: string }) => d.type !== 'Strip');
+    const hf = new HfTokenizer(json, {});
+    for (const text of TEXTS) {
+      const want = hf.encode(text, { add_special_tokens: false }).ids;
+      expect(ours.encode(text, { addBos: false }), text).toEqual(want);
+      expect(ours.decode(want), text).toBe(hf.decode(want, { skip_special_tokens: true }));
+    }
+    expect(ours.encode('Hello', { addBos: false })).not.toEqual(loadModelText(join(work, 'llama-tokenizer.gguf')).tokenizer.encode('Hello', { addBos: false }));
   });
 });
 
@@ -265,7 +287,7 @@ function byteLevelTokenizer(pre: 'qwen2' | 'llama-bpe' | 'gpt2'): Record<string,
   return {
     version: '1.0',
     added_tokens: added,
-    normalizer: null,
+    normalizer: pre === 'qwen2' ? { type: 'NFC' } : null,
     pre_tokenizer: pre === 'gpt2' ? { type: 'ByteLevel', add_prefix_space: false, trim_offsets: true, use_regex: true } : split(regexes[pre]),
     post_processor: null,
     decoder: { type: 'ByteLevel', add_prefix_space: true, trim_offsets: true, use_regex: true },
@@ -397,6 +419,50 @@ describe('a GGUF file alone', () => {
   });
 });
 
+/** A GGUF file's metadata and tensors, to write again with changes. */
+function metaOf(path: string): Record<string, MetaValue> {
+  const file = readGgufHeader(path);
+  return Object.fromEntries(
+    [...file.metadata].map(([k, v]) => [
+      k,
+      typeof v === 'string' ? { str: v } : typeof v === 'boolean' ? { bool: v } : Array.isArray(v) ? (typeof v[0] === 'string' ? { strings: v as string[] } : k.endsWith('scores') ? { f32s: v as number[] } : { i32s: v as number[] }) : k.endsWith('epsilon') || k.endsWith('freq_base') ? { f32: v as number } : { u32: v as number },
+    ]),
+  ) as Record<string, MetaValue>;
+}
+
+function tensorsOf(path: string): WriterTensor[] {
+  const bytes = readFileSync(path);
+  return [...readGgufHeader(path).tensors.values()].map((t) => ({ name: t.name, dims: t.dims, type: t.type, data: bytes.subarray(t.offset, t.offset + t.bytes) }));
+}
+
+describe('GGUF files found by their contents, and odd settings', () => {
+  it('a GGUF file without the .gguf name (an Ollama blob) loads; linear RoPE scaling with no factor is none; a missing .gguf model.path is not replaced by a random model', () => {
+    const base = ggufFromDir(randomModelDir(SPEC), 'sniffed', () => 'Q8_0');
+    const blob = join(work, 'sha256-0123abcd');
+    copyFileSync(base.path, blob);
+    expect(loadModelText(blob).name).toBe('sha256-0123abcd');
+    const linear = join(work, 'linear-no-factor.gguf');
+    writeGguf(linear, { ...metaOf(base.path), 'llama.rope.scaling.type': { str: 'linear' } }, tensorsOf(base.path));
+    expect(loadModelText(linear).config.ropeScaling).toBeNull();
+    const config = parseConfig(`[model]\npath = "${join(work, 'nowhere.gguf')}"\n`, 'test.toml', work);
+    expect(() => ensureDefaultModel(config, () => {})).toThrow(/the configured model file .*nowhere\.gguf does not exist/);
+    expect(existsSync(join(work, 'nowhere.gguf'))).toBe(false);
+  });
+
+  it('an output folder that is a file is refused before the model is read; a folder left by a killed import is cleaned up', () => {
+    const base = ggufFromDir(randomModelDir(SPEC), 'outputs', () => 'Q8_0');
+    const file = join(work, 'a-file.txt');
+    writeFileSync(file, 'x');
+    expect(() => importGguf(base.path, file)).toThrow(/a-file\.txt is a file: choose a new folder/);
+    const out = join(work, 'imported-again');
+    const stale = `${out}.partial-999999999`;
+    mkdirSync(stale);
+    importGguf(base.path, out);
+    expect(existsSync(stale)).toBe(false);
+    expect(existsSync(join(out, 'model.safetensors'))).toBe(true);
+  });
+});
+
 describe('GGUF refusals', () => {
   const tiny = () => ggufFromDir(randomModelDir(SPEC), 'base', () => 'Q8_0');
 
@@ -436,14 +502,11 @@ describe('GGUF refusals', () => {
     v1.writeUInt32LE(1, 4);
     expect(() => loadModel(write('v1.gguf', v1))).toThrow(/GGUF version 1; this reader takes versions 2 and 3/);
     expect(() => loadModel(write('cut-data.gguf', bytes.subarray(0, bytes.length - 1000)))).toThrow(/runs past the end of the file \(truncated\?\)/);
-    expect(() => loadModel(write('cut-header.gguf', bytes.subarray(0, 3000)))).toThrow(/not a whole GGUF file \(its header runs past the end/);
+    expect(() => loadModel(write('cut-header.gguf', bytes.subarray(0, 3000)))).toThrow(/claims 512 items, more than the file holds/);
+    const inInfos = bytes.indexOf(Buffer.from('blk.0.attn_norm.weight')) + 10;
+    expect(() => loadModel(write('cut-infos.gguf', bytes.subarray(0, inInfos)))).toThrow(/not a whole GGUF file \(its header runs past the end/);
     const missing = join(work, 'missing-tensor.gguf');
-    const file = readGgufHeader(base.path);
-    writeGguf(
-      missing,
-      Object.fromEntries([...file.metadata].map(([k, v]) => [k, typeof v === 'string' ? { str: v } : typeof v === 'boolean' ? { bool: v } : Array.isArray(v) ? (typeof v[0] === 'string' ? { strings: v as string[] } : k.endsWith('scores') ? { f32s: v as number[] } : { i32s: v as number[] }) : k.endsWith('epsilon') || k.endsWith('freq_base') ? { f32: v as number } : { u32: v as number }])) as Record<string, MetaValue>,
-      [...file.tensors.values()].filter((t) => t.name !== 'blk.1.attn_k.weight').map((t) => ({ name: t.name, dims: t.dims, type: t.type, data: bytes.subarray(t.offset, t.offset + t.bytes) })),
-    );
+    writeGguf(missing, metaOf(base.path), tensorsOf(base.path).filter((t) => t.name !== 'blk.1.attn_k.weight'));
     expect(() => loadModel(missing)).toThrow(/missing tensor blk\.1\.attn_k\.weight/);
     // An array whose count is past the end of the file.
     const huge = Buffer.from(bytes);
@@ -451,6 +514,14 @@ describe('GGUF refusals', () => {
     huge.writeBigUInt64LE(2n ** 40n, tokensAt);
     expect(() => loadModel(write('huge.gguf', huge))).toThrow(/metadata tokenizer\.ggml\.tokens claims 1099511627776 items, more than the file holds/);
     expect(() => importGguf(work, join(work, 'from-a-folder'))).toThrow(/is not a file \(a GGUF model is one file\)/);
+    // A tensor the graph has no place for: an output-projection bias.
+    const withBias = join(work, 'o-bias.gguf');
+    writeGguf(withBias, metaOf(base.path), [...tensorsOf(base.path), { name: 'blk.0.attn_output.bias', dims: [256], type: 0, data: new Uint8Array(256 * 4) }]);
+    expect(() => loadModel(withBias)).toThrow(/tensor blk\.0\.attn_output\.bias has no place in this engine's llama model/);
+    // A context length past 2^53: a clear refusal.
+    const big = join(work, 'big-context.gguf');
+    writeGguf(big, { ...metaOf(base.path), 'llama.context_length': { u64: 2 ** 60 } }, tensorsOf(base.path));
+    expect(() => loadModel(big)).toThrow(/metadata llama\.context_length is 1152921504606846976, beyond any model this engine serves/);
     expect(() => quantizeModelDir(base.path, join(work, 'quantized-gguf'), quantizationFor('q4'))).toThrow(/is a GGUF file: `pie model import-gguf FILE OUT_DIR \[--quantize q4\|q8\]` makes a directory of it/);
   });
 });

@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { LoadedModel } from '../../src/model/load.ts';
+import { ModelLoadError } from '../../src/model/errors.ts';
 import type { Batch, Driver, DriverInfo, StepResult } from '../driver.ts';
 import { HEAD_DRAWS, HEAD_SIZE } from '../../src/engine/sampling.ts';
 import { BY_MESSAGE, CRASH, createChannel, decodeError, decodeReply, encodeBatch, ERR, IN_SHARED_MEMORY, KIND, REP, REQ, SENT, type ChannelBuffers } from './channel.ts';
@@ -61,7 +62,7 @@ async function startWorker(model: LoadedModel, options: PortableDriverOptions, p
       // No room in the temporary folder: one buffer instead, where the weights fit in a protocol buffer.
       if (graphDir) rmSync(graphDir, { recursive: true, force: true });
       graphDir = null;
-      if (options.externalData || builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) throw new Error(`cannot write the model's graph to ${tmpdir()}: ${(err as Error).message}`);
+      if (options.externalData || builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) throw new ModelLoadError(`cannot write the model's graph to ${tmpdir()} (set TMPDIR to a folder with room for the weights): ${(err as Error).message}`);
       graph = '';
     }
   }

@@ -78,6 +78,20 @@ describe('portable driver logits match the reference forward pass (max abs diff 
     await session.release();
   });
 
+  it('with no usable temporary folder: the weights go inline, unless external data was asked for', async () => {
+    const model = loadModel(randomModelDir({ ...base, hiddenSize: 128, intermediateSize: 256, numHeads: 8 }, 5));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = '/nonexistent-pie-tmp';
+    try {
+      const driver = await PortableDriver.create(model, { numPages: 16, pageSize: 16, threads: 1 });
+      await driver.close();
+      await expect(PortableDriver.create(model, { numPages: 16, pageSize: 16, threads: 1, externalData: true })).rejects.toThrow(/cannot write the model's graph to \/nonexistent-pie-tmp \(set TMPDIR/);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  });
+
   it('sharded safetensors with an index', async () => {
     const src = randomModelDir(base, 4);
     const dir = join(src, '..', `sharded-${process.pid}-${Date.now()}`);

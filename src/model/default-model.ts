@@ -35,6 +35,7 @@ export function ensureDefaultModel(config: Config, log: (line: string) => void):
   if (existsSync(dir)) return dir;
   const preset = config.model.createIfMissing;
   if (!preset) throw new ModelLoadError(`the configured model directory ${dir} does not exist (model.create_if_missing is off)`);
+  if (/\.gguf$/i.test(dir)) throw new ModelLoadError(`the configured model file ${dir} does not exist (a random model is made only in place of a missing directory)`);
   createRandomModel(dir, PRESETS[preset], 0);
   log(
     [

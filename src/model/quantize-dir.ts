@@ -7,12 +7,13 @@
  * Every other file (tokenizer, chat template, generation config, licence) is
  * copied as it is.
  */
-import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { quantizationConfigJson, type WeightQuantization } from './config.ts';
 import { ModelLoadError } from './errors.ts';
 import { loadModelText } from './load.ts';
 import { isGgufPath } from './gguf/gguf-model.ts';
+import { checkModelOut, writeModelDir } from './write-dir.ts';
 import { writeSafetensors } from './safetensors.ts';
 import { bindWeights, describeQuantization, readModelTensors, weightTensors } from './weights.ts';
 
@@ -28,8 +29,7 @@ export interface QuantizeResult {
 
 export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuantization): QuantizeResult {
   const src = resolve(srcArg);
-  const out = resolve(outArg);
-  if (existsSync(out) && readdirSync(out).length > 0) throw new ModelLoadError(`${out} exists and is not empty: choose a new folder`);
+  checkModelOut(outArg); // before the weights are read: a bad output folder costs nothing
   if (isGgufPath(src)) throw new ModelLoadError(`${src} is a GGUF file: \`pie model import-gguf FILE OUT_DIR [--quantize q4|q8]\` makes a directory of it (its quantized tensors keep their formats)`);
   const text = loadModelText(src);
   if (text.config.quantization) throw new ModelLoadError(`${src} is already quantized (${describeQuantization(text.config.quantization)}): quantize the float model instead`);
@@ -37,11 +37,7 @@ export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuanti
   let inBytes = 0;
   for (const t of tensors.floats.values()) inBytes += t.data.byteLength;
   const weights = bindWeights(text.config, tensors, src, q);
-  // Written beside, then renamed: a failure leaves no half-written model that would load.
-  const tmp = `${out}.partial-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
+  return writeModelDir(outArg, (tmp) => {
     const files: string[] = [];
     for (const name of readdirSync(src)) {
       const from = join(src, name);
@@ -57,12 +53,6 @@ export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuanti
     files.push('config.json', 'model.safetensors');
     let outBytes = 0;
     for (const t of entries.values()) outBytes += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
-    if (existsSync(out)) rmSync(out, { recursive: true });
-    renameSync(tmp, out);
     return { inBytes, outBytes, files: files.sort() };
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
+  });
 }
-

@@ -39,6 +39,24 @@ const MAGIC = 0x46554747; // "GGUF"
 /** GGUF's metadata value types. */
 const T = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 } as const;
 
+/** The fewest bytes an array item of each type takes (a string: its 8-byte length). */
+const ITEM_MIN_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 10: 8, 11: 8, 12: 8 };
+
+/** Whether `path` is a file that starts with GGUF's magic (an Ollama blob has no .gguf in its name). */
+export function hasGgufMagic(path: string): boolean {
+  let fd: number | null = null;
+  try {
+    fd = openSync(path, 'r');
+    if (!fstatSync(fd).isFile()) return false;
+    const b = Buffer.alloc(4);
+    return readSync(fd, b, 0, 4, 0) === 4 && b.readUInt32LE(0) === MAGIC;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
+
 /** Reads the header through a window over the file, grown as the header needs. */
 class HeaderReader {
   private buf = Buffer.alloc(0);
@@ -133,8 +151,8 @@ function readValue(r: HeaderReader, type: number, path: string, key: string): Gg
     case T.ARRAY: {
       const itemType = r.u32();
       const n = r.count(`length of ${key}`);
-      // Every item takes at least a byte: a count past the file's end is a corrupt header, not an allocation to try.
-      if (n > r.remaining()) throw new ModelLoadError(`${path}: metadata ${key} claims ${n} items, more than the file holds`);
+      // A count past what the rest of the file could hold is a corrupt header, not an allocation to try.
+      if (n * (ITEM_MIN_BYTES[itemType] ?? 1) > r.remaining() || n > 2 ** 32 - 1) throw new ModelLoadError(`${path}: metadata ${key} claims ${n} items, more than the file holds`);
       if (itemType === T.ARRAY) throw new ModelLoadError(`${path}: metadata ${key} is an array of arrays, which this reader does not take`);
       const out: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(r, itemType, path, key);

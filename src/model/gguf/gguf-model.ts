@@ -23,13 +23,15 @@ import type { Tensor } from '../safetensors.ts';
 import type { LayerWeights, Linear, ModelWeights } from '../weights.ts';
 import { dequantizeRows, isQuantizedType, permuteQuantizedRows, toNBits } from './ggml-blocks.ts';
 import { ggmlTypeName, isSupportedType, SUPPORTED_TYPE_NAMES } from './ggml-types.ts';
-import { readGgufHeader, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf-file.ts';
+import { hasGgufMagic, readGgufHeader, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf-file.ts';
 import { ggufTokenizer } from './gguf-tokenizer.ts';
 
 const ARCHITECTURES: Record<string, string> = { llama: 'LlamaForCausalLM', qwen2: 'Qwen2ForCausalLM', qwen3: 'Qwen3ForCausalLM' };
 
+/** A GGUF file: named *.gguf, or any file that starts with GGUF's magic. */
 export function isGgufPath(path: string): boolean {
-  return /\.gguf$/i.test(path) && existsSync(path) && statSync(path).isFile();
+  if (!existsSync(path) || !statSync(path).isFile()) return false;
+  return /\.gguf$/i.test(path) || hasGgufMagic(path);
 }
 
 function arch(file: GgufFile): string {
@@ -49,7 +51,11 @@ export function ggufConfig(file: GgufFile): ModelConfig {
 export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
   const a = arch(file);
   const m = file.metadata;
-  const get = (key: string) => m.get(`${a}.${key}`);
+  const get = (key: string) => {
+    const v = m.get(`${a}.${key}`);
+    if (typeof v === 'bigint') throw new ModelLoadError(`${file.path}: metadata ${a}.${key} is ${v}, beyond any model this engine serves`);
+    return v;
+  };
   const tokens = m.get('tokenizer.ggml.tokens');
   const embed = file.tensors.get('token_embd.weight');
   const heads = get('attention.head_count');
@@ -71,8 +77,10 @@ export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
     eos_token_id: m.get('tokenizer.ggml.eos_token_id'),
   };
   const scaling = get('rope.scaling.type');
-  if (scaling === 'linear') raw.rope_scaling = { type: 'linear', factor: get('rope.scaling.factor') };
-  else if (scaling !== undefined && scaling !== 'none') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
+  const factor = get('rope.scaling.factor');
+  // As llama.cpp: linear scaling with no factor (or 0 or 1) is no scaling.
+  if (scaling === 'linear' && typeof factor === 'number' && factor > 0 && factor !== 1) raw.rope_scaling = { type: 'linear', factor };
+  else if (scaling !== undefined && scaling !== 'none' && scaling !== 'linear') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
   // q/k/v biases: Qwen2 always; a llama file where the converter found them.
   if (file.tensors.has('blk.0.attn_q.bias')) raw.attention_bias = true;
   // A sliding window in the metadata is left alone, as llama.cpp leaves it for these architectures.
@@ -135,9 +143,11 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
   const qDim = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const I = c.intermediateSize;
+  const used = new Set<string>(['rope_freqs.weight']);
   const info = (name: string): GgufTensorInfo => {
     const t = file.tensors.get(name);
     if (!t) throw new ModelLoadError(`${file.path}: missing tensor ${name}`);
+    used.add(name);
     return t;
   };
   const vector = (name: string, n: number, order?: number[]): Tensor => {
@@ -196,11 +206,15 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
     });
   }
   const embed = linear('token_embd.weight', c.vocabSize, H, headBits);
-  return {
+  const weights = {
     embed,
     layers,
     norm: vector('output_norm.weight', H),
     lmHead: file.tensors.has('output.weight') ? linear('output.weight', c.vocabSize, H, headBits) : embed,
   };
+  // A tensor the graph has no place for (an output-projection or MLP bias, say) would be dropped silently: refuse it.
+  const unused = [...file.tensors.keys()].filter((n) => !used.has(n));
+  if (unused.length > 0) throw new ModelLoadError(`${file.path}: tensor${unused.length > 1 ? 's' : ''} ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''} ha${unused.length > 1 ? 've' : 's'} no place in this engine's ${a} model`);
+  return weights;
 }
 

@@ -124,7 +124,7 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
     add_bos_token: typeof addBos === 'boolean' ? addBos : model === 'llama' || pre === 'llama-bpe' || pre === 'llama3',
     ...(typeof template === 'string' ? { chat_template: template } : {}),
   };
-  const byText = tokens.flatMap((t, i) => (types[i] === enum_.CONTROL && END_OF_GENERATION.has(t) ? [i] : []));
+  const byText = tokens.flatMap((t, i) => (END_OF_GENERATION.has(t) ? [i] : []));
   const eosTokenIds = [...new Set([eos, eot, eom, ...byText].filter((x): x is number => x !== null))];
   return { json, config, bosTokenId: bos, eosTokenIds };
 }

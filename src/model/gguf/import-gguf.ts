@@ -7,13 +7,14 @@
  * GGUF load maps them (quantized ones as `.qweight`/`.scales`/`.qzeros`, each
  * with its own block and bits).
  */
-import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { quantizationConfigJson, type WeightQuantization } from '../config.ts';
 import { ModelLoadError } from '../errors.ts';
 import { writeSafetensors } from '../safetensors.ts';
 import { isQuantized, weightTensors, type ModelWeights } from '../weights.ts';
 import { readGgufHeader } from './gguf-file.ts';
+import { checkModelOut, writeModelDir } from '../write-dir.ts';
 import { ggufModelText, ggufRawConfig, ggufWeights } from './gguf-model.ts';
 import { ggufTokenizer } from './gguf-tokenizer.ts';
 
@@ -25,8 +26,7 @@ function recordedQuantization(w: ModelWeights): WeightQuantization | null {
 }
 
 export function importGguf(path: string, outArg: string, quantize: WeightQuantization | null = null): { files: string[]; bytes: number } {
-  const out = resolve(outArg);
-  if (existsSync(out) && readdirSync(out).length > 0) throw new ModelLoadError(`${out} exists and is not empty: choose a new folder`);
+  const out = checkModelOut(outArg); // before the file is read: a bad output folder costs nothing
   const file = readGgufHeader(resolve(path));
   const text = ggufModelText(file);
   const weights = ggufWeights(file, text.config, quantize);
@@ -38,10 +38,7 @@ export function importGguf(path: string, outArg: string, quantize: WeightQuantiz
   const headAlike = isQuantized(weights.embed) === isQuantized(weights.lmHead) && (q !== null || !isQuantized(weights.embed));
   if (!layersAlike || !headAlike) throw new ModelLoadError(`${file.path}: its weights mix quantized and float tensors in a way a directory cannot record; serve the GGUF file itself`);
   if (q) raw.quantization_config = quantizationConfigJson(q);
-  const tmp = `${out}.partial-${process.pid}`;
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp, { recursive: true });
-  try {
+  return writeModelDir(out, (tmp) => {
     const json = (name: string, value: unknown) => writeFileSync(join(tmp, name), JSON.stringify(value, null, 2) + '\n');
     json('config.json', raw);
     json('tokenizer.json', tok.json);
@@ -51,11 +48,6 @@ export function importGguf(path: string, outArg: string, quantize: WeightQuantiz
     writeSafetensors(join(tmp, 'model.safetensors'), entries);
     let bytes = 0;
     for (const t of entries.values()) bytes += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
-    if (existsSync(out)) rmSync(out, { recursive: true });
-    renameSync(tmp, out);
     return { files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'], bytes };
-  } catch (err) {
-    rmSync(tmp, { recursive: true, force: true });
-    throw err;
-  }
+  });
 }

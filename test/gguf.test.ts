@@ -8,7 +8,7 @@
  * and refuse what is not supported by name.
  */
 import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Tokenizer as HfTokenizer } from '@huggingface/tokenizers';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -24,6 +24,7 @@ import { isQuantized, linearValues, type Linear } from '../src/model/weights.ts'
 import { startGateway } from './gateway-helpers.ts';
 import { ggufName, spmTokenizerMetadata, writeGguf, writeGgufFromDir, type GgufType, type MetaValue, type WriterTensor } from './gguf-writer.ts';
 import { parseConfig } from '../src/config.ts';
+import { servable } from '../src/cli/model-commands.ts';
 import { ensureDefaultModel } from '../src/model/default-model.ts';
 import { CHAT_TEMPLATES_DIR, greedy, logitsAt, haveChatTemplates, LLAMA_TOKENIZER_DIR, haveLlamaTokenizer, randomModelDir, runPie, SKIP_TOKENIZER, testEngine } from './helpers.ts';
 
@@ -355,8 +356,13 @@ describe('the special tokens a GGUF file carries', () => {
     return { text: loadModelText(path), id };
   };
 
-  it("ends on the end-of-generation tokens llama.cpp ends on by their text, beside the ids the metadata names", () => {
-    const { text, id } = bpe((id) => ({ 'tokenizer.ggml.pre': { str: 'qwen2' }, 'tokenizer.ggml.eos_token_id': { u32: id('<|im_end|>') } }));
+  it("ends on the end-of-generation tokens llama.cpp ends on by their text (whatever their type), beside the ids the metadata names", () => {
+    const { text, id } = bpe((id) => ({
+      'tokenizer.ggml.pre': { str: 'qwen2' },
+      'tokenizer.ggml.eos_token_id': { u32: id('<|im_end|>') },
+      // <|endoftext|> typed as a plain token here: its text still ends a generation.
+      'tokenizer.ggml.token_type': { i32s: [...Array(id('<|endoftext|>')).fill(1), 1, 3, 3] },
+    }));
     expect(text.eosTokenIds.sort((a, b) => a - b)).toEqual([id('<|endoftext|>'), id('<|im_end|>')].sort((a, b) => a - b));
   });
 
@@ -441,9 +447,15 @@ describe('GGUF files found by their contents, and odd settings', () => {
     const blob = join(work, 'sha256-0123abcd');
     copyFileSync(base.path, blob);
     expect(loadModelText(blob).name).toBe('sha256-0123abcd');
-    const linear = join(work, 'linear-no-factor.gguf');
-    writeGguf(linear, { ...metaOf(base.path), 'llama.rope.scaling.type': { str: 'linear' } }, tensorsOf(base.path));
-    expect(loadModelText(linear).config.ropeScaling).toBeNull();
+    const rope = (name: string, extra: Record<string, MetaValue>) => {
+      const p = join(work, `${name}.gguf`);
+      writeGguf(p, { ...metaOf(base.path), ...extra }, tensorsOf(base.path));
+      return loadModelText(p).config.ropeScaling;
+    };
+    expect(rope('linear-no-factor', { 'llama.rope.scaling.type': { str: 'linear' } })).toBeNull();
+    // As llama.cpp: a factor with no type is linear, and older files call it rope.scale_linear.
+    expect(rope('factor-no-type', { 'llama.rope.scaling.factor': { f32: 4 } })).toEqual({ type: 'linear', factor: 4 });
+    expect(rope('scale-linear', { 'llama.rope.scale_linear': { f32: 2 } })).toEqual({ type: 'linear', factor: 2 });
     const config = parseConfig(`[model]\npath = "${join(work, 'nowhere.gguf')}"\n`, 'test.toml', work);
     expect(() => ensureDefaultModel(config, () => {})).toThrow(/the configured model file .*nowhere\.gguf does not exist/);
     expect(existsSync(join(work, 'nowhere.gguf'))).toBe(false);
@@ -455,7 +467,7 @@ describe('GGUF files found by their contents, and odd settings', () => {
     writeFileSync(file, 'x');
     expect(() => importGguf(base.path, file)).toThrow(/a-file\.txt is a file: choose a new folder/);
     const out = join(work, 'imported-again');
-    const stale = `${out}.partial-999999999`;
+    const stale = `${out}.partial-${hostname().replace(/[^A-Za-z0-9.-]/g, '_')}-999999999-0badc0de`;
     mkdirSync(stale);
     importGguf(base.path, out);
     expect(existsSync(stale)).toBe(false);
@@ -517,7 +529,8 @@ describe('GGUF refusals', () => {
     // A tensor the graph has no place for: an output-projection bias.
     const withBias = join(work, 'o-bias.gguf');
     writeGguf(withBias, metaOf(base.path), [...tensorsOf(base.path), { name: 'blk.0.attn_output.bias', dims: [256], type: 0, data: new Uint8Array(256 * 4) }]);
-    expect(() => loadModel(withBias)).toThrow(/tensor blk\.0\.attn_output\.bias has no place in this engine's llama model/);
+    expect(() => loadModel(withBias)).toThrow(/tensor blk\.0\.attn_output\.bias has no place in this engine's LlamaForCausalLM model/);
+    expect(servable(withBias)).toMatchObject({ ok: false, why: expect.stringMatching(/attn_output\.bias has no place/) });
     // A context length past 2^53: a clear refusal.
     const big = join(work, 'big-context.gguf');
     writeGguf(big, { ...metaOf(base.path), 'llama.context_length': { u64: 2 ** 60 } }, tensorsOf(base.path));

@@ -15,6 +15,8 @@ import { buildBatch } from '../src/engine/batch-builder.ts';
 import { quantizationFor, type WeightQuantization } from '../src/model/config.ts';
 import { loadModel } from '../src/model/load.ts';
 import { quantizeModelDir } from '../src/model/quantize-dir.ts';
+import { parseConfig } from '../src/config.ts';
+import { engineFromConfig } from '../src/startup.ts';
 import { readSafetensors, writeSafetensors, type ByteTensor, type Tensor } from '../src/model/safetensors.ts';
 import { isQuantized, type Linear } from '../src/model/weights.ts';
 import { quantizedBytes } from '../src/model/quantize.ts';
@@ -176,6 +178,20 @@ describe('quantized directories (pie model quantize)', () => {
     bytes.set('model.layers.0.self_attn.q_proj.qweight', { bytes: q.bytes.subarray(0, 64 * 32), shape: [64, 1, 32] });
     writeSafetensors(join(lying, 'model.safetensors'), new Map<string, Tensor | ByteTensor>([...floats, ...bytes]));
     expect(() => loadModel(lying)).toThrow(/tensor model\.layers\.0\.self_attn\.q_proj\.scales has shape \[64,2\], expected \[64,1\]/); // read as 4 bits in one block of 64
+  });
+
+  it('says so when model.quantize does not apply (a stored quantization)', async () => {
+    const out = join(work, 'tiny-q4-config');
+    quantizeModelDir(randomModelDir(), out, quantizationFor('q4'));
+    const lines: string[] = [];
+    const config = parseConfig('[model]\nquantize = "q8"\n[engine]\nkv_memory_mb = 8\nthreads = 1\n', 'test.toml', work);
+    const engine = await engineFromConfig(config, out, (l) => lines.push(l));
+    try {
+      expect((engine.model.weights.layers[0]!.q as { quantized: { bits: number } }).quantized.bits).toBe(4);
+      expect(lines.join('\n')).toMatch(/tiny-q4-config is stored quantized \(4-bit blocks of 32, head 8-bit\) and loads as stored; quantize = "q8" applies to float models/);
+    } finally {
+      await engine.close();
+    }
   });
 
   it('pie model quantize and --quantize from the command line', async () => {

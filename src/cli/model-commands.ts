@@ -22,7 +22,7 @@ import { quantizeModelDir } from '../model/quantize-dir.ts';
 import { BLOCKS } from '../model/quantize.ts';
 import { importGguf } from '../model/gguf/import-gguf.ts';
 import { readGgufHeader } from '../model/gguf/gguf-file.ts';
-import { ggufConfig, isGgufPath } from '../model/gguf/gguf-model.ts';
+import { checkTensorNames, ggufConfig, isGgufPath } from '../model/gguf/gguf-model.ts';
 import { ggufTokenizer } from '../model/gguf/gguf-tokenizer.ts';
 import { ggmlTypeName, isSupportedType } from '../model/gguf/ggml-types.ts';
 import { quantizationFor } from '../model/config.ts';
@@ -39,6 +39,7 @@ export function servable(dir: string): { ok: true; summary: string } | { ok: fal
       const file = readGgufHeader(dir);
       const c = ggufConfig(file);
       ggufTokenizer(file.metadata, file.path);
+      checkTensorNames(file, c);
       const types = new Map<string, number>();
       for (const t of file.tensors.values()) types.set(ggmlTypeName(t.type), (types.get(ggmlTypeName(t.type)) ?? 0) + 1);
       const unsupported = [...file.tensors.values()].find((t) => !isSupportedType(t.type));

@@ -39,6 +39,9 @@ const MAGIC = 0x46554747; // "GGUF"
 /** GGUF's metadata value types. */
 const T = { U8: 0, I8: 1, U16: 2, I16: 3, U32: 4, I32: 5, F32: 6, BOOL: 7, STRING: 8, ARRAY: 9, U64: 10, I64: 11, F64: 12 } as const;
 
+/** More items than any metadata array of a model holds: a corrupt count, refused before it is allocated. */
+const MAX_ARRAY_ITEMS = 2 ** 26;
+
 /** The fewest bytes an array item of each type takes (a string: its 8-byte length). */
 const ITEM_MIN_BYTES: Record<number, number> = { 0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 8: 8, 10: 8, 11: 8, 12: 8 };
 
@@ -152,7 +155,8 @@ function readValue(r: HeaderReader, type: number, path: string, key: string): Gg
       const itemType = r.u32();
       const n = r.count(`length of ${key}`);
       // A count past what the rest of the file could hold is a corrupt header, not an allocation to try.
-      if (n * (ITEM_MIN_BYTES[itemType] ?? 1) > r.remaining() || n > 2 ** 32 - 1) throw new ModelLoadError(`${path}: metadata ${key} claims ${n} items, more than the file holds`);
+      // (The largest arrays are vocabularies, a few hundred thousand items.)
+      if (n * (ITEM_MIN_BYTES[itemType] ?? 1) > r.remaining() || n > MAX_ARRAY_ITEMS) throw new ModelLoadError(`${path}: metadata ${key} claims ${n} items, more than the file holds`);
       if (itemType === T.ARRAY) throw new ModelLoadError(`${path}: metadata ${key} is an array of arrays, which this reader does not take`);
       const out: GgufValue[] = new Array(n);
       for (let i = 0; i < n; i++) out[i] = readValue(r, itemType, path, key);

@@ -51,11 +51,12 @@ export function ggufConfig(file: GgufFile): ModelConfig {
 export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
   const a = arch(file);
   const m = file.metadata;
-  const get = (key: string) => {
-    const v = m.get(`${a}.${key}`);
-    if (typeof v === 'bigint') throw new ModelLoadError(`${file.path}: metadata ${a}.${key} is ${v}, beyond any model this engine serves`);
+  const top = (key: string) => {
+    const v = m.get(key);
+    if (typeof v === 'bigint') throw new ModelLoadError(`${file.path}: metadata ${key} is ${v}, beyond any model this engine serves`);
     return v;
   };
+  const get = (key: string) => top(`${a}.${key}`);
   const tokens = m.get('tokenizer.ggml.tokens');
   const embed = file.tensors.get('token_embd.weight');
   const heads = get('attention.head_count');
@@ -73,11 +74,12 @@ export function ggufRawConfig(file: GgufFile): Record<string, unknown> {
     rope_theta: get('rope.freq_base'),
     max_position_embeddings: get('context_length'),
     tie_word_embeddings: !file.tensors.has('output.weight'),
-    bos_token_id: m.get('tokenizer.ggml.bos_token_id'),
-    eos_token_id: m.get('tokenizer.ggml.eos_token_id'),
+    bos_token_id: top('tokenizer.ggml.bos_token_id'),
+    eos_token_id: top('tokenizer.ggml.eos_token_id'),
   };
-  const scaling = get('rope.scaling.type');
-  const factor = get('rope.scaling.factor');
+  // As llama.cpp: a factor with no type is linear scaling, and older files name the factor rope.scale_linear.
+  const factor = get('rope.scaling.factor') ?? get('rope.scale_linear');
+  const scaling = get('rope.scaling.type') ?? (factor !== undefined ? 'linear' : undefined);
   // As llama.cpp: linear scaling with no factor (or 0 or 1) is no scaling.
   if (scaling === 'linear' && typeof factor === 'number' && factor > 0 && factor !== 1) raw.rope_scaling = { type: 'linear', factor };
   else if (scaling !== undefined && scaling !== 'none' && scaling !== 'linear') throw new ModelLoadError(`${file.path}: RoPE scaling "${String(scaling)}" is not supported (linear, or frequency factors)`);
@@ -106,6 +108,26 @@ function checkShape(file: GgufFile, info: GgufTensorInfo, shape: number[]): void
   const want = [...shape].reverse();
   if (info.dims.length !== want.length || info.dims.some((d, i) => d !== want[i])) {
     throw new ModelLoadError(`${file.path}: tensor ${info.name} has shape [${info.dims}], expected [${want}]`);
+  }
+}
+
+/**
+ * Refuses a file with tensors the graph has no place for (an output-projection
+ * or MLP bias, LongRoPE factors, experts), which would otherwise be dropped
+ * silently: by name, before any tensor is read.
+ */
+export function checkTensorNames(file: GgufFile, c: ModelConfig): void {
+  const known = new Set(['token_embd.weight', 'output_norm.weight', 'output.weight', 'rope_freqs.weight']);
+  for (let i = 0; i < c.numLayers; i++) {
+    const p = `blk.${i}.`;
+    for (const n of ['attn_norm', 'attn_q', 'attn_k', 'attn_v', 'attn_output', 'ffn_norm', 'ffn_gate', 'ffn_up', 'ffn_down']) known.add(`${p}${n}.weight`);
+    if (c.attentionBias) for (const n of ['attn_q', 'attn_k', 'attn_v']) known.add(`${p}${n}.bias`);
+    if (c.qkNorm) for (const n of ['attn_q_norm', 'attn_k_norm']) known.add(`${p}${n}.weight`);
+  }
+  const unused = [...file.tensors.keys()].filter((n) => !known.has(n));
+  if (unused.length > 0) {
+    const many = unused.length > 1;
+    throw new ModelLoadError(`${file.path}: tensor${many ? 's' : ''} ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''} ha${many ? 've' : 's'} no place in this engine's ${c.architecture} model`);
   }
 }
 
@@ -143,11 +165,10 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
   const qDim = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const I = c.intermediateSize;
-  const used = new Set<string>(['rope_freqs.weight']);
+  checkTensorNames(file, c);
   const info = (name: string): GgufTensorInfo => {
     const t = file.tensors.get(name);
     if (!t) throw new ModelLoadError(`${file.path}: missing tensor ${name}`);
-    used.add(name);
     return t;
   };
   const vector = (name: string, n: number, order?: number[]): Tensor => {
@@ -206,15 +227,11 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
     });
   }
   const embed = linear('token_embd.weight', c.vocabSize, H, headBits);
-  const weights = {
+  return {
     embed,
     layers,
     norm: vector('output_norm.weight', H),
     lmHead: file.tensors.has('output.weight') ? linear('output.weight', c.vocabSize, H, headBits) : embed,
   };
-  // A tensor the graph has no place for (an output-projection or MLP bias, say) would be dropped silently: refuse it.
-  const unused = [...file.tensors.keys()].filter((n) => !used.has(n));
-  if (unused.length > 0) throw new ModelLoadError(`${file.path}: tensor${unused.length > 1 ? 's' : ''} ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''} ha${unused.length > 1 ? 've' : 's'} no place in this engine's ${a} model`);
-  return weights;
 }
 

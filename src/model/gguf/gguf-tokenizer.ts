@@ -56,8 +56,9 @@ function numbers(v: GgufValue | undefined, n: number, fallback: number): number[
   return v.map(Number);
 }
 
-function id(meta: Map<string, GgufValue>, key: string, n: number): number | null {
+function id(meta: Map<string, GgufValue>, key: string, n: number, source: string): number | null {
   const v = meta.get(key);
+  if (typeof v === 'bigint') throw new ModelLoadError(`${source}: metadata ${key} is ${v}, past any vocabulary`);
   return typeof v === 'number' && Number.isInteger(v) && v >= 0 && v < n ? v : null;
 }
 
@@ -66,12 +67,12 @@ export function ggufTokenizer(meta: Map<string, GgufValue>, source: string): Ggu
   const tokens = strings(meta.get('tokenizer.ggml.tokens'), 'tokenizer.ggml.tokens', source);
   const n = tokens.length;
   const types = numbers(meta.get('tokenizer.ggml.token_type'), n, enum_.NORMAL);
-  const bos = id(meta, 'tokenizer.ggml.bos_token_id', n);
-  const eos = id(meta, 'tokenizer.ggml.eos_token_id', n);
-  const unk = id(meta, 'tokenizer.ggml.unknown_token_id', n);
+  const bos = id(meta, 'tokenizer.ggml.bos_token_id', n, source);
+  const eos = id(meta, 'tokenizer.ggml.eos_token_id', n, source);
+  const unk = id(meta, 'tokenizer.ggml.unknown_token_id', n, source);
   // End-of-turn tokens also end a generation (Llama 3's <|eot_id|>, chat models' <|im_end|>).
-  const eot = id(meta, 'tokenizer.ggml.eot_token_id', n);
-  const eom = id(meta, 'tokenizer.ggml.eom_token_id', n);
+  const eot = id(meta, 'tokenizer.ggml.eot_token_id', n, source);
+  const eom = id(meta, 'tokenizer.ggml.eom_token_id', n, source);
   const added = tokens
     .map((content, i) => ({ id: i, content, type: types[i]! }))
     .filter((t) => t.type === enum_.CONTROL || t.type === enum_.USER_DEFINED || (t.type === enum_.UNKNOWN && model === 'llama'))

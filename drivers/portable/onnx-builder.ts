@@ -6,9 +6,10 @@
  * models the weights go to a side file ("external data"), which `save()`
  * writes beside the model; `encode()` keeps everything in one buffer.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync } from 'node:fs';
 import { basename } from 'node:path';
 import onnxProto from 'onnx-proto';
+import { writeFully } from '../../src/util/fs-io.ts';
 
 const { onnx } = onnxProto;
 
@@ -250,12 +251,6 @@ export class GraphBuilder {
     });
     return onnx.ModelProto.encode(model).finish();
   }
-}
-
-/** writeSync may write less than asked (an initializer above 2 GiB always does). */
-function writeFully(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
 }
 
 function attribute(name: string, value: AttrValue): onnxProto.onnx.IAttributeProto {

@@ -4,7 +4,8 @@
  * the raw bytes. Float tensors are widened to float32 on read (F16 and BF16
  * too); U8 tensors (quantized weights) are kept as bytes.
  */
-import { closeSync, fstatSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { readFully, writeFully } from '../util/fs-io.ts';
 import { ModelLoadError } from './errors.ts';
 
 export interface Tensor {
@@ -52,6 +53,9 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
     }
     if (typeof header !== 'object' || header === null || Array.isArray(header)) fail('header is not a JSON object');
     const dataStart = 8 + headerLen;
+    const readWhole = (into: Uint8Array, position: number) => {
+      if (!readFully(fd, into, position)) fail(`unexpected end of file reading ${into.length} bytes at ${position}`);
+    };
     const out = new Map<string, Tensor>();
     for (const [name, entry] of Object.entries(header)) {
       if (name === '__metadata__' || !want(name)) continue;
@@ -64,34 +68,24 @@ export function readSafetensors(path: string, want: (name: string) => boolean = 
       }
       if (entry.dtype === 'U8') {
         const raw = new Uint8Array(end - begin);
-        readFully(fd, raw, dataStart + begin);
+        readWhole(raw, dataStart + begin);
         bytes!.set(name, { bytes: raw, shape: [...entry.shape] });
         continue;
       }
       if (entry.dtype === 'F32') {
         // Straight into the tensor: no second copy of the file's bytes.
         const data = new Float32Array(count);
-        readFully(fd, new Uint8Array(data.buffer), dataStart + begin);
+        readWhole(new Uint8Array(data.buffer), dataStart + begin);
         out.set(name, { data, shape: [...entry.shape] });
         continue;
       }
       const raw = Buffer.alloc(end - begin);
-      readFully(fd, raw, dataStart + begin);
+      readWhole(raw, dataStart + begin);
       out.set(name, { data: toFloat32(raw, entry.dtype, count), shape: [...entry.shape] });
     }
     return out;
   } finally {
     closeSync(fd);
-  }
-}
-
-/** readSync may return fewer bytes than asked (above 2 GiB it always does). */
-function readFully(fd: number, into: Uint8Array, position: number): void {
-  let done = 0;
-  while (done < into.length) {
-    const n = readSync(fd, into, done, Math.min(into.length - done, 1 << 30), position + done);
-    if (n === 0) throw new ModelLoadError(`unexpected end of file reading ${into.length} bytes at ${position}`);
-    done += n;
   }
 }
 
@@ -180,11 +174,6 @@ export function writeSafetensors(path: string, tensors: Map<string, Tensor | Byt
   } finally {
     closeSync(fd);
   }
-}
-
-function writeFully(fd: number, bytes: Uint8Array): void {
-  let done = 0;
-  while (done < bytes.length) done += writeSync(fd, bytes, done, Math.min(bytes.length - done, 1 << 30));
 }
 
 function bf16Round(bits: number): number {

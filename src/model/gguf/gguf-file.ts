@@ -13,6 +13,7 @@
  * Strings are a u64 byte length and UTF-8 bytes; everything is little-endian.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { readFully } from '../../util/fs-io.ts';
 import { ModelLoadError } from '../errors.ts';
 import { GGML_TYPES, ggmlTypeName, type GgmlType } from './ggml-types.ts';
 
@@ -229,12 +230,7 @@ export function readTensorBytes(file: GgufFile, info: GgufTensorInfo): Uint8Arra
   const out = new Uint8Array(info.bytes);
   const fd = openSync(file.path, 'r');
   try {
-    let done = 0;
-    while (done < out.length) {
-      const n = readSync(fd, out, done, Math.min(out.length - done, 1 << 30), info.offset + done);
-      if (n === 0) throw new ModelLoadError(`${file.path}: tensor ${info.name} ends early`);
-      done += n;
-    }
+    if (!readFully(fd, out, info.offset)) throw new ModelLoadError(`${file.path}: tensor ${info.name} ends early`);
   } finally {
     closeSync(fd);
   }

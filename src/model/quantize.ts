@@ -61,8 +61,20 @@ export function quantizedBytes(q: Quantized): number {
 /** The block sizes a weight may use: powers of two from 16 to 256. */
 export const BLOCKS = [16, 32, 64, 128, 256] as const;
 
-export function checkBlock(block: number): void {
+function checkBlock(block: number): void {
   if (!(BLOCKS as readonly number[]).includes(block)) throw new RangeError(`the block must be one of ${BLOCKS.join(', ')}, got ${block}`);
+}
+
+/** Puts quantized value `i` of the block at byte `base` (4-bit values two to a byte, the first in the low nibble). */
+export function putValue(data: Uint8Array, base: number, i: number, v: number, bits: Bits): void {
+  if (bits === 8) data[base + i] = v;
+  else data[base + (i >> 1)] = data[base + (i >> 1)]! | (v << ((i & 1) * 4));
+}
+
+/** Puts block `b`'s zero point for output `n` (4-bit ones two to a byte, packed like the values). */
+export function putZeroPoint(zeroPoints: Uint8Array, perOutput: number, n: number, b: number, zp: number, bits: Bits): void {
+  const at = n * perOutput + (bits === 4 ? b >> 1 : b);
+  zeroPoints[at] = bits === 4 ? zeroPoints[at]! | (zp << ((b & 1) * 4)) : zp;
 }
 
 /** Quantizes `rows`, N rows of K values (a Hugging Face [out, in] weight), each row one output. */
@@ -98,8 +110,7 @@ export function quantizeRows(rows: Float32Array, N: number, K: number, options: 
         max = Math.max(max, 0);
         scale = Math.fround((max - min) / qmax) || 1;
         zp = Math.min(qmax, Math.max(0, Math.round(-min / scale)));
-        const at = n * zpPerOutput + (bits === 4 ? b >> 1 : b);
-        zeroPoints[at] = bits === 4 ? zeroPoints[at]! | (zp << ((b & 1) * 4)) : zp;
+        putZeroPoint(zeroPoints, zpPerOutput, n, b, zp, bits);
       } else {
         const absmax = Math.max(Math.abs(min), Math.abs(max));
         scale = Math.fround(absmax / ((1 << (bits - 1)) - 1)) || 1;
@@ -110,9 +121,7 @@ export function quantizeRows(rows: Float32Array, N: number, K: number, options: 
       // Padding past K quantizes 0 (the zero point), which adds nothing.
       for (let i = 0; i < block; i++) {
         const v = i < count ? rows[from + i]! : 0;
-        const q = Math.min(qmax, Math.max(0, Math.round(v / scale) + zp));
-        if (bits === 8) data[base + i] = q;
-        else data[base + (i >> 1)] = data[base + (i >> 1)]! | (q << ((i & 1) * 4));
+        putValue(data, base, i, Math.min(qmax, Math.max(0, Math.round(v / scale) + zp)), bits);
       }
     }
   }

@@ -21,20 +21,12 @@
  * that stay float and for checking.
  */
 import { ModelLoadError } from '../errors.ts';
-import { blocksOf, bytesPerBlock, quantizeRows, zeroPointsPerOutput, type Quantized } from '../quantize.ts';
+import { blocksOf, bytesPerBlock, putValue, putZeroPoint, quantizeRows, zeroPointsPerOutput, type Quantized } from '../quantize.ts';
+import { halfToFloat } from '../safetensors.ts';
 import { GgmlType, ggmlTypeName } from './ggml-types.ts';
 
-/** f16 bits → float32, by table. */
-const HALF = (() => {
-  const t = new Float32Array(65536);
-  for (let h = 0; h < 65536; h++) {
-    const sign = h & 0x8000 ? -1 : 1;
-    const exp = (h >> 10) & 0x1f;
-    const frac = h & 0x3ff;
-    t[h] = exp === 0 ? sign * frac * 2 ** -24 : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * 2 ** (exp - 15);
-  }
-  return t;
-})();
+/** f16 bits → float32, by table (ggml's scales are f16: one lookup each). */
+const HALF = Float32Array.from({ length: 65536 }, (_, h) => halfToFloat(h));
 
 function view(bytes: Uint8Array): DataView {
   return new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -237,7 +229,7 @@ function offsetBlocksToNBits(N: number, K: number, bits: 4 | 8, qBits: number, r
     if (z >= 0 && z <= zmax) {
       scale = s / factor;
       zp = z;
-      for (let i = 0; i < 32; i++) put(data, at, i, q[i]! * factor, bits);
+      for (let i = 0; i < 32; i++) putValue(data, at, i, q[i]! * factor, bits);
     } else {
       for (let i = 0; i < 32; i++) values[i] = s * q[i]! - o;
       const one = quantizeRows(values, 1, 32, { bits, block: 32, zeroPoints: true });
@@ -246,8 +238,7 @@ function offsetBlocksToNBits(N: number, K: number, bits: 4 | 8, qBits: number, r
       data.set(one.data, at);
     }
     scales[blockIndex] = scale;
-    const zAt = n * zpPerOutput + (bits === 4 ? b >> 1 : b);
-    zeroPoints[zAt] = bits === 4 ? zeroPoints[zAt]! | (zp << ((b & 1) * 4)) : zp;
+    putZeroPoint(zeroPoints, zpPerOutput, n, b, zp, bits);
   }
   return { bits, block: 32, K, N, data, scales, zeroPoints };
 }
@@ -273,11 +264,6 @@ function q5Values(bytes: Uint8Array, dv: DataView, at: number, q: Uint8Array): v
     q[j] = (byte & 0xf) | (((qh >> j) & 1) << 4);
     q[j + 16] = (byte >> 4) | (((qh >> (j + 16)) & 1) << 4);
   }
-}
-
-function put(data: Uint8Array, at: number, i: number, v: number, bits: 4 | 8): void {
-  if (bits === 8) data[at + i] = v;
-  else data[at + (i >> 1)] = data[at + (i >> 1)]! | (v << ((i & 1) * 4));
 }
 
 /** The same rows, reordered: row r of the result is row `order[r]` of `q`. */

@@ -75,6 +75,7 @@ class HeaderReader {
     this.path = path;
   }
 
+  /** The window's offset of the next `n` bytes. It may replace the window: call it before reading `buf`. */
   private need(n: number): number {
     if (this.pos + n > this.size) throw new ModelLoadError(`${this.path}: not a whole GGUF file (its header runs past the end, at byte ${this.pos})`);
     if (this.pos + n > this.start + this.buf.length) {
@@ -88,20 +89,16 @@ class HeaderReader {
     return at;
   }
 
-  /** The window's offset of the next `n` bytes (need() may replace the window: call it before reading `buf`). */
-  private at(n: number): number {
-    return this.need(n);
-  }
-  u8 = () => { const at = this.at(1); return this.buf.readUInt8(at); };
-  i8 = () => { const at = this.at(1); return this.buf.readInt8(at); };
-  u16 = () => { const at = this.at(2); return this.buf.readUInt16LE(at); };
-  i16 = () => { const at = this.at(2); return this.buf.readInt16LE(at); };
-  u32 = () => { const at = this.at(4); return this.buf.readUInt32LE(at); };
-  i32 = () => { const at = this.at(4); return this.buf.readInt32LE(at); };
-  f32 = () => { const at = this.at(4); return this.buf.readFloatLE(at); };
-  f64 = () => { const at = this.at(8); return this.buf.readDoubleLE(at); };
-  i64 = () => { const at = this.at(8); return this.buf.readBigInt64LE(at); };
-  u64 = (): bigint => { const at = this.at(8); return this.buf.readBigUInt64LE(at); };
+  u8 = () => { const at = this.need(1); return this.buf.readUInt8(at); };
+  i8 = () => { const at = this.need(1); return this.buf.readInt8(at); };
+  u16 = () => { const at = this.need(2); return this.buf.readUInt16LE(at); };
+  i16 = () => { const at = this.need(2); return this.buf.readInt16LE(at); };
+  u32 = () => { const at = this.need(4); return this.buf.readUInt32LE(at); };
+  i32 = () => { const at = this.need(4); return this.buf.readInt32LE(at); };
+  f32 = () => { const at = this.need(4); return this.buf.readFloatLE(at); };
+  f64 = () => { const at = this.need(8); return this.buf.readDoubleLE(at); };
+  i64 = () => { const at = this.need(8); return this.buf.readBigInt64LE(at); };
+  u64 = (): bigint => { const at = this.need(8); return this.buf.readBigUInt64LE(at); };
 
   remaining(): number {
     return this.size - this.pos;

@@ -59,7 +59,7 @@ export function loadModelConfig(dir: string): ModelConfig {
 export interface LoadOptions {
   name?: string;
   fallbackChatTemplate?: string;
-  /** Quantize float weights as they load (no effect on a directory already quantized so; refused if quantized otherwise). */
+  /** Quantize float weights as they load (stored quantized weights load as stored). */
   quantize?: WeightQuantization | null;
 }
 

@@ -14,7 +14,7 @@ import { ModelLoadError } from './errors.ts';
 import { loadModelText } from './load.ts';
 import { isGgufPath } from './gguf/gguf-model.ts';
 import { checkModelOut, writeModelDir } from './write-dir.ts';
-import { writeSafetensors } from './safetensors.ts';
+import { tensorBytes, writeSafetensors } from './safetensors.ts';
 import { bindWeights, describeQuantization, readModelTensors, weightTensors } from './weights.ts';
 
 /** Weights and files that describe them: not copied (the quantized weights replace them). */
@@ -34,8 +34,7 @@ export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuanti
   const text = loadModelText(src);
   if (text.config.quantization) throw new ModelLoadError(`${src} is already quantized (${describeQuantization(text.config.quantization)}): quantize the float model instead`);
   const tensors = readModelTensors(src);
-  let inBytes = 0;
-  for (const t of tensors.floats.values()) inBytes += t.data.byteLength;
+  const inBytes = tensorBytes(tensors.floats.values());
   const weights = bindWeights(text.config, tensors, src, q);
   return writeModelDir(outArg, (tmp) => {
     const files: string[] = [];
@@ -51,8 +50,6 @@ export function quantizeModelDir(srcArg: string, outArg: string, q: WeightQuanti
     const entries = weightTensors(weights);
     writeSafetensors(join(tmp, 'model.safetensors'), entries);
     files.push('config.json', 'model.safetensors');
-    let outBytes = 0;
-    for (const t of entries.values()) outBytes += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
-    return { inBytes, outBytes, files: files.sort() };
+    return { inBytes, outBytes: tensorBytes(entries.values()), files: files.sort() };
   });
 }

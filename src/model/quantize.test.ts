@@ -1,9 +1,24 @@
 import onnxProto from 'onnx-proto';
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { blocksOf, dequantize, dequantizeRows, quantizeBlockwise, quantizeRows, stackQuantized, type Quantized } from './quantize.ts';
+import { blocksOf, dequantizeRows, quantizeRows, stackQuantized, type QuantizeOptions, type Quantized } from './quantize.ts';
 
 const { onnx } = onnxProto;
+
+/** Quantizes `w`, a K × N weight stored row-major (the `A · W` layout of a MatMul), through its rows. */
+function quantizeBlockwise(w: Float32Array, K: number, N: number, options: QuantizeOptions): Quantized {
+  const rows = new Float32Array(K * N);
+  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) rows[n * K + k] = w[k * N + n]!;
+  return quantizeRows(rows, N, K, options);
+}
+
+/** The weight a quantized one stands for, K × N row-major (what the kernel computes with). */
+function dequantize(q: Quantized): Float32Array {
+  const rows = dequantizeRows(q);
+  const out = new Float32Array(q.K * q.N);
+  for (let n = 0; n < q.N; n++) for (let k = 0; k < q.K; k++) out[k * q.N + n] = rows[n * q.K + k]!;
+  return out;
+}
 
 /** A deterministic weight with a few outliers, as real projections have. */
 function weight(K: number, N: number): Float32Array {
@@ -106,6 +121,6 @@ describe('block-wise quantization for MatMulNBits', () => {
     expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 4, block: 24 })).toThrow(/must be one of 16, 32, 64, 128, 256/);
     expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 4, block: 8 })).toThrow(/must be one of 16, 32, 64, 128, 256/);
     expect(() => quantizeRows(new Float32Array(64), 2, 32, { bits: 3 as 4 })).toThrow(/bits must be 4 or 8/);
-    expect(() => quantizeBlockwise(new Float32Array(3), 32, 2, { bits: 8 })).toThrow(/has 64 values/);
+    expect(() => quantizeRows(new Float32Array(3), 2, 32, { bits: 8 })).toThrow(/a 2 × 32 weight has 64 values, got 3/);
   });
 });

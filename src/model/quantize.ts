@@ -128,14 +128,6 @@ export function quantizeRows(rows: Float32Array, N: number, K: number, options: 
   return { bits, block, K, N, data, scales, zeroPoints };
 }
 
-/** Quantizes `w`, a K × N weight stored row-major (the graph's `A · W` layout). */
-export function quantizeBlockwise(w: Float32Array, K: number, N: number, options: QuantizeOptions): Quantized {
-  if (w.length !== K * N) throw new RangeError(`a ${K} × ${N} weight has ${K * N} values, got ${w.length}`);
-  const rows = new Float32Array(K * N);
-  for (let k = 0; k < K; k++) for (let n = 0; n < N; n++) rows[n * K + k] = w[k * N + n]!;
-  return quantizeRows(rows, N, K, options);
-}
-
 /** The weight a quantized one stands for, as N rows of K values ([out, in]). */
 export function dequantizeRows(q: Quantized): Float32Array {
   const { bits, block, K, N } = q;
@@ -159,14 +151,6 @@ export function dequantizeRows(q: Quantized): Float32Array {
       }
     }
   }
-  return out;
-}
-
-/** The weight a quantized one stands for, K × N row-major (what the kernel computes with). */
-export function dequantize(q: Quantized): Float32Array {
-  const rows = dequantizeRows(q);
-  const out = new Float32Array(q.K * q.N);
-  for (let n = 0; n < q.N; n++) for (let k = 0; k < q.K; k++) out[k * q.N + n] = rows[n * q.K + k]!;
   return out;
 }
 

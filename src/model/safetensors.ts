@@ -137,6 +137,13 @@ export function floatToHalf(f: number): number {
 
 export type WriteDType = 'F32' | 'F16' | 'BF16';
 
+/** Bytes the tensors hold in memory (float ones as float32). */
+export function tensorBytes(tensors: Iterable<Tensor | ByteTensor>): number {
+  let n = 0;
+  for (const t of tensors) n += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
+  return n;
+}
+
 /**
  * Writes tensors to a safetensors file: float ones (given as float32) in the
  * chosen dtype, byte ones as U8. Written tensor by tensor, never the whole

@@ -11,7 +11,7 @@ import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { quantizationConfigJson, type WeightQuantization } from '../config.ts';
 import { ModelLoadError } from '../errors.ts';
-import { writeSafetensors } from '../safetensors.ts';
+import { tensorBytes, writeSafetensors } from '../safetensors.ts';
 import { isQuantized, weightTensors, type ModelWeights } from '../weights.ts';
 import { readGgufHeader } from './gguf-file.ts';
 import { checkModelOut, writeModelDir } from '../write-dir.ts';
@@ -46,8 +46,6 @@ export function importGguf(path: string, outArg: string, quantize: WeightQuantiz
     json('generation_config.json', { ...(tok.bosTokenId !== null ? { bos_token_id: tok.bosTokenId } : {}), eos_token_id: text.eosTokenIds });
     const entries = weightTensors(weights);
     writeSafetensors(join(tmp, 'model.safetensors'), entries);
-    let bytes = 0;
-    for (const t of entries.values()) bytes += 'bytes' in t ? t.bytes.byteLength : t.data.byteLength;
-    return { files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'], bytes };
+    return { files: ['config.json', 'generation_config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'], bytes: tensorBytes(entries.values()) };
   });
 }

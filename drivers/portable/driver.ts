@@ -50,23 +50,21 @@ async function startWorker(model: LoadedModel, options: PortableDriverOptions, p
   const numSlots = options.numPages * options.pageSize;
   const kvPlanes = c.numLayers * 2 * c.numKvHeads;
   const builder = graphBuilder({ config: c, weights: model.weights, numSlots });
-  let graph: Uint8Array | string;
+  let graphFile: string | null = null;
   let graphDir: string | null = null;
-  graph = '';
   if (options.externalData ?? builder.externalBytes > 0) {
     try {
       graphDir = mkdtempSync(join(tmpdir(), 'pie-graph-'));
-      graph = join(graphDir, 'model.onnx');
-      builder.save(graph);
+      builder.save(join(graphDir, 'model.onnx'));
+      graphFile = join(graphDir, 'model.onnx');
     } catch (err) {
       // No room in the temporary folder: one buffer instead, where the weights fit in a protocol buffer.
       if (graphDir) rmSync(graphDir, { recursive: true, force: true });
       graphDir = null;
       if (options.externalData || builder.externalBytes > MAX_INLINE_WEIGHT_BYTES) throw new ModelLoadError(`cannot write the model's graph to ${tmpdir()} (set TMPDIR to a folder with room for the weights): ${(err as Error).message}`);
-      graph = '';
     }
   }
-  if (graph === '') graph = builder.encode();
+  const graph: Uint8Array | string = graphFile ?? builder.encode();
   const channel = createChannel(16 * 1024 * 1024, 4096, Math.min(HEAD_SIZE, c.vocabSize), HEAD_DRAWS);
   const init: WorkerInit = { graph, channel, pool, restart, poolRows: kvPlanes * numSlots, headDim: c.headDim, kvPlanes, maskWords: Math.ceil(c.vocabSize / 32), threads: options.threads ?? 0, spinWait: options.spinWait ?? true };
   const worker = new Worker(WORKER_URL, {

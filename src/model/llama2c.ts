@@ -6,6 +6,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { ModelLoadError } from './errors.ts';
 import { writeSafetensors, type Tensor } from './safetensors.ts';
+import { pairsToHalvesOrder, permuteRows } from './weights.ts';
 import { BYTE_PIECE_OFFSET, bytePiece, llamaTokenizerConfig, llamaTokenizerJson, SPECIALS, type Piece } from './tokenizer-json.ts';
 
 export interface Llama2cHeader {
@@ -71,8 +72,8 @@ export function importLlama2c(checkpointPath: string, tokenizerPath: string, out
   for (let i = 0; i < L; i++) {
     const p = `model.layers.${i}.`;
     put(`${p}input_layernorm.weight`, layerSlice(attnNorm, i, dim), [dim]);
-    put(`${p}self_attn.q_proj.weight`, permuteRope(layerSlice(wq, i, dim * dim), numHeads, headSize, dim), [dim, dim]);
-    put(`${p}self_attn.k_proj.weight`, permuteRope(layerSlice(wk, i, kvDim * dim), numKvHeads, headSize, dim), [kvDim, dim]);
+    put(`${p}self_attn.q_proj.weight`, permuteRows(layerSlice(wq, i, dim * dim), dim, pairsToHalvesOrder(numHeads, headSize)), [dim, dim]);
+    put(`${p}self_attn.k_proj.weight`, permuteRows(layerSlice(wk, i, kvDim * dim), dim, pairsToHalvesOrder(numKvHeads, headSize)), [kvDim, dim]);
     put(`${p}self_attn.v_proj.weight`, layerSlice(wv, i, kvDim * dim), [kvDim, dim]);
     put(`${p}self_attn.o_proj.weight`, layerSlice(wo, i, dim * dim), [dim, dim]);
     put(`${p}post_attention_layernorm.weight`, layerSlice(ffnNorm, i, dim), [dim]);
@@ -111,26 +112,6 @@ export function importLlama2c(checkpointPath: string, tokenizerPath: string, out
   json('tokenizer.json', llamaTokenizerJson(pieces));
   json('tokenizer_config.json', llamaTokenizerConfig(seqLen));
   return header;
-}
-
-/**
- * llama2.c rotates adjacent pairs (2i, 2i+1); Hugging Face rotates halves.
- * Reorder each head's rows from [half, 2] to [2, half] so that HF-style RoPE
- * computes the same thing.
- */
-function permuteRope(w: Float32Array, heads: number, headSize: number, inDim: number): Float32Array {
-  const out = new Float32Array(w.length);
-  const half = headSize / 2;
-  for (let h = 0; h < heads; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const src = (h * headSize + i * 2 + j) * inDim;
-        const dst = (h * headSize + j * half + i) * inDim;
-        out.set(w.subarray(src, src + inDim), dst);
-      }
-    }
-  }
-  return out;
 }
 
 export function readLlama2cTokenizer(path: string, vocabSize: number): Piece[] {

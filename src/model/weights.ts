@@ -30,6 +30,26 @@ export function linearValues(t: Linear): Float32Array {
   return isQuantized(t) ? dequantizeRows(t.quantized) : t.data;
 }
 
+/**
+ * The rows of a q or k projection reordered for Hugging Face's RoPE (which
+ * rotates each head's halves) from an export that rotates adjacent pairs
+ * (llama2.c, llama.cpp's llama files): row h·d + j·d/2 + i comes from row
+ * h·d + 2i + j. `order[r]` is the source of row r.
+ */
+export function pairsToHalvesOrder(heads: number, headDim: number): number[] {
+  const half = headDim / 2;
+  const order = new Array<number>(heads * headDim);
+  for (let h = 0; h < heads; h++) for (let i = 0; i < half; i++) for (let j = 0; j < 2; j++) order[h * headDim + j * half + i] = h * headDim + i * 2 + j;
+  return order;
+}
+
+/** Rows of K values reordered: row r of the result is row `order[r]`. */
+export function permuteRows(rows: Float32Array, K: number, order: number[]): Float32Array {
+  const out = new Float32Array(rows.length);
+  order.forEach((src, dst) => out.set(rows.subarray(src * K, (src + 1) * K), dst * K));
+  return out;
+}
+
 export interface LayerWeights {
   inputNorm: Tensor;
   q: Linear;

@@ -20,7 +20,7 @@ import type { LoadedModel, LoadOptions, ModelText } from '../load.ts';
 import { modelText } from '../load.ts';
 import { quantizeRows } from '../quantize.ts';
 import type { Tensor } from '../safetensors.ts';
-import type { LayerWeights, Linear, ModelWeights } from '../weights.ts';
+import { pairsToHalvesOrder, permuteRows, type LayerWeights, type Linear, type ModelWeights } from '../weights.ts';
 import { dequantizeRows, isQuantizedType, permuteQuantizedRows, toNBits } from './ggml-blocks.ts';
 import { ggmlTypeName, isSupportedType, SUPPORTED_TYPE_NAMES } from './ggml-types.ts';
 import { hasGgufMagic, readGgufHeader, readTensorBytes, type GgufFile, type GgufTensorInfo } from './gguf-file.ts';
@@ -173,15 +173,7 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
   };
   const vector = (name: string, n: number, order?: number[]): Tensor => {
     const data = floats(file, info(name), [n]);
-    return { data: order ? Float32Array.from(order, (src) => data[src]!) : data, shape: [n] };
-  };
-  /** llama.cpp's order of a llama model's q and k rows (pairs) back to Hugging Face's (halves). */
-  const unpermute = (heads: number): number[] => {
-    const hd = c.headDim;
-    const half = hd / 2;
-    const order = new Array<number>(heads * hd);
-    for (let h = 0; h < heads; h++) for (let i = 0; i < half; i++) for (let j = 0; j < 2; j++) order[h * hd + j * half + i] = h * hd + i * 2 + j;
-    return order;
+    return { data: order ? permuteRows(data, 1, order) : data, shape: [n] };
   };
   /** `bits`: what --quantize asks of this weight (null: nothing); it also decides whether Q4_K becomes 4 bits (else 8). */
   const linear = (name: string, N: number, K: number, bits: 4 | 8 | null, order?: number[]): Linear => {
@@ -192,23 +184,18 @@ export function ggufWeights(file: GgufFile, c: ModelConfig, quantize: WeightQuan
       const q = toNBits(t.type, bytes, N, K, bits === 4 ? 4 : 8);
       return { shape: [N, K], quantized: order ? permuteQuantizedRows(q, order) : q };
     }
-    let rows = dequantizeRows(t.type, bytes, N, K);
-    if (order) {
-      const out = new Float32Array(rows.length);
-      order.forEach((src, dst) => out.set(rows.subarray(src * K, (src + 1) * K), dst * K));
-      rows = out;
-    }
+    const rows = order ? permuteRows(dequantizeRows(t.type, bytes, N, K), K, order) : dequantizeRows(t.type, bytes, N, K);
     if (!quantize || bits === null) return { data: rows, shape: [N, K] };
     return { shape: [N, K], quantized: quantizeRows(rows, N, K, { bits, block: quantize.block, zeroPoints: quantize.zeroPoints }) };
   };
   const bits = quantize?.bits ?? null;
   const headBits = quantize ? quantize.headBits : null;
+  // A llama file's q and k rows, biases included, are in llama.cpp's order (pairs).
+  const qOrder = a === 'llama' ? pairsToHalvesOrder(c.numHeads, c.headDim) : undefined;
+  const kOrder = a === 'llama' ? pairsToHalvesOrder(c.numKvHeads, c.headDim) : undefined;
   const layers: LayerWeights[] = [];
   for (let i = 0; i < c.numLayers; i++) {
     const p = `blk.${i}.`;
-    // A llama file's q and k rows, biases included, are in llama.cpp's order.
-    const qOrder = a === 'llama' ? unpermute(c.numHeads) : undefined;
-    const kOrder = a === 'llama' ? unpermute(c.numKvHeads) : undefined;
     layers.push({
       inputNorm: vector(`${p}attn_norm.weight`, H),
       q: linear(`${p}attn_q.weight`, qDim, H, bits, qOrder),

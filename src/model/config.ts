@@ -4,6 +4,7 @@
  * the raw JSON.
  */
 import { ModelLoadError } from './errors.ts';
+import { BLOCKS } from './quantize.ts';
 
 export const SUPPORTED_ARCHITECTURES = {
   LlamaForCausalLM: 'llama',
@@ -149,8 +150,8 @@ function parseQuantization(raw: unknown, source: string): WeightQuantization | n
     throw new ModelLoadError(`${source}: quantization_config bits must be 4 or 8${nullable ? ' (or null)' : ''}, got ${JSON.stringify(v)}`);
   };
   const block = r.block_size;
-  if (typeof block !== 'number' || ![16, 32, 64, 128, 256].includes(block)) {
-    throw new ModelLoadError(`${source}: quantization_config block_size must be 16, 32, 64, 128 or 256, got ${JSON.stringify(block)}`);
+  if (typeof block !== 'number' || !(BLOCKS as readonly number[]).includes(block)) {
+    throw new ModelLoadError(`${source}: quantization_config block_size must be one of ${BLOCKS.join(', ')}, got ${JSON.stringify(block)}`);
   }
   return { bits: bits(r.bits, false)!, headBits: bits(r.head_bits ?? null, true), block, zeroPoints: r.zero_points === true };
 }
